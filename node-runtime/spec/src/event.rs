@@ -1,0 +1,86 @@
+//! Events of the watch stream, and kernel enforcement (deny) events.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ZoneCreated,
+    ZoneDeleted,
+    ZonePolicyUpdated,
+    ZoneRecovered,
+    ProcessStarted,
+    ProcessExited,
+    TaskStarted,
+    TaskFinished,
+    OomKilled,
+    TimedOut,
+    OrphanRemoved,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 11] = [
+        EventKind::ZoneCreated,
+        EventKind::ZoneDeleted,
+        EventKind::ZonePolicyUpdated,
+        EventKind::ZoneRecovered,
+        EventKind::ProcessStarted,
+        EventKind::ProcessExited,
+        EventKind::TaskStarted,
+        EventKind::TaskFinished,
+        EventKind::OomKilled,
+        EventKind::TimedOut,
+        EventKind::OrphanRemoved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ZoneCreated => "zone_created",
+            EventKind::ZoneDeleted => "zone_deleted",
+            EventKind::ZonePolicyUpdated => "zone_policy_updated",
+            EventKind::ZoneRecovered => "zone_recovered",
+            EventKind::ProcessStarted => "process_started",
+            EventKind::ProcessExited => "process_exited",
+            EventKind::TaskStarted => "task_started",
+            EventKind::TaskFinished => "task_finished",
+            EventKind::OomKilled => "oom_killed",
+            EventKind::TimedOut => "timed_out",
+            EventKind::OrphanRemoved => "orphan_removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One zone or task event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_name: Option<String>,
+    /// The process or task the event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<Uuid>,
+    pub message: String,
+}
+
+/// A denial by a kernel enforcement layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnforcementEvent {
+    pub time_ms: u64,
+    pub zone_id: Uuid,
+    pub pid: u32,
+    /// The hook that denied (`file_open`, `task_kill`, ...).
+    pub hook: String,
+    /// What was denied: a path, a pid, an address.
+    pub target: String,
+    pub errno: i32,
+}

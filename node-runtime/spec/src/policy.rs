@@ -1,0 +1,545 @@
+//! The zone policy: a TOML document with `[zone]`, `[capabilities]`,
+//! `[resources]`, `[network]`, `[filesystem]`, `[syscalls]` and `[task]`.
+//!
+//! Parsing happens in two passes over one serde shape. serde rejects unknown
+//! keys, wrong types and malformed sizes or durations (each error carries the
+//! byte span of the offending value); [`Policy::validate`] then checks the
+//! combinations. Both passes report `file:line: key: what is wrong; the fix`.
+
+use std::fmt;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{self, capability_number, syscall_number, FORBIDDEN_CAPABILITIES};
+
+/// A whole policy. Every section is optional in the file; an omitted section
+/// takes the defaults below, which are the `standard` preset's safe values.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub zone: ZoneSection,
+    pub capabilities: CapabilitiesSection,
+    pub resources: ResourcesSection,
+    pub network: NetworkSection,
+    pub filesystem: FilesystemSection,
+    pub syscalls: SyscallsSection,
+    pub task: TaskSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneSection {
+    /// The policy's own name (presets set it); not the zone's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub zone_type: ZoneType,
+    /// Hostname inside the zone; defaults to the zone's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZoneType {
+    #[default]
+    NonGlobal,
+    /// The host itself: named so a policy that asks for it gets a clear error.
+    Global,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapabilitiesSection {
+    /// Capabilities kept by the zone's processes; all others are dropped.
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesSection {
+    /// Relative CPU weight (cgroup v1 `cpu.shares` scale, 2-262144).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// Hard CPU limit in cores (`0.5`, `2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<f64>,
+    /// Memory limit (`512Mi`, `4Gi`).
+    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none", default)]
+    #[schemars(with = "Option<String>")]
+    pub memory_limit: Option<u64>,
+    /// Most processes and threads the zone may hold at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    /// A network namespace with only loopback, up.
+    #[default]
+    Loopback,
+    /// A network namespace with no interface up at all.
+    None,
+    /// A veth on the node bridge (not supported by this version).
+    Bridged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    pub mode: NetworkMode,
+    /// Zones this zone may connect to.
+    pub allowed_zones: Vec<String>,
+    /// Egress destinations as `CIDR:port` (`0.0.0.0/0:443`).
+    pub allowed_egress: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemSection {
+    /// Host paths the zone sees read-only (host-view zones).
+    pub readable_paths: Vec<String>,
+    /// Host paths the zone may change. `/tmp` is always a private, empty tmpfs.
+    pub writable_paths: Vec<String>,
+    /// Paths hidden inside the zone even when a readable path contains them.
+    pub denied_paths: Vec<String>,
+}
+
+/// What a host-view zone reads when its policy lists nothing.
+pub const DEFAULT_READABLE_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"];
+
+impl Default for FilesystemSection {
+    fn default() -> Self {
+        Self {
+            readable_paths: DEFAULT_READABLE_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            writable_paths: vec!["/tmp".into()],
+            denied_paths: vec![
+                "/etc/shadow".into(),
+                "/etc/gshadow".into(),
+                "/etc/sudoers".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyscallsSection {
+    /// System calls that fail with EPERM inside the zone.
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSection {
+    /// Wall-clock limit of a task (`30s`, `10m`); none when omitted.
+    #[serde(
+        with = "duration_serde",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// Most bytes of stdout and of stderr kept in a result (default 1Mi each).
+    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none", default)]
+    #[schemars(with = "Option<String>")]
+    pub max_output: Option<u64>,
+}
+
+/// Default cap on each of stdout and stderr in a result.
+pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+
+/// System calls a policy may not deny: without them no program starts or ends.
+const ESSENTIAL_SYSCALLS: &[&str] = &["execve", "exit", "exit_group", "rt_sigreturn", "wait4"];
+
+/// The least memory a zone can start with.
+const MIN_MEMORY: u64 = 4 << 20;
+/// The least `pids_max`: the zone agent and its launcher, plus room for work.
+const MIN_PIDS: u64 = 4;
+
+/// A policy that cannot be used, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no line (an empty file).
+    pub line: usize,
+    /// Dotted key (`resources.memory_limit`); empty for a syntax error.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+        let policy: Policy = toml::from_str(text).map_err(|e| from_toml_error(file, text, &e))?;
+        policy.validate().map_err(|(key, message)| PolicyError {
+            file: file.to_string(),
+            line: locate_key(text, &key),
+            key,
+            message,
+        })?;
+        Ok(policy)
+    }
+
+    /// Renders the policy as TOML that [`Policy::parse`] accepts again.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# policy cannot be shown as TOML: {e}\n"))
+    }
+
+    /// Checks combinations serde cannot: returns the dotted key and the message.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, message: String| Err((key.to_string(), message));
+        if self.zone.zone_type == ZoneType::Global {
+            return err(
+                "zone.type",
+                "\"global\" is the host itself and cannot be created; use \"non-global\"".into(),
+            );
+        }
+        if let Some(hostname) = &self.zone.hostname {
+            if let Err(e) = names::validate_zone_name(hostname) {
+                return err(
+                    "zone.hostname",
+                    e.to_string().replace("zone name", "hostname"),
+                );
+            }
+        }
+        let mut seen = Vec::new();
+        for cap in &self.capabilities.allowed {
+            let full = if cap.to_ascii_uppercase().starts_with("CAP_") {
+                cap.to_ascii_uppercase()
+            } else {
+                format!("CAP_{}", cap.to_ascii_uppercase())
+            };
+            if capability_number(&full).is_none() {
+                return err(
+                    "capabilities.allowed",
+                    format!("{cap:?} is not a Linux capability; use a name such as \"CAP_NET_BIND_SERVICE\""),
+                );
+            }
+            if FORBIDDEN_CAPABILITIES.contains(&full.as_str()) {
+                return err(
+                    "capabilities.allowed",
+                    format!("{full} lets a process leave its zone and is never granted; remove it"),
+                );
+            }
+            if seen.contains(&full) {
+                return err(
+                    "capabilities.allowed",
+                    format!("{full} is listed twice; list it once"),
+                );
+            }
+            seen.push(full);
+        }
+        let r = &self.resources;
+        if let Some(shares) = r.cpu_shares {
+            if !(2..=262_144).contains(&shares) {
+                return err(
+                    "resources.cpu_shares",
+                    format!(
+                        "{shares} is out of range; use 2 to 262144 (1024 is one share of the host)"
+                    ),
+                );
+            }
+        }
+        if let Some(cores) = r.cpu_limit {
+            if !(cores > 0.0 && cores <= 1024.0) || cores * 1000.0 < 10.0 {
+                return err("resources.cpu_limit", format!("{cores} cores is out of range; use a number of cores from 0.01 to 1024, e.g. 0.5 or 2"));
+            }
+        }
+        if let Some(mem) = r.memory_limit {
+            if mem < MIN_MEMORY {
+                return err(
+                    "resources.memory_limit",
+                    format!(
+                        "{} is below 4Mi, the least a zone can start with; use 4Mi or more",
+                        crate::size::format_size(mem)
+                    ),
+                );
+            }
+        }
+        if let Some(pids) = r.pids_max {
+            if !(MIN_PIDS..=4_194_304).contains(&pids) {
+                return err("resources.pids_max", format!("{pids} is out of range; use {MIN_PIDS} to 4194304 (the zone agent counts as 2)"));
+            }
+        }
+        let n = &self.network;
+        if n.mode == NetworkMode::Bridged {
+            return err("network.mode", "\"bridged\" is not supported by this version of rauha; use \"loopback\" or \"none\"".into());
+        }
+        if !n.allowed_egress.is_empty() {
+            return err("network.allowed_egress", format!("lists destinations but network.mode = {:?} gives the zone no route out; remove allowed_egress", mode_name(n.mode)));
+        }
+        for zone in &n.allowed_zones {
+            if let Err(e) = names::validate_zone_name(zone) {
+                return err("network.allowed_zones", e.to_string());
+            }
+        }
+        let fs = &self.filesystem;
+        for (key, paths) in [
+            ("filesystem.readable_paths", &fs.readable_paths),
+            ("filesystem.writable_paths", &fs.writable_paths),
+            ("filesystem.denied_paths", &fs.denied_paths),
+        ] {
+            for path in paths {
+                if let Some(problem) = path_problem(path) {
+                    return err(key, format!("{path:?} {problem}"));
+                }
+            }
+        }
+        for path in &fs.writable_paths {
+            if path == "/" {
+                return err("filesystem.writable_paths", "\"/\" would make the whole host writable; list only the directories the task writes".into());
+            }
+            if fs.denied_paths.iter().any(|d| d == path) {
+                return err(
+                    "filesystem.writable_paths",
+                    format!("{path:?} is also in denied_paths; remove it from one of them"),
+                );
+            }
+        }
+        if fs.readable_paths.iter().any(|p| p == "/") {
+            return err(
+                "filesystem.readable_paths",
+                "\"/\" would show the zone the whole host; list the directories the task reads"
+                    .into(),
+            );
+        }
+        for name in &self.syscalls.deny {
+            if syscall_number(name).is_none() {
+                return err("syscalls.deny", format!("{name:?} is not a system call of this architecture; check the spelling (e.g. \"umount2\")"));
+            }
+            if ESSENTIAL_SYSCALLS.contains(&name.as_str()) {
+                return err(
+                    "syscalls.deny",
+                    format!("{name:?} would stop every program in the zone; remove it"),
+                );
+            }
+        }
+        if self.task.timeout == Some(Duration::ZERO) {
+            return err(
+                "task.timeout",
+                "0s would end every task at once; use a duration such as 30s".into(),
+            );
+        }
+        if let Some(max) = self.task.max_output {
+            if max == 0 || max > 64 << 20 {
+                return err(
+                    "task.max_output",
+                    format!(
+                        "{} is out of range; use 1 to 64Mi",
+                        crate::size::format_size(max)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The output cap per stream in force for tasks of this policy.
+    pub fn max_output(&self) -> u64 {
+        self.task.max_output.unwrap_or(DEFAULT_MAX_OUTPUT)
+    }
+}
+
+fn mode_name(mode: NetworkMode) -> &'static str {
+    match mode {
+        NetworkMode::Loopback => "loopback",
+        NetworkMode::None => "none",
+        NetworkMode::Bridged => "bridged",
+    }
+}
+
+fn path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("is not absolute; start it with '/'");
+    }
+    if path.split('/').any(|c| c == ".." || c == ".") {
+        return Some("has '.' or '..' in it; write the plain absolute path");
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return Some("ends with '/'; drop the trailing slash");
+    }
+    if path.contains("//") || path.contains('\0') {
+        return Some("is not a clean path; write it without '//' or NUL");
+    }
+    None
+}
+
+/// Turns serde/TOML's error into a located one, naming the key when the
+/// error points at a `key = value` line.
+fn from_toml_error(file: &str, text: &str, e: &toml::de::Error) -> PolicyError {
+    let raw = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return PolicyError {
+            file: file.into(),
+            line: 0,
+            key: String::new(),
+            message: raw,
+        };
+    };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    let table = table_before(text, line);
+    let message;
+    let key;
+    if let Some(field) = raw
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let expected = raw.split_once(", expected ").map(|(_, e)| e).unwrap_or("");
+        key = if line_text.trim_start().starts_with('[') {
+            table.clone()
+        } else {
+            join_key(&table, field)
+        };
+        message = if expected.is_empty() {
+            "is not a policy key; remove it".into()
+        } else {
+            format!("is not a policy key; expected {expected}")
+        };
+    } else if let Some((k, _)) = line_text.split_once('=') {
+        key = join_key(&table, k.trim().trim_matches('"'));
+        message = humanize(&raw);
+    } else {
+        key = String::new();
+        message = humanize(&raw);
+    }
+    PolicyError {
+        file: file.into(),
+        line,
+        key,
+        message,
+    }
+}
+
+fn humanize(raw: &str) -> String {
+    if let Some(rest) = raw.strip_prefix("unknown variant ") {
+        return format!("{rest}")
+            .replace("expected one of", "; use one of")
+            .replace(", ;", ";");
+    }
+    if raw.starts_with("invalid type") {
+        return format!("{raw}; check the value's type in docs/policy.md");
+    }
+    raw.to_string()
+}
+
+fn join_key(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// The `[table]` header in force at 1-based `line`.
+fn table_before(text: &str, line: usize) -> String {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']'))
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        })
+        .last()
+        .unwrap_or_default()
+}
+
+/// The 1-based line where dotted `key` is set, or the line of its table, or 0.
+fn locate_key(text: &str, key: &str) -> usize {
+    let (table, field) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    let mut table_line = 0;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if current == table {
+                table_line = i + 1;
+            }
+            continue;
+        }
+        if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim().trim_matches('"') == field {
+                    return i + 1;
+                }
+            }
+        }
+    }
+    table_line
+}
+
+mod size_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&crate::size::format_size(*b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Bytes(b)) => Ok(Some(b)),
+            Some(Raw::Text(t)) => crate::size::parse_size(&t).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!("{t:?} is not a size; use 512Mi or 4Gi"))
+            }),
+        }
+    }
+}
+
+mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&crate::duration::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(t) => crate::duration::parse_duration(&t)
+                .map(Some)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{t:?} is not a duration; use 30s, 10m or 1h"))
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Policy, String> {
+    Policy::parse("p.toml", text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn empty_policy_takes_safe_defaults() {
+    let p = parse("").expect("empty is valid");
+    assert_eq!(p.network.mode, NetworkMode::Loopback);
+    assert!(p.capabilities.allowed.is_empty());
+    assert!(p
+        .filesystem
+        .denied_paths
+        .contains(&"/etc/shadow".to_string()));
+}
+
+#[test]
+fn seed_example_parses_except_its_bridged_network() {
+    let text = r#"
+[zone]
+name = "production"
+type = "non-global"
+
+[capabilities]
+allowed = ["CAP_NET_BIND_SERVICE", "CAP_CHOWN"]
+
+[resources]
+cpu_shares = 1024
+memory_limit = "4Gi"
+pids_max = 512
+
+[filesystem]
+writable_paths = ["/data", "/tmp", "/var/log"]
+
+[syscalls]
+deny = ["mount", "umount2", "pivot_root"]
+"#;
+    let p = parse(text).expect("valid");
+    assert_eq!(p.resources.memory_limit, Some(4 << 30));
+    assert_eq!(p.resources.pids_max, Some(512));
+    assert_eq!(p.syscalls.deny.len(), 3);
+}
+
+/// Each bad policy and the exact one-line error it must give.
+#[test]
+fn bad_policies_give_exact_messages() {
+    let table: &[(&str, &str)] = &[
+        (
+            "[resources]\nmemory_limit = \"4Gb\"\n",
+            "p.toml:2: resources.memory_limit: \"4Gb\" is not a size; use 512Mi or 4Gi",
+        ),
+        (
+            "[resources]\nmemry_limit = \"4Gi\"\n",
+            "p.toml:2: resources.memry_limit: is not a policy key; expected one of `cpu_shares`, `cpu_limit`, `memory_limit`, `pids_max`",
+        ),
+        (
+            "[resourcez]\n",
+            "p.toml:1: resourcez: is not a policy key; expected one of `zone`, `capabilities`, `resources`, `network`, `filesystem`, `syscalls`, `task`",
+        ),
+        (
+            "[resources]\npids_max = 2\n",
+            "p.toml:2: resources.pids_max: 2 is out of range; use 4 to 4194304 (the zone agent counts as 2)",
+        ),
+        (
+            "[resources]\nmemory_limit = \"1Mi\"\n",
+            "p.toml:2: resources.memory_limit: 1Mi is below 4Mi, the least a zone can start with; use 4Mi or more",
+        ),
+        (
+            "[resources]\ncpu_limit = 0\n",
+            "p.toml:2: resources.cpu_limit: 0 cores is out of range; use a number of cores from 0.01 to 1024, e.g. 0.5 or 2",
+        ),
+        (
+            "[zone]\ntype = \"global\"\n",
+            "p.toml:2: zone.type: \"global\" is the host itself and cannot be created; use \"non-global\"",
+        ),
+        (
+            "[capabilities]\nallowed = [\"CAP_SYS_ADMIN\"]\n",
+            "p.toml:2: capabilities.allowed: CAP_SYS_ADMIN lets a process leave its zone and is never granted; remove it",
+        ),
+        (
+            "[capabilities]\nallowed = [\"CAP_FLY\"]\n",
+            "p.toml:2: capabilities.allowed: \"CAP_FLY\" is not a Linux capability; use a name such as \"CAP_NET_BIND_SERVICE\"",
+        ),
+        (
+            "[network]\nmode = \"bridged\"\n",
+            "p.toml:2: network.mode: \"bridged\" is not supported by this version of rauha; use \"loopback\" or \"none\"",
+        ),
+        (
+            "[network]\nallowed_egress = [\"0.0.0.0/0:443\"]\n",
+            "p.toml:2: network.allowed_egress: lists destinations but network.mode = \"loopback\" gives the zone no route out; remove allowed_egress",
+        ),
+        (
+            "[filesystem]\nwritable_paths = [\"/\"]\n",
+            "p.toml:2: filesystem.writable_paths: \"/\" would make the whole host writable; list only the directories the task writes",
+        ),
+        (
+            "[filesystem]\nreadable_paths = [\"usr\"]\n",
+            "p.toml:2: filesystem.readable_paths: \"usr\" is not absolute; start it with '/'",
+        ),
+        (
+            "[filesystem]\nwritable_paths = [\"/data\"]\ndenied_paths = [\"/data\"]\n",
+            "p.toml:2: filesystem.writable_paths: \"/data\" is also in denied_paths; remove it from one of them",
+        ),
+        (
+            "[syscalls]\ndeny = [\"execve\"]\n",
+            "p.toml:2: syscalls.deny: \"execve\" would stop every program in the zone; remove it",
+        ),
+        (
+            "[syscalls]\ndeny = [\"mountt\"]\n",
+            "p.toml:2: syscalls.deny: \"mountt\" is not a system call of this architecture; check the spelling (e.g. \"umount2\")",
+        ),
+        (
+            "[task]\ntimeout = \"10\"\n",
+            "p.toml:2: task.timeout: \"10\" is not a duration; use 30s, 10m or 1h",
+        ),
+        (
+            "[task]\ntimeout = \"0s\"\n",
+            "p.toml:2: task.timeout: 0s would end every task at once; use a duration such as 30s",
+        ),
+    ];
+    for (text, want) in table {
+        assert_eq!(parse(text).expect_err(text), *want, "policy:\n{text}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = Policy::parse("p.toml", "[resources]\npids_max = = 3\n").expect_err("bad syntax");
+    assert_eq!(e.line, 2);
+    assert!(e.to_string().starts_with("p.toml:2"), "{e}");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let e = Policy::parse("p.toml", "[resources]\npids_max = \"many\"\n").expect_err("bad type");
+    assert_eq!(e.key, "resources.pids_max");
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn to_toml_round_trips() {
+    let p =
+        parse("[resources]\nmemory_limit = \"512Mi\"\n[task]\ntimeout = \"30s\"\n").expect("valid");
+    let again = parse(&p.to_toml()).expect("round trip");
+    assert_eq!(p, again);
+}
+
+#[test]
+fn json_round_trips() {
+    let p = parse("[resources]\nmemory_limit = \"512Mi\"\n").expect("valid");
+    let json = serde_json::to_string(&p).expect("serialize");
+    let back: Policy = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(p, back);
+}

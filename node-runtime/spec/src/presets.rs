@@ -1,0 +1,52 @@
+//! The policy presets shipped in `policies/`, compiled in so that a preset
+//! name works wherever the binary runs.
+
+use crate::policy::{Policy, PolicyError};
+
+/// `(name, TOML text)` of each preset.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("minimal", include_str!("../../../policies/minimal.toml")),
+    ("standard", include_str!("../../../policies/standard.toml")),
+    ("strict", include_str!("../../../policies/strict.toml")),
+];
+
+/// The default preset of a task or zone that names none.
+pub const DEFAULT_PRESET: &str = "standard";
+
+/// The names of the presets, for error messages.
+pub fn names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+/// The text of a preset by name.
+pub fn text(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// A parsed preset.
+pub fn load(name: &str) -> Option<Result<Policy, PolicyError>> {
+    text(name).map(|t| Policy::parse(&format!("policies/{name}.toml"), t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses() {
+        for (name, _) in PRESETS {
+            let policy = load(name)
+                .expect("listed")
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(policy.zone.name.as_deref(), Some(*name));
+        }
+    }
+
+    #[test]
+    fn strict_is_stricter_than_standard() {
+        let standard = load("standard").expect("listed").expect("valid");
+        let strict = load("strict").expect("listed").expect("valid");
+        assert!(strict.syscalls.deny.len() > standard.syscalls.deny.len());
+        assert!(strict.resources.pids_max < standard.resources.pids_max);
+    }
+}

@@ -1,0 +1,153 @@
+//! The task result envelope: the same object whether printed by
+//! `rauha sandbox --json` or written to a `SandboxTask`'s status.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::enforcement::Enforcement;
+use crate::event::{EnforcementEvent, Event};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Exited with code 0.
+    Succeeded,
+    /// Exited with a non-zero code.
+    Failed,
+    /// Killed by rauha when the task's timeout passed.
+    TimedOut,
+    /// Killed by the kernel's OOM killer inside the zone's memory limit.
+    OomKilled,
+    /// Ended by a signal (not a timeout, not OOM).
+    Killed,
+    /// Rauha could not run the task; `error` says why.
+    Error,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::TimedOut => "timed_out",
+            TaskStatus::OomKilled => "oom_killed",
+            TaskStatus::Killed => "killed",
+            TaskStatus::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::TimedOut,
+            TaskStatus::OomKilled,
+            TaskStatus::Killed,
+            TaskStatus::Error,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    /// Decides the status of a process that ended with `exit_code` or
+    /// `signal`, given whether rauha timed it out and whether the zone's OOM
+    /// counter moved while it ran.
+    pub fn classify(
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+        oom: bool,
+    ) -> TaskStatus {
+        if timed_out {
+            TaskStatus::TimedOut
+        } else if oom && (signal == Some(9) || exit_code == Some(137)) {
+            TaskStatus::OomKilled
+        } else if signal.is_some() {
+            TaskStatus::Killed
+        } else if exit_code == Some(0) {
+            TaskStatus::Succeeded
+        } else {
+            TaskStatus::Failed
+        }
+    }
+}
+
+/// One task's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskResult {
+    pub task_id: Uuid,
+    pub zone_id: Uuid,
+    pub command: Vec<String>,
+    pub status: TaskStatus,
+    /// Exit code; for a signal, 128 + the signal's number, as a shell reports it.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the task, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Bytes produced beyond the cap, counted rather than kept.
+    pub stdout_dropped_bytes: u64,
+    pub stderr_dropped_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_time_us: Option<u64>,
+    pub events: Vec<Event>,
+    pub enforcement_events: Vec<EnforcementEvent>,
+    pub enforcement: Enforcement,
+    /// Set when `status` is `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_endings() {
+        assert_eq!(
+            TaskStatus::classify(Some(0), None, false, false),
+            TaskStatus::Succeeded
+        );
+        assert_eq!(
+            TaskStatus::classify(Some(3), None, false, false),
+            TaskStatus::Failed
+        );
+        assert_eq!(
+            TaskStatus::classify(Some(137), Some(9), true, false),
+            TaskStatus::TimedOut
+        );
+        assert_eq!(
+            TaskStatus::classify(Some(137), Some(9), false, true),
+            TaskStatus::OomKilled
+        );
+        assert_eq!(
+            TaskStatus::classify(Some(143), Some(15), false, false),
+            TaskStatus::Killed
+        );
+        assert_eq!(
+            TaskStatus::classify(Some(1), None, false, true),
+            TaskStatus::Failed
+        );
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in [
+            "succeeded",
+            "failed",
+            "timed_out",
+            "oom_killed",
+            "killed",
+            "error",
+        ] {
+            assert_eq!(TaskStatus::parse(s).map(TaskStatus::as_str), Some(s));
+        }
+    }
+}
