@@ -1,0 +1,299 @@
+//! The e2e harness: starts a real `rauhad` on a private root, socket and
+//! cgroup parent, drives it through the real `rauha` CLI and over gRPC, and
+//! removes everything it made when dropped, also when a test fails.
+//!
+//! Tests need root. Without it they report the missing prerequisite and
+//! return, except under `RAUHA_E2E_REQUIRE=1` (set in CI), where a missing
+//! prerequisite fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rauha_api::v1;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Checks a prerequisite: `Ok(true)` to go on, `Ok(false)` to skip (with the
+/// reason printed), a panic when CI requires it.
+pub fn prerequisite(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("RAUHA_E2E_REQUIRE").as_deref() == Ok("1") {
+        panic!("prerequisite missing: {what} (RAUHA_E2E_REQUIRE=1 makes this a failure)");
+    }
+    eprintln!("SKIPPED: prerequisite missing: {what}");
+    false
+}
+
+/// Root is needed for namespaces and cgroups.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The directory holding the built binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("RAUHA_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+/// Skips (or fails in CI) unless root and the binaries exist.
+pub fn ready() -> bool {
+    prerequisite(is_root(), "root (namespaces and cgroups)")
+        && ["rauhad", "rauha", "rauha-guest-agent"].iter().all(|b| {
+            prerequisite(
+                bin_dir().join(b).is_file(),
+                &format!(
+                    "{} (run `cargo build --workspace` first)",
+                    bin_dir().join(b).display()
+                ),
+            )
+        })
+}
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts rauhad on a fresh temp root and waits until it serves.
+    pub fn start() -> Daemon {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let dir = std::env::temp_dir().join(format!("rauha-e2e-{tag}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut d = Daemon {
+            root: dir.join("root"),
+            socket: dir.join("rauhad.sock"),
+            cgroup_parent: format!("rauha-e2e-{tag}"),
+            dir,
+            child: None,
+        };
+        d.spawn(&[]);
+        d
+    }
+
+    /// (Re)starts the daemon process on the same root.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("rauhad.log"))
+            .expect("log");
+        let child = Command::new(bin_dir().join("rauhad"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rauhad");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("rauhad exited with {status} at start: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rauhad did not listen within 20 s: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rauhad.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// `kill -9` the daemon (zones keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("rauha"))
+            .args(args)
+            .env("RAUHA_ADDR", self.addr())
+            .output()
+            .expect("run rauha")
+    }
+
+    /// A gRPC channel to this daemon.
+    pub async fn channel(&self) -> Channel {
+        let path = self.socket.clone();
+        Endpoint::try_from("http://[::]:50051")
+            .expect("static uri")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let p = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(p).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to rauhad")
+    }
+
+    pub async fn sandbox_client(&self) -> v1::sandbox_client::SandboxClient<Channel> {
+        v1::sandbox_client::SandboxClient::new(self.channel().await)
+            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn zones_client(&self) -> v1::zones_client::ZonesClient<Channel> {
+        v1::zones_client::ZonesClient::new(self.channel().await)
+    }
+
+    pub async fn processes_client(&self) -> v1::processes_client::ProcessesClient<Channel> {
+        v1::processes_client::ProcessesClient::new(self.channel().await)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// The zone cgroup directories under this daemon's parent, in every
+    /// hierarchy.
+    pub fn zone_cgroups(&self) -> Vec<PathBuf> {
+        cgroup_dirs(&self.cgroup_parent)
+            .into_iter()
+            .flat_map(|p| {
+                std::fs::read_dir(p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+            })
+            .collect()
+    }
+
+    /// Host processes whose command line mentions this daemon's root.
+    pub fn agent_processes(&self) -> Vec<u32> {
+        let needle = self.root.to_string_lossy().to_string();
+        let mut out = Vec::new();
+        for cg in self.zone_cgroups() {
+            if let Ok(s) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+        }
+        let _ = needle;
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Mounts on the host under this daemon's root.
+    pub fn host_mounts(&self) -> Vec<String> {
+        let root = self.root.to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// `<hierarchy>/<parent>` for each cgroup hierarchy that has it.
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut out = Vec::new();
+    if base.join(parent).is_dir() {
+        out.push(base.join(parent));
+    }
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            let p = e.path().join(parent);
+            if p.is_dir() && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        // Everything the daemon made lives under its cgroup parent and root.
+        for _ in 0..200 {
+            let mut left = false;
+            for dir in cgroup_dirs(&self.cgroup_parent) {
+                for zone in std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                {
+                    if let Ok(procs) = std::fs::read_to_string(zone.join("cgroup.procs")) {
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            // SAFETY: kill takes plain integers.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                    if std::fs::remove_dir(&zone).is_err() {
+                        left = true;
+                    }
+                }
+                if std::fs::remove_dir(&dir).is_err() {
+                    left = true;
+                }
+            }
+            if !left {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        for m in self.host_mounts().iter().rev() {
+            if let Ok(c) = std::ffi::CString::new(m.as_str()) {
+                // SAFETY: valid path string.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        if std::env::var("RAUHA_E2E_KEEP").is_err() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Parses a CLI's stdout as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): stdout={} stderr={}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

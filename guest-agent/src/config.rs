@@ -1,0 +1,62 @@
+//! What the host tells the agent when it starts a zone: where the zone's
+//! root comes from, its hostname and network, the cgroups to join, and the
+//! hardening applied to every process it starts.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole set-up of one zone, sent once on the agent's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneConfig {
+    pub zone_id: String,
+    pub hostname: String,
+    /// Host directory for the zone's socket and root mount point.
+    pub state_dir: String,
+    /// `cgroup.procs` files (host paths) the agent joins before unsharing.
+    pub cgroup_procs: Vec<String>,
+    pub root: RootConfig,
+    /// Bring loopback up in the zone's network namespace.
+    pub loopback: bool,
+    pub hardening: Hardening,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootConfig {
+    /// Read-only binds of host paths, a private `/tmp`, writable binds.
+    HostView {
+        readable: Vec<String>,
+        writable: Vec<String>,
+        denied: Vec<String>,
+    },
+    /// An OCI bundle's root filesystem (host path), with writable and
+    /// denied paths inside it.
+    Rootfs {
+        path: String,
+        readonly: bool,
+        writable: Vec<String>,
+        denied: Vec<String>,
+    },
+}
+
+/// Applied to each process between fork and exec.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Hardening {
+    /// Capability numbers kept; every other capability is dropped.
+    pub capabilities: Vec<u32>,
+    /// System call numbers that fail with EPERM.
+    pub deny_syscalls: Vec<u32>,
+    /// Landlock: paths (inside the zone) readable and executable.
+    pub landlock_read: Vec<String>,
+    /// Landlock: paths (inside the zone) fully writable.
+    pub landlock_write: Vec<String>,
+}
+
+/// The agent's line on stdout once the zone is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Landlock ABI version in force for new processes; 0 when absent.
+    pub landlock_abi: u32,
+    /// Whether the seccomp filter is installed for new processes.
+    pub seccomp: bool,
+    /// Detail for layers that could not be applied.
+    pub notes: Vec<String>,
+}

@@ -1,0 +1,68 @@
+//! PID 1 of the zone: sets the zone up from inside its namespaces, says
+//! `ready`, then hands over to the supervisor.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use rauha_guest_agent::config::ZoneConfig;
+
+use crate::hardening::Prepared;
+use crate::kernel::{check, mount};
+use crate::{launch, rootfs, supervisor};
+
+pub fn run(config: ZoneConfig) -> io::Result<()> {
+    // Nothing mounted from here on propagates back to the host.
+    mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    let name = config.hostname.as_bytes();
+    // SAFETY: pointer and length describe a valid buffer.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    if config.loopback {
+        loopback_up()?;
+    }
+    let state = Path::new(&config.state_dir);
+    let socket = state.join("agent.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", socket.display()),
+        )
+    })?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let root = state.join("root");
+    rootfs::build(&config.root, &root)?;
+    rootfs::pivot(&root)?;
+    let prepared = Prepared::new(&config.hardening)?;
+    let ready = prepared.ready();
+    let line = serde_json::to_string(&ready).map_err(io::Error::other)?;
+    println!("ready {line}");
+    io::stdout().flush()?;
+    launch::release_stdio();
+    supervisor::run(listener, prepared)
+}
+
+/// Brings `lo` up in the zone's fresh network namespace.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket creation.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: fd is a socket and req a valid ifreq for these ioctls.
+    let result = unsafe {
+        check(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req)).and_then(|_| {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req))
+        })
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    result
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bring loopback up: {e}")))
+}

@@ -1,0 +1,70 @@
+//! Thin, checked wrappers over the few system calls the agent makes.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Turns a libc return value into an `io::Result`.
+pub fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))
+}
+
+/// Error with the operation and path in its text.
+pub fn context(what: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// `mount(2)`; `source`/`fstype`/`data` may be empty.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let src = CString::new(source)?;
+    let tgt = cpath(target)?;
+    let fs = CString::new(fstype)?;
+    let dat = CString::new(data)?;
+    let opt = |c: &CString, s: &str| {
+        if s.is_empty() {
+            std::ptr::null()
+        } else {
+            c.as_ptr()
+        }
+    };
+    // SAFETY: all pointers are valid NUL-terminated strings (or null) that
+    // outlive the call.
+    let ret = unsafe {
+        libc::mount(
+            opt(&src, source),
+            tgt.as_ptr(),
+            opt(&fs, fstype),
+            flags,
+            opt(&dat, data).cast(),
+        )
+    };
+    check(ret)
+        .map(drop)
+        .map_err(|e| context(&format!("mount {fstype}{source} on"), target, e))
+}
+
+/// Bind-mounts `source` on `target`, then remounts it with `flags` (e.g.
+/// read-only); a bind ignores flags on the first call.
+pub fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> io::Result<()> {
+    mount(&source.to_string_lossy(), target, "", libc::MS_BIND, "")?;
+    if flags != 0 {
+        mount("", target, "", libc::MS_BIND | libc::MS_REMOUNT | flags, "")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The launcher: the process rauhad starts. It joins the zone's cgroups,
+//! unshares the namespaces and forks the zone's PID 1, then stays as its
+//! parent (outside the zone's pid namespace, inside its cgroup) until PID 1
+//! ends, so rauhad can tell when a zone dies.
+
+use std::io::{self, Write};
+
+use rauha_guest_agent::config::ZoneConfig;
+
+use crate::kernel::check;
+
+pub fn run(config: ZoneConfig) -> io::Result<i32> {
+    let pid = std::process::id().to_string();
+    for procs in &config.cgroup_procs {
+        std::fs::write(procs, &pid)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot join cgroup {procs}: {e}")))?;
+    }
+    let flags = libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP;
+    // SAFETY: unshare takes only flags.
+    check(unsafe { libc::unshare(flags) }).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create the zone's namespaces: {e}"),
+        )
+    })?;
+    // SAFETY: the launcher is single-threaded, so the child may run
+    // arbitrary code after fork.
+    let child = check(unsafe { libc::fork() })?;
+    if child == 0 {
+        let code = match crate::init::run(config) {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("error {e}");
+                let _ = io::stdout().flush();
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    println!("pid {child}");
+    io::stdout().flush()?;
+    release_stdio();
+    let mut status = 0;
+    loop {
+        // SAFETY: status points to a valid c_int.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        if r == child {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
+}
+
+/// Points stdin and stdout at /dev/null so that rauhad's pipe closes when
+/// the zone has said what it had to say.
+pub fn release_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 on valid descriptors.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The zone agent and its protocol.
+//!
+//! The agent is PID 1 of every zone: it builds the zone's root, then forks
+//! and execs work on request, relays stdio, reports exits and reaps orphans.
+//! On Linux it runs inside the zone's namespaces and is reached over a Unix
+//! socket; inside a VM the same program is reached over vsock.
+//!
+//! This library holds what both ends share and nothing that does I/O on
+//! its own: the messages ([`protocol`]), their framing over any byte stream
+//! ([`frame`]) and the zone's set-up description ([`config`]). The transport
+//! is the caller's: the framing works on `Read`/`Write` and on byte buffers.
+
+pub mod config;
+pub mod frame;
+pub mod protocol;

@@ -1,0 +1,57 @@
+//! `rauha-guest-agent`: started by rauhad as `rauha-guest-agent zone`, with
+//! the zone's [`ZoneConfig`](rauha_guest_agent::config::ZoneConfig) as one
+//! postcard frame on stdin. It joins the zone's cgroups, unshares the
+//! namespaces and forks the zone's PID 1, which builds the root, reports
+//! `ready <json>` (or `error <reason>`) on stdout and then serves the host.
+
+mod hardening;
+mod init;
+mod kernel;
+mod landlock;
+mod launch;
+mod rootfs;
+mod supervisor;
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use rauha_guest_agent::config::ZoneConfig;
+use rauha_guest_agent::frame;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("zone") => {}
+        Some("--version") => {
+            println!("rauha-guest-agent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("rauha-guest-agent: run by rauhad as `rauha-guest-agent zone` with the zone's configuration on stdin");
+            return ExitCode::from(2);
+        }
+    }
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_to_end(&mut input) {
+        println!("error cannot read the zone configuration: {e}");
+        return ExitCode::from(1);
+    }
+    let config: ZoneConfig = match frame::decode_from(&mut input) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            println!("error the zone configuration on stdin is incomplete");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            println!("error the zone configuration on stdin is malformed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match launch::run(config) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            println!("error {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Messages between rauhad (the host) and the zone agent.
+//!
+//! One connection carries requests from the host and a stream of messages
+//! from the agent. Replies that answer a request carry its `id`; `Output`
+//! and `Exited` are pushed to every connected host as they happen, so a
+//! host that reconnects after a restart keeps receiving them.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; both ends refuse other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A process the host asks the agent to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// The host's id for the process (a UUID in text form).
+    pub id: String,
+    pub args: Vec<String>,
+    /// `KEY=VALUE`: the whole environment.
+    pub env: Vec<String>,
+    /// Working directory inside the zone.
+    pub cwd: String,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Host -> agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// First message of a connection.
+    Hello { version: u32 },
+    /// Start a process; answered by `Spawned` or `SpawnFailed`.
+    Spawn(SpawnSpec),
+    /// Send a signal to one process (by host id).
+    Signal { id: String, signal: i32 },
+    /// Send a signal to every process of the zone but the agent.
+    SignalAll { signal: i32 },
+    /// List every process of the zone; answered by `Processes`.
+    List { request: u64 },
+    /// Forget a finished process's exit record.
+    Forget { id: String },
+    /// Replace the hardening applied to processes started from now on.
+    UpdateHardening(crate::config::Hardening),
+}
+
+/// One process as seen from inside the zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneProcess {
+    /// PID inside the zone.
+    pub pid: u32,
+    pub ppid: u32,
+    pub command: String,
+    /// The host id when the process was started by the host.
+    pub id: Option<String>,
+}
+
+/// How a tracked process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128 + the signal.
+    pub fn shell_code(self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+}
+
+/// Agent -> host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Hello {
+        version: u32,
+        /// Host ids of processes that are still running.
+        running: Vec<String>,
+        /// Processes that ended and whose exit the host has not forgotten.
+        exited: Vec<(String, ExitStatus)>,
+    },
+    Spawned {
+        id: String,
+        pid: u32,
+    },
+    SpawnFailed {
+        id: String,
+        error: String,
+    },
+    Output {
+        id: String,
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    Exited {
+        id: String,
+        status: ExitStatus,
+    },
+    Processes {
+        request: u64,
+        list: Vec<ZoneProcess>,
+    },
+    /// A request the agent could not act on.
+    Error {
+        message: String,
+    },
+}

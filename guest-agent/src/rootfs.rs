@@ -1,0 +1,231 @@
+//! Builds the zone's root under `<state>/root` and pivots into it.
+//!
+//! A host view is a read-only tmpfs holding non-recursive, read-only binds
+//! of the readable host paths (symlinks such as `/bin -> usr/bin` are
+//! recreated, not followed), writable binds, a private `/tmp`, a fresh
+//! `/proc` with the kernel's sensitive files masked, and a minimal `/dev`.
+//! An OCI root filesystem is bound in place of the tmpfs.
+
+use std::io;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rauha_guest_agent::config::RootConfig;
+
+use crate::kernel::{bind, check, context, cpath, mount};
+
+const RO: libc::c_ulong = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+const RW: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+/// Files under /proc the zone must not read or write (as runc masks them).
+const PROC_MASKED: &[&str] = &[
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "acpi",
+    "scsi",
+];
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+pub fn build(root_config: &RootConfig, root: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(root).map_err(|e| context("cannot create", root, e))?;
+    match root_config {
+        RootConfig::HostView {
+            readable,
+            writable,
+            denied,
+        } => {
+            mount("tmpfs", root, "tmpfs", RW, "mode=0755,size=1m")?;
+            for path in readable {
+                let host = Path::new(path);
+                match std::fs::symlink_metadata(host) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(context("cannot inspect", host, e)),
+                    Ok(meta) if meta.file_type().is_symlink() => {
+                        let target = std::fs::read_link(host)
+                            .map_err(|e| context("cannot read link", host, e))?;
+                        let inside = inside(root, path);
+                        make_parent(&inside)?;
+                        symlink(&target, &inside)
+                            .map_err(|e| context("cannot link", &inside, e))?;
+                    }
+                    Ok(meta) => {
+                        let inside = inside(root, path);
+                        make_mount_point(&inside, meta.is_dir())?;
+                        bind(host, &inside, RO)?;
+                    }
+                }
+            }
+            for path in writable.iter().filter(|p| p.as_str() != "/tmp") {
+                let host = Path::new(path);
+                let meta =
+                    std::fs::metadata(host).map_err(|e| context("writable path", host, e))?;
+                let inside = inside(root, path);
+                make_mount_point(&inside, meta.is_dir())?;
+                bind(host, &inside, RW)?;
+            }
+            common_mounts(root)?;
+            mask(root, denied)?;
+            mount("", root, "", libc::MS_REMOUNT | RO, "")?;
+        }
+        RootConfig::Rootfs {
+            path,
+            readonly,
+            writable,
+            denied,
+        } => {
+            let source = Path::new(path);
+            mount(
+                &source.to_string_lossy(),
+                root,
+                "",
+                libc::MS_BIND | libc::MS_REC,
+                "",
+            )?;
+            common_mounts(root)?;
+            for path in writable.iter().filter(|p| p.as_str() != "/tmp") {
+                let inside = inside(root, path);
+                if *readonly {
+                    make_mount_point(&inside, true)?;
+                    mount("tmpfs", &inside, "tmpfs", RW, "mode=0755")?;
+                }
+            }
+            mask(root, denied)?;
+            if *readonly {
+                mount("", root, "", libc::MS_BIND | libc::MS_REMOUNT | RO, "")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `/tmp`, `/proc` and `/dev`, the same in every zone.
+fn common_mounts(root: &Path) -> io::Result<()> {
+    let tmp = root.join("tmp");
+    make_mount_point(&tmp, true)?;
+    mount("tmpfs", &tmp, "tmpfs", RW, "mode=1777")?;
+
+    let proc_dir = root.join("proc");
+    make_mount_point(&proc_dir, true)?;
+    mount("proc", &proc_dir, "proc", RW | libc::MS_NOEXEC, "")?;
+    for name in PROC_READ_ONLY {
+        let p = proc_dir.join(name);
+        if p.exists() {
+            bind(&p, &p, RO | libc::MS_NOEXEC)?;
+        }
+    }
+
+    let dev = root.join("dev");
+    make_mount_point(&dev, true)?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0755,size=64k",
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let node = cpath(&dev.join(name))?;
+        // SAFETY: node is a valid path; mknod creates a character device.
+        check(unsafe {
+            libc::mknod(
+                node.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        })
+        .map_err(|e| context("cannot create device", &dev.join(name), e))?;
+        // The umask may have cleared bits; devices must be usable by all.
+        std::fs::set_permissions(dev.join(name), std::fs::Permissions::from_mode(0o666))?;
+    }
+    let shm = dev.join("shm");
+    make_mount_point(&shm, true)?;
+    mount(
+        "shm",
+        &shm,
+        "tmpfs",
+        RW | libc::MS_NOEXEC,
+        "mode=1777,size=64m",
+    )?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link))?;
+    }
+    // Mask after /dev/null exists: masked files are covered by it.
+    for name in PROC_MASKED {
+        let p = proc_dir.join(name);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => mount("tmpfs", &p, "tmpfs", RO, "size=4k,mode=000")?,
+            Ok(_) => bind(&dev.join("null"), &p, RO)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Hides each denied path that exists in the zone: a directory behind an
+/// empty read-only tmpfs, a file behind /dev/null.
+fn mask(root: &Path, denied: &[String]) -> io::Result<()> {
+    for path in denied {
+        let p = inside(root, path);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => mount("tmpfs", &p, "tmpfs", RO, "size=4k,mode=000")?,
+            Ok(_) => bind(&root.join("dev/null"), &p, RO)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn inside(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+fn make_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|e| context("cannot create", parent, e))
+        }
+        None => Ok(()),
+    }
+}
+
+fn make_mount_point(path: &Path, dir: bool) -> io::Result<()> {
+    if dir {
+        std::fs::create_dir_all(path).map_err(|e| context("cannot create", path, e))
+    } else {
+        make_parent(path)?;
+        if !path.exists() {
+            std::fs::File::create(path).map_err(|e| context("cannot create", path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `root` the zone's `/` and detaches the host's root from the zone.
+pub fn pivot(root: &Path) -> io::Result<()> {
+    std::env::set_current_dir(root)?;
+    let dot = cpath(Path::new("."))?;
+    // SAFETY: pivot_root(".", ".") stacks the old root under the new one;
+    // both arguments are valid paths.
+    check(unsafe {
+        libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot pivot into the zone's root: {e}")))?;
+    // SAFETY: detaches the old root, now mounted on ".".
+    check(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) })?;
+    std::env::set_current_dir("/")
+}

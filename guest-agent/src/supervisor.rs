@@ -1,0 +1,548 @@
+//! The zone's PID 1 loop: one `poll(2)` over the listening socket, host
+//! connections, the stdout/stderr pipes of every started process and a
+//! signalfd for SIGCHLD/SIGTERM. Single-threaded by design: it forks, and
+//! it reaps every process of the zone (`waitpid(-1)`), orphans included.
+//!
+//! A started process's exit is reported only after its pipes have been
+//! drained, so a host always sees all output before the exit.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rauha_guest_agent::frame;
+use rauha_guest_agent::protocol::{
+    ExitStatus, Message, Request, SpawnSpec, Stream, ZoneProcess, PROTOCOL_VERSION,
+};
+
+use crate::hardening::Prepared;
+use crate::kernel::check;
+
+/// A host connection whose outgoing buffer grows past this is dropped.
+const MAX_PENDING: usize = 64 << 20;
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct Client {
+    stream: UnixStream,
+    inbox: Vec<u8>,
+    outbox: Vec<u8>,
+    greeted: bool,
+    closed: bool,
+}
+
+struct Tracked {
+    id: String,
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+struct Supervisor {
+    listener: UnixListener,
+    signals: OwnedFd,
+    clients: Vec<Client>,
+    /// Started processes by pid.
+    tracked: HashMap<i32, Tracked>,
+    /// Exits not yet forgotten by the host, by host id.
+    exited: Vec<(String, ExitStatus)>,
+    hardening: Prepared,
+}
+
+pub fn run(listener: UnixListener, hardening: Prepared) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let signals = signal_fd()?;
+    let mut s = Supervisor {
+        listener,
+        signals,
+        clients: Vec::new(),
+        tracked: HashMap::new(),
+        exited: Vec::new(),
+        hardening,
+    };
+    loop {
+        s.turn()?;
+    }
+}
+
+/// Blocks SIGCHLD, SIGTERM and SIGINT and returns a signalfd for them.
+fn signal_fd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset operations on a local, then signalfd creation.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
+            libc::sigaddset(&mut set, sig);
+        }
+        check(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
+        let fd = check(libc::signalfd(
+            -1,
+            &set,
+            libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    Signals,
+    Listener,
+    Client(usize),
+    Pipe(i32, Stream),
+}
+
+impl Supervisor {
+    fn turn(&mut self) -> io::Result<()> {
+        let mut fds = Vec::new();
+        let mut sources = Vec::new();
+        let mut watch = |fd: RawFd, events: libc::c_short, src: Source| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+            sources.push(src);
+        };
+        watch(self.signals.as_raw_fd(), libc::POLLIN, Source::Signals);
+        watch(self.listener.as_raw_fd(), libc::POLLIN, Source::Listener);
+        for (i, c) in self.clients.iter().enumerate() {
+            let mut ev = libc::POLLIN;
+            if !c.outbox.is_empty() {
+                ev |= libc::POLLOUT;
+            }
+            watch(c.stream.as_raw_fd(), ev, Source::Client(i));
+        }
+        for (pid, t) in &self.tracked {
+            if let Some(f) = &t.stdout {
+                watch(
+                    f.as_raw_fd(),
+                    libc::POLLIN,
+                    Source::Pipe(*pid, Stream::Stdout),
+                );
+            }
+            if let Some(f) = &t.stderr {
+                watch(
+                    f.as_raw_fd(),
+                    libc::POLLIN,
+                    Source::Pipe(*pid, Stream::Stderr),
+                );
+            }
+        }
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        for (pfd, src) in fds.iter().zip(sources) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            match src {
+                Source::Signals => self.on_signals()?,
+                Source::Listener => self.accept(),
+                Source::Client(i) => self.on_client(i, pfd.revents),
+                Source::Pipe(pid, stream) => self.on_pipe(pid, stream, false),
+            }
+        }
+        self.clients.retain(|c| !c.closed);
+        Ok(())
+    }
+
+    fn on_signals(&mut self) -> io::Result<()> {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        loop {
+            // SAFETY: reading into a buffer of exactly `size` bytes.
+            let r = unsafe {
+                libc::read(
+                    self.signals.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
+            if r != size as isize {
+                break;
+            }
+            if info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32 {
+                // SAFETY: kill(-1) from the zone's PID 1 reaches every other
+                // process of the zone and nothing outside it.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                std::process::exit(0);
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Reaps every ended process; reports the ones the host started.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: status points to a valid c_int.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if self.tracked.contains_key(&pid) {
+                self.on_pipe(pid, Stream::Stdout, true);
+                self.on_pipe(pid, Stream::Stderr, true);
+                let Some(t) = self.tracked.remove(&pid) else {
+                    continue;
+                };
+                let exit = if libc::WIFEXITED(status) {
+                    ExitStatus {
+                        code: Some(libc::WEXITSTATUS(status)),
+                        signal: None,
+                    }
+                } else {
+                    ExitStatus {
+                        code: None,
+                        signal: Some(libc::WTERMSIG(status)),
+                    }
+                };
+                self.exited.push((t.id.clone(), exit));
+                self.broadcast(&Message::Exited {
+                    id: t.id,
+                    status: exit,
+                });
+            }
+        }
+    }
+
+    /// Reads what a pipe holds; with `drain`, until it is empty, then closes it.
+    fn on_pipe(&mut self, pid: i32, stream: Stream, drain: bool) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Some(t) = self.tracked.get_mut(&pid) else {
+                return;
+            };
+            let slot = match stream {
+                Stream::Stdout => &mut t.stdout,
+                Stream::Stderr => &mut t.stderr,
+            };
+            let Some(file) = slot.as_mut() else { return };
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    *slot = None;
+                    return;
+                }
+                Ok(n) => {
+                    let id = t.id.clone();
+                    self.broadcast(&Message::Output {
+                        id,
+                        stream,
+                        data: buf[..n].to_vec(),
+                    });
+                    if !drain {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    if drain {
+                        *slot = None;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if stream.set_nonblocking(true).is_ok() {
+                self.clients.push(Client {
+                    stream,
+                    inbox: Vec::new(),
+                    outbox: Vec::new(),
+                    greeted: false,
+                    closed: false,
+                });
+            }
+        }
+    }
+
+    fn on_client(&mut self, i: usize, revents: libc::c_short) {
+        if revents & libc::POLLOUT != 0 {
+            flush(&mut self.clients[i]);
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                match self.clients[i].stream.read(&mut buf) {
+                    Ok(0) => {
+                        self.clients[i].closed = true;
+                        break;
+                    }
+                    Ok(n) => self.clients[i].inbox.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.clients[i].closed = true;
+                        break;
+                    }
+                }
+            }
+            loop {
+                match frame::decode_from::<Request>(&mut self.clients[i].inbox) {
+                    Ok(Some(req)) => self.handle(i, req),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.send(
+                            i,
+                            &Message::Error {
+                                message: format!("closing connection: {e}"),
+                            },
+                        );
+                        flush(&mut self.clients[i]);
+                        self.clients[i].closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, req: Request) {
+        match req {
+            Request::Hello { version } => {
+                if version != PROTOCOL_VERSION {
+                    self.send(i, &Message::Error { message: format!("protocol version {version} is not {PROTOCOL_VERSION}; use matching rauhad and agent builds") });
+                    return;
+                }
+                self.clients[i].greeted = true;
+                let running = self.tracked.values().map(|t| t.id.clone()).collect();
+                let exited = self.exited.clone();
+                self.send(
+                    i,
+                    &Message::Hello {
+                        version: PROTOCOL_VERSION,
+                        running,
+                        exited,
+                    },
+                );
+            }
+            Request::Spawn(spec) => {
+                let id = spec.id.clone();
+                let reply = match self.spawn(spec) {
+                    Ok(pid) => Message::Spawned {
+                        id,
+                        pid: pid as u32,
+                    },
+                    Err(e) => Message::SpawnFailed {
+                        id,
+                        error: e.to_string(),
+                    },
+                };
+                self.send(i, &reply);
+            }
+            Request::Signal { id, signal } => {
+                if let Some((pid, _)) = self.tracked.iter().find(|(_, t)| t.id == id) {
+                    // SAFETY: signals the process group the child leads.
+                    unsafe {
+                        if libc::kill(-*pid, signal) < 0 {
+                            libc::kill(*pid, signal);
+                        }
+                    }
+                }
+            }
+            Request::SignalAll { signal } => {
+                // SAFETY: from PID 1, -1 means every other process of the zone.
+                unsafe { libc::kill(-1, signal) };
+            }
+            Request::List { request } => {
+                let list = self.list();
+                self.send(i, &Message::Processes { request, list });
+            }
+            Request::Forget { id } => self.exited.retain(|(e, _)| *e != id),
+            Request::UpdateHardening(h) => match Prepared::new(&h) {
+                Ok(p) => self.hardening = p,
+                Err(e) => self.send(
+                    i,
+                    &Message::Error {
+                        message: format!("hardening not updated: {e}"),
+                    },
+                ),
+            },
+        }
+    }
+
+    fn spawn(&mut self, spec: SpawnSpec) -> io::Result<i32> {
+        let Some(program) = spec.args.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        };
+        let path_var = spec
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        let resolved = resolve(program, path_var).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{program:?} is not found in the zone (PATH={path_var})"),
+            )
+        })?;
+        let mut cmd = Command::new(resolved);
+        cmd.arg0(program).args(&spec.args[1..]).env_clear();
+        for kv in &spec.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+        cmd.current_dir(if spec.cwd.is_empty() { "/" } else { &spec.cwd });
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let hardening = self.hardening.clone();
+        // SAFETY: the agent is single-threaded, and `apply` only makes
+        // system calls.
+        unsafe { cmd.pre_exec(move || hardening.apply()) };
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
+        let pid = child.id() as i32;
+        let stdout = child.stdout.take().map(nonblocking);
+        let stderr = child.stderr.take().map(nonblocking);
+        self.tracked.insert(
+            pid,
+            Tracked {
+                id: spec.id,
+                stdout,
+                stderr,
+            },
+        );
+        Ok(pid)
+    }
+
+    fn list(&self) -> Vec<ZoneProcess> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mut command = cmdline
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if command.is_empty() {
+                command = stat
+                    .split_once('(')
+                    .and_then(|(_, r)| r.rsplit_once(')'))
+                    .map(|(c, _)| format!("[{c}]"))
+                    .unwrap_or_default();
+            }
+            let id = self.tracked.get(&(pid as i32)).map(|t| t.id.clone());
+            out.push(ZoneProcess {
+                pid,
+                ppid,
+                command,
+                id,
+            });
+        }
+        out.sort_by_key(|p| p.pid);
+        out
+    }
+
+    fn send(&mut self, i: usize, msg: &Message) {
+        if let Ok(bytes) = frame::encode(msg) {
+            let c = &mut self.clients[i];
+            c.outbox.extend_from_slice(&bytes);
+            flush(c);
+        }
+    }
+
+    fn broadcast(&mut self, msg: &Message) {
+        let Ok(bytes) = frame::encode(msg) else {
+            return;
+        };
+        for c in self.clients.iter_mut().filter(|c| c.greeted && !c.closed) {
+            if c.outbox.len() + bytes.len() > MAX_PENDING {
+                c.closed = true;
+                continue;
+            }
+            c.outbox.extend_from_slice(&bytes);
+            flush(c);
+        }
+    }
+}
+
+fn flush(c: &mut Client) {
+    while !c.outbox.is_empty() {
+        match c.stream.write(&c.outbox) {
+            Ok(0) => {
+                c.closed = true;
+                return;
+            }
+            Ok(n) => {
+                c.outbox.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.closed = true;
+                return;
+            }
+        }
+    }
+}
+
+fn nonblocking<T: Into<OwnedFd>>(pipe: T) -> File {
+    let fd: OwnedFd = pipe.into();
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    File::from(fd)
+}
+
+/// Finds a program the way a shell does: as given when it has a '/',
+/// else in each directory of PATH.
+fn resolve(program: &str, path_var: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program)).then(|| program.to_string());
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| std::path::Path::new(d).join(program))
+        .find(|p| executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+}

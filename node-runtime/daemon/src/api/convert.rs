@@ -1,0 +1,111 @@
+//! Daemon records to wire types.
+
+use rauha_api::v1;
+use rauha_spec::RootSpec;
+
+use crate::backend::{Check, Usage};
+use crate::store::{ProcessRecord, ZoneRecord};
+
+pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcement) -> v1::Zone {
+    v1::Zone {
+        id: z.id.to_string(),
+        name: z.name.clone(),
+        state: z.state.as_str().to_string(),
+        policy: Some(v1::Policy {
+            toml: z.policy.to_toml(),
+        }),
+        root: match &z.root {
+            RootSpec::HostView => "host_view".into(),
+            RootSpec::Bundle { path } => format!("bundle:{path}"),
+        },
+        created_ms: z.created_ms,
+        task_id: z.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        running_processes: u32::try_from(running).unwrap_or(u32::MAX),
+        enforcement: Some(enforcement.into()),
+    }
+}
+
+pub fn process(p: &ProcessRecord, zone_name: &str) -> v1::Process {
+    v1::Process {
+        id: p.id.to_string(),
+        zone_id: p.zone_id.to_string(),
+        zone_name: zone_name.to_string(),
+        args: p.args.clone(),
+        state: p.state.as_str().to_string(),
+        pid: p.pid,
+        has_exit_code: p.exit_code.is_some(),
+        exit_code: p.exit_code.unwrap_or_default(),
+        signal: p.signal.unwrap_or_default(),
+        started_ms: p.started_ms,
+        ended_ms: p.ended_ms,
+    }
+}
+
+pub fn usage(u: &Usage) -> v1::Usage {
+    v1::Usage {
+        memory_bytes: u.memory_bytes,
+        memory_limit_bytes: u.memory_limit_bytes,
+        peak_memory_bytes: u.peak_memory_bytes,
+        cpu_time_us: u.cpu_time_us,
+        pids: u.pids,
+        pids_max: u.pids_max,
+        oom_kills: u.oom_kills,
+    }
+}
+
+pub fn check(c: &Check) -> v1::Check {
+    v1::Check {
+        name: c.name.clone(),
+        ok: c.ok,
+        detail: c.detail.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ProcessState;
+    use uuid::Uuid;
+
+    #[test]
+    fn process_exit_code_zero_is_present() {
+        let p = ProcessRecord {
+            id: Uuid::new_v4(),
+            zone_id: Uuid::new_v4(),
+            args: vec!["true".into()],
+            state: ProcessState::Exited,
+            pid: 2,
+            exit_code: Some(0),
+            signal: None,
+            started_ms: 1,
+            ended_ms: 2,
+        };
+        let w = process(&p, "z");
+        assert!(w.has_exit_code);
+        assert_eq!(
+            (w.exit_code, w.state.as_str(), w.zone_name.as_str()),
+            (0, "exited", "z")
+        );
+    }
+
+    #[test]
+    fn zone_carries_its_policy_as_toml() {
+        let z = ZoneRecord {
+            id: Uuid::new_v4(),
+            name: "web".into(),
+            state: rauha_spec::ZoneState::Running,
+            policy: rauha_spec::Policy::default(),
+            root: RootSpec::Bundle { path: "/b".into() },
+            created_ms: 5,
+            task_id: None,
+            ephemeral: false,
+            handle: None,
+        };
+        let w = zone(&z, 3, &rauha_spec::Enforcement::default());
+        assert_eq!(w.root, "bundle:/b");
+        assert_eq!(w.running_processes, 3);
+        let back =
+            rauha_spec::Policy::parse("wire", &w.policy.expect("policy").toml).expect("parses");
+        assert_eq!(back, z.policy);
+    }
+}

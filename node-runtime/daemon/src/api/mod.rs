@@ -1,0 +1,13 @@
+//! The gRPC services. Handlers stay thin: validate, call the registry,
+//! convert. Wire types are built only in [`convert`].
+
+mod convert;
+mod node;
+mod processes;
+mod sandbox;
+mod zones;
+
+pub use node::NodeService;
+pub use processes::ProcessesService;
+pub use sandbox::SandboxService;
+pub use zones::ZonesService;

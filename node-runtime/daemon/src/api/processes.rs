@@ -1,0 +1,183 @@
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rauha_api::v1;
+use rauha_api::v1::processes_server::Processes;
+use rauha_guest_agent::protocol::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::backend::IsolationBackend;
+use crate::error::DaemonError;
+use crate::validate::{parse_id, process_spec};
+use crate::zone::{OutputChunk, ZoneRegistry};
+
+const ID_HINT: &str = "use an id printed by `rauha run` or `rauha ps`";
+
+pub struct ProcessesService<B: IsolationBackend> {
+    pub registry: Arc<ZoneRegistry<B>>,
+}
+
+impl<B: IsolationBackend> ProcessesService<B> {
+    fn wire(&self, p: &crate::store::ProcessRecord) -> v1::Process {
+        let name = self
+            .registry
+            .store
+            .zone(&p.zone_id)
+            .ok()
+            .flatten()
+            .map(|z| z.name)
+            .unwrap_or_default();
+        convert::process(p, &name)
+    }
+}
+
+fn chunk(c: OutputChunk) -> v1::ExecEvent {
+    v1::ExecEvent {
+        event: Some(v1::exec_event::Event::Output(v1::Output {
+            stream: match c.stream {
+                Stream::Stdout => 1,
+                Stream::Stderr => 2,
+            },
+            data: c.data,
+        })),
+    }
+}
+
+type ExecStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExecEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<B: IsolationBackend> Processes for ProcessesService<B> {
+    async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::Process>, Status> {
+        let req = request.into_inner();
+        let spec = req.spec.unwrap_or_default();
+        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
+        let zone = self.registry.find_zone(&req.zone)?;
+        let process = self.registry.start_process(&zone, spec).await?;
+        Ok(Response::new(self.wire(&process.record())))
+    }
+
+    async fn ps(
+        &self,
+        request: Request<v1::PsRequest>,
+    ) -> Result<Response<v1::PsResponse>, Status> {
+        let req = request.into_inner();
+        let zone = if req.zone.is_empty() {
+            None
+        } else {
+            Some(self.registry.find_zone(&req.zone)?)
+        };
+        let list = self.registry.list_processes(zone.as_ref())?;
+        Ok(Response::new(v1::PsResponse {
+            processes: list.iter().map(|p| self.wire(p)).collect(),
+        }))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(
+        &self,
+        request: Request<v1::ExecRequest>,
+    ) -> Result<Response<ExecStream>, Status> {
+        let req = request.into_inner();
+        let spec = req.spec.unwrap_or_default();
+        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
+        let zone = self.registry.find_zone(&req.zone)?;
+        let (process, mut output) = self.registry.start_process_streamed(&zone, spec).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let started = self.wire(&process.record());
+        let zone_name = zone.name.clone();
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(v1::ExecEvent {
+                    event: Some(v1::exec_event::Event::Started(started)),
+                }))
+                .await;
+            let mut ended = false;
+            loop {
+                tokio::select! {
+                    c = output.recv() => match c {
+                        Ok(c) => { if tx.send(Ok(chunk(c))).await.is_err() { return; } }
+                        Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(lost = n, "exec stream fell behind"),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = process.wait(), if !ended => ended = true,
+                }
+                if ended {
+                    while let Ok(c) = output.try_recv() {
+                        if tx.send(Ok(chunk(c))).await.is_err() {
+                            return;
+                        }
+                    }
+                    break;
+                }
+            }
+            let rec = process.record();
+            let _ = tx
+                .send(Ok(v1::ExecEvent {
+                    event: Some(v1::exec_event::Event::Exited(convert::process(
+                        &rec, &zone_name,
+                    ))),
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<v1::ProcessRef>,
+    ) -> Result<Response<v1::LogsResponse>, Status> {
+        let id = parse_id("id", &request.into_inner().id, ID_HINT)?;
+        let record = self.registry.find_process(&id)?;
+        let Some(p) = self.registry.live_process(&id) else {
+            return Err(DaemonError::FailedPrecondition(format!(
+                "the output of process {} was kept in memory by an earlier rauhad and is gone",
+                record.id
+            ))
+            .into());
+        };
+        let (out, err) = (p.stdout(), p.stderr());
+        Ok(Response::new(v1::LogsResponse {
+            truncated: out.truncated() || err.truncated(),
+            stdout: out.data,
+            stderr: err.data,
+        }))
+    }
+
+    async fn stop(
+        &self,
+        request: Request<v1::StopRequest>,
+    ) -> Result<Response<v1::Process>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id, ID_HINT)?;
+        let grace = Duration::from_secs(if req.grace_seconds == 0 {
+            10
+        } else {
+            u64::from(req.grace_seconds)
+        });
+        let record = self.registry.stop_process(&id, grace).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::ProcessRef>,
+    ) -> Result<Response<v1::DeleteProcessResponse>, Status> {
+        let id = parse_id("id", &request.into_inner().id, ID_HINT)?;
+        self.registry.delete_process(&id)?;
+        Ok(Response::new(v1::DeleteProcessResponse {}))
+    }
+
+    async fn wait(
+        &self,
+        request: Request<v1::ProcessRef>,
+    ) -> Result<Response<v1::Process>, Status> {
+        let id = parse_id("id", &request.into_inner().id, ID_HINT)?;
+        let record = self.registry.wait_process(&id).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+}

@@ -1,0 +1,136 @@
+use std::sync::Arc;
+
+use rauha_api::v1;
+use rauha_api::v1::zones_server::Zones;
+use rauha_spec::RootSpec;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::backend::IsolationBackend;
+use crate::error::DaemonError;
+use crate::zone::{resolve_policy, NewZone, ZoneRegistry};
+
+pub struct ZonesService<B: IsolationBackend> {
+    pub registry: Arc<ZoneRegistry<B>>,
+}
+
+impl<B: IsolationBackend> ZonesService<B> {
+    fn wire(&self, z: &crate::store::ZoneRecord) -> v1::Zone {
+        convert::zone(
+            z,
+            self.registry.running_in(&z.id).len(),
+            &self.registry.enforcement_of(z),
+        )
+    }
+}
+
+pub fn bundle_root(bundle: &str) -> Result<RootSpec, DaemonError> {
+    if bundle.is_empty() {
+        return Ok(RootSpec::HostView);
+    }
+    if !bundle.starts_with('/') {
+        return Err(DaemonError::invalid(
+            "bundle",
+            format!("{bundle:?} is not absolute; give the bundle directory's absolute path"),
+        ));
+    }
+    Ok(RootSpec::Bundle {
+        path: bundle.to_string(),
+    })
+}
+
+#[tonic::async_trait]
+impl<B: IsolationBackend> Zones for ZonesService<B> {
+    async fn create(
+        &self,
+        request: Request<v1::CreateZoneRequest>,
+    ) -> Result<Response<v1::Zone>, Status> {
+        let req = request.into_inner();
+        let policy = resolve_policy(req.policy.as_ref())?;
+        let root = bundle_root(&req.bundle)?;
+        let record = self
+            .registry
+            .create_zone(NewZone {
+                name: req.name,
+                policy,
+                root,
+                task_id: None,
+                ephemeral: false,
+            })
+            .await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn get(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {
+        let record = self.registry.find_zone(&request.into_inner().zone)?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn list(
+        &self,
+        _: Request<v1::ListZonesRequest>,
+    ) -> Result<Response<v1::ListZonesResponse>, Status> {
+        let mut zones = self.registry.store.zones().map_err(DaemonError::from)?;
+        zones.sort_by_key(|z| z.created_ms);
+        Ok(Response::new(v1::ListZonesResponse {
+            zones: zones.iter().map(|z| self.wire(z)).collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteZoneRequest>,
+    ) -> Result<Response<v1::DeleteZoneResponse>, Status> {
+        let req = request.into_inner();
+        self.registry.delete_zone(&req.zone, req.force).await?;
+        Ok(Response::new(v1::DeleteZoneResponse {}))
+    }
+
+    async fn verify(
+        &self,
+        request: Request<v1::ZoneRef>,
+    ) -> Result<Response<v1::VerifyZoneResponse>, Status> {
+        let (record, enforcement, checks) = self
+            .registry
+            .verify_zone(&request.into_inner().zone)
+            .await?;
+        Ok(Response::new(v1::VerifyZoneResponse {
+            zone: Some(self.wire(&record)),
+            enforcement: Some((&enforcement).into()),
+            checks: checks.iter().map(convert::check).collect(),
+        }))
+    }
+
+    async fn update_policy(
+        &self,
+        request: Request<v1::UpdatePolicyRequest>,
+    ) -> Result<Response<v1::Zone>, Status> {
+        let req = request.into_inner();
+        if req.policy.is_none() {
+            return Err(
+                DaemonError::invalid("policy", "is missing; give a preset or a TOML file").into(),
+            );
+        }
+        let policy = resolve_policy(req.policy.as_ref())?;
+        let record = self.registry.update_policy(&req.zone, policy).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn top(&self, _: Request<v1::TopRequest>) -> Result<Response<v1::TopResponse>, Status> {
+        let mut zones = self.registry.store.zones().map_err(DaemonError::from)?;
+        zones.sort_by_key(|z| z.created_ms);
+        let out = zones
+            .iter()
+            .map(|z| v1::ZoneUsage {
+                zone: Some(self.wire(z)),
+                usage: self
+                    .registry
+                    .backend
+                    .usage(z.id)
+                    .ok()
+                    .map(|u| convert::usage(&u)),
+            })
+            .collect();
+        Ok(Response::new(v1::TopResponse { zones: out }))
+    }
+}

@@ -1,0 +1,508 @@
+//! cgroups for zones, on a unified (v2) host and on a v1 or hybrid host.
+//!
+//! Every zone gets `<parent>/<zone-id>`: one directory in the unified
+//! hierarchy, or one per controller (memory, pids, cpu, cpuacct, freezer) in
+//! v1. The cgroup root is a parameter so tests run against a temp dir.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rauha_spec::policy::ResourcesSection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no usable cgroup hierarchy under {root}: neither cgroup.controllers (v2) nor a v1 memory controller")]
+    NoHierarchy { root: String },
+    #[error("cgroup {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("cgroup {path} still has processes after {waited_ms} ms")]
+    Busy { path: String, waited_ms: u128 },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Resource use read back from a zone's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub peak_memory_bytes: u64,
+    pub cpu_time_us: u64,
+    pub pids: u64,
+    pub pids_max: u64,
+    pub oom_kills: u64,
+}
+
+/// What the daemon needs from cgroups; the real one is [`CgroupFs`].
+pub trait CgroupDriver: Send + Sync {
+    /// `"v2"` or `"v1"`, for reports.
+    fn layout(&self) -> &'static str;
+    /// Creates the zone's cgroup with limits; returns the `cgroup.procs`
+    /// files a process writes its pid to in order to join it.
+    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<Vec<PathBuf>, CgroupError>;
+    fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
+    fn usage(&self, zone: &str) -> Result<CgroupUsage, CgroupError>;
+    /// Host pids in the zone's cgroup.
+    fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError>;
+    /// Kills every process of the zone's cgroup and removes it.
+    fn remove(&self, zone: &str) -> Result<(), CgroupError>;
+    /// Names of the zone cgroups under the parent.
+    fn list(&self) -> Result<Vec<String>, CgroupError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// cgroupfs under a root (normally `/sys/fs/cgroup`).
+pub struct CgroupFs {
+    root: PathBuf,
+    parent: String,
+    version: Version,
+    /// v1: the controller directories in use, e.g. `memory`, `cpu,cpuacct`.
+    controllers: Vec<String>,
+}
+
+const V1_CONTROLLERS: &[&[&str]] = &[
+    &["memory"],
+    &["pids"],
+    &["cpu", "cpu,cpuacct"],
+    &["cpuacct", "cpu,cpuacct"],
+    &["freezer"],
+];
+const V2_CONTROLLERS: &str = "+memory +pids +cpu";
+const PERIOD_US: u64 = 100_000;
+
+impl CgroupFs {
+    pub fn new(root: &Path, parent: &str) -> Result<CgroupFs, CgroupError> {
+        let version = if root.join("cgroup.controllers").exists() {
+            Version::V2
+        } else if root.join("memory").join("cgroup.procs").exists() {
+            Version::V1
+        } else {
+            return Err(CgroupError::NoHierarchy {
+                root: root.display().to_string(),
+            });
+        };
+        let mut controllers = Vec::new();
+        if version == Version::V1 {
+            for choices in V1_CONTROLLERS {
+                if let Some(dir) = choices
+                    .iter()
+                    .find(|c| root.join(c).join("cgroup.procs").exists())
+                {
+                    if !controllers.iter().any(|c: &String| c == dir) {
+                        controllers.push(dir.to_string());
+                    }
+                }
+            }
+        }
+        let fs = CgroupFs {
+            root: root.to_path_buf(),
+            parent: parent.to_string(),
+            version,
+            controllers,
+        };
+        fs.prepare_parent()?;
+        Ok(fs)
+    }
+
+    fn prepare_parent(&self) -> Result<(), CgroupError> {
+        match self.version {
+            Version::V2 => {
+                let parent = self.root.join(&self.parent);
+                std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+                let _ = std::fs::write(self.root.join("cgroup.subtree_control"), V2_CONTROLLERS);
+                let ctl = parent.join("cgroup.subtree_control");
+                std::fs::write(&ctl, V2_CONTROLLERS).map_err(io_err(&ctl))?;
+            }
+            Version::V1 => {
+                for c in &self.controllers {
+                    let dir = self.root.join(c).join(&self.parent);
+                    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The zone's directories: one (v2) or one per controller (v1).
+    fn dirs(&self, zone: &str) -> Vec<PathBuf> {
+        match self.version {
+            Version::V2 => vec![self.root.join(&self.parent).join(zone)],
+            Version::V1 => self
+                .controllers
+                .iter()
+                .map(|c| self.root.join(c).join(&self.parent).join(zone))
+                .collect(),
+        }
+    }
+
+    /// The directory holding `file` for this zone (v1: the controller's).
+    fn file(&self, zone: &str, controller: &str, file: &str) -> PathBuf {
+        match self.version {
+            Version::V2 => self.root.join(&self.parent).join(zone).join(file),
+            Version::V1 => {
+                let dir = self
+                    .controllers
+                    .iter()
+                    .find(|c| c.split(',').any(|part| part == controller))
+                    .cloned()
+                    .unwrap_or_else(|| controller.to_string());
+                self.root.join(dir).join(&self.parent).join(zone).join(file)
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        zone: &str,
+        controller: &str,
+        file: &str,
+        value: &str,
+    ) -> Result<(), CgroupError> {
+        let path = self.file(zone, controller, file);
+        std::fs::write(&path, value).map_err(io_err(&path))
+    }
+
+    fn read(&self, zone: &str, controller: &str, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.file(zone, controller, file)).ok()
+    }
+
+    fn read_u64(&self, zone: &str, controller: &str, file: &str) -> Option<u64> {
+        self.read(zone, controller, file)
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn keyed(&self, zone: &str, controller: &str, file: &str, key: &str) -> Option<u64> {
+        self.read(zone, controller, file)?.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    fn freeze(&self, zone: &str, frozen: bool) {
+        let _ = match self.version {
+            Version::V2 => self.write(zone, "", "cgroup.freeze", if frozen { "1" } else { "0" }),
+            Version::V1 => self.write(
+                zone,
+                "freezer",
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+        };
+    }
+}
+
+impl CgroupDriver for CgroupFs {
+    fn layout(&self) -> &'static str {
+        match self.version {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        }
+    }
+
+    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<Vec<PathBuf>, CgroupError> {
+        let dirs = self.dirs(zone);
+        for d in &dirs {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        self.set_limits(zone, limits)?;
+        Ok(dirs.into_iter().map(|d| d.join("cgroup.procs")).collect())
+    }
+
+    fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError> {
+        match self.version {
+            Version::V2 => {
+                let mem = limits
+                    .memory_limit
+                    .map_or("max".to_string(), |m| m.to_string());
+                self.write(zone, "memory", "memory.max", &mem)?;
+                if self.file(zone, "memory", "memory.swap.max").exists() {
+                    self.write(zone, "memory", "memory.swap.max", "0")?;
+                }
+                let pids = limits.pids_max.map_or("max".to_string(), |p| p.to_string());
+                self.write(zone, "pids", "pids.max", &pids)?;
+                if let Some(shares) = limits.cpu_shares {
+                    let weight = 1 + (shares.saturating_sub(2) * 9999) / 262_142;
+                    self.write(zone, "cpu", "cpu.weight", &weight.to_string())?;
+                }
+                let max = limits.cpu_limit.map_or("max".to_string(), |c| {
+                    format!("{}", (c * PERIOD_US as f64) as u64)
+                });
+                self.write(zone, "cpu", "cpu.max", &format!("{max} {PERIOD_US}"))?;
+            }
+            Version::V1 => {
+                let mem = limits
+                    .memory_limit
+                    .map_or("-1".to_string(), |m| m.to_string());
+                // memsw must stay >= memory: lift it first, then set both.
+                let memsw = self
+                    .file(zone, "memory", "memory.memsw.limit_in_bytes")
+                    .exists();
+                if memsw {
+                    self.write(zone, "memory", "memory.memsw.limit_in_bytes", "-1")?;
+                }
+                self.write(zone, "memory", "memory.limit_in_bytes", &mem)?;
+                if memsw {
+                    self.write(zone, "memory", "memory.memsw.limit_in_bytes", &mem)?;
+                }
+                let pids = limits.pids_max.map_or("max".to_string(), |p| p.to_string());
+                self.write(zone, "pids", "pids.max", &pids)?;
+                self.write(
+                    zone,
+                    "cpu",
+                    "cpu.shares",
+                    &limits.cpu_shares.unwrap_or(1024).to_string(),
+                )?;
+                self.write(zone, "cpu", "cpu.cfs_period_us", &PERIOD_US.to_string())?;
+                let quota = limits.cpu_limit.map_or("-1".to_string(), |c| {
+                    format!("{}", (c * PERIOD_US as f64) as u64)
+                });
+                self.write(zone, "cpu", "cpu.cfs_quota_us", &quota)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(&self, zone: &str) -> Result<CgroupUsage, CgroupError> {
+        let probe = self.dirs(zone).into_iter().next().unwrap_or_default();
+        if !probe.exists() {
+            return Err(CgroupError::Io {
+                path: probe.display().to_string(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        let u = match self.version {
+            Version::V2 => CgroupUsage {
+                memory_bytes: self.read_u64(zone, "memory", "memory.current").unwrap_or(0),
+                memory_limit_bytes: self.read_u64(zone, "memory", "memory.max").unwrap_or(0),
+                peak_memory_bytes: self.read_u64(zone, "memory", "memory.peak").unwrap_or(0),
+                cpu_time_us: self
+                    .keyed(zone, "cpu", "cpu.stat", "usage_usec")
+                    .unwrap_or(0),
+                pids: self.read_u64(zone, "pids", "pids.current").unwrap_or(0),
+                pids_max: self.read_u64(zone, "pids", "pids.max").unwrap_or(0),
+                oom_kills: self
+                    .keyed(zone, "memory", "memory.events", "oom_kill")
+                    .unwrap_or(0),
+            },
+            Version::V1 => CgroupUsage {
+                memory_bytes: self
+                    .read_u64(zone, "memory", "memory.usage_in_bytes")
+                    .unwrap_or(0),
+                memory_limit_bytes: self
+                    .read_u64(zone, "memory", "memory.limit_in_bytes")
+                    .unwrap_or(0),
+                peak_memory_bytes: self
+                    .read_u64(zone, "memory", "memory.max_usage_in_bytes")
+                    .unwrap_or(0),
+                cpu_time_us: self.read_u64(zone, "cpuacct", "cpuacct.usage").unwrap_or(0) / 1000,
+                pids: self.read_u64(zone, "pids", "pids.current").unwrap_or(0),
+                pids_max: self.read_u64(zone, "pids", "pids.max").unwrap_or(0),
+                oom_kills: self
+                    .keyed(zone, "memory", "memory.oom_control", "oom_kill")
+                    .unwrap_or(0),
+            },
+        };
+        Ok(u)
+    }
+
+    fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
+        let mut all = Vec::new();
+        for d in self.dirs(zone) {
+            let path = d.join("cgroup.procs");
+            match std::fs::read_to_string(&path) {
+                Ok(s) => all.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    fn remove(&self, zone: &str) -> Result<(), CgroupError> {
+        let dirs = self.dirs(zone);
+        if dirs.iter().all(|d| !d.exists()) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let kill_file = self.file(zone, "", "cgroup.kill");
+        if self.version == Version::V2 && kill_file.exists() {
+            let _ = std::fs::write(&kill_file, "1");
+        }
+        loop {
+            // Frozen processes cannot fork while we kill them.
+            self.freeze(zone, true);
+            let pids = self.pids(zone)?;
+            for pid in &pids {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            }
+            self.freeze(zone, false);
+            let mut left = false;
+            for d in &dirs {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => left = true,
+                }
+            }
+            if !left {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(CgroupError::Busy {
+                    path: dirs[0].display().to_string(),
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(if pids.is_empty() { 5 } else { 20 }));
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, CgroupError> {
+        let base = match self.version {
+            Version::V2 => self.root.join(&self.parent),
+            Version::V1 => self
+                .root
+                .join(
+                    self.controllers
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("memory"),
+                )
+                .join(&self.parent),
+        };
+        let mut names = Vec::new();
+        let mut seen_in = |base: PathBuf| -> Result<(), CgroupError> {
+            let entries = match std::fs::read_dir(&base) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err(&base)(e)),
+            };
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+            Ok(())
+        };
+        seen_in(base)?;
+        if self.version == Version::V1 {
+            for c in self.controllers.iter().skip(1) {
+                seen_in(self.root.join(c).join(&self.parent))?;
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_v1() -> PathBuf {
+        let root = std::env::temp_dir().join(format!("rauha-cg-{}", uuid::Uuid::new_v4()));
+        for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+            std::fs::create_dir_all(root.join(c)).expect("dir");
+            std::fs::write(root.join(c).join("cgroup.procs"), "").expect("procs");
+        }
+        root
+    }
+
+    #[test]
+    fn v1_limits_land_in_each_controller() {
+        let root = fake_v1();
+        let fs = CgroupFs::new(&root, "rauha").expect("v1");
+        assert_eq!(fs.layout(), "v1");
+        let limits = ResourcesSection {
+            cpu_shares: Some(512),
+            cpu_limit: Some(0.5),
+            memory_limit: Some(64 << 20),
+            pids_max: Some(32),
+        };
+        let procs = fs.create("z1", &limits).expect("create");
+        assert_eq!(procs.len(), 5);
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+        assert_eq!(
+            read("memory/rauha/z1/memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read("pids/rauha/z1/pids.max"), "32");
+        assert_eq!(read("cpu/rauha/z1/cpu.shares"), "512");
+        assert_eq!(read("cpu/rauha/z1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(fs.list().expect("list"), vec!["z1".to_string()]);
+        std::fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    #[test]
+    fn v1_usage_reads_back() {
+        let root = fake_v1();
+        let fs = CgroupFs::new(&root, "rauha").expect("v1");
+        fs.create("z", &ResourcesSection::default())
+            .expect("create");
+        std::fs::write(root.join("memory/rauha/z/memory.usage_in_bytes"), "4096\n").expect("w");
+        std::fs::write(
+            root.join("memory/rauha/z/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .expect("w");
+        std::fs::write(root.join("cpuacct/rauha/z/cpuacct.usage"), "5000000\n").expect("w");
+        std::fs::write(root.join("pids/rauha/z/pids.current"), "3\n").expect("w");
+        let u = fs.usage("z").expect("usage");
+        assert_eq!(
+            (u.memory_bytes, u.oom_kills, u.cpu_time_us, u.pids),
+            (4096, 2, 5000, 3)
+        );
+        std::fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    #[test]
+    fn v2_writes_unified_files() {
+        let root = std::env::temp_dir().join(format!("rauha-cg2-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).expect("dir");
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids").expect("w");
+        let fs = CgroupFs::new(&root, "rauha").expect("v2");
+        assert_eq!(fs.layout(), "v2");
+        let limits = ResourcesSection {
+            cpu_shares: Some(1024),
+            cpu_limit: Some(2.0),
+            memory_limit: Some(1 << 30),
+            pids_max: None,
+        };
+        fs.create("z", &limits).expect("create");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+        assert_eq!(read("rauha/z/memory.max"), (1u64 << 30).to_string());
+        assert_eq!(read("rauha/z/pids.max"), "max");
+        assert_eq!(read("rauha/z/cpu.max"), "200000 100000");
+        assert_eq!(read("rauha/cgroup.subtree_control"), V2_CONTROLLERS);
+        std::fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    #[test]
+    fn no_hierarchy_is_a_clear_error() {
+        let root = std::env::temp_dir().join(format!("rauha-cg0-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).expect("dir");
+        assert!(matches!(
+            CgroupFs::new(&root, "rauha"),
+            Err(CgroupError::NoHierarchy { .. })
+        ));
+        std::fs::remove_dir_all(root).expect("cleanup");
+    }
+}

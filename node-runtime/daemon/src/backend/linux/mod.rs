@@ -1,0 +1,251 @@
+//! The Linux backend: a zone is a cgroup, six namespaces, a root built by
+//! the zone agent (PID 1 of the zone), and the per-process hardening the
+//! agent applies (capabilities, `no_new_privs`, Landlock, seccomp).
+
+pub mod cgroup;
+mod enforcement;
+mod host;
+mod spawn;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rauha_guest_agent::config::{Hardening, RootConfig, ZoneConfig};
+use rauha_spec::enforcement::{Enforcement, LayerStatus};
+use rauha_spec::names::{capability_number, syscall_number};
+use rauha_spec::policy::NetworkMode;
+use rauha_spec::{Policy, RootSpec};
+use tokio::net::UnixStream;
+use uuid::Uuid;
+
+use self::cgroup::CgroupDriver;
+use super::{BackendError, Check, IsolationBackend, Usage, ZoneHandle, ZoneSetup};
+
+pub struct LinuxBackend {
+    /// `RAUHA_ROOT`: zone state lives under `<root>/zones/<id>`.
+    root: PathBuf,
+    agent_bin: PathBuf,
+    cgroups: Arc<dyn CgroupDriver>,
+    node_layers: Vec<LayerStatus>,
+}
+
+impl LinuxBackend {
+    pub fn new(root: &Path, agent_bin: &Path, cgroups: Arc<dyn CgroupDriver>) -> LinuxBackend {
+        let node_layers = enforcement::probe_node(cgroups.layout());
+        LinuxBackend {
+            root: root.to_path_buf(),
+            agent_bin: agent_bin.to_path_buf(),
+            cgroups,
+            node_layers,
+        }
+    }
+
+    fn state_dir(&self, zone_id: Uuid) -> PathBuf {
+        self.root.join("zones").join(zone_id.to_string())
+    }
+
+    fn root_config(&self, policy: &Policy, root: &RootSpec) -> Result<RootConfig, BackendError> {
+        let fs = &policy.filesystem;
+        Ok(match root {
+            RootSpec::HostView => RootConfig::HostView {
+                readable: fs.readable_paths.clone(),
+                writable: fs.writable_paths.clone(),
+                denied: fs.denied_paths.clone(),
+            },
+            RootSpec::Bundle { path } => {
+                let (rootfs, readonly) = host::read_bundle(Path::new(path))?;
+                RootConfig::Rootfs {
+                    path: rootfs.display().to_string(),
+                    readonly,
+                    writable: fs.writable_paths.clone(),
+                    denied: fs.denied_paths.clone(),
+                }
+            }
+        })
+    }
+}
+
+impl IsolationBackend for LinuxBackend {
+    type Stream = UnixStream;
+
+    fn name(&self) -> &'static str {
+        "linux"
+    }
+
+    fn layout(&self) -> &'static str {
+        self.cgroups.layout()
+    }
+
+    fn node_layers(&self) -> Vec<LayerStatus> {
+        self.node_layers.clone()
+    }
+
+    async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError> {
+        let root = self.root_config(&setup.policy, &setup.root)?;
+        let state_dir = self.state_dir(setup.id);
+        let result = async {
+            host::make_private_dir(&state_dir)?;
+            let cgroup_procs = self
+                .cgroups
+                .create(&setup.id.to_string(), &setup.policy.resources)?;
+            let config = ZoneConfig {
+                zone_id: setup.id.to_string(),
+                hostname: setup
+                    .policy
+                    .zone
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| setup.name.clone()),
+                state_dir: state_dir.display().to_string(),
+                cgroup_procs: cgroup_procs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                root,
+                loopback: setup.policy.network.mode == NetworkMode::Loopback,
+                hardening: self.hardening(&setup.policy, &setup.root),
+            };
+            spawn::start_agent(&self.agent_bin, &config, &state_dir).await
+        }
+        .await;
+        match result {
+            Ok(handle) => Ok(handle),
+            Err(primary) => {
+                let cleanup = self.destroy_zone(setup.id, None).await;
+                Err(match cleanup {
+                    Ok(()) => primary,
+                    Err(c) => BackendError::Setup(format!(
+                        "{primary}; cleaning up after it also failed: {c}"
+                    )),
+                })
+            }
+        }
+    }
+
+    async fn destroy_zone(
+        &self,
+        zone_id: Uuid,
+        handle: Option<&ZoneHandle>,
+    ) -> Result<(), BackendError> {
+        if let Some(h) = handle {
+            if self.is_alive(h) {
+                // SAFETY: kill takes plain integers; the pid was checked to
+                // still be the zone's agent. Killing PID 1 of the zone's pid
+                // namespace kills every process in it.
+                unsafe { libc::kill(h.agent_pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        let cgroups = Arc::clone(&self.cgroups);
+        let id = zone_id.to_string();
+        tokio::task::spawn_blocking(move || cgroups.remove(&id))
+            .await
+            .map_err(|e| BackendError::Setup(format!("cgroup removal task: {e}")))??;
+        host::remove_state_dir(&self.state_dir(zone_id))
+    }
+
+    fn is_alive(&self, handle: &ZoneHandle) -> bool {
+        host::start_ticks(handle.agent_pid) == Some(handle.agent_start_ticks)
+    }
+
+    async fn connect(&self, handle: &ZoneHandle) -> Result<UnixStream, BackendError> {
+        UnixStream::connect(&handle.socket).await.map_err(|e| {
+            BackendError::Agent(format!(
+                "cannot connect to {}: {e}",
+                handle.socket.display()
+            ))
+        })
+    }
+
+    fn update_limits(&self, zone_id: Uuid, policy: &Policy) -> Result<(), BackendError> {
+        Ok(self
+            .cgroups
+            .set_limits(&zone_id.to_string(), &policy.resources)?)
+    }
+
+    fn hardening(&self, policy: &Policy, root: &RootSpec) -> Hardening {
+        let fs = &policy.filesystem;
+        let mut write: Vec<String> = vec!["/tmp".into(), "/dev".into()];
+        write.extend(
+            fs.writable_paths
+                .iter()
+                .filter(|p| p.as_str() != "/tmp")
+                .cloned(),
+        );
+        let read = match root {
+            RootSpec::HostView => {
+                let mut r = fs.readable_paths.clone();
+                r.push("/proc".into());
+                r
+            }
+            RootSpec::Bundle { .. } => vec!["/".into()],
+        };
+        Hardening {
+            capabilities: policy
+                .capabilities
+                .allowed
+                .iter()
+                .filter_map(|c| capability_number(c))
+                .collect(),
+            deny_syscalls: policy
+                .syscalls
+                .deny
+                .iter()
+                .filter_map(|s| syscall_number(s))
+                .collect(),
+            landlock_read: read,
+            landlock_write: write,
+        }
+    }
+
+    fn usage(&self, zone_id: Uuid) -> Result<Usage, BackendError> {
+        let u = self.cgroups.usage(&zone_id.to_string())?;
+        Ok(Usage {
+            memory_bytes: u.memory_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            peak_memory_bytes: u.peak_memory_bytes,
+            cpu_time_us: u.cpu_time_us,
+            pids: u.pids,
+            pids_max: u.pids_max,
+            oom_kills: u.oom_kills,
+        })
+    }
+
+    fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement {
+        enforcement::for_zone(&self.node_layers, self.cgroups.layout(), handle, policy)
+    }
+
+    fn verify(&self, handle: &ZoneHandle, policy: &Policy) -> Vec<Check> {
+        enforcement::verify(self.cgroups.as_ref(), handle, policy, self.is_alive(handle))
+    }
+
+    fn cleanup_orphans(&self, known: &[Uuid]) -> Result<Vec<String>, BackendError> {
+        let mut removed = Vec::new();
+        let known_names: Vec<String> = known.iter().map(Uuid::to_string).collect();
+        for name in self.cgroups.list()? {
+            if !known_names.contains(&name) {
+                self.cgroups.remove(&name)?;
+                removed.push(format!("cgroup {name}"));
+            }
+        }
+        let zones_dir = self.root.join("zones");
+        if let Ok(entries) = std::fs::read_dir(&zones_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !known_names.contains(&name) {
+                    host::remove_state_dir(&entry.path())?;
+                    removed.push(format!("state dir {name}"));
+                }
+            }
+        }
+        for mount in host::mounts_under(&zones_dir) {
+            let owner_known = known_names
+                .iter()
+                .any(|k| mount.starts_with(zones_dir.join(k)));
+            if !owner_known {
+                host::detach(&mount);
+                removed.push(format!("mount {}", mount.display()));
+            }
+        }
+        Ok(removed)
+    }
+}

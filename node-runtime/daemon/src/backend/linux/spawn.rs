@@ -1,0 +1,106 @@
+//! Starts a zone's agent and waits for it to say `ready`.
+//!
+//! The agent's launcher reads the zone's configuration (one frame) on
+//! stdin and writes lines on stdout: `pid <host pid of PID 1>`, then
+//! `ready <json>` or `error <reason>`. Its stderr goes to the zone's
+//! `agent.log`, which outlives this daemon.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rauha_guest_agent::config::{Ready, ZoneConfig};
+use rauha_guest_agent::frame;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::host;
+use crate::backend::{BackendError, ZoneHandle};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn start_agent(
+    agent_bin: &Path,
+    config: &ZoneConfig,
+    state_dir: &Path,
+) -> Result<ZoneHandle, BackendError> {
+    let log_path = state_dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).map_err(|source| BackendError::Io {
+        what: format!("cannot create {}", log_path.display()),
+        source,
+    })?;
+    let mut child = tokio::process::Command::new(agent_bin)
+        .arg("zone")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .env_clear()
+        .spawn()
+        .map_err(|source| BackendError::Io {
+            what: format!("cannot start the zone agent {}", agent_bin.display()),
+            source,
+        })?;
+    let bytes = frame::encode(config).map_err(|e| BackendError::Agent(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&bytes)
+            .await
+            .map_err(|e| BackendError::Agent(format!("cannot send the zone configuration: {e}")))?;
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| BackendError::Agent("no stdout pipe".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut agent_pid = None;
+    let outcome = tokio::time::timeout(READY_TIMEOUT, async {
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| BackendError::Agent(e.to_string()))?
+        {
+            if let Some(pid) = line.strip_prefix("pid ") {
+                agent_pid = pid.trim().parse::<u32>().ok();
+            } else if let Some(json) = line.strip_prefix("ready ") {
+                let ready: Ready = serde_json::from_str(json)
+                    .map_err(|e| BackendError::Agent(format!("bad ready line: {e}")))?;
+                return Ok(ready);
+            } else if let Some(reason) = line.strip_prefix("error ") {
+                return Err(BackendError::Setup(reason.to_string()));
+            }
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail = log.lines().last().unwrap_or("no output");
+        Err(BackendError::Setup(format!(
+            "the zone agent exited during set-up ({tail})"
+        )))
+    })
+    .await;
+    // The launcher lives as long as the zone; reap it when it ends.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    let ready = match outcome {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(BackendError::Setup(format!(
+                "the zone agent was not ready within {}s",
+                READY_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let agent_pid =
+        agent_pid.ok_or_else(|| BackendError::Agent("the agent did not report its pid".into()))?;
+    let agent_start_ticks = host::start_ticks(agent_pid)
+        .ok_or_else(|| BackendError::Setup("the zone agent ended right after set-up".into()))?;
+    Ok(ZoneHandle {
+        zone_id: config
+            .zone_id
+            .parse()
+            .map_err(|_| BackendError::Agent("zone id is not a UUID".into()))?,
+        agent_pid,
+        agent_start_ticks,
+        socket: state_dir.join("agent.sock"),
+        state_dir: state_dir.to_path_buf(),
+        ready,
+    })
+}

@@ -1,0 +1,129 @@
+//! The `IsolationBackend` trait: everything platform-specific about a zone
+//! sits behind it, so the registry and the API above never know which OS
+//! (or which kind of boundary: namespaces, a VM) they run on.
+
+pub mod linux;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use rauha_guest_agent::config::{Hardening, Ready};
+use rauha_spec::enforcement::{Enforcement, LayerStatus};
+use rauha_spec::{Policy, RootSpec};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use uuid::Uuid;
+
+/// What a zone is made from, as the backend needs it.
+#[derive(Debug, Clone)]
+pub struct ZoneSetup {
+    pub id: Uuid,
+    pub name: String,
+    pub policy: Policy,
+    pub root: RootSpec,
+}
+
+/// How to find a live zone again, persisted with its record so a restarted
+/// daemon can re-adopt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneHandle {
+    pub zone_id: Uuid,
+    /// Host pid of the zone agent (PID 1 inside the zone).
+    pub agent_pid: u32,
+    /// The agent's start time in clock ticks since boot (from
+    /// `/proc/<pid>/stat`), to tell it from a later process with its pid.
+    pub agent_start_ticks: u64,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// The layers the agent applies to each process it starts.
+    pub ready: Ready,
+}
+
+/// Resource use of a zone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub peak_memory_bytes: u64,
+    pub cpu_time_us: u64,
+    pub pids: u64,
+    pub pids_max: u64,
+    pub oom_kills: u64,
+}
+
+/// One line of `zone verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("zone set-up failed: {0}")]
+    Setup(String),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] linux::cgroup::CgroupError),
+    #[error("zone agent: {0}")]
+    Agent(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("bundle {path}: {message}")]
+    Bundle { path: String, message: String },
+}
+
+pub trait IsolationBackend: Send + Sync + 'static {
+    /// The byte stream to a zone's agent.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+
+    fn name(&self) -> &'static str;
+
+    /// The cgroup layout or boundary kind, for reports.
+    fn layout(&self) -> &'static str;
+
+    /// Which enforcement layers this node can apply at all.
+    fn node_layers(&self) -> Vec<LayerStatus>;
+
+    /// Builds the zone's kernel objects and starts its agent.
+    fn create_zone(
+        &self,
+        setup: &ZoneSetup,
+    ) -> impl Future<Output = Result<ZoneHandle, BackendError>> + Send;
+
+    /// Kills everything in the zone and removes its kernel objects; works
+    /// on half-made zones (no handle) too.
+    fn destroy_zone(
+        &self,
+        zone_id: Uuid,
+        handle: Option<&ZoneHandle>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Whether the zone's agent is the same live process the handle names.
+    fn is_alive(&self, handle: &ZoneHandle) -> bool;
+
+    fn connect(
+        &self,
+        handle: &ZoneHandle,
+    ) -> impl Future<Output = Result<Self::Stream, BackendError>> + Send;
+
+    /// Applies a new policy's limits to a running zone.
+    fn update_limits(&self, zone_id: Uuid, policy: &Policy) -> Result<(), BackendError>;
+
+    /// The per-process hardening a policy asks for on this backend.
+    fn hardening(&self, policy: &Policy, root: &RootSpec) -> Hardening;
+
+    fn usage(&self, zone_id: Uuid) -> Result<Usage, BackendError>;
+
+    /// The enforcement really in force in a zone.
+    fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement;
+
+    /// Observed facts about a live zone: namespaces, limits, hardening.
+    fn verify(&self, handle: &ZoneHandle, policy: &Policy) -> Vec<Check>;
+
+    /// Removes kernel state no known zone owns; returns what it removed.
+    fn cleanup_orphans(&self, known: &[Uuid]) -> Result<Vec<String>, BackendError>;
+}

@@ -1,0 +1,131 @@
+//! The daemon's errors, and their one mapping to gRPC statuses.
+//!
+//! Every message is one line saying what is wrong and what to do.
+
+use crate::agent_link::LinkError;
+use crate::backend::BackendError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    Policy(#[from] rauha_spec::PolicyError),
+    #[error("{kind} {what:?} not found; {hint}")]
+    NotFound {
+        kind: &'static str,
+        what: String,
+        hint: &'static str,
+    },
+    #[error(
+        "zone {0:?} already exists; pick another name or delete it with `rauha zone delete {0}`"
+    )]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl DaemonError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DaemonError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn zone_not_found(what: &str) -> Self {
+        DaemonError::NotFound {
+            kind: "zone",
+            what: what.to_string(),
+            hint: "list zones with `rauha zone list`",
+        }
+    }
+
+    pub fn process_not_found(what: &str) -> Self {
+        DaemonError::NotFound {
+            kind: "process",
+            what: what.to_string(),
+            hint: "list processes with `rauha ps`",
+        }
+    }
+
+    pub fn task_not_found(what: &str) -> Self {
+        DaemonError::NotFound {
+            kind: "task",
+            what: what.to_string(),
+            hint: "task ids are printed in each sandbox result",
+        }
+    }
+}
+
+impl From<DaemonError> for tonic::Status {
+    fn from(e: DaemonError) -> Self {
+        let message = e.to_string();
+        match e {
+            DaemonError::InvalidArgument { .. } | DaemonError::Policy(_) => {
+                tonic::Status::invalid_argument(message)
+            }
+            DaemonError::NotFound { .. } => tonic::Status::not_found(message),
+            DaemonError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            DaemonError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            DaemonError::Backend(BackendError::Bundle { .. }) => {
+                tonic::Status::invalid_argument(message)
+            }
+            DaemonError::Backend(_) => tonic::Status::internal(format!(
+                "{message}; see the zone's agent.log under RAUHA_ROOT and rauhad's log"
+            )),
+            DaemonError::Link(_) => tonic::Status::unavailable(format!(
+                "{message}; the zone may have died: check `rauha zone verify`"
+            )),
+            DaemonError::Store(_) => {
+                tonic::Status::internal(format!("{message}; check the disk under RAUHA_ROOT"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_code() {
+        let cases: Vec<(DaemonError, tonic::Code)> = vec![
+            (
+                DaemonError::invalid("name", "bad"),
+                tonic::Code::InvalidArgument,
+            ),
+            (DaemonError::zone_not_found("x"), tonic::Code::NotFound),
+            (
+                DaemonError::AlreadyExists("x".into()),
+                tonic::Code::AlreadyExists,
+            ),
+            (
+                DaemonError::FailedPrecondition("busy".into()),
+                tonic::Code::FailedPrecondition,
+            ),
+            (DaemonError::Link(LinkError::Gone), tonic::Code::Unavailable),
+        ];
+        for (e, code) in cases {
+            let s = tonic::Status::from(e);
+            assert_eq!(s.code(), code);
+            assert!(!s.message().contains('\n'), "one line: {}", s.message());
+        }
+    }
+
+    #[test]
+    fn not_found_says_what_to_do() {
+        let s = tonic::Status::from(DaemonError::zone_not_found("web"));
+        assert_eq!(
+            s.message(),
+            "zone \"web\" not found; list zones with `rauha zone list`"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! `rauhad`, Rauha's node daemon: serves the gRPC API on a root-only Unix
+//! socket, keeps zones, processes and task results in redb (the source of
+//! truth), reconciles kernel state with it at start, and builds zones
+//! through an `IsolationBackend`. It never knows which OS it is on beyond
+//! choosing the backend here.
+
+mod agent_link;
+mod api;
+mod backend;
+mod error;
+mod events;
+mod store;
+mod validate;
+mod zone;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use rauha_api::v1::node_server::NodeServer;
+use rauha_api::v1::processes_server::ProcessesServer;
+use rauha_api::v1::sandbox_server::SandboxServer;
+use rauha_api::v1::zones_server::ZonesServer;
+use rauha_spec::enforcement::{EnforcementMode, Layer};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::backend::linux::cgroup::CgroupFs;
+use crate::backend::linux::LinuxBackend;
+use crate::backend::IsolationBackend;
+use crate::events::EventBus;
+use crate::store::Store;
+use crate::zone::ZoneRegistry;
+
+const MAX_MESSAGE: usize = 32 << 20;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Refuse to start unless BPF-LSM programs are in force.
+    Required,
+    /// Run with the layers this kernel allows, and report them.
+    Preferred,
+}
+
+/// Rauha's node daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// State directory (the redb store, zone state).
+    #[arg(long, env = "RAUHA_ROOT", default_value = "/var/lib/rauha")]
+    root: PathBuf,
+    /// The API's Unix socket (mode 0600, root only).
+    #[arg(long, env = "RAUHA_SOCKET", default_value = "/run/rauha/rauhad.sock")]
+    socket: PathBuf,
+    /// Also serve the API on this TCP address (no authentication: only for
+    /// loopback development).
+    #[arg(long, value_name = "ADDR")]
+    listen_tcp: Option<SocketAddr>,
+    /// What to do when BPF-LSM enforcement cannot be loaded.
+    #[arg(long, value_enum, default_value = "preferred")]
+    enforcement: Mode,
+    /// cgroup under which every zone's cgroup is made.
+    #[arg(long, default_value = "rauha")]
+    cgroup_parent: String,
+    /// Where the cgroup filesystems are mounted.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// The zone agent binary; by default `rauha-guest-agent` beside rauhad.
+    #[arg(long, env = "RAUHA_AGENT")]
+    agent: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let level = std::env::var("RAUHA_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rauhad: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("rauhad: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must run as root: it creates namespaces and cgroups; start it with sudo or as a system service");
+    }
+    if args.cgroup_parent.is_empty()
+        || args.cgroup_parent.contains('/')
+        || args.cgroup_parent.starts_with('.')
+    {
+        bail!(
+            "--cgroup-parent {:?} must be one plain directory name, e.g. rauha",
+            args.cgroup_parent
+        );
+    }
+    let agent = match args.agent.clone() {
+        Some(a) => a,
+        None => std::env::current_exe()
+            .context("cannot find rauhad's own path")?
+            .with_file_name("rauha-guest-agent"),
+    };
+    if !agent.is_file() {
+        bail!(
+            "the zone agent {} does not exist; build it (cargo build) or pass --agent",
+            agent.display()
+        );
+    }
+    std::fs::create_dir_all(&args.root)
+        .with_context(|| format!("cannot create {}", args.root.display()))?;
+    std::fs::set_permissions(&args.root, std::fs::Permissions::from_mode(0o700))?;
+    let cgroups = CgroupFs::new(&args.cgroup_root, &args.cgroup_parent).context("cgroups")?;
+    let backend = Arc::new(LinuxBackend::new(&args.root, &agent, Arc::new(cgroups)));
+    let mode = match args.enforcement {
+        Mode::Required => EnforcementMode::Required,
+        Mode::Preferred => EnforcementMode::Preferred,
+    };
+    let layers = backend.node_layers();
+    if mode == EnforcementMode::Required {
+        if let Some(lsm) = layers
+            .iter()
+            .find(|l| l.layer == Layer::BpfLsm && !l.in_force)
+        {
+            bail!("--enforcement required refuses to start: BPF-LSM is not in force: {}; use --enforcement preferred to run with the other layers", lsm.detail);
+        }
+    }
+    tracing::info!(
+        backend = backend.name(),
+        cgroups = backend.layout(),
+        "isolation backend"
+    );
+    for l in &layers {
+        tracing::info!(
+            layer = l.layer.as_str(),
+            in_force = l.in_force,
+            "{}",
+            l.detail
+        );
+    }
+    let store =
+        Arc::new(Store::open(&args.root.join("rauhad.redb")).context(
+            "the store is in use or unreadable (is another rauhad running on this root?)",
+        )?);
+    let registry = ZoneRegistry::new(backend, store, EventBus::new(), mode);
+    registry.recover().await.context("recovery")?;
+
+    let listener = bind_socket(&args.socket).await?;
+    tracing::info!(socket = %args.socket.display(), root = %args.root.display(), "rauhad serving");
+    let router = || {
+        tonic::transport::Server::builder()
+            .add_service(
+                ZonesServer::new(api::ZonesService {
+                    registry: Arc::clone(&registry),
+                })
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ProcessesServer::new(api::ProcessesService {
+                    registry: Arc::clone(&registry),
+                })
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                SandboxServer::new(api::SandboxService {
+                    registry: Arc::clone(&registry),
+                })
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                NodeServer::new(api::NodeService {
+                    registry: Arc::clone(&registry),
+                    root: args.root.display().to_string(),
+                })
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+    };
+    let unix = router().serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown());
+    match args.listen_tcp {
+        Some(addr) => {
+            tracing::warn!(%addr, "also serving on TCP without authentication");
+            let tcp = router().serve_with_shutdown(addr, shutdown());
+            tokio::try_join!(unix, tcp)?;
+        }
+        None => unix.await?,
+    }
+    let _ = std::fs::remove_file(&args.socket);
+    tracing::info!("rauhad stopped; zones keep running and are re-adopted at the next start");
+    Ok(())
+}
+
+/// Binds the API socket, root only. A live socket means another rauhad.
+async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "another rauhad is serving on {}; stop it or pass --socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    // SAFETY: umask has no preconditions; the socket is created 0600 below,
+    // and this closes the window in which it would be wider.
+    let old = unsafe { libc::umask(0o177) };
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()));
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,347 @@
+//! The redb store: the node's source of truth for zones, processes and task
+//! results. Values are JSON; every change is one transaction, so a crash at
+//! any moment leaves either the old record or the new one.
+
+use std::path::Path;
+
+use rauha_spec::result::TaskResult;
+use rauha_spec::{Policy, RootSpec, ZoneState};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::backend::ZoneHandle;
+
+const ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
+const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    #[error("store record {key} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("zone name {0:?} is taken")]
+    NameTaken(String),
+}
+
+macro_rules! db_from {
+    ($($t:ty),*) => {$(impl From<$t> for StoreError { fn from(e: $t) -> Self { StoreError::Db(e.into()) } })*};
+}
+db_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A zone as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub state: ZoneState,
+    pub policy: Policy,
+    pub root: RootSpec,
+    pub created_ms: u64,
+    /// Set for a zone made by a sandbox task.
+    pub task_id: Option<Uuid>,
+    /// Deleted when its task ends (a sandbox zone without `keep_zone`).
+    pub ephemeral: bool,
+    /// How to reach the zone's kernel objects; `None` until created.
+    pub handle: Option<ZoneHandle>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    Running,
+    Exited,
+    /// Its zone went away (or rauhad restarted) before its exit was seen.
+    Lost,
+}
+
+impl ProcessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Running => "running",
+            ProcessState::Exited => "exited",
+            ProcessState::Lost => "lost",
+        }
+    }
+}
+
+/// A process started with `run` or `exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub id: Uuid,
+    pub zone_id: Uuid,
+    pub args: Vec<String>,
+    pub state: ProcessState,
+    pub pid: u32,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Running,
+    Finished,
+}
+
+/// A sandbox task: running, or finished with its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: Uuid,
+    pub zone_id: Uuid,
+    pub command: Vec<String>,
+    pub state: TaskState,
+    pub started_ms: u64,
+    pub result: Option<TaskResult>,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(ZONES)?;
+        txn.open_table(PROCESSES)?;
+        txn.open_table(TASKS)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Records a new zone; fails if its name is taken.
+    pub fn insert_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ZONES)?;
+            for item in table.iter()? {
+                let (key, value) = item?;
+                let other: ZoneRecord = decode(key.value(), value.value())?;
+                if other.name == zone.name {
+                    return Err(StoreError::NameTaken(zone.name.clone()));
+                }
+            }
+            table.insert(zone.id.to_string().as_str(), encode(zone).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn put_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        self.put(ZONES, &zone.id, zone)
+    }
+
+    pub fn zone(&self, id: &Uuid) -> Result<Option<ZoneRecord>, StoreError> {
+        self.get(ZONES, id)
+    }
+
+    pub fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        self.all(ZONES)
+    }
+
+    /// Removes a zone and the records of its processes, in one transaction.
+    pub fn remove_zone(&self, id: &Uuid) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(ZONES)?.remove(id.to_string().as_str())?;
+            let mut procs = txn.open_table(PROCESSES)?;
+            let mut doomed = Vec::new();
+            for item in procs.iter()? {
+                let (key, value) = item?;
+                let p: ProcessRecord = decode(key.value(), value.value())?;
+                if p.zone_id == *id {
+                    doomed.push(key.value().to_string());
+                }
+            }
+            for key in doomed {
+                procs.remove(key.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn put_process(&self, p: &ProcessRecord) -> Result<(), StoreError> {
+        self.put(PROCESSES, &p.id, p)
+    }
+
+    pub fn process(&self, id: &Uuid) -> Result<Option<ProcessRecord>, StoreError> {
+        self.get(PROCESSES, id)
+    }
+
+    pub fn processes(&self) -> Result<Vec<ProcessRecord>, StoreError> {
+        self.all(PROCESSES)
+    }
+
+    pub fn remove_process(&self, id: &Uuid) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PROCESSES)?.remove(id.to_string().as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn put_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
+        self.put(TASKS, &t.id, t)
+    }
+
+    pub fn task(&self, id: &Uuid) -> Result<Option<TaskRecord>, StoreError> {
+        self.get(TASKS, id)
+    }
+
+    pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.all(TASKS)
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        id: &Uuid,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(def)?
+            .insert(id.to_string().as_str(), encode(value).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        id: &Uuid,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(def)?;
+        let key = id.to_string();
+        match table.get(key.as_str())? {
+            Some(v) => Ok(Some(decode(&key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(def)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (key, value) = item?;
+            out.push(decode(key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records are plain data and always serialize")
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rauha-store-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        (Store::open(&dir.join("db.redb")).expect("opens"), dir)
+    }
+
+    fn zone(name: &str) -> ZoneRecord {
+        ZoneRecord {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            state: ZoneState::Running,
+            policy: Policy::default(),
+            root: RootSpec::HostView,
+            created_ms: 1,
+            task_id: None,
+            ephemeral: false,
+            handle: None,
+        }
+    }
+
+    #[test]
+    fn zone_names_are_unique() {
+        let (store, dir) = temp_store();
+        store.insert_zone(&zone("a")).expect("first");
+        assert!(matches!(
+            store.insert_zone(&zone("a")),
+            Err(StoreError::NameTaken(_))
+        ));
+        store.insert_zone(&zone("b")).expect("other name");
+        assert_eq!(store.zones().expect("lists").len(), 2);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn removing_a_zone_removes_its_processes_only() {
+        let (store, dir) = temp_store();
+        let a = zone("a");
+        let b = zone("b");
+        store.insert_zone(&a).expect("a");
+        store.insert_zone(&b).expect("b");
+        for z in [&a, &b] {
+            store
+                .put_process(&ProcessRecord {
+                    id: Uuid::new_v4(),
+                    zone_id: z.id,
+                    args: vec!["true".into()],
+                    state: ProcessState::Running,
+                    pid: 2,
+                    exit_code: None,
+                    signal: None,
+                    started_ms: 0,
+                    ended_ms: 0,
+                })
+                .expect("process");
+        }
+        store.remove_zone(&a.id).expect("removes");
+        assert!(store.zone(&a.id).expect("reads").is_none());
+        let left = store.processes().expect("lists");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].zone_id, b.id);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let (store, dir) = temp_store();
+        let z = zone("keep");
+        store.insert_zone(&z).expect("insert");
+        drop(store);
+        let again = Store::open(&dir.join("db.redb")).expect("reopens");
+        assert_eq!(again.zone(&z.id).expect("reads"), Some(z));
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,140 @@
+//! Request validation that needs no state: ids, commands, environments.
+//! Each error names the field and says what to do.
+
+use rauha_spec::zone::ProcessSpec;
+use uuid::Uuid;
+
+use crate::error::DaemonError;
+
+/// Linux's limit on one argument or environment string (MAX_ARG_STRLEN).
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+/// Our limit on a whole command line plus environment.
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
+
+pub fn parse_id(field: &str, value: &str, hint: &str) -> Result<Uuid, DaemonError> {
+    Uuid::parse_str(value).map_err(|_| {
+        let shown: String = value.chars().take(64).collect();
+        DaemonError::invalid(field, format!("{shown:?} is not a valid UUID; {hint}"))
+    })
+}
+
+pub fn process_spec(
+    field: &str,
+    args: &[String],
+    env: &[String],
+    cwd: &str,
+) -> Result<ProcessSpec, DaemonError> {
+    if args.is_empty() || args[0].is_empty() {
+        return Err(DaemonError::invalid(
+            format!("{field}.args"),
+            "the command is empty; give a program to run, e.g. `-- sh -c 'echo hi'`",
+        ));
+    }
+    let mut total = 0;
+    for (i, a) in args.iter().enumerate() {
+        check_string(&format!("{field}.args[{i}]"), a)?;
+        total += a.len();
+    }
+    for (i, kv) in env.iter().enumerate() {
+        let f = format!("{field}.env[{i}]");
+        check_string(&f, kv)?;
+        match kv.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => {
+                return Err(DaemonError::invalid(
+                    f,
+                    format!(
+                        "{:?} is not KEY=VALUE",
+                        kv.chars().take(64).collect::<String>()
+                    ),
+                ))
+            }
+        }
+        total += kv.len();
+    }
+    if total > MAX_SPEC_BYTES {
+        return Err(DaemonError::invalid(
+            field,
+            format!("command and environment are {total} bytes, over the {MAX_SPEC_BYTES}-byte limit; pass large data through a file"),
+        ));
+    }
+    if !cwd.is_empty() && !cwd.starts_with('/') {
+        return Err(DaemonError::invalid(
+            format!("{field}.cwd"),
+            format!("{cwd:?} is not absolute; start it with '/'"),
+        ));
+    }
+    Ok(ProcessSpec {
+        args: args.to_vec(),
+        env: env.to_vec(),
+        cwd: cwd.to_string(),
+    })
+}
+
+fn check_string(field: &str, s: &str) -> Result<(), DaemonError> {
+    if s.len() > MAX_ARG_BYTES {
+        return Err(DaemonError::invalid(
+            field,
+            format!("{} bytes is longer than the {MAX_ARG_BYTES} bytes Linux allows for one argument; pass large data through a file", s.len()),
+        ));
+    }
+    if s.contains('\0') {
+        return Err(DaemonError::invalid(
+            field,
+            "contains a NUL byte, which no program can receive; remove it",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn empty_command_is_refused() {
+        let e = process_spec("spec", &[], &[], "").expect_err("empty");
+        assert_eq!(
+            e.to_string(),
+            "spec.args: the command is empty; give a program to run, e.g. `-- sh -c 'echo hi'`"
+        );
+    }
+
+    #[test]
+    fn huge_argument_is_refused_with_its_size() {
+        let big = "x".repeat(10 * 1024 * 1024);
+        let e = process_spec("spec", &[String::from("echo"), big], &[], "").expect_err("huge");
+        assert_eq!(
+            e.to_string(),
+            "spec.args[1]: 10485760 bytes is longer than the 131072 bytes Linux allows for one argument; pass large data through a file"
+        );
+    }
+
+    #[test]
+    fn env_must_be_key_value() {
+        let e =
+            process_spec("spec", &args(&["true"]), &args(&["NOVALUE"]), "").expect_err("bad env");
+        assert_eq!(e.to_string(), "spec.env[0]: \"NOVALUE\" is not KEY=VALUE");
+        assert!(process_spec("spec", &args(&["true"]), &args(&["A=", "B=c=d"]), "/").is_ok());
+    }
+
+    #[test]
+    fn relative_cwd_and_nul_bytes_are_refused() {
+        assert!(process_spec("spec", &args(&["true"]), &[], "tmp").is_err());
+        assert!(process_spec("spec", &args(&["a\0b"]), &[], "").is_err());
+    }
+
+    #[test]
+    fn ids_must_be_uuids() {
+        let e = parse_id("id", "abc", "use the id from `rauha ps`").expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "id: \"abc\" is not a valid UUID; use the id from `rauha ps`"
+        );
+        assert!(parse_id("id", &Uuid::new_v4().to_string(), "").is_ok());
+    }
+}

@@ -1,0 +1,91 @@
+//! Creating a zone: record it, build it, connect to its agent.
+
+use rauha_spec::enforcement::{EnforcementMode, Layer};
+use rauha_spec::event::EventKind;
+use rauha_spec::names::validate_zone_name;
+use rauha_spec::{Policy, RootSpec, ZoneState};
+use uuid::Uuid;
+
+use super::ZoneRegistry;
+use crate::backend::{IsolationBackend, ZoneSetup};
+use crate::error::DaemonError;
+use crate::events::now_ms;
+use crate::store::{StoreError, ZoneRecord};
+
+/// What a new zone is for.
+pub struct NewZone {
+    pub name: String,
+    pub policy: Policy,
+    pub root: RootSpec,
+    pub task_id: Option<Uuid>,
+    pub ephemeral: bool,
+}
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    pub async fn create_zone(&self, new: NewZone) -> Result<ZoneRecord, DaemonError> {
+        validate_zone_name(&new.name).map_err(|e| DaemonError::invalid("name", e.to_string()))?;
+        if self.mode == EnforcementMode::Required {
+            let node = self.backend.node_layers();
+            if let Some(missing) = node
+                .iter()
+                .find(|l| l.layer == Layer::BpfLsm && !l.in_force)
+            {
+                return Err(DaemonError::FailedPrecondition(format!(
+                    "enforcement is required but BPF-LSM is not in force: {}",
+                    missing.detail
+                )));
+            }
+        }
+        let mut record = ZoneRecord {
+            id: Uuid::new_v4(),
+            name: new.name,
+            state: ZoneState::Creating,
+            policy: new.policy,
+            root: new.root,
+            created_ms: now_ms(),
+            task_id: new.task_id,
+            ephemeral: new.ephemeral,
+            handle: None,
+        };
+        match self.store.insert_zone(&record) {
+            Ok(()) => {}
+            Err(StoreError::NameTaken(name)) => return Err(DaemonError::AlreadyExists(name)),
+            Err(e) => return Err(e.into()),
+        }
+        let setup = ZoneSetup {
+            id: record.id,
+            name: record.name.clone(),
+            policy: record.policy.clone(),
+            root: record.root.clone(),
+        };
+        let built = async {
+            let handle = self.backend.create_zone(&setup).await?;
+            record.handle = Some(handle.clone());
+            self.store.put_zone(&record)?;
+            self.connect(record.id, &record.name, &handle).await?;
+            Ok::<_, DaemonError>(())
+        }
+        .await;
+        if let Err(e) = built {
+            let cleanup = self
+                .backend
+                .destroy_zone(record.id, record.handle.as_ref())
+                .await;
+            if let Err(c) = &cleanup {
+                tracing::error!(zone = %record.name, error = %c, "cleanup after a failed create also failed");
+            }
+            self.take_live(&record.id);
+            self.store.remove_zone(&record.id)?;
+            return Err(e);
+        }
+        record.state = ZoneState::Running;
+        self.store.put_zone(&record)?;
+        self.events.emit(
+            EventKind::ZoneCreated,
+            Some((record.id, &record.name)),
+            record.task_id,
+            "zone created",
+        );
+        Ok(record)
+    }
+}

@@ -1,0 +1,55 @@
+//! Deleting a zone: refuse while work runs unless forced, then tear down.
+
+use rauha_spec::event::EventKind;
+use rauha_spec::ZoneState;
+
+use super::{ProcessEnd, ZoneRegistry};
+use crate::backend::IsolationBackend;
+use crate::error::DaemonError;
+use crate::store::ZoneRecord;
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    pub async fn delete_zone(&self, zone: &str, force: bool) -> Result<(), DaemonError> {
+        let record = self.find_zone(zone)?;
+        let running = self.running_in(&record.id);
+        if !running.is_empty() && !force {
+            return Err(DaemonError::FailedPrecondition(format!(
+                "zone {:?} has {} running process(es); stop them first or delete with --force",
+                record.name,
+                running.len()
+            )));
+        }
+        self.destroy(record).await
+    }
+
+    /// Tears a zone down whatever its state, and forgets it.
+    pub(crate) async fn destroy(&self, mut record: ZoneRecord) -> Result<(), DaemonError> {
+        record.state = ZoneState::Deleting;
+        self.store.put_zone(&record)?;
+        self.take_live(&record.id);
+        self.backend
+            .destroy_zone(record.id, record.handle.as_ref())
+            .await?;
+        for p in self.running_in(&record.id) {
+            self.finish_process(p.id, ProcessEnd::Lost);
+        }
+        let ids: Vec<_> = self
+            .store
+            .processes()?
+            .into_iter()
+            .filter(|p| p.zone_id == record.id)
+            .map(|p| p.id)
+            .collect();
+        for id in &ids {
+            self.untrack(id);
+        }
+        self.store.remove_zone(&record.id)?;
+        self.events.emit(
+            EventKind::ZoneDeleted,
+            Some((record.id, &record.name)),
+            record.task_id,
+            "zone deleted",
+        );
+        Ok(())
+    }
+}

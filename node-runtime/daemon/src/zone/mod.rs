@@ -1,0 +1,362 @@
+//! The zone registry: zone and process lifecycles on top of the store (the
+//! source of truth) and the isolation backend. One file per operation.
+
+mod create;
+mod delete;
+pub mod output;
+mod policy;
+mod process;
+pub mod recovery;
+mod sandbox;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use rauha_guest_agent::protocol::{ExitStatus, Stream};
+use rauha_spec::enforcement::EnforcementMode;
+use rauha_spec::event::EventKind;
+use rauha_spec::names::validate_zone_name;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+pub use self::create::NewZone;
+use self::output::Capture;
+pub use self::policy::resolve_policy;
+pub use self::sandbox::SandboxRun;
+use crate::agent_link::{AgentEvent, AgentLink, EventHandler};
+use crate::backend::{IsolationBackend, ZoneHandle};
+use crate::error::DaemonError;
+use crate::events::{now_ms, EventBus};
+use crate::store::{ProcessRecord, ProcessState, Store, ZoneRecord};
+
+/// A zone whose agent the daemon is connected to.
+pub struct LiveZone {
+    pub id: Uuid,
+    pub name: String,
+    pub link: Arc<AgentLink>,
+}
+
+/// How a process ended, as waiters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    Exited(ExitStatus),
+    /// Its zone went away before its exit was seen.
+    Lost,
+}
+
+/// A chunk of a process's live output.
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+pub struct LiveProcess {
+    pub id: Uuid,
+    pub zone_id: Uuid,
+    record: Mutex<ProcessRecord>,
+    stdout: Mutex<Capture>,
+    stderr: Mutex<Capture>,
+    end: watch::Sender<Option<ProcessEnd>>,
+    live: broadcast::Sender<OutputChunk>,
+}
+
+impl LiveProcess {
+    pub fn record(&self) -> ProcessRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn stdout(&self) -> Capture {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn stderr(&self) -> Capture {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until the process ends.
+    pub async fn wait(&self) -> ProcessEnd {
+        let mut rx = self.end.subscribe();
+        loop {
+            if let Some(end) = *rx.borrow_and_update() {
+                return end;
+            }
+            if rx.changed().await.is_err() {
+                return ProcessEnd::Lost;
+            }
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<OutputChunk> {
+        self.live.subscribe()
+    }
+}
+
+pub struct ZoneRegistry<B: IsolationBackend> {
+    pub backend: Arc<B>,
+    pub store: Arc<Store>,
+    pub events: EventBus,
+    pub mode: EnforcementMode,
+    live: Mutex<HashMap<Uuid, Arc<LiveZone>>>,
+    processes: Mutex<HashMap<Uuid, Arc<LiveProcess>>>,
+    me: Weak<ZoneRegistry<B>>,
+}
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    pub fn new(
+        backend: Arc<B>,
+        store: Arc<Store>,
+        events: EventBus,
+        mode: EnforcementMode,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| ZoneRegistry {
+            backend,
+            store,
+            events,
+            mode,
+            live: Mutex::new(HashMap::new()),
+            processes: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// A zone by id or name.
+    pub fn find_zone(&self, zone: &str) -> Result<ZoneRecord, DaemonError> {
+        if zone.is_empty() {
+            return Err(DaemonError::invalid(
+                "zone",
+                "is empty; give a zone name or id",
+            ));
+        }
+        if let Ok(id) = Uuid::parse_str(zone) {
+            return self
+                .store
+                .zone(&id)?
+                .ok_or_else(|| DaemonError::zone_not_found(zone));
+        }
+        validate_zone_name(zone)
+            .map_err(|e| DaemonError::invalid("zone", format!("{e}; or give a zone id (UUID)")))?;
+        self.store
+            .zones()?
+            .into_iter()
+            .find(|z| z.name == zone)
+            .ok_or_else(|| DaemonError::zone_not_found(zone))
+    }
+
+    pub fn live_zone(&self, id: &Uuid) -> Option<Arc<LiveZone>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn set_live(&self, zone: Arc<LiveZone>) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(zone.id, zone);
+    }
+
+    fn take_live(&self, id: &Uuid) -> Option<Arc<LiveZone>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    pub fn live_process(&self, id: &Uuid) -> Option<Arc<LiveProcess>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Live processes of a zone that have not ended.
+    pub fn running_in(&self, zone_id: &Uuid) -> Vec<Arc<LiveProcess>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|p| p.zone_id == *zone_id && p.end.borrow().is_none())
+            .cloned()
+            .collect()
+    }
+
+    fn track(&self, record: ProcessRecord, max_output: usize) -> Arc<LiveProcess> {
+        let (end, _) = watch::channel(None);
+        let (live, _) = broadcast::channel(1024);
+        let p = Arc::new(LiveProcess {
+            id: record.id,
+            zone_id: record.zone_id,
+            record: Mutex::new(record),
+            stdout: Mutex::new(Capture::new(max_output)),
+            stderr: Mutex::new(Capture::new(max_output)),
+            end,
+            live,
+        });
+        self.processes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.id, Arc::clone(&p));
+        p
+    }
+
+    fn untrack(&self, id: &Uuid) {
+        self.processes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Opens the link to a zone's agent, routing its events here.
+    /// Returns the zone and the host ids of the processes the agent still runs.
+    async fn connect(
+        &self,
+        zone_id: Uuid,
+        name: &str,
+        handle: &ZoneHandle,
+    ) -> Result<(Arc<LiveZone>, Vec<String>), DaemonError> {
+        let stream = self.backend.connect(handle).await?;
+        let me = self.me.clone();
+        let handler: EventHandler = Arc::new(move |event| {
+            if let Some(registry) = me.upgrade() {
+                registry.on_agent_event(zone_id, event);
+            }
+        });
+        let (link, greeting) = AgentLink::open(stream, handler).await?;
+        // Exits the agent saw while no daemon listened.
+        for (id, status) in greeting.exited {
+            if let Ok(pid) = Uuid::parse_str(&id) {
+                self.finish_process(pid, ProcessEnd::Exited(status));
+            }
+            let _ = link.forget(&id).await;
+        }
+        let zone = Arc::new(LiveZone {
+            id: zone_id,
+            name: name.to_string(),
+            link,
+        });
+        self.set_live(Arc::clone(&zone));
+        Ok((zone, greeting.running))
+    }
+
+    fn on_agent_event(&self, zone_id: Uuid, event: AgentEvent) {
+        match event {
+            AgentEvent::Output { id, stream, data } => {
+                let Some(p) = Uuid::parse_str(&id)
+                    .ok()
+                    .and_then(|u| self.live_process(&u))
+                else {
+                    return;
+                };
+                let capture = match stream {
+                    Stream::Stdout => &p.stdout,
+                    Stream::Stderr => &p.stderr,
+                };
+                capture
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(&data);
+                let _ = p.live.send(OutputChunk { stream, data });
+            }
+            AgentEvent::Exited { id, status } => {
+                if let Ok(pid) = Uuid::parse_str(&id) {
+                    self.finish_process(pid, ProcessEnd::Exited(status));
+                }
+                if let Some(zone) = self.live_zone(&zone_id) {
+                    tokio::spawn(async move {
+                        let _ = zone.link.forget(&id).await;
+                    });
+                }
+            }
+            AgentEvent::Closed => {
+                let gone = self.take_live(&zone_id);
+                let doomed: Vec<Uuid> = self
+                    .processes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .filter(|p| p.zone_id == zone_id)
+                    .map(|p| p.id)
+                    .collect();
+                for id in doomed {
+                    self.finish_process(id, ProcessEnd::Lost);
+                }
+                if let Some(zone) = gone {
+                    tracing::info!(zone = %zone.name, "zone agent connection closed");
+                }
+            }
+        }
+    }
+
+    /// Records a process's end (once) and wakes its waiters.
+    fn finish_process(&self, id: Uuid, end: ProcessEnd) {
+        let Some(p) = self.live_process(&id) else {
+            // Not tracked in memory (e.g. after a restart): update the record.
+            if let Ok(Some(mut rec)) = self.store.process(&id) {
+                if rec.state == ProcessState::Running {
+                    apply_end(&mut rec, end);
+                    let _ = self.store.put_process(&rec);
+                }
+            }
+            return;
+        };
+        if p.end.borrow().is_some() {
+            return;
+        }
+        let rec = {
+            let mut rec = p.record.lock().unwrap_or_else(|e| e.into_inner());
+            apply_end(&mut rec, end);
+            rec.clone()
+        };
+        if let Err(e) = self.store.put_process(&rec) {
+            tracing::error!(error = %e, "cannot record a process exit");
+        }
+        let zone_name = self
+            .store
+            .zone(&rec.zone_id)
+            .ok()
+            .flatten()
+            .map(|z| z.name)
+            .unwrap_or_default();
+        let message = match end {
+            ProcessEnd::Exited(s) => format!(
+                "{} exited with {}",
+                rec.args.first().cloned().unwrap_or_default(),
+                s.shell_code()
+            ),
+            ProcessEnd::Lost => "lost with its zone".to_string(),
+        };
+        self.events.emit(
+            EventKind::ProcessExited,
+            Some((rec.zone_id, &zone_name)),
+            Some(id),
+            message,
+        );
+        let _ = p.end.send(Some(end));
+    }
+}
+
+fn apply_end(rec: &mut ProcessRecord, end: ProcessEnd) {
+    rec.ended_ms = now_ms();
+    match end {
+        ProcessEnd::Exited(s) => {
+            rec.state = ProcessState::Exited;
+            rec.exit_code = Some(s.shell_code());
+            rec.signal = s.signal;
+        }
+        ProcessEnd::Lost => rec.state = ProcessState::Lost,
+    }
+}

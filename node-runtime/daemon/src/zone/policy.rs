@@ -1,0 +1,85 @@
+//! Policy sources (preset or inline TOML) and updating a zone's policy in
+//! place: new limits apply at once, new hardening to processes started
+//! from then on.
+
+use rauha_api::v1::{policy_source, PolicySource};
+use rauha_spec::event::EventKind;
+use rauha_spec::{presets, Policy, ZoneState};
+
+use super::ZoneRegistry;
+use crate::backend::IsolationBackend;
+use crate::error::DaemonError;
+use crate::store::ZoneRecord;
+
+/// The policy a request names; `standard` when it names none.
+pub fn resolve_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
+    match source.and_then(|s| s.source.as_ref()) {
+        None => Ok(presets::load(presets::DEFAULT_PRESET).expect("the default preset is shipped")?),
+        Some(policy_source::Source::Preset(name)) => match presets::load(name) {
+            Some(p) => Ok(p?),
+            None => Err(DaemonError::invalid(
+                "policy.preset",
+                format!(
+                    "{name:?} is not a preset; use one of {} or pass a TOML file",
+                    presets::names().join(", ")
+                ),
+            )),
+        },
+        Some(policy_source::Source::Inline(inline)) => {
+            let file = if inline.file.is_empty() {
+                "<inline policy>"
+            } else {
+                inline.file.as_str()
+            };
+            Ok(Policy::parse(file, &inline.toml)?)
+        }
+    }
+}
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    pub async fn update_policy(
+        &self,
+        zone: &str,
+        policy: Policy,
+    ) -> Result<ZoneRecord, DaemonError> {
+        let mut record = self.find_zone(zone)?;
+        if record.state != ZoneState::Running {
+            return Err(DaemonError::FailedPrecondition(format!(
+                "zone {:?} is {}; its policy can change only while it is running",
+                record.name,
+                record.state.as_str()
+            )));
+        }
+        let live = self.live_zone(&record.id).ok_or_else(|| {
+            DaemonError::FailedPrecondition(format!(
+                "zone {:?} has no live agent; delete and re-create it",
+                record.name
+            ))
+        })?;
+        if policy.network.mode != record.policy.network.mode {
+            return Err(DaemonError::invalid(
+                "policy.network.mode",
+                "cannot change while the zone runs (its network namespace is already set up); create a new zone",
+            ));
+        }
+        if policy.filesystem != record.policy.filesystem {
+            return Err(DaemonError::invalid(
+                "policy.filesystem",
+                "cannot change while the zone runs (its root is already built); create a new zone",
+            ));
+        }
+        self.backend.update_limits(record.id, &policy)?;
+        live.link
+            .update_hardening(self.backend.hardening(&policy, &record.root))
+            .await?;
+        record.policy = policy;
+        self.store.put_zone(&record)?;
+        self.events.emit(
+            EventKind::ZonePolicyUpdated,
+            Some((record.id, &record.name)),
+            None,
+            "policy updated in place",
+        );
+        Ok(record)
+    }
+}

@@ -1,0 +1,169 @@
+//! Work inside a zone: run (detached), exec (streamed), ps, logs, stop,
+//! delete, wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rauha_guest_agent::protocol::SpawnSpec;
+use rauha_spec::event::EventKind;
+use rauha_spec::zone::ProcessSpec;
+use uuid::Uuid;
+
+use tokio::sync::broadcast;
+
+use super::{LiveProcess, OutputChunk, ProcessEnd, ZoneRegistry};
+use crate::backend::IsolationBackend;
+use crate::error::DaemonError;
+use crate::events::now_ms;
+use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    /// Starts a process in a zone and returns it once the agent runs it.
+    pub async fn start_process(
+        &self,
+        zone: &ZoneRecord,
+        spec: ProcessSpec,
+    ) -> Result<Arc<LiveProcess>, DaemonError> {
+        self.start_process_streamed(zone, spec)
+            .await
+            .map(|(p, _)| p)
+    }
+
+    /// Starts a process and returns, with it, a receiver of its output that
+    /// was subscribed before the process could write anything.
+    pub async fn start_process_streamed(
+        &self,
+        zone: &ZoneRecord,
+        spec: ProcessSpec,
+    ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
+        if !zone.state.can_run() {
+            return Err(DaemonError::FailedPrecondition(format!(
+                "zone {:?} is {}; work starts only in a running zone",
+                zone.name,
+                zone.state.as_str()
+            )));
+        }
+        let live = self.live_zone(&zone.id).ok_or_else(|| {
+            DaemonError::FailedPrecondition(format!(
+                "zone {:?} has no live agent; delete and re-create it",
+                zone.name
+            ))
+        })?;
+        let record = ProcessRecord {
+            id: Uuid::new_v4(),
+            zone_id: zone.id,
+            args: spec.args.clone(),
+            state: ProcessState::Running,
+            pid: 0,
+            exit_code: None,
+            signal: None,
+            started_ms: now_ms(),
+            ended_ms: 0,
+        };
+        let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
+        let process = self.track(record.clone(), max_output);
+        let output = process.subscribe();
+        let spawn = SpawnSpec {
+            id: record.id.to_string(),
+            args: spec.args,
+            env: spec.env,
+            cwd: spec.cwd,
+        };
+        match live.link.spawn(spawn).await {
+            Ok(pid) => {
+                let rec = {
+                    let mut r = process.record.lock().unwrap_or_else(|e| e.into_inner());
+                    r.pid = pid;
+                    r.clone()
+                };
+                self.store.put_process(&rec)?;
+                self.events.emit(
+                    EventKind::ProcessStarted,
+                    Some((zone.id, &zone.name)),
+                    Some(rec.id),
+                    rec.args.join(" "),
+                );
+                Ok((process, output))
+            }
+            Err(e) => {
+                self.untrack(&record.id);
+                Err(DaemonError::FailedPrecondition(format!(
+                    "cannot start the command in zone {:?}: {e}",
+                    zone.name
+                )))
+            }
+        }
+    }
+
+    /// A process record, live or stored.
+    pub fn find_process(&self, id: &Uuid) -> Result<ProcessRecord, DaemonError> {
+        if let Some(p) = self.live_process(id) {
+            return Ok(p.record());
+        }
+        self.store
+            .process(id)?
+            .ok_or_else(|| DaemonError::process_not_found(&id.to_string()))
+    }
+
+    pub fn list_processes(
+        &self,
+        zone: Option<&ZoneRecord>,
+    ) -> Result<Vec<ProcessRecord>, DaemonError> {
+        let mut out: Vec<ProcessRecord> = self
+            .store
+            .processes()?
+            .into_iter()
+            .filter(|p| zone.is_none_or(|z| z.id == p.zone_id))
+            .map(|p| self.live_process(&p.id).map(|l| l.record()).unwrap_or(p))
+            .collect();
+        out.sort_by_key(|p| p.started_ms);
+        Ok(out)
+    }
+
+    /// Signals a process's group with SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop_process(
+        &self,
+        id: &Uuid,
+        grace: Duration,
+    ) -> Result<ProcessRecord, DaemonError> {
+        let record = self.find_process(id)?;
+        let Some(process) = self.live_process(id) else {
+            return Ok(record);
+        };
+        if process.end.borrow().is_some() {
+            return Ok(process.record());
+        }
+        let zone = self.live_zone(&record.zone_id).ok_or_else(|| {
+            DaemonError::FailedPrecondition("the process's zone has no live agent".into())
+        })?;
+        zone.link.signal(&id.to_string(), libc::SIGTERM).await?;
+        if tokio::time::timeout(grace, process.wait()).await.is_err() {
+            zone.link.signal(&id.to_string(), libc::SIGKILL).await?;
+            let _ = tokio::time::timeout(Duration::from_secs(5), process.wait()).await;
+        }
+        Ok(process.record())
+    }
+
+    pub fn delete_process(&self, id: &Uuid) -> Result<(), DaemonError> {
+        let record = self.find_process(id)?;
+        if record.state == ProcessState::Running {
+            return Err(DaemonError::FailedPrecondition(format!(
+                "process {id} is running; stop it first with `rauha stop {id}`"
+            )));
+        }
+        self.untrack(id);
+        self.store.remove_process(id)?;
+        Ok(())
+    }
+
+    pub async fn wait_process(&self, id: &Uuid) -> Result<ProcessRecord, DaemonError> {
+        let record = self.find_process(id)?;
+        match self.live_process(id) {
+            Some(p) => {
+                let _: ProcessEnd = p.wait().await;
+                Ok(p.record())
+            }
+            None => Ok(record),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Start-up reconciliation: the store is the truth; kernel state follows.
+//!
+//! [`plan`] decides, from the records and from which zone agents are still
+//! alive, what to do with each zone and task; it is pure and unit-tested.
+//! [`ZoneRegistry::recover`] carries the plan out, then removes kernel state
+//! (cgroups, state dirs, mounts) that no remaining record owns.
+
+use std::collections::HashSet;
+
+use rauha_spec::event::EventKind;
+use rauha_spec::result::{TaskResult, TaskStatus};
+use rauha_spec::ZoneState;
+use uuid::Uuid;
+
+use super::ZoneRegistry;
+use crate::backend::{IsolationBackend, ZoneSetup};
+use crate::error::DaemonError;
+use crate::store::{ProcessState, TaskRecord, TaskState, ZoneRecord};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The agent is alive: reconnect to it.
+    Adopt(Uuid),
+    /// A persistent zone whose agent is gone: build it again.
+    Rebuild(Uuid),
+    /// A zone that cannot continue (a task zone, or half made or deleted).
+    Remove(Uuid),
+    /// A task that was running: its result is an error now.
+    FailTask(Uuid),
+}
+
+pub fn plan(zones: &[ZoneRecord], tasks: &[TaskRecord], alive: &HashSet<Uuid>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for z in zones {
+        let action = match z.state {
+            ZoneState::Creating | ZoneState::Deleting => Action::Remove(z.id),
+            ZoneState::Running if z.ephemeral => Action::Remove(z.id),
+            ZoneState::Running if alive.contains(&z.id) => Action::Adopt(z.id),
+            ZoneState::Running => Action::Rebuild(z.id),
+        };
+        actions.push(action);
+    }
+    for t in tasks {
+        if t.state == TaskState::Running {
+            actions.push(Action::FailTask(t.id));
+        }
+    }
+    actions
+}
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    pub async fn recover(&self) -> Result<(), DaemonError> {
+        let zones = self.store.zones()?;
+        let tasks = self.store.tasks()?;
+        let alive: HashSet<Uuid> = zones
+            .iter()
+            .filter(|z| z.handle.as_ref().is_some_and(|h| self.backend.is_alive(h)))
+            .map(|z| z.id)
+            .collect();
+        for action in plan(&zones, &tasks, &alive) {
+            let outcome = match &action {
+                Action::Adopt(id) => {
+                    self.adopt(zones.iter().find(|z| z.id == *id).cloned())
+                        .await
+                }
+                Action::Rebuild(id) => {
+                    self.rebuild(zones.iter().find(|z| z.id == *id).cloned())
+                        .await
+                }
+                Action::Remove(id) => match zones.iter().find(|z| z.id == *id) {
+                    Some(z) => self.destroy(z.clone()).await,
+                    None => Ok(()),
+                },
+                Action::FailTask(id) => self.fail_task(tasks.iter().find(|t| t.id == *id).cloned()),
+            };
+            if let Err(e) = outcome {
+                tracing::error!(?action, error = %e, "recovery step failed");
+            }
+        }
+        let known: Vec<Uuid> = self.store.zones()?.iter().map(|z| z.id).collect();
+        for removed in self.backend.cleanup_orphans(&known)? {
+            self.events
+                .emit(EventKind::OrphanRemoved, None, None, removed);
+        }
+        Ok(())
+    }
+
+    async fn adopt(&self, zone: Option<ZoneRecord>) -> Result<(), DaemonError> {
+        let Some(zone) = zone else { return Ok(()) };
+        let Some(handle) = zone.handle.clone() else {
+            return Ok(());
+        };
+        let running = match self.connect(zone.id, &zone.name, &handle).await {
+            Ok((_, running)) => running,
+            Err(e) => {
+                tracing::warn!(zone = %zone.name, error = %e, "cannot reconnect to a live zone; rebuilding it");
+                return self.rebuild(Some(zone)).await;
+            }
+        };
+        let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
+        // The agent's greeting already settled the processes that exited.
+        for mut p in self
+            .store
+            .processes()?
+            .into_iter()
+            .filter(|p| p.zone_id == zone.id && p.state == ProcessState::Running)
+        {
+            if running.contains(&p.id.to_string()) {
+                self.track(p, max_output);
+            } else {
+                p.state = ProcessState::Lost;
+                self.store.put_process(&p)?;
+            }
+        }
+        self.events.emit(
+            EventKind::ZoneRecovered,
+            Some((zone.id, &zone.name)),
+            None,
+            "reconnected to the running zone",
+        );
+        Ok(())
+    }
+
+    async fn rebuild(&self, zone: Option<ZoneRecord>) -> Result<(), DaemonError> {
+        let Some(mut zone) = zone else { return Ok(()) };
+        self.backend
+            .destroy_zone(zone.id, zone.handle.as_ref())
+            .await?;
+        for mut p in self
+            .store
+            .processes()?
+            .into_iter()
+            .filter(|p| p.zone_id == zone.id && p.state == ProcessState::Running)
+        {
+            p.state = ProcessState::Lost;
+            self.store.put_process(&p)?;
+        }
+        let setup = ZoneSetup {
+            id: zone.id,
+            name: zone.name.clone(),
+            policy: zone.policy.clone(),
+            root: zone.root.clone(),
+        };
+        let handle = self.backend.create_zone(&setup).await?;
+        zone.handle = Some(handle.clone());
+        self.store.put_zone(&zone)?;
+        self.connect(zone.id, &zone.name, &handle).await?;
+        self.events.emit(
+            EventKind::ZoneRecovered,
+            Some((zone.id, &zone.name)),
+            None,
+            "zone rebuilt after its agent was found dead",
+        );
+        Ok(())
+    }
+
+    fn fail_task(&self, task: Option<TaskRecord>) -> Result<(), DaemonError> {
+        let Some(mut task) = task else { return Ok(()) };
+        task.state = TaskState::Finished;
+        task.result = Some(TaskResult {
+            task_id: task.id,
+            zone_id: task.zone_id,
+            command: task.command.clone(),
+            status: TaskStatus::Error,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_dropped_bytes: 0,
+            stderr_dropped_bytes: 0,
+            peak_memory_bytes: None,
+            cpu_time_us: None,
+            events: Vec::new(),
+            enforcement_events: Vec::new(),
+            enforcement: Default::default(),
+            error: Some(
+                "rauhad restarted while the task ran; its zone was removed and its output is lost"
+                    .into(),
+            ),
+        });
+        self.store.put_task(&task)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rauha_spec::{Policy, RootSpec};
+
+    fn zone(state: ZoneState, ephemeral: bool) -> ZoneRecord {
+        ZoneRecord {
+            id: Uuid::new_v4(),
+            name: "z".into(),
+            state,
+            policy: Policy::default(),
+            root: RootSpec::HostView,
+            created_ms: 0,
+            task_id: None,
+            ephemeral,
+            handle: None,
+        }
+    }
+
+    #[test]
+    fn plans_each_kind_of_zone() {
+        let live = zone(ZoneState::Running, false);
+        let dead = zone(ZoneState::Running, false);
+        let task_zone = zone(ZoneState::Running, true);
+        let half = zone(ZoneState::Creating, false);
+        let going = zone(ZoneState::Deleting, false);
+        let alive: HashSet<Uuid> = [live.id, task_zone.id].into_iter().collect();
+        let zones = vec![
+            live.clone(),
+            dead.clone(),
+            task_zone.clone(),
+            half.clone(),
+            going.clone(),
+        ];
+        let got = plan(&zones, &[], &alive);
+        assert_eq!(
+            got,
+            vec![
+                Action::Adopt(live.id),
+                Action::Rebuild(dead.id),
+                Action::Remove(task_zone.id),
+                Action::Remove(half.id),
+                Action::Remove(going.id)
+            ]
+        );
+    }
+
+    #[test]
+    fn running_tasks_fail_and_finished_ones_stay() {
+        let running = TaskRecord {
+            id: Uuid::new_v4(),
+            zone_id: Uuid::new_v4(),
+            command: vec![],
+            state: TaskState::Running,
+            started_ms: 0,
+            result: None,
+        };
+        let done = TaskRecord {
+            state: TaskState::Finished,
+            id: Uuid::new_v4(),
+            ..running.clone()
+        };
+        assert_eq!(
+            plan(&[], &[running.clone(), done], &HashSet::new()),
+            vec![Action::FailTask(running.id)]
+        );
+    }
+}
