@@ -68,6 +68,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts rauhad on a fresh temp root and waits until it serves.
     pub fn start() -> Daemon {
+        become_subreaper();
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let dir = std::env::temp_dir().join(format!("rauha-e2e-{tag}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -192,21 +193,6 @@ impl Daemon {
             .collect()
     }
 
-    /// Host processes whose command line mentions this daemon's root.
-    pub fn agent_processes(&self) -> Vec<u32> {
-        let needle = self.root.to_string_lossy().to_string();
-        let mut out = Vec::new();
-        for cg in self.zone_cgroups() {
-            if let Ok(s) = std::fs::read_to_string(cg.join("cgroup.procs")) {
-                out.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-            }
-        }
-        let _ = needle;
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
     /// Mounts on the host under this daemon's root.
     pub fn host_mounts(&self) -> Vec<String> {
         let root = self.root.to_string_lossy().to_string();
@@ -218,6 +204,57 @@ impl Daemon {
             .map(String::from)
             .collect()
     }
+}
+
+/// Makes this test process the reaper of rauhad's orphans (zone launchers
+/// outlive a `kill -9` of rauhad), as an init system would be in production;
+/// [`reap_orphans`] then collects them.
+fn become_subreaper() {
+    // SAFETY: prctl with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Reaps ended children other than the ones a test still holds.
+pub fn reap_orphans() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+    }
+}
+
+/// Live (not zombie) processes that are in a cgroup under `parent`, or run
+/// the zone agent, found by scanning /proc.
+pub fn processes_in(parent: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().starts_with('Z'))
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroup.contains(&format!("/{parent}/")) {
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            out.push((pid, cmd));
+        }
+    }
+    out
 }
 
 /// `<hierarchy>/<parent>` for each cgroup hierarchy that has it.
@@ -296,4 +333,44 @@ pub fn json(out: &Output) -> serde_json::Value {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A sandbox request for `args`, with an optional inline policy.
+pub fn sandbox_request(args: &[&str], policy: Option<&str>, timeout_ms: u64) -> v1::SandboxRequest {
+    v1::SandboxRequest {
+        spec: Some(v1::ProcessSpec {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            cwd: String::new(),
+        }),
+        policy: policy.map(|toml| v1::PolicySource {
+            source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
+                file: "test.toml".into(),
+                toml: toml.into(),
+            })),
+        }),
+        bundle: String::new(),
+        timeout_ms,
+        keep_zone: false,
+    }
+}
+
+/// Runs a sandbox over gRPC and returns its result.
+pub async fn sandbox(
+    d: &Daemon,
+    args: &[&str],
+    policy: Option<&str>,
+    timeout_ms: u64,
+) -> v1::TaskResult {
+    d.sandbox_client()
+        .await
+        .run_sandbox(sandbox_request(args, policy, timeout_ms))
+        .await
+        .unwrap_or_else(|s| panic!("sandbox {args:?}: {s}"))
+        .into_inner()
+}
+
+/// Runs `sh -c script` in a sandbox under `policy`.
+pub async fn sh(d: &Daemon, script: &str, policy: Option<&str>) -> v1::TaskResult {
+    sandbox(d, &["sh", "-c", script], policy, 30_000).await
 }

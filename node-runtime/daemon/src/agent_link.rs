@@ -120,11 +120,8 @@ impl AgentLink {
         });
         let pending = Arc::clone(&link.pending);
         tokio::spawn(async move {
-            loop {
-                match read_message(&mut reader, &mut buf).await {
-                    Ok(Some(msg)) => dispatch(&pending, &handler, msg),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(msg)) = read_message(&mut reader, &mut buf).await {
+                dispatch(&pending, &handler, msg);
             }
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             p.closed = true;

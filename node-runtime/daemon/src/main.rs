@@ -116,6 +116,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.cgroup_parent
         );
     }
+    if matches!(args.enforcement, Mode::Required) {
+        // This build attaches no BPF-LSM programs: refuse before touching
+        // anything (the check is repeated on the backend's probe below).
+        bail!("{}", refusal(&backend::linux::bpf_lsm_reason()));
+    }
     let agent = match args.agent.clone() {
         Some(a) => a,
         None => std::env::current_exe()
@@ -208,6 +213,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!("rauhad stopped; zones keep running and are re-adopted at the next start");
     Ok(())
+}
+
+fn refusal(reason: &str) -> String {
+    format!("--enforcement required refuses to start: BPF-LSM is not in force: {reason}; use --enforcement preferred to run with the other layers")
 }
 
 /// Binds the API socket, root only. A live socket means another rauhad.

@@ -433,7 +433,7 @@ fn from_toml_error(file: &str, text: &str, e: &toml::de::Error) -> PolicyError {
 
 fn humanize(raw: &str) -> String {
     if let Some(rest) = raw.strip_prefix("unknown variant ") {
-        return format!("{rest}")
+        return rest
             .replace("expected one of", "; use one of")
             .replace(", ;", ";");
     }

@@ -345,7 +345,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             Some(id),
             message,
         );
-        let _ = p.end.send(Some(end));
+        // send_replace stores the value even when nobody waits yet.
+        p.end.send_replace(Some(end));
     }
 }
 

@@ -91,7 +91,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 let (end, timed_out) = self.wait_with_timeout(&zone, &process, timeout).await;
                 if timed_out {
                     let limit = timeout
-                        .map(|t| rauha_spec::duration::format_duration(t))
+                        .map(rauha_spec::duration::format_duration)
                         .unwrap_or_default();
                     events.push(self.events.emit(
                         EventKind::TimedOut,

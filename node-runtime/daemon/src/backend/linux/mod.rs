@@ -4,6 +4,8 @@
 
 pub mod cgroup;
 mod enforcement;
+
+pub use enforcement::bpf_lsm_reason;
 mod host;
 mod spawn;
 

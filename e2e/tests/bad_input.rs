@@ -1,0 +1,131 @@
+//! Bad input gets one clear line, and the daemon keeps serving.
+
+use rauha_api::v1;
+use rauha_e2e::{ready, sandbox, sandbox_request, text, Daemon};
+
+fn one_line(s: &str) -> &str {
+    let trimmed = s.trim_end();
+    assert!(!trimmed.contains('\n'), "one line expected: {s:?}");
+    trimmed
+}
+
+#[tokio::test]
+async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let policy = d.dir.join("bad.toml");
+    std::fs::write(&policy, "[resources]\nmemory_limit = \"4Gb\"\n").expect("write");
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "web",
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        one_line(&err).ends_with(&format!(
+            "{}:2: resources.memory_limit: \"4Gb\" is not a size; use 512Mi or 4Gi",
+            policy.display()
+        )),
+        "{err}"
+    );
+
+    let out = d.cli(&["zone", "delete", "nope"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        one_line(&text(&out.stderr)),
+        "rauha: zone \"nope\" not found; list zones with `rauha zone list`"
+    );
+
+    assert!(d.cli(&["zone", "create", "dup"]).status.success());
+    let out = d.cli(&["zone", "create", "dup"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        one_line(&text(&out.stderr)),
+        "rauha: zone \"dup\" already exists; pick another name or delete it with `rauha zone delete dup`"
+    );
+
+    let out = d.cli(&["zone", "create", "Not_A_Label"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        one_line(&text(&out.stderr)).contains("use only lowercase letters, digits and '-'"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = d.cli(&["logs", "not-a-uuid"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        one_line(&text(&out.stderr)),
+        "rauha: id: \"not-a-uuid\" is not a valid UUID; use an id printed by `rauha run` or `rauha ps`"
+    );
+
+    let mut client = d.sandbox_client().await;
+    let empty = client
+        .run_sandbox(sandbox_request(&[], None, 0))
+        .await
+        .expect_err("empty command");
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        empty.message(),
+        "spec.args: the command is empty; give a program to run, e.g. `-- sh -c 'echo hi'`"
+    );
+
+    let big = "x".repeat(10 * 1024 * 1024);
+    let huge = client
+        .run_sandbox(sandbox_request(&["echo", &big], None, 0))
+        .await
+        .expect_err("10 MB argument");
+    assert_eq!(huge.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        huge.message(),
+        "spec.args[1]: 10485760 bytes is longer than the 131072 bytes Linux allows for one argument; pass large data through a file"
+    );
+
+    let preset = client
+        .run_sandbox(v1::SandboxRequest {
+            policy: Some(v1::PolicySource {
+                source: Some(v1::policy_source::Source::Preset("paranoid".into())),
+            }),
+            ..sandbox_request(&["true"], None, 0)
+        })
+        .await
+        .expect_err("unknown preset");
+    assert_eq!(preset.message(), "policy.preset: \"paranoid\" is not a preset; use one of minimal, standard, strict or pass a TOML file");
+
+    // Through all of that the daemon kept serving, and lost nothing.
+    let r = sandbox(&d, &["echo", "still here"], None, 10_000).await;
+    assert_eq!(r.stdout, "still here\n");
+    let zones = d.cli(&["zone", "list", "--json"]);
+    assert!(
+        text(&zones.stdout).contains("\"dup\""),
+        "the good zone is still there: {}",
+        text(&zones.stdout)
+    );
+    assert!(d.cli(&["zone", "delete", "dup"]).status.success());
+}
+
+#[test]
+fn an_unreachable_daemon_is_one_line() {
+    if !rauha_e2e::prerequisite(
+        rauha_e2e::bin_dir().join("rauha").is_file(),
+        "the rauha binary (cargo build --workspace)",
+    ) {
+        return;
+    }
+    let out = std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+        .args(["zone", "list"])
+        .env("RAUHA_ADDR", "unix:///nonexistent/rauhad.sock")
+        .output()
+        .expect("run rauha");
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        one_line(&err).starts_with("rauha: cannot reach rauhad at unix:///nonexistent/rauhad.sock"),
+        "{err}"
+    );
+}

@@ -1,0 +1,241 @@
+//! Zones and processes through the CLI: create, list, verify, update,
+//! run, ps, exec, logs, stop, delete, events, top, policy show.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rauha_e2e::{bin_dir, json, ready, text, Daemon};
+
+#[test]
+fn zone_and_process_lifecycle() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    // Watch events from the start.
+    let mut watcher = Command::new(bin_dir().join("rauha"))
+        .args(["events", "--json"])
+        .env("RAUHA_ADDR", d.addr())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("rauha events");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = d.cli(&["zone", "create", "web", "--policy", "strict", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let zone = json(&out);
+    assert_eq!(zone["name"], "web");
+    assert_eq!(zone["state"], "running");
+
+    let out = d.cli(&["zone", "list", "--json"]);
+    assert!(text(&out.stdout).contains("\"web\""));
+    let table = d.cli(&["zone", "list"]);
+    assert!(
+        text(&table.stdout).contains("web"),
+        "{}",
+        text(&table.stdout)
+    );
+
+    let out = d.cli(&["zone", "verify", "web", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = text(&out.stdout);
+    for ns in [
+        "pid namespace",
+        "mnt namespace",
+        "net namespace",
+        "uts namespace",
+        "ipc namespace",
+        "cgroup namespace",
+    ] {
+        assert!(v.contains(ns), "verify lists {ns}: {v}");
+    }
+    let verify = json(&out);
+    let checks = verify["checks"].as_array().expect("checks");
+    assert!(
+        checks.iter().all(|c| c["ok"] == true),
+        "every check passes: {v}"
+    );
+
+    let out = d.cli(&["policy", "show", "--zone", "web"]);
+    assert!(
+        text(&out.stdout).contains("pids_max = 128"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A detached process, its logs, ps, stop and delete.
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 300",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    uuid::Uuid::parse_str(&id).expect("run prints the process id");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = d.cli(&["logs", &id]);
+    assert_eq!(text(&out.stdout), "started\n");
+    let out = d.cli(&["ps", "--zone", "web", "--json"]);
+    assert!(text(&out.stdout).contains(&id));
+    let out = d.cli(&["zone", "delete", "web"]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a zone with running work is not deleted without --force"
+    );
+    assert!(
+        text(&out.stderr).contains("running process"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = d.cli(&["delete", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a running process is not deleted"
+    );
+    let out = d.cli(&["stop", &id, "--grace", "1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["state"], "exited");
+    let out = d.cli(&["delete", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // exec streams output and passes the exit code through.
+    let out = d.cli(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo from-exec; echo to-err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(text(&out.stdout), "from-exec\n");
+    assert_eq!(text(&out.stderr), "to-err\n");
+
+    // Policy update in place: a new pids limit applies without a restart.
+    let policy = d.dir.join("more.toml");
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/strict.toml"
+        ))
+        .expect("strict")
+        .replace("pids_max = 128", "pids_max = 99"),
+    )
+    .expect("w");
+    let out = d.cli(&[
+        "zone",
+        "update",
+        "web",
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.cli(&["zone", "verify", "web", "--json"]);
+    assert!(
+        text(&out.stdout).contains("\"99\""),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = d.cli(&["top", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("web"));
+
+    let out = d.cli(&["zone", "delete", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(d.zone_cgroups().is_empty());
+
+    // The watcher saw the zone's life.
+    let _ = watcher.kill();
+    let stdout = watcher.stdout.take().expect("stdout");
+    let kinds: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter_map(|e| e["kind"].as_str().map(String::from))
+        .collect();
+    let _ = watcher.wait();
+    for k in [
+        "zone_created",
+        "process_started",
+        "process_exited",
+        "zone_policy_updated",
+        "zone_deleted",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "event {k} in {kinds:?}");
+    }
+}
+
+#[test]
+fn policy_show_prints_presets() {
+    if !rauha_e2e::prerequisite(
+        bin_dir().join("rauha").is_file(),
+        "the rauha binary (cargo build --workspace)",
+    ) {
+        return;
+    }
+    let out = Command::new(bin_dir().join("rauha"))
+        .args(["policy", "show", "standard"])
+        .output()
+        .expect("rauha");
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("memory_limit = \"1Gi\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn enforcement_required_refuses_to_start_without_bpf_lsm() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let out = Command::new(bin_dir().join("rauhad"))
+        .args(["--enforcement", "required", "--root"])
+        .arg(d.dir.join("other-root"))
+        .arg("--socket")
+        .arg(d.dir.join("other.sock"))
+        .args(["--cgroup-parent", &format!("{}-req", d.cgroup_parent)])
+        .output()
+        .expect("rauhad");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with(
+            "rauhad: --enforcement required refuses to start: BPF-LSM is not in force"
+        ),
+        "{err}"
+    );
+    assert!(!d.dir.join("other.sock").exists());
+    for dir in rauha_e2e::cgroup_dirs(&format!("{}-req", d.cgroup_parent)) {
+        let _ = std::fs::remove_dir(dir);
+    }
+    // preferred (the default) started, and reports the missing layer.
+    let out = d.cli(&["info", "--json"]);
+    let info = json(&out);
+    assert_eq!(info["enforcement_mode"], "preferred");
+    assert!(info.to_string().contains("bpf_lsm"), "{info}");
+}
+
+#[test]
+fn the_socket_is_root_only() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&d.socket).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 0);
+}

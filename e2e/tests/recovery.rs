@@ -1,0 +1,147 @@
+//! `kill -9` of rauhad loses no finished result and leaves no orphan.
+
+use std::time::Duration;
+
+use rauha_api::v1;
+use rauha_e2e::{processes_in, ready, reap_orphans, sandbox, sandbox_request, Daemon};
+
+#[tokio::test]
+async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let mut finished = Vec::new();
+    for i in 0..3 {
+        let r = sandbox(&d, &["sh", "-c", &format!("echo done-{i}")], None, 10_000).await;
+        assert_eq!(r.status, "succeeded");
+        finished.push(r);
+    }
+    // A persistent zone with a running process survives the restart.
+    let out = d.cli(&["zone", "create", "keeper"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(&["run", "--zone", "keeper", "--", "sleep", "300"]);
+    assert!(out.status.success());
+    let keeper_proc = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let mut running = Vec::new();
+    for _ in 0..5 {
+        let mut client = d.sandbox_client().await;
+        let req = sandbox_request(&["sleep", "30"], None, 60_000);
+        running.push(tokio::spawn(async move { client.run_sandbox(req).await }));
+    }
+    // Wait until the 5 task zones exist, then kill rauhad outright.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_in(&d.cgroup_parent)
+        .iter()
+        .filter(|(_, c)| c.starts_with("sleep 30"))
+        .count()
+        < 5
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 5 tasks did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.kill9();
+    for r in running {
+        assert!(
+            r.await.expect("join").is_err(),
+            "the callers see the daemon go away"
+        );
+    }
+    d.spawn(&[]);
+
+    // Every finished result is there, unchanged.
+    let mut client = d.sandbox_client().await;
+    for r in &finished {
+        let got = client
+            .get_task(v1::TaskRef {
+                task_id: r.task_id.clone(),
+            })
+            .await
+            .expect("finished task kept")
+            .into_inner();
+        assert_eq!(&got, r);
+    }
+    // The task zones are gone: no cgroup, process or mount of theirs is left.
+    reap_orphans();
+    let procs = processes_in(&d.cgroup_parent);
+    assert!(
+        procs.iter().all(|(_, c)| !c.starts_with("sleep 30")),
+        "orphans: {procs:?}"
+    );
+    assert_eq!(
+        d.zone_cgroups().len() / 5,
+        1,
+        "only the kept zone's cgroups remain (5 controllers): {:?}",
+        d.zone_cgroups()
+    );
+    assert!(
+        d.host_mounts().is_empty(),
+        "mounts left: {:?}",
+        d.host_mounts()
+    );
+    let zone_dirs = std::fs::read_dir(d.root.join("zones"))
+        .expect("zones dir")
+        .count();
+    assert_eq!(zone_dirs, 1, "only the kept zone's state dir remains");
+    // The kept zone was re-adopted: its process still runs and can be stopped.
+    let out = d.cli(&["ps", "--zone", "keeper", "--json"]);
+    let ps: serde_json::Value = rauha_e2e::json(&out);
+    assert!(ps.to_string().contains(&keeper_proc), "{ps}");
+    assert!(ps.to_string().contains("running"), "{ps}");
+    let out = d.cli(&["stop", &keeper_proc, "--grace", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the daemon serves new work.
+    assert_eq!(
+        sandbox(&d, &["echo", "again"], None, 10_000).await.stdout,
+        "again\n"
+    );
+    let out = d.cli(&["zone", "delete", "keeper"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reap_orphans();
+    assert!(processes_in(&d.cgroup_parent).is_empty());
+}
+
+#[tokio::test]
+async fn orphaned_kernel_state_is_removed_at_start() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.kill9();
+    // A cgroup and a state dir that no record owns, with a process in it.
+    let orphan = uuid::Uuid::new_v4().to_string();
+    let cg = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(&d.cgroup_parent)
+        .join(&orphan);
+    std::fs::create_dir_all(&cg).expect("orphan cgroup");
+    let mut child = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep");
+    std::fs::write(cg.join("cgroup.procs"), child.id().to_string()).expect("join");
+    std::fs::create_dir_all(d.root.join("zones").join(&orphan)).expect("orphan dir");
+    d.spawn(&[]);
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the orphan's process was killed");
+    assert!(!cg.exists(), "the orphan cgroup was removed");
+    assert!(
+        !d.root.join("zones").join(&orphan).exists(),
+        "the orphan state dir was removed"
+    );
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building and testing Rauha needs on Debian or Ubuntu, as root.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+
+need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2)
+if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
+  need+=(bubblewrap runc busybox-static)
+fi
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  for c in "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo; do
+    [ -x "$c" ] && export PATH="$(dirname "$c"):$PATH" && break
+  done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: Rust is not installed; install Rust 1.88 or newer with rustup, then run this again" >&2
+  exit 1
+fi
+rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [ "$rust_minor" -lt 88 ]; then
+  echo "install-deps: $(rustc --version) is too old; Rauha needs Rust 1.88 or newer (rustup update stable)" >&2
+  exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: run as root: rauhad creates namespaces and cgroups" >&2
+  exit 1
+fi

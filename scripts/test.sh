@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every check: formatting, lints, unit tests and the end-to-end tests (as
+# root, against the real rauhad, CLI and zone agent). A missing prerequisite
+# fails the run (RAUHA_E2E_REQUIRE=1) instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/install-deps.sh
+export RAUHA_E2E_REQUIRE="${RAUHA_E2E_REQUIRE:-1}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build"
+cargo build --workspace --bins
+echo "== unit tests"
+cargo test --workspace --exclude rauha-e2e
+echo "== end-to-end tests (root, real rauhad)"
+# One at a time: they measure timeouts and host responsiveness on 2 cores.
+cargo test -p rauha-e2e -- --test-threads=1
