@@ -38,7 +38,7 @@ async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan()
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while processes_in(&d.cgroup_parent)
         .iter()
-        .filter(|(_, c)| c.starts_with("sleep 30"))
+        .filter(|(_, c)| c.trim() == "sleep 30")
         .count()
         < 5
     {
@@ -73,7 +73,7 @@ async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan()
     reap_orphans();
     let procs = processes_in(&d.cgroup_parent);
     assert!(
-        procs.iter().all(|(_, c)| !c.starts_with("sleep 30")),
+        procs.iter().all(|(_, c)| c.trim() != "sleep 30"),
         "orphans: {procs:?}"
     );
     assert_eq!(
