@@ -3,9 +3,9 @@
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 
-need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2)
+need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
-  need+=(bubblewrap runc busybox-static)
+  need+=(bubblewrap runc)
 fi
 missing=()
 for p in "${need[@]}"; do

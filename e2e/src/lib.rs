@@ -374,3 +374,30 @@ pub async fn sandbox(
 pub async fn sh(d: &Daemon, script: &str, policy: Option<&str>) -> v1::TaskResult {
     sandbox(d, &["sh", "-c", script], policy, 30_000).await
 }
+
+/// Builds an OCI bundle (config.json + rootfs) holding busybox-static, as
+/// runc takes it, under `dir`.
+pub fn busybox_bundle(dir: &Path, readonly: bool) -> Option<PathBuf> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())?;
+    let rootfs = dir.join("bundle/rootfs");
+    for d in ["bin", "proc", "dev", "tmp", "etc", "data"] {
+        std::fs::create_dir_all(rootfs.join(d)).ok()?;
+    }
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).ok()?;
+    for applet in [
+        "sh", "ls", "cat", "echo", "touch", "ps", "hostname", "id", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).ok()?;
+    }
+    std::fs::write(rootfs.join("etc/os-release"), "NAME=rauha-test-bundle\n").ok()?;
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": readonly},
+        "process": {"args": ["/bin/sh"], "cwd": "/", "env": ["PATH=/bin"]},
+    });
+    std::fs::write(dir.join("bundle/config.json"), config.to_string()).ok()?;
+    Some(dir.join("bundle"))
+}

@@ -338,6 +338,7 @@ impl CgroupDriver for CgroupFs {
             return Ok(());
         }
         let started = Instant::now();
+        let mut pause = Duration::from_micros(500);
         let kill_file = self.file(zone, "", "cgroup.kill");
         if self.version == Version::V2 && kill_file.exists() {
             let _ = std::fs::write(&kill_file, "1");
@@ -368,7 +369,9 @@ impl CgroupDriver for CgroupFs {
                     waited_ms: started.elapsed().as_millis(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(if pids.is_empty() { 5 } else { 20 }));
+            // Killed processes take a moment to leave the cgroup.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 
