@@ -13,8 +13,11 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build"
 cargo build --workspace --bins
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 echo "== unit tests"
-cargo test --workspace --exclude rauha-e2e
+cargo test --workspace --exclude rauha-e2e 2>&1 | tee -a "$log"
 echo "== end-to-end tests (root, real rauhad)"
 # One at a time: they measure timeouts and host responsiveness on 2 cores.
-cargo test -p rauha-e2e -- --test-threads=1
+cargo test -p rauha-e2e --tests -- --test-threads=1 2>&1 | tee -a "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log"
