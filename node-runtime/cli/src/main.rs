@@ -1,29 +1,50 @@
-//! `rauha`, the command line of Rauha: a thin client of rauhad's gRPC API.
-//! It owns no state; every command is one or a few API calls, and every
-//! error is one line on stderr saying what went wrong and what to do.
+//! `rauha`, Rauha's command line, is a thin client of rauhad's gRPC API and
+//! owns no state: every command is one call (or one stream) to rauhad, whose
+//! answer is printed as an aligned table or, with `--json`, as JSON. It must
+//! not decide anything the daemon decides (names, policies, limits are
+//! validated by rauhad); it only checks its own flags, reads policy files the
+//! user names, and turns results into output and exit codes.
+//!
+//! Every error is one line on stderr, `rauha: <what went wrong and what to
+//! do>`, and exits 125; clap's usage errors keep code 2.
 
 mod connect;
+mod error_line;
+mod events_cmd;
 mod exit_code;
-mod node_cmd;
+mod info_cmd;
+mod json_view;
+mod policy_cmd;
 mod policy_source;
+mod process_args;
 mod process_cmd;
-mod render;
 mod sandbox_cmd;
 mod table;
+mod timestamp;
 mod zone_cmd;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::connect::DEFAULT_ADDR;
+use crate::error_line::{error_line, is_broken_pipe};
+use crate::events_cmd::EventsArgs;
+use crate::info_cmd::InfoArgs;
+use crate::policy_cmd::PolicyCommand;
+use crate::process_cmd::{ExecArgs, LogsArgs, ProcessIdArgs, PsArgs, RunArgs, StopArgs};
+use crate::sandbox_cmd::{SandboxArgs, TaskCommand};
+use crate::zone_cmd::{TopArgs, ZoneCommand};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "rauha",
     version,
-    about = "Run untrusted work in zones, through rauhad"
+    about = "Run untrusted work in isolated zones, through rauhad"
 )]
 struct Cli {
-    /// rauhad's address: unix:///path or http://host:port.
+    /// rauhad's address: unix:///PATH or http://HOST:PORT.
     #[arg(long, global = true, env = "RAUHA_ADDR", default_value = DEFAULT_ADDR)]
     addr: String,
     #[command(subcommand)]
@@ -32,258 +53,128 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Policies (no daemon needed, except for --zone).
-    #[command(subcommand)]
-    Policy(PolicyCommand),
-    #[command(flatten)]
-    Daemon(DaemonCommand),
-}
-
-/// Commands that talk to rauhad.
-#[derive(Debug, Subcommand)]
-enum DaemonCommand {
-    /// Create, list, inspect, verify, update and delete zones.
+    /// Create, list, show, verify, update and delete zones.
     #[command(subcommand)]
     Zone(ZoneCommand),
     /// Start a command in a zone, detached; prints its process id.
-    Run {
-        #[arg(long)]
-        zone: String,
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        #[arg(long)]
-        cwd: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
-    /// List processes started in zones.
-    Ps {
-        #[arg(long)]
-        zone: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
+    /// List the processes started in zones.
+    Ps(PsArgs),
     /// Run a command in a zone, streaming its output; exits with its code.
-    Exec {
-        zone: String,
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        #[arg(long)]
-        cwd: Option<String>,
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// Print a process's captured stdout and stderr.
-    Logs { id: String },
+    Logs(LogsArgs),
     /// Stop a process: SIGTERM, then SIGKILL after the grace period.
-    Stop {
-        id: String,
-        #[arg(long, default_value_t = 10)]
-        grace: u32,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Forget a finished process.
-    Delete { id: String },
-    /// Wait for a process to end; exits with its code.
-    Wait {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run one command in a fresh zone and print its result.
-    #[command(after_help = exit_code::SANDBOX_HELP)]
-    Sandbox {
-        /// An OCI bundle directory (config.json + rootfs) as the zone's root.
-        #[arg(long)]
-        bundle: Option<String>,
-        /// A policy file or preset (minimal, standard, strict).
-        #[arg(long)]
-        policy: Option<String>,
-        /// Kill the task and its zone after this long (500ms, 30s, 10m).
-        #[arg(long)]
-        timeout: Option<String>,
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        #[arg(long)]
-        cwd: Option<String>,
-        /// Keep the zone after the task.
-        #[arg(long)]
-        keep_zone: bool,
-        #[arg(long)]
-        json: bool,
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
-    /// Stored task results.
+    Stop(StopArgs),
+    /// Forget a process that has ended.
+    Delete(ProcessIdArgs),
+    /// Wait for a process to end; prints and exits with its exit code.
+    Wait(ProcessIdArgs),
+    /// Run one command in a fresh zone, then delete the zone.
+    Sandbox(SandboxArgs),
+    /// Results of sandbox tasks.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Stream zone and task events.
-    Events {
-        #[arg(long)]
-        zone: Option<String>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Resource use of every zone.
-    Top {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The daemon's version and the enforcement this node can apply.
-    Info {
-        #[arg(long)]
-        json: bool,
-    },
+    /// Follow zone, process and task events until Ctrl-C.
+    Events(EventsArgs),
+    /// Show each zone's memory, CPU and pids use.
+    Top(TopArgs),
+    /// Show policies: presets, files, or a zone's.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show rauhad's version and the enforcement this node can apply.
+    Info(InfoArgs),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ZoneCommand {
-    Create {
-        name: String,
-        /// A policy file or preset (minimal, standard, strict); standard when omitted.
-        #[arg(long)]
-        policy: Option<String>,
-        #[arg(long)]
-        bundle: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    Get {
-        zone: String,
-        #[arg(long)]
-        json: bool,
-    },
-    Delete {
-        zone: String,
-        /// Kill running work instead of refusing.
-        #[arg(long)]
-        force: bool,
-    },
-    /// The enforcement in force and observed facts; exits 1 if a check fails.
-    Verify {
-        zone: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace a running zone's policy in place.
-    Update {
-        zone: String,
-        #[arg(long)]
-        policy: String,
-        #[arg(long)]
-        json: bool,
-    },
+/// Runs one command; the result is the exit code.
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let addr = cli.addr.as_str();
+    match cli.command {
+        Command::Zone(command) => zone_cmd::run(command, addr).await,
+        Command::Run(args) => process_cmd::run(args, addr).await,
+        Command::Ps(args) => process_cmd::ps(args, addr).await,
+        Command::Exec(args) => process_cmd::exec(args, addr).await,
+        Command::Logs(args) => process_cmd::logs(args, addr).await,
+        Command::Stop(args) => process_cmd::stop(args, addr).await,
+        Command::Delete(args) => process_cmd::delete(args, addr).await,
+        Command::Wait(args) => process_cmd::wait(args, addr).await,
+        Command::Sandbox(args) => sandbox_cmd::sandbox(args, addr).await,
+        Command::Task(command) => sandbox_cmd::task(command, addr).await,
+        Command::Events(args) => events_cmd::events(args, addr).await,
+        Command::Top(args) => zone_cmd::top(args, addr).await,
+        Command::Policy(command) => policy_cmd::run(command, addr).await,
+        Command::Info(args) => info_cmd::info(args, addr).await,
+    }
 }
 
-#[derive(Debug, Subcommand)]
-enum TaskCommand {
-    Get {
-        task_id: String,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyCommand {
-    /// Parse and print a preset, a policy file, or a zone's policy.
-    Show {
-        what: Option<String>,
-        #[arg(long)]
-        zone: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn main() {
+fn main() -> ExitCode {
+    // Usage errors, --help and --version exit here, with clap's codes.
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rauha: cannot start: {e}");
-            std::process::exit(i32::from(exit_code::RAUHA_ERROR));
-        }
-    };
-    let code = match runtime.block_on(dispatch(cli)) {
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(dispatch(cli)));
+    let code = match result {
         Ok(code) => code,
+        // The reader went away (`rauha ps | head`): nothing left to say.
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("rauha: {}", format!("{e:#}").replace('\n', " "));
-            i32::from(exit_code::RAUHA_ERROR)
+            let _ = writeln!(io::stderr(), "{}", error_line(&e));
+            exit_code::RAUHA_ERROR
         }
     };
-    std::process::exit(code);
+    let _ = io::stdout().flush();
+    ExitCode::from(code)
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let addr = cli.addr;
-    let command = match cli.command {
-        Command::Policy(PolicyCommand::Show { what, zone, json }) => {
-            return node_cmd::policy_show(&addr, what, zone, json).await
-        }
-        Command::Daemon(command) => command,
-    };
-    let mut c = connect::connect(&addr).await?;
-    match command {
-        DaemonCommand::Zone(cmd) => zone_cmd::run(&mut c, cmd).await,
-        DaemonCommand::Run {
-            zone,
-            env,
-            cwd,
-            json,
-            command,
-        } => process_cmd::run(&mut c, zone, process_cmd::spec(command, env, cwd)?, json).await,
-        DaemonCommand::Ps { zone, json } => process_cmd::ps(&mut c, zone, json).await,
-        DaemonCommand::Exec {
-            zone,
-            env,
-            cwd,
-            command,
-        } => process_cmd::exec(&mut c, zone, process_cmd::spec(command, env, cwd)?).await,
-        DaemonCommand::Logs { id } => process_cmd::logs(&mut c, id).await,
-        DaemonCommand::Stop { id, grace, json } => process_cmd::stop(&mut c, id, grace, json).await,
-        DaemonCommand::Delete { id } => process_cmd::delete(&mut c, id).await,
-        DaemonCommand::Wait { id, json } => process_cmd::wait(&mut c, id, json).await,
-        DaemonCommand::Sandbox {
-            bundle,
-            policy,
-            timeout,
-            env,
-            cwd,
-            keep_zone,
-            json,
-            command,
-        } => {
-            let spec = process_cmd::spec(command, env, cwd)?;
-            sandbox_cmd::sandbox(
-                &mut c,
-                sandbox_cmd::SandboxArgs {
-                    spec,
-                    policy,
-                    bundle,
-                    timeout,
-                    keep_zone,
-                    json,
-                },
-            )
-            .await
-        }
-        DaemonCommand::Task(TaskCommand::Get { task_id, json }) => {
-            sandbox_cmd::task_get(&mut c, task_id, json).await
-        }
-        DaemonCommand::Events { zone, json } => node_cmd::events(&mut c, zone, json).await,
-        DaemonCommand::Top { json } => zone_cmd::top(&mut c, json).await,
-        DaemonCommand::Info { json } => node_cmd::info(&mut c, json).await,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_take_their_argv_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "rauha",
+            "sandbox",
+            "--timeout",
+            "5s",
+            "--env",
+            "A=1",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .expect("valid");
+        let Command::Sandbox(_) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let missing = Cli::try_parse_from(["rauha", "exec", "web"]).expect_err("no command");
+        assert_eq!(missing.exit_code(), 2);
+    }
+
+    #[test]
+    fn sandbox_help_lists_the_exit_codes() {
+        let help = Cli::command()
+            .find_subcommand_mut("sandbox")
+            .expect("sandbox")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("124    timed out"), "{help}");
+        assert!(help.contains("125    rauha error"), "{help}");
+    }
+
+    #[test]
+    fn policy_show_takes_a_preset_or_a_zone_not_both() {
+        assert!(Cli::try_parse_from(["rauha", "policy", "show", "strict"]).is_ok());
+        let both = Cli::try_parse_from(["rauha", "policy", "show", "strict", "--zone", "web"]);
+        assert_eq!(both.expect_err("conflict").exit_code(), 2);
     }
 }

@@ -1,76 +1,167 @@
-//! `--policy FILE|PRESET`: a file is sent inline (named in errors), a preset
-//! by name.
+//! `--policy FILE|PRESET`: one resolution for `zone create`, `zone update`,
+//! `sandbox` and `policy show`. A path to an existing file wins over a preset
+//! of the same name; anything else is an error that lists the presets.
+//!
+//! The daemon parses and validates what is sent; only `policy show` parses
+//! locally, because it must work without a daemon.
 
-use anyhow::bail;
-use rauha_api::v1::{policy_source, InlinePolicy, PolicySource};
-use rauha_spec::presets;
+use std::path::Path;
 
-pub fn resolve(value: Option<&str>) -> anyhow::Result<Option<PolicySource>> {
-    let Some(value) = value else { return Ok(None) };
-    let path = std::path::Path::new(value);
-    if path.is_file() {
-        let toml = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read policy file {value}: {e}"))?;
-        return Ok(Some(PolicySource {
-            source: Some(policy_source::Source::Inline(InlinePolicy {
-                file: value.to_string(),
-                toml,
-            })),
-        }));
-    }
-    if presets::text(value).is_some() {
-        return Ok(Some(PolicySource {
-            source: Some(policy_source::Source::Preset(value.to_string())),
-        }));
-    }
-    bail!(
-        "policy {value:?} is neither a file nor a preset; give a TOML file or one of: {}",
-        presets::names().join(", ")
-    )
+use anyhow::{bail, Context};
+use rauha_api::v1;
+use rauha_api::v1::policy_source::Source;
+use rauha_spec::{presets, Policy};
+
+/// What a `--policy` value names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyChoice {
+    /// A file's TOML text, with the path as the user gave it.
+    File {
+        path: String,
+        toml: String,
+    },
+    Preset(String),
 }
 
-/// `--env K=V`, checked here so a typo fails before any work starts.
-pub fn parse_env(values: &[String]) -> anyhow::Result<Vec<String>> {
-    for v in values {
-        match v.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => bail!("--env {v:?} is not KEY=VALUE"),
+impl PolicyChoice {
+    /// Resolves a `--policy` value: an existing file, else a preset name.
+    pub fn resolve(value: &str) -> anyhow::Result<PolicyChoice> {
+        if Path::new(value).is_file() {
+            let toml = std::fs::read_to_string(value).with_context(|| {
+                format!("cannot read policy file {value:?}; check the path and its permissions")
+            })?;
+            return Ok(PolicyChoice::File {
+                path: value.to_string(),
+                toml,
+            });
+        }
+        if presets::names().contains(&value) {
+            return Ok(PolicyChoice::Preset(value.to_string()));
+        }
+        bail!(
+            "policy {value:?} is neither a file nor a preset; give a TOML file or one of: {}",
+            presets::names().join(", ")
+        )
+    }
+
+    /// The wire form, for the daemon to parse.
+    pub fn to_wire(&self) -> v1::PolicySource {
+        let source = match self {
+            PolicyChoice::File { path, toml } => Source::Inline(v1::InlinePolicy {
+                file: path.clone(),
+                toml: toml.clone(),
+            }),
+            PolicyChoice::Preset(name) => Source::Preset(name.clone()),
+        };
+        v1::PolicySource {
+            source: Some(source),
         }
     }
-    Ok(values.to_vec())
+
+    /// Parses the policy here, naming the file (or `policies/<preset>.toml`)
+    /// in errors.
+    pub fn parse(&self) -> anyhow::Result<Policy> {
+        let (file, text) = match self {
+            PolicyChoice::File { path, toml } => (path.clone(), toml.as_str()),
+            PolicyChoice::Preset(name) => {
+                let text = presets::text(name)
+                    .with_context(|| format!("preset {name:?} is not compiled into rauha"))?;
+                (format!("policies/{name}.toml"), text)
+            }
+        };
+        Ok(Policy::parse(&file, text)?)
+    }
+}
+
+/// The optional `--policy` of a request: `None` lets the daemon choose.
+pub fn wire_policy(value: Option<&str>) -> anyhow::Result<Option<v1::PolicySource>> {
+    value
+        .map(|v| PolicyChoice::resolve(v).map(|choice| choice.to_wire()))
+        .transpose()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn files_presets_and_neither() {
-        let file = std::env::temp_dir().join(format!("rauha-cli-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(&file, "[resources]\npids_max = 8\n").expect("write");
-        let name = file.to_str().expect("utf8");
-        match resolve(Some(name)).expect("file").and_then(|s| s.source) {
-            Some(policy_source::Source::Inline(i)) => {
-                assert_eq!((i.file.as_str(), i.toml.contains("pids_max")), (name, true))
-            }
-            other => panic!("expected inline, got {other:?}"),
+    /// A policy file in the temp dir, removed when dropped.
+    struct TempPolicy(std::path::PathBuf);
+
+    impl TempPolicy {
+        fn new(tag: &str, text: &str) -> TempPolicy {
+            let path =
+                std::env::temp_dir().join(format!("rauha-cli-{tag}-{}.toml", std::process::id()));
+            std::fs::write(&path, text).expect("write temp policy");
+            TempPolicy(path)
         }
-        assert!(
-            matches!(resolve(Some("strict")).expect("preset").and_then(|s| s.source), Some(policy_source::Source::Preset(p)) if p == "strict")
-        );
-        let e = resolve(Some("nope")).expect_err("neither").to_string();
-        assert_eq!(e, "policy \"nope\" is neither a file nor a preset; give a TOML file or one of: minimal, standard, strict");
-        assert!(resolve(None).expect("none").is_none());
-        std::fs::remove_file(file).expect("cleanup");
+
+        fn path(&self) -> &str {
+            self.0.to_str().expect("temp dir is UTF-8")
+        }
+    }
+
+    impl Drop for TempPolicy {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
     #[test]
-    fn env_must_be_key_value() {
-        assert!(parse_env(&["A=b".into(), "C=".into()]).is_ok());
+    fn an_existing_file_is_sent_inline_with_its_path() {
+        let file = TempPolicy::new("inline", "[resources]\npids_max = 64\n");
+        let choice = PolicyChoice::resolve(file.path()).expect("file");
         assert_eq!(
-            parse_env(&["X".into()]).expect_err("bad").to_string(),
-            "--env \"X\" is not KEY=VALUE"
+            choice.to_wire().source,
+            Some(Source::Inline(v1::InlinePolicy {
+                file: file.path().to_string(),
+                toml: "[resources]\npids_max = 64\n".into(),
+            }))
         );
-        assert!(parse_env(&["=v".into()]).is_err());
+        assert_eq!(choice.parse().expect("valid").resources.pids_max, Some(64));
+    }
+
+    #[test]
+    fn a_preset_name_is_sent_as_a_preset() {
+        for name in ["minimal", "standard", "strict"] {
+            let wire = wire_policy(Some(name)).expect("preset");
+            assert_eq!(
+                wire.and_then(|w| w.source),
+                Some(Source::Preset(name.into()))
+            );
+        }
+        assert_eq!(wire_policy(None).expect("none"), None);
+    }
+
+    #[test]
+    fn neither_a_file_nor_a_preset_lists_the_presets() {
+        let err = PolicyChoice::resolve("paranoid").expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "policy \"paranoid\" is neither a file nor a preset; give a TOML file or one of: minimal, standard, strict"
+        );
+    }
+
+    #[test]
+    fn a_bad_file_fails_to_parse_with_its_location() {
+        let file = TempPolicy::new("bad", "[resources]\nmemory_limit = \"4Gb\"\n");
+        let err = PolicyChoice::resolve(file.path())
+            .expect("a file")
+            .parse()
+            .expect_err("4Gb is not a size");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2: resources.memory_limit: \"4Gb\" is not a size; use 512Mi or 4Gi",
+                file.path()
+            )
+        );
+    }
+
+    #[test]
+    fn presets_parse_under_their_file_name() {
+        let policy = PolicyChoice::Preset("strict".into())
+            .parse()
+            .expect("valid");
+        assert_eq!(policy.zone.name.as_deref(), Some("strict"));
     }
 }

@@ -1,184 +1,258 @@
-//! `rauha run|ps|exec|logs|stop|delete|wait`.
+//! `rauha run`, `ps`, `exec`, `logs`, `stop`, `delete` and `wait`: the
+//! Processes service.
+//!
+//! `exec` and `wait` exit with the process's own code (128 + signal when a
+//! signal ended it), so that `rauha exec z -- make` can stand in for `make`.
 
-use std::io::Write;
+use std::io::{self, Write};
 
+use anyhow::bail;
+use clap::Args;
 use rauha_api::v1;
-use tokio_stream::StreamExt;
+use rauha_api::v1::exec_event::Event as ExecEvent;
 
-use crate::connect::{status, Clients};
+use crate::connect::Connection;
 use crate::exit_code;
-use crate::render::{self, print_json};
-use crate::table::{short, Table};
+use crate::json_view::{print_json, LogsView, ProcessView};
+use crate::process_args::ProcessArgs;
+use crate::table::{short_id, Table};
 
-pub fn spec(
-    args: Vec<String>,
-    env: Vec<String>,
-    cwd: Option<String>,
-) -> anyhow::Result<v1::ProcessSpec> {
-    Ok(v1::ProcessSpec {
-        args,
-        env: crate::policy_source::parse_env(&env)?,
-        cwd: cwd.unwrap_or_default(),
-    })
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The zone (name or id) to start the process in.
+    #[arg(long)]
+    zone: String,
+    #[command(flatten)]
+    process: ProcessArgs,
+    #[arg(long)]
+    json: bool,
 }
 
-pub async fn run(
-    c: &mut Clients,
-    zone: String,
-    spec: v1::ProcessSpec,
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Only this zone's processes (name or id).
+    #[arg(long)]
+    zone: Option<String>,
+    #[arg(long)]
     json: bool,
-) -> anyhow::Result<i32> {
-    let p = c
-        .processes
-        .run(v1::RunRequest {
-            zone,
-            spec: Some(spec),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    if json {
-        print_json(&render::process(&p))?;
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The zone (name or id) to run the command in.
+    zone: String,
+    #[command(flatten)]
+    process: ProcessArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A process id printed by `rauha run` or `rauha ps`.
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    id: String,
+    /// Seconds between SIGTERM and SIGKILL [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    grace: Option<u32>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `rauha delete` and `rauha wait`: a process id.
+#[derive(Debug, Args)]
+pub struct ProcessIdArgs {
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
+    let spec = args.process.to_spec()?;
+    let mut processes = Connection::open(addr).await?.processes();
+    let request = v1::RunRequest {
+        zone: args.zone,
+        spec: Some(spec),
+    };
+    let process = processes.run(request).await?.into_inner();
+    if args.json {
+        print_json(&ProcessView::from(&process))?;
     } else {
-        println!("{}", p.id);
+        writeln!(io::stdout(), "{}", process.id)?;
     }
     Ok(0)
 }
 
-pub async fn ps(c: &mut Clients, zone: Option<String>, json: bool) -> anyhow::Result<i32> {
-    let list = c
-        .processes
-        .ps(v1::PsRequest {
-            zone: zone.unwrap_or_default(),
+pub async fn ps(args: PsArgs, addr: &str) -> anyhow::Result<u8> {
+    let mut processes = Connection::open(addr).await?.processes();
+    let request = v1::PsRequest {
+        zone: args.zone.unwrap_or_default(),
+    };
+    let list = processes.ps(request).await?.into_inner().processes;
+    print_process_list(&list, args.json)?;
+    Ok(0)
+}
+
+pub async fn exec(args: ExecArgs, addr: &str) -> anyhow::Result<u8> {
+    let spec = args.process.to_spec()?;
+    let mut processes = Connection::open(addr).await?.processes();
+    let request = v1::ExecRequest {
+        zone: args.zone,
+        spec: Some(spec),
+    };
+    let mut stream = processes.exec(request).await?.into_inner();
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(ExecEvent::Output(output)) => write_output(&output)?,
+            Some(ExecEvent::Exited(process)) => return ended(&process),
+            Some(ExecEvent::Started(_)) | None => {}
+        }
+    }
+    bail!("rauhad ended the exec stream before the process exited; look for it with `rauha ps`")
+}
+
+pub async fn logs(args: LogsArgs, addr: &str) -> anyhow::Result<u8> {
+    let mut processes = Connection::open(addr).await?.processes();
+    let logs = processes
+        .logs(v1::ProcessRef {
+            id: args.id.clone(),
         })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .processes;
-    if json {
-        print_json(&serde_json::Value::Array(
-            list.iter().map(render::process).collect(),
-        ))?;
+        .await?
+        .into_inner();
+    if args.json {
+        print_json(&LogsView::from(&logs))?;
         return Ok(0);
     }
-    let mut t = Table::new(&["ID", "ZONE", "PID", "STATE", "EXIT", "COMMAND"]);
-    for p in &list {
-        let exit = if p.signal != 0 {
-            format!("signal {}", p.signal)
-        } else if p.has_exit_code {
-            p.exit_code.to_string()
-        } else {
-            "-".into()
-        };
-        t.row(vec![
-            short(&p.id),
-            p.zone_name.clone(),
-            p.pid.to_string(),
-            p.state.clone(),
-            exit,
-            p.args.join(" "),
-        ]);
+    write_flushed(&mut io::stdout().lock(), &logs.stdout)?;
+    let mut err = io::stderr().lock();
+    write_flushed(&mut err, &logs.stderr)?;
+    if logs.truncated {
+        writeln!(
+            err,
+            "rauha: the output of {} was longer than rauhad keeps; some of it is missing",
+            args.id
+        )?;
     }
-    print!("{}", t.render());
     Ok(0)
 }
 
-pub async fn exec(c: &mut Clients, zone: String, spec: v1::ProcessSpec) -> anyhow::Result<i32> {
-    let mut stream = c
-        .processes
-        .exec(v1::ExecRequest {
-            zone,
-            spec: Some(spec),
+pub async fn stop(args: StopArgs, addr: &str) -> anyhow::Result<u8> {
+    let mut processes = Connection::open(addr).await?.processes();
+    let request = v1::StopRequest {
+        id: args.id,
+        // The API reads 0 as its default of 10 seconds.
+        grace_seconds: args.grace.unwrap_or(0),
+    };
+    let process = processes.stop(request).await?.into_inner();
+    print_process(&process, args.json)?;
+    Ok(0)
+}
+
+pub async fn delete(args: ProcessIdArgs, addr: &str) -> anyhow::Result<u8> {
+    let mut processes = Connection::open(addr).await?.processes();
+    processes
+        .delete(v1::ProcessRef {
+            id: args.id.clone(),
         })
-        .await
-        .map_err(status)?
+        .await?;
+    if args.json {
+        print_json(&serde_json::json!({ "deleted": args.id }))?;
+    } else {
+        writeln!(io::stdout(), "deleted process {}", args.id)?;
+    }
+    Ok(0)
+}
+
+pub async fn wait(args: ProcessIdArgs, addr: &str) -> anyhow::Result<u8> {
+    let mut processes = Connection::open(addr).await?.processes();
+    let process = processes
+        .wait(v1::ProcessRef { id: args.id })
+        .await?
         .into_inner();
-    let mut code = i32::from(exit_code::RAUHA_ERROR);
-    while let Some(event) = stream.next().await {
-        match event.map_err(status)?.event {
-            Some(v1::exec_event::Event::Output(o)) => {
-                if o.stream == 2 {
-                    let mut err = std::io::stderr().lock();
-                    err.write_all(&o.data)?;
-                    err.flush()?;
-                } else {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&o.data)?;
-                    out.flush()?;
-                }
-            }
-            Some(v1::exec_event::Event::Exited(p)) => {
-                code = i32::from(exit_code::for_process(&p).unwrap_or(exit_code::RAUHA_ERROR))
-            }
-            Some(v1::exec_event::Event::Started(_)) | None => {}
-        }
+    let code = ended(&process)?;
+    if args.json {
+        print_json(&ProcessView::from(&process))?;
+    } else {
+        writeln!(io::stdout(), "{code}")?;
     }
     Ok(code)
 }
 
-pub async fn logs(c: &mut Clients, id: String) -> anyhow::Result<i32> {
-    let l = c
-        .processes
-        .logs(v1::ProcessRef { id })
-        .await
-        .map_err(status)?
-        .into_inner();
-    std::io::stdout().write_all(&l.stdout)?;
-    std::io::stderr().write_all(&l.stderr)?;
-    if l.truncated {
-        eprintln!(
-            "rauha: output was longer than the zone's max_output; the rest was counted, not kept"
-        );
+/// The exit code of a process that ended, or the error saying why it has none.
+fn ended(process: &v1::Process) -> anyhow::Result<u8> {
+    match exit_code::for_process(process) {
+        Some(code) => Ok(code),
+        None if process.state == "lost" => bail!(
+            "process {} was lost (rauhad restarted while it ran); its exit code is unknown",
+            process.id
+        ),
+        None => bail!(
+            "rauhad reported process {} as {} without an exit code; check `rauha ps`",
+            process.id,
+            process.state
+        ),
     }
-    Ok(0)
 }
 
-pub async fn stop(c: &mut Clients, id: String, grace: u32, json: bool) -> anyhow::Result<i32> {
-    let p = c
-        .processes
-        .stop(v1::StopRequest {
-            id,
-            grace_seconds: grace,
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    print_one(&p, json)?;
-    Ok(0)
-}
-
-pub async fn delete(c: &mut Clients, id: String) -> anyhow::Result<i32> {
-    c.processes
-        .delete(v1::ProcessRef { id: id.clone() })
-        .await
-        .map_err(status)?;
-    eprintln!("process {id} deleted");
-    Ok(0)
-}
-
-pub async fn wait(c: &mut Clients, id: String, json: bool) -> anyhow::Result<i32> {
-    let p = c
-        .processes
-        .wait(v1::ProcessRef { id })
-        .await
-        .map_err(status)?
-        .into_inner();
-    print_one(&p, json)?;
-    Ok(i32::from(
-        exit_code::for_process(&p).unwrap_or(exit_code::RAUHA_ERROR),
-    ))
-}
-
-fn print_one(p: &v1::Process, json: bool) -> anyhow::Result<()> {
-    if json {
-        print_json(&render::process(p))
+/// Writes one chunk of exec output where the process wrote it.
+fn write_output(output: &v1::Output) -> io::Result<()> {
+    if output.stream == 2 {
+        write_flushed(&mut io::stderr().lock(), &output.data)
     } else {
-        let exit = if p.has_exit_code {
-            format!(" (exit {})", p.exit_code)
-        } else {
-            String::new()
-        };
-        println!("{} {}{exit}", p.id, p.state);
-        Ok(())
+        write_flushed(&mut io::stdout().lock(), &output.data)
+    }
+}
+
+fn write_flushed(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    out.write_all(data)?;
+    out.flush()
+}
+
+/// Processes as a table, or as a JSON array.
+fn print_process_list(list: &[v1::Process], json: bool) -> anyhow::Result<()> {
+    if json {
+        let views: Vec<ProcessView> = list.iter().map(ProcessView::from).collect();
+        return print_json(&views);
+    }
+    process_table(list).write_to(&mut io::stdout().lock())?;
+    Ok(())
+}
+
+/// One process as a table row, or as a JSON object.
+fn print_process(process: &v1::Process, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&ProcessView::from(process));
+    }
+    process_table(std::slice::from_ref(process)).write_to(&mut io::stdout().lock())?;
+    Ok(())
+}
+
+fn process_table(list: &[v1::Process]) -> Table {
+    let mut table = Table::new(&["ID", "ZONE", "PID", "STATE", "EXIT", "COMMAND"]);
+    for p in list {
+        table.row([
+            short_id(&p.id).to_string(),
+            p.zone_name.clone(),
+            p.pid.to_string(),
+            p.state.clone(),
+            exit_cell(p),
+            p.args.join(" "),
+        ]);
+    }
+    table
+}
+
+/// `0`, `3`, `sig 9` or `-` while running.
+fn exit_cell(p: &v1::Process) -> String {
+    if p.signal != 0 {
+        format!("sig {}", p.signal)
+    } else if p.has_exit_code {
+        p.exit_code.to_string()
+    } else {
+        "-".to_string()
     }
 }

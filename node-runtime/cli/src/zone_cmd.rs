@@ -1,187 +1,290 @@
-//! `rauha zone ...` and `rauha top`.
+//! `rauha zone ...` and `rauha top`: the Zones service.
 
+use std::io::{self, Write};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
 use rauha_api::v1;
 
-use crate::connect::{status, Clients};
-use crate::render::{self, print_json};
-use crate::table::{short, Table};
-use crate::{policy_source, ZoneCommand};
+use crate::connect::Connection;
+use crate::json_view::{print_json, VerifyView, ZoneUsageView, ZoneView};
+use crate::policy_source::wire_policy;
+use crate::table::{count_cell, short_id, size_cell, yes_no, Table};
+use crate::timestamp::format_utc;
 
-pub async fn run(c: &mut Clients, cmd: ZoneCommand) -> anyhow::Result<i32> {
-    match cmd {
+#[derive(Debug, Subcommand)]
+pub enum ZoneCommand {
+    /// Create a zone and start its zone agent.
+    Create {
+        /// The zone's name: lowercase letters, digits and '-'.
+        name: String,
+        /// A policy TOML file or a preset (minimal, standard, strict)
+        /// [default: standard].
+        #[arg(long, value_name = "FILE|PRESET")]
+        policy: Option<String>,
+        /// An OCI bundle directory as the zone's root [default: a read-only
+        /// view of the host].
+        #[arg(long, value_name = "DIR")]
+        bundle: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List zones.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one zone.
+    Get {
+        /// The zone's name or id.
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a zone; refused while it runs work, unless --force.
+    Delete {
+        zone: String,
+        /// Kill the zone's running work instead of refusing.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the enforcement layers in force and check the zone's isolation.
+    Verify {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a new policy to a running zone.
+    Update {
+        zone: String,
+        #[arg(long, value_name = "FILE|PRESET")]
+        policy: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
+    // Resolve local input before reaching for the daemon.
+    let policy = match &command {
+        ZoneCommand::Create { policy, .. } => wire_policy(policy.as_deref())?,
+        ZoneCommand::Update { policy, .. } => wire_policy(Some(policy))?,
+        _ => None,
+    };
+    let mut zones = Connection::open(addr).await?.zones();
+    match command {
         ZoneCommand::Create {
-            name,
-            policy,
-            bundle,
-            json,
+            name, bundle, json, ..
         } => {
-            let policy = policy_source::resolve(policy.as_deref())?;
-            let bundle = bundle.map(absolute).transpose()?.unwrap_or_default();
-            let z = c
-                .zones
-                .create(v1::CreateZoneRequest {
-                    name,
-                    policy,
-                    bundle,
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_zones(&[z], json, true)?;
+            let bundle = bundle.as_deref().map(bundle_path).transpose()?;
+            let request = v1::CreateZoneRequest {
+                name,
+                policy,
+                bundle: bundle.unwrap_or_default(),
+            };
+            let zone = zones.create(request).await?.into_inner();
+            print_zone(&zone, json)?;
         }
         ZoneCommand::List { json } => {
-            let zones = c
-                .zones
-                .list(v1::ListZonesRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .zones;
-            print_zones(&zones, json, false)?;
+            let list = zones.list(v1::ListZonesRequest {}).await?.into_inner();
+            print_zone_list(&list.zones, json)?;
         }
         ZoneCommand::Get { zone, json } => {
-            let z = c
-                .zones
-                .get(v1::ZoneRef { zone })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_zones(&[z], json, true)?;
+            let zone = zones.get(v1::ZoneRef { zone }).await?.into_inner();
+            if json {
+                print_json(&ZoneView::from_wire(&zone)?)?;
+            } else {
+                print_zone_detail(&zone)?;
+            }
         }
-        ZoneCommand::Delete { zone, force } => {
-            c.zones
-                .delete(v1::DeleteZoneRequest {
-                    zone: zone.clone(),
-                    force,
-                })
-                .await
-                .map_err(status)?;
-            eprintln!("zone {zone} deleted");
+        ZoneCommand::Delete { zone, force, json } => {
+            let request = v1::DeleteZoneRequest {
+                zone: zone.clone(),
+                force,
+            };
+            zones.delete(request).await?;
+            if json {
+                print_json(&serde_json::json!({ "deleted": zone }))?;
+            } else {
+                writeln!(io::stdout(), "deleted zone {zone}")?;
+            }
         }
         ZoneCommand::Verify { zone, json } => {
-            let v = c
-                .zones
-                .verify(v1::ZoneRef { zone })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let verified = zones.verify(v1::ZoneRef { zone }).await?.into_inner();
             if json {
-                print_json(&serde_json::json!({
-                    "zone": v.zone.as_ref().map(render::zone),
-                    "enforcement": render::enforcement(v.enforcement.as_ref()),
-                    "checks": v.checks.iter().map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
-                }))?;
+                print_json(&VerifyView::from_wire(&verified)?)?;
             } else {
-                let mut t = Table::new(&["LAYER", "IN FORCE", "DETAIL"]);
-                let e = v.enforcement.unwrap_or_default();
-                for l in &e.layers {
-                    t.row(vec![l.layer.clone(), yes_no(l.in_force), l.detail.clone()]);
-                }
-                print!("{}", t.render());
-                println!();
-                let mut t = Table::new(&["CHECK", "OK", "DETAIL"]);
-                for ch in &v.checks {
-                    t.row(vec![ch.name.clone(), yes_no(ch.ok), ch.detail.clone()]);
-                }
-                print!("{}", t.render());
-                println!("\nscore {}/100 ({})", e.score, e.label);
-            }
-            if v.checks.iter().any(|c| !c.ok) {
-                return Ok(1);
+                print_verify(&verified)?;
             }
         }
-        ZoneCommand::Update { zone, policy, json } => {
-            let policy = policy_source::resolve(Some(&policy))?;
-            let z = c
-                .zones
-                .update_policy(v1::UpdatePolicyRequest { zone, policy })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_zones(&[z], json, true)?;
+        ZoneCommand::Update { zone, json, .. } => {
+            let request = v1::UpdatePolicyRequest { zone, policy };
+            let zone = zones.update_policy(request).await?.into_inner();
+            print_zone(&zone, json)?;
         }
     }
     Ok(0)
 }
 
-pub async fn top(c: &mut Clients, json: bool) -> anyhow::Result<i32> {
-    let zones = c
-        .zones
-        .top(v1::TopRequest {})
-        .await
-        .map_err(status)?
-        .into_inner()
-        .zones;
-    if json {
-        let v: Vec<_> = zones
+/// `rauha top`: each zone's resource use.
+pub async fn top(args: TopArgs, addr: &str) -> anyhow::Result<u8> {
+    let mut zones = Connection::open(addr).await?.zones();
+    let top = zones.top(v1::TopRequest {}).await?.into_inner();
+    if args.json {
+        let views = top
+            .zones
             .iter()
-            .map(|z| serde_json::json!({"zone": z.zone.as_ref().map(render::zone), "usage": z.usage.as_ref().map(render::usage)}))
-            .collect();
-        print_json(&serde_json::Value::Array(v))?;
-        return Ok(0);
+            .map(ZoneUsageView::from_wire)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return print_json(&views).map(|()| 0);
     }
-    let mut t = Table::new(&[
+    let mut table = Table::new(&[
         "ZONE", "STATE", "MEM", "LIMIT", "PEAK", "CPU(ms)", "PIDS", "PIDS_MAX", "OOM",
     ]);
-    for z in &zones {
-        let zone = z.zone.clone().unwrap_or_default();
-        let u = z.usage.unwrap_or_default();
-        t.row(vec![
+    for entry in &top.zones {
+        let zone = entry.zone.clone().unwrap_or_default();
+        let usage = entry.usage.unwrap_or_default();
+        table.row([
             zone.name,
             zone.state,
-            render::bytes(u.memory_bytes),
-            render::bytes(u.memory_limit_bytes),
-            render::bytes(u.peak_memory_bytes),
-            (u.cpu_time_us / 1000).to_string(),
-            u.pids.to_string(),
-            u.pids_max.to_string(),
-            u.oom_kills.to_string(),
+            size_cell(usage.memory_bytes),
+            size_cell(usage.memory_limit_bytes),
+            size_cell(usage.peak_memory_bytes),
+            (usage.cpu_time_us / 1000).to_string(),
+            usage.pids.to_string(),
+            count_cell(usage.pids_max),
+            usage.oom_kills.to_string(),
         ]);
     }
-    print!("{}", t.render());
+    table.write_to(&mut io::stdout().lock())?;
     Ok(0)
 }
 
-fn print_zones(zones: &[v1::Zone], json: bool, single: bool) -> anyhow::Result<()> {
+/// A bundle path as rauhad must see it: absolute, since rauhad does not
+/// share the CLI's working directory.
+pub fn bundle_path(dir: &str) -> anyhow::Result<String> {
+    let path = std::path::absolute(dir)
+        .with_context(|| format!("--bundle {dir:?} cannot be made absolute"))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// One zone (create, update) as a table row, or as a JSON object.
+fn print_zone(zone: &v1::Zone, json: bool) -> anyhow::Result<()> {
     if json {
-        let v: Vec<_> = zones.iter().map(render::zone).collect();
-        return print_json(&if single && v.len() == 1 {
-            v[0].clone()
-        } else {
-            serde_json::Value::Array(v)
-        });
+        return print_json(&ZoneView::from_wire(zone)?);
     }
-    let mut t = Table::new(&["ID", "NAME", "STATE", "PROCS", "SCORE", "ROOT"]);
-    for z in zones {
-        let score = z
-            .enforcement
-            .as_ref()
-            .map(|e| format!("{} {}", e.score, e.label))
-            .unwrap_or_default();
-        t.row(vec![
-            short(&z.id),
-            z.name.clone(),
-            z.state.clone(),
-            z.running_processes.to_string(),
-            score,
-            z.root.clone(),
-        ]);
-    }
-    print!("{}", t.render());
+    zone_table(std::slice::from_ref(zone)).write_to(&mut io::stdout().lock())?;
     Ok(())
 }
 
-fn yes_no(b: bool) -> String {
-    if b { "yes" } else { "no" }.to_string()
+/// Zones as a table, or as a JSON array.
+fn print_zone_list(zones: &[v1::Zone], json: bool) -> anyhow::Result<()> {
+    if json {
+        let views = zones
+            .iter()
+            .map(ZoneView::from_wire)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return print_json(&views);
+    }
+    zone_table(zones).write_to(&mut io::stdout().lock())?;
+    Ok(())
 }
 
-/// Bundles are opened by the daemon: send an absolute path.
-pub fn absolute(path: String) -> anyhow::Result<String> {
-    let p = std::path::Path::new(&path);
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(p)
-    };
-    Ok(abs.display().to_string())
+fn zone_table(zones: &[v1::Zone]) -> Table {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "STATE",
+        "PROCS",
+        "ROOT",
+        "ENFORCEMENT",
+        "CREATED",
+    ]);
+    for z in zones {
+        table.row([
+            short_id(&z.id).to_string(),
+            z.name.clone(),
+            z.state.clone(),
+            z.running_processes.to_string(),
+            z.root.clone(),
+            enforcement_cell(z.enforcement.as_ref()),
+            format_utc(z.created_ms),
+        ]);
+    }
+    table
+}
+
+/// `label score/100`, or `-` when the daemon sent none.
+pub fn enforcement_cell(e: Option<&v1::Enforcement>) -> String {
+    e.map_or_else(
+        || "-".to_string(),
+        |e| format!("{} {}/100", e.label, e.score),
+    )
+}
+
+fn print_zone_detail(z: &v1::Zone) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    let mut table = Table::plain();
+    table.row(["id", &z.id]);
+    table.row(["name", &z.name]);
+    table.row(["state", &z.state]);
+    table.row(["root", &z.root]);
+    table.row(["created", &format_utc(z.created_ms)]);
+    if !z.task_id.is_empty() {
+        table.row(["task", &z.task_id]);
+    }
+    table.row(["processes", &z.running_processes.to_string()]);
+    table.row([
+        "enforcement".to_string(),
+        enforcement_cell(z.enforcement.as_ref()),
+    ]);
+    table.write_to(&mut out)?;
+    if let Some(e) = &z.enforcement {
+        writeln!(out)?;
+        layers_table(e).write_to(&mut out)?;
+    }
+    Ok(())
+}
+
+/// LAYER / IN FORCE / DETAIL, one row per enforcement layer.
+pub fn layers_table(e: &v1::Enforcement) -> Table {
+    let mut table = Table::new(&["LAYER", "IN FORCE", "DETAIL"]);
+    for l in &e.layers {
+        table.row([l.layer.as_str(), yes_no(l.in_force), l.detail.as_str()]);
+    }
+    table
+}
+
+fn print_verify(v: &v1::VerifyZoneResponse) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    if let Some(z) = &v.zone {
+        writeln!(out, "zone {} ({}) {}", z.name, z.id, z.state)?;
+        writeln!(out)?;
+    }
+    let enforcement = v
+        .enforcement
+        .as_ref()
+        .or_else(|| v.zone.as_ref().and_then(|z| z.enforcement.as_ref()));
+    if let Some(e) = enforcement {
+        layers_table(e).write_to(&mut out)?;
+        writeln!(out)?;
+    }
+    let mut checks = Table::new(&["CHECK", "OK", "DETAIL"]);
+    for c in &v.checks {
+        checks.row([c.name.as_str(), yes_no(c.ok), c.detail.as_str()]);
+    }
+    checks.write_to(&mut out)?;
+    if let Some(e) = enforcement {
+        writeln!(out)?;
+        writeln!(out, "score {}/100 ({})", e.score, e.label)?;
+    }
+    Ok(())
 }
