@@ -239,3 +239,70 @@ fn the_socket_is_root_only() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.uid(), 0);
 }
+
+#[test]
+fn tcp_is_served_only_on_loopback_and_only_when_asked() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    // Not asked: nothing listens on TCP (the CLI cannot reach it there).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let http = format!("http://127.0.0.1:{port}");
+    let out = Command::new(bin_dir().join("rauha"))
+        .args(["info"])
+        .env("RAUHA_ADDR", &http)
+        .output()
+        .expect("rauha");
+    assert_eq!(out.status.code(), Some(125));
+    // A non-loopback address is refused with one line.
+    let refused = Command::new(bin_dir().join("rauhad"))
+        .args(["--listen-tcp", "0.0.0.0:7700", "--root"])
+        .arg(d.dir.join("tcp-root"))
+        .arg("--socket")
+        .arg(d.dir.join("tcp.sock"))
+        .args(["--cgroup-parent", &d.cgroup_parent])
+        .output()
+        .expect("rauhad");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("is not a loopback address"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // Asked, on loopback: served there too.
+    d.kill9();
+    d.spawn(&["--listen-tcp", &format!("127.0.0.1:{port}")]);
+    let mut served = false;
+    for _ in 0..50 {
+        let out = Command::new(bin_dir().join("rauha"))
+            .args(["info", "--json"])
+            .env("RAUHA_ADDR", &http)
+            .output()
+            .expect("rauha");
+        if out.status.success() {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served, "rauha info over {http}");
+}
+
+#[test]
+fn a_missing_working_directory_is_named() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let out = d.cli(&["sandbox", "--cwd", "/no/such/dir", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("working directory \"/no/such/dir\" does not exist in the zone"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -395,6 +395,17 @@ impl Supervisor {
                 format!("{program:?} is not found in the zone (PATH={path_var})"),
             )
         })?;
+        let cwd = if spec.cwd.is_empty() {
+            "/"
+        } else {
+            spec.cwd.as_str()
+        };
+        if !std::path::Path::new(cwd).is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("working directory {cwd:?} does not exist in the zone"),
+            ));
+        }
         let mut cmd = Command::new(resolved);
         cmd.arg0(program).args(&spec.args[1..]).env_clear();
         for kv in &spec.env {
@@ -402,7 +413,7 @@ impl Supervisor {
                 cmd.env(k, v);
             }
         }
-        cmd.current_dir(if spec.cwd.is_empty() { "/" } else { &spec.cwd });
+        cmd.current_dir(cwd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

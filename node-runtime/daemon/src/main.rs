@@ -55,8 +55,8 @@ struct Args {
     /// The API's Unix socket (mode 0600, root only).
     #[arg(long, env = "RAUHA_SOCKET", default_value = "/run/rauha/rauhad.sock")]
     socket: PathBuf,
-    /// Also serve the API on this TCP address (no authentication: only for
-    /// loopback development).
+    /// Also serve the API on this loopback TCP address (no authentication:
+    /// for development only).
     #[arg(long, value_name = "ADDR")]
     listen_tcp: Option<SocketAddr>,
     /// What to do when BPF-LSM enforcement cannot be loaded.
@@ -106,6 +106,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("must run as root: it creates namespaces and cgroups; start it with sudo or as a system service");
+    }
+    if let Some(addr) = args.listen_tcp {
+        if !addr.ip().is_loopback() {
+            bail!("--listen-tcp {addr} is not a loopback address: the API has no authentication and would give the network root; use 127.0.0.1 or [::1]");
+        }
     }
     if args.cgroup_parent.is_empty()
         || args.cgroup_parent.contains('/')

@@ -105,6 +105,39 @@ pub struct TaskResult {
     pub error: Option<String>,
 }
 
+impl TaskResult {
+    /// A result with nothing run yet: status `error` until filled in, no
+    /// output, no events.
+    pub fn not_run(
+        task_id: Uuid,
+        zone_id: Uuid,
+        command: Vec<String>,
+        enforcement: Enforcement,
+    ) -> TaskResult {
+        TaskResult {
+            task_id,
+            zone_id,
+            command,
+            status: TaskStatus::Error,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_dropped_bytes: 0,
+            stderr_dropped_bytes: 0,
+            peak_memory_bytes: None,
+            cpu_time_us: None,
+            events: Vec::new(),
+            enforcement_events: Vec::new(),
+            enforcement,
+            error: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

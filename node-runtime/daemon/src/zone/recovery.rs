@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use rauha_spec::event::EventKind;
-use rauha_spec::result::{TaskResult, TaskStatus};
+use rauha_spec::result::TaskResult;
 use rauha_spec::ZoneState;
 use uuid::Uuid;
 
@@ -157,30 +157,17 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
     fn fail_task(&self, task: Option<TaskRecord>) -> Result<(), DaemonError> {
         let Some(mut task) = task else { return Ok(()) };
         task.state = TaskState::Finished;
-        task.result = Some(TaskResult {
-            task_id: task.id,
-            zone_id: task.zone_id,
-            command: task.command.clone(),
-            status: TaskStatus::Error,
-            exit_code: None,
-            signal: None,
-            duration_ms: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_dropped_bytes: 0,
-            stderr_dropped_bytes: 0,
-            peak_memory_bytes: None,
-            cpu_time_us: None,
-            events: Vec::new(),
-            enforcement_events: Vec::new(),
-            enforcement: Default::default(),
-            error: Some(
-                "rauhad restarted while the task ran; its zone was removed and its output is lost"
-                    .into(),
-            ),
-        });
+        let mut result = TaskResult::not_run(
+            task.id,
+            task.zone_id,
+            task.command.clone(),
+            Default::default(),
+        );
+        result.error = Some(
+            "rauhad restarted while the task ran; its zone was removed and its output is lost"
+                .into(),
+        );
+        task.result = Some(result);
         self.store.put_task(&task)?;
         Ok(())
     }

@@ -59,27 +59,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             Some(task_id),
             command.join(" "),
         )];
-        let mut result = TaskResult {
-            task_id,
-            zone_id: zone.id,
-            command,
-            status: TaskStatus::Error,
-            exit_code: None,
-            signal: None,
-            duration_ms: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_dropped_bytes: 0,
-            stderr_dropped_bytes: 0,
-            peak_memory_bytes: None,
-            cpu_time_us: None,
-            events: Vec::new(),
-            enforcement_events: Vec::new(),
-            enforcement: self.enforcement_of(&zone),
-            error: None,
-        };
+        let mut result = TaskResult::not_run(task_id, zone.id, command, self.enforcement_of(&zone));
         let oom_before = self
             .backend
             .usage(zone.id)

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use rauha_spec::policy::ResourcesSection;
 
+use crate::backend::Usage;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("no usable cgroup hierarchy under {root}: neither cgroup.controllers (v2) nor a v1 memory controller")]
@@ -27,18 +29,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     }
 }
 
-/// Resource use read back from a zone's cgroup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CgroupUsage {
-    pub memory_bytes: u64,
-    pub memory_limit_bytes: u64,
-    pub peak_memory_bytes: u64,
-    pub cpu_time_us: u64,
-    pub pids: u64,
-    pub pids_max: u64,
-    pub oom_kills: u64,
-}
-
 /// What the daemon needs from cgroups; the real one is [`CgroupFs`].
 pub trait CgroupDriver: Send + Sync {
     /// `"v2"` or `"v1"`, for reports.
@@ -47,7 +37,7 @@ pub trait CgroupDriver: Send + Sync {
     /// files a process writes its pid to in order to join it.
     fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<Vec<PathBuf>, CgroupError>;
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
-    fn usage(&self, zone: &str) -> Result<CgroupUsage, CgroupError>;
+    fn usage(&self, zone: &str) -> Result<Usage, CgroupError>;
     /// Host pids in the zone's cgroup.
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError>;
     /// Kills every process of the zone's cgroup and removes it.
@@ -274,7 +264,7 @@ impl CgroupDriver for CgroupFs {
         Ok(())
     }
 
-    fn usage(&self, zone: &str) -> Result<CgroupUsage, CgroupError> {
+    fn usage(&self, zone: &str) -> Result<Usage, CgroupError> {
         let probe = self.dirs(zone).into_iter().next().unwrap_or_default();
         if !probe.exists() {
             return Err(CgroupError::Io {
@@ -283,7 +273,7 @@ impl CgroupDriver for CgroupFs {
             });
         }
         let u = match self.version {
-            Version::V2 => CgroupUsage {
+            Version::V2 => Usage {
                 memory_bytes: self.read_u64(zone, "memory", "memory.current").unwrap_or(0),
                 memory_limit_bytes: self.read_u64(zone, "memory", "memory.max").unwrap_or(0),
                 peak_memory_bytes: self.read_u64(zone, "memory", "memory.peak").unwrap_or(0),
@@ -296,7 +286,7 @@ impl CgroupDriver for CgroupFs {
                     .keyed(zone, "memory", "memory.events", "oom_kill")
                     .unwrap_or(0),
             },
-            Version::V1 => CgroupUsage {
+            Version::V1 => Usage {
                 memory_bytes: self
                     .read_u64(zone, "memory", "memory.usage_in_bytes")
                     .unwrap_or(0),

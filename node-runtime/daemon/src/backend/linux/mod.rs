@@ -200,16 +200,7 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn usage(&self, zone_id: Uuid) -> Result<Usage, BackendError> {
-        let u = self.cgroups.usage(&zone_id.to_string())?;
-        Ok(Usage {
-            memory_bytes: u.memory_bytes,
-            memory_limit_bytes: u.memory_limit_bytes,
-            peak_memory_bytes: u.peak_memory_bytes,
-            cpu_time_us: u.cpu_time_us,
-            pids: u.pids,
-            pids_max: u.pids_max,
-            oom_kills: u.oom_kills,
-        })
+        Ok(self.cgroups.usage(&zone_id.to_string())?)
     }
 
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement {
