@@ -195,3 +195,31 @@ fn zones_cannot_signal_trace_or_read_each_other() {
     let out = d.cli(&["zone", "delete", "zone-a"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_zone_agent_reaps_orphans() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    assert!(d.cli(&["zone", "create", "reaper"]).status.success());
+    // The shell exits at once; its background child is orphaned to PID 1.
+    let out = d.cli(&["exec", "reaper", "--", "sh", "-c", "sleep 0.2 & exit 0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let out = d.cli(&[
+        "exec",
+        "reaper",
+        "--",
+        "sh",
+        "-c",
+        "ps -e -o stat=,comm= | grep -c '^Z' ; true",
+    ]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "0",
+        "no zombie in the zone: {}",
+        text(&out.stdout)
+    );
+    assert!(d.cli(&["zone", "delete", "reaper"]).status.success());
+}

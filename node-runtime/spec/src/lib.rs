@@ -22,3 +22,23 @@ pub use event::{EnforcementEvent, Event, EventKind};
 pub use policy::{Policy, PolicyError};
 pub use result::{TaskResult, TaskStatus};
 pub use zone::{RootSpec, ZoneSpec, ZoneState};
+
+#[cfg(test)]
+mod schema_tests {
+    //! The operator embeds these types in CRDs: their JSON schemas must build.
+
+    #[test]
+    fn schemas_build_for_crd_types() {
+        let policy =
+            serde_json::to_value(schemars::schema_for!(crate::Policy)).expect("policy schema");
+        assert!(policy.to_string().contains("memory_limit"));
+        let result =
+            serde_json::to_value(schemars::schema_for!(crate::TaskResult)).expect("result schema");
+        for field in ["task_id", "exit_code", "enforcement", "stdout_truncated"] {
+            assert!(result.to_string().contains(field), "{field}");
+        }
+        let spec =
+            serde_json::to_value(schemars::schema_for!(crate::ZoneSpec)).expect("zone spec schema");
+        assert!(spec.to_string().contains("bundle"));
+    }
+}
