@@ -2,7 +2,9 @@
 
 use rauha_spec::enforcement::{Enforcement, Layer, LayerStatus};
 use rauha_spec::event::{EnforcementEvent, Event, EventKind};
-use rauha_spec::result::{TaskResult, TaskStatus};
+use rauha_spec::result::{
+    ChangeKind, FileChange, FileType, TaskResult, TaskStatus, WorkspaceOutcome,
+};
 use uuid::Uuid;
 
 use crate::v1;
@@ -131,6 +133,79 @@ impl TryFrom<&v1::EnforcementEvent> for EnforcementEvent {
     }
 }
 
+fn kind_str(k: ChangeKind) -> &'static str {
+    match k {
+        ChangeKind::Added => "added",
+        ChangeKind::Modified => "modified",
+        ChangeKind::Deleted => "deleted",
+    }
+}
+
+fn type_str(t: FileType) -> &'static str {
+    match t {
+        FileType::File => "file",
+        FileType::Dir => "dir",
+        FileType::Symlink => "symlink",
+    }
+}
+
+fn outcome_str(o: WorkspaceOutcome) -> &'static str {
+    match o {
+        WorkspaceOutcome::Committed => "committed",
+        WorkspaceOutcome::Discarded => "discarded",
+        WorkspaceOutcome::CommitFailed => "commit_failed",
+    }
+}
+
+impl From<&FileChange> for v1::FileChange {
+    fn from(c: &FileChange) -> Self {
+        v1::FileChange {
+            path: c.path.clone(),
+            kind: kind_str(c.kind).to_string(),
+            file_type: type_str(c.file_type).to_string(),
+            size: c.size,
+            mode: c.mode,
+            old_size: c.old_size,
+            old_mode: c.old_mode,
+            link_target: c.link_target.clone(),
+            diff: c.diff.clone(),
+            diff_truncated: c.diff_truncated,
+        }
+    }
+}
+
+impl TryFrom<&v1::FileChange> for FileChange {
+    type Error = ConvertError;
+    fn try_from(c: &v1::FileChange) -> Result<Self, Self::Error> {
+        let kind = [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted]
+            .into_iter()
+            .find(|k| kind_str(*k) == c.kind)
+            .ok_or_else(|| ConvertError::Unknown {
+                field: "files_changed.kind",
+                value: c.kind.clone(),
+            })?;
+        let file_type = [FileType::File, FileType::Dir, FileType::Symlink]
+            .into_iter()
+            .find(|t| type_str(*t) == c.file_type)
+            .ok_or_else(|| ConvertError::Unknown {
+                field: "files_changed.file_type",
+                value: c.file_type.clone(),
+            })?;
+        Ok(FileChange {
+            path: c.path.clone(),
+            kind,
+            file_type,
+            size: c.size,
+            mode: c.mode,
+            old_size: c.old_size,
+            old_mode: c.old_mode,
+            link_target: c.link_target.clone(),
+            diff: c.diff.clone(),
+            diff_truncated: c.diff_truncated,
+        })
+    }
+}
+
 impl From<&TaskResult> for v1::TaskResult {
     fn from(r: &TaskResult) -> Self {
         v1::TaskResult {
@@ -156,6 +231,8 @@ impl From<&TaskResult> for v1::TaskResult {
             enforcement_events: r.enforcement_events.iter().map(Into::into).collect(),
             enforcement: Some((&r.enforcement).into()),
             error: r.error.clone().unwrap_or_default(),
+            files_changed: r.files_changed.iter().map(Into::into).collect(),
+            workspace: r.workspace.map(outcome_str).unwrap_or_default().to_string(),
         }
     }
 }
@@ -199,6 +276,27 @@ impl TryFrom<&v1::TaskResult> for TaskResult {
                 .transpose()?
                 .unwrap_or_default(),
             error: (!r.error.is_empty()).then(|| r.error.clone()),
+            files_changed: r
+                .files_changed
+                .iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            workspace: match r.workspace.as_str() {
+                "" => None,
+                w => Some(
+                    [
+                        WorkspaceOutcome::Committed,
+                        WorkspaceOutcome::Discarded,
+                        WorkspaceOutcome::CommitFailed,
+                    ]
+                    .into_iter()
+                    .find(|o| outcome_str(*o) == w)
+                    .ok_or_else(|| ConvertError::Unknown {
+                        field: "workspace",
+                        value: w.to_string(),
+                    })?,
+                ),
+            },
         })
     }
 }
@@ -249,6 +347,19 @@ mod tests {
                 score: 55,
                 label: "standard".into(),
             },
+            files_changed: vec![FileChange {
+                path: "src/a.rs".into(),
+                kind: ChangeKind::Modified,
+                file_type: FileType::File,
+                size: Some(10),
+                mode: Some(0o644),
+                old_size: Some(0),
+                old_mode: Some(0o600),
+                link_target: None,
+                diff: Some("@@ -0,0 +1 @@\n+x\n".into()),
+                diff_truncated: false,
+            }],
+            workspace: Some(WorkspaceOutcome::Discarded),
             error: None,
         }
     }

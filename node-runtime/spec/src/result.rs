@@ -73,6 +73,64 @@ impl TaskStatus {
     }
 }
 
+/// How a file of the workspace changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// What a changed path is (for a deleted path: what it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileType {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One change a task made to its workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileChange {
+    /// Relative to the workspace root, `/`-separated.
+    pub path: String,
+    pub kind: ChangeKind,
+    pub file_type: FileType,
+    /// Size after the change (bytes; none for a deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Permission bits after the change (`0o7777` part of the mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Size and permission bits before (modified and deleted paths).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_mode: Option<u32>,
+    /// A symlink's target after the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    /// Unified diff of a text file, up to the diff cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(default)]
+    pub diff_truncated: bool,
+}
+
+/// What happened to the workspace's changes after the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceOutcome {
+    /// Applied to the repository, all of them.
+    Committed,
+    /// Thrown away (the default, a dry run, or a task that did not succeed).
+    Discarded,
+    /// A commit was asked for and failed; nothing was applied.
+    CommitFailed,
+}
+
 /// One task's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskResult {
@@ -100,6 +158,12 @@ pub struct TaskResult {
     pub events: Vec<Event>,
     pub enforcement_events: Vec<EnforcementEvent>,
     pub enforcement: Enforcement,
+    /// Changes to the workspace (`--repo-path`), sorted by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_changed: Vec<FileChange>,
+    /// What became of those changes; none without a workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceOutcome>,
     /// Set when `status` is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -133,6 +197,8 @@ impl TaskResult {
             events: Vec::new(),
             enforcement_events: Vec::new(),
             enforcement,
+            files_changed: Vec::new(),
+            workspace: None,
             error: None,
         }
     }
