@@ -11,6 +11,8 @@ pub enum EventKind {
     ZoneDeleted,
     ZonePolicyUpdated,
     ZoneRecovered,
+    /// A lifecycle transition; the message says `from -> to`.
+    ZoneStateChanged,
     ProcessStarted,
     ProcessExited,
     TaskStarted,
@@ -18,14 +20,19 @@ pub enum EventKind {
     OomKilled,
     TimedOut,
     OrphanRemoved,
+    /// A kept zone's TTL ran out and it was deleted.
+    ZoneExpired,
+    /// Task history retention removed old results.
+    TasksPruned,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::ZoneCreated,
         EventKind::ZoneDeleted,
         EventKind::ZonePolicyUpdated,
         EventKind::ZoneRecovered,
+        EventKind::ZoneStateChanged,
         EventKind::ProcessStarted,
         EventKind::ProcessExited,
         EventKind::TaskStarted,
@@ -33,6 +40,8 @@ impl EventKind {
         EventKind::OomKilled,
         EventKind::TimedOut,
         EventKind::OrphanRemoved,
+        EventKind::ZoneExpired,
+        EventKind::TasksPruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +50,7 @@ impl EventKind {
             EventKind::ZoneDeleted => "zone_deleted",
             EventKind::ZonePolicyUpdated => "zone_policy_updated",
             EventKind::ZoneRecovered => "zone_recovered",
+            EventKind::ZoneStateChanged => "zone_state_changed",
             EventKind::ProcessStarted => "process_started",
             EventKind::ProcessExited => "process_exited",
             EventKind::TaskStarted => "task_started",
@@ -48,6 +58,8 @@ impl EventKind {
             EventKind::OomKilled => "oom_killed",
             EventKind::TimedOut => "timed_out",
             EventKind::OrphanRemoved => "orphan_removed",
+            EventKind::ZoneExpired => "zone_expired",
+            EventKind::TasksPruned => "tasks_pruned",
         }
     }
 

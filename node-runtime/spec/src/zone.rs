@@ -16,22 +16,45 @@ pub enum RootSpec {
     Bundle { path: String },
 }
 
+/// A host directory (a repository) shown in the zone through a
+/// copy-on-write overlay: the zone's writes go to an upper layer and the
+/// directory is untouched while the task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkspaceSpec {
+    /// Absolute host path of the repository.
+    pub repo_path: String,
+    /// Where it appears in the zone.
+    pub target: String,
+}
+
+/// Where a workspace appears when the task names no place.
+pub const DEFAULT_WORKSPACE_TARGET: &str = "/workspace";
+
 /// What a zone is made from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ZoneSpec {
     pub name: String,
     pub policy: Policy,
     pub root: RootSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSpec>,
 }
 
-/// Where a zone is in its life.
+/// Where a zone is in its life: `creating` → `created` → `running` ⇄
+/// `paused`; `stopped` after `zone stop`; `deleting` → destroyed (gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ZoneState {
     /// Recorded; kernel objects being made.
     Creating,
-    /// The zone agent is up and accepts work.
+    /// Built, its agent up; no work started yet.
+    Created,
+    /// Work has been started in it.
     Running,
+    /// Every process of its work is frozen.
+    Paused,
+    /// Its work was stopped (killed); new work may start again.
+    Stopped,
     /// Being torn down.
     Deleting,
 }
@@ -40,19 +63,65 @@ impl ZoneState {
     pub fn as_str(self) -> &'static str {
         match self {
             ZoneState::Creating => "creating",
+            ZoneState::Created => "created",
             ZoneState::Running => "running",
+            ZoneState::Paused => "paused",
+            ZoneState::Stopped => "stopped",
             ZoneState::Deleting => "deleting",
         }
     }
 
-    /// Work can be started only in a running zone.
+    /// Whether the zone is built and its agent expected alive.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            ZoneState::Created | ZoneState::Running | ZoneState::Paused | ZoneState::Stopped
+        )
+    }
+
+    /// New work can start (and makes the zone `running`).
     pub fn can_run(self) -> bool {
+        matches!(
+            self,
+            ZoneState::Created | ZoneState::Running | ZoneState::Stopped
+        )
+    }
+
+    pub fn can_pause(self) -> bool {
         self == ZoneState::Running
+    }
+
+    pub fn can_resume(self) -> bool {
+        self == ZoneState::Paused
+    }
+
+    pub fn can_stop(self) -> bool {
+        matches!(
+            self,
+            ZoneState::Created | ZoneState::Running | ZoneState::Paused
+        )
     }
 
     /// A zone can be deleted in any state: a half-made zone must be removable.
     pub fn can_delete(self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ZoneState::*;
+
+    #[test]
+    fn transitions_follow_the_lifecycle() {
+        assert!(Created.can_run() && Running.can_run() && Stopped.can_run());
+        assert!(!Paused.can_run() && !Creating.can_run() && !Deleting.can_run());
+        assert!(Running.can_pause() && !Created.can_pause() && !Paused.can_pause());
+        assert!(Paused.can_resume() && !Running.can_resume());
+        assert!(Paused.can_stop() && Running.can_stop() && !Stopped.can_stop());
+        assert!([Creating, Created, Running, Paused, Stopped, Deleting]
+            .iter()
+            .all(|s| s.can_delete()));
     }
 }
 

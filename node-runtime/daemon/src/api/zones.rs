@@ -16,11 +16,13 @@ pub struct ZonesService<B: IsolationBackend> {
 
 impl<B: IsolationBackend> ZonesService<B> {
     fn wire(&self, z: &crate::store::ZoneRecord) -> v1::Zone {
-        convert::zone(
+        let mut wire = convert::zone(
             z,
             self.registry.running_in(&z.id).len(),
             &self.registry.enforcement_of(z),
-        )
+        );
+        wire.ttl_remaining_ms = self.registry.ttl_remaining_ms(z);
+        wire
     }
 }
 
@@ -56,6 +58,8 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
                 root,
                 task_id: None,
                 ephemeral: false,
+                workspace: None,
+                ttl_ms: None,
             })
             .await?;
         Ok(Response::new(self.wire(&record)))
@@ -132,5 +136,23 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
             })
             .collect();
         Ok(Response::new(v1::TopResponse { zones: out }))
+    }
+
+    async fn pause(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {
+        let record = self.registry.pause_zone(&request.into_inner().zone).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn resume(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {
+        let record = self
+            .registry
+            .resume_zone(&request.into_inner().zone)
+            .await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn stop(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {
+        let record = self.registry.stop_zone(&request.into_inner().zone).await?;
+        Ok(Response::new(self.wire(&record)))
     }
 }

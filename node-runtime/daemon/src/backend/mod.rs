@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use rauha_guest_agent::config::{Hardening, Ready};
 use rauha_spec::enforcement::{Enforcement, LayerStatus};
-use rauha_spec::{Policy, RootSpec};
+use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
@@ -21,6 +21,7 @@ pub struct ZoneSetup {
     pub name: String,
     pub policy: Policy,
     pub root: RootSpec,
+    pub workspace: Option<WorkspaceSpec>,
 }
 
 /// How to find a live zone again, persisted with its record so a restarted
@@ -114,7 +115,18 @@ pub trait IsolationBackend: Send + Sync + 'static {
     fn update_limits(&self, zone_id: Uuid, policy: &Policy) -> Result<(), BackendError>;
 
     /// The per-process hardening a policy asks for on this backend.
-    fn hardening(&self, policy: &Policy, root: &RootSpec) -> Hardening;
+    fn hardening(
+        &self,
+        policy: &Policy,
+        root: &RootSpec,
+        workspace: Option<&WorkspaceSpec>,
+    ) -> Hardening;
+
+    /// Where a zone's workspace changes (the overlay's upper layer) are.
+    fn workspace_upper(&self, zone_id: Uuid) -> PathBuf;
+
+    /// Freezes (pauses) or thaws (resumes) every process a zone runs.
+    fn set_paused(&self, zone_id: Uuid, paused: bool) -> Result<(), BackendError>;
 
     fn usage(&self, zone_id: Uuid) -> Result<Usage, BackendError>;
 

@@ -20,6 +20,14 @@ pub enum CgroupError {
     Io { path: String, source: io::Error },
     #[error("cgroup {path} still has processes after {waited_ms} ms")]
     Busy { path: String, waited_ms: u128 },
+    #[error("cgroup {path} did not reach the {state} state within {waited_ms} ms")]
+    Freeze {
+        path: String,
+        state: &'static str,
+        waited_ms: u128,
+    },
+    #[error("this host has no cgroup freezer (v1 freezer controller or v2 cgroup.freeze); zones cannot be paused")]
+    NoFreezer,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -29,13 +37,33 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     }
 }
 
+/// A zone's cgroup: where its agent joins, and where the agent puts the
+/// work it starts (a child cgroup, so pausing the work leaves the agent
+/// able to answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneCgroup {
+    /// `cgroup.procs` files the agent writes its pid to.
+    pub join: Vec<PathBuf>,
+    /// The work child's `cgroup.procs` (in the freezer hierarchy on v1).
+    pub work_procs: Option<PathBuf>,
+}
+
+const WORK: &str = "work";
+
+/// The file to write, its value, the file that reports the state, and the
+/// test that the state was reached.
+type FreezeSteps<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(&str) -> bool);
+
 /// What the daemon needs from cgroups; the real one is [`CgroupFs`].
 pub trait CgroupDriver: Send + Sync {
     /// `"v2"` or `"v1"`, for reports.
     fn layout(&self) -> &'static str;
     /// Creates the zone's cgroup with limits; returns the `cgroup.procs`
     /// files a process writes its pid to in order to join it.
-    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<Vec<PathBuf>, CgroupError>;
+    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError>;
+    /// Freezes or thaws the zone's work (not its agent), and waits until
+    /// the kernel reports the new state.
+    fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError>;
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
     fn usage(&self, zone: &str) -> Result<Usage, CgroupError>;
     /// Host pids in the zone's cgroup.
@@ -180,16 +208,45 @@ impl CgroupFs {
         })
     }
 
+    /// The work child's directory, where it can be frozen.
+    fn work_dir(&self, zone: &str) -> Option<PathBuf> {
+        match self.version {
+            Version::V2 => Some(self.root.join(&self.parent).join(zone).join(WORK)),
+            Version::V1 => self.controllers.iter().any(|c| c == "freezer").then(|| {
+                self.root
+                    .join("freezer")
+                    .join(&self.parent)
+                    .join(zone)
+                    .join(WORK)
+            }),
+        }
+    }
+
+    /// Freezes or thaws the whole zone for a teardown; thawing also thaws
+    /// a paused work cgroup (a v1 child frozen on its own stays frozen when
+    /// its parent thaws, and frozen tasks do not die of SIGKILL).
     fn freeze(&self, zone: &str, frozen: bool) {
-        let _ = match self.version {
-            Version::V2 => self.write(zone, "", "cgroup.freeze", if frozen { "1" } else { "0" }),
-            Version::V1 => self.write(
-                zone,
-                "freezer",
-                "freezer.state",
-                if frozen { "FROZEN" } else { "THAWED" },
-            ),
+        let (file, value) = match (self.version, frozen) {
+            (Version::V2, true) => ("cgroup.freeze", "1"),
+            (Version::V2, false) => ("cgroup.freeze", "0"),
+            (Version::V1, true) => ("freezer.state", "FROZEN"),
+            (Version::V1, false) => ("freezer.state", "THAWED"),
         };
+        let _ = self.write(
+            zone,
+            if self.version == Version::V1 {
+                "freezer"
+            } else {
+                ""
+            },
+            file,
+            value,
+        );
+        if !frozen {
+            if let Some(work) = self.work_dir(zone) {
+                let _ = std::fs::write(work.join(file), value);
+            }
+        }
     }
 }
 
@@ -201,13 +258,55 @@ impl CgroupDriver for CgroupFs {
         }
     }
 
-    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<Vec<PathBuf>, CgroupError> {
+    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError> {
         let dirs = self.dirs(zone);
         for d in &dirs {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
         self.set_limits(zone, limits)?;
-        Ok(dirs.into_iter().map(|d| d.join("cgroup.procs")).collect())
+        let work = self.work_dir(zone);
+        if let Some(w) = &work {
+            std::fs::create_dir_all(w).map_err(io_err(w))?;
+        }
+        Ok(ZoneCgroup {
+            join: dirs.into_iter().map(|d| d.join("cgroup.procs")).collect(),
+            work_procs: work.map(|w| w.join("cgroup.procs")),
+        })
+    }
+
+    fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError> {
+        let work = self.work_dir(zone).ok_or(CgroupError::NoFreezer)?;
+        let (file, value, state_file, done): FreezeSteps = match (self.version, frozen) {
+            (Version::V2, true) => ("cgroup.freeze", "1", "cgroup.events", &|s: &str| {
+                s.lines().any(|l| l == "frozen 1")
+            }),
+            (Version::V2, false) => ("cgroup.freeze", "0", "cgroup.events", &|s: &str| {
+                s.lines().any(|l| l == "frozen 0")
+            }),
+            (Version::V1, true) => ("freezer.state", "FROZEN", "freezer.state", &|s: &str| {
+                s.trim() == "FROZEN"
+            }),
+            (Version::V1, false) => ("freezer.state", "THAWED", "freezer.state", &|s: &str| {
+                s.trim() == "THAWED"
+            }),
+        };
+        let path = work.join(file);
+        std::fs::write(&path, value).map_err(io_err(&path))?;
+        let started = Instant::now();
+        loop {
+            let state = std::fs::read_to_string(work.join(state_file)).unwrap_or_default();
+            if done(&state) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                return Err(CgroupError::Freeze {
+                    path: work.display().to_string(),
+                    state: if frozen { "frozen" } else { "thawed" },
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError> {
@@ -309,7 +408,7 @@ impl CgroupDriver for CgroupFs {
 
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
         let mut all = Vec::new();
-        for d in self.dirs(zone) {
+        for d in self.dirs(zone).into_iter().chain(self.work_dir(zone)) {
             let path = d.join("cgroup.procs");
             match std::fs::read_to_string(&path) {
                 Ok(s) => all.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
@@ -343,7 +442,7 @@ impl CgroupDriver for CgroupFs {
             }
             self.freeze(zone, false);
             let mut left = false;
-            for d in &dirs {
+            for d in self.work_dir(zone).iter().chain(dirs.iter()) {
                 match std::fs::remove_dir(d) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -430,8 +529,12 @@ mod tests {
             memory_limit: Some(64 << 20),
             pids_max: Some(32),
         };
-        let procs = fs.create("z1", &limits).expect("create");
-        assert_eq!(procs.len(), 5);
+        let cg = fs.create("z1", &limits).expect("create");
+        assert_eq!(cg.join.len(), 5);
+        assert_eq!(
+            cg.work_procs,
+            Some(root.join("freezer/rauha/z1/work/cgroup.procs"))
+        );
         let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
         assert_eq!(
             read("memory/rauha/z1/memory.limit_in_bytes"),

@@ -12,11 +12,11 @@ mod spawn;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rauha_guest_agent::config::{Hardening, RootConfig, ZoneConfig};
+use rauha_guest_agent::config::{Hardening, RootConfig, WorkspaceMount, ZoneConfig};
 use rauha_spec::enforcement::{Enforcement, LayerStatus};
 use rauha_spec::names::{capability_number, syscall_number};
 use rauha_spec::policy::NetworkMode;
-use rauha_spec::{Policy, RootSpec};
+use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
 use tokio::net::UnixStream;
 use uuid::Uuid;
 
@@ -87,7 +87,22 @@ impl IsolationBackend for LinuxBackend {
         let state_dir = self.state_dir(setup.id);
         let result = async {
             host::make_private_dir(&state_dir)?;
-            let cgroup_procs = self
+            let workspace = match &setup.workspace {
+                Some(w) => {
+                    let upper = self.workspace_upper(setup.id);
+                    let work = state_dir.join("workspace/work");
+                    host::make_private_dir(&upper)?;
+                    host::make_private_dir(&work)?;
+                    Some(WorkspaceMount {
+                        lower: w.repo_path.clone(),
+                        upper: upper.display().to_string(),
+                        work: work.display().to_string(),
+                        target: w.target.clone(),
+                    })
+                }
+                None => None,
+            };
+            let cgroup = self
                 .cgroups
                 .create(&setup.id.to_string(), &setup.policy.resources)?;
             let config = ZoneConfig {
@@ -99,13 +114,16 @@ impl IsolationBackend for LinuxBackend {
                     .clone()
                     .unwrap_or_else(|| setup.name.clone()),
                 state_dir: state_dir.display().to_string(),
-                cgroup_procs: cgroup_procs
+                cgroup_procs: cgroup
+                    .join
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect(),
+                work_cgroup_procs: cgroup.work_procs.map(|p| p.display().to_string()),
                 root,
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
-                hardening: self.hardening(&setup.policy, &setup.root),
+                workspace,
+                hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
             spawn::start_agent(&self.agent_bin, &config, &state_dir).await
         }
@@ -164,9 +182,23 @@ impl IsolationBackend for LinuxBackend {
             .set_limits(&zone_id.to_string(), &policy.resources)?)
     }
 
-    fn hardening(&self, policy: &Policy, root: &RootSpec) -> Hardening {
+    fn workspace_upper(&self, zone_id: Uuid) -> PathBuf {
+        self.state_dir(zone_id).join("workspace/upper")
+    }
+
+    fn set_paused(&self, zone_id: Uuid, paused: bool) -> Result<(), BackendError> {
+        Ok(self.cgroups.set_frozen(&zone_id.to_string(), paused)?)
+    }
+
+    fn hardening(
+        &self,
+        policy: &Policy,
+        root: &RootSpec,
+        workspace: Option<&WorkspaceSpec>,
+    ) -> Hardening {
         let fs = &policy.filesystem;
         let mut write: Vec<String> = vec!["/tmp".into(), "/dev".into()];
+        write.extend(workspace.map(|w| w.target.clone()));
         write.extend(
             fs.writable_paths
                 .iter()
