@@ -13,10 +13,26 @@ pub struct ZoneConfig {
     pub state_dir: String,
     /// `cgroup.procs` files (host paths) the agent joins before unsharing.
     pub cgroup_procs: Vec<String>,
+    /// The work cgroup's `cgroup.procs` (host path): every started process
+    /// moves there, so that freezing the work leaves the agent running.
+    pub work_cgroup_procs: Option<String>,
     pub root: RootConfig,
     /// Bring loopback up in the zone's network namespace.
     pub loopback: bool,
+    /// A host directory shown in the zone through a copy-on-write overlay.
+    pub workspace: Option<WorkspaceMount>,
     pub hardening: Hardening,
+}
+
+/// An overlay: `lower` (the repository, never written) under `upper` (the
+/// zone's changes), mounted at `target` inside the zone. All host paths but
+/// `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceMount {
+    pub lower: String,
+    pub upper: String,
+    pub work: String,
+    pub target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,9 +25,17 @@ pub struct Prepared {
     landlock: Option<Arc<OwnedFd>>,
     landlock_abi: u32,
     notes: Vec<String>,
+    /// The zone's work cgroup (`cgroup.procs`, opened before pivot_root).
+    work_cgroup: Option<Arc<OwnedFd>>,
 }
 
 impl Prepared {
+    /// The work cgroup every started process joins first.
+    pub fn with_work_cgroup(mut self, procs: Option<Arc<OwnedFd>>) -> Prepared {
+        self.work_cgroup = procs;
+        self
+    }
+
     pub fn new(h: &Hardening) -> io::Result<Prepared> {
         let mut notes = Vec::new();
         let keep_caps = h
@@ -81,7 +89,12 @@ impl Prepared {
             seccomp,
             landlock,
             notes,
+            work_cgroup: None,
         })
+    }
+
+    pub fn work_cgroup(&self) -> Option<Arc<OwnedFd>> {
+        self.work_cgroup.clone()
     }
 
     pub fn ready(&self) -> Ready {
@@ -95,6 +108,9 @@ impl Prepared {
     /// Runs in the child between fork and exec: only system calls, no
     /// allocation.
     pub fn apply(&self) -> io::Result<()> {
+        if let Some(fd) = &self.work_cgroup {
+            join_cgroup(fd.as_raw_fd())?;
+        }
         // SAFETY: each call below is a plain system call on values owned by
         // this process; none allocates.
         unsafe {
@@ -149,6 +165,28 @@ impl Prepared {
         }
         Ok(())
     }
+}
+
+/// Writes the calling process's pid to an open `cgroup.procs`, formatting
+/// it on the stack (no allocation between fork and exec).
+fn join_cgroup(fd: i32) -> io::Result<()> {
+    // SAFETY: getpid has no preconditions.
+    let mut pid = unsafe { libc::getpid() } as u32;
+    let mut buf = [0u8; 12];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (pid % 10) as u8;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    // SAFETY: writing bytes from a live stack buffer to an open fd.
+    if unsafe { libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;

@@ -35,10 +35,20 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
         )
     })?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    // Opened before pivot_root: the host path is out of reach after it.
+    let work_cgroup = match &config.work_cgroup_procs {
+        Some(p) => Some(std::sync::Arc::new(std::os::fd::OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot open {p}: {e}")))?,
+        ))),
+        None => None,
+    };
     let root = state.join("root");
-    rootfs::build(&config.root, &root)?;
+    rootfs::build(&config.root, config.workspace.as_ref(), &root)?;
     rootfs::pivot(&root)?;
-    let prepared = Prepared::new(&config.hardening)?;
+    let prepared = Prepared::new(&config.hardening)?.with_work_cgroup(work_cgroup.clone());
     let ready = prepared.ready();
     let line = serde_json::to_string(&ready).map_err(io::Error::other)?;
     println!("ready {line}");

@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rauha_guest_agent::config::RootConfig;
+use rauha_guest_agent::config::{RootConfig, WorkspaceMount};
 
 use crate::kernel::{bind, check, context, cpath, mount};
 
@@ -29,7 +29,11 @@ const PROC_MASKED: &[&str] = &[
 ];
 const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
-pub fn build(root_config: &RootConfig, root: &Path) -> io::Result<()> {
+pub fn build(
+    root_config: &RootConfig,
+    workspace: Option<&WorkspaceMount>,
+    root: &Path,
+) -> io::Result<()> {
     std::fs::create_dir_all(root).map_err(|e| context("cannot create", root, e))?;
     match root_config {
         RootConfig::HostView {
@@ -67,6 +71,7 @@ pub fn build(root_config: &RootConfig, root: &Path) -> io::Result<()> {
                 bind(host, &inside, RW)?;
             }
             common_mounts(root)?;
+            mount_workspace(root, workspace)?;
             mask(root, denied)?;
             mount("", root, "", libc::MS_REMOUNT | RO, "")?;
         }
@@ -92,6 +97,7 @@ pub fn build(root_config: &RootConfig, root: &Path) -> io::Result<()> {
                     mount("tmpfs", &inside, "tmpfs", RW, "mode=0755")?;
                 }
             }
+            mount_workspace(root, workspace)?;
             mask(root, denied)?;
             if *readonly {
                 mount("", root, "", libc::MS_BIND | libc::MS_REMOUNT | RO, "")?;
@@ -174,6 +180,21 @@ fn common_mounts(root: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The workspace overlay: the zone's writes land in `upper`, the
+/// repository (`lower`) is never written while the task runs.
+fn mount_workspace(root: &Path, workspace: Option<&WorkspaceMount>) -> io::Result<()> {
+    let Some(w) = workspace else { return Ok(()) };
+    let target = inside(root, &w.target);
+    make_mount_point(&target, true)?;
+    let options = format!(
+        // Renames and metadata-only changes must show up in the upper
+        // layer as whole files, which is what the daemon's scan reads.
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+        w.lower, w.upper, w.work
+    );
+    mount("overlay", &target, "overlay", RW, &options)
 }
 
 /// Hides each denied path that exists in the zone: a directory behind an

@@ -369,7 +369,7 @@ impl Supervisor {
             }
             Request::Forget { id } => self.exited.retain(|(e, _)| *e != id),
             Request::UpdateHardening(h) => match Prepared::new(&h) {
-                Ok(p) => self.hardening = p,
+                Ok(p) => self.hardening = p.with_work_cgroup(self.hardening.work_cgroup()),
                 Err(e) => self.send(
                     i,
                     &Message::Error {

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail};
 use rauha_api::v1::node_client::NodeClient;
 use rauha_api::v1::processes_client::ProcessesClient;
 use rauha_api::v1::sandbox_client::SandboxClient;
+use rauha_api::v1::secrets_client::SecretsClient;
 use rauha_api::v1::zones_client::ZonesClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -99,6 +100,10 @@ impl Connection {
         SandboxClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    pub fn secrets(&self) -> SecretsClient<Channel> {
+        SecretsClient::new(self.channel.clone())
     }
 
     pub fn node(&self) -> NodeClient<Channel> {

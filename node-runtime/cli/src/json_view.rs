@@ -52,6 +52,16 @@ pub struct ZoneView {
     /// The policy in force, as TOML.
     pub policy: Option<String>,
     pub enforcement: Option<Enforcement>,
+    /// A kept zone's idle TTL and what is left of it, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_remaining_ms: Option<u64>,
+    /// The repository shown in the zone, and where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_path: Option<String>,
 }
 
 impl ZoneView {
@@ -66,6 +76,10 @@ impl ZoneView {
             running_processes: zone.running_processes,
             policy: zone.policy.as_ref().map(|p| p.toml.clone()),
             enforcement: enforcement(zone.enforcement.as_ref())?,
+            ttl_ms: zone.ttl_ms,
+            ttl_remaining_ms: zone.ttl_remaining_ms,
+            workspace_repo: non_empty(&zone.workspace_repo),
+            workspace_path: non_empty(&zone.workspace_path),
         })
     }
 }

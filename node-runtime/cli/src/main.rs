@@ -19,6 +19,7 @@ mod policy_source;
 mod process_args;
 mod process_cmd;
 mod sandbox_cmd;
+mod secret_cmd;
 mod table;
 mod timestamp;
 mod zone_cmd;
@@ -75,6 +76,9 @@ enum Command {
     /// Results of sandbox tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Store, list and remove secrets for tasks.
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
     /// Follow zone, process and task events until Ctrl-C.
     Events(EventsArgs),
     /// Show each zone's memory, CPU and pids use.
@@ -100,6 +104,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(args) => process_cmd::wait(args, addr).await,
         Command::Sandbox(args) => sandbox_cmd::sandbox(args, addr).await,
         Command::Task(command) => sandbox_cmd::task(command, addr).await,
+        Command::Secret(command) => secret_cmd::run(command, addr).await,
         Command::Events(args) => events_cmd::events(args, addr).await,
         Command::Top(args) => zone_cmd::top(args, addr).await,
         Command::Policy(command) => policy_cmd::run(command, addr).await,

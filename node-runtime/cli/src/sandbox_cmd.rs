@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 use rauha_api::v1;
-use rauha_spec::{TaskResult, TaskStatus};
+use rauha_spec::TaskResult;
 
 use crate::connect::Connection;
 use crate::exit_code;
@@ -37,6 +37,34 @@ pub struct SandboxArgs {
     /// Keep the task's zone after it ends (delete it with `rauha zone delete`).
     #[arg(long)]
     keep_zone: bool,
+    /// With --keep-zone: delete the zone after this much idle time (2s, 10m).
+    #[arg(long, value_name = "DURATION", requires = "keep_zone")]
+    ttl: Option<String>,
+    /// A host directory shown in the zone through a copy-on-write overlay;
+    /// the result lists what the task changed in it.
+    #[arg(long, value_name = "DIR")]
+    repo_path: Option<String>,
+    /// Where the repository appears in the zone [default: /workspace].
+    #[arg(long, value_name = "PATH", requires = "repo_path")]
+    workspace_path: Option<String>,
+    /// After a task that succeeded: commit (apply every change to the
+    /// repository, all or nothing) or discard.
+    #[arg(long, value_name = "commit|discard", default_value = "discard", value_parser = ["commit", "discard"], requires = "repo_path")]
+    on_success: String,
+    /// Never commit; print the changes.
+    #[arg(long, requires = "repo_path", conflicts_with = "on_success")]
+    dry_run: bool,
+    /// Cap of one file's diff in the result (64Ki by default).
+    #[arg(long, value_name = "SIZE", requires = "repo_path")]
+    diff_cap: Option<String>,
+    /// A stored secret for the task, in its environment as ENV_VAR (the
+    /// secret's name by default); redacted from everything that leaves the zone.
+    #[arg(long = "secret", value_name = "NAME[=ENV_VAR]")]
+    secrets: Vec<String>,
+    /// Print the task's output as it comes (with --json: on stderr), then
+    /// the result.
+    #[arg(long)]
+    stream: bool,
     /// Print the task result as JSON instead of the task's output.
     #[arg(long)]
     json: bool,
@@ -46,6 +74,14 @@ pub struct SandboxArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
+    /// List stored tasks, newest first.
+    List {
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a finished task's result.
     Get {
         /// The task id printed by `rauha sandbox`.
@@ -72,14 +108,51 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
             .transpose()?
             .unwrap_or(0),
         keep_zone: args.keep_zone,
+        repo_path: args
+            .repo_path
+            .as_deref()
+            .map(bundle_path)
+            .transpose()?
+            .unwrap_or_default(),
+        workspace_path: args.workspace_path.clone().unwrap_or_default(),
+        on_success: if args.dry_run {
+            String::new()
+        } else {
+            args.on_success.clone()
+        },
+        dry_run: args.dry_run,
+        diff_cap_bytes: args
+            .diff_cap
+            .as_deref()
+            .map(size_bytes)
+            .transpose()?
+            .unwrap_or(0),
+        secrets: args
+            .secrets
+            .iter()
+            .map(|s| secret_ref(s))
+            .collect::<anyhow::Result<_>>()?,
+        ttl_ms: args
+            .ttl
+            .as_deref()
+            .map(timeout_ms)
+            .transpose()?
+            .unwrap_or(0),
     };
     let mut sandbox = Connection::open(addr).await?.sandbox();
-    let wire = sandbox.run_sandbox(request).await?.into_inner();
+    let wire = if args.stream {
+        stream_task(&mut sandbox, request, args.json).await?
+    } else {
+        sandbox.run_sandbox(request).await?.into_inner()
+    };
     let result = decode(TaskResult::try_from(&wire))?;
     if args.json {
         print_json(&result)?;
     } else {
-        write_task_output(&result)?;
+        if !args.stream {
+            write_task_output(&result)?;
+        }
+        write_changes(&result)?;
     }
     report_error(&result)?;
     if !args.json {
@@ -93,7 +166,10 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
 }
 
 pub async fn task(command: TaskCommand, addr: &str) -> anyhow::Result<u8> {
-    let TaskCommand::Get { task_id, json } = command;
+    let (task_id, json) = match command {
+        TaskCommand::Get { task_id, json } => (task_id, json),
+        TaskCommand::List { limit, json } => return list_tasks(limit, json, addr).await,
+    };
     let mut sandbox = Connection::open(addr).await?.sandbox();
     let wire = sandbox
         .get_task(v1::TaskRef { task_id })
@@ -105,6 +181,52 @@ pub async fn task(command: TaskCommand, addr: &str) -> anyhow::Result<u8> {
     } else {
         task_table(&result).write_to(&mut io::stdout().lock())?;
     }
+    Ok(0)
+}
+
+async fn list_tasks(limit: Option<u32>, json: bool, addr: &str) -> anyhow::Result<u8> {
+    let mut sandbox = Connection::open(addr).await?.sandbox();
+    let tasks = sandbox
+        .list_tasks(v1::ListTasksRequest {
+            limit: limit.unwrap_or(0),
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    if json {
+        let list: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "task_id": t.task_id,
+                    "zone_id": t.zone_id,
+                    "command": t.command,
+                    "status": t.status,
+                    "started_ms": t.started_ms,
+                    "duration_ms": t.duration_ms,
+                    "exit_code": if t.has_exit_code { serde_json::json!(t.exit_code) } else { serde_json::Value::Null },
+                })
+            })
+            .collect();
+        print_json(&list)?;
+        return Ok(0);
+    }
+    let mut table = Table::new(&["TASK", "STATUS", "EXIT", "DURATION", "STARTED", "COMMAND"]);
+    for t in &tasks {
+        table.row([
+            t.task_id.clone(),
+            t.status.clone(),
+            if t.has_exit_code {
+                t.exit_code.to_string()
+            } else {
+                "-".into()
+            },
+            format!("{} ms", t.duration_ms),
+            crate::timestamp::format_utc(t.started_ms),
+            t.command.join(" "),
+        ]);
+    }
+    table.write_to(&mut io::stdout().lock())?;
     Ok(0)
 }
 
@@ -129,14 +251,91 @@ fn write_task_output(result: &TaskResult) -> io::Result<()> {
     err.flush()
 }
 
-/// A task that rauha could not run says why, as any rauha error does.
+/// A task that rauha could not run (or whose changes could not be
+/// committed) says why, as any rauha error does.
 fn report_error(result: &TaskResult) -> io::Result<()> {
-    match (&result.status, &result.error) {
-        (TaskStatus::Error, Some(error)) => {
-            writeln!(io::stderr(), "rauha: {}", error.replace('\n', "; "))
-        }
-        _ => Ok(()),
+    match &result.error {
+        Some(error) => writeln!(io::stderr(), "rauha: {}", error.replace('\n', "; ")),
+        None => Ok(()),
     }
+}
+
+/// Runs the task with its output streamed as it comes; returns the result.
+async fn stream_task(
+    sandbox: &mut rauha_api::v1::sandbox_client::SandboxClient<tonic::transport::Channel>,
+    request: v1::SandboxRequest,
+    json: bool,
+) -> anyhow::Result<v1::TaskResult> {
+    use tokio_stream::StreamExt;
+    let mut events = sandbox.run_sandbox_stream(request).await?.into_inner();
+    while let Some(event) = events.next().await {
+        match event?.event {
+            Some(v1::sandbox_event::Event::Output(o)) => {
+                if o.stream == 2 || json {
+                    let mut err = io::stderr().lock();
+                    err.write_all(&o.data)?;
+                    err.flush()?;
+                } else {
+                    let mut out = io::stdout().lock();
+                    out.write_all(&o.data)?;
+                    out.flush()?;
+                }
+            }
+            Some(v1::sandbox_event::Event::Result(r)) => return Ok(r),
+            None => {}
+        }
+    }
+    bail!("rauhad ended the stream without a result; see `rauha task list`")
+}
+
+/// The workspace's changes, for people: one line each, then the diffs of a
+/// dry run.
+fn write_changes(r: &TaskResult) -> io::Result<()> {
+    let Some(outcome) = r.workspace else {
+        return Ok(());
+    };
+    let mut err = io::stderr().lock();
+    let outcome = match outcome {
+        rauha_spec::result::WorkspaceOutcome::Committed => "committed",
+        rauha_spec::result::WorkspaceOutcome::Discarded => "discarded",
+        rauha_spec::result::WorkspaceOutcome::CommitFailed => "commit failed, nothing applied",
+    };
+    writeln!(
+        err,
+        "rauha: {} change(s) in the workspace, {outcome}",
+        r.files_changed.len()
+    )?;
+    for c in &r.files_changed {
+        let mark = match c.kind {
+            rauha_spec::result::ChangeKind::Added => 'A',
+            rauha_spec::result::ChangeKind::Modified => 'M',
+            rauha_spec::result::ChangeKind::Deleted => 'D',
+        };
+        writeln!(err, "  {mark} {}", c.path)?;
+    }
+    if outcome == "discarded" {
+        for d in r.files_changed.iter().filter_map(|c| c.diff.as_deref()) {
+            err.write_all(d.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// `NAME` or `NAME=ENV_VAR`.
+fn secret_ref(text: &str) -> anyhow::Result<v1::SecretRef> {
+    let (name, env) = text.split_once('=').unwrap_or((text, ""));
+    if name.is_empty() {
+        bail!("--secret {text:?} has no name; use NAME or NAME=ENV_VAR");
+    }
+    Ok(v1::SecretRef {
+        name: name.to_string(),
+        env: env.to_string(),
+    })
+}
+
+fn size_bytes(text: &str) -> anyhow::Result<u64> {
+    rauha_spec::size::parse_size(text)
+        .ok_or_else(|| anyhow!("--diff-cap {text:?} is not a size; use 64Ki or 1Mi"))
 }
 
 /// `rauha: task <id> <status> (exit N) in <ms> ms; enforcement <label> <score>/100`,
@@ -211,6 +410,7 @@ fn task_table(r: &TaskResult) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rauha_spec::TaskStatus;
 
     #[test]
     fn timeouts_are_durations_with_units() {
@@ -231,31 +431,23 @@ mod tests {
     }
 
     fn result(status: TaskStatus, exit_code: Option<i32>, signal: Option<i32>) -> TaskResult {
-        TaskResult {
-            task_id: Default::default(),
-            zone_id: Default::default(),
-            command: vec!["true".into()],
-            status,
-            exit_code,
-            signal,
-            duration_ms: 12,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: true,
-            stdout_dropped_bytes: 0,
-            stderr_dropped_bytes: 10,
-            peak_memory_bytes: None,
-            cpu_time_us: None,
-            events: Vec::new(),
-            enforcement_events: Vec::new(),
-            enforcement: rauha_spec::Enforcement {
+        let mut r = TaskResult::not_run(
+            Default::default(),
+            Default::default(),
+            vec!["true".into()],
+            rauha_spec::Enforcement {
                 layers: Vec::new(),
                 score: 55,
                 label: "standard".into(),
             },
-            error: None,
-        }
+        );
+        r.status = status;
+        r.exit_code = exit_code;
+        r.signal = signal;
+        r.duration_ms = 12;
+        r.stderr_truncated = true;
+        r.stderr_dropped_bytes = 10;
+        r
     }
 
     #[test]

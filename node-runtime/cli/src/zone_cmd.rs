@@ -56,6 +56,24 @@ pub enum ZoneCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Freeze every process of a running zone's work.
+    Pause {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Thaw a paused zone.
+    Resume {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a zone's work and keep the zone (new work may start again).
+    Stop {
+        zone: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply a new policy to a running zone.
     Update {
         zone: String,
@@ -124,6 +142,18 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
             } else {
                 print_verify(&verified)?;
             }
+        }
+        ZoneCommand::Pause { zone, json } => {
+            let zone = zones.pause(v1::ZoneRef { zone }).await?.into_inner();
+            print_zone(&zone, json)?;
+        }
+        ZoneCommand::Resume { zone, json } => {
+            let zone = zones.resume(v1::ZoneRef { zone }).await?.into_inner();
+            print_zone(&zone, json)?;
+        }
+        ZoneCommand::Stop { zone, json } => {
+            let zone = zones.stop(v1::ZoneRef { zone }).await?.into_inner();
+            print_zone(&zone, json)?;
         }
         ZoneCommand::Update { zone, json, .. } => {
             let request = v1::UpdatePolicyRequest { zone, policy };
@@ -206,6 +236,7 @@ fn zone_table(zones: &[v1::Zone]) -> Table {
         "PROCS",
         "ROOT",
         "ENFORCEMENT",
+        "TTL LEFT",
         "CREATED",
     ]);
     for z in zones {
@@ -216,6 +247,10 @@ fn zone_table(zones: &[v1::Zone]) -> Table {
             z.running_processes.to_string(),
             z.root.clone(),
             enforcement_cell(z.enforcement.as_ref()),
+            z.ttl_remaining_ms.map_or_else(
+                || "-".to_string(),
+                |ms| format!("{:.1}s", ms as f64 / 1000.0),
+            ),
             format_utc(z.created_ms),
         ]);
     }

@@ -9,8 +9,11 @@ mod api;
 mod backend;
 mod error;
 mod events;
+mod redact;
+mod secrets;
 mod store;
 mod validate;
+mod workspace;
 mod zone;
 
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ use clap::{Parser, ValueEnum};
 use rauha_api::v1::node_server::NodeServer;
 use rauha_api::v1::processes_server::ProcessesServer;
 use rauha_api::v1::sandbox_server::SandboxServer;
+use rauha_api::v1::secrets_server::SecretsServer;
 use rauha_api::v1::zones_server::ZonesServer;
 use rauha_spec::enforcement::{EnforcementMode, Layer};
 use tokio::net::UnixListener;
@@ -32,8 +36,9 @@ use crate::backend::linux::cgroup::CgroupFs;
 use crate::backend::linux::LinuxBackend;
 use crate::backend::IsolationBackend;
 use crate::events::EventBus;
+use crate::secrets::SecretStore;
 use crate::store::Store;
-use crate::zone::ZoneRegistry;
+use crate::zone::{Retention, ZoneRegistry};
 
 const MAX_MESSAGE: usize = 32 << 20;
 
@@ -71,6 +76,21 @@ struct Args {
     /// The zone agent binary; by default `rauha-guest-agent` beside rauhad.
     #[arg(long, env = "RAUHA_AGENT")]
     agent: Option<PathBuf>,
+    /// Keep at most this many finished task results (the newest).
+    #[arg(long, default_value_t = 10_000)]
+    task_history: usize,
+    /// Forget finished task results older than this (30s, 10m, 24h; 0 = never).
+    #[arg(long, default_value = "168h", value_parser = parse_age)]
+    task_max_age: std::time::Duration,
+}
+
+/// A duration, or `0` for "never" (a zero duration).
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    rauha_spec::duration::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration; use 30s, 10m, 24h or 0 for never"))
 }
 
 fn main() {
@@ -173,8 +193,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(Store::open(&args.root.join("rauhad.redb")).context(
             "the store is in use or unreadable (is another rauhad running on this root?)",
         )?);
-    let registry = ZoneRegistry::new(backend, store, EventBus::new(), mode);
+    let secrets = SecretStore::open(&args.root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let retention = Retention {
+        keep_last: Some(args.task_history),
+        max_age: (!args.task_max_age.is_zero()).then_some(args.task_max_age),
+    };
+    let registry = ZoneRegistry::new(backend, store, EventBus::new(), mode, retention, secrets);
     registry.recover().await.context("recovery")?;
+    registry
+        .prune_tasks()
+        .map_err(|e| anyhow::anyhow!("task retention: {e}"))?;
+    registry.spawn_ttl_reaper();
 
     let listener = bind_socket(&args.socket).await?;
     tracing::info!(socket = %args.socket.display(), root = %args.root.display(), "rauhad serving");
@@ -188,6 +217,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
             .add_service(
                 ProcessesServer::new(api::ProcessesService {
+                    registry: Arc::clone(&registry),
+                })
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                SecretsServer::new(api::SecretsService {
                     registry: Arc::clone(&registry),
                 })
                 .max_decoding_message_size(MAX_MESSAGE),

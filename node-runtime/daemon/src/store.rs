@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use rauha_spec::result::TaskResult;
-use rauha_spec::{Policy, RootSpec, ZoneState};
+use rauha_spec::{Policy, RootSpec, WorkspaceSpec, ZoneState};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,12 @@ pub struct ZoneRecord {
     pub ephemeral: bool,
     /// How to reach the zone's kernel objects; `None` until created.
     pub handle: Option<ZoneHandle>,
+    /// The repository shown in the zone, if any.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceSpec>,
+    /// A kept zone's idle time-to-live (ms).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +220,42 @@ impl Store {
         self.all(TASKS)
     }
 
+    /// Forgets finished tasks beyond the newest `keep_last` and older than
+    /// `min_started_ms`; running tasks are never removed. Returns how many.
+    pub fn prune_tasks(
+        &self,
+        keep_last: Option<usize>,
+        min_started_ms: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        let mut finished: Vec<TaskRecord> = self
+            .tasks()?
+            .into_iter()
+            .filter(|t| t.state == TaskState::Finished)
+            .collect();
+        finished.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
+        let doomed: Vec<Uuid> = finished
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                keep_last.is_some_and(|k| *i >= k)
+                    || min_started_ms.is_some_and(|m| t.started_ms < m)
+            })
+            .map(|(_, t)| t.id)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(TASKS)?;
+            for id in &doomed {
+                table.remove(id.to_string().as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(doomed.len())
+    }
+
     fn put<T: Serialize>(
         &self,
         def: TableDefinition<&str, &[u8]>,
@@ -288,6 +330,8 @@ mod tests {
             task_id: None,
             ephemeral: false,
             handle: None,
+            workspace: None,
+            ttl_ms: None,
         }
     }
 
@@ -331,6 +375,36 @@ mod tests {
         let left = store.processes().expect("lists");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].zone_id, b.id);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_running_tasks() {
+        let (store, dir) = temp_store();
+        let task = |started_ms, state| TaskRecord {
+            id: Uuid::new_v4(),
+            zone_id: Uuid::new_v4(),
+            command: vec![],
+            state,
+            started_ms,
+            result: None,
+        };
+        let old = task(100, TaskState::Finished);
+        let mid = task(200, TaskState::Finished);
+        let new = task(300, TaskState::Finished);
+        let running = task(50, TaskState::Running);
+        for t in [&old, &mid, &new, &running] {
+            store.put_task(t).expect("put");
+        }
+        assert_eq!(store.prune_tasks(Some(2), None).expect("prune"), 1);
+        assert!(store.task(&old.id).expect("read").is_none());
+        assert_eq!(store.prune_tasks(None, Some(250)).expect("prune"), 1);
+        assert!(store.task(&mid.id).expect("read").is_none());
+        assert!(store.task(&new.id).expect("read").is_some());
+        assert!(
+            store.task(&running.id).expect("read").is_some(),
+            "a running task is never pruned"
+        );
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

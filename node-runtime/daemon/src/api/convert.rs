@@ -22,6 +22,18 @@ pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcemen
         task_id: z.task_id.map(|t| t.to_string()).unwrap_or_default(),
         running_processes: u32::try_from(running).unwrap_or(u32::MAX),
         enforcement: Some(enforcement.into()),
+        ttl_ms: z.ttl_ms,
+        ttl_remaining_ms: None,
+        workspace_repo: z
+            .workspace
+            .as_ref()
+            .map(|w| w.repo_path.clone())
+            .unwrap_or_default(),
+        workspace_path: z
+            .workspace
+            .as_ref()
+            .map(|w| w.target.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -100,6 +112,8 @@ mod tests {
             task_id: None,
             ephemeral: false,
             handle: None,
+            workspace: None,
+            ttl_ms: None,
         };
         let w = zone(&z, 3, &rauha_spec::Enforcement::default());
         assert_eq!(w.root, "bundle:/b");

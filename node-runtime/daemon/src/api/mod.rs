@@ -5,9 +5,11 @@ mod convert;
 mod node;
 mod processes;
 mod sandbox;
+mod secrets;
 mod zones;
 
 pub use node::NodeService;
 pub use processes::ProcessesService;
 pub use sandbox::SandboxService;
+pub use secrets::SecretsService;
 pub use zones::ZonesService;

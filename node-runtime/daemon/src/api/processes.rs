@@ -86,7 +86,10 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
         let spec = req.spec.unwrap_or_default();
         let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
         let zone = self.registry.find_zone(&req.zone)?;
-        let (process, mut output) = self.registry.start_process_streamed(&zone, spec).await?;
+        let (process, mut output) = self
+            .registry
+            .start_process_streamed(&zone, spec, &Default::default())
+            .await?;
         let (tx, rx) = mpsc::channel(256);
         let started = self.wire(&process.record());
         let zone_name = zone.name.clone();

@@ -1,19 +1,156 @@
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rauha_api::v1;
 use rauha_api::v1::sandbox_server::Sandbox;
+use rauha_guest_agent::protocol::Stream;
+use rauha_spec::{WorkspaceSpec, DEFAULT_WORKSPACE_TARGET};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::zones::bundle_root;
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
+use crate::secrets::Secret;
 use crate::validate::{parse_id, process_spec};
-use crate::zone::{resolve_policy, SandboxRun, ZoneRegistry};
+use crate::zone::{resolve_policy, SandboxRun, WorkspaceRun, ZoneRegistry};
+
+const DEFAULT_DIFF_CAP: u64 = 64 * 1024;
+const MAX_DIFF_CAP: u64 = 16 << 20;
+const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
 
 pub struct SandboxService<B: IsolationBackend> {
     pub registry: Arc<ZoneRegistry<B>>,
 }
+
+impl<B: IsolationBackend> SandboxService<B> {
+    /// Checks a request and turns it into a run.
+    fn prepare(&self, req: v1::SandboxRequest) -> Result<SandboxRun, DaemonError> {
+        let workspace = workspace(&req)?;
+        let spec = req.spec.unwrap_or_default();
+        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
+        let policy = resolve_policy(req.policy.as_ref())?;
+        let root = bundle_root(&req.bundle)?;
+        if req.timeout_ms > WEEK_MS {
+            return Err(DaemonError::invalid(
+                "timeout_ms",
+                "is over a week; give a shorter timeout",
+            ));
+        }
+        if req.ttl_ms > 0 && !req.keep_zone {
+            return Err(DaemonError::invalid(
+                "ttl_ms",
+                "applies to a kept zone; add keep_zone (--keep-zone) or drop the TTL",
+            ));
+        }
+        if req.ttl_ms > WEEK_MS {
+            return Err(DaemonError::invalid(
+                "ttl_ms",
+                "is over a week; give a shorter TTL",
+            ));
+        }
+        let mut secrets: Vec<Secret> = Vec::new();
+        for (i, s) in req.secrets.iter().enumerate() {
+            let env = if s.env.is_empty() {
+                s.name.as_str()
+            } else {
+                s.env.as_str()
+            };
+            if secrets.iter().any(|o| o.env == env) {
+                return Err(DaemonError::invalid(
+                    format!("secrets[{i}].env"),
+                    format!("{env:?} is given twice; give each secret its own variable"),
+                ));
+            }
+            secrets.push(self.registry.secrets.get(&s.name, env)?);
+        }
+        Ok(SandboxRun {
+            spec,
+            policy,
+            root,
+            timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+            keep_zone: req.keep_zone,
+            ttl: (req.ttl_ms > 0).then(|| Duration::from_millis(req.ttl_ms)),
+            workspace,
+            secrets,
+            live_output: None,
+        })
+    }
+}
+
+fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonError> {
+    let commit = match req.on_success.as_str() {
+        "" | "discard" => false,
+        "commit" => true,
+        other => {
+            return Err(DaemonError::invalid(
+                "on_success",
+                format!("{other:?} is not commit or discard"),
+            ))
+        }
+    };
+    if req.repo_path.is_empty() {
+        if commit || req.dry_run || !req.workspace_path.is_empty() {
+            return Err(DaemonError::invalid(
+                "repo_path",
+                "is empty, but a workspace option was given; add --repo-path DIR",
+            ));
+        }
+        return Ok(None);
+    }
+    if commit && req.dry_run {
+        return Err(DaemonError::invalid(
+            "dry_run",
+            "contradicts on_success = commit: a dry run never commits; drop one of them",
+        ));
+    }
+    let repo = std::path::Path::new(&req.repo_path);
+    if !repo.is_absolute() || !repo.is_dir() {
+        return Err(DaemonError::invalid(
+            "repo_path",
+            format!("{:?} is not an absolute path to a directory", req.repo_path),
+        ));
+    }
+    if req.repo_path.contains([',', ':', '\\']) {
+        return Err(DaemonError::invalid("repo_path", format!("{:?} has ',' ':' or '\\\\', which overlayfs options cannot carry; use another path", req.repo_path)));
+    }
+    let target = if req.workspace_path.is_empty() {
+        DEFAULT_WORKSPACE_TARGET.to_string()
+    } else {
+        req.workspace_path.clone()
+    };
+    if !target.starts_with('/') || target == "/" || target.split('/').any(|c| c == ".." || c == ".")
+    {
+        return Err(DaemonError::invalid(
+            "workspace_path",
+            format!("{target:?} is not a clean absolute path below /"),
+        ));
+    }
+    if req.diff_cap_bytes > MAX_DIFF_CAP {
+        return Err(DaemonError::invalid(
+            "diff_cap_bytes",
+            format!("is over {MAX_DIFF_CAP}"),
+        ));
+    }
+    let diff_cap = if req.diff_cap_bytes == 0 {
+        DEFAULT_DIFF_CAP
+    } else {
+        req.diff_cap_bytes
+    };
+    Ok(Some(WorkspaceRun {
+        spec: WorkspaceSpec {
+            repo_path: req.repo_path.clone(),
+            target,
+        },
+        commit,
+        diff_cap: usize::try_from(diff_cap).unwrap_or(usize::MAX),
+    }))
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SandboxEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<B: IsolationBackend> Sandbox for SandboxService<B> {
@@ -21,30 +158,49 @@ impl<B: IsolationBackend> Sandbox for SandboxService<B> {
         &self,
         request: Request<v1::SandboxRequest>,
     ) -> Result<Response<v1::TaskResult>, Status> {
-        let req = request.into_inner();
-        let spec = req.spec.unwrap_or_default();
-        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
-        let policy = resolve_policy(req.policy.as_ref())?;
-        let root = bundle_root(&req.bundle)?;
-        if req.timeout_ms > 7 * 24 * 3600 * 1000 {
-            return Err(DaemonError::invalid(
-                "timeout_ms",
-                "is over a week; give a shorter timeout",
-            )
-            .into());
-        }
-        let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
-        let result = self
-            .registry
-            .run_sandbox(SandboxRun {
-                spec,
-                policy,
-                root,
-                timeout,
-                keep_zone: req.keep_zone,
-            })
-            .await?;
+        let run = self.prepare(request.into_inner())?;
+        let result = self.registry.run_sandbox(run).await?;
         Ok(Response::new((&result).into()))
+    }
+
+    type RunSandboxStreamStream = EventStream;
+
+    async fn run_sandbox_stream(
+        &self,
+        request: Request<v1::SandboxRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let mut run = self.prepare(request.into_inner())?;
+        let (chunks_tx, mut chunks_rx) = mpsc::channel(256);
+        run.live_output = Some(chunks_tx);
+        let (tx, rx) = mpsc::channel(256);
+        let registry = Arc::clone(&self.registry);
+        tokio::spawn(async move {
+            let task = tokio::spawn(async move { registry.run_sandbox(run).await });
+            while let Some(c) = chunks_rx.recv().await {
+                let output = v1::Output {
+                    stream: match c.stream {
+                        Stream::Stdout => 1,
+                        Stream::Stderr => 2,
+                    },
+                    data: c.data,
+                };
+                // A gone client does not stop the task: its result is stored.
+                let _ = tx
+                    .send(Ok(v1::SandboxEvent {
+                        event: Some(v1::sandbox_event::Event::Output(output)),
+                    }))
+                    .await;
+            }
+            let event = match task.await {
+                Ok(Ok(result)) => Ok(v1::SandboxEvent {
+                    event: Some(v1::sandbox_event::Event::Result((&result).into())),
+                }),
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(e) => Err(Status::internal(format!("the sandbox task failed: {e}"))),
+            };
+            let _ = tx.send(event).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_task(
@@ -64,5 +220,34 @@ impl<B: IsolationBackend> Sandbox for SandboxService<B> {
             ))
             .into()),
         }
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let limit = request.into_inner().limit;
+        let tasks = self
+            .registry
+            .list_tasks((limit > 0).then_some(limit as usize))?;
+        let tasks = tasks
+            .iter()
+            .map(|t| {
+                let r = t.result.as_ref();
+                v1::TaskSummary {
+                    task_id: t.id.to_string(),
+                    zone_id: t.zone_id.to_string(),
+                    command: r
+                        .map(|r| r.command.clone())
+                        .unwrap_or_else(|| t.command.clone()),
+                    status: r.map_or("running", |r| r.status.as_str()).to_string(),
+                    started_ms: t.started_ms,
+                    duration_ms: r.map_or(0, |r| r.duration_ms),
+                    has_exit_code: r.is_some_and(|r| r.exit_code.is_some()),
+                    exit_code: r.and_then(|r| r.exit_code).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListTasksResponse { tasks }))
     }
 }

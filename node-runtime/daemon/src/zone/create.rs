@@ -3,7 +3,7 @@
 use rauha_spec::enforcement::{EnforcementMode, Layer};
 use rauha_spec::event::EventKind;
 use rauha_spec::names::validate_zone_name;
-use rauha_spec::{Policy, RootSpec, ZoneState};
+use rauha_spec::{Policy, RootSpec, WorkspaceSpec, ZoneState};
 use uuid::Uuid;
 
 use super::ZoneRegistry;
@@ -19,6 +19,8 @@ pub struct NewZone {
     pub root: RootSpec,
     pub task_id: Option<Uuid>,
     pub ephemeral: bool,
+    pub workspace: Option<WorkspaceSpec>,
+    pub ttl_ms: Option<u64>,
 }
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
@@ -46,6 +48,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             task_id: new.task_id,
             ephemeral: new.ephemeral,
             handle: None,
+            workspace: new.workspace,
+            ttl_ms: new.ttl_ms,
         };
         match self.store.insert_zone(&record) {
             Ok(()) => {}
@@ -57,6 +61,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             name: record.name.clone(),
             policy: record.policy.clone(),
             root: record.root.clone(),
+            workspace: record.workspace.clone(),
         };
         let built = async {
             let handle = self.backend.create_zone(&setup).await?;
@@ -78,7 +83,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             self.store.remove_zone(&record.id)?;
             return Err(e);
         }
-        record.state = ZoneState::Running;
+        record.state = ZoneState::Created;
         self.store.put_zone(&record)?;
         self.events.emit(
             EventKind::ZoneCreated,

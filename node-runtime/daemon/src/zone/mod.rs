@@ -3,11 +3,14 @@
 
 mod create;
 mod delete;
+mod lifecycle;
 pub mod output;
 mod policy;
 mod process;
 pub mod recovery;
 mod sandbox;
+mod tasks;
+mod ttl;
 mod verify;
 
 use std::collections::HashMap;
@@ -23,11 +26,12 @@ use uuid::Uuid;
 pub use self::create::NewZone;
 use self::output::Capture;
 pub use self::policy::resolve_policy;
-pub use self::sandbox::SandboxRun;
+pub use self::sandbox::{SandboxRun, WorkspaceRun};
 use crate::agent_link::{AgentEvent, AgentLink, EventHandler};
 use crate::backend::{IsolationBackend, ZoneHandle};
 use crate::error::DaemonError;
 use crate::events::{now_ms, EventBus};
+use crate::secrets::SecretStore;
 use crate::store::{ProcessRecord, ProcessState, Store, ZoneRecord};
 
 /// A zone whose agent the daemon is connected to.
@@ -107,9 +111,22 @@ pub struct ZoneRegistry<B: IsolationBackend> {
     pub store: Arc<Store>,
     pub events: EventBus,
     pub mode: EnforcementMode,
+    pub retention: Retention,
+    pub secrets: SecretStore,
     live: Mutex<HashMap<Uuid, Arc<LiveZone>>>,
     processes: Mutex<HashMap<Uuid, Arc<LiveProcess>>>,
+    /// Kept zones with a TTL: since when each has been idle (ms).
+    idle_since: Mutex<HashMap<Uuid, u64>>,
     me: Weak<ZoneRegistry<B>>,
+}
+
+/// How much task history the daemon keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    /// Keep at most this many finished tasks (the newest).
+    pub keep_last: Option<usize>,
+    /// Forget finished tasks older than this.
+    pub max_age: Option<std::time::Duration>,
 }
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
@@ -118,14 +135,19 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         store: Arc<Store>,
         events: EventBus,
         mode: EnforcementMode,
+        retention: Retention,
+        secrets: SecretStore,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| ZoneRegistry {
             backend,
             store,
             events,
             mode,
+            retention,
+            secrets,
             live: Mutex::new(HashMap::new()),
             processes: Mutex::new(HashMap::new()),
+            idle_since: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }

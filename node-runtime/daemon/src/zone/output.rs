@@ -26,10 +26,6 @@ impl Capture {
     pub fn truncated(&self) -> bool {
         self.dropped > 0
     }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.data).into_owned()
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use rauha_api::v1::{policy_source, PolicySource};
 use rauha_spec::event::EventKind;
-use rauha_spec::{presets, Policy, ZoneState};
+use rauha_spec::{presets, Policy};
 
 use super::ZoneRegistry;
 use crate::backend::IsolationBackend;
@@ -43,9 +43,9 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         policy: Policy,
     ) -> Result<ZoneRecord, DaemonError> {
         let mut record = self.find_zone(zone)?;
-        if record.state != ZoneState::Running {
+        if !record.state.is_live() {
             return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} is {}; its policy can change only while it is running",
+                "zone {:?} is {}; its policy can change only while it is built",
                 record.name,
                 record.state.as_str()
             )));
@@ -70,7 +70,11 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         }
         self.backend.update_limits(record.id, &policy)?;
         live.link
-            .update_hardening(self.backend.hardening(&policy, &record.root))
+            .update_hardening(self.backend.hardening(
+                &policy,
+                &record.root,
+                record.workspace.as_ref(),
+            ))
             .await?;
         record.policy = policy;
         self.store.put_zone(&record)?;

@@ -15,6 +15,7 @@ use super::{LiveProcess, OutputChunk, ProcessEnd, ZoneRegistry};
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::events::now_ms;
+use crate::redact::Redactor;
 use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
@@ -24,7 +25,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         zone: &ZoneRecord,
         spec: ProcessSpec,
     ) -> Result<Arc<LiveProcess>, DaemonError> {
-        self.start_process_streamed(zone, spec)
+        self.start_process_streamed(zone, spec, &Redactor::default())
             .await
             .map(|(p, _)| p)
     }
@@ -35,12 +36,18 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         &self,
         zone: &ZoneRecord,
         spec: ProcessSpec,
+        redactor: &Redactor,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
             return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} is {}; work starts only in a running zone",
+                "zone {:?} is {}; work starts only in a created, running or stopped zone{}",
                 zone.name,
-                zone.state.as_str()
+                zone.state.as_str(),
+                if zone.state == rauha_spec::ZoneState::Paused {
+                    " (resume it first)"
+                } else {
+                    ""
+                }
             )));
         }
         let live = self.live_zone(&zone.id).ok_or_else(|| {
@@ -52,7 +59,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let record = ProcessRecord {
             id: Uuid::new_v4(),
             zone_id: zone.id,
-            args: spec.args.clone(),
+            // Records and events keep the command without secret values.
+            args: spec.args.iter().map(|a| redactor.text(a)).collect(),
             state: ProcessState::Running,
             pid: 0,
             exit_code: None,
@@ -77,6 +85,11 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                     r.clone()
                 };
                 self.store.put_process(&rec)?;
+                if let Some(mut current) = self.store.zone(&zone.id)? {
+                    if current.state != rauha_spec::ZoneState::Running {
+                        self.transition(&mut current, rauha_spec::ZoneState::Running)?;
+                    }
+                }
                 self.events.emit(
                     EventKind::ProcessStarted,
                     Some((zone.id, &zone.name)),

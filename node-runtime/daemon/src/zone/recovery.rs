@@ -34,9 +34,9 @@ pub fn plan(zones: &[ZoneRecord], tasks: &[TaskRecord], alive: &HashSet<Uuid>) -
     for z in zones {
         let action = match z.state {
             ZoneState::Creating | ZoneState::Deleting => Action::Remove(z.id),
-            ZoneState::Running if z.ephemeral => Action::Remove(z.id),
-            ZoneState::Running if alive.contains(&z.id) => Action::Adopt(z.id),
-            ZoneState::Running => Action::Rebuild(z.id),
+            _ if z.ephemeral => Action::Remove(z.id),
+            _ if alive.contains(&z.id) => Action::Adopt(z.id),
+            _ => Action::Rebuild(z.id),
         };
         actions.push(action);
     }
@@ -140,9 +140,11 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             name: zone.name.clone(),
             policy: zone.policy.clone(),
             root: zone.root.clone(),
+            workspace: zone.workspace.clone(),
         };
         let handle = self.backend.create_zone(&setup).await?;
         zone.handle = Some(handle.clone());
+        zone.state = ZoneState::Created;
         self.store.put_zone(&zone)?;
         self.connect(zone.id, &zone.name, &handle).await?;
         self.events.emit(
@@ -189,6 +191,8 @@ mod tests {
             task_id: None,
             ephemeral,
             handle: None,
+            workspace: None,
+            ttl_ms: None,
         }
     }
 

@@ -1,25 +1,42 @@
 //! `RunSandbox`: a task zone, one command, one result.
 //!
-//! The result is written to the store before the zone is torn down, so a
-//! daemon killed during clean-up still has it after restart.
+//! Order at the end of a task matters: the output is redacted, the
+//! workspace's changes are scanned (and committed, when asked and the task
+//! succeeded), the result is written to the store, and only then is the
+//! zone torn down, so a daemon killed during clean-up still has the result.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rauha_spec::event::EventKind;
-use rauha_spec::result::{TaskResult, TaskStatus};
+use rauha_spec::result::{TaskResult, TaskStatus, WorkspaceOutcome};
 use rauha_spec::zone::ProcessSpec;
-use rauha_spec::{Policy, RootSpec};
+use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::create::NewZone;
-use super::{ProcessEnd, ZoneRegistry};
+use super::output::Capture;
+use super::{OutputChunk, ProcessEnd, ZoneRegistry};
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::events::now_ms;
+use crate::redact::{Redactor, StreamRedactor};
+use crate::secrets::Secret;
 use crate::store::{TaskRecord, TaskState, ZoneRecord};
 
 /// After a timeout, how long the zone's processes get to die.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// What to do with a workspace after the task.
+#[derive(Debug, Clone)]
+pub struct WorkspaceRun {
+    pub spec: WorkspaceSpec,
+    /// Apply the changes to the repository if the task succeeded.
+    pub commit: bool,
+    /// Cap of one file's diff in the result.
+    pub diff_cap: usize,
+}
 
 pub struct SandboxRun {
     pub spec: ProcessSpec,
@@ -27,6 +44,11 @@ pub struct SandboxRun {
     pub root: RootSpec,
     pub timeout: Option<Duration>,
     pub keep_zone: bool,
+    pub ttl: Option<Duration>,
+    pub workspace: Option<WorkspaceRun>,
+    pub secrets: Vec<Secret>,
+    /// Receives the task's (redacted) output as it comes.
+    pub live_output: Option<mpsc::Sender<OutputChunk>>,
 }
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
@@ -34,7 +56,9 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let task_id = Uuid::new_v4();
         let started = Instant::now();
         let timeout = run.timeout.or(run.policy.task.timeout);
-        let command = run.spec.args.clone();
+        let redactor = Redactor::new(&run.secrets);
+        // The command as it is recorded and reported: without secret values.
+        let command: Vec<String> = run.spec.args.iter().map(|a| redactor.text(a)).collect();
         let zone = self
             .create_zone(NewZone {
                 name: format!("task-{}", task_id.simple()),
@@ -42,6 +66,11 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 root: run.root,
                 task_id: Some(task_id),
                 ephemeral: !run.keep_zone,
+                workspace: run.workspace.as_ref().map(|w| w.spec.clone()),
+                ttl_ms: run
+                    .ttl
+                    .filter(|_| run.keep_zone)
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             })
             .await?;
         let mut task = TaskRecord {
@@ -65,10 +94,29 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             .usage(zone.id)
             .map(|u| u.oom_kills)
             .unwrap_or(0);
-        match self.start_process(&zone, run.spec).await {
-            Err(e) => result.error = Some(e.to_string()),
-            Ok(process) => {
+        let mut spec = run.spec;
+        spec.env.extend(
+            run.secrets
+                .iter()
+                .map(|s| format!("{}={}", s.env, String::from_utf8_lossy(&s.value))),
+        );
+        if spec.cwd.is_empty() {
+            if let Some(w) = &run.workspace {
+                spec.cwd = w.spec.target.clone();
+            }
+        }
+        match self.start_process_streamed(&zone, spec, &redactor).await {
+            Err(e) => result.error = Some(redactor.text(&e.to_string())),
+            Ok((process, output)) => {
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                let forwarder = run
+                    .live_output
+                    .map(|sink| tokio::spawn(forward(output, sink, redactor.clone(), done_rx)));
                 let (end, timed_out) = self.wait_with_timeout(&zone, &process, timeout).await;
+                let _ = done_tx.send(());
+                if let Some(f) = forwarder {
+                    let _ = f.await;
+                }
                 if timed_out {
                     let limit = timeout
                         .map(rauha_spec::duration::format_duration)
@@ -82,13 +130,6 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 }
                 let usage = self.backend.usage(zone.id).ok();
                 let oom = usage.is_some_and(|u| u.oom_kills > oom_before);
-                let (out, err) = (process.stdout(), process.stderr());
-                result.stdout = out.text();
-                result.stderr = err.text();
-                result.stdout_truncated = out.truncated();
-                result.stderr_truncated = err.truncated();
-                result.stdout_dropped_bytes = out.dropped;
-                result.stderr_dropped_bytes = err.dropped;
                 result.peak_memory_bytes = usage.map(|u| u.peak_memory_bytes).filter(|p| *p > 0);
                 result.cpu_time_us = usage.map(|u| u.cpu_time_us);
                 match end {
@@ -113,7 +154,20 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                         )
                     }
                 }
+                let cut =
+                    result.status != TaskStatus::Succeeded && result.status != TaskStatus::Failed;
+                fill_output(
+                    &mut result,
+                    &process.stdout(),
+                    &process.stderr(),
+                    &redactor,
+                    cut,
+                );
             }
+        }
+        if let Some(w) = &run.workspace {
+            self.settle_workspace(&zone, w, run.keep_zone, &redactor, &mut result)
+                .await;
         }
         result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         events.push(self.events.emit(
@@ -126,12 +180,90 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         task.state = TaskState::Finished;
         task.result = Some(result.clone());
         self.store.put_task(&task)?;
+        if let Err(e) = self.prune_tasks() {
+            tracing::error!(error = %e, "task retention failed");
+        }
         if !run.keep_zone {
             if let Err(e) = self.destroy(zone).await {
                 tracing::error!(task = %task_id, error = %e, "cannot remove a task zone; it will be removed at the next start");
             }
         }
         Ok(result)
+    }
+
+    /// Scans the workspace's changes into the result and commits them when
+    /// asked and the task succeeded; a failed commit changes nothing.
+    async fn settle_workspace(
+        &self,
+        zone: &ZoneRecord,
+        w: &WorkspaceRun,
+        keep_zone: bool,
+        redactor: &Redactor,
+        result: &mut TaskResult,
+    ) {
+        if !keep_zone {
+            // No process of the task may write while its changes are read.
+            if let Some(live) = self.live_zone(&zone.id) {
+                let _ = live.link.signal_all(libc::SIGKILL).await;
+            }
+        }
+        let lower = PathBuf::from(&w.spec.repo_path);
+        let upper = self.backend.workspace_upper(zone.id);
+        let diff_cap = w.diff_cap;
+        let scanned = tokio::task::spawn_blocking(move || {
+            crate::workspace::scan(&lower, &upper, diff_cap).map_err(|e| e.to_string())
+        })
+        .await;
+        let changes = match scanned {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                result.workspace = Some(WorkspaceOutcome::Discarded);
+                result
+                    .error
+                    .get_or_insert(format!("cannot read the workspace's changes: {e}"));
+                return;
+            }
+            Err(e) => {
+                result.workspace = Some(WorkspaceOutcome::Discarded);
+                result
+                    .error
+                    .get_or_insert(format!("workspace scan task failed: {e}"));
+                return;
+            }
+        };
+        let mut outcome = WorkspaceOutcome::Discarded;
+        if w.commit && result.status == TaskStatus::Succeeded && !changes.is_empty() {
+            let repo = PathBuf::from(&w.spec.repo_path);
+            let upper = self.backend.workspace_upper(zone.id);
+            let to_apply = changes.clone();
+            let committed = tokio::task::spawn_blocking(move || {
+                crate::workspace::commit(&repo, &upper, &to_apply).map_err(|e| e.to_string())
+            })
+            .await;
+            outcome = match committed {
+                Ok(Ok(())) => WorkspaceOutcome::Committed,
+                Ok(Err(e)) => {
+                    result.error =
+                        Some(redactor.text(&format!("the commit failed and changed nothing: {e}")));
+                    WorkspaceOutcome::CommitFailed
+                }
+                Err(e) => {
+                    result.error = Some(format!("the commit task failed: {e}"));
+                    WorkspaceOutcome::CommitFailed
+                }
+            };
+        } else if w.commit && result.status == TaskStatus::Succeeded {
+            outcome = WorkspaceOutcome::Committed;
+        }
+        result.files_changed = changes
+            .into_iter()
+            .map(|mut c| {
+                c.diff = c.diff.map(|d| redactor.text(&d));
+                c.link_target = c.link_target.map(|t| redactor.text(&t));
+                c
+            })
+            .collect();
+        result.workspace = Some(outcome);
     }
 
     /// Waits for the process; on timeout kills every process of the zone.
@@ -166,5 +298,85 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         self.store
             .task(id)?
             .ok_or_else(|| DaemonError::task_not_found(&id.to_string()))
+    }
+}
+
+/// Puts the captured output into the result, redacted; `cut` when the
+/// output may end in the middle of a secret (a killed task).
+fn fill_output(
+    result: &mut TaskResult,
+    out: &Capture,
+    err: &Capture,
+    redactor: &Redactor,
+    cut: bool,
+) {
+    let clean = |c: &Capture| {
+        let bytes = if cut || c.truncated() {
+            redactor.cut(&c.data)
+        } else {
+            redactor.bytes(&c.data)
+        };
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    result.stdout = clean(out);
+    result.stderr = clean(err);
+    result.stdout_truncated = out.truncated();
+    result.stderr_truncated = err.truncated();
+    result.stdout_dropped_bytes = out.dropped;
+    result.stderr_dropped_bytes = err.dropped;
+}
+
+/// Forwards live output, redacted per stream, until the process has
+/// ended (`done`; its output is all broadcast by then) or the receiver
+/// goes away.
+async fn forward(
+    mut output: tokio::sync::broadcast::Receiver<OutputChunk>,
+    sink: mpsc::Sender<OutputChunk>,
+    redactor: Redactor,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) {
+    use rauha_guest_agent::protocol::Stream;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let mut out = StreamRedactor::new(redactor.clone());
+    let mut err = StreamRedactor::new(redactor);
+    let mut ended = false;
+    loop {
+        let chunk = if ended {
+            match output.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                c = output.recv() => match c {
+                    Ok(c) => c,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                },
+                _ = &mut done => { ended = true; continue; }
+            }
+        };
+        let data = match chunk.stream {
+            Stream::Stdout => out.push(&chunk.data),
+            Stream::Stderr => err.push(&chunk.data),
+        };
+        if !data.is_empty()
+            && sink
+                .send(OutputChunk {
+                    stream: chunk.stream,
+                    data,
+                })
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+    for (stream, r) in [(Stream::Stdout, &mut out), (Stream::Stderr, &mut err)] {
+        let data = r.finish();
+        if !data.is_empty() {
+            let _ = sink.send(OutputChunk { stream, data }).await;
+        }
     }
 }
