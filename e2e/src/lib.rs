@@ -349,9 +349,8 @@ pub fn sandbox_request(args: &[&str], policy: Option<&str>, timeout_ms: u64) -> 
                 toml: toml.into(),
             })),
         }),
-        bundle: String::new(),
         timeout_ms,
-        keep_zone: false,
+        ..Default::default()
     }
 }
 
@@ -400,4 +399,40 @@ pub fn busybox_bundle(dir: &Path, readonly: bool) -> Option<PathBuf> {
     });
     std::fs::write(dir.join("bundle/config.json"), config.to_string()).ok()?;
     Some(dir.join("bundle"))
+}
+
+/// Every entry of a directory tree, without following symlinks: path, type,
+/// mode, and content or link target. Two equal snapshots are byte-identical
+/// trees.
+pub fn tree_snapshot(root: &Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("link {:?}", std::fs::read_link(&p).unwrap_or_default())
+            } else if meta.is_dir() {
+                stack.push(p.clone());
+                format!("dir {mode:o}")
+            } else {
+                format!("file {mode:o} {:?}", std::fs::read(&p).unwrap_or_default())
+            };
+            out.push((rel, what));
+        }
+    }
+    out.sort();
+    out
 }

@@ -26,7 +26,7 @@ fn zone_and_process_lifecycle() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let zone = json(&out);
     assert_eq!(zone["name"], "web");
-    assert_eq!(zone["state"], "running");
+    assert_eq!(zone["state"], "created");
 
     let out = d.cli(&["zone", "list", "--json"]);
     assert!(text(&out.stdout).contains("\"web\""));

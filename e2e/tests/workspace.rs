@@ -1,0 +1,256 @@
+//! The copy-on-write workspace: dry run, commit, failed tasks, symlinks.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rauha_e2e::{busybox_bundle, json, ready, text, tree_snapshot, Daemon};
+
+/// A small repository: a text file to edit, one to delete, a binary file,
+/// a script and a nested directory.
+fn repo(d: &Daemon) -> PathBuf {
+    let repo = d.dir.join("repo");
+    std::fs::create_dir_all(repo.join("src/nested")).expect("repo");
+    std::fs::write(repo.join("README"), "hello\nworld\n").expect("w");
+    std::fs::write(repo.join("old.txt"), "to be deleted\n").expect("w");
+    std::fs::write(repo.join("src/nested/data.bin"), [0u8, 1, 2, 255]).expect("w");
+    std::fs::write(repo.join("run.sh"), "#!/bin/sh\necho run\n").expect("w");
+    std::fs::set_permissions(repo.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    repo
+}
+
+const EDIT: &str = "cd /workspace && printf 'hello\\nrauha\\n' > README && rm old.txt && echo new > src/added.txt && chmod 700 run.sh";
+
+fn changes(r: &serde_json::Value) -> Vec<(String, String)> {
+    r["files_changed"]
+        .as_array()
+        .expect("files_changed")
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().expect("path").to_string(),
+                c["kind"].as_str().expect("kind").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn expected() -> Vec<(String, String)> {
+    [
+        ("README", "modified"),
+        ("old.txt", "deleted"),
+        ("run.sh", "modified"),
+        ("src/added.txt", "added"),
+    ]
+    .iter()
+    .map(|(p, k)| (p.to_string(), k.to_string()))
+    .collect()
+}
+
+fn sandbox(d: &Daemon, repo: &Path, extra: &[&str], script: &str) -> serde_json::Value {
+    let mut args = vec![
+        "sandbox",
+        "--json",
+        "--repo-path",
+        repo.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let out = d.cli(&args);
+    json(&out)
+}
+
+#[test]
+fn dry_run_leaves_the_repo_identical_and_lists_exactly_the_changes() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let before = tree_snapshot(&repo);
+    let r = sandbox(&d, &repo, &["--dry-run"], EDIT);
+    assert_eq!(r["status"], "succeeded", "{}", r["stderr"]);
+    assert_eq!(
+        tree_snapshot(&repo),
+        before,
+        "the repo is byte-identical after a dry run"
+    );
+    assert_eq!(changes(&r), expected());
+    assert_eq!(r["workspace"], "discarded");
+    let readme = r["files_changed"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["path"] == "README")
+        .cloned()
+        .expect("README");
+    let diff = readme["diff"].as_str().expect("a text file has a diff");
+    assert!(diff.contains("-world") && diff.contains("+rauha"), "{diff}");
+    let script = r["files_changed"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["path"] == "run.sh")
+        .cloned()
+        .expect("run.sh");
+    assert_eq!(
+        (script["old_mode"].as_u64(), script["mode"].as_u64()),
+        (Some(0o755), Some(0o700))
+    );
+}
+
+#[test]
+fn commit_applies_exactly_the_changes_and_failures_change_nothing() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let before = tree_snapshot(&repo);
+    let failing = sandbox(
+        &d,
+        &repo,
+        &["--on-success", "commit"],
+        &format!("{EDIT}; exit 1"),
+    );
+    assert_eq!(failing["status"], "failed");
+    assert_eq!(tree_snapshot(&repo), before, "a failed task never commits");
+    let timed_out = sandbox(
+        &d,
+        &repo,
+        &["--on-success", "commit", "--timeout", "1s"],
+        &format!("{EDIT}; sleep 30"),
+    );
+    assert_eq!(timed_out["status"], "timed_out");
+    assert_eq!(
+        tree_snapshot(&repo),
+        before,
+        "a timed-out task never commits"
+    );
+
+    let r = sandbox(&d, &repo, &["--on-success", "commit"], EDIT);
+    assert_eq!(r["status"], "succeeded", "{}", r["stderr"]);
+    assert_eq!(r["workspace"], "committed");
+    assert_eq!(changes(&r), expected());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README")).expect("README"),
+        "hello\nrauha\n"
+    );
+    assert!(!repo.join("old.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("src/added.txt")).expect("added"),
+        "new\n"
+    );
+    assert_eq!(
+        std::fs::metadata(repo.join("run.sh"))
+            .expect("run.sh")
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::read(repo.join("src/nested/data.bin")).expect("untouched"),
+        [0u8, 1, 2, 255]
+    );
+    assert!(
+        std::fs::read_dir(&repo)
+            .expect("repo")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".rauha")),
+        "no staging left"
+    );
+}
+
+#[test]
+fn a_planted_symlink_cannot_make_the_commit_write_outside_the_repo() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let outside = d.dir.join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    symlink(&outside, repo.join("escape")).expect("a symlink already in the repo");
+    let before_outside = tree_snapshot(&outside);
+    // Through the zone: plant a link to the outside and write through it,
+    // and replace the repo's own link by a directory with a file.
+    let script = format!(
+        "cd /workspace && ln -s {out} planted && echo evil > planted/evil.txt; rm escape && mkdir escape && echo evil > escape/evil.txt; true",
+        out = outside.display()
+    );
+    let r = sandbox(&d, &repo, &["--on-success", "commit"], &script);
+    assert_eq!(
+        tree_snapshot(&outside),
+        before_outside,
+        "nothing was written outside the repo: {}",
+        r
+    );
+    assert!(!outside.join("evil.txt").exists());
+    // Whatever was committed stays inside the repo.
+    if repo.join("escape").is_dir() && !repo.join("escape").is_symlink() {
+        assert_eq!(
+            std::fs::read_to_string(repo.join("escape/evil.txt")).expect("in repo"),
+            "evil\n"
+        );
+    }
+}
+
+#[test]
+fn the_workspace_works_in_a_bundle_zone_too() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let bundle = busybox_bundle(&d.dir, true).expect("busybox bundle");
+    let r = sandbox(
+        &d,
+        &repo,
+        &[
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--on-success",
+            "commit",
+        ],
+        "PATH=/bin; cd /workspace && echo from-bundle > bundle.txt && cat README",
+    );
+    assert_eq!(r["status"], "succeeded", "{}", r["stderr"]);
+    assert_eq!(r["stdout"], "hello\nworld\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("bundle.txt")).expect("committed"),
+        "from-bundle\n"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_changes_for_people() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let out = d.cli(&[
+        "sandbox",
+        "--repo-path",
+        repo.to_str().expect("utf8"),
+        "--dry-run",
+        "--",
+        "sh",
+        "-c",
+        EDIT,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("4 change(s) in the workspace, discarded"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  M README")
+            && err.contains("  D old.txt")
+            && err.contains("  A src/added.txt"),
+        "{err}"
+    );
+    assert!(err.contains("+rauha"), "the diff is shown: {err}");
+}
