@@ -219,6 +219,32 @@ echo "$TOKEN" > /tmp/copy; cat /tmp/copy"#;
         text(&out.stdout)
     );
 
+    // On request the value arrives on a pipe instead of the environment.
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--secret",
+        "API_TOKEN=fd:3",
+        "--",
+        "sh",
+        "-c",
+        r#"v=$(cat <&3); [ "$v" = "sk-test-SECRET-7f3a9" ] && echo pipe-match; env | grep -c SECRET || true; echo "$v""#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains(value), "{}", text(&out.stdout));
+    let r = json(&out);
+    assert_eq!(
+        r["stdout"], "pipe-match\n0\n[REDACTED:API_TOKEN]\n",
+        "read from fd 3, absent from the environment, redacted in the output"
+    );
+    let out = d.cli(&["sandbox", "--secret", "API_TOKEN=fd:1", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("fd from 3 to 255"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = d.cli(&["sandbox", "--secret", "NOPE", "--", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; both ends refuse other versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A process the host asks the agent to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,24 @@ pub struct SpawnSpec {
     pub env: Vec<String>,
     /// Working directory inside the zone.
     pub cwd: String,
+    /// Bytes the process reads from an inherited pipe at a given fd number
+    /// (secrets handed over outside the environment).
+    pub fds: Vec<FdData>,
+}
+
+/// A pipe the process inherits at `fd`, already holding `data` and closed
+/// for writing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdData {
+    pub fd: i32,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for FdData {
+    // Never print what is in the pipe: it is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FdData {{ fd: {}, {} bytes }}", self.fd, self.data.len())
+    }
 }
 
 /// Which output stream a chunk came from.

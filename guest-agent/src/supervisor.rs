@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use rauha_guest_agent::frame;
 use rauha_guest_agent::protocol::{
-    ExitStatus, Message, Request, SpawnSpec, Stream, ZoneProcess, PROTOCOL_VERSION,
+    ExitStatus, FdData, Message, Request, SpawnSpec, Stream, ZoneProcess, PROTOCOL_VERSION,
 };
 
 use crate::hardening::Prepared;
@@ -418,9 +418,20 @@ impl Supervisor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let hardening = self.hardening.clone();
-        // SAFETY: the agent is single-threaded, and `apply` only makes
-        // system calls.
-        unsafe { cmd.pre_exec(move || hardening.apply()) };
+        let pipes = filled_pipes(&spec.fds)?;
+        let moves: Vec<(RawFd, RawFd)> = pipes.iter().map(|(r, fd)| (r.as_raw_fd(), *fd)).collect();
+        // SAFETY: the agent is single-threaded, and `apply` and `dup2` only
+        // make system calls. The sources sit above every target (see
+        // `filled_pipes`), so no move overwrites another's source.
+        unsafe {
+            cmd.pre_exec(move || {
+                hardening.apply()?;
+                for &(from, to) in &moves {
+                    check(libc::dup2(from, to))?;
+                }
+                Ok(())
+            })
+        };
         let mut child = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
@@ -556,4 +567,38 @@ fn resolve(program: &str, path_var: &str) -> Option<String> {
         .map(|d| std::path::Path::new(d).join(program))
         .find(|p| executable(p))
         .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The lowest fd a pipe's read end is moved to before the fork: above any
+/// fd number a process may ask for (3..=255), so moving them into place in
+/// the child never overwrites another pipe.
+const PIPE_FD_FLOOR: RawFd = 256;
+
+/// One pipe per entry, holding its data and closed for writing; returns
+/// the read ends (close-on-exec) with the fd number each must get.
+fn filled_pipes(fds: &[FdData]) -> io::Result<Vec<(OwnedFd, RawFd)>> {
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        if !(3..PIPE_FD_FLOOR).contains(&f.fd) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {} is outside 3..=255", f.fd),
+            ));
+        }
+        let mut ends = [0; 2];
+        // SAFETY: pipe2 fills two fds we then own.
+        check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both fds were just created and are owned here only.
+        let (read, write) =
+            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        // Non-blocking: data over the pipe's capacity (64 KiB, the most a
+        // secret holds) is an error, never a hang of the agent.
+        File::from(write).write_all(&f.data)?;
+        // SAFETY: F_DUPFD_CLOEXEC returns a new fd we own.
+        let high =
+            check(unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, PIPE_FD_FLOOR) })?;
+        // SAFETY: `high` was just created.
+        out.push((unsafe { OwnedFd::from_raw_fd(high) }, f.fd));
+    }
+    Ok(out)
 }

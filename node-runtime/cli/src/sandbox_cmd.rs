@@ -58,8 +58,9 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "SIZE", requires = "repo_path")]
     diff_cap: Option<String>,
     /// A stored secret for the task, in its environment as ENV_VAR (the
-    /// secret's name by default); redacted from everything that leaves the zone.
-    #[arg(long = "secret", value_name = "NAME[=ENV_VAR]")]
+    /// secret's name by default) or on a pipe at fd N (`NAME=fd:N`);
+    /// redacted from everything that leaves the zone.
+    #[arg(long = "secret", value_name = "NAME[=ENV_VAR|fd:N]")]
     secrets: Vec<String>,
     /// Print the task's output as it comes (with --json: on stderr), then
     /// the result.
@@ -321,15 +322,23 @@ fn write_changes(r: &TaskResult) -> io::Result<()> {
     Ok(())
 }
 
-/// `NAME` or `NAME=ENV_VAR`.
+/// `NAME`, `NAME=ENV_VAR` or `NAME=fd:N`.
 fn secret_ref(text: &str) -> anyhow::Result<v1::SecretRef> {
-    let (name, env) = text.split_once('=').unwrap_or((text, ""));
+    let (name, to) = text.split_once('=').unwrap_or((text, ""));
     if name.is_empty() {
-        bail!("--secret {text:?} has no name; use NAME or NAME=ENV_VAR");
+        bail!("--secret {text:?} has no name; use NAME, NAME=ENV_VAR or NAME=fd:N");
     }
+    let (env, fd) = match to.strip_prefix("fd:") {
+        None => (to.to_string(), 0),
+        Some(n) => match n.parse::<i32>() {
+            Ok(fd) if (3..=255).contains(&fd) => (String::new(), fd),
+            _ => bail!("--secret {text:?}: {n:?} is not an fd from 3 to 255; use NAME=fd:3"),
+        },
+    };
     Ok(v1::SecretRef {
         name: name.to_string(),
-        env: env.to_string(),
+        env,
+        fd,
     })
 }
 

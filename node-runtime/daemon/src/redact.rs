@@ -150,7 +150,7 @@ mod tests {
     fn r() -> Redactor {
         Redactor::new(&[Secret {
             name: "TOKEN".into(),
-            env: "TOKEN".into(),
+            delivery: crate::secrets::Delivery::Env("TOKEN".into()),
             value: b"sk-secret-123".to_vec(),
         }])
     }
@@ -188,7 +188,7 @@ mod tests {
     fn a_self_overlapping_secret_leaks_nothing() {
         let r = Redactor::new(&[Secret {
             name: "A".into(),
-            env: "A".into(),
+            delivery: crate::secrets::Delivery::Fd(3),
             value: b"aaaa".to_vec(),
         }]);
         let mut s = StreamRedactor::new(r);

@@ -23,11 +23,23 @@ pub struct SecretInfo {
     pub updated_ms: u64,
 }
 
-/// A secret a task uses: its value and the variable it arrives in.
+/// Where a secret reaches the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// An environment variable of this name.
+    Env(String),
+    /// A pipe the process inherits at this fd number, holding the value.
+    Fd(i32),
+}
+
+/// Fd numbers a secret pipe may take: above stdio, below the agent's own.
+pub const SECRET_FDS: std::ops::RangeInclusive<i32> = 3..=255;
+
+/// A secret a task uses: its value and how it arrives.
 #[derive(Clone)]
 pub struct Secret {
     pub name: String,
-    pub env: String,
+    pub delivery: Delivery,
     pub value: Vec<u8>,
 }
 
@@ -151,9 +163,18 @@ impl SecretStore {
     }
 
     /// The secret for a task, by name.
-    pub fn get(&self, name: &str, env: &str) -> Result<Secret, DaemonError> {
+    pub fn get(&self, name: &str, delivery: Delivery) -> Result<Secret, DaemonError> {
         validate_name("secrets.name", name)?;
-        validate_env("secrets.env", env)?;
+        match &delivery {
+            Delivery::Env(env) => validate_env("secrets.env", env)?,
+            Delivery::Fd(fd) if !SECRET_FDS.contains(fd) => {
+                return Err(DaemonError::invalid(
+                    "secrets.fd",
+                    format!("{fd} is not a usable fd; give one from 3 to 255"),
+                ))
+            }
+            Delivery::Fd(_) => {}
+        }
         let value = std::fs::read(self.dir.join(name)).map_err(|_| DaemonError::NotFound {
             kind: "secret",
             what: name.to_string(),
@@ -161,7 +182,7 @@ impl SecretStore {
         })?;
         Ok(Secret {
             name: name.to_string(),
-            env: env.to_string(),
+            delivery,
             value,
         })
     }
@@ -188,10 +209,15 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(s.get("API_TOKEN", "TOKEN").expect("get").value, b"sk-12345");
+        assert_eq!(
+            s.get("API_TOKEN", Delivery::Env("TOKEN".into()))
+                .expect("get")
+                .value,
+            b"sk-12345"
+        );
         s.remove("API_TOKEN").expect("remove");
         assert!(matches!(
-            s.get("API_TOKEN", "TOKEN"),
+            s.get("API_TOKEN", Delivery::Env("TOKEN".into())),
             Err(DaemonError::NotFound { .. })
         ));
         std::fs::remove_dir_all(root).expect("cleanup");

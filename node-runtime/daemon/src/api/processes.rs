@@ -88,7 +88,7 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
         let zone = self.registry.find_zone(&req.zone)?;
         let (process, mut output) = self
             .registry
-            .start_process_streamed(&zone, spec, &Default::default())
+            .start_process_streamed(&zone, spec, Vec::new(), &Default::default())
             .await?;
         let (tx, rx) = mpsc::channel(256);
         let started = self.wire(&process.record());

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::zones::bundle_root;
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
-use crate::secrets::Secret;
+use crate::secrets::{Delivery, Secret};
 use crate::validate::{parse_id, process_spec};
 use crate::zone::{resolve_policy, SandboxRun, WorkspaceRun, ZoneRegistry};
 
@@ -53,18 +53,24 @@ impl<B: IsolationBackend> SandboxService<B> {
         }
         let mut secrets: Vec<Secret> = Vec::new();
         for (i, s) in req.secrets.iter().enumerate() {
-            let env = if s.env.is_empty() {
-                s.name.as_str()
-            } else {
-                s.env.as_str()
+            let delivery = match (s.fd, s.env.as_str()) {
+                (0, "") => Delivery::Env(s.name.clone()),
+                (0, env) => Delivery::Env(env.to_string()),
+                (fd, "") => Delivery::Fd(fd),
+                (_, _) => {
+                    return Err(DaemonError::invalid(
+                        format!("secrets[{i}]"),
+                        "gives both env and fd; a secret arrives one way, pick one",
+                    ))
+                }
             };
-            if secrets.iter().any(|o| o.env == env) {
+            if secrets.iter().any(|o| o.delivery == delivery) {
                 return Err(DaemonError::invalid(
-                    format!("secrets[{i}].env"),
-                    format!("{env:?} is given twice; give each secret its own variable"),
+                    format!("secrets[{i}]"),
+                    format!("{delivery:?} is given twice; give each secret its own variable or fd"),
                 ));
             }
-            secrets.push(self.registry.secrets.get(&s.name, env)?);
+            secrets.push(self.registry.secrets.get(&s.name, delivery)?);
         }
         Ok(SandboxRun {
             spec,

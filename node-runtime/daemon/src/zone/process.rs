@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rauha_guest_agent::protocol::SpawnSpec;
+use rauha_guest_agent::protocol::{FdData, SpawnSpec};
 use rauha_spec::event::EventKind;
 use rauha_spec::zone::ProcessSpec;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         zone: &ZoneRecord,
         spec: ProcessSpec,
     ) -> Result<Arc<LiveProcess>, DaemonError> {
-        self.start_process_streamed(zone, spec, &Redactor::default())
+        self.start_process_streamed(zone, spec, Vec::new(), &Redactor::default())
             .await
             .map(|(p, _)| p)
     }
@@ -36,6 +36,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         &self,
         zone: &ZoneRecord,
         spec: ProcessSpec,
+        fds: Vec<FdData>,
         redactor: &Redactor,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
@@ -76,6 +77,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             args: spec.args,
             env: spec.env,
             cwd: spec.cwd,
+            fds,
         };
         match live.link.spawn(spawn).await {
             Ok(pid) => {

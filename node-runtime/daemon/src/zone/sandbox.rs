@@ -22,8 +22,9 @@ use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::events::now_ms;
 use crate::redact::{Redactor, StreamRedactor};
-use crate::secrets::Secret;
+use crate::secrets::{Delivery, Secret};
 use crate::store::{TaskRecord, TaskState, ZoneRecord};
+use rauha_guest_agent::protocol::FdData;
 
 /// After a timeout, how long the zone's processes get to die.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -95,17 +96,27 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             .map(|u| u.oom_kills)
             .unwrap_or(0);
         let mut spec = run.spec;
-        spec.env.extend(
-            run.secrets
-                .iter()
-                .map(|s| format!("{}={}", s.env, String::from_utf8_lossy(&s.value))),
-        );
+        let mut fds = Vec::new();
+        for s in &run.secrets {
+            match &s.delivery {
+                Delivery::Env(env) => spec
+                    .env
+                    .push(format!("{env}={}", String::from_utf8_lossy(&s.value))),
+                Delivery::Fd(fd) => fds.push(FdData {
+                    fd: *fd,
+                    data: s.value.clone(),
+                }),
+            }
+        }
         if spec.cwd.is_empty() {
             if let Some(w) = &run.workspace {
                 spec.cwd = w.spec.target.clone();
             }
         }
-        match self.start_process_streamed(&zone, spec, &redactor).await {
+        match self
+            .start_process_streamed(&zone, spec, fds, &redactor)
+            .await
+        {
             Err(e) => result.error = Some(redactor.text(&e.to_string())),
             Ok((process, output)) => {
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
