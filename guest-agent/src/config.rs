@@ -19,6 +19,8 @@ pub struct ZoneConfig {
     pub root: RootConfig,
     /// Bring loopback up in the zone's network namespace.
     pub loopback: bool,
+    /// Join this network namespace (a path on nsfs) instead of a new one.
+    pub netns: Option<String>,
     /// A host directory shown in the zone through a copy-on-write overlay.
     pub workspace: Option<WorkspaceMount>,
     pub hardening: Hardening,

@@ -15,12 +15,15 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
         std::fs::write(procs, &pid)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot join cgroup {procs}: {e}")))?;
     }
-    let flags = libc::CLONE_NEWPID
+    let mut flags = libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET
         | libc::CLONE_NEWCGROUP;
+    match &config.netns {
+        None => flags |= libc::CLONE_NEWNET,
+        Some(path) => join_netns(path)?,
+    }
     // SAFETY: unshare takes only flags.
     check(unsafe { libc::unshare(flags) }).map_err(|e| {
         io::Error::new(
@@ -61,6 +64,26 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
     } else {
         128 + libc::WTERMSIG(status)
     })
+}
+
+/// Enters an existing network namespace (CNI's, for a pod).
+fn join_netns(path: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open network namespace {path}: {e}"),
+        )
+    })?;
+    // SAFETY: setns on an fd we hold open.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })
+        .map(drop)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot join network namespace {path}: {e}"),
+            )
+        })
 }
 
 /// Points stdin and stdout at /dev/null so that rauhad's pipe closes when

@@ -72,7 +72,7 @@ enum Command {
     /// Wait for a process to end; prints and exits with its exit code.
     Wait(ProcessIdArgs),
     /// Run one command in a fresh zone, then delete the zone.
-    Sandbox(SandboxArgs),
+    Sandbox(Box<SandboxArgs>),
     /// Results of sandbox tasks.
     #[command(subcommand)]
     Task(TaskCommand),
@@ -102,7 +102,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop(args) => process_cmd::stop(args, addr).await,
         Command::Delete(args) => process_cmd::delete(args, addr).await,
         Command::Wait(args) => process_cmd::wait(args, addr).await,
-        Command::Sandbox(args) => sandbox_cmd::sandbox(args, addr).await,
+        Command::Sandbox(args) => sandbox_cmd::sandbox(*args, addr).await,
         Command::Task(command) => sandbox_cmd::task(command, addr).await,
         Command::Secret(command) => secret_cmd::run(command, addr).await,
         Command::Events(args) => events_cmd::events(args, addr).await,

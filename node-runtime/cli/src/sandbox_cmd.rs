@@ -26,6 +26,10 @@ pub struct SandboxArgs {
     /// of the host].
     #[arg(long, value_name = "DIR")]
     bundle: Option<String>,
+    /// Join this network namespace (e.g. /run/netns/NAME) instead of a new
+    /// one; the policy's network.mode must be "joined".
+    #[arg(long, value_name = "PATH")]
+    netns: Option<String>,
     /// A policy TOML file or a preset (minimal, standard, strict)
     /// [default: standard].
     #[arg(long, value_name = "FILE|PRESET")]
@@ -109,6 +113,7 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
             .transpose()?
             .unwrap_or(0),
         keep_zone: args.keep_zone,
+        netns: args.netns.clone().unwrap_or_default(),
         repo_path: args
             .repo_path
             .as_deref()

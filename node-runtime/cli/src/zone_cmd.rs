@@ -26,6 +26,10 @@ pub enum ZoneCommand {
         /// view of the host].
         #[arg(long, value_name = "DIR")]
         bundle: Option<String>,
+        /// Join this network namespace (e.g. /run/netns/NAME) instead of a
+        /// new one; the policy's network.mode must be "joined".
+        #[arg(long, value_name = "PATH")]
+        netns: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -100,13 +104,18 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
     let mut zones = Connection::open(addr).await?.zones();
     match command {
         ZoneCommand::Create {
-            name, bundle, json, ..
+            name,
+            bundle,
+            netns,
+            json,
+            ..
         } => {
             let bundle = bundle.as_deref().map(bundle_path).transpose()?;
             let request = v1::CreateZoneRequest {
                 name,
                 policy,
                 bundle: bundle.unwrap_or_default(),
+                netns: netns.unwrap_or_default(),
             };
             let zone = zones.create(request).await?.into_inner();
             print_zone(&zone, json)?;

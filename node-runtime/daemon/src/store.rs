@@ -66,6 +66,9 @@ pub struct ZoneRecord {
     /// A kept zone's idle time-to-live (ms).
     #[serde(default)]
     pub ttl_ms: Option<u64>,
+    /// The network namespace the zone joined instead of making its own.
+    #[serde(default)]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,6 +335,7 @@ mod tests {
             handle: None,
             workspace: None,
             ttl_ms: None,
+            netns: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Request validation that needs no state: ids, commands, environments.
 //! Each error names the field and says what to do.
 
+use std::os::fd::AsRawFd;
+
 use rauha_spec::zone::ProcessSpec;
 use uuid::Uuid;
 
@@ -85,6 +87,34 @@ fn check_string(field: &str, s: &str) -> Result<(), DaemonError> {
         ));
     }
     Ok(())
+}
+
+/// A network namespace to join: empty for none, else an absolute path to a
+/// network namespace (an nsfs file such as `/run/netns/NAME`).
+pub fn netns(field: &str, path: &str) -> Result<Option<String>, DaemonError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let fix = "give a network namespace such as /run/netns/NAME (`ip netns add NAME` makes one)";
+    if !path.starts_with('/') {
+        return Err(DaemonError::invalid(
+            field,
+            format!("{path:?} is not absolute; {fix}"),
+        ));
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| DaemonError::invalid(field, format!("{path:?}: {e}; {fix}")))?;
+    // NS_GET_NSTYPE is _IO(0xb7, 0x3); it fails on anything but a namespace.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without arguments on an fd we hold.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(DaemonError::invalid(
+            field,
+            format!("{path:?} is not a network namespace; {fix}"),
+        ));
+    }
+    Ok(Some(path.to_string()))
 }
 
 #[cfg(test)]

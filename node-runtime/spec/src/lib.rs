@@ -7,6 +7,7 @@
 //! operator's CRDs all share one definition of every object.
 
 pub mod duration;
+pub mod egress;
 pub mod enforcement;
 pub mod event;
 pub mod names;

@@ -85,6 +85,9 @@ pub enum NetworkMode {
     None,
     /// A veth on the node bridge (not supported by this version).
     Bridged,
+    /// The network namespace named when the zone is created (a pod's,
+    /// set up by CNI); egress is limited to `allowed_egress`.
+    Joined,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -285,8 +288,13 @@ impl Policy {
         if n.mode == NetworkMode::Bridged {
             return err("network.mode", "\"bridged\" is not supported by this version of rauha; use \"loopback\" or \"none\"".into());
         }
-        if !n.allowed_egress.is_empty() {
-            return err("network.allowed_egress", format!("lists destinations but network.mode = {:?} gives the zone no route out; remove allowed_egress", mode_name(n.mode)));
+        if n.mode != NetworkMode::Joined && !n.allowed_egress.is_empty() {
+            return err("network.allowed_egress", format!("lists destinations but network.mode = {:?} gives the zone no route out; remove allowed_egress or use mode = \"joined\"", mode_name(n.mode)));
+        }
+        for rule in &n.allowed_egress {
+            if let Err(e) = crate::egress::EgressRule::parse(rule) {
+                return err("network.allowed_egress", e);
+            }
         }
         for zone in &n.allowed_zones {
             if let Err(e) = names::validate_zone_name(zone) {
@@ -365,6 +373,7 @@ fn mode_name(mode: NetworkMode) -> &'static str {
         NetworkMode::Loopback => "loopback",
         NetworkMode::None => "none",
         NetworkMode::Bridged => "bridged",
+        NetworkMode::Joined => "joined",
     }
 }
 

@@ -114,6 +114,7 @@ mod tests {
             handle: None,
             workspace: None,
             ttl_ms: None,
+            netns: None,
         };
         let w = zone(&z, 3, &rauha_spec::Enforcement::default());
         assert_eq!(w.root, "bundle:/b");

@@ -14,7 +14,7 @@ use super::zones::bundle_root;
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::secrets::{Delivery, Secret};
-use crate::validate::{parse_id, process_spec};
+use crate::validate::{netns, parse_id, process_spec};
 use crate::zone::{resolve_policy, SandboxRun, WorkspaceRun, ZoneRegistry};
 
 const DEFAULT_DIFF_CAP: u64 = 64 * 1024;
@@ -81,6 +81,7 @@ impl<B: IsolationBackend> SandboxService<B> {
             ttl: (req.ttl_ms > 0).then(|| Duration::from_millis(req.ttl_ms)),
             workspace,
             secrets,
+            netns: netns("netns", &req.netns)?,
             live_output: None,
         })
     }

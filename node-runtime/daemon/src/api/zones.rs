@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
+use crate::validate::netns;
 use crate::zone::{resolve_policy, NewZone, ZoneRegistry};
 
 pub struct ZonesService<B: IsolationBackend> {
@@ -60,6 +61,7 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
                 ephemeral: false,
                 workspace: None,
                 ttl_ms: None,
+                netns: netns("netns", &req.netns)?,
             })
             .await?;
         Ok(Response::new(self.wire(&record)))

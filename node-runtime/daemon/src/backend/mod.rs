@@ -22,6 +22,8 @@ pub struct ZoneSetup {
     pub policy: Policy,
     pub root: RootSpec,
     pub workspace: Option<WorkspaceSpec>,
+    /// A network namespace to join instead of a new one.
+    pub netns: Option<String>,
 }
 
 /// How to find a live zone again, persisted with its record so a restarted

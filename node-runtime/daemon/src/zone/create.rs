@@ -21,11 +21,24 @@ pub struct NewZone {
     pub ephemeral: bool,
     pub workspace: Option<WorkspaceSpec>,
     pub ttl_ms: Option<u64>,
+    /// A network namespace to join (checked: it is one).
+    pub netns: Option<String>,
 }
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
     pub async fn create_zone(&self, new: NewZone) -> Result<ZoneRecord, DaemonError> {
         validate_zone_name(&new.name).map_err(|e| DaemonError::invalid("name", e.to_string()))?;
+        let joined = new.policy.network.mode == rauha_spec::policy::NetworkMode::Joined;
+        if joined != new.netns.is_some() {
+            return Err(DaemonError::invalid(
+                "netns",
+                if joined {
+                    "is empty, but the policy's network.mode is \"joined\"; give the namespace to join (--netns /run/netns/NAME)"
+                } else {
+                    "is given, but the policy's network.mode is not \"joined\"; set mode = \"joined\" or drop --netns"
+                },
+            ));
+        }
         if self.mode == EnforcementMode::Required {
             let node = self.backend.node_layers();
             if let Some(missing) = node
@@ -50,6 +63,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             handle: None,
             workspace: new.workspace,
             ttl_ms: new.ttl_ms,
+            netns: new.netns,
         };
         match self.store.insert_zone(&record) {
             Ok(()) => {}
@@ -62,6 +76,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             policy: record.policy.clone(),
             root: record.root.clone(),
             workspace: record.workspace.clone(),
+            netns: record.netns.clone(),
         };
         let built = async {
             let handle = self.backend.create_zone(&setup).await?;

@@ -141,6 +141,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             policy: zone.policy.clone(),
             root: zone.root.clone(),
             workspace: zone.workspace.clone(),
+            netns: zone.netns.clone(),
         };
         let handle = self.backend.create_zone(&setup).await?;
         zone.handle = Some(handle.clone());
@@ -193,6 +194,7 @@ mod tests {
             handle: None,
             workspace: None,
             ttl_ms: None,
+            netns: None,
         }
     }
 

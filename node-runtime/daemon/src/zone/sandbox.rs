@@ -48,6 +48,8 @@ pub struct SandboxRun {
     pub ttl: Option<Duration>,
     pub workspace: Option<WorkspaceRun>,
     pub secrets: Vec<Secret>,
+    /// A network namespace for the zone to join.
+    pub netns: Option<String>,
     /// Receives the task's (redacted) output as it comes.
     pub live_output: Option<mpsc::Sender<OutputChunk>>,
 }
@@ -72,6 +74,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                     .ttl
                     .filter(|_| run.keep_zone)
                     .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                netns: run.netns.clone(),
             })
             .await?;
         let mut task = TaskRecord {

@@ -88,7 +88,11 @@ fn bad_policies_give_exact_messages() {
         ),
         (
             "[network]\nallowed_egress = [\"0.0.0.0/0:443\"]\n",
-            "p.toml:2: network.allowed_egress: lists destinations but network.mode = \"loopback\" gives the zone no route out; remove allowed_egress",
+            "p.toml:2: network.allowed_egress: lists destinations but network.mode = \"loopback\" gives the zone no route out; remove allowed_egress or use mode = \"joined\"",
+        ),
+        (
+            "[network]\nmode = \"joined\"\nallowed_egress = [\"10.0.0.0/40\"]\n",
+            "p.toml:3: network.allowed_egress: \"10.0.0.0/40\" has a prefix that is not 0-32; use ADDR[/PREFIX][:PORT], e.g. \"10.0.0.0/8:443\" or \"[fd00::/8]:443\"",
         ),
         (
             "[filesystem]\nwritable_paths = [\"/\"]\n",

@@ -122,6 +122,7 @@ impl IsolationBackend for LinuxBackend {
                 work_cgroup_procs: cgroup.work_procs.map(|p| p.display().to_string()),
                 root,
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
+                netns: setup.netns.clone(),
                 workspace,
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
