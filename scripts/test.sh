@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 export RAUHA_E2E_REQUIRE="${RAUHA_E2E_REQUIRE:-1}"
+# QEMU and Debian's 6.1 kernel, for the tests that need a kernel with BPF-LSM
+# and a pure cgroup v2 layout (e2e/src/vm.rs).
+scripts/vm-kernel.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

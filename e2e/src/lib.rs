@@ -6,6 +6,8 @@
 //! return, except under `RAUHA_E2E_REQUIRE=1` (set in CI), where a missing
 //! prerequisite fails the test.
 
+pub mod vm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

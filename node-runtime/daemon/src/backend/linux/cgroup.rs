@@ -72,6 +72,12 @@ pub trait CgroupDriver: Send + Sync {
     fn remove(&self, zone: &str) -> Result<(), CgroupError>;
     /// Names of the zone cgroups under the parent.
     fn list(&self) -> Result<Vec<String>, CgroupError>;
+    /// The zone's cgroup ids in the unified (v2) hierarchy, which is what
+    /// BPF programs see; empty when the host has no unified hierarchy.
+    fn unified_ids(&self, zone: &str) -> Vec<u64>;
+    /// The parent directory in the unified hierarchy, where cgroup-BPF
+    /// programs attach to cover every zone.
+    fn unified_parent(&self) -> Option<PathBuf>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +101,9 @@ const V1_CONTROLLERS: &[&[&str]] = &[
     &["cpu", "cpu,cpuacct"],
     &["cpuacct", "cpu,cpuacct"],
     &["freezer"],
+    // The controller-less cgroup2 mount of a hybrid host: no limits, but it
+    // gives each zone a cgroup id the BPF programs key on.
+    &["unified"],
 ];
 const V2_CONTROLLERS: &str = "+memory +pids +cpu";
 const PERIOD_US: u64 = 100_000;
@@ -251,6 +260,31 @@ impl CgroupFs {
 }
 
 impl CgroupDriver for CgroupFs {
+    fn unified_ids(&self, zone: &str) -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(parent) = self.unified_parent() else {
+            return Vec::new();
+        };
+        let dir = parent.join(zone);
+        // A cgroup2 directory's inode number is its cgroup id.
+        [dir.clone(), dir.join(WORK)]
+            .iter()
+            .filter_map(|d| std::fs::metadata(d).ok())
+            .map(|m| m.ino())
+            .collect()
+    }
+
+    fn unified_parent(&self) -> Option<PathBuf> {
+        match self.version {
+            Version::V2 => Some(self.root.join(&self.parent)),
+            Version::V1 => self
+                .controllers
+                .iter()
+                .any(|c| c == "unified")
+                .then(|| self.root.join("unified").join(&self.parent)),
+        }
+    }
+
     fn layout(&self) -> &'static str {
         match self.version {
             Version::V1 => "v1",
