@@ -3,7 +3,10 @@
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 
-need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static)
+# clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h
+# from the kernel's BTF) build the BPF programs in ebpf/.
+need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static
+  clang llvm libbpf-dev bpftool)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
   need+=(bubblewrap runc)
 fi

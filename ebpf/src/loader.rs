@@ -1,0 +1,601 @@
+//! The loader `rauhad` uses: loads the object with aya, reuses the maps and
+//! links an earlier run pinned, attaches what this kernel allows, and keeps
+//! the maps in step with the zones.
+//!
+//! Everything lives under one pin directory on bpffs (`/sys/fs/bpf/rauha` by
+//! default): `maps/<name>` and `links/<program>`. A pinned link keeps its
+//! program attached after rauhad exits, so a restart neither opens a gap in
+//! enforcement nor loses map contents; removing the directory detaches all.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{CgroupSock, CgroupSockAddr, Lsm};
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use crate::maps::{
+    self, Counter, EgressKey, EgressValue, Event, InodeKey, ListenKey, ZoneIndex, ZonePair,
+    ZonePolicy,
+};
+use crate::policy::ZoneRules;
+
+// SAFETY: each is `#[repr(C)]` of integers and byte arrays whose padding is
+// spelled out as fields (the layout tests check it): any bit pattern is a
+// valid value and no byte is uninitialised.
+unsafe impl aya::Pod for ZonePolicy {}
+unsafe impl aya::Pod for InodeKey {}
+unsafe impl aya::Pod for ZonePair {}
+unsafe impl aya::Pod for EgressValue {}
+unsafe impl aya::Pod for ListenKey {}
+unsafe impl aya::Pod for Counter {}
+unsafe impl aya::Pod for TrieData {}
+
+/// The part of `rauha_egress_key` after `prefixlen`, which aya's
+/// [`Key`] carries itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TrieData {
+    zone: ZoneIndex,
+    addr: [u8; 16],
+}
+
+/// Which reported layer a program belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookLayer {
+    BpfLsm,
+    CgroupBpf,
+}
+
+/// One program and whether it is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookStatus {
+    /// The program's name: the LSM hook, or `connect4`, `post_bind4`, ...
+    pub name: &'static str,
+    pub layer: HookLayer,
+    pub live: bool,
+    /// How it was attached, or why it is not.
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforcerError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("BPF map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EnforcerError {
+    move |e| EnforcerError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// One zone as the maps hold it.
+#[derive(Debug, Clone)]
+pub struct EnforcedZone {
+    pub index: ZoneIndex,
+    /// Its cgroup ids in the unified hierarchy (the zone's and its work's).
+    pub cgroups: Vec<u64>,
+    pub rules: ZoneRules,
+    /// Inodes that belong to the zone from the start (its private dirs).
+    pub owned: Vec<InodeKey>,
+}
+
+/// The loaded programs and their maps.
+pub struct Enforcer {
+    ebpf: Ebpf,
+    hooks: Vec<HookStatus>,
+    /// Zone indices the maps hold entries for (after the last sync).
+    synced: BTreeSet<ZoneIndex>,
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_CGROUP_INET4_POST_BIND: u32 = 12;
+const BPF_CGROUP_INET6_POST_BIND: u32 = 13;
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+
+/// Whether `dir` is on a bpffs mount.
+pub fn on_bpffs(dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// `bpf(BPF_LINK_CREATE)` for a cgroup program; aya keeps such links
+/// private, and only a link we hold can be pinned.
+fn cgroup_link(prog: &impl AsFd, cgroup: &impl AsFd, attach_type: u32) -> io::Result<OwnedFd> {
+    // union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(prog.as_fd().as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(cgroup.as_fd().as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
+    // SAFETY: the kernel reads `attr.len()` bytes of our buffer.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd the kernel gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `bpf(BPF_OBJ_PIN)`: the object stays alive while the file exists.
+fn pin_fd(fd: &impl AsFd, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in pin path"))?;
+    // union bpf_attr, obj_pin: pathname (u64), bpf_fd (u32), file_flags.
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd.as_fd().as_raw_fd() as u32).to_ne_bytes());
+    // SAFETY: the kernel reads `attr.len()` bytes; `c` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Enforcer {
+    /// Loads the object (reusing maps pinned under `pin_dir`), attaches the
+    /// LSM programs, and attaches the cgroup programs to `cgroup` (the
+    /// unified-hierarchy directory above every zone) when given. Programs
+    /// the kernel refuses are reported in [`Enforcer::hooks`], not errors.
+    pub fn start(pin_dir: &Path, cgroup: Option<&Path>) -> Result<Enforcer, EnforcerError> {
+        let setup = |what: String| EnforcerError::Setup(what);
+        let base = pin_dir.parent().unwrap_or(Path::new("/"));
+        if !on_bpffs(base) {
+            return Err(setup(format!(
+                "{} is not a bpffs mount; mount one with `mount -t bpf bpf {}`",
+                base.display(),
+                base.display()
+            )));
+        }
+        let maps_dir = pin_dir.join("maps");
+        let links_dir = pin_dir.join("links");
+        for d in [&maps_dir, &links_dir] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| setup(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            setup(format!(
+                "kernel BTF is not readable ({e}); the programs need a kernel built with CONFIG_DEBUG_INFO_BTF"
+            ))
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .map_pin_path(&maps_dir)
+            .load(maps::OBJECT)
+            .map_err(|e| setup(format!("cannot load the BPF object: {e}")))?;
+        let mut hooks = Vec::new();
+        for name in maps::LSM_PROGRAMS {
+            hooks.push(attach_lsm(&mut ebpf, name, &btf, &links_dir));
+        }
+        let socket_connect_live = hooks.iter().any(|h| h.name == "socket_connect" && h.live);
+        let cgroup_dir = match cgroup {
+            Some(dir) => Some(
+                std::fs::File::open(dir)
+                    .map_err(|e| setup(format!("cannot open cgroup {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
+        let cgroup_programs: [(&'static str, u32); 4] = [
+            ("post_bind4", BPF_CGROUP_INET4_POST_BIND),
+            ("post_bind6", BPF_CGROUP_INET6_POST_BIND),
+            ("connect4", BPF_CGROUP_INET4_CONNECT),
+            ("connect6", BPF_CGROUP_INET6_CONNECT),
+        ];
+        for (name, attach_type) in cgroup_programs {
+            let status = match &cgroup_dir {
+                None => HookStatus {
+                    name,
+                    layer: HookLayer::CgroupBpf,
+                    live: false,
+                    detail: "no unified (v2) cgroup hierarchy to attach to".into(),
+                },
+                Some(_) if name.starts_with("connect") && socket_connect_live => HookStatus {
+                    name,
+                    layer: HookLayer::CgroupBpf,
+                    live: false,
+                    detail: "not attached: lsm/socket_connect decides connects".into(),
+                },
+                Some(dir) => attach_cgroup(&mut ebpf, name, attach_type, dir, &links_dir),
+            };
+            hooks.push(status);
+        }
+        Ok(Enforcer {
+            ebpf,
+            hooks,
+            synced: BTreeSet::new(),
+        })
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    /// Whether every BPF-LSM program is attached.
+    pub fn lsm_live(&self) -> bool {
+        self.hooks
+            .iter()
+            .filter(|h| h.layer == HookLayer::BpfLsm)
+            .all(|h| h.live)
+    }
+
+    /// Whether the cgroup programs that decide connects (or their LSM
+    /// counterpart) and record listeners are attached.
+    pub fn network_live(&self) -> bool {
+        self.hooks
+            .iter()
+            .filter(|h| h.name.starts_with("post_bind"))
+            .all(|h| h.live)
+            && (self
+                .hooks
+                .iter()
+                .filter(|h| h.name.starts_with("connect"))
+                .all(|h| h.live)
+                || self
+                    .hooks
+                    .iter()
+                    .any(|h| h.name == "socket_connect" && h.live))
+    }
+
+    /// Makes the maps hold exactly these zones: their cgroups, flags,
+    /// egress lists, owned inodes, and the allowed pairs. Entries of zones
+    /// not listed (deleted, or gone while rauhad was down) are removed,
+    /// with the files and listeners they owned.
+    pub fn sync(
+        &mut self,
+        zones: &[EnforcedZone],
+        pairs: &BTreeSet<(ZoneIndex, ZoneIndex)>,
+    ) -> Result<(), EnforcerError> {
+        let wanted: BTreeSet<ZoneIndex> = zones.iter().map(|z| z.index).collect();
+        {
+            let mut cgroups: HashMap<&mut MapData, u64, u32> =
+                HashMap::try_from(self.map(maps::MAP_ZONE_CGROUPS)?)
+                    .map_err(map_err(maps::MAP_ZONE_CGROUPS))?;
+            let want: std::collections::HashMap<u64, u32> = zones
+                .iter()
+                .flat_map(|z| z.cgroups.iter().map(move |c| (*c, z.index)))
+                .collect();
+            let stale: Vec<u64> = cgroups
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(k, v)| want.get(k) != Some(v))
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                let _ = cgroups.remove(&k);
+            }
+            for (k, v) in &want {
+                cgroups
+                    .insert(k, v, 0)
+                    .map_err(map_err(maps::MAP_ZONE_CGROUPS))?;
+            }
+        }
+        {
+            let mut policies: HashMap<&mut MapData, u32, ZonePolicy> =
+                HashMap::try_from(self.map(maps::MAP_ZONE_POLICIES)?)
+                    .map_err(map_err(maps::MAP_ZONE_POLICIES))?;
+            let stale: Vec<u32> = policies
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !wanted.contains(k))
+                .collect();
+            for k in stale {
+                let _ = policies.remove(&k);
+            }
+            for z in zones {
+                policies
+                    .insert(z.index, ZonePolicy::new(z.rules.flags), 0)
+                    .map_err(map_err(maps::MAP_ZONE_POLICIES))?;
+            }
+        }
+        {
+            let mut trie: LpmTrie<&mut MapData, TrieData, EgressValue> =
+                LpmTrie::try_from(self.map(maps::MAP_EGRESS_ALLOW)?)
+                    .map_err(map_err(maps::MAP_EGRESS_ALLOW))?;
+            let mut want = Vec::new();
+            for z in zones {
+                for e in &z.rules.egress {
+                    let key = EgressKey::new(z.index, e.addr.into(), e.prefix).map_err(|err| {
+                        EnforcerError::Map {
+                            map: maps::MAP_EGRESS_ALLOW,
+                            message: err.to_string(),
+                        }
+                    })?;
+                    let value = if e.ports.is_empty() {
+                        EgressValue::ANY_PORT
+                    } else {
+                        EgressValue::new(&e.ports).map_err(|err| EnforcerError::Map {
+                            map: maps::MAP_EGRESS_ALLOW,
+                            message: err.to_string(),
+                        })?
+                    };
+                    want.push((
+                        key.prefixlen,
+                        TrieData {
+                            zone: key.zone,
+                            addr: key.addr,
+                        },
+                        value,
+                    ));
+                }
+            }
+            let existing: Vec<Key<TrieData>> = trie.keys().filter_map(Result::ok).collect();
+            for k in existing {
+                let (len, data) = (k.prefix_len(), k.data());
+                if !want.iter().any(|(l, d, _)| *l == len && *d == data) {
+                    let _ = trie.remove(&k);
+                }
+            }
+            for (len, data, value) in &want {
+                trie.insert(&Key::new(*len, *data), value, 0)
+                    .map_err(map_err(maps::MAP_EGRESS_ALLOW))?;
+            }
+        }
+        {
+            let mut pair_map: HashMap<&mut MapData, ZonePair, u32> =
+                HashMap::try_from(self.map(maps::MAP_ZONE_PAIRS)?)
+                    .map_err(map_err(maps::MAP_ZONE_PAIRS))?;
+            let stale: Vec<ZonePair> = pair_map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|p| !pairs.contains(&(p.from, p.to)))
+                .collect();
+            for k in stale {
+                let _ = pair_map.remove(&k);
+            }
+            for &(from, to) in pairs {
+                pair_map
+                    .insert(ZonePair { from, to }, 1, 0)
+                    .map_err(map_err(maps::MAP_ZONE_PAIRS))?;
+            }
+        }
+        // After a start every zone not listed is stale (left by an earlier
+        // run); later, only those removed since the last sync.
+        let first = self.synced.is_empty();
+        let gone: BTreeSet<ZoneIndex> = self.synced.difference(&wanted).copied().collect();
+        self.remove_owned_by(|zone| !wanted.contains(&zone) && (first || gone.contains(&zone)))?;
+        {
+            let mut owners: HashMap<&mut MapData, InodeKey, u32> =
+                HashMap::try_from(self.map(maps::MAP_INODE_OWNERS)?)
+                    .map_err(map_err(maps::MAP_INODE_OWNERS))?;
+            for z in zones {
+                for key in &z.owned {
+                    owners
+                        .insert(key, z.index, 0)
+                        .map_err(map_err(maps::MAP_INODE_OWNERS))?;
+                }
+            }
+        }
+        self.synced = wanted;
+        Ok(())
+    }
+
+    /// Removes the inode owners and listeners of zones `gone` selects.
+    fn remove_owned_by(&mut self, gone: impl Fn(ZoneIndex) -> bool) -> Result<(), EnforcerError> {
+        {
+            let mut owners: HashMap<&mut MapData, InodeKey, u32> =
+                HashMap::try_from(self.map(maps::MAP_INODE_OWNERS)?)
+                    .map_err(map_err(maps::MAP_INODE_OWNERS))?;
+            let stale: Vec<InodeKey> = owners
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, z)| gone(*z))
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                let _ = owners.remove(&k);
+            }
+        }
+        let mut listeners: HashMap<&mut MapData, ListenKey, u32> =
+            HashMap::try_from(self.map(maps::MAP_LISTENERS)?)
+                .map_err(map_err(maps::MAP_LISTENERS))?;
+        let stale: Vec<ListenKey> = listeners
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, z)| gone(*z))
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = listeners.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Denials and decisions per hook, summed over CPUs; slot 0 counts
+    /// events lost to a full ring buffer.
+    pub fn counters(&self) -> Result<Vec<(u32, Counter)>, EnforcerError> {
+        let map = self
+            .ebpf
+            .map(maps::MAP_COUNTERS)
+            .ok_or_else(|| EnforcerError::Setup("the object has no counters map".into()))?;
+        let array: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(map).map_err(map_err(maps::MAP_COUNTERS))?;
+        let mut out = Vec::new();
+        for i in 0..maps::HOOK_MAX {
+            let per_cpu = array.get(&i, 0).map_err(map_err(maps::MAP_COUNTERS))?;
+            out.push((i, per_cpu.iter().copied().sum()));
+        }
+        Ok(out)
+    }
+
+    /// Takes the deny-event ring buffer; call once.
+    pub fn take_events(&mut self) -> Result<EventReader, EnforcerError> {
+        let map = self
+            .ebpf
+            .take_map(maps::MAP_EVENTS)
+            .ok_or_else(|| EnforcerError::Setup("the events ring buffer was taken".into()))?;
+        let ring = RingBuf::try_from(map).map_err(map_err(maps::MAP_EVENTS))?;
+        Ok(EventReader { ring })
+    }
+
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EnforcerError> {
+        self.ebpf.map_mut(name).ok_or(EnforcerError::Map {
+            map: name,
+            message: "not in the object".into(),
+        })
+    }
+}
+
+/// Deny events as the programs write them.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl EventReader {
+    /// Every event written so far. Reading the ring is a look at shared
+    /// memory, no system call, so polling it often is cheap.
+    pub fn drain(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if let Some(e) = Event::from_bytes(&item) {
+                out.push(e);
+            }
+        }
+        out
+    }
+}
+
+fn link_path(links: &Path, name: &str) -> PathBuf {
+    links.join(name)
+}
+
+fn attach_lsm(ebpf: &mut Ebpf, name: &'static str, btf: &Btf, links: &Path) -> HookStatus {
+    let status = |live: bool, detail: String| HookStatus {
+        name,
+        layer: HookLayer::BpfLsm,
+        live,
+        detail,
+    };
+    let path = link_path(links, name);
+    if PinnedLink::from_pin(&path).is_ok() {
+        return status(
+            true,
+            format!("attached (kept from an earlier run, {})", path.display()),
+        );
+    }
+    let result = (|| -> Result<(), String> {
+        let program: &mut Lsm = ebpf
+            .program_mut(name)
+            .ok_or("not in the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        program.load(name, btf).map_err(|e| verbose(&e))?;
+        let id = program.attach().map_err(|e| verbose(&e))?;
+        let link: FdLink = program.take_link(id).map_err(|e| e.to_string())?.into();
+        link.pin(&path)
+            .map_err(|e| format!("cannot pin the link: {e}"))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => status(true, "attached".into()),
+        Err(e) => status(false, e),
+    }
+}
+
+fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    attach_type: u32,
+    cgroup: &std::fs::File,
+    links: &Path,
+) -> HookStatus {
+    let status = |live: bool, detail: String| HookStatus {
+        name,
+        layer: HookLayer::CgroupBpf,
+        live,
+        detail,
+    };
+    let path = link_path(links, name);
+    if PinnedLink::from_pin(&path).is_ok() {
+        return status(
+            true,
+            format!("attached (kept from an earlier run, {})", path.display()),
+        );
+    }
+    let result = (|| -> Result<(), String> {
+        let program = ebpf.program_mut(name).ok_or("not in the object")?;
+        let fd = match program {
+            aya::programs::Program::CgroupSockAddr(p) => {
+                load_sock_addr(p)?;
+                p.fd()
+                    .map_err(|e| e.to_string())?
+                    .try_clone()
+                    .map_err(|e| e.to_string())?
+            }
+            aya::programs::Program::CgroupSock(p) => {
+                load_sock(p)?;
+                p.fd()
+                    .map_err(|e| e.to_string())?
+                    .try_clone()
+                    .map_err(|e| e.to_string())?
+            }
+            _ => return Err("not a cgroup socket program".into()),
+        };
+        let link = cgroup_link(&fd, cgroup, attach_type)
+            .map_err(|e| format!("cannot attach to the cgroup: {e}"))?;
+        pin_fd(&link, &path).map_err(|e| format!("cannot pin the link: {e}"))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => status(true, "attached".into()),
+        Err(e) => status(false, e),
+    }
+}
+
+fn load_sock_addr(p: &mut CgroupSockAddr) -> Result<(), String> {
+    p.load().map_err(|e| verbose(&e))
+}
+
+fn load_sock(p: &mut CgroupSock) -> Result<(), String> {
+    p.load().map_err(|e| verbose(&e))
+}
+
+/// An aya error with its sources (the errno is in the innermost one), on
+/// one line; a verifier log is cut to its last lines, where the reason is.
+fn verbose(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let keep = &lines[lines.len().saturating_sub(3)..];
+    keep.join(" | ").replace(
+        "the BPF_PROG_LOAD syscall failed. Verifier output: : ",
+        "the kernel refused to load it: ",
+    )
+}
