@@ -64,6 +64,9 @@ pub struct Daemon {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub cgroup_parent: String,
+    /// A private bpffs mount; the daemon pins its BPF maps and links in
+    /// `<bpffs>/rauha`, so each test's programs are its own.
+    pub bpffs: PathBuf,
     child: Option<Child>,
 }
 
@@ -74,10 +77,31 @@ impl Daemon {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let dir = std::env::temp_dir().join(format!("rauha-e2e-{tag}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let bpffs = dir.join("bpffs");
+        std::fs::create_dir_all(&bpffs).expect("bpffs dir");
+        let target = std::ffi::CString::new(bpffs.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: mount with NUL-terminated strings we own.
+        let r = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "mount bpffs at {}: {}",
+            bpffs.display(),
+            std::io::Error::last_os_error()
+        );
         let mut d = Daemon {
             root: dir.join("root"),
             socket: dir.join("rauhad.sock"),
             cgroup_parent: format!("rauha-e2e-{tag}"),
+            bpffs,
             dir,
             child: None,
         };
@@ -99,6 +123,8 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--bpf-pin-dir")
+            .arg(self.bpffs.join("rauha"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -309,6 +335,12 @@ impl Drop for Daemon {
                 break;
             }
             std::thread::sleep(Duration::from_millis(25));
+        }
+        // Unpinning the links detaches this daemon's programs.
+        let _ = std::fs::remove_dir_all(self.bpffs.join("rauha"));
+        if let Ok(c) = std::ffi::CString::new(self.bpffs.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid path string.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
         for m in self.host_mounts().iter().rev() {
             if let Ok(c) = std::ffi::CString::new(m.as_str()) {

@@ -52,10 +52,38 @@ fn zone_and_process_lifecycle() {
     }
     let verify = json(&out);
     let checks = verify["checks"].as_array().expect("checks");
+    let is_hook = |c: &serde_json::Value| {
+        let name = c["name"].as_str().unwrap_or_default();
+        name.starts_with("lsm ") || name.starts_with("cgroup ")
+    };
     assert!(
-        checks.iter().all(|c| c["ok"] == true),
-        "every check passes: {v}"
+        checks
+            .iter()
+            .filter(|c| !is_hook(c))
+            .all(|c| c["ok"] == true),
+        "every check of the zone passes: {v}"
     );
+    // Each BPF program is listed with whether it is live, in agreement
+    // with the layers reported (on these machines the kernel refuses the
+    // LSM programs and takes the cgroup ones).
+    let hook = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("verify lists {name}: {v}"))["ok"]
+            .clone()
+    };
+    let layer = |name: &str| {
+        verify["zone"]["enforcement"]["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .find(|l| l["layer"] == name)
+            .expect("layer")["in_force"]
+            .clone()
+    };
+    assert_eq!(hook("lsm file_open"), layer("bpf_lsm"), "{v}");
+    assert_eq!(hook("cgroup post_bind4"), layer("cgroup_bpf"), "{v}");
 
     let out = d.cli(&["policy", "show", "--zone", "web"]);
     assert!(
@@ -206,6 +234,8 @@ fn enforcement_required_refuses_to_start_without_bpf_lsm() {
         .arg("--socket")
         .arg(d.dir.join("other.sock"))
         .args(["--cgroup-parent", &format!("{}-req", d.cgroup_parent)])
+        .arg("--bpf-pin-dir")
+        .arg(d.bpffs.join("required"))
         .output()
         .expect("rauhad");
     assert_eq!(out.status.code(), Some(1));
@@ -217,7 +247,17 @@ fn enforcement_required_refuses_to_start_without_bpf_lsm() {
         ),
         "{err}"
     );
+    assert!(
+        line.contains("file_open") && !line.contains('\n'),
+        "one line naming the hooks that are not attached: {line}"
+    );
     assert!(!d.dir.join("other.sock").exists());
+    assert!(
+        std::fs::read_dir(d.bpffs.join("required/links"))
+            .map(|mut l| l.next().is_none())
+            .unwrap_or(true),
+        "nothing stays attached after a refusal"
+    );
     for dir in rauha_e2e::cgroup_dirs(&format!("{}-req", d.cgroup_parent)) {
         let _ = std::fs::remove_dir(dir);
     }

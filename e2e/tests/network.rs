@@ -4,6 +4,9 @@ use std::process::Command;
 
 use rauha_e2e::{json, ready, text, Daemon};
 
+/// `busybox nc` from inside a zone: the host's /bin is in the zone's view.
+const NC: &str = "/bin/busybox nc";
+
 /// A named network namespace with a veth pair inside, removed on drop.
 struct Netns {
     name: String,
@@ -31,6 +34,7 @@ impl Netns {
             "rauha0",
         ]);
         ip(&["-n", &ns.name, "link", "set", "rauha0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
         ns
     }
 
@@ -139,4 +143,131 @@ fn a_wrong_namespace_or_mode_is_refused_with_the_fix() {
     }
     // The daemon keeps serving.
     assert!(d.cli(&["sandbox", "--", "true"]).status.success());
+}
+
+fn write_policy(d: &Daemon, name: &str, toml: &str) -> String {
+    let path = d.dir.join(name);
+    std::fs::write(&path, toml).expect("policy");
+    path.to_str().expect("utf8").to_string()
+}
+
+/// On this host BPF-LSM does not load, but the cgroup-BPF connect programs
+/// do: they alone keep a zone's egress to its allow-list.
+#[test]
+fn egress_outside_the_allow_list_is_refused_and_reported() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let ns = Netns::new("egress");
+    let policy = write_policy(&d, "joined.toml", JOINED);
+    // 10.99.0.1 is a local address of the namespace with nothing listening:
+    // an allowed connect is refused by the peer, a denied one never leaves.
+    let script = format!(
+        "{NC} -w 2 10.99.0.1 8080 </dev/null; echo allowed=$?; {NC} -w 2 10.99.0.1 9090 </dev/null; echo denied=$?"
+    );
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--policy",
+        &policy,
+        "--netns",
+        &ns.path(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = json(&out);
+    let stderr = r["stderr"].as_str().expect("stderr");
+    assert!(
+        stderr.contains("10.99.0.1:8080") || stderr.contains("Connection refused"),
+        "the allowed port reaches the network stack: {stderr}"
+    );
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "the other port is refused by the BPF layer: {stderr}"
+    );
+    let denials = r["enforcement_events"]
+        .as_array()
+        .expect("enforcement_events");
+    assert_eq!(
+        denials.len(),
+        1,
+        "one denial, the second connect: {denials:?}"
+    );
+    assert_eq!(denials[0]["hook"], "connect4");
+    assert_eq!(denials[0]["target"], "10.99.0.1:9090");
+    assert_eq!(denials[0]["errno"], 1);
+    let layers = r["enforcement"]["layers"].as_array().expect("layers");
+    let cgroup_bpf = layers
+        .iter()
+        .find(|l| l["layer"] == "cgroup_bpf")
+        .expect("cgroup_bpf layer");
+    assert_eq!(cgroup_bpf["in_force"], true, "{cgroup_bpf}");
+}
+
+#[test]
+fn a_zone_reaches_another_zones_listener_only_once_its_policy_allows_it() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let ns = Netns::new("zones");
+    let closed = write_policy(&d, "closed.toml", "[network]\nmode = \"joined\"\n");
+    let open = write_policy(
+        &d,
+        "open.toml",
+        "[network]\nmode = \"joined\"\nallowed_zones = [\"zb\"]\n",
+    );
+    for (zone, policy) in [("za", &closed), ("zb", &closed)] {
+        let out = d.cli(&[
+            "zone",
+            "create",
+            zone,
+            "--policy",
+            policy,
+            "--netns",
+            &ns.path(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "zb",
+        "--",
+        "/bin/busybox",
+        "nc",
+        "-l",
+        "-p",
+        "7000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let connect = format!("echo hello | {NC} -w 2 127.0.0.1 7000");
+    let out = d.cli(&["exec", "za", "--", "sh", "-c", &connect]);
+    assert_ne!(out.status.code(), Some(0), "denied while zb is not allowed");
+    assert!(
+        text(&out.stdout).contains("Operation not permitted")
+            || text(&out.stderr).contains("Operation not permitted"),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // A policy update is a map update: zb's listener keeps running.
+    let out = d.cli(&["zone", "update", "za", "--policy", &open]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.cli(&["exec", "za", "--", "sh", "-c", &connect]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "allowed now: {} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    for zone in ["za", "zb"] {
+        assert!(d.cli(&["zone", "delete", "--force", zone]).status.success());
+    }
 }

@@ -70,6 +70,10 @@ struct Args {
     /// cgroup under which every zone's cgroup is made.
     #[arg(long, default_value = "rauha")]
     cgroup_parent: String,
+    /// Where the BPF maps and program links are pinned (on bpffs); they
+    /// stay attached across restarts of rauhad.
+    #[arg(long, env = "RAUHA_BPF_PIN_DIR", default_value = "/sys/fs/bpf/rauha")]
+    bpf_pin_dir: PathBuf,
     /// Where the cgroup filesystems are mounted.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -141,11 +145,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.cgroup_parent
         );
     }
-    if matches!(args.enforcement, Mode::Required) {
-        // This build attaches no BPF-LSM programs: refuse before touching
-        // anything (the check is repeated on the backend's probe below).
-        bail!("{}", refusal(&backend::linux::bpf_lsm_reason()));
-    }
     let agent = match args.agent.clone() {
         Some(a) => a,
         None => std::env::current_exe()
@@ -162,7 +161,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.root.display()))?;
     std::fs::set_permissions(&args.root, std::fs::Permissions::from_mode(0o700))?;
     let cgroups = CgroupFs::new(&args.cgroup_root, &args.cgroup_parent).context("cgroups")?;
-    let backend = Arc::new(LinuxBackend::new(&args.root, &agent, Arc::new(cgroups)));
+    let backend = Arc::new(LinuxBackend::new(
+        &args.root,
+        &agent,
+        Arc::new(cgroups),
+        &args.bpf_pin_dir,
+    ));
     let mode = match args.enforcement {
         Mode::Required => EnforcementMode::Required,
         Mode::Preferred => EnforcementMode::Preferred,
@@ -173,7 +177,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .find(|l| l.layer == Layer::BpfLsm && !l.in_force)
         {
-            bail!("--enforcement required refuses to start: BPF-LSM is not in force: {}; use --enforcement preferred to run with the other layers", lsm.detail);
+            backend.detach_new_bpf(&args.bpf_pin_dir);
+            bail!("{}", refusal(&lsm.detail));
         }
     }
     tracing::info!(
@@ -204,6 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prune_tasks()
         .map_err(|e| anyhow::anyhow!("task retention: {e}"))?;
     registry.spawn_ttl_reaper();
+    registry.spawn_denial_collector();
 
     let listener = bind_socket(&args.socket).await?;
     tracing::info!(socket = %args.socket.display(), root = %args.root.display(), "rauhad serving");

@@ -24,10 +24,12 @@ pub enum EventKind {
     ZoneExpired,
     /// Task history retention removed old results.
     TasksPruned,
+    /// A kernel enforcement layer denied an operation in the zone.
+    EnforcementDenied,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::ZoneCreated,
         EventKind::ZoneDeleted,
         EventKind::ZonePolicyUpdated,
@@ -42,6 +44,7 @@ impl EventKind {
         EventKind::OrphanRemoved,
         EventKind::ZoneExpired,
         EventKind::TasksPruned,
+        EventKind::EnforcementDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::OrphanRemoved => "orphan_removed",
             EventKind::ZoneExpired => "zone_expired",
             EventKind::TasksPruned => "tasks_pruned",
+            EventKind::EnforcementDenied => "enforcement_denied",
         }
     }
 

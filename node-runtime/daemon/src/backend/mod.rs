@@ -40,6 +40,32 @@ pub struct ZoneHandle {
     pub state_dir: PathBuf,
     /// The layers the agent applies to each process it starts.
     pub ready: Ready,
+    /// The zone's index in the BPF maps; 0 when it has none.
+    #[serde(default)]
+    pub bpf_zone: u32,
+}
+
+/// A live zone as the enforcement layers need it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnforceZone<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub policy: &'a Policy,
+    pub handle: &'a ZoneHandle,
+}
+
+/// A denial by a kernel enforcement layer, as the programs reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The caller's zone index (see [`ZoneHandle::bpf_zone`]).
+    pub zone: u32,
+    pub pid: u32,
+    pub hook: String,
+    pub target: String,
+    /// The zone on the other side, 0 if none.
+    pub target_zone: u32,
+    pub errno: i32,
+    pub comm: String,
 }
 
 /// Resource use of a zone.
@@ -140,4 +166,11 @@ pub trait IsolationBackend: Send + Sync + 'static {
 
     /// Removes kernel state no known zone owns; returns what it removed.
     fn cleanup_orphans(&self, known: &[Uuid]) -> Result<Vec<String>, BackendError>;
+
+    /// Makes the kernel enforcement layers hold exactly these live zones
+    /// (their cgroups, rules and the pairs allowed to reach each other).
+    fn enforce(&self, zones: &[EnforceZone<'_>]) -> Result<(), BackendError>;
+
+    /// Denials reported since the last call.
+    fn denials(&self) -> Vec<Denial>;
 }

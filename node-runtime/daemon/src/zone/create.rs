@@ -82,6 +82,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             let handle = self.backend.create_zone(&setup).await?;
             record.handle = Some(handle.clone());
             self.store.put_zone(&record)?;
+            // In the maps before any work starts in the zone.
+            self.sync_enforcement()?;
             self.connect(record.id, &record.name, &handle).await?;
             Ok::<_, DaemonError>(())
         }
@@ -96,6 +98,9 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             }
             self.take_live(&record.id);
             self.store.remove_zone(&record.id)?;
+            if let Err(s) = self.sync_enforcement() {
+                tracing::error!(zone = %record.name, error = %s, "cannot drop a failed zone from the BPF maps");
+            }
             return Err(e);
         }
         record.state = ZoneState::Created;

@@ -44,6 +44,13 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             self.untrack(id);
         }
         self.store.remove_zone(&record.id)?;
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&record.id);
+        if let Err(e) = self.sync_enforcement() {
+            tracing::error!(zone = %record.name, error = %e, "cannot drop a deleted zone from the BPF maps");
+        }
         self.events.emit(
             EventKind::ZoneDeleted,
             Some((record.id, &record.name)),

@@ -3,6 +3,7 @@
 
 mod create;
 mod delete;
+mod enforce;
 mod lifecycle;
 pub mod output;
 mod policy;
@@ -117,6 +118,8 @@ pub struct ZoneRegistry<B: IsolationBackend> {
     processes: Mutex<HashMap<Uuid, Arc<LiveProcess>>>,
     /// Kept zones with a TTL: since when each has been idle (ms).
     idle_since: Mutex<HashMap<Uuid, u64>>,
+    /// Kernel denials per zone, until its task result takes them.
+    denied: Mutex<HashMap<Uuid, Vec<rauha_spec::EnforcementEvent>>>,
     me: Weak<ZoneRegistry<B>>,
 }
 
@@ -148,6 +151,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             live: Mutex::new(HashMap::new()),
             processes: Mutex::new(HashMap::new()),
             idle_since: Mutex::new(HashMap::new()),
+            denied: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }

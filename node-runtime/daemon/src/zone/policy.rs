@@ -13,6 +13,14 @@ use crate::store::ZoneRecord;
 
 /// The policy a request names; `standard` when it names none.
 pub fn resolve_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
+    let policy = parse_policy(source)?;
+    // What the BPF maps cannot hold is refused before anything is built.
+    rauha_ebpf::policy::ZoneRules::from_policy(&policy)
+        .map_err(|e| DaemonError::invalid("policy", e.to_string()))?;
+    Ok(policy)
+}
+
+fn parse_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
     match source.and_then(|s| s.source.as_ref()) {
         None => Ok(presets::load(presets::DEFAULT_PRESET).expect("the default preset is shipped")?),
         Some(policy_source::Source::Preset(name)) => match presets::load(name) {
@@ -78,6 +86,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             .await?;
         record.policy = policy;
         self.store.put_zone(&record)?;
+        // A map update: the zone's running processes keep running.
+        self.sync_enforcement()?;
         self.events.emit(
             EventKind::ZonePolicyUpdated,
             Some((record.id, &record.name)),

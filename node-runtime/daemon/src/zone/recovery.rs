@@ -57,6 +57,11 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             .filter(|z| z.handle.as_ref().is_some_and(|h| self.backend.is_alive(h)))
             .map(|z| z.id)
             .collect();
+        // The maps (kept pinned across the restart) get the recorded zones
+        // back, each under its recorded index, and lose everything else.
+        if let Err(e) = self.sync_enforcement() {
+            tracing::error!(error = %e, "cannot bring the BPF maps in step with the store");
+        }
         for action in plan(&zones, &tasks, &alive) {
             let outcome = match &action {
                 Action::Adopt(id) => {
@@ -82,6 +87,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             self.events
                 .emit(EventKind::OrphanRemoved, None, None, removed);
         }
+        self.sync_enforcement()?;
         Ok(())
     }
 

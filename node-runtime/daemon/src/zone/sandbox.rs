@@ -184,6 +184,10 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 .await;
         }
         result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        result.enforcement_events = self.take_denials(&zone.id);
+        for d in &mut result.enforcement_events {
+            d.target = redactor.text(&d.target);
+        }
         events.push(self.events.emit(
             EventKind::TaskFinished,
             Some((zone.id, &zone.name)),

@@ -28,11 +28,17 @@ fn landlock_abi() -> u32 {
 /// Why BPF-LSM is not in force on this node.
 pub fn bpf_lsm_reason() -> String {
     match lsm_list() {
-        None => "the kernel's LSM list is unreadable (securityfs not mounted at /sys/kernel/security)".into(),
-        Some(list) if !list.split(',').any(|l| l.trim() == "bpf") => {
-            format!("the kernel does not list bpf among its LSMs ({}); boot with lsm=...,bpf", list.trim())
+        None => {
+            "the kernel's LSM list is unreadable (securityfs not mounted at /sys/kernel/security)"
+                .into()
         }
-        Some(_) => "the kernel lists bpf among its LSMs, but this rauhad build attaches no BPF-LSM programs".into(),
+        Some(list) if !list.split(',').any(|l| l.trim() == "bpf") => {
+            format!(
+                "the kernel does not list bpf among its LSMs ({}); boot with lsm=...,bpf",
+                list.trim()
+            )
+        }
+        Some(_) => "the kernel lists bpf among its LSMs".into(),
     }
 }
 
@@ -111,10 +117,29 @@ pub fn for_zone(
                 note("landlock").unwrap_or_else(|| node_detail(Layer::Landlock))
             },
         },
-        LayerStatus { layer: Layer::CgroupBpf, in_force: false, detail: node_detail(Layer::CgroupBpf) },
-        LayerStatus { layer: Layer::BpfLsm, in_force: false, detail: node_detail(Layer::BpfLsm) },
+        bpf_layer(node, Layer::CgroupBpf, handle),
+        bpf_layer(node, Layer::BpfLsm, handle),
     ];
     Enforcement::new(layers, policy)
+}
+
+/// A BPF layer is in force in a zone when it is on the node and the zone
+/// has its entry in the maps.
+fn bpf_layer(node: &[LayerStatus], layer: Layer, handle: &ZoneHandle) -> LayerStatus {
+    let on_node = node.iter().find(|l| l.layer == layer);
+    let in_force = on_node.is_some_and(|l| l.in_force) && handle.bpf_zone != 0;
+    LayerStatus {
+        layer,
+        in_force,
+        detail: match on_node {
+            Some(l) if l.in_force && handle.bpf_zone == 0 => {
+                "the zone has no entry in the BPF maps (made before the programs were loaded)"
+                    .into()
+            }
+            Some(l) => l.detail.clone(),
+            None => String::new(),
+        },
+    }
 }
 
 fn ns_id(pid: &str, ns: &str) -> Option<String> {

@@ -2,10 +2,10 @@
 //! the zone agent (PID 1 of the zone), and the per-process hardening the
 //! agent applies (capabilities, `no_new_privs`, Landlock, seccomp).
 
+mod bpf;
 pub mod cgroup;
 mod enforcement;
 
-pub use enforcement::bpf_lsm_reason;
 mod host;
 mod spawn;
 
@@ -29,17 +29,40 @@ pub struct LinuxBackend {
     agent_bin: PathBuf,
     cgroups: Arc<dyn CgroupDriver>,
     node_layers: Vec<LayerStatus>,
+    bpf: bpf::Bpf,
 }
 
 impl LinuxBackend {
-    pub fn new(root: &Path, agent_bin: &Path, cgroups: Arc<dyn CgroupDriver>) -> LinuxBackend {
-        let node_layers = enforcement::probe_node(cgroups.layout());
+    /// `bpf_pin_dir`: where the BPF maps and links are pinned (on bpffs).
+    pub fn new(
+        root: &Path,
+        agent_bin: &Path,
+        cgroups: Arc<dyn CgroupDriver>,
+        bpf_pin_dir: &Path,
+    ) -> LinuxBackend {
+        let bpf = bpf::Bpf::start(bpf_pin_dir, cgroups.unified_parent().as_deref());
+        let mut node_layers = enforcement::probe_node(cgroups.layout());
+        let [cgroup_bpf, bpf_lsm] = bpf.layers(&enforcement::bpf_lsm_reason());
+        for l in node_layers.iter_mut() {
+            if l.layer == cgroup_bpf.layer {
+                *l = cgroup_bpf.clone();
+            } else if l.layer == bpf_lsm.layer {
+                *l = bpf_lsm.clone();
+            }
+        }
         LinuxBackend {
             root: root.to_path_buf(),
             agent_bin: agent_bin.to_path_buf(),
             cgroups,
             node_layers,
+            bpf,
         }
+    }
+
+    /// Detaches the BPF programs this start attached (rauhad refuses to
+    /// run after all).
+    pub fn detach_new_bpf(&self, pin_dir: &Path) {
+        self.bpf.detach_new(pin_dir);
     }
 
     fn state_dir(&self, zone_id: Uuid) -> PathBuf {
@@ -126,7 +149,9 @@ impl IsolationBackend for LinuxBackend {
                 workspace,
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
-            spawn::start_agent(&self.agent_bin, &config, &state_dir).await
+            let mut handle = spawn::start_agent(&self.agent_bin, &config, &state_dir).await?;
+            handle.bpf_zone = self.bpf.allocate(setup.id);
+            Ok(handle)
         }
         .await;
         match result {
@@ -236,12 +261,24 @@ impl IsolationBackend for LinuxBackend {
         Ok(self.cgroups.usage(&zone_id.to_string())?)
     }
 
+    fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
+        self.bpf
+            .sync(zones, |id| self.cgroups.unified_ids(&id.to_string()))
+    }
+
+    fn denials(&self) -> Vec<super::Denial> {
+        self.bpf.denials()
+    }
+
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement {
         enforcement::for_zone(&self.node_layers, self.cgroups.layout(), handle, policy)
     }
 
     fn verify(&self, handle: &ZoneHandle, policy: &Policy) -> Vec<Check> {
-        enforcement::verify(self.cgroups.as_ref(), handle, policy, self.is_alive(handle))
+        let mut checks =
+            enforcement::verify(self.cgroups.as_ref(), handle, policy, self.is_alive(handle));
+        checks.extend(self.bpf.checks());
+        checks
     }
 
     fn cleanup_orphans(&self, known: &[Uuid]) -> Result<Vec<String>, BackendError> {

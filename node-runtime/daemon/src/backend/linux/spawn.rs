@@ -102,5 +102,6 @@ pub async fn start_agent(
         socket: state_dir.join("agent.sock"),
         state_dir: state_dir.to_path_buf(),
         ready,
+        bpf_zone: 0,
     })
 }

@@ -1,0 +1,107 @@
+//! Keeping the kernel enforcement layers in step with the zones, and
+//! turning their denials into events and task results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rauha_spec::event::EventKind;
+use rauha_spec::EnforcementEvent;
+use uuid::Uuid;
+
+use super::ZoneRegistry;
+use crate::backend::{EnforceZone, IsolationBackend};
+use crate::error::DaemonError;
+use crate::events::now_ms;
+
+/// How often deny events are collected (reading the ring is a memory read).
+const DENIAL_TICK: Duration = Duration::from_millis(100);
+/// Denials kept per zone for its task result.
+const MAX_DENIALS_PER_ZONE: usize = 1000;
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    /// Gives the enforcement layers every zone that has kernel objects.
+    pub fn sync_enforcement(&self) -> Result<(), DaemonError> {
+        let zones = self.store.zones()?;
+        let live: Vec<EnforceZone<'_>> = zones
+            .iter()
+            .filter_map(|z| {
+                z.handle.as_ref().map(|handle| EnforceZone {
+                    id: z.id,
+                    name: &z.name,
+                    policy: &z.policy,
+                    handle,
+                })
+            })
+            .collect();
+        self.backend.enforce(&live)?;
+        Ok(())
+    }
+
+    /// Collects the denials reported so far: one event each on the watch
+    /// stream, and kept for the zone's task result.
+    pub fn collect_denials(&self) {
+        let denials = self.backend.denials();
+        if denials.is_empty() {
+            return;
+        }
+        let zones = self.store.zones().unwrap_or_default();
+        let by_index = |index: u32| {
+            zones
+                .iter()
+                .find(|z| index != 0 && z.handle.as_ref().is_some_and(|h| h.bpf_zone == index))
+        };
+        for d in denials {
+            let Some(zone) = by_index(d.zone) else {
+                tracing::warn!(zone = d.zone, hook = %d.hook, "denial in a zone rauhad does not know");
+                continue;
+            };
+            let other = by_index(d.target_zone)
+                .map(|z| format!(" (zone {})", z.name))
+                .unwrap_or_default();
+            let event = EnforcementEvent {
+                time_ms: now_ms(),
+                zone_id: zone.id,
+                pid: d.pid,
+                hook: d.hook.clone(),
+                target: format!("{}{other}", d.target),
+                errno: d.errno,
+            };
+            self.events.emit(
+                EventKind::EnforcementDenied,
+                Some((zone.id, &zone.name)),
+                None,
+                format!(
+                    "{} denied {}[{}]: {} (errno {})",
+                    event.hook, d.comm, d.pid, event.target, d.errno
+                ),
+            );
+            let mut kept = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+            let list = kept.entry(zone.id).or_default();
+            if list.len() < MAX_DENIALS_PER_ZONE {
+                list.push(event);
+            }
+        }
+    }
+
+    /// The denials of a zone collected so far, removed from the registry.
+    pub fn take_denials(&self, zone: &Uuid) -> Vec<EnforcementEvent> {
+        self.collect_denials();
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(zone)
+            .unwrap_or_default()
+    }
+
+    /// Collects denials until the registry is dropped.
+    pub fn spawn_denial_collector(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(DENIAL_TICK).await;
+                let Some(registry) = me.upgrade() else { return };
+                registry.collect_denials();
+            }
+        });
+    }
+}
