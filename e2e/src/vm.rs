@@ -1141,3 +1141,28 @@ section() {
   return $_rc
 }
 "#;
+
+/// A guest script fragment: starts rauhad (with `extra` flags) on
+/// `/var/lib/rauha`, its log in /tmp/rauhad.log, waits for its socket, and
+/// points the CLI at it. `$rauhad` is its pid.
+pub fn start_rauhad(extra: &str) -> String {
+    format!(
+        r#"
+mkdir -p /var/lib/rauha /run/rauha
+rm -f /run/rauha/rauhad.sock
+rauhad --root /var/lib/rauha --socket /run/rauha/rauhad.sock --cgroup-parent rauha-vm {extra} 2>>/tmp/rauhad.log &
+rauhad=$!
+i=0
+while [ ! -S /run/rauha/rauhad.sock ]; do
+  i=$((i+1))
+  if [ $i -gt 600 ] || ! kill -0 $rauhad 2>/dev/null; then
+    echo "rauhad did not listen"
+    section rauhad_log cat /tmp/rauhad.log
+    exit 1
+  fi
+  sleep 0.1
+done
+export RAUHA_ADDR=unix:///run/rauha/rauhad.sock
+"#
+    )
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rauha_e2e::vm::{kernel_version, vm_ready, VmSpec};
+use rauha_e2e::vm::{kernel_version, start_rauhad, vm_ready, VmSpec};
 use rauha_e2e::{bin_dir, ready};
 
 #[test]
@@ -115,31 +115,14 @@ fn vm_script_failure_and_timeout_are_reported() {
     assert_eq!(out.exit_code, -1);
 }
 
-/// Starts rauhad in the guest and waits for its socket.
-const START_RAUHAD: &str = r#"
-mkdir -p /var/lib/rauha /run/rauha
-rauhad --root /var/lib/rauha --socket /run/rauha/rauhad.sock --cgroup-parent rauha-vm 2>/tmp/rauhad.log &
-pid=$!
-i=0
-while [ ! -S /run/rauha/rauhad.sock ]; do
-  i=$((i+1))
-  if [ $i -gt 600 ] || ! kill -0 $pid 2>/dev/null; then
-    echo "rauhad did not listen"
-    section rauhad_log cat /tmp/rauhad.log
-    exit 1
-  fi
-  sleep 0.1
-done
-export RAUHA_ADDR=unix:///run/rauha/rauhad.sock
-"#;
-
 #[test]
 fn rauhad_runs_a_sandbox_on_pure_cgroup_v2() {
     if !(vm_ready() && ready()) {
         return;
     }
     let script = format!(
-        "{START_RAUHAD}{}",
+        "{}{}",
+        start_rauhad(""),
         r#"
 rc=0
 rauha sandbox --json -- /bin/echo hi >/tmp/result.json 2>/tmp/cli.err || rc=$?

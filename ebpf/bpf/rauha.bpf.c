@@ -147,16 +147,15 @@ static __always_inline bool pair_allowed(__u32 from, __u32 to)
 
 /*
  * The rule shared by files, exec, signals and ptrace: reaching something of
- * `other` is denied when it belongs to another zone, `zone` has `flag`, and
- * the pair (zone, other) is not allowed.
+ * `other` is denied when it belongs to another zone and `zone` has `flag`.
+ * Allowed pairs do not open these: a policy's allowed_zones is about
+ * connections only (see socket_connect).
  */
 static __always_inline bool cross_zone_allowed(__u32 zone, __u32 flags, __u32 flag, __u32 other)
 {
 	if (other == RAUHA_ZONE_NONE || other == zone)
 		return true;
-	if (!(flags & flag))
-		return true;
-	return pair_allowed(zone, other);
+	return !(flags & flag);
 }
 
 static __always_inline void count(__u32 slot, bool denied)

@@ -74,8 +74,10 @@ struct rauha_inode_key {
 };
 
 /*
- * zone_pairs key -> __u32 1: "from" may reach "to" although a RAUHA_F_ISOLATE_*
- * or RAUHA_F_ZONES_LIMITED flag of "from" would deny it. Directional.
+ * zone_pairs key -> __u32 1: "from" may connect to listeners of "to" although
+ * RAUHA_F_ZONES_LIMITED of "from" would deny it (a policy's allowed_zones).
+ * Directional, and about connections only: files, exec, signals and ptrace
+ * stay isolated by the RAUHA_F_ISOLATE_* flags.
  */
 struct rauha_zone_pair {
 	__u32 from;

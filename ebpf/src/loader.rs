@@ -193,7 +193,7 @@ impl Enforcer {
         })?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
-            .map_pin_path(&maps_dir)
+            .default_map_pin_directory(&maps_dir)
             .load(maps::OBJECT)
             .map_err(|e| setup(format!("cannot load the BPF object: {e}")))?;
         let mut hooks = Vec::new();

@@ -226,8 +226,8 @@ pub const fn kernel_dev(st_dev: u64) -> u64 {
     (major << 20) | (minor & 0xf_ffff)
 }
 
-/// `zone_pairs` key (value: `1u32`): `from` may reach `to` despite its
-/// isolation flags. Directional.
+/// `zone_pairs` key (value: `1u32`): `from` may connect to listeners of `to`
+/// (a policy's `allowed_zones`). Directional; connections only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ZonePair {
