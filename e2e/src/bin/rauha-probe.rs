@@ -9,6 +9,7 @@
 //! rauha-probe move PID CGROUP_DIR  write PID into CGROUP_DIR/cgroup.procs
 //! rauha-probe connect IP:PORT      a TCP connect
 //! rauha-probe join CGROUP_DIR CMD..  join the cgroup, then exec CMD
+//! rauha-probe openloop N PATH      N open+close pairs; prints ns per pair
 //! ```
 //! Always exits 0 after printing, except `exec` and `join` on success.
 
@@ -127,6 +128,26 @@ fn main() {
             // SAFETY: as for exec.
             unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
             report("join exec", Err(std::io::Error::last_os_error()));
+        }
+        "openloop" => {
+            let n: u32 = arg(1).parse().unwrap_or_else(|_| {
+                eprintln!("rauha-probe: {:?} is not a count", arg(1));
+                std::process::exit(2)
+            });
+            let path = cstr(arg(2));
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                // SAFETY: a NUL-terminated path; the fd is closed at once.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    report("openloop", Err(std::io::Error::last_os_error()));
+                    return;
+                }
+                // SAFETY: an fd we own.
+                unsafe { libc::close(fd) };
+            }
+            let per = start.elapsed().as_nanos() / u128::from(n.max(1));
+            println!("openloop {n}: {per} ns");
         }
         other => {
             eprintln!("rauha-probe: unknown operation {other:?}");
