@@ -221,6 +221,26 @@ impl Daemon {
             .collect()
     }
 
+    /// Host pids in this daemon's zones: each zone cgroup and its `work`
+    /// child, in every hierarchy (v1 controllers or the unified one).
+    pub fn zone_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .zone_cgroups()
+            .iter()
+            .flat_map(|cg| [cg.clone(), cg.join("work")])
+            .flat_map(|cg| {
+                std::fs::read_to_string(cg.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Mounts on the host under this daemon's root.
     pub fn host_mounts(&self) -> Vec<String> {
         let root = self.root.to_string_lossy().to_string();

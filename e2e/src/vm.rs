@@ -287,6 +287,20 @@ impl VmSpec {
         self
     }
 
+    /// `rauha`, `rauhad`, `rauha-guest-agent` and `rauha-probe` from
+    /// [`crate::bin_dir`], in `/usr/local/bin` (rauhad finds the agent
+    /// beside itself).
+    pub fn rauha_binaries(self) -> Self {
+        ["rauha", "rauhad", "rauha-guest-agent", "rauha-probe"]
+            .iter()
+            .fold(self, |spec, name| {
+                spec.binary(
+                    crate::bin_dir().join(name),
+                    format!("/usr/local/bin/{name}"),
+                )
+            })
+    }
+
     /// A file with these bytes and permission bits (e.g. `0o644`).
     pub fn file(
         mut self,

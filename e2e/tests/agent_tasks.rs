@@ -307,7 +307,6 @@ fn a_kept_zone_expires_after_its_idle_ttl() {
         return;
     }
     let d = Daemon::start();
-    let start = Instant::now();
     let r = json(&d.cli(&[
         "sandbox",
         "--json",
@@ -317,6 +316,8 @@ fn a_kept_zone_expires_after_its_idle_ttl() {
         "--",
         "true",
     ]));
+    // Idleness starts when the task ends, just before the CLI returns.
+    let start = Instant::now();
     let zone_id = r["zone_id"].as_str().expect("zone").to_string();
     let listed = json(&d.cli(&["zone", "list", "--json"]));
     let zone = listed

@@ -143,16 +143,8 @@ fn zones_cannot_signal_trace_or_read_each_other() {
     assert!(run.status.success(), "{}", text(&run.stderr));
     // The host pid of B's sleep, from B's cgroup.
     let b_pids: Vec<u32> = d
-        .zone_cgroups()
-        .iter()
-        .filter(|p| p.to_string_lossy().contains("/memory/"))
-        .flat_map(|cg| {
-            std::fs::read_to_string(cg.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect::<Vec<u32>>()
-        })
+        .zone_pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
                 .unwrap_or_default()

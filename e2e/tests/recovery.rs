@@ -76,10 +76,15 @@ async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan()
         procs.iter().all(|(_, c)| c.trim() != "sleep 30"),
         "orphans: {procs:?}"
     );
+    let zones: std::collections::BTreeSet<_> = d
+        .zone_cgroups()
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_owned()))
+        .collect();
     assert_eq!(
-        d.zone_cgroups().len() / 5,
+        zones.len(),
         1,
-        "only the kept zone's cgroups remain (5 controllers): {:?}",
+        "only the kept zone's cgroups remain: {:?}",
         d.zone_cgroups()
     );
     assert!(
@@ -126,9 +131,14 @@ async fn orphaned_kernel_state_is_removed_at_start() {
     d.kill9();
     // A cgroup and a state dir that no record owns, with a process in it.
     let orphan = uuid::Uuid::new_v4().to_string();
-    let cg = std::path::Path::new("/sys/fs/cgroup/pids")
-        .join(&d.cgroup_parent)
-        .join(&orphan);
+    // v1: the pids hierarchy; v2: the unified one.
+    let pids = std::path::Path::new("/sys/fs/cgroup/pids");
+    let base = if pids.is_dir() {
+        pids
+    } else {
+        std::path::Path::new("/sys/fs/cgroup")
+    };
+    let cg = base.join(&d.cgroup_parent).join(&orphan);
     std::fs::create_dir_all(&cg).expect("orphan cgroup");
     let mut child = std::process::Command::new("sleep")
         .arg("300")

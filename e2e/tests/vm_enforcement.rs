@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
+use rauha_e2e::ready;
 use rauha_e2e::vm::{start_rauhad, vm_ready, VmSpec};
-use rauha_e2e::{bin_dir, ready};
 
 const POLICY: &str = r#"
 [network]
@@ -106,13 +106,7 @@ fn bpf_lsm_keeps_zones_apart_where_mounts_and_namespaces_would_not() {
         start_rauhad("--enforcement required"),
     );
     let out = VmSpec::new()
-        .binary(bin_dir().join("rauha"), "/usr/local/bin/rauha")
-        .binary(bin_dir().join("rauhad"), "/usr/local/bin/rauhad")
-        .binary(
-            bin_dir().join("rauha-guest-agent"),
-            "/usr/local/bin/rauha-guest-agent",
-        )
-        .binary(bin_dir().join("rauha-probe"), "/usr/local/bin/rauha-probe")
+        .rauha_binaries()
         .memory_mb(1024)
         .timeout(Duration::from_secs(400))
         .script(script)

@@ -164,12 +164,7 @@ exit $rc
 "#
     );
     let out = VmSpec::new()
-        .binary(bin_dir().join("rauha"), "/usr/local/bin/rauha")
-        .binary(bin_dir().join("rauhad"), "/usr/local/bin/rauhad")
-        .binary(
-            bin_dir().join("rauha-guest-agent"),
-            "/usr/local/bin/rauha-guest-agent",
-        )
+        .rauha_binaries()
         .kernel_module("overlay")
         .memory_mb(1024)
         .timeout(Duration::from_secs(240))

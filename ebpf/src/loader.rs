@@ -12,12 +12,12 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupSock, CgroupSockAddr, Lsm};
+use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::maps::{
@@ -487,25 +487,36 @@ impl EventReader {
     }
 }
 
-fn link_path(links: &Path, name: &str) -> PathBuf {
-    links.join(name)
+/// Attaches one program unless an earlier run's pinned link still holds it
+/// attached; `attach` loads it, attaches it and pins the link at the path.
+fn attach_pinned(
+    name: &'static str,
+    layer: HookLayer,
+    links: &Path,
+    attach: impl FnOnce(&Path) -> Result<(), String>,
+) -> HookStatus {
+    let path = links.join(name);
+    let (live, detail) = if PinnedLink::from_pin(&path).is_ok() {
+        (
+            true,
+            format!("attached (kept from an earlier run, {})", path.display()),
+        )
+    } else {
+        match attach(&path) {
+            Ok(()) => (true, "attached".to_string()),
+            Err(e) => (false, e),
+        }
+    };
+    HookStatus {
+        name,
+        layer,
+        live,
+        detail,
+    }
 }
 
 fn attach_lsm(ebpf: &mut Ebpf, name: &'static str, btf: &Btf, links: &Path) -> HookStatus {
-    let status = |live: bool, detail: String| HookStatus {
-        name,
-        layer: HookLayer::BpfLsm,
-        live,
-        detail,
-    };
-    let path = link_path(links, name);
-    if PinnedLink::from_pin(&path).is_ok() {
-        return status(
-            true,
-            format!("attached (kept from an earlier run, {})", path.display()),
-        );
-    }
-    let result = (|| -> Result<(), String> {
+    attach_pinned(name, HookLayer::BpfLsm, links, |path| {
         let program: &mut Lsm = ebpf
             .program_mut(name)
             .ok_or("not in the object")?
@@ -514,14 +525,10 @@ fn attach_lsm(ebpf: &mut Ebpf, name: &'static str, btf: &Btf, links: &Path) -> H
         program.load(name, btf).map_err(|e| verbose(&e))?;
         let id = program.attach().map_err(|e| verbose(&e))?;
         let link: FdLink = program.take_link(id).map_err(|e| e.to_string())?.into();
-        link.pin(&path)
+        link.pin(path)
             .map_err(|e| format!("cannot pin the link: {e}"))?;
         Ok(())
-    })();
-    match result {
-        Ok(()) => status(true, "attached".into()),
-        Err(e) => status(false, e),
-    }
+    })
 }
 
 fn attach_cgroup(
@@ -531,55 +538,24 @@ fn attach_cgroup(
     cgroup: &std::fs::File,
     links: &Path,
 ) -> HookStatus {
-    let status = |live: bool, detail: String| HookStatus {
-        name,
-        layer: HookLayer::CgroupBpf,
-        live,
-        detail,
-    };
-    let path = link_path(links, name);
-    if PinnedLink::from_pin(&path).is_ok() {
-        return status(
-            true,
-            format!("attached (kept from an earlier run, {})", path.display()),
-        );
-    }
-    let result = (|| -> Result<(), String> {
+    attach_pinned(name, HookLayer::CgroupBpf, links, |path| {
         let program = ebpf.program_mut(name).ok_or("not in the object")?;
         let fd = match program {
             aya::programs::Program::CgroupSockAddr(p) => {
-                load_sock_addr(p)?;
-                p.fd()
-                    .map_err(|e| e.to_string())?
-                    .try_clone()
-                    .map_err(|e| e.to_string())?
+                p.load().map_err(|e| verbose(&e))?;
+                p.fd().map_err(|e| e.to_string())?.try_clone()
             }
             aya::programs::Program::CgroupSock(p) => {
-                load_sock(p)?;
-                p.fd()
-                    .map_err(|e| e.to_string())?
-                    .try_clone()
-                    .map_err(|e| e.to_string())?
+                p.load().map_err(|e| verbose(&e))?;
+                p.fd().map_err(|e| e.to_string())?.try_clone()
             }
             _ => return Err("not a cgroup socket program".into()),
-        };
+        }
+        .map_err(|e| e.to_string())?;
         let link = cgroup_link(&fd, cgroup, attach_type)
             .map_err(|e| format!("cannot attach to the cgroup: {e}"))?;
-        pin_fd(&link, &path).map_err(|e| format!("cannot pin the link: {e}"))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => status(true, "attached".into()),
-        Err(e) => status(false, e),
-    }
-}
-
-fn load_sock_addr(p: &mut CgroupSockAddr) -> Result<(), String> {
-    p.load().map_err(|e| verbose(&e))
-}
-
-fn load_sock(p: &mut CgroupSock) -> Result<(), String> {
-    p.load().map_err(|e| verbose(&e))
+        pin_fd(&link, path).map_err(|e| format!("cannot pin the link: {e}"))
+    })
 }
 
 /// An aya error with its sources (the errno is in the innermost one), on
@@ -592,10 +568,16 @@ fn verbose(e: &dyn std::error::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
+    // A refusal before verification has an empty verifier log: say only
+    // what the kernel said.
+    if let Some((head, log)) = text.split_once(". Verifier output:") {
+        if log.trim_start_matches([':', ' ']).trim().is_empty()
+            || head.ends_with(log.trim_start_matches([':', ' ']).trim())
+        {
+            return head.to_string();
+        }
+    }
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let keep = &lines[lines.len().saturating_sub(3)..];
-    keep.join(" | ").replace(
-        "the BPF_PROG_LOAD syscall failed. Verifier output: : ",
-        "the kernel refused to load it: ",
-    )
+    keep.join(" | ")
 }

@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use rauha_e2e::bin_dir;
 use rauha_e2e::vm::{start_rauhad, vm_ready, VmSpec};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -56,13 +55,7 @@ done
 "#
     );
     let out = VmSpec::new()
-        .binary(bin_dir().join("rauha"), "/usr/local/bin/rauha")
-        .binary(bin_dir().join("rauhad"), "/usr/local/bin/rauhad")
-        .binary(
-            bin_dir().join("rauha-guest-agent"),
-            "/usr/local/bin/rauha-guest-agent",
-        )
-        .binary(bin_dir().join("rauha-probe"), "/usr/local/bin/rauha-probe")
+        .rauha_binaries()
         .memory_mb(1024)
         .timeout(Duration::from_secs(1800))
         .script(script)
