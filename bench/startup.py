@@ -55,12 +55,17 @@ def make_bundle(base):
     return bundle, rootfs
 
 
+TAG = "rauha-bench-" + uuid.uuid4().hex[:8]
+# Its own pin directory: the BPF programs it attaches go away with it.
+PIN_DIR = "/sys/fs/bpf/" + TAG
+
+
 def start_rauhad(base, bindir):
     sock = os.path.join(base, "rauhad.sock")
     log = open(os.path.join(base, "rauhad.log"), "w")
     proc = subprocess.Popen(
         [os.path.join(bindir, "rauhad"), "--root", os.path.join(base, "root"), "--socket", sock,
-         "--cgroup-parent", "rauha-bench-" + uuid.uuid4().hex[:8]],
+         "--cgroup-parent", TAG, "--bpf-pin-dir", PIN_DIR],
         stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(200):
         try:
@@ -125,7 +130,12 @@ def main():
     finally:
         daemon.terminate()
         daemon.wait()
-        subprocess.run(["rm", "-rf", base])
+        subprocess.run(["rm", "-rf", base, PIN_DIR])
+        for hierarchy in os.listdir("/sys/fs/cgroup"):
+            try:
+                os.rmdir(os.path.join("/sys/fs/cgroup", hierarchy, TAG))
+            except OSError:
+                pass
     runc = statistics.median(times["runc run"])
     mine = statistics.median(times["rauha sandbox (bundle)"])
     print(f"{'command':<28}{'median ms':>10}{'p95 ms':>9}{'÷ runc':>9}{'÷ rauha':>9}")

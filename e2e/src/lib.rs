@@ -337,12 +337,20 @@ impl Drop for Daemon {
                     .map(|e| e.path())
                     .filter(|p| p.is_dir())
                 {
-                    if let Ok(procs) = std::fs::read_to_string(zone.join("cgroup.procs")) {
-                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                            // SAFETY: kill takes plain integers.
-                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // The zone's work child first: a cgroup with a child
+                    // cannot be removed.
+                    for cg in [zone.join("work"), zone.clone()] {
+                        // Frozen tasks do not die of SIGKILL: thaw first.
+                        let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
+                        let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
+                        if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+                            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                                // SAFETY: kill takes plain integers.
+                                unsafe { libc::kill(pid, libc::SIGKILL) };
+                            }
                         }
                     }
+                    let _ = std::fs::remove_dir(zone.join("work"));
                     if std::fs::remove_dir(&zone).is_err() {
                         left = true;
                     }
