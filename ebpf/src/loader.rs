@@ -404,33 +404,12 @@ impl Enforcer {
 
     /// Removes the inode owners and listeners of zones `gone` selects.
     fn remove_owned_by(&mut self, gone: impl Fn(ZoneIndex) -> bool) -> Result<(), EnforcerError> {
-        {
-            let mut owners: HashMap<&mut MapData, InodeKey, u32> =
-                HashMap::try_from(self.map(maps::MAP_INODE_OWNERS)?)
-                    .map_err(map_err(maps::MAP_INODE_OWNERS))?;
-            let stale: Vec<InodeKey> = owners
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, z)| gone(*z))
-                .map(|(k, _)| k)
-                .collect();
-            for k in stale {
-                let _ = owners.remove(&k);
-            }
-        }
-        let mut listeners: HashMap<&mut MapData, ListenKey, u32> =
-            HashMap::try_from(self.map(maps::MAP_LISTENERS)?)
-                .map_err(map_err(maps::MAP_LISTENERS))?;
-        let stale: Vec<ListenKey> = listeners
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, z)| gone(*z))
-            .map(|(k, _)| k)
-            .collect();
-        for k in stale {
-            let _ = listeners.remove(&k);
-        }
-        Ok(())
+        remove_where::<InodeKey>(
+            self.map(maps::MAP_INODE_OWNERS)?,
+            maps::MAP_INODE_OWNERS,
+            &gone,
+        )?;
+        remove_where::<ListenKey>(self.map(maps::MAP_LISTENERS)?, maps::MAP_LISTENERS, &gone)
     }
 
     /// Denials and decisions per hook, summed over CPUs; slot 0 counts
@@ -466,6 +445,26 @@ impl Enforcer {
             message: "not in the object".into(),
         })
     }
+}
+
+/// Removes the entries of a `key -> zone` hash map whose zone `gone` selects.
+fn remove_where<K: aya::Pod>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    gone: &impl Fn(ZoneIndex) -> bool,
+) -> Result<(), EnforcerError> {
+    let mut entries: HashMap<&mut MapData, K, u32> =
+        HashMap::try_from(map).map_err(map_err(name))?;
+    let stale: Vec<K> = entries
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, zone)| gone(*zone))
+        .map(|(k, _)| k)
+        .collect();
+    for k in stale {
+        let _ = entries.remove(&k);
+    }
+    Ok(())
 }
 
 /// Deny events as the programs write them.
