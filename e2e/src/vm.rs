@@ -862,6 +862,17 @@ struct Image {
 }
 
 /// `path` without `.` and `..` (lexically; `..` of `/` is `/`).
+/// The names along `path` once normalized (`/a/./b/../c` gives `a`, `c`).
+fn normal_components(path: &Path) -> Vec<std::ffi::OsString> {
+    normalize(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in path.components() {
@@ -884,14 +895,7 @@ impl Image {
     /// `path` with symlinks of the image among its parents followed (the
     /// last component is kept as is).
     fn resolve(&self, path: &Path, depth: usize) -> PathBuf {
-        let path = normalize(path);
-        let comps: Vec<_> = path
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n.to_os_string()),
-                _ => None,
-            })
-            .collect();
+        let comps = normal_components(path);
         let mut cur = PathBuf::from("/");
         for (i, comp) in comps.iter().enumerate() {
             let next = cur.join(comp);
@@ -936,14 +940,7 @@ impl Image {
         if depth > 40 {
             return Err(format!("too many symlinks at {}", host.display()));
         }
-        let host = normalize(host);
-        let comps: Vec<_> = host
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n.to_os_string()),
-                _ => None,
-            })
-            .collect();
+        let comps = normal_components(host);
         let mut cur = PathBuf::from("/");
         for (i, comp) in comps.iter().enumerate() {
             let next = cur.join(comp);
