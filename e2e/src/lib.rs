@@ -6,6 +6,7 @@
 //! return, except under `RAUHA_E2E_REQUIRE=1` (set in CI), where a missing
 //! prerequisite fails the test.
 
+pub mod containerd;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -404,6 +405,7 @@ pub fn sandbox_request(args: &[&str], policy: Option<&str>, timeout_ms: u64) -> 
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![],
             cwd: String::new(),
+            ..Default::default()
         }),
         policy: policy.map(|toml| v1::PolicySource {
             source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {

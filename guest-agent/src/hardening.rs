@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use rauha_guest_agent::config::{Hardening, Ready};
+use rauha_guest_agent::protocol::User;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 use crate::landlock;
@@ -106,8 +107,10 @@ impl Prepared {
     }
 
     /// Runs in the child between fork and exec: only system calls, no
-    /// allocation.
-    pub fn apply(&self) -> io::Result<()> {
+    /// allocation. `user` switches identity after the bounding set is
+    /// dropped (a non-root user keeps no capabilities); `tty` makes stdin
+    /// the controlling terminal of the new session.
+    pub fn apply(&self, user: Option<&User>, tty: bool) -> io::Result<()> {
         if let Some(fd) = &self.work_cgroup {
             join_cgroup(fd.as_raw_fd())?;
         }
@@ -118,6 +121,9 @@ impl Prepared {
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::setsid();
+            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             for cap in 0..=self.last_cap {
                 if self.keep_caps & (1 << cap) == 0
                     && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
@@ -132,12 +138,25 @@ impl Prepared {
                 0,
                 0,
             );
+            let mut keep = self.keep_caps;
+            if let Some(u) = user {
+                if libc::setgroups(u.groups.len(), u.groups.as_ptr()) < 0
+                    || libc::setgid(u.gid) < 0
+                    || libc::setuid(u.uid) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if u.uid != 0 {
+                    // setuid to a non-root user emptied the permitted set.
+                    keep = 0;
+                }
+            }
             let header = CapHeader {
                 version: LINUX_CAPABILITY_VERSION_3,
                 pid: 0,
             };
-            let low = (self.keep_caps & 0xffff_ffff) as u32;
-            let high = (self.keep_caps >> 32) as u32;
+            let low = (keep & 0xffff_ffff) as u32;
+            let high = (keep >> 32) as u32;
             let data = [
                 CapData {
                     effective: low,

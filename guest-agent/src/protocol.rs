@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; both ends refuse other versions.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A process the host asks the agent to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +23,22 @@ pub struct SpawnSpec {
     /// Bytes the process reads from an inherited pipe at a given fd number
     /// (secrets handed over outside the environment).
     pub fds: Vec<FdData>,
+    /// Run as this user instead of the zone's root.
+    pub user: Option<User>,
+    /// Give the process a stdin pipe fed by `Request::Stdin` (else /dev/null).
+    pub stdin: bool,
+    /// Give the process a terminal: stdin, stdout and stderr are its
+    /// pseudo-terminal, and everything it prints comes back as `Stdout`.
+    pub terminal: bool,
+}
+
+/// Who a process runs as, inside the zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups; none when empty.
+    pub groups: Vec<u32>,
 }
 
 /// A pipe the process inherits at `fd`, already holding `data` and closed
@@ -64,6 +80,12 @@ pub enum Request {
     Forget { id: String },
     /// Replace the hardening applied to processes started from now on.
     UpdateHardening(crate::config::Hardening),
+    /// Bytes for a process's stdin (or terminal).
+    Stdin { id: String, data: Vec<u8> },
+    /// Close a process's stdin once what was sent is written.
+    CloseStdin { id: String },
+    /// Set a process's terminal size.
+    Resize { id: String, rows: u16, cols: u16 },
 }
 
 /// One process as seen from inside the zone.

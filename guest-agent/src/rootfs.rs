@@ -162,7 +162,19 @@ fn common_mounts(root: &Path) -> io::Result<()> {
         RW | libc::MS_NOEXEC,
         "mode=1777,size=64m",
     )?;
+    // A private devpts: terminals the agent opens for work (and any the
+    // work opens) are the zone's own.
+    let pts = dev.join("pts");
+    make_mount_point(&pts, true)?;
+    mount(
+        "devpts",
+        &pts,
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )?;
     for (link, target) in [
+        ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
         ("stdout", "/proc/self/fd/1"),

@@ -38,6 +38,22 @@ struct Tracked {
     id: String,
     stdout: Option<File>,
     stderr: Option<File>,
+    /// Where `Request::Stdin` bytes go: the stdin pipe or the terminal.
+    input: Option<Input>,
+    /// The terminal's master side, for resizes.
+    pty: Option<File>,
+}
+
+/// A process's input, written without blocking the agent: what the
+/// process does not take yet waits in `pending`.
+struct Input {
+    file: File,
+    pending: Vec<u8>,
+    /// Close once `pending` is written (the host closed stdin).
+    closing: bool,
+    /// A terminal is not closed on `CloseStdin`: its master is also the
+    /// process's output.
+    terminal: bool,
 }
 
 struct Supervisor {
@@ -96,6 +112,7 @@ enum Source {
     Listener,
     Client(usize),
     Pipe(i32, Stream),
+    Input(i32),
 }
 
 impl Supervisor {
@@ -134,6 +151,9 @@ impl Supervisor {
                     Source::Pipe(*pid, Stream::Stderr),
                 );
             }
+            if let Some(i) = t.input.as_ref().filter(|i| !i.pending.is_empty()) {
+                watch(i.file.as_raw_fd(), libc::POLLOUT, Source::Input(*pid));
+            }
         }
         // SAFETY: fds is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -154,6 +174,7 @@ impl Supervisor {
                 Source::Listener => self.accept(),
                 Source::Client(i) => self.on_client(i, pfd.revents),
                 Source::Pipe(pid, stream) => self.on_pipe(pid, stream, false),
+                Source::Input(pid) => self.write_input(pid, Vec::new()),
             }
         }
         self.clients.retain(|c| !c.closed);
@@ -251,14 +272,54 @@ impl Supervisor {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A terminal's master reads EIO once no process holds the
+                // other side: its end of output.
+                Err(e) if drain || e.raw_os_error() == Some(libc::EIO) => {
+                    *slot = None;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Appends `data` to a process's input and writes what the process
+    /// takes now; closes the input when asked to and all is written.
+    fn write_input(&mut self, pid: i32, data: Vec<u8>) {
+        let Some(t) = self.tracked.get_mut(&pid) else {
+            return;
+        };
+        let Some(input) = t.input.as_mut() else {
+            return;
+        };
+        input.pending.extend_from_slice(&data);
+        while !input.pending.is_empty() {
+            match input.file.write(&input.pending) {
+                Ok(n) => {
+                    input.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
-                    if drain {
-                        *slot = None;
+                    // The process closed its stdin: drop what it will not read.
+                    input.pending.clear();
+                    if !input.terminal {
+                        t.input = None;
                     }
                     return;
                 }
             }
         }
+        if input.closing && !input.terminal {
+            t.input = None;
+        }
+    }
+
+    fn tracked_pid(&self, id: &str) -> Option<i32> {
+        self.tracked
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(pid, _)| *pid)
     }
 
     fn accept(&mut self) {
@@ -368,6 +429,34 @@ impl Supervisor {
                 self.send(i, &Message::Processes { request, list });
             }
             Request::Forget { id } => self.exited.retain(|(e, _)| *e != id),
+            Request::Stdin { id, data } => {
+                if let Some(pid) = self.tracked_pid(&id) {
+                    self.write_input(pid, data);
+                }
+            }
+            Request::CloseStdin { id } => {
+                if let Some(pid) = self.tracked_pid(&id) {
+                    if let Some(input) = self.tracked.get_mut(&pid).and_then(|t| t.input.as_mut()) {
+                        input.closing = true;
+                    }
+                    self.write_input(pid, Vec::new());
+                }
+            }
+            Request::Resize { id, rows, cols } => {
+                if let Some(pty) = self
+                    .tracked_pid(&id)
+                    .and_then(|pid| self.tracked[&pid].pty.as_ref())
+                {
+                    let size = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads a winsize we own.
+                    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                }
+            }
             Request::UpdateHardening(h) => match Prepared::new(&h) {
                 Ok(p) => self.hardening = p.with_work_cgroup(self.hardening.work_cgroup()),
                 Err(e) => self.send(
@@ -414,10 +503,30 @@ impl Supervisor {
             }
         }
         cmd.current_dir(cwd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let pty = if spec.terminal {
+            Some(open_pty()?)
+        } else {
+            None
+        };
+        match &pty {
+            Some((_, slave)) => {
+                cmd.stdin(Stdio::from(slave.try_clone()?))
+                    .stdout(Stdio::from(slave.try_clone()?))
+                    .stderr(Stdio::from(slave.try_clone()?));
+            }
+            None => {
+                cmd.stdin(if spec.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            }
+        }
         let hardening = self.hardening.clone();
+        let user = spec.user.clone();
+        let tty = spec.terminal;
         let pipes = filled_pipes(&spec.fds)?;
         let moves: Vec<(RawFd, RawFd)> = pipes.iter().map(|(r, fd)| (r.as_raw_fd(), *fd)).collect();
         // SAFETY: the agent is single-threaded, and `apply` and `dup2` only
@@ -425,7 +534,7 @@ impl Supervisor {
         // `filled_pipes`), so no move overwrites another's source.
         unsafe {
             cmd.pre_exec(move || {
-                hardening.apply()?;
+                hardening.apply(user.as_ref(), tty)?;
                 for &(from, to) in &moves {
                     check(libc::dup2(from, to))?;
                 }
@@ -436,14 +545,39 @@ impl Supervisor {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
         let pid = child.id() as i32;
-        let stdout = child.stdout.take().map(nonblocking);
-        let stderr = child.stderr.take().map(nonblocking);
+        // Only the child holds the terminal's other side now.
+        drop(cmd);
+        let (stdout, stderr, input, pty) = match pty {
+            Some((master, _slave)) => {
+                let master = nonblocking(master);
+                let input = Input {
+                    file: master.try_clone()?,
+                    pending: Vec::new(),
+                    closing: false,
+                    terminal: true,
+                };
+                (Some(master.try_clone()?), None, Some(input), Some(master))
+            }
+            None => (
+                child.stdout.take().map(nonblocking),
+                child.stderr.take().map(nonblocking),
+                child.stdin.take().map(|s| Input {
+                    file: nonblocking(s),
+                    pending: Vec::new(),
+                    closing: false,
+                    terminal: false,
+                }),
+                None,
+            ),
+        };
         self.tracked.insert(
             pid,
             Tracked {
                 id: spec.id,
                 stdout,
                 stderr,
+                input,
+                pty,
             },
         );
         Ok(pid)
@@ -547,6 +681,29 @@ fn nonblocking<T: Into<OwnedFd>>(pipe: T) -> File {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
     File::from(fd)
+}
+
+/// A new pseudo-terminal from the zone's /dev/pts: (master, slave).
+fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty fills two fds we then own; the other arguments may be null.
+    check(unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot open a terminal in the zone: {e}")))?;
+    // SAFETY: both were just created and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: fcntl on an fd we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((master, slave))
 }
 
 /// Finds a program the way a shell does: as given when it has a '/',

@@ -30,6 +30,7 @@ impl ProcessArgs {
             args: self.command.clone(),
             env: self.env.clone(),
             cwd: self.cwd.clone().unwrap_or_default(),
+            ..Default::default()
         })
     }
 }

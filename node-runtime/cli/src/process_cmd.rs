@@ -77,6 +77,7 @@ pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
     let request = v1::RunRequest {
         zone: args.zone,
         spec: Some(spec),
+        stdio: None,
     };
     let process = processes.run(request).await?.into_inner();
     if args.json {

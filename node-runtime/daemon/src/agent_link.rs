@@ -173,6 +173,27 @@ impl AgentLink {
         self.send(&Request::SignalAll { signal }).await
     }
 
+    pub async fn stdin(&self, id: &str, data: Vec<u8>) -> Result<(), LinkError> {
+        self.send(&Request::Stdin {
+            id: id.to_string(),
+            data,
+        })
+        .await
+    }
+
+    pub async fn close_stdin(&self, id: &str) -> Result<(), LinkError> {
+        self.send(&Request::CloseStdin { id: id.to_string() }).await
+    }
+
+    pub async fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), LinkError> {
+        self.send(&Request::Resize {
+            id: id.to_string(),
+            rows,
+            cols,
+        })
+        .await
+    }
+
     pub async fn forget(&self, id: &str) -> Result<(), LinkError> {
         self.send(&Request::Forget { id: id.to_string() }).await
     }

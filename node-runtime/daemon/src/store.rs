@@ -98,6 +98,9 @@ pub struct ProcessRecord {
     pub args: Vec<String>,
     pub state: ProcessState,
     pub pid: u32,
+    /// The pid on the host (0 when unknown).
+    #[serde(default)]
+    pub host_pid: u32,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub started_ms: u64,
@@ -367,6 +370,7 @@ mod tests {
                     args: vec!["true".into()],
                     state: ProcessState::Running,
                     pid: 2,
+                    host_pid: 0,
                     exit_code: None,
                     signal: None,
                     started_ms: 0,

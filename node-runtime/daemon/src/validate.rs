@@ -70,6 +70,7 @@ pub fn process_spec(
         args: args.to_vec(),
         env: env.to_vec(),
         cwd: cwd.to_string(),
+        ..ProcessSpec::default()
     })
 }
 

@@ -133,4 +133,19 @@ pub struct ProcessSpec {
     pub env: Vec<String>,
     /// Working directory inside the zone; `/` when empty.
     pub cwd: String,
+    /// Who runs it inside the zone; the zone's root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ProcessUser>,
+    /// Give it a terminal (stdout and stderr become one stream).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminal: bool,
+}
+
+/// A user and its groups, as numbers inside the zone.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<u32>,
 }

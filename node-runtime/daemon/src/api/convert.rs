@@ -4,7 +4,7 @@ use rauha_api::v1;
 use rauha_spec::RootSpec;
 
 use crate::backend::{Check, Usage};
-use crate::store::{ProcessRecord, ZoneRecord};
+use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
 
 pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcement) -> v1::Zone {
     v1::Zone {
@@ -45,12 +45,32 @@ pub fn process(p: &ProcessRecord, zone_name: &str) -> v1::Process {
         args: p.args.clone(),
         state: p.state.as_str().to_string(),
         pid: p.pid,
+        host_pid: if p.state == ProcessState::Running {
+            p.host_pid
+        } else {
+            0
+        },
         has_exit_code: p.exit_code.is_some(),
         exit_code: p.exit_code.unwrap_or_default(),
         signal: p.signal.unwrap_or_default(),
         started_ms: p.started_ms,
         ended_ms: p.ended_ms,
     }
+}
+
+/// The parts of a wire process spec beyond command, environment and cwd
+/// (which `validate::process_spec` checks).
+pub fn process_extras(
+    mut spec: rauha_spec::zone::ProcessSpec,
+    wire: &v1::ProcessSpec,
+) -> rauha_spec::zone::ProcessSpec {
+    spec.user = wire.user.as_ref().map(|u| rauha_spec::zone::ProcessUser {
+        uid: u.uid,
+        gid: u.gid,
+        groups: u.groups.clone(),
+    });
+    spec.terminal = wire.terminal;
+    spec
 }
 
 pub fn usage(u: &Usage) -> v1::Usage {
@@ -87,6 +107,7 @@ mod tests {
             args: vec!["true".into()],
             state: ProcessState::Exited,
             pid: 2,
+            host_pid: 0,
             exit_code: Some(0),
             signal: None,
             started_ms: 1,

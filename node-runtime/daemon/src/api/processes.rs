@@ -13,6 +13,7 @@ use super::convert;
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::validate::{parse_id, process_spec};
+use crate::zone::stdio::HostStdio;
 use crate::zone::{OutputChunk, ZoneRegistry};
 
 const ID_HINT: &str = "use an id printed by `rauha run` or `rauha ps`";
@@ -53,10 +54,18 @@ type ExecStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExecEvent, 
 impl<B: IsolationBackend> Processes for ProcessesService<B> {
     async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::Process>, Status> {
         let req = request.into_inner();
-        let spec = req.spec.unwrap_or_default();
-        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
+        let wire = req.spec.unwrap_or_default();
+        let spec = convert::process_extras(
+            process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
+            &wire,
+        );
+        let stdio = req.stdio.unwrap_or_default();
+        let stdio = HostStdio::parse(&stdio.stdin, &stdio.stdout, &stdio.stderr)?;
         let zone = self.registry.find_zone(&req.zone)?;
-        let process = self.registry.start_process(&zone, spec).await?;
+        let (process, _) = self
+            .registry
+            .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio)
+            .await?;
         Ok(Response::new(self.wire(&process.record())))
     }
 
@@ -83,12 +92,21 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
         request: Request<v1::ExecRequest>,
     ) -> Result<Response<ExecStream>, Status> {
         let req = request.into_inner();
-        let spec = req.spec.unwrap_or_default();
-        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
+        let wire = req.spec.unwrap_or_default();
+        let spec = convert::process_extras(
+            process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
+            &wire,
+        );
         let zone = self.registry.find_zone(&req.zone)?;
         let (process, mut output) = self
             .registry
-            .start_process_streamed(&zone, spec, Vec::new(), &Default::default())
+            .start_process_streamed(
+                &zone,
+                spec,
+                Vec::new(),
+                &Default::default(),
+                &HostStdio::default(),
+            )
             .await?;
         let (tx, rx) = mpsc::channel(256);
         let started = self.wire(&process.record());
@@ -181,6 +199,37 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
     ) -> Result<Response<v1::Process>, Status> {
         let id = parse_id("id", &request.into_inner().id, ID_HINT)?;
         let record = self.registry.wait_process(&id).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn signal(
+        &self,
+        request: Request<v1::SignalRequest>,
+    ) -> Result<Response<v1::Process>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id, ID_HINT)?;
+        let record = self.registry.signal_process(&id, req.signal).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn close_stdin(
+        &self,
+        request: Request<v1::ProcessRef>,
+    ) -> Result<Response<v1::Process>, Status> {
+        let id = parse_id("id", &request.into_inner().id, ID_HINT)?;
+        let record = self.registry.close_stdin(&id).await?;
+        Ok(Response::new(self.wire(&record)))
+    }
+
+    async fn resize(
+        &self,
+        request: Request<v1::ResizeRequest>,
+    ) -> Result<Response<v1::Process>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id, ID_HINT)?;
+        let rows = u16::try_from(req.rows).unwrap_or(u16::MAX);
+        let cols = u16::try_from(req.cols).unwrap_or(u16::MAX);
+        let record = self.registry.resize(&id, rows, cols).await?;
         Ok(Response::new(self.wire(&record)))
     }
 }

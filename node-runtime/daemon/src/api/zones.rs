@@ -140,6 +140,22 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
         Ok(Response::new(v1::TopResponse { zones: out }))
     }
 
+    async fn usage(
+        &self,
+        request: Request<v1::ZoneRef>,
+    ) -> Result<Response<v1::ZoneUsage>, Status> {
+        let zone = self.registry.find_zone(&request.into_inner().zone)?;
+        let usage = self
+            .registry
+            .backend
+            .usage(zone.id)
+            .map_err(DaemonError::from)?;
+        Ok(Response::new(v1::ZoneUsage {
+            zone: Some(self.wire(&zone)),
+            usage: Some(convert::usage(&usage)),
+        }))
+    }
+
     async fn pause(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {
         let record = self.registry.pause_zone(&request.into_inner().zone).await?;
         Ok(Response::new(self.wire(&record)))

@@ -158,6 +158,9 @@ pub trait IsolationBackend: Send + Sync + 'static {
 
     fn usage(&self, zone_id: Uuid) -> Result<Usage, BackendError>;
 
+    /// The host's pid of a zone process known by its pid inside the zone.
+    fn host_pid(&self, zone_id: Uuid, zone_pid: u32) -> Option<u32>;
+
     /// The enforcement really in force in a zone.
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement;
 

@@ -10,6 +10,7 @@ mod policy;
 mod process;
 pub mod recovery;
 mod sandbox;
+pub mod stdio;
 mod tasks;
 mod ttl;
 mod verify;
@@ -65,6 +66,10 @@ pub struct LiveProcess {
     stderr: Mutex<Capture>,
     end: watch::Sender<Option<ProcessEnd>>,
     live: broadcast::Sender<OutputChunk>,
+    /// Output for the process's host stdio paths, while it runs.
+    sink: Mutex<Option<tokio::sync::mpsc::UnboundedSender<OutputChunk>>>,
+    /// False while output is still being written to host stdio paths.
+    relayed: Arc<watch::Sender<bool>>,
 }
 
 impl LiveProcess {
@@ -104,6 +109,20 @@ impl LiveProcess {
 
     pub fn subscribe(&self) -> broadcast::Receiver<OutputChunk> {
         self.live.subscribe()
+    }
+
+    /// Marks output as being relayed to host paths; the relay sends `true`
+    /// on the returned sender once it wrote everything.
+    fn relay_started(&self) -> Arc<watch::Sender<bool>> {
+        self.relayed.send_replace(false);
+        Arc::clone(&self.relayed)
+    }
+
+    /// Waits until all output reached the host stdio paths (at most
+    /// `limit`: a reader that stopped reading must not hold up an exit).
+    pub async fn wait_relayed(&self, limit: std::time::Duration) {
+        let mut rx = self.relayed.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|done| *done)).await;
     }
 }
 
@@ -231,6 +250,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             stderr: Mutex::new(Capture::new(max_output)),
             end,
             live,
+            sink: Mutex::new(None),
+            relayed: Arc::new(watch::channel(true).0),
         });
         self.processes
             .lock()
@@ -295,6 +316,12 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(&data);
+                if let Some(tx) = p.sink.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    let _ = tx.send(OutputChunk {
+                        stream,
+                        data: data.clone(),
+                    });
+                }
                 let _ = p.live.send(OutputChunk { stream, data });
             }
             AgentEvent::Exited { id, status } => {
@@ -371,6 +398,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             Some(id),
             message,
         );
+        // The relay to host stdio paths ends once it wrote what it has.
+        p.sink.lock().unwrap_or_else(|e| e.into_inner()).take();
         // send_replace stores the value even when nobody waits yet.
         p.end.send_replace(Some(end));
     }

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rauha_guest_agent::protocol::{FdData, SpawnSpec};
+use rauha_guest_agent::protocol::{FdData, SpawnSpec, User};
 use rauha_spec::event::EventKind;
 use rauha_spec::zone::ProcessSpec;
 use uuid::Uuid;
 
 use tokio::sync::broadcast;
 
+use super::stdio::{self, HostStdio};
 use super::{LiveProcess, OutputChunk, ProcessEnd, ZoneRegistry};
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
@@ -19,17 +20,6 @@ use crate::redact::Redactor;
 use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
-    /// Starts a process in a zone and returns it once the agent runs it.
-    pub async fn start_process(
-        &self,
-        zone: &ZoneRecord,
-        spec: ProcessSpec,
-    ) -> Result<Arc<LiveProcess>, DaemonError> {
-        self.start_process_streamed(zone, spec, Vec::new(), &Redactor::default())
-            .await
-            .map(|(p, _)| p)
-    }
-
     /// Starts a process and returns, with it, a receiver of its output that
     /// was subscribed before the process could write anything.
     pub async fn start_process_streamed(
@@ -38,6 +28,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         spec: ProcessSpec,
         fds: Vec<FdData>,
         redactor: &Redactor,
+        stdio: &HostStdio,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
             return Err(DaemonError::FailedPrecondition(format!(
@@ -64,6 +55,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             args: spec.args.iter().map(|a| redactor.text(a)).collect(),
             state: ProcessState::Running,
             pid: 0,
+            host_pid: 0,
             exit_code: None,
             signal: None,
             started_ms: now_ms(),
@@ -72,20 +64,41 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
         let process = self.track(record.clone(), max_output);
         let output = process.subscribe();
+        if stdio.stdout.is_some() || stdio.stderr.is_some() {
+            match stdio::open_outputs(stdio, &process) {
+                Ok(tx) => *process.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx),
+                Err(e) => {
+                    self.untrack(&record.id);
+                    return Err(e);
+                }
+            }
+        }
         let spawn = SpawnSpec {
             id: record.id.to_string(),
             args: spec.args,
             env: spec.env,
             cwd: spec.cwd,
             fds,
+            user: spec.user.map(|u| User {
+                uid: u.uid,
+                gid: u.gid,
+                groups: u.groups,
+            }),
+            stdin: stdio.stdin.is_some(),
+            terminal: spec.terminal,
         };
         match live.link.spawn(spawn).await {
             Ok(pid) => {
+                let host_pid = self.backend.host_pid(zone.id, pid).unwrap_or(0);
                 let rec = {
                     let mut r = process.record.lock().unwrap_or_else(|e| e.into_inner());
                     r.pid = pid;
+                    r.host_pid = host_pid;
                     r.clone()
                 };
+                if let Some(path) = stdio.stdin.clone() {
+                    stdio::feed_stdin(path, Arc::clone(&process), Arc::clone(&live.link));
+                }
                 self.store.put_process(&rec)?;
                 if let Some(mut current) = self.store.zone(&zone.id)? {
                     if current.state != rauha_spec::ZoneState::Running {
@@ -101,6 +114,12 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 Ok((process, output))
             }
             Err(e) => {
+                // Ends the output relay, which closes the stdio paths.
+                process
+                    .sink
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 self.untrack(&record.id);
                 Err(DaemonError::FailedPrecondition(format!(
                     "cannot start the command in zone {:?}: {e}",
@@ -159,6 +178,60 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         Ok(process.record())
     }
 
+    /// Sends one signal to a running process (its process group).
+    pub async fn signal_process(
+        &self,
+        id: &Uuid,
+        signal: i32,
+    ) -> Result<ProcessRecord, DaemonError> {
+        let (process, zone) = self.running_process(id)?;
+        if !(1..=64).contains(&signal) {
+            return Err(DaemonError::invalid(
+                "signal",
+                format!("{signal} is not a signal number (1-64)"),
+            ));
+        }
+        zone.link.signal(&id.to_string(), signal).await?;
+        Ok(process.record())
+    }
+
+    pub async fn close_stdin(&self, id: &Uuid) -> Result<ProcessRecord, DaemonError> {
+        let (process, zone) = self.running_process(id)?;
+        zone.link.close_stdin(&id.to_string()).await?;
+        Ok(process.record())
+    }
+
+    pub async fn resize(
+        &self,
+        id: &Uuid,
+        rows: u16,
+        cols: u16,
+    ) -> Result<ProcessRecord, DaemonError> {
+        let (process, zone) = self.running_process(id)?;
+        zone.link.resize(&id.to_string(), rows, cols).await?;
+        Ok(process.record())
+    }
+
+    fn running_process(
+        &self,
+        id: &Uuid,
+    ) -> Result<(Arc<LiveProcess>, Arc<super::LiveZone>), DaemonError> {
+        let record = self.find_process(id)?;
+        let process = self
+            .live_process(id)
+            .filter(|p| p.end.borrow().is_none())
+            .ok_or_else(|| {
+                DaemonError::FailedPrecondition(format!(
+                    "process {id} is {}; it takes no signals or input",
+                    record.state.as_str()
+                ))
+            })?;
+        let zone = self.live_zone(&record.zone_id).ok_or_else(|| {
+            DaemonError::FailedPrecondition("the process's zone has no live agent".into())
+        })?;
+        Ok((process, zone))
+    }
+
     pub fn delete_process(&self, id: &Uuid) -> Result<(), DaemonError> {
         let record = self.find_process(id)?;
         if record.state == ProcessState::Running {
@@ -176,6 +249,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         match self.live_process(id) {
             Some(p) => {
                 let _: ProcessEnd = p.wait().await;
+                p.wait_relayed(Duration::from_secs(10)).await;
                 Ok(p.record())
             }
             None => Ok(record),

@@ -117,7 +117,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             }
         }
         match self
-            .start_process_streamed(&zone, spec, fds, &redactor)
+            .start_process_streamed(&zone, spec, fds, &redactor, &Default::default())
             .await
         {
             Err(e) => result.error = Some(redactor.text(&e.to_string())),

@@ -65,6 +65,19 @@ pub fn remove_state_dir(dir: &Path) -> Result<(), BackendError> {
     }
 }
 
+/// A host process's pid in its innermost pid namespace (the last field of
+/// `NSpid` in /proc/PID/status).
+pub fn innermost_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
 /// Reads an OCI bundle's `config.json`: the root filesystem's host path and
 /// whether it is read-only.
 pub fn read_bundle(bundle: &Path) -> Result<(PathBuf, bool), BackendError> {

@@ -261,6 +261,12 @@ impl IsolationBackend for LinuxBackend {
         Ok(self.cgroups.usage(&zone_id.to_string())?)
     }
 
+    fn host_pid(&self, zone_id: Uuid, zone_pid: u32) -> Option<u32> {
+        let pids = self.cgroups.pids(&zone_id.to_string()).ok()?;
+        pids.into_iter()
+            .find(|p| host::innermost_pid(*p) == Some(zone_pid))
+    }
+
     fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
         self.bpf
             .sync(zones, |id| self.cgroups.unified_ids(&id.to_string()))

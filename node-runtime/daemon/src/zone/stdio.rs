@@ -1,0 +1,253 @@
+//! A process's stdio connected to host paths, as containerd hands them to
+//! a shim: FIFOs it reads and writes, or log files (`file://`).
+//!
+//! Output goes from the agent's `Output` messages to the paths in order,
+//! without loss (an unbounded channel, not the lossy broadcast of `exec`);
+//! the paths are closed once the process ended and all of it is written,
+//! which is the end of output a reader waits for. Stdin is read from its
+//! path once a writer opened it, until that writer closes it.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rauha_guest_agent::protocol::Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use super::{LiveProcess, OutputChunk};
+use crate::agent_link::AgentLink;
+use crate::error::DaemonError;
+
+/// Host paths for a process's stdio; `None` leaves that stream alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostStdio {
+    pub stdin: Option<PathBuf>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+impl HostStdio {
+    /// From the wire: empty strings are absent; `file://` names a log file.
+    pub fn parse(stdin: &str, stdout: &str, stderr: &str) -> Result<HostStdio, DaemonError> {
+        let one = |field: &str, value: &str| -> Result<Option<PathBuf>, DaemonError> {
+            if value.is_empty() {
+                return Ok(None);
+            }
+            let path = value.strip_prefix("file://").unwrap_or(value);
+            if value.contains("://") && !value.starts_with("file://") {
+                return Err(DaemonError::invalid(
+                    format!("stdio.{field}"),
+                    format!("{value:?}: only paths and file:// URIs are supported"),
+                ));
+            }
+            if !path.starts_with('/') {
+                return Err(DaemonError::invalid(
+                    format!("stdio.{field}"),
+                    format!("{value:?} is not an absolute path"),
+                ));
+            }
+            Ok(Some(PathBuf::from(path)))
+        };
+        Ok(HostStdio {
+            stdin: one("stdin", stdin)?,
+            stdout: one("stdout", stdout)?,
+            stderr: one("stderr", stderr)?,
+        })
+    }
+}
+
+/// Where output is written: a FIFO (opened read-write, so opening never
+/// waits for a reader and a reader that comes and goes loses nothing
+/// written before it left) or a regular file, appended to.
+enum Sink {
+    Pipe(pipe::Sender),
+    File(tokio::fs::File),
+}
+
+impl Sink {
+    fn open(path: &Path) -> io::Result<Sink> {
+        let is_fifo = std::fs::metadata(path)
+            .map(|m| m.file_type().is_fifo())
+            .unwrap_or(false);
+        if is_fifo {
+            let tx = pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(path)?;
+            return Ok(Sink::Pipe(tx));
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Sink::File(tokio::fs::File::from_std(f)))
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Pipe(p) => p.write_all(data).await,
+            Sink::File(f) => f.write_all(data).await,
+        }
+    }
+
+    async fn finish(self) {
+        if let Sink::File(mut f) = self {
+            let _ = f.flush().await;
+        }
+    }
+}
+
+/// Opens the output paths (so a bad one fails the start) and returns the
+/// channel the agent's output for this process goes into.
+pub fn open_outputs(
+    stdio: &HostStdio,
+    process: &Arc<LiveProcess>,
+) -> Result<mpsc::UnboundedSender<OutputChunk>, DaemonError> {
+    let open = |field: &str, p: &Option<PathBuf>| -> Result<Option<Sink>, DaemonError> {
+        p.as_deref()
+            .map(|path| {
+                Sink::open(path).map_err(|e| {
+                    DaemonError::invalid(
+                        format!("stdio.{field}"),
+                        format!("cannot open {}: {e}", path.display()),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let mut stdout = open("stdout", &stdio.stdout)?;
+    let mut stderr = if stdio.stderr.is_some() && stdio.stderr == stdio.stdout {
+        None
+    } else {
+        open("stderr", &stdio.stderr)?
+    };
+    let same = stdio.stderr.is_some() && stdio.stderr == stdio.stdout;
+    let (tx, mut rx) = mpsc::unbounded_channel::<OutputChunk>();
+    let done = process.relay_started();
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            let sink = match chunk.stream {
+                Stream::Stderr if !same => stderr.as_mut(),
+                _ => stdout.as_mut(),
+            };
+            if let Some(s) = sink {
+                if let Err(e) = s.write_all(&chunk.data).await {
+                    tracing::debug!(error = %e, "a process's output path stopped taking output");
+                }
+            }
+        }
+        for s in [stdout, stderr].into_iter().flatten() {
+            s.finish().await;
+        }
+        done.send_replace(true);
+    });
+    Ok(tx)
+}
+
+/// Feeds the process's stdin from `path` once a writer opens it, and
+/// closes the process's stdin when that writer closes it.
+pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>) {
+    let id = process.id.to_string();
+    tokio::spawn(async move {
+        let open_path = path.clone();
+        // Opening a FIFO for reading waits for a writer; on a thread of its
+        // own, so that the wait costs no runtime worker.
+        let opening = tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&open_path)
+        });
+        let file = tokio::select! {
+            r = opening => r,
+            _ = process.wait() => {
+                // Nobody ever wrote: release the waiting open.
+                release_reader(&path);
+                return;
+            }
+        };
+        let file = match file {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open stdin");
+                return;
+            }
+            Err(_) => return,
+        };
+        let is_fifo = file
+            .metadata()
+            .map(|m| m.file_type().is_fifo())
+            .unwrap_or(false);
+        let mut buf = vec![0u8; 32 * 1024];
+        if is_fifo {
+            let Ok(mut rx) = pipe::Receiver::from_file(file) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    r = rx.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if link.stdin(&id, buf[..n].to_vec()).await.is_err() {
+                                return;
+                            }
+                        }
+                    },
+                    _ = process.wait() => return,
+                }
+            }
+        } else {
+            let mut f = tokio::fs::File::from_std(file);
+            while let Ok(n) = f.read(&mut buf).await {
+                if n == 0 || link.stdin(&id, buf[..n].to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = link.close_stdin(&id).await;
+    });
+}
+
+/// Opens a FIFO for writing without blocking and closes it again, which
+/// wakes an open for reading that waits for a writer.
+fn release_reader(path: &Path) {
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_file_uris_parse() {
+        let s = HostStdio::parse("", "/run/a/stdout", "file:///var/log/x").expect("valid");
+        assert_eq!(s.stdin, None);
+        assert_eq!(s.stdout.as_deref(), Some(Path::new("/run/a/stdout")));
+        assert_eq!(s.stderr.as_deref(), Some(Path::new("/var/log/x")));
+        assert_eq!(
+            HostStdio::parse("", "", "").expect("empty"),
+            HostStdio::default()
+        );
+    }
+
+    #[test]
+    fn other_schemes_and_relative_paths_are_refused() {
+        let e = HostStdio::parse("", "binary:///usr/bin/logger", "")
+            .expect_err("binary")
+            .to_string();
+        assert!(e.contains("stdio.stdout") && e.contains("file://"), "{e}");
+        let e = HostStdio::parse("fifo", "", "")
+            .expect_err("relative")
+            .to_string();
+        assert!(e.contains("not an absolute path"), "{e}");
+    }
+}
