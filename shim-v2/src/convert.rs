@@ -1,0 +1,364 @@
+//! Every conversion at the shim's edge, in one place: the OCI bundle's
+//! `config.json` and containerd's wire types to rauhad's, rauhad's errors
+//! to ttrpc codes, and zone usage to containerd's cgroup metrics.
+
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::ttrpc;
+use rauha_api::v1;
+use rauha_spec::policy::{NetworkMode, Policy, ResourcesSection};
+use serde_json::Value;
+
+/// Pod annotations (CRI passes them when containerd's runtime config lists
+/// them in `pod_annotations` / `container_annotations`).
+pub const POLICY_ANNOTATION: &str = "rauha.dev/policy";
+pub const ZONE_ANNOTATION: &str = "rauha.dev/zone";
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// rauhad's error as containerd expects it: the same code, the same text.
+pub fn ttrpc_error(s: tonic::Status) -> ttrpc::Error {
+    use ttrpc::Code;
+    let code = match s.code() {
+        tonic::Code::NotFound => Code::NOT_FOUND,
+        tonic::Code::AlreadyExists => Code::ALREADY_EXISTS,
+        tonic::Code::InvalidArgument => Code::INVALID_ARGUMENT,
+        tonic::Code::FailedPrecondition => Code::FAILED_PRECONDITION,
+        tonic::Code::Unavailable => Code::UNAVAILABLE,
+        tonic::Code::PermissionDenied => Code::PERMISSION_DENIED,
+        tonic::Code::ResourceExhausted => Code::RESOURCE_EXHAUSTED,
+        tonic::Code::DeadlineExceeded => Code::DEADLINE_EXCEEDED,
+        tonic::Code::Unimplemented => Code::UNIMPLEMENTED,
+        _ => Code::INTERNAL,
+    };
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, s.message()))
+}
+
+pub fn error(code: ttrpc::Code, message: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.into()))
+}
+
+/// A zone name (lowercase letters, digits, '-', at most 63) for a
+/// container of a containerd namespace; long ids keep a hash of the whole.
+pub fn zone_name(namespace: &str, id: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    let full = format!("{}-{}", clean(namespace), clean(id));
+    let name = if full.len() <= 63 {
+        full
+    } else {
+        // FNV-1a over the exact namespace and id: the cut-off part still
+        // tells two containers apart.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in namespace.bytes().chain([0]).chain(id.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{}-{h:016x}", &full[..46])
+    };
+    name.trim_matches('-').to_string()
+}
+
+/// What the bundle's `config.json` says about the container's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Its own zone: a pod sandbox, or a container outside any pod.
+    Owner,
+    /// A container of the pod whose sandbox has this id.
+    Member { sandbox_id: String },
+    /// A container placed into an existing named zone.
+    Named { zone: String },
+}
+
+pub fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
+    spec.get("annotations")?.get(key)?.as_str()
+}
+
+pub fn role(spec: &Value) -> Role {
+    if let Some(zone) = annotation(spec, ZONE_ANNOTATION).filter(|z| !z.is_empty()) {
+        return Role::Named {
+            zone: zone.to_string(),
+        };
+    }
+    match (
+        annotation(spec, CRI_CONTAINER_TYPE),
+        annotation(spec, CRI_SANDBOX_ID),
+    ) {
+        (Some("container"), Some(sandbox)) => Role::Member {
+            sandbox_id: sandbox.to_string(),
+        },
+        _ => Role::Owner,
+    }
+}
+
+/// The shim grouping containerd uses: one shim per pod.
+pub fn grouping(spec: &Value, id: &str) -> String {
+    annotation(spec, CRI_SANDBOX_ID)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(id)
+        .to_string()
+}
+
+/// The network namespace the container must join (CNI's, for a pod).
+pub fn netns(spec: &Value) -> Option<String> {
+    spec.get("linux")?
+        .get("namespaces")?
+        .as_array()?
+        .iter()
+        .find(|n| n.get("type").and_then(Value::as_str) == Some("network"))?
+        .get("path")?
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+/// An OCI `process` object as rauhad's process spec.
+pub fn process(p: &Value) -> Result<v1::ProcessSpec, String> {
+    let strings = |key: &str| -> Vec<String> {
+        p.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let args = strings("args");
+    if args.is_empty() {
+        return Err("the OCI process has no args; give the image a command".into());
+    }
+    let user = p.get("user").map(|u| {
+        let num = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+        v1::ProcessUser {
+            uid: num("uid"),
+            gid: num("gid"),
+            groups: u
+                .get("additionalGids")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g.as_u64())
+                        .map(|g| g as u32)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    });
+    Ok(v1::ProcessSpec {
+        args,
+        env: strings("env"),
+        cwd: p
+            .get("cwd")
+            .and_then(Value::as_str)
+            .unwrap_or("/")
+            .to_string(),
+        user,
+        terminal: p.get("terminal").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// An `Any` holding a JSON-encoded OCI process (ExecProcessRequest.spec).
+pub fn exec_process(spec: &Any) -> Result<v1::ProcessSpec, String> {
+    let value: Value = serde_json::from_slice(&spec.value)
+        .map_err(|e| format!("the exec spec is not an OCI process in JSON: {e}"))?;
+    process(&value)
+}
+
+/// The zone's policy: the annotation's preset or inline TOML (the preset
+/// `standard` without one), with the container's resource limits, and the
+/// pod's network namespace joined when CNI made one.
+pub fn policy(spec: &Value) -> Result<v1::PolicySource, String> {
+    let (file, text) = match annotation(spec, POLICY_ANNOTATION).map(str::trim) {
+        None | Some("") => (
+            "policies/standard.toml".to_string(),
+            rauha_spec::presets::text(rauha_spec::presets::DEFAULT_PRESET)
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Some(name) if rauha_spec::presets::text(name).is_some() => (
+            format!("policies/{name}.toml"),
+            rauha_spec::presets::text(name)
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Some(inline) if inline.contains('\n') || inline.contains('=') => (
+            format!("annotation {POLICY_ANNOTATION}"),
+            inline.to_string(),
+        ),
+        Some(other) => {
+            return Err(format!(
+            "annotation {POLICY_ANNOTATION}: {other:?} is neither a preset ({}) nor a TOML policy",
+            rauha_spec::presets::names().join(", ")
+        ))
+        }
+    };
+    let mut policy = Policy::parse(&file, &text).map_err(|e| e.to_string())?;
+    if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {
+        apply_resources(&mut policy.resources, r);
+    }
+    if netns(spec).is_some() {
+        policy.network.mode = NetworkMode::Joined;
+    }
+    Ok(v1::PolicySource {
+        source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
+            file,
+            toml: policy.to_toml(),
+        })),
+    })
+}
+
+/// OCI `linux.resources` onto a policy's resources: what the container
+/// sets replaces the preset's value.
+pub fn apply_resources(to: &mut ResourcesSection, r: &Value) {
+    let num = |v: Option<&Value>| v.and_then(Value::as_i64).filter(|n| *n > 0);
+    if let Some(limit) = num(r.get("memory").and_then(|m| m.get("limit"))) {
+        to.memory_limit = Some(limit as u64);
+    }
+    let cpu = r.get("cpu");
+    if let (Some(quota), Some(period)) = (
+        num(cpu.and_then(|c| c.get("quota"))),
+        num(cpu.and_then(|c| c.get("period"))),
+    ) {
+        to.cpu_limit = Some(quota as f64 / period as f64);
+    }
+    if let Some(shares) = num(cpu.and_then(|c| c.get("shares"))) {
+        to.cpu_shares = Some((shares as u64).clamp(2, 262_144));
+    }
+    if let Some(pids) = num(r.get("pids").and_then(|p| p.get("limit"))) {
+        to.pids_max = Some(pids as u64);
+    }
+}
+
+pub fn timestamp(ms: u64) -> Timestamp {
+    let mut t = Timestamp::new();
+    t.seconds = (ms / 1000) as i64;
+    t.nanos = ((ms % 1000) * 1_000_000) as i32;
+    t
+}
+
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    timestamp(ms)
+}
+
+/// A zone's usage as containerd's cgroup v1 metrics (what `ctr task
+/// metrics` and the CRI stats read).
+pub fn metrics(u: &v1::Usage) -> Result<Any, String> {
+    use containerd_shim::protos::cgroups::metrics::{
+        CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+    };
+    let mut m = Metrics::new();
+    let mut pids = PidsStat::new();
+    pids.current = u.pids;
+    pids.limit = u.pids_max;
+    m.pids = Some(pids).into();
+    let mut usage = CPUUsage::new();
+    usage.total = u.cpu_time_us.saturating_mul(1000);
+    let mut cpu = CPUStat::new();
+    cpu.usage = Some(usage).into();
+    m.cpu = Some(cpu).into();
+    let mut entry = MemoryEntry::new();
+    entry.usage = u.memory_bytes;
+    entry.limit = u.memory_limit_bytes;
+    entry.max = u.peak_memory_bytes;
+    entry.failcnt = u.oom_kills;
+    let mut mem = MemoryStat::new();
+    mem.usage = Some(entry).into();
+    m.memory = Some(mem).into();
+    let mut any = Any::new();
+    any.type_url = "io.containerd.cgroups.v1.Metrics".to_string();
+    any.value = m.write_to_bytes().map_err(|e| e.to_string())?;
+    Ok(any)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn zone_names_are_valid_and_distinct() {
+        let short = zone_name("default", "My_Ctr.1");
+        assert_eq!(short, "default-my-ctr-1");
+        let long_a = zone_name("k8s.io", &"a".repeat(64));
+        let long_b = zone_name("k8s.io", &format!("{}b", "a".repeat(63)));
+        for n in [&short, &long_a, &long_b] {
+            rauha_spec::names::validate_zone_name(n).expect(n);
+        }
+        assert_ne!(long_a, long_b);
+    }
+
+    #[test]
+    fn cri_annotations_decide_the_role() {
+        let sandbox = json!({"annotations": {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-id": "s1"}});
+        assert_eq!(role(&sandbox), Role::Owner);
+        assert_eq!(grouping(&sandbox, "s1"), "s1");
+        let member = json!({"annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-id": "s1"}});
+        assert_eq!(
+            role(&member),
+            Role::Member {
+                sandbox_id: "s1".into()
+            }
+        );
+        assert_eq!(grouping(&member, "c1"), "s1");
+        assert_eq!(role(&json!({})), Role::Owner);
+    }
+
+    #[test]
+    fn oci_process_converts() {
+        let p = process(&json!({"args": ["sh", "-c", "id"], "env": ["PATH=/bin"],
+            "cwd": "/tmp", "terminal": true,
+            "user": {"uid": 1000, "gid": 100, "additionalGids": [5, 6]}}))
+        .expect("valid");
+        assert_eq!(p.args, ["sh", "-c", "id"]);
+        assert_eq!(p.cwd, "/tmp");
+        assert!(p.terminal);
+        let u = p.user.expect("user");
+        assert_eq!((u.uid, u.gid, u.groups), (1000, 100, vec![5, 6]));
+        assert!(process(&json!({"args": []})).is_err());
+    }
+
+    #[test]
+    fn policy_takes_limits_and_joins_the_pods_netns() {
+        let spec = json!({"linux": {
+            "resources": {"memory": {"limit": 33554432}, "cpu": {"quota": 50000, "period": 100000},
+                "pids": {"limit": 64}},
+            "namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]}});
+        let Some(v1::policy_source::Source::Inline(p)) = policy(&spec).expect("ok").source else {
+            panic!("inline")
+        };
+        let parsed = Policy::parse("x", &p.toml).expect("renders valid TOML");
+        assert_eq!(parsed.resources.memory_limit, Some(32 << 20));
+        assert_eq!(parsed.resources.cpu_limit, Some(0.5));
+        assert_eq!(parsed.resources.pids_max, Some(64));
+        assert_eq!(parsed.network.mode, NetworkMode::Joined);
+        assert_eq!(netns(&spec).as_deref(), Some("/var/run/netns/cni-1"));
+    }
+
+    #[test]
+    fn bad_policy_annotation_fails_with_the_parsers_message() {
+        let spec = json!({"annotations": {"rauha.dev/policy": "[network]\nmode = \"warp\"\n"}});
+        let e = policy(&spec).expect_err("bad mode");
+        assert!(e.contains("mode"), "{e}");
+        let e = policy(&json!({"annotations": {"rauha.dev/policy": "nope"}})).expect_err("name");
+        assert!(e.contains("neither a preset"), "{e}");
+    }
+}

@@ -1,0 +1,948 @@
+//! The Task API. Each handler looks up the container, makes one or two
+//! calls to rauhad and publishes the event containerd expects.
+//!
+//! A container that owns its zone (a pod sandbox, or a container outside
+//! any pod) creates the zone from its bundle; its init process and execs
+//! are rauhad processes in that zone, with stdio on containerd's FIFOs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{self, Code};
+use containerd_shim::protos::types::task::{ProcessInfo, Status};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{api, TtrpcContext, TtrpcResult};
+use rauha_api::v1;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::convert::{self, error, ttrpc_error, Role};
+use crate::rauhad::Rauhad;
+
+/// How a process ended: its exit status and when (ms since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    status: u32,
+    at_ms: u64,
+}
+
+struct Proc {
+    spec: v1::ProcessSpec,
+    stdio: v1::StdioPaths,
+    /// rauhad's process id, once started.
+    rauha_id: Option<String>,
+    pid: u32,
+    exit: watch::Sender<Option<Exit>>,
+}
+
+impl Proc {
+    fn new(spec: v1::ProcessSpec, stdio: v1::StdioPaths) -> Proc {
+        Proc {
+            spec,
+            stdio,
+            rauha_id: None,
+            pid: 0,
+            exit: watch::channel(None).0,
+        }
+    }
+
+    fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+
+    fn status(&self, paused: bool) -> Status {
+        match (self.rauha_id.is_some(), self.exited()) {
+            (_, Some(_)) => Status::STOPPED,
+            (false, None) => Status::CREATED,
+            (true, None) if paused => Status::PAUSED,
+            (true, None) => Status::RUNNING,
+        }
+    }
+}
+
+struct Container {
+    bundle: PathBuf,
+    /// rauhad's zone id.
+    zone: String,
+    /// The container created the zone and deletes it with itself.
+    owns_zone: bool,
+    paused: bool,
+    init: Proc,
+    execs: HashMap<String, Proc>,
+}
+
+impl Container {
+    fn proc(&self, exec_id: &str) -> TtrpcResult<&Proc> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs
+            .get(exec_id)
+            .ok_or_else(|| error(Code::NOT_FOUND, format!("exec {exec_id} not found")))
+    }
+
+    fn proc_mut(&mut self, exec_id: &str) -> TtrpcResult<&mut Proc> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        self.execs
+            .get_mut(exec_id)
+            .ok_or_else(|| error(Code::NOT_FOUND, format!("exec {exec_id} not found")))
+    }
+}
+
+struct Inner {
+    namespace: String,
+    rauhad: Rauhad,
+    publisher: RemotePublisher,
+    exit: Arc<ExitSignal>,
+    containers: Mutex<HashMap<String, Container>>,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+/// Reads `config.json` of an OCI bundle.
+pub fn read_bundle_spec(bundle: &Path) -> Result<Value, String> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+}
+
+/// Detaches the container's root filesystem mount, if any.
+pub fn unmount_rootfs(bundle: &Path) {
+    let rootfs = bundle.join("rootfs");
+    if let Ok(c) = std::ffi::CString::new(rootfs.as_os_str().as_encoded_bytes()) {
+        // SAFETY: umount2 with a NUL-terminated path we own; EINVAL (not a
+        // mount point) and ENOENT are expected and ignored.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn stdio(stdin: &str, stdout: &str, stderr: &str) -> v1::StdioPaths {
+    v1::StdioPaths {
+        stdin: stdin.to_string(),
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+    }
+}
+
+impl Service {
+    pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Service {
+        Service {
+            inner: Arc::new(Inner {
+                namespace,
+                rauhad: Rauhad::from_env(),
+                publisher,
+                exit,
+                containers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container) -> TtrpcResult<T>,
+    ) -> TtrpcResult<T> {
+        let mut all = self
+            .inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let c = all
+            .get_mut(id)
+            .ok_or_else(|| error(Code::NOT_FOUND, format!("container {id} not found")))?;
+        f(c)
+    }
+
+    /// Mounts what containerd prepared as the container's root filesystem.
+    async fn mount_rootfs(&self, req: &api::CreateTaskRequest) -> TtrpcResult<()> {
+        if req.rootfs.is_empty() {
+            return Ok(());
+        }
+        let rootfs = Path::new(&req.bundle).join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(|e| {
+            error(
+                Code::INTERNAL,
+                format!("cannot create {}: {e}", rootfs.display()),
+            )
+        })?;
+        for m in &req.rootfs {
+            if let Err(e) = containerd_shim::util::mount_rootfs(m, &rootfs).await {
+                unmount_rootfs(Path::new(&req.bundle));
+                return Err(error(
+                    Code::INTERNAL,
+                    format!("cannot mount the root filesystem ({}): {e}", m.type_),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_zone(&self, id: &str, bundle: &str, spec: &Value) -> TtrpcResult<String> {
+        let policy = convert::policy(spec).map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
+        let name = convert::zone_name(&self.inner.namespace, id);
+        let zone = self
+            .inner
+            .rauhad
+            .zones()
+            .await
+            .map_err(ttrpc_error)?
+            .create(v1::CreateZoneRequest {
+                name,
+                policy: Some(policy),
+                bundle: bundle.to_string(),
+                netns: convert::netns(spec).unwrap_or_default(),
+            })
+            .await
+            .map_err(ttrpc_error)?
+            .into_inner();
+        Ok(zone.id)
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let ctx = ttrpc::context::Context::default();
+        if let Err(e) = self
+            .inner
+            .publisher
+            .publish(ctx, topic, &self.inner.namespace, event)
+            .await
+        {
+            log::warn!("cannot publish {topic}: {e}");
+        }
+    }
+
+    /// Waits in the background for a started process's end (across rauhad
+    /// restarts), then records and publishes it.
+    fn watch_exit(&self, container_id: String, exec_id: String, rauha_id: String, pid: u32) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let ended = loop {
+                let r = match svc.inner.rauhad.processes().await {
+                    Ok(mut c) => c
+                        .wait(v1::ProcessRef {
+                            id: rauha_id.clone(),
+                        })
+                        .await
+                        .map(|r| r.into_inner()),
+                    Err(s) => Err(s),
+                };
+                match r {
+                    Ok(p) => break Some(p),
+                    Err(s) if s.code() == tonic::Code::NotFound => break None,
+                    Err(_) => {
+                        svc.inner.rauhad.reset().await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            let exit = match &ended {
+                Some(p) if p.has_exit_code => Exit {
+                    status: p.exit_code as u32,
+                    at_ms: if p.ended_ms > 0 { p.ended_ms } else { now_ms() },
+                },
+                _ => Exit {
+                    status: 255,
+                    at_ms: now_ms(),
+                },
+            };
+            if exec_id.is_empty() && svc.oom_killed(&container_id).await {
+                let mut oom = TaskOOM::new();
+                oom.container_id = container_id.clone();
+                svc.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(oom))
+                    .await;
+            }
+            let sent = svc.with(&container_id, |c| {
+                c.proc(&exec_id)?.exit.send_replace(Some(exit));
+                Ok(())
+            });
+            if sent.is_ok() {
+                let mut ev = TaskExit::new();
+                ev.container_id = container_id.clone();
+                ev.id = if exec_id.is_empty() {
+                    container_id
+                } else {
+                    exec_id
+                };
+                ev.pid = pid;
+                ev.exit_status = exit.status;
+                ev.exited_at = Some(convert::timestamp(exit.at_ms)).into();
+                svc.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(ev))
+                    .await;
+            }
+        });
+    }
+
+    /// Whether the kernel's OOM killer acted in the container's zone.
+    async fn oom_killed(&self, container_id: &str) -> bool {
+        let Ok(zone) = self.with(container_id, |c| Ok(c.zone.clone())) else {
+            return false;
+        };
+        let Ok(mut zones) = self.inner.rauhad.zones().await else {
+            return false;
+        };
+        zones
+            .usage(v1::ZoneRef { zone })
+            .await
+            .ok()
+            .and_then(|u| u.into_inner().usage)
+            .is_some_and(|u| u.oom_kills > 0)
+    }
+
+    fn owner_zone(&self, id: &str, what: &str) -> TtrpcResult<String> {
+        self.with(id, |c| {
+            if c.owns_zone {
+                Ok(c.zone.clone())
+            } else {
+                Err(error(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {id} shares its zone with its pod; {what} the pod's sandbox instead"),
+                ))
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        if !req.checkpoint.is_empty() {
+            return Err(error(
+                Code::UNIMPLEMENTED,
+                "rauha cannot restore checkpoints; create the task without --checkpoint",
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = read_bundle_spec(&bundle).map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
+        let mut init = convert::process(spec.get("process").unwrap_or(&Value::Null))
+            .map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
+        init.terminal = req.terminal;
+        let (zone, owns_zone) = match convert::role(&spec) {
+            Role::Owner => {
+                self.mount_rootfs(&req).await?;
+                match self.create_zone(&req.id, &req.bundle, &spec).await {
+                    Ok(zone) => (zone, true),
+                    Err(e) => {
+                        unmount_rootfs(&bundle);
+                        return Err(e);
+                    }
+                }
+            }
+            Role::Named { zone } => {
+                let z = self
+                    .inner
+                    .rauhad
+                    .zones()
+                    .await
+                    .map_err(ttrpc_error)?
+                    .get(v1::ZoneRef { zone })
+                    .await
+                    .map_err(ttrpc_error)?
+                    .into_inner();
+                (z.id, false)
+            }
+            Role::Member { sandbox_id } => {
+                return Err(error(
+                    Code::UNIMPLEMENTED,
+                    format!(
+                        "container {} of pod sandbox {sandbox_id}: running a pod's containers in its zone, each on its own image, is not supported by this rauha yet; run single-container workloads with `ctr` or pin the container to a zone with the rauha.dev/zone annotation",
+                        req.id
+                    ),
+                ))
+            }
+        };
+        let io = stdio(&req.stdin, &req.stdout, &req.stderr);
+        self.inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                req.id.clone(),
+                Container {
+                    bundle,
+                    zone,
+                    owns_zone,
+                    paused: false,
+                    init: Proc::new(init, io),
+                    execs: HashMap::new(),
+                },
+            );
+        let mut ev = TaskCreate::new();
+        ev.container_id = req.id.clone();
+        ev.bundle = req.bundle.clone();
+        ev.rootfs = req.rootfs.clone();
+        let mut tio = TaskIO::new();
+        tio.stdin = req.stdin.clone();
+        tio.stdout = req.stdout.clone();
+        tio.stderr = req.stderr.clone();
+        tio.terminal = req.terminal;
+        ev.io = Some(tio).into();
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(ev))
+            .await;
+        Ok(api::CreateTaskResponse::new())
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let (zone, spec, io) = self.with(&req.id, |c| {
+            let p = c.proc(&req.exec_id)?;
+            if p.rauha_id.is_some() || p.exited().is_some() {
+                return Err(error(
+                    Code::FAILED_PRECONDITION,
+                    format!("process {} was already started", req.id),
+                ));
+            }
+            Ok((c.zone.clone(), p.spec.clone(), p.stdio.clone()))
+        })?;
+        let p = self
+            .inner
+            .rauhad
+            .processes()
+            .await
+            .map_err(ttrpc_error)?
+            .run(v1::RunRequest {
+                zone,
+                spec: Some(spec),
+                stdio: Some(io),
+            })
+            .await
+            .map_err(ttrpc_error)?
+            .into_inner();
+        let pid = if p.host_pid != 0 { p.host_pid } else { p.pid };
+        self.with(&req.id, |c| {
+            let proc = c.proc_mut(&req.exec_id)?;
+            proc.rauha_id = Some(p.id.clone());
+            proc.pid = pid;
+            Ok(())
+        })?;
+        self.watch_exit(req.id.clone(), req.exec_id.clone(), p.id, pid);
+        if req.exec_id.is_empty() {
+            let mut ev = TaskStart::new();
+            ev.container_id = req.id.clone();
+            ev.pid = pid;
+            self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(ev))
+                .await;
+        } else {
+            let mut ev = TaskExecStarted::new();
+            ev.container_id = req.id.clone();
+            ev.exec_id = req.exec_id.clone();
+            ev.pid = pid;
+            self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(ev))
+                .await;
+        }
+        let mut resp = api::StartResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        let (rauha_id, pid, exit, zone, owns_zone, bundle) = self.with(&req.id, |c| {
+            let p = c.proc(&req.exec_id)?;
+            if p.rauha_id.is_some() && p.exited().is_none() {
+                return Err(error(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "process {} is running; kill it before deleting it",
+                        if req.exec_id.is_empty() {
+                            &req.id
+                        } else {
+                            &req.exec_id
+                        }
+                    ),
+                ));
+            }
+            Ok((
+                p.rauha_id.clone(),
+                p.pid,
+                p.exited(),
+                c.zone.clone(),
+                c.owns_zone,
+                c.bundle.clone(),
+            ))
+        })?;
+        let exit = exit.unwrap_or(Exit {
+            status: 0,
+            at_ms: now_ms(),
+        });
+        if let Some(id) = rauha_id {
+            let r = self
+                .inner
+                .rauhad
+                .processes()
+                .await
+                .map_err(ttrpc_error)?
+                .delete(v1::ProcessRef { id })
+                .await;
+            if let Some(s) = r
+                .as_ref()
+                .err()
+                .filter(|s| s.code() != tonic::Code::NotFound)
+            {
+                return Err(ttrpc_error(s.clone()));
+            }
+        }
+        if req.exec_id.is_empty() {
+            if owns_zone {
+                let r = self
+                    .inner
+                    .rauhad
+                    .zones()
+                    .await
+                    .map_err(ttrpc_error)?
+                    .delete(v1::DeleteZoneRequest { zone, force: true })
+                    .await;
+                if let Some(s) = r
+                    .as_ref()
+                    .err()
+                    .filter(|s| s.code() != tonic::Code::NotFound)
+                {
+                    return Err(ttrpc_error(s.clone()));
+                }
+                unmount_rootfs(&bundle);
+            }
+            self.inner
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&req.id);
+            let mut ev = TaskDelete::new();
+            ev.container_id = req.id.clone();
+            ev.id = req.id.clone();
+            ev.pid = pid;
+            ev.exit_status = exit.status;
+            ev.exited_at = Some(convert::timestamp(exit.at_ms)).into();
+            self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(ev))
+                .await;
+        } else {
+            self.with(&req.id, |c| {
+                c.execs.remove(&req.exec_id);
+                Ok(())
+            })?;
+        }
+        let mut resp = api::DeleteResponse::new();
+        resp.pid = pid;
+        resp.exit_status = exit.status;
+        resp.exited_at = Some(convert::timestamp(exit.at_ms)).into();
+        Ok(resp)
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        let (zone, mine) = self.with(&req.id, |c| {
+            let mine: Vec<String> = std::iter::once(&c.init)
+                .chain(c.execs.values())
+                .filter_map(|p| p.rauha_id.clone())
+                .collect();
+            Ok((c.zone.clone(), mine))
+        })?;
+        let list = self
+            .inner
+            .rauhad
+            .processes()
+            .await
+            .map_err(ttrpc_error)?
+            .ps(v1::PsRequest { zone })
+            .await
+            .map_err(ttrpc_error)?
+            .into_inner();
+        let mut resp = api::PidsResponse::new();
+        for p in list
+            .processes
+            .iter()
+            .filter(|p| p.state == "running" && mine.contains(&p.id))
+        {
+            let mut info = ProcessInfo::new();
+            info.pid = if p.host_pid != 0 { p.host_pid } else { p.pid };
+            resp.processes.push(info);
+        }
+        Ok(resp)
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        let zone = self.owner_zone(&req.id, "pause")?;
+        self.inner
+            .rauhad
+            .zones()
+            .await
+            .map_err(ttrpc_error)?
+            .pause(v1::ZoneRef { zone })
+            .await
+            .map_err(ttrpc_error)?;
+        self.with(&req.id, |c| {
+            c.paused = true;
+            Ok(())
+        })?;
+        let mut ev = TaskPaused::new();
+        ev.container_id = req.id.clone();
+        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(ev))
+            .await;
+        Ok(api::Empty::new())
+    }
+
+    async fn resume(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResumeRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let zone = self.owner_zone(&req.id, "resume")?;
+        self.inner
+            .rauhad
+            .zones()
+            .await
+            .map_err(ttrpc_error)?
+            .resume(v1::ZoneRef { zone })
+            .await
+            .map_err(ttrpc_error)?;
+        self.with(&req.id, |c| {
+            c.paused = false;
+            Ok(())
+        })?;
+        let mut ev = TaskResumed::new();
+        ev.container_id = req.id.clone();
+        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(ev))
+            .await;
+        Ok(api::Empty::new())
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        let signal = req.signal as i32;
+        let (rauha_id, exited, zone, owns_zone) = self.with(&req.id, |c| {
+            let p = c.proc(&req.exec_id)?;
+            Ok((p.rauha_id.clone(), p.exited(), c.zone.clone(), c.owns_zone))
+        })?;
+        if exited.is_some() {
+            return Err(error(Code::NOT_FOUND, "process already finished"));
+        }
+        let Some(rauha_id) = rauha_id else {
+            // Never started: it ends here, killed by the signal.
+            let exit = Exit {
+                status: 128 + req.signal,
+                at_ms: now_ms(),
+            };
+            self.with(&req.id, |c| {
+                c.proc(&req.exec_id)?.exit.send_replace(Some(exit));
+                Ok(())
+            })?;
+            let mut ev = TaskExit::new();
+            ev.container_id = req.id.clone();
+            ev.id = if req.exec_id.is_empty() {
+                req.id.clone()
+            } else {
+                req.exec_id.clone()
+            };
+            ev.exit_status = exit.status;
+            ev.exited_at = Some(convert::timestamp(exit.at_ms)).into();
+            self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(ev))
+                .await;
+            return Ok(api::Empty::new());
+        };
+        if req.all && req.exec_id.is_empty() && owns_zone && signal == libc::SIGKILL {
+            // Every process of the container's zone, not only its init.
+            self.inner
+                .rauhad
+                .zones()
+                .await
+                .map_err(ttrpc_error)?
+                .stop(v1::ZoneRef { zone })
+                .await
+                .map_err(ttrpc_error)?;
+            return Ok(api::Empty::new());
+        }
+        self.inner
+            .rauhad
+            .processes()
+            .await
+            .map_err(ttrpc_error)?
+            .signal(v1::SignalRequest {
+                id: rauha_id,
+                signal,
+            })
+            .await
+            .map_err(ttrpc_error)?;
+        Ok(api::Empty::new())
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let mut spec = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| {
+                error(
+                    Code::INVALID_ARGUMENT,
+                    "the exec request has no process spec",
+                )
+            })
+            .and_then(|s| convert::exec_process(s).map_err(|e| error(Code::INVALID_ARGUMENT, e)))?;
+        spec.terminal = req.terminal;
+        self.with(&req.id, |c| {
+            if c.init.exited().is_some() {
+                return Err(error(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} is stopped; exec needs a running task", req.id),
+                ));
+            }
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(error(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists", req.exec_id),
+                ));
+            }
+            c.execs.insert(
+                req.exec_id.clone(),
+                Proc::new(spec, stdio(&req.stdin, &req.stdout, &req.stderr)),
+            );
+            Ok(())
+        })?;
+        let mut ev = TaskExecAdded::new();
+        ev.container_id = req.id.clone();
+        ev.exec_id = req.exec_id.clone();
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(ev))
+            .await;
+        Ok(api::Empty::new())
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let id = self.running_id(&req.id, &req.exec_id)?;
+        self.inner
+            .rauhad
+            .processes()
+            .await
+            .map_err(ttrpc_error)?
+            .resize(v1::ResizeRequest {
+                id,
+                rows: req.height,
+                cols: req.width,
+            })
+            .await
+            .map_err(ttrpc_error)?;
+        Ok(api::Empty::new())
+    }
+
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        if !req.stdin {
+            return Ok(api::Empty::new());
+        }
+        let id = self.running_id(&req.id, &req.exec_id)?;
+        self.inner
+            .rauhad
+            .processes()
+            .await
+            .map_err(ttrpc_error)?
+            .close_stdin(v1::ProcessRef { id })
+            .await
+            .map_err(ttrpc_error)?;
+        Ok(api::Empty::new())
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let zone = self.owner_zone(&req.id, "update")?;
+        let resources: Value = req
+            .resources
+            .as_ref()
+            .map(|r| serde_json::from_slice(&r.value))
+            .transpose()
+            .map_err(|e| {
+                error(
+                    Code::INVALID_ARGUMENT,
+                    format!("resources are not OCI LinuxResources in JSON: {e}"),
+                )
+            })?
+            .unwrap_or(Value::Null);
+        let mut zones = self.inner.rauhad.zones().await.map_err(ttrpc_error)?;
+        let current = zones
+            .get(v1::ZoneRef { zone: zone.clone() })
+            .await
+            .map_err(ttrpc_error)?
+            .into_inner();
+        let text = current.policy.map(|p| p.toml).unwrap_or_default();
+        let mut policy = rauha_spec::policy::Policy::parse("zone policy", &text)
+            .map_err(|e| error(Code::INTERNAL, e.to_string()))?;
+        convert::apply_resources(&mut policy.resources, &resources);
+        zones
+            .update_policy(v1::UpdatePolicyRequest {
+                zone,
+                policy: Some(v1::PolicySource {
+                    source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
+                        file: "update".into(),
+                        toml: policy.to_toml(),
+                    })),
+                }),
+            })
+            .await
+            .map_err(ttrpc_error)?;
+        Ok(api::Empty::new())
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let mut rx = self.with(&req.id, |c| Ok(c.proc(&req.exec_id)?.exit.subscribe()))?;
+        let exit = loop {
+            if let Some(e) = *rx.borrow_and_update() {
+                break e;
+            }
+            if rx.changed().await.is_err() {
+                return Err(error(Code::NOT_FOUND, format!("{} was deleted", req.id)));
+            }
+        };
+        let mut resp = api::WaitResponse::new();
+        resp.exit_status = exit.status;
+        resp.exited_at = Some(convert::timestamp(exit.at_ms)).into();
+        Ok(resp)
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        self.with(&req.id, |c| {
+            let p = c.proc(&req.exec_id)?;
+            let mut resp = api::StateResponse::new();
+            resp.id = req.id.clone();
+            resp.exec_id = req.exec_id.clone();
+            resp.bundle = c.bundle.display().to_string();
+            resp.pid = p.pid;
+            resp.status = p.status(c.paused).into();
+            resp.stdin = p.stdio.stdin.clone();
+            resp.stdout = p.stdio.stdout.clone();
+            resp.stderr = p.stdio.stderr.clone();
+            resp.terminal = p.spec.terminal;
+            if let Some(e) = p.exited() {
+                resp.exit_status = e.status;
+                resp.exited_at = Some(convert::timestamp(e.at_ms)).into();
+            }
+            Ok(resp)
+        })
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let zone = self.with(&req.id, |c| Ok(c.zone.clone()))?;
+        let usage = self
+            .inner
+            .rauhad
+            .zones()
+            .await
+            .map_err(ttrpc_error)?
+            .usage(v1::ZoneRef { zone })
+            .await
+            .map_err(ttrpc_error)?
+            .into_inner()
+            .usage
+            .unwrap_or_default();
+        let mut resp = api::StatsResponse::new();
+        resp.stats = Some(convert::metrics(&usage).map_err(|e| error(Code::INTERNAL, e))?).into();
+        Ok(resp)
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let task_pid = self.with(&req.id, |c| Ok(c.init.pid)).unwrap_or(0);
+        let mut resp = api::ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.task_pid = task_pid;
+        resp.version = format!(
+            "rauha {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            self.inner.rauhad.addr()
+        );
+        Ok(resp)
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let empty = self
+            .inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if empty {
+            self.inner.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}
+
+impl Service {
+    /// rauhad's id of a running process of the container.
+    fn running_id(&self, id: &str, exec_id: &str) -> TtrpcResult<String> {
+        self.with(id, |c| {
+            let p = c.proc(exec_id)?;
+            match (&p.rauha_id, p.exited()) {
+                (Some(r), None) => Ok(r.clone()),
+                _ => Err(error(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "process {} is not running",
+                        if exec_id.is_empty() { id } else { exec_id }
+                    ),
+                )),
+            }
+        })
+    }
+}
