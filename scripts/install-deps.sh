@@ -4,9 +4,12 @@
 set -euo pipefail
 
 # clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h
-# from the kernel's BTF) build the BPF programs in ebpf/.
+# from the kernel's BTF) build the BPF programs in ebpf/. containerd, skopeo,
+# umoci, docker-registry and the CNI plugins run the containerd shim's e2e
+# tests (e2e/src/containerd.rs).
 need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static
-  clang llvm libbpf-dev bpftool)
+  clang llvm libbpf-dev bpftool
+  containerd skopeo umoci docker-registry containernetworking-plugins)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
   need+=(bubblewrap runc)
 fi

@@ -1,0 +1,253 @@
+//! containerd-shim-rauha-v2 under a real containerd (Debian's 1.6), driven
+//! with `ctr`: each container is a zone of the real rauhad; output, exit
+//! codes, exec, kill, pause/resume, metrics and ps go through the shim.
+
+use std::process::Output;
+
+use rauha_e2e::containerd::{
+    containerd_ready, mounts_under, processes_mentioning, Containerd, ContainerdOpts, Registry,
+};
+use rauha_e2e::{bin_dir, prerequisite, ready, text, Daemon};
+
+const RUNTIME: &str = "io.containerd.rauha.v2";
+
+fn shim_ready() -> bool {
+    ready()
+        && containerd_ready()
+        && prerequisite(
+            bin_dir().join("containerd-shim-rauha-v2").is_file(),
+            "containerd-shim-rauha-v2 (run `cargo build --workspace --bins` first)",
+        )
+}
+
+fn zones(d: &Daemon) -> Vec<String> {
+    let out = d.cli(&["zone", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("zone list JSON");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|z| z.get("name").and_then(|n| n.as_str()).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn task_status(ctd: &Containerd, id: &str) -> String {
+    let list = ctd.ctr_ok(&["task", "ls"]);
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn ctr_runs_containers_as_zones() {
+    if !shim_ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let reg = Registry::start();
+    let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
+    let ctd = Containerd::start(
+        ContainerdOpts::default()
+            .path_dir(bin_dir())
+            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
+            .plain_http_registry(&reg.host()),
+    );
+    ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
+
+    // Output reaches ctr, and the zone is gone with the container.
+    let out = ctd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "c1",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(out, "hi\n", "shim log:\n{}", ctd.log());
+    assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+
+    // stdout and stderr stay apart; a non-zero exit code reaches ctr.
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "c2",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+
+    // stdin goes in, and its end reaches the process.
+    let mut child = std::process::Command::new("ctr")
+        .args([
+            "--address",
+            &ctd.address().display().to_string(),
+            "--namespace",
+            ctd.namespace(),
+        ])
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &image,
+            "c3",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"from stdin\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("ctr -i");
+    assert_eq!(ok(out, "ctr run with stdin"), "from stdin\ndone\n");
+
+    // A long-running task: exec, ps, metrics, pause, resume, kill.
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "c4",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(task_status(&ctd, "c4"), "RUNNING");
+    let zone_names = zones(&d);
+    assert_eq!(zone_names, vec![format!("{}-c4", ctd.namespace())]);
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "c4",
+        "sh",
+        "-c",
+        "echo inside; hostname",
+    ]);
+    assert!(out.starts_with("inside\n"), "{out}");
+    let out = ctd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        "c4",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    let ps = ctd.ctr_ok(&["task", "ps", "c4"]);
+    let pids: Vec<u32> = ps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1, "{ps}");
+    // The pid is the host's: /proc shows the zone's sleep.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0])).expect("host pid");
+    assert!(text(&cmdline).starts_with("sleep"), "{}", text(&cmdline));
+
+    let metrics = ctd.ctr_ok(&["task", "metrics", "c4"]);
+    assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
+    assert!(metrics.contains("pids.current"), "{metrics}");
+
+    ctd.ctr_ok(&["task", "pause", "c4"]);
+    assert_eq!(task_status(&ctd, "c4"), "PAUSED");
+    let state = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).expect("status");
+    assert!(
+        state.contains("State:\tS") || state.contains("State:\tD"),
+        "{state}"
+    );
+    ctd.ctr_ok(&["task", "resume", "c4"]);
+    assert_eq!(task_status(&ctd, "c4"), "RUNNING");
+
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "c4"]);
+    let mut stopped = false;
+    for _ in 0..50 {
+        if task_status(&ctd, "c4") == "STOPPED" {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        stopped,
+        "c4 did not stop: {}\nprocess: {:?}\nrauhad log:\n{}\ncontainerd log:\n{}",
+        ctd.ctr_ok(&["task", "ls"]),
+        std::fs::read_to_string(format!("/proc/{}/status", pids[0])).map(|s| s
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")),
+        d.log(),
+        ctd.log()
+    );
+    ctd.ctr_ok(&["task", "rm", "c4"]);
+    ctd.ctr_ok(&["container", "rm", "c4"]);
+    assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+
+    // An invalid policy annotation fails the create with the parser's message.
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "rauha.dev/policy=[network]\nmode = \"warp\"",
+        &image,
+        "c5",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("mode"), "{}", text(&out.stderr));
+    let _ = ctd.ctr(&["container", "rm", "c5"]);
+    assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+
+    // Nothing is left: no zones, no shims, no mounts of the containers.
+    let shims = processes_mentioning("containerd-shim-rauha-v2");
+    let mut waited = 0;
+    let mut shims = shims;
+    while !shims.is_empty() && waited < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+        shims = processes_mentioning("containerd-shim-rauha-v2");
+    }
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    assert!(
+        mounts_under(ctd.dir()).is_empty(),
+        "{:?}",
+        mounts_under(ctd.dir())
+    );
+}
