@@ -746,8 +746,12 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        let id = self.running_id(&req.id, &req.exec_id)?;
-        self.inner
+        let Ok(id) = self.running_id(&req.id, &req.exec_id) else {
+            // A process that already ended has no terminal to size.
+            return Ok(api::Empty::new());
+        };
+        let r = self
+            .inner
             .rauhad
             .processes()
             .await
@@ -757,9 +761,11 @@ impl Task for Service {
                 rows: req.height,
                 cols: req.width,
             })
-            .await
-            .map_err(ttrpc_error)?;
-        Ok(api::Empty::new())
+            .await;
+        match r {
+            Err(s) if s.code() != tonic::Code::FailedPrecondition => Err(ttrpc_error(s)),
+            _ => Ok(api::Empty::new()),
+        }
     }
 
     async fn close_io(
