@@ -131,6 +131,30 @@ fn ctr_runs_containers_as_zones() {
     let out = child.wait_with_output().expect("ctr -i");
     assert_eq!(ok(out, "ctr run with stdin"), "from stdin\ndone\n");
 
+    // A terminal: ctr -t gives the process a pty (and resizes it).
+    if prerequisite(
+        std::path::Path::new("/usr/bin/script").is_file(),
+        "script (util-linux), to give ctr a terminal",
+    ) {
+        let ctr = format!(
+            "ctr --address {} --namespace {} run --rm -t --runtime {RUNTIME} {image} c6 sh -c 'tty; sleep 0.5; stty size; stty -a | head -2'",
+            ctd.address().display(),
+            ctd.namespace()
+        );
+        let out = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("stty rows 33 cols 101; {ctr}"),
+                "/dev/null",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script");
+        let s = ok(out, "ctr run -t");
+        assert!(s.contains("/dev/pts/"), "{s}");
+        assert!(s.contains("33 101"), "{s}");
+    }
+
     // A long-running task: exec, ps, metrics, pause, resume, kill.
     ctd.ctr_ok(&[
         "run",
