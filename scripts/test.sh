@@ -9,6 +9,8 @@ export RAUHA_E2E_REQUIRE="${RAUHA_E2E_REQUIRE:-1}"
 # QEMU and Debian's 6.1 kernel, for the tests that need a kernel with BPF-LSM
 # and a pure cgroup v2 layout (e2e/src/vm.rs).
 scripts/vm-kernel.sh
+# crictl from its Go module (e2e/go/go.mod), for the CRI tests of the shim.
+scripts/build-crictl.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
