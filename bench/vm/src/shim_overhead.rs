@@ -1,0 +1,162 @@
+//! containerd-shim-rauha-v2 against containerd-shim-runc-v2, in one
+//! private containerd, with one busybox image from a registry on 127.0.0.1:
+//!
+//! - start latency: `ctr run -d` (container create, task create, task
+//!   start) until it returns with the task running;
+//! - memory: the resident set (VmRSS) of the shim processes per pod while
+//!   N pods run, and, for Rauha, the zone agents' too (runc has no
+//!   process of its own beside the shim).
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! sudo RAUHA_BIN_DIR=target/release target/release/shim-overhead [PODS]
+//! ```
+
+use std::time::Instant;
+
+use rauha_e2e::containerd::{
+    containerd_ready, processes_mentioning, Containerd, ContainerdOpts, Registry,
+};
+use rauha_e2e::{bin_dir, ready, Daemon};
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct Figures {
+    start_ms: f64,
+    shim_kib_per_pod: f64,
+    shims: usize,
+    extra_kib_per_pod: f64,
+}
+
+fn measure(ctd: &Containerd, image: &str, runtime: &str, shim_bin: &str, pods: usize) -> Figures {
+    let tag = runtime.rsplit('.').nth(1).unwrap_or("x");
+    let mut starts = Vec::new();
+    for i in 0..pods {
+        let id = format!("{tag}-{i}");
+        let t = Instant::now();
+        ctd.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            runtime,
+            image,
+            &id,
+            "sleep",
+            "600",
+        ]);
+        starts.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let address = ctd.address().display().to_string();
+    let shims: Vec<i32> = processes_mentioning(shim_bin)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(&address))
+        .map(|(pid, _)| pid)
+        .collect();
+    let shim_kib: u64 = shims.iter().map(|p| rss_kib(*p)).sum();
+    let agents: u64 = if runtime.contains("rauha") {
+        processes_mentioning("rauha-guest-agent")
+            .iter()
+            .map(|(p, _)| rss_kib(*p))
+            .sum()
+    } else {
+        0
+    };
+    for i in 0..pods {
+        let id = format!("{tag}-{i}");
+        let _ = ctd.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    }
+    for i in 0..pods {
+        let id = format!("{tag}-{i}");
+        for _ in 0..50 {
+            if ctd.ctr(&["task", "rm", &id]).status.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = ctd.ctr(&["container", "rm", &id]);
+    }
+    Figures {
+        start_ms: median(starts),
+        shim_kib_per_pod: shim_kib as f64 / pods as f64,
+        shims: shims.len(),
+        extra_kib_per_pod: agents as f64 / pods as f64,
+    }
+}
+
+fn main() {
+    let pods: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
+    if !ready() || !containerd_ready() {
+        eprintln!("shim-overhead: prerequisites are missing (see above)");
+        std::process::exit(1);
+    }
+    let d = Daemon::start();
+    let reg = Registry::start();
+    let image = reg.push_busybox_image("bench/busybox:1", &["sh"]);
+    let ctd = Containerd::start(
+        ContainerdOpts::default()
+            .path_dir(bin_dir())
+            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
+            .plain_http_registry(&reg.host()),
+    );
+    ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
+    // One warm-up each: image unpacked, binaries in the page cache.
+    for (rt, tag) in [
+        ("io.containerd.runc.v2", "wr"),
+        ("io.containerd.rauha.v2", "wz"),
+    ] {
+        ctd.ctr_ok(&["run", "--rm", "--runtime", rt, &image, tag, "true"]);
+    }
+    let runc = measure(
+        &ctd,
+        &image,
+        "io.containerd.runc.v2",
+        "containerd-shim-runc-v2",
+        pods,
+    );
+    let rauha = measure(
+        &ctd,
+        &image,
+        "io.containerd.rauha.v2",
+        "containerd-shim-rauha-v2",
+        pods,
+    );
+    println!("{pods} pods each (busybox `sleep 600`), one containerd 1.6, same run");
+    println!("| runtime | start (median ms) | shim processes | shim RSS per pod (KiB) | other per-pod RSS (KiB) |");
+    println!("|---|---|---|---|---|");
+    for (name, f) in [
+        ("runc (containerd-shim-runc-v2)", &runc),
+        ("rauha (containerd-shim-rauha-v2)", &rauha),
+    ] {
+        println!(
+            "| {name} | {:.1} | {} | {:.0} | {:.0} |",
+            f.start_ms, f.shims, f.shim_kib_per_pod, f.extra_kib_per_pod
+        );
+    }
+    println!(
+        "rauha/runc: start {:.2}x, shim memory per pod {:.2}x (goal: start <= 1x, memory <= 0.33x)",
+        rauha.start_ms / runc.start_ms,
+        rauha.shim_kib_per_pod / runc.shim_kib_per_pod
+    );
+}
