@@ -19,15 +19,27 @@ use rauha_e2e::containerd::{
 };
 use rauha_e2e::{bin_dir, ready, Daemon};
 
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `KEY:   N kB` field of a /proc file, in KiB.
+fn field_kib(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB: (RSS, its anonymous part, PSS).
+/// PSS divides pages shared by several processes (e.g. the binary's code,
+/// mapped by every shim) among them: the cost one more pod adds.
+fn memory_kib(pid: i32) -> (u64, u64, u64) {
+    (
+        field_kib(&format!("/proc/{pid}/status"), "VmRSS:"),
+        field_kib(&format!("/proc/{pid}/status"), "RssAnon:"),
+        field_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:"),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,9 +54,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 struct Figures {
     start_ms: f64,
-    shim_kib_per_pod: f64,
     shims: usize,
-    extra_kib_per_pod: f64,
+    /// Per pod, KiB: the shims' RSS, anonymous RSS, PSS.
+    shim: (f64, f64, f64),
+    /// Per pod, KiB: the PSS of Rauha's zone agents (none for runc).
+    extra_pss: f64,
 }
 
 fn measure(ctd: &Containerd, image: &str, runtime: &str, shim_bin: &str, pods: usize) -> Figures {
@@ -71,15 +85,19 @@ fn measure(ctd: &Containerd, image: &str, runtime: &str, shim_bin: &str, pods: u
         .filter(|(_, cmd)| cmd.contains(&address))
         .map(|(pid, _)| pid)
         .collect();
-    let shim_kib: u64 = shims.iter().map(|p| rss_kib(*p)).sum();
+    let sum = shims
+        .iter()
+        .map(|p| memory_kib(*p))
+        .fold((0, 0, 0), |a, m| (a.0 + m.0, a.1 + m.1, a.2 + m.2));
     let agents: u64 = if runtime.contains("rauha") {
         processes_mentioning("rauha-guest-agent")
             .iter()
-            .map(|(p, _)| rss_kib(*p))
+            .map(|(p, _)| memory_kib(*p).2)
             .sum()
     } else {
         0
     };
+    let per = |k: u64| k as f64 / pods as f64;
     for i in 0..pods {
         let id = format!("{tag}-{i}");
         let _ = ctd.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
@@ -96,9 +114,9 @@ fn measure(ctd: &Containerd, image: &str, runtime: &str, shim_bin: &str, pods: u
     }
     Figures {
         start_ms: median(starts),
-        shim_kib_per_pod: shim_kib as f64 / pods as f64,
         shims: shims.len(),
-        extra_kib_per_pod: agents as f64 / pods as f64,
+        shim: (per(sum.0), per(sum.1), per(sum.2)),
+        extra_pss: per(agents),
     }
 }
 
@@ -143,20 +161,21 @@ fn main() {
         pods,
     );
     println!("{pods} pods each (busybox `sleep 600`), one containerd 1.6, same run");
-    println!("| runtime | start (median ms) | shim processes | shim RSS per pod (KiB) | other per-pod RSS (KiB) |");
-    println!("|---|---|---|---|---|");
+    println!("| runtime | start (median ms) | shims | shim RSS / pod (KiB) | of it anonymous | shim PSS / pod (KiB) | zone agent PSS / pod (KiB) |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, f) in [
         ("runc (containerd-shim-runc-v2)", &runc),
         ("rauha (containerd-shim-rauha-v2)", &rauha),
     ] {
         println!(
-            "| {name} | {:.1} | {} | {:.0} | {:.0} |",
-            f.start_ms, f.shims, f.shim_kib_per_pod, f.extra_kib_per_pod
+            "| {name} | {:.1} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            f.start_ms, f.shims, f.shim.0, f.shim.1, f.shim.2, f.extra_pss
         );
     }
     println!(
-        "rauha/runc: start {:.2}x, shim memory per pod {:.2}x (goal: start <= 1x, memory <= 0.33x)",
+        "rauha/runc: start {:.2}x; shim memory per pod: RSS {:.2}x, PSS {:.2}x (goal: start <= 1x, memory <= 0.33x)",
         rauha.start_ms / runc.start_ms,
-        rauha.shim_kib_per_pod / runc.shim_kib_per_pod
+        rauha.shim.0 / runc.shim.0,
+        rauha.shim.2 / runc.shim.2
     );
 }
