@@ -4,6 +4,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where the host's container roots appear inside a zone: a process started
+/// with `root = NAME` runs in `CONTAINERS_DIR/NAME/rootfs`.
+pub const CONTAINERS_DIR: &str = "/.rauha/containers";
+
+/// Whether a container root's name is safe as one path component.
+pub fn valid_root_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The whole set-up of one zone, sent once on the agent's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneConfig {
@@ -23,6 +38,11 @@ pub struct ZoneConfig {
     pub netns: Option<String>,
     /// A host directory shown in the zone through a copy-on-write overlay.
     pub workspace: Option<WorkspaceMount>,
+    /// A host directory, a shared mount, shown at `/.rauha/containers` as
+    /// its slave: the root filesystems the host prepares there for the
+    /// zone's containers appear in the zone (see `CONTAINERS_DIR`).
+    #[serde(default)]
+    pub containers_dir: Option<String>,
     pub hardening: Hardening,
 }
 

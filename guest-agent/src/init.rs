@@ -17,8 +17,10 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
     // /proc files, whatever its policy allows.
     // SAFETY: prctl with integer arguments.
     check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })?;
-    // Nothing mounted from here on propagates back to the host.
-    mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    // Nothing mounted from here on propagates back to the host. Slave, not
+    // private: the host's mounts in the zone's container directory must
+    // still reach the zone (rootfs::build makes the rest of the root private).
+    mount("", Path::new("/"), "", libc::MS_REC | libc::MS_SLAVE, "")?;
     let name = config.hostname.as_bytes();
     // SAFETY: pointer and length describe a valid buffer.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
@@ -46,7 +48,12 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
         None => None,
     };
     let root = state.join("root");
-    rootfs::build(&config.root, config.workspace.as_ref(), &root)?;
+    rootfs::build(
+        &config.root,
+        config.workspace.as_ref(),
+        config.containers_dir.as_deref(),
+        &root,
+    )?;
     rootfs::pivot(&root)?;
     let prepared = Prepared::new(&config.hardening)?.with_work_cgroup(work_cgroup.clone());
     let ready = prepared.ready();
@@ -54,7 +61,7 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
     println!("ready {line}");
     io::stdout().flush()?;
     launch::release_stdio();
-    supervisor::run(listener, prepared)
+    supervisor::run(listener, prepared, config.hardening)
 }
 
 /// Brings `lo` up in the zone's fresh network namespace.

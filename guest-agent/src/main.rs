@@ -4,6 +4,7 @@
 //! namespaces and forks the zone's PID 1, which builds the root, reports
 //! `ready <json>` (or `error <reason>`) on stdout and then serves the host.
 
+mod container_root;
 mod hardening;
 mod init;
 mod kernel;

@@ -30,6 +30,10 @@ pub struct SpawnSpec {
     /// Give the process a terminal: stdin, stdout and stderr are its
     /// pseudo-terminal, and everything it prints comes back as `Stdout`.
     pub terminal: bool,
+    /// Run in the container root of this name (under
+    /// `config::CONTAINERS_DIR`), with its own mount namespace and /proc,
+    /// instead of the zone's root.
+    pub root: Option<String>,
 }
 
 /// Who a process runs as, inside the zone.

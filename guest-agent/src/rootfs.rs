@@ -18,7 +18,7 @@ const RO: libc::c_ulong = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
 const RW: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
 /// Files under /proc the zone must not read or write (as runc masks them).
-const PROC_MASKED: &[&str] = &[
+pub(crate) const PROC_MASKED: &[&str] = &[
     "kcore",
     "keys",
     "timer_list",
@@ -27,11 +27,12 @@ const PROC_MASKED: &[&str] = &[
     "acpi",
     "scsi",
 ];
-const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+pub(crate) const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 pub fn build(
     root_config: &RootConfig,
     workspace: Option<&WorkspaceMount>,
+    containers: Option<&str>,
     root: &Path,
 ) -> io::Result<()> {
     std::fs::create_dir_all(root).map_err(|e| context("cannot create", root, e))?;
@@ -73,6 +74,7 @@ pub fn build(
             common_mounts(root)?;
             mount_workspace(root, workspace)?;
             mask(root, denied)?;
+            mount_containers(root, containers)?;
             mount("", root, "", libc::MS_REMOUNT | RO, "")?;
         }
         RootConfig::Rootfs {
@@ -99,6 +101,7 @@ pub fn build(
             }
             mount_workspace(root, workspace)?;
             mask(root, denied)?;
+            mount_containers(root, containers)?;
             if *readonly {
                 mount("", root, "", libc::MS_BIND | libc::MS_REMOUNT | RO, "")?;
             }
@@ -207,6 +210,21 @@ fn mount_workspace(root: &Path, workspace: Option<&WorkspaceMount>) -> io::Resul
         w.lower, w.upper, w.work
     );
     mount("overlay", &target, "overlay", RW, &options)
+}
+
+/// Makes everything in the zone's root private (no host mount reaches it
+/// any more), then shows the host's container directory at
+/// `CONTAINERS_DIR` as a slave: container roots the host mounts there
+/// later appear in the zone.
+fn mount_containers(root: &Path, containers: Option<&str>) -> io::Result<()> {
+    mount("", root, "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    let Some(host) = containers else {
+        return Ok(());
+    };
+    let target = inside(root, rauha_guest_agent::config::CONTAINERS_DIR);
+    make_mount_point(&target, true)?;
+    mount(host, &target, "", libc::MS_BIND | libc::MS_REC, "")?;
+    mount("", &target, "", libc::MS_REC | libc::MS_SLAVE, "")
 }
 
 /// Hides each denied path that exists in the zone: a directory behind an

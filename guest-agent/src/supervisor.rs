@@ -19,6 +19,7 @@ use rauha_guest_agent::protocol::{
     ExitStatus, FdData, Message, Request, SpawnSpec, Stream, ZoneProcess, PROTOCOL_VERSION,
 };
 
+use crate::container_root;
 use crate::hardening::Prepared;
 use crate::kernel::check;
 
@@ -65,9 +66,16 @@ struct Supervisor {
     /// Exits not yet forgotten by the host, by host id.
     exited: Vec<(String, ExitStatus)>,
     hardening: Prepared,
+    /// The hardening as the host gave it: processes in a container root
+    /// get it with its paths moved under that root.
+    raw: rauha_guest_agent::config::Hardening,
 }
 
-pub fn run(listener: UnixListener, hardening: Prepared) -> io::Result<()> {
+pub fn run(
+    listener: UnixListener,
+    hardening: Prepared,
+    raw: rauha_guest_agent::config::Hardening,
+) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let signals = signal_fd()?;
     let mut s = Supervisor {
@@ -77,6 +85,7 @@ pub fn run(listener: UnixListener, hardening: Prepared) -> io::Result<()> {
         tracked: HashMap::new(),
         exited: Vec::new(),
         hardening,
+        raw,
     };
     loop {
         s.turn()?;
@@ -458,7 +467,10 @@ impl Supervisor {
                 }
             }
             Request::UpdateHardening(h) => match Prepared::new(&h) {
-                Ok(p) => self.hardening = p.with_work_cgroup(self.hardening.work_cgroup()),
+                Ok(p) => {
+                    self.hardening = p.with_work_cgroup(self.hardening.work_cgroup());
+                    self.raw = h;
+                }
                 Err(e) => self.send(
                     i,
                     &Message::Error {
@@ -473,12 +485,20 @@ impl Supervisor {
         let Some(program) = spec.args.first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
         };
+        // A container root: the program, cwd and hardening are its own.
+        let root = spec.root.as_deref().map(container_root::path).transpose()?;
+        let within = |p: &str| -> std::path::PathBuf {
+            match &root {
+                Some(r) => r.join(p.trim_start_matches('/')),
+                None => std::path::PathBuf::from(p),
+            }
+        };
         let path_var = spec
             .env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH);
-        let resolved = resolve(program, path_var).ok_or_else(|| {
+        let resolved = resolve(program, path_var, &within).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{program:?} is not found in the zone (PATH={path_var})"),
@@ -489,7 +509,7 @@ impl Supervisor {
         } else {
             spec.cwd.as_str()
         };
-        if !std::path::Path::new(cwd).is_dir() {
+        if !within(cwd).is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("working directory {cwd:?} does not exist in the zone"),
@@ -502,7 +522,14 @@ impl Supervisor {
                 cmd.env(k, v);
             }
         }
-        cmd.current_dir(cwd);
+        let enter = match &root {
+            // The child changes directory after it pivots into the root.
+            Some(r) => Some(container_root::EnterRoot::new(r, cwd)?),
+            None => {
+                cmd.current_dir(cwd);
+                None
+            }
+        };
         let pty = if spec.terminal {
             Some(open_pty()?)
         } else {
@@ -524,7 +551,11 @@ impl Supervisor {
                 .stderr(Stdio::piped());
             }
         }
-        let hardening = self.hardening.clone();
+        let hardening = match &root {
+            Some(r) => Prepared::new(&container_root::rooted(&self.raw, r))?
+                .with_work_cgroup(self.hardening.work_cgroup()),
+            None => self.hardening.clone(),
+        };
         let user = spec.user.clone();
         let tty = spec.terminal;
         let pipes = filled_pipes(&spec.fds)?;
@@ -534,6 +565,9 @@ impl Supervisor {
         // `filled_pipes`), so no move overwrites another's source.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(e) = &enter {
+                    e.enter()?;
+                }
                 hardening.apply(user.as_ref(), tty)?;
                 for &(from, to) in &moves {
                     check(libc::dup2(from, to))?;
@@ -708,22 +742,32 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Finds a program the way a shell does: as given when it has a '/',
 /// else in each directory of PATH.
-fn resolve(program: &str, path_var: &str) -> Option<String> {
+/// Checks through `within`, which maps a path of the process's root to
+/// one the agent can open; returns the path as the process will see it.
+fn resolve(
+    program: &str,
+    path_var: &str,
+    within: &dyn Fn(&str) -> std::path::PathBuf,
+) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &std::path::Path| {
-        std::fs::metadata(p)
+    let executable = |p: &str| {
+        std::fs::metadata(within(p))
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false)
     };
     if program.contains('/') {
-        return executable(std::path::Path::new(program)).then(|| program.to_string());
+        return executable(program).then(|| program.to_string());
     }
     path_var
         .split(':')
         .filter(|d| !d.is_empty())
-        .map(|d| std::path::Path::new(d).join(program))
+        .map(|d| {
+            std::path::Path::new(d)
+                .join(program)
+                .to_string_lossy()
+                .into_owned()
+        })
         .find(|p| executable(p))
-        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The lowest fd a pipe's read end is moved to before the fork: above any
