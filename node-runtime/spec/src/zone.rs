@@ -139,6 +139,9 @@ pub struct ProcessSpec {
     /// Give it a terminal (stdout and stderr become one stream).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminal: bool,
+    /// Run in the zone's container root of this name, not the zone's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
 }
 
 /// A user and its groups, as numbers inside the zone.

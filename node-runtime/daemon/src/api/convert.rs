@@ -70,6 +70,7 @@ pub fn process_extras(
         groups: u.groups.clone(),
     });
     spec.terminal = wire.terminal;
+    spec.root = Some(wire.root.clone()).filter(|r| !r.is_empty());
     spec
 }
 

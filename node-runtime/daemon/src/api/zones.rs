@@ -156,6 +156,35 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
         }))
     }
 
+    async fn add_root(
+        &self,
+        request: Request<v1::AddRootRequest>,
+    ) -> Result<Response<v1::RootResponse>, Status> {
+        let req = request.into_inner();
+        let mounts = req
+            .mounts
+            .into_iter()
+            .map(|m| crate::backend::RootMount {
+                destination: m.destination.into(),
+                kind: m.r#type,
+                source: m.source.into(),
+                options: m.options,
+            })
+            .collect();
+        self.registry
+            .add_root(&req.zone, &req.name, &req.rootfs, mounts)?;
+        Ok(Response::new(v1::RootResponse {}))
+    }
+
+    async fn remove_root(
+        &self,
+        request: Request<v1::RootRef>,
+    ) -> Result<Response<v1::RootResponse>, Status> {
+        let req = request.into_inner();
+        self.registry.remove_root(&req.zone, &req.name)?;
+        Ok(Response::new(v1::RootResponse {}))
+    }
+
     async fn pause(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {
         let record = self.registry.pause_zone(&request.into_inner().zone).await?;
         Ok(Response::new(self.wire(&record)))

@@ -5,7 +5,7 @@
 pub mod linux;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rauha_guest_agent::config::{Hardening, Ready};
 use rauha_spec::enforcement::{Enforcement, LayerStatus};
@@ -105,6 +105,15 @@ pub enum BackendError {
     Bundle { path: String, message: String },
 }
 
+/// A mount of a container root: bind (a host source) or tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootMount {
+    pub destination: PathBuf,
+    pub kind: String,
+    pub source: PathBuf,
+    pub options: Vec<String>,
+}
+
 pub trait IsolationBackend: Send + Sync + 'static {
     /// The byte stream to a zone's agent.
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
@@ -160,6 +169,20 @@ pub trait IsolationBackend: Send + Sync + 'static {
 
     /// The host's pid of a zone process known by its pid inside the zone.
     fn host_pid(&self, zone_id: Uuid, zone_pid: u32) -> Option<u32>;
+
+    /// Prepares a container root in a bundle zone: `rootfs` (a host
+    /// directory) with a fresh /dev and `mounts`, for processes started
+    /// with `root = name`.
+    fn add_root(
+        &self,
+        zone_id: Uuid,
+        name: &str,
+        rootfs: &Path,
+        mounts: &[RootMount],
+    ) -> Result<(), BackendError>;
+
+    /// Unmounts and removes a container root; nothing when it is absent.
+    fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError>;
 
     /// The enforcement really in force in a zone.
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement;

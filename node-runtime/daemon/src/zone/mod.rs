@@ -9,6 +9,7 @@ pub mod output;
 mod policy;
 mod process;
 pub mod recovery;
+mod roots;
 mod sandbox;
 pub mod stdio;
 mod tasks;

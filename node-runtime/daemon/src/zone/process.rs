@@ -86,6 +86,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             }),
             stdin: stdio.stdin.is_some(),
             terminal: spec.terminal,
+            root: spec.root,
         };
         match live.link.spawn(spawn).await {
             Ok(pid) => {

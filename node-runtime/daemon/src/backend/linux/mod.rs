@@ -7,6 +7,7 @@ pub mod cgroup;
 mod enforcement;
 
 mod host;
+mod roots;
 mod spawn;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ use uuid::Uuid;
 
 use self::cgroup::CgroupDriver;
 use super::{BackendError, Check, IsolationBackend, Usage, ZoneHandle, ZoneSetup};
+
+/// A bundle zone's directory of container roots, in its state dir.
+const CONTAINERS: &str = "containers";
 
 pub struct LinuxBackend {
     /// `RAUHA_ROOT`: zone state lives under `<root>/zones/<id>`.
@@ -125,6 +129,18 @@ impl IsolationBackend for LinuxBackend {
                 }
                 None => None,
             };
+            // Bundle zones can host containers with their own roots.
+            let containers_dir = match &setup.root {
+                RootSpec::Bundle { .. } => {
+                    let dir = state_dir.join(CONTAINERS);
+                    roots::make_shared_dir(&dir).map_err(|source| BackendError::Io {
+                        what: format!("cannot share {}", dir.display()),
+                        source,
+                    })?;
+                    Some(dir.display().to_string())
+                }
+                RootSpec::HostView => None,
+            };
             let cgroup = self
                 .cgroups
                 .create(&setup.id.to_string(), &setup.policy.resources)?;
@@ -147,6 +163,7 @@ impl IsolationBackend for LinuxBackend {
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
                 netns: setup.netns.clone(),
                 workspace,
+                containers_dir,
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
             let mut handle = spawn::start_agent(&self.agent_bin, &config, &state_dir).await?;
@@ -265,6 +282,26 @@ impl IsolationBackend for LinuxBackend {
         let pids = self.cgroups.pids(&zone_id.to_string()).ok()?;
         pids.into_iter()
             .find(|p| host::innermost_pid(*p) == Some(zone_pid))
+    }
+
+    fn add_root(
+        &self,
+        zone_id: Uuid,
+        name: &str,
+        rootfs: &Path,
+        mounts: &[super::RootMount],
+    ) -> Result<(), BackendError> {
+        let containers = self.state_dir(zone_id).join(CONTAINERS);
+        if !containers.is_dir() {
+            return Err(BackendError::Setup(
+                "this zone has no container roots: only zones made from a bundle do".into(),
+            ));
+        }
+        roots::add(&containers, name, rootfs, mounts)
+    }
+
+    fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError> {
+        roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)
     }
 
     fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {

@@ -1,0 +1,401 @@
+//! Container roots: a pod's container runs in its zone on its own image.
+//!
+//! Each bundle zone has a `containers` directory in its state dir, bound on
+//! itself and made a shared mount; the zone agent shows it inside the zone
+//! as a slave (`/.rauha/containers`). A root is prepared here, on the host:
+//! the image's root filesystem bound at `containers/NAME/rootfs`, a fresh
+//! `/dev` on it, and the container's bind mounts; every mount propagates
+//! into the zone, where the agent pivots the container's processes into it.
+//!
+//! Paths inside the image are resolved with `openat2(RESOLVE_IN_ROOT)`, so
+//! a symlink in the image (`/etc/hosts -> /etc/shadow`, `/dev -> /`) can
+//! never make a mount land outside the container's root.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use crate::backend::{BackendError, RootMount};
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Mount types the zone agent or the fresh /dev provide: not mounted here.
+const PROVIDED: &[&str] = &["proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+fn err(what: String) -> impl FnOnce(io::Error) -> BackendError {
+    move |source| BackendError::Io { what, source }
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))
+}
+
+fn check(r: libc::c_long) -> io::Result<libc::c_long> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `zone_state/containers`, bound on itself and shared.
+pub fn make_shared_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let c = cstr(dir)?;
+    // SAFETY: mount(2) with NUL-terminated paths we own.
+    unsafe {
+        check(
+            libc::mount(
+                c.as_ptr(),
+                c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+            .into(),
+        )?;
+        check(
+            libc::mount(
+                std::ptr::null(),
+                c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_SHARED,
+                std::ptr::null(),
+            )
+            .into(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Opens `inside` (a path of the container) resolved within `root`.
+fn open_in(root: &OwnedFd, inside: &Path, flags: u64) -> io::Result<OwnedFd> {
+    let rel = inside.strip_prefix("/").unwrap_or(inside);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let c = cstr(rel)?;
+    let how = OpenHow {
+        flags: flags | libc::O_CLOEXEC as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid dirfd, path and open_how of its size.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    // SAFETY: the kernel returned a new fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Makes `inside` exist within `root` (directories on the way; the last one
+/// a directory or an empty file) without following any link out of it, and
+/// returns an O_PATH fd to it.
+fn ensure_in(root: &OwnedFd, inside: &Path, dir: bool) -> io::Result<OwnedFd> {
+    let parts: Vec<_> = inside
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut walked = PathBuf::from("/");
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let next = walked.join(part);
+        if open_in(root, &next, libc::O_PATH as u64).is_err() {
+            let parent = open_in(root, &walked, (libc::O_PATH | libc::O_DIRECTORY) as u64)?;
+            let name = CString::new(part.as_encoded_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+            // O_PATH fds work as the dirfd of *at calls.
+            if last && !dir {
+                // SAFETY: openat on a dirfd we own with a single component.
+                let fd = check(
+                    unsafe {
+                        libc::openat(
+                            parent.as_raw_fd(),
+                            name.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                            0o644,
+                        )
+                    }
+                    .into(),
+                )?;
+                // SAFETY: closing the fd just opened.
+                unsafe { libc::close(fd as i32) };
+            } else {
+                // SAFETY: mkdirat on a dirfd we own with a single component.
+                let r = unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) };
+                if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        walked = next;
+    }
+    open_in(root, inside, libc::O_PATH as u64)
+}
+
+/// Binds `source` (a host path) onto the O_PATH `target`, recursively when
+/// asked, read-only when asked, with the new mount API (no path is looked
+/// up again after it was resolved safely).
+fn bind_onto(source: &Path, target: &OwnedFd, recursive: bool, attrs: u64) -> io::Result<()> {
+    let c = cstr(source)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: open_tree with a NUL-terminated path.
+    let tree =
+        check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
+    // SAFETY: the kernel returned a new fd.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    if attrs != 0 {
+        let attr = MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let at = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+        // SAFETY: mount_setattr on the detached tree with an attr of its size.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                at,
+                &attr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        })?;
+    }
+    // SAFETY: move_mount between two fds we own, empty paths.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// A tmpfs onto the O_PATH `target` (through its /proc/self/fd link, which
+/// mount(2) follows to the very inode the fd holds).
+fn tmpfs_onto(target: &OwnedFd, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+    let path = cstr(Path::new(&format!("/proc/self/fd/{}", target.as_raw_fd())))?;
+    let data = CString::new(data).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: mount(2) with NUL-terminated strings we own.
+    check(
+        unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                path.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        }
+        .into(),
+    )?;
+    Ok(())
+}
+
+/// A minimal /dev, as in a zone: device nodes, links, shm, pts mount point.
+fn fresh_dev(root: &OwnedFd) -> io::Result<()> {
+    let dev = ensure_in(root, Path::new("/dev"), true)?;
+    tmpfs_onto(
+        &dev,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0755,size=64k",
+    )?;
+    // Reopen: the fd above is the covered directory, not the new tmpfs.
+    let dev = open_in(
+        root,
+        Path::new("/dev"),
+        (libc::O_DIRECTORY | libc::O_RDONLY) as u64,
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: mknodat/fchmodat on a dirfd we own, single components.
+        unsafe {
+            check(
+                libc::mknodat(
+                    dev.as_raw_fd(),
+                    n.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(major, minor),
+                )
+                .into(),
+            )?;
+            check(libc::fchmodat(dev.as_raw_fd(), n.as_ptr(), 0o666, 0).into())?;
+        }
+    }
+    for d in ["pts", "shm", "mqueue"] {
+        let n = CString::new(d).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: mkdirat on a dirfd we own.
+        unsafe { libc::mkdirat(dev.as_raw_fd(), n.as_ptr(), 0o755) };
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let l = CString::new(link).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let t = CString::new(target).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: symlinkat on a dirfd we own.
+        check(unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), l.as_ptr()) }.into())?;
+    }
+    let shm = open_in(root, Path::new("/dev/shm"), libc::O_PATH as u64)?;
+    tmpfs_onto(
+        &shm,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "mode=1777,size=64m",
+    )
+}
+
+/// Prepares root `name` under the zone's `containers` dir.
+pub fn add(
+    containers: &Path,
+    name: &str,
+    rootfs: &Path,
+    mounts: &[RootMount],
+) -> Result<(), BackendError> {
+    let base = containers.join(name);
+    if base.exists() {
+        return Err(BackendError::Setup(format!(
+            "container root {name} already exists in the zone"
+        )));
+    }
+    let result = (|| -> Result<(), BackendError> {
+        let target = base.join("rootfs");
+        std::fs::create_dir_all(&target)
+            .map_err(err(format!("cannot create {}", target.display())))?;
+        let dir = std::fs::File::open(&target)
+            .map_err(err(format!("cannot open {}", target.display())))?;
+        bind_onto(rootfs, &OwnedFd::from(dir), true, 0).map_err(err(format!(
+            "cannot bind {} into the zone",
+            rootfs.display()
+        )))?;
+        let root = std::fs::File::open(&target)
+            .map_err(err(format!("cannot open {}", target.display())))?;
+        let root = OwnedFd::from(root);
+        fresh_dev(&root).map_err(err(format!("cannot make /dev in container root {name}")))?;
+        for m in mounts {
+            if PROVIDED.contains(&m.kind.as_str()) || m.destination == Path::new("/dev") {
+                continue;
+            }
+            let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+            let target = if is_bind {
+                let source_is_dir = std::fs::metadata(&m.source)
+                    .map_err(err(format!("mount source {}", m.source.display())))?
+                    .is_dir();
+                ensure_in(&root, &m.destination, source_is_dir)
+            } else {
+                ensure_in(&root, &m.destination, true)
+            }
+            .map_err(err(format!(
+                "mount point {} in container root {name}",
+                m.destination.display()
+            )))?;
+            let mut attrs = 0;
+            for o in &m.options {
+                match o.as_str() {
+                    "ro" => attrs |= MOUNT_ATTR_RDONLY,
+                    "nosuid" => attrs |= MOUNT_ATTR_NOSUID,
+                    "nodev" => attrs |= MOUNT_ATTR_NODEV,
+                    "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
+                    _ => {}
+                }
+            }
+            if is_bind {
+                let recursive = m.options.iter().any(|o| o == "rbind");
+                bind_onto(&m.source, &target, recursive, attrs)
+            } else if m.kind == "tmpfs" {
+                let data: Vec<&str> = m
+                    .options
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|o| o.starts_with("size=") || o.starts_with("mode="))
+                    .collect();
+                let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+                if attrs & MOUNT_ATTR_RDONLY != 0 {
+                    flags |= libc::MS_RDONLY;
+                }
+                tmpfs_onto(&target, flags, &data.join(","))
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "mount type {:?} is not supported in a container root (bind and tmpfs are)",
+                        m.kind
+                    ),
+                ))
+            }
+            .map_err(err(format!(
+                "cannot mount {} in container root {name}",
+                m.destination.display()
+            )))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = remove(containers, name);
+    }
+    result
+}
+
+/// Unmounts root `name` (everything under it) and removes its directory.
+pub fn remove(containers: &Path, name: &str) -> Result<(), BackendError> {
+    let base = containers.join(name);
+    if !base.exists() {
+        return Ok(());
+    }
+    super::host::remove_state_dir(&base)
+}

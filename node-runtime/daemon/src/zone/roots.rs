@@ -1,0 +1,69 @@
+//! Container roots of a bundle zone: checked here, built by the backend.
+
+use std::path::Path;
+
+use rauha_guest_agent::config::valid_root_name;
+
+use super::ZoneRegistry;
+use crate::backend::{IsolationBackend, RootMount};
+use crate::error::DaemonError;
+
+impl<B: IsolationBackend> ZoneRegistry<B> {
+    pub fn add_root(
+        &self,
+        zone: &str,
+        name: &str,
+        rootfs: &str,
+        mounts: Vec<RootMount>,
+    ) -> Result<(), DaemonError> {
+        if !valid_root_name(name) {
+            return Err(DaemonError::invalid(
+                "name",
+                format!("{name:?}: use 1-128 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if !Path::new(rootfs).is_absolute() || !Path::new(rootfs).is_dir() {
+            return Err(DaemonError::invalid(
+                "rootfs",
+                format!("{rootfs:?} is not an absolute path to a directory"),
+            ));
+        }
+        for (i, m) in mounts.iter().enumerate() {
+            if !m.destination.is_absolute() {
+                return Err(DaemonError::invalid(
+                    format!("mounts[{i}].destination"),
+                    format!("{} is not absolute", m.destination.display()),
+                ));
+            }
+            let bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+            if bind && !m.source.is_absolute() {
+                return Err(DaemonError::invalid(
+                    format!("mounts[{i}].source"),
+                    format!("{} is not absolute", m.source.display()),
+                ));
+            }
+        }
+        let record = self.find_zone(zone)?;
+        if !record.state.can_run() {
+            return Err(DaemonError::FailedPrecondition(format!(
+                "zone {:?} is {}; container roots are added to a live zone",
+                record.name,
+                record.state.as_str()
+            )));
+        }
+        Ok(self
+            .backend
+            .add_root(record.id, name, Path::new(rootfs), &mounts)?)
+    }
+
+    pub fn remove_root(&self, zone: &str, name: &str) -> Result<(), DaemonError> {
+        if !valid_root_name(name) {
+            return Err(DaemonError::invalid(
+                "name",
+                format!("{name:?} is not a root name"),
+            ));
+        }
+        let record = self.find_zone(zone)?;
+        Ok(self.backend.remove_root(record.id, name)?)
+    }
+}
