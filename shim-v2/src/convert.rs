@@ -165,6 +165,7 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, String> {
             .to_string(),
         user,
         terminal: p.get("terminal").and_then(Value::as_bool).unwrap_or(false),
+        root: String::new(),
     })
 }
 
@@ -238,6 +239,45 @@ pub fn apply_resources(to: &mut ResourcesSection, r: &Value) {
     if let Some(pids) = num(r.get("pids").and_then(|p| p.get("limit"))) {
         to.pids_max = Some(pids as u64);
     }
+}
+
+/// The OCI spec's mounts as rauhad's container-root mounts.
+pub fn mounts(spec: &Value) -> Vec<v1::RootMount> {
+    spec.get("mounts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    v1::RootMount {
+                        destination: s("destination"),
+                        r#type: s("type"),
+                        source: s("source"),
+                        options: m
+                            .get("options")
+                            .and_then(Value::as_array)
+                            .map(|o| {
+                                o.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The container's memory limit in bytes, if it sets one.
+pub fn memory_limit(spec: &Value) -> Option<u64> {
+    spec.get("linux")?
+        .get("resources")?
+        .get("memory")?
+        .get("limit")?
+        .as_i64()
+        .filter(|l| *l > 0)
+        .map(|l| l as u64)
 }
 
 pub fn timestamp(ms: u64) -> Timestamp {

@@ -77,6 +77,11 @@ struct Container {
     zone: String,
     /// The container created the zone and deletes it with itself.
     owns_zone: bool,
+    /// A pod's container: its processes run in this container root of the
+    /// pod's zone (its own image).
+    root: Option<String>,
+    /// Its memory limit (bytes), for the pod's total.
+    memory_limit: Option<u64>,
     paused: bool,
     init: Proc,
     execs: HashMap<String, Proc>,
@@ -311,6 +316,91 @@ impl Service {
             .is_some_and(|u| u.oom_kills > 0)
     }
 
+    /// Prepares the container's root in the pod's zone: its image and its
+    /// bind and tmpfs mounts (the zone provides /proc, /sys, /dev).
+    async fn add_root(&self, zone: &str, id: &str, bundle: &Path, spec: &Value) -> TtrpcResult<()> {
+        let rootfs = spec
+            .get("root")
+            .and_then(|r| r.get("path"))
+            .and_then(Value::as_str)
+            .map(|p| bundle.join(p))
+            .unwrap_or_else(|| bundle.join("rootfs"));
+        self.inner
+            .rauhad
+            .zones()
+            .await
+            .map_err(ttrpc_error)?
+            .add_root(v1::AddRootRequest {
+                zone: zone.to_string(),
+                name: id.to_string(),
+                rootfs: rootfs.display().to_string(),
+                mounts: convert::mounts(spec),
+            })
+            .await
+            .map_err(ttrpc_error)?;
+        Ok(())
+    }
+
+    /// A pod's memory limit is the sum of its containers' limits when each
+    /// container has one (as kubelet sizes a pod's cgroup); otherwise the
+    /// pod's policy keeps its own.
+    async fn update_pod_memory(&self, zone: &str) {
+        let limits: Vec<Option<u64>> = {
+            let all = self
+                .inner
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            all.values()
+                .filter(|c| c.zone == zone && c.root.is_some())
+                .map(|c| c.memory_limit)
+                .collect()
+        };
+        let Some(total) = limits.iter().try_fold(0u64, |sum, l| l.map(|l| sum + l)) else {
+            return;
+        };
+        if total == 0 {
+            return;
+        }
+        let Ok(mut zones) = self.inner.rauhad.zones().await else {
+            return;
+        };
+        let Ok(current) = zones
+            .get(v1::ZoneRef {
+                zone: zone.to_string(),
+            })
+            .await
+        else {
+            return;
+        };
+        let text = current
+            .into_inner()
+            .policy
+            .map(|p| p.toml)
+            .unwrap_or_default();
+        let Ok(mut policy) = rauha_spec::policy::Policy::parse("zone policy", &text) else {
+            return;
+        };
+        policy.resources.memory_limit = Some(total);
+        let r = zones
+            .update_policy(v1::UpdatePolicyRequest {
+                zone: zone.to_string(),
+                policy: Some(v1::PolicySource {
+                    source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
+                        file: "pod memory".into(),
+                        toml: policy.to_toml(),
+                    })),
+                }),
+            })
+            .await;
+        if let Err(e) = r {
+            log::warn!(
+                "cannot set the pod's memory limit to {total}: {}",
+                e.message()
+            );
+        }
+    }
+
     fn owner_zone(&self, id: &str, what: &str) -> TtrpcResult<String> {
         self.with(id, |c| {
             if c.owns_zone {
@@ -343,6 +433,7 @@ impl Task for Service {
         let mut init = convert::process(spec.get("process").unwrap_or(&Value::Null))
             .map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
         init.terminal = req.terminal;
+        let mut root = None;
         let (zone, owns_zone) = match convert::role(&spec) {
             Role::Owner => {
                 self.mount_rootfs(&req).await?;
@@ -368,15 +459,26 @@ impl Task for Service {
                 (z.id, false)
             }
             Role::Member { sandbox_id } => {
-                return Err(error(
-                    Code::UNIMPLEMENTED,
-                    format!(
-                        "container {} of pod sandbox {sandbox_id}: running a pod's containers in its zone, each on its own image, is not supported by this rauha yet; run single-container workloads with `ctr` or pin the container to a zone with the rauha.dev/zone annotation",
-                        req.id
-                    ),
-                ))
+                let zone = self
+                    .with(&sandbox_id, |c| Ok(c.zone.clone()))
+                    .map_err(|_| {
+                        error(
+                            Code::NOT_FOUND,
+                            format!("pod sandbox {sandbox_id} of container {} is not served by this shim", req.id),
+                        )
+                    })?;
+                self.mount_rootfs(&req).await?;
+                let added = self.add_root(&zone, &req.id, &bundle, &spec).await;
+                if let Err(e) = added {
+                    unmount_rootfs(&bundle);
+                    return Err(e);
+                }
+                root = Some(req.id.clone());
+                init.root = req.id.clone();
+                (zone, false)
             }
         };
+        let memory_limit = convert::memory_limit(&spec);
         let io = stdio(&req.stdin, &req.stdout, &req.stderr);
         self.inner
             .containers
@@ -386,13 +488,18 @@ impl Task for Service {
                 req.id.clone(),
                 Container {
                     bundle,
-                    zone,
+                    zone: zone.clone(),
                     owns_zone,
+                    root: root.clone(),
+                    memory_limit,
                     paused: false,
                     init: Proc::new(init, io),
                     execs: HashMap::new(),
                 },
             );
+        if root.is_some() {
+            self.update_pod_memory(&zone).await;
+        }
         let mut ev = TaskCreate::new();
         ev.container_id = req.id.clone();
         ev.bundle = req.bundle.clone();
@@ -515,6 +622,21 @@ impl Task for Service {
             }
         }
         if req.exec_id.is_empty() {
+            let root = self.with(&req.id, |c| Ok(c.root.clone()))?;
+            if let Some(name) = root {
+                self.inner
+                    .rauhad
+                    .zones()
+                    .await
+                    .map_err(ttrpc_error)?
+                    .remove_root(v1::RootRef {
+                        zone: zone.clone(),
+                        name,
+                    })
+                    .await
+                    .map_err(ttrpc_error)?;
+                unmount_rootfs(&bundle);
+            }
             if owns_zone {
                 let r = self
                     .inner
@@ -715,6 +837,7 @@ impl Task for Service {
             .and_then(|s| convert::exec_process(s).map_err(|e| error(Code::INVALID_ARGUMENT, e)))?;
         spec.terminal = req.terminal;
         self.with(&req.id, |c| {
+            spec.root = c.root.clone().unwrap_or_default();
             if c.init.exited().is_some() {
                 return Err(error(
                     Code::FAILED_PRECONDITION,
