@@ -22,9 +22,8 @@ fn zones(d: &Daemon) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-#[test]
-fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
-    if !(ready()
+fn cri_ready() -> bool {
+    ready()
         && containerd_ready()
         && prerequisite(
             bin_dir().join("containerd-shim-rauha-v2").is_file(),
@@ -33,9 +32,98 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
         && prerequisite(
             crictl().is_file(),
             "crictl (run scripts/build-crictl.sh, which builds it from e2e/go/go.mod)",
-        ))
-    {
-        return;
+        )
+}
+
+struct Cri {
+    // Dropped in this order: containerd (and its pods) before rauhad.
+    ctd: Containerd,
+    _reg: Registry,
+    d: Daemon,
+    app: String,
+}
+
+impl Cri {
+    fn crictl(&self, args: &[&str]) -> String {
+        self.ctd.crictl_ok(&crictl(), args)
+    }
+
+    fn write(&self, name: &str, v: serde_json::Value) -> String {
+        let path = self.ctd.dir().join(name);
+        std::fs::write(&path, v.to_string()).expect("write CRI config");
+        path.display().to_string()
+    }
+
+    fn pod(&self, name: &str) -> (String, String) {
+        let config = self.write(
+            &format!("{name}.json"),
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "attempt": 0},
+                "log_directory": self.ctd.dir().join("logs").join(name).display().to_string(),
+                "linux": {}
+            }),
+        );
+        let id = self
+            .crictl(&["runp", "--runtime", "rauha", &config])
+            .trim()
+            .to_string();
+        (id, config)
+    }
+
+    fn container(
+        &self,
+        pod: &(String, String),
+        name: &str,
+        command: &[&str],
+        memory: Option<u64>,
+    ) -> String {
+        let mut linux = serde_json::json!({});
+        if let Some(m) = memory {
+            linux = serde_json::json!({"resources": {"memory_limit_in_bytes": m}});
+        }
+        let config = self.write(
+            &format!("{}-{name}.json", pod.0),
+            serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": self.app},
+                "command": command,
+                "log_path": format!("{name}.log"),
+                "linux": linux
+            }),
+        );
+        let id = self
+            .crictl(&["create", &pod.0, &config, &pod.1])
+            .trim()
+            .to_string();
+        self.crictl(&["start", &id]);
+        id
+    }
+
+    fn zone_of_pod(&self, pod: &str) -> String {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&self.crictl(&["inspectp", pod])).expect("inspectp JSON");
+        let pid = inspect["info"]["pid"].as_u64().expect("sandbox pid");
+        zone_of_pid(pid as u32)
+    }
+}
+
+/// The zone cgroup a host process is in (the cgroup path names the zone).
+fn zone_of_pid(pid: u32) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    cg.lines()
+        .filter_map(|l| l.rsplit(':').next())
+        .find(|p| p.contains("rauha-e2e-"))
+        .and_then(|p| {
+            p.split('/')
+                .find(|c| c.len() == 36 && c.matches('-').count() == 4)
+        })
+        .unwrap_or_else(|| panic!("pid {pid} is in no zone cgroup: {cg}"))
+        .to_string()
+}
+
+fn start() -> Option<Cri> {
+    if !cri_ready() {
+        return None;
     }
     let d = Daemon::start();
     let reg = Registry::start();
@@ -48,8 +136,19 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
             .sandbox_image(&pause)
             .plain_http_registry(&reg.host()),
     );
-    let c = crictl();
-    ctd.crictl_ok(&c, &["pull", &app]);
+    ctd.crictl_ok(&crictl(), &["pull", &app]);
+    Some(Cri {
+        ctd,
+        _reg: reg,
+        d,
+        app,
+    })
+}
+
+#[test]
+fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
+    let Some(cri) = start() else { return };
+    let (ctd, d, c) = (&cri.ctd, &cri.d, crictl());
 
     let pod_json = ctd.dir().join("pod.json");
     std::fs::write(
@@ -76,7 +175,7 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
         .to_string();
 
     // The sandbox is one zone, running its pause process.
-    let z = zones(&d);
+    let z = zones(d);
     assert_eq!(z.len(), 1, "{z:?}");
     let name = z[0]["name"].as_str().unwrap_or_default().to_string();
     assert!(name.starts_with("k8s-io-"), "{name}");
@@ -120,9 +219,106 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
         serde_json::from_str(&ctd.crictl_ok(&c, &["inspectp", &pod])).expect("inspectp JSON");
     assert_eq!(inspect["status"]["state"], "SANDBOX_NOTREADY", "{inspect}");
     ctd.crictl_ok(&c, &["rmp", &pod]);
-    assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+    assert!(zones(d).is_empty(), "zones left: {:?}", zones(d));
     assert!(
         ctd.crictl_ok(&c, &["pods", "-q"]).trim().is_empty(),
         "pods left"
     );
+}
+
+#[test]
+fn cri_containers_of_a_pod_share_its_zone() {
+    let Some(cri) = start() else { return };
+    let p1 = cri.pod("p1");
+    let zone1 = cri.zone_of_pod(&p1.0);
+    let a = cri.container(
+        &p1,
+        "a",
+        &["sh", "-c", "echo hello from a; exec sleep 600"],
+        None,
+    );
+    let b = cri.container(&p1, "b", &["sleep", "601"], None);
+
+    // Both run in the pod's zone (one zone in rauhad), each on its image.
+    assert_eq!(zones(&cri.d).len(), 1, "{:?}", zones(&cri.d));
+    for id in [&a, &b] {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&cri.crictl(&["inspect", id])).expect("inspect JSON");
+        assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
+        let pid = inspect["info"]["pid"].as_u64().expect("pid") as u32;
+        assert_eq!(
+            zone_of_pid(pid),
+            zone1,
+            "container {id} is in the pod's zone"
+        );
+    }
+    // They see each other's processes: one pid namespace, the zone's.
+    let ps = cri.crictl(&["exec", &a, "ps"]);
+    assert!(ps.contains("sleep 601"), "a sees b: {ps}");
+    // Its own image and mounts: CRI's /etc/hosts bind, a fresh /dev.
+    let out = cri.crictl(&[
+        "exec",
+        &b,
+        "sh",
+        "-c",
+        "cat /etc/hostname; ls /dev/null; echo x > /tmp/ok && cat /tmp/ok",
+    ]);
+    assert!(out.contains("/dev/null") && out.ends_with("x\n"), "{out}");
+    // Logs go through CRI's log file.
+    let logs = cri.crictl(&["logs", &a]);
+    assert!(logs.contains("hello from a"), "{logs}");
+
+    // A second pod is another zone, and sees none of the first's processes.
+    let p2 = cri.pod("p2");
+    let zone2 = cri.zone_of_pod(&p2.0);
+    assert_ne!(zone1, zone2);
+    let c = cri.container(&p2, "c", &["sleep", "602"], None);
+    let ps = cri.crictl(&["exec", &c, "ps"]);
+    assert!(
+        !ps.contains("sleep 601") && !ps.contains("sleep 600"),
+        "{ps}"
+    );
+    assert_eq!(zones(&cri.d).len(), 2);
+
+    // stop, rm; stopp, rmp: nothing is left.
+    for id in [&a, &b] {
+        cri.crictl(&["stop", "--timeout", "2", id]);
+        cri.crictl(&["rm", id]);
+    }
+    cri.crictl(&["stop", "--timeout", "2", &c]);
+    cri.crictl(&["rm", &c]);
+    for p in [&p1.0, &p2.0] {
+        cri.crictl(&["stopp", p]);
+        cri.crictl(&["rmp", p]);
+    }
+    assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
+}
+
+#[test]
+fn cri_container_over_its_memory_limit_is_oomkilled() {
+    let Some(cri) = start() else { return };
+    let p = cri.pod("oom");
+    // `tail` keeps the one endless line in memory: far past 32 MiB.
+    let id = cri.container(
+        &p,
+        "hog",
+        &["sh", "-c", "head -c 300000000 /dev/zero | tail"],
+        Some(32 << 20),
+    );
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&cri.crictl(&["inspect", &id])).expect("inspect JSON");
+        status = inspect["status"].clone();
+        if status["state"] == "CONTAINER_EXITED" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(status["state"], "CONTAINER_EXITED", "{status}");
+    assert_eq!(status["reason"], "OOMKilled", "{status}");
+    cri.crictl(&["rm", &id]);
+    cri.crictl(&["stopp", &p.0]);
+    cri.crictl(&["rmp", &p.0]);
+    assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
 }
