@@ -36,7 +36,12 @@ impl Shim for RauhaShim {
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         let spec = read_bundle_spec(std::path::Path::new(".")).map_err(Error::InvalidArgument)?;
         let grouping = convert::grouping(&spec, &opts.id);
-        spawn(opts, &grouping, Vec::new()).await
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // containerd finds the shim of a task again (after it restarts) by
+        // the `address` file in the task's bundle.
+        std::fs::write("address", &address)
+            .map_err(|e| Error::Other(format!("cannot write the bundle's address file: {e}")))?;
+        Ok(address)
     }
 
     /// containerd runs `delete` when a shim is gone: remove what the
