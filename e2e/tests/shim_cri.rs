@@ -228,7 +228,7 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
 
 #[test]
 fn cri_containers_of_a_pod_share_its_zone() {
-    let Some(cri) = start() else { return };
+    let Some(mut cri) = start() else { return };
     let p1 = cri.pod("p1");
     let zone1 = cri.zone_of_pod(&p1.0);
     let a = cri.container(
@@ -267,6 +267,14 @@ fn cri_containers_of_a_pod_share_its_zone() {
     // Logs go through CRI's log file.
     let logs = cri.crictl(&["logs", &a]);
     assert!(logs.contains("hello from a"), "{logs}");
+
+    // containerd restarts: the pod and its containers are found again.
+    cri.ctd.restart();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["inspect", &b])).expect("inspect JSON");
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
+    let out = cri.crictl(&["exec", &b, "echo", "after restart"]);
+    assert_eq!(out, "after restart\n");
 
     // A second pod is another zone, and sees none of the first's processes.
     let p2 = cri.pod("p2");

@@ -275,3 +275,87 @@ fn ctr_runs_containers_as_zones() {
         mounts_under(ctd.dir())
     );
 }
+
+#[test]
+fn running_tasks_survive_containerd_and_rauhad_restarts() {
+    if !shim_ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let reg = Registry::start();
+    let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
+    let mut ctd = Containerd::start(
+        ContainerdOpts::default()
+            .path_dir(bin_dir())
+            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
+            .plain_http_registry(&reg.host()),
+    );
+    ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "r1",
+        "sleep",
+        "300",
+    ]);
+
+    // containerd restarts: it finds the shim again, the task still runs.
+    ctd.restart();
+    assert_eq!(
+        task_status(&ctd, "r1"),
+        "RUNNING",
+        "containerd log:\n{}",
+        ctd.log()
+    );
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "r1",
+        "echo",
+        "after containerd",
+    ]);
+    assert_eq!(out, "after containerd\n");
+
+    // rauhad down: a call fails with one clear line; the task is not lost.
+    d.kill9();
+    let out = ctd.ctr(&["task", "exec", "--exec-id", "e2", "r1", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("rauhad is not reachable"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = ctd.ctr(&["task", "delete", "--exec-id", "e2", "r1"]);
+    d.spawn(&[]);
+    assert_eq!(task_status(&ctd, "r1"), "RUNNING");
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e3",
+        "r1",
+        "echo",
+        "after rauhad",
+    ]);
+    assert_eq!(out, "after rauhad\n");
+
+    // Its end still reaches containerd, and nothing is left.
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "r1"]);
+    let mut stopped = false;
+    for _ in 0..100 {
+        if task_status(&ctd, "r1") == "STOPPED" {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(stopped, "{}\n{}", ctd.ctr_ok(&["task", "ls"]), d.log());
+    ctd.ctr_ok(&["task", "rm", "r1"]);
+    ctd.ctr_ok(&["container", "rm", "r1"]);
+    assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+}
