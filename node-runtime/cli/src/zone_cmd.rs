@@ -30,6 +30,11 @@ pub enum ZoneCommand {
         /// new one; the policy's network.mode must be "joined".
         #[arg(long, value_name = "PATH")]
         netns: Option<String>,
+        /// Create the zone's cgroup in this cgroup (a path from the root of
+        /// the hierarchy, e.g. /kubepods/burstable/pod<uid>) instead of
+        /// rauhad's.
+        #[arg(long, value_name = "PATH")]
+        cgroup_parent: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -107,6 +112,7 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
             name,
             bundle,
             netns,
+            cgroup_parent,
             json,
             ..
         } => {
@@ -116,6 +122,7 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
                 policy,
                 bundle: bundle.unwrap_or_default(),
                 netns: netns.unwrap_or_default(),
+                cgroup_parent: cgroup_parent.unwrap_or_default(),
             };
             let zone = zones.create(request).await?.into_inner();
             print_zone(&zone, json)?;

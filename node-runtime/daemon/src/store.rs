@@ -69,6 +69,10 @@ pub struct ZoneRecord {
     /// The network namespace the zone joined instead of making its own.
     #[serde(default)]
     pub netns: Option<String>,
+    /// Where the zone's cgroup is (from the hierarchy's root), when not
+    /// under rauhad's own parent.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +343,7 @@ mod tests {
             workspace: None,
             ttl_ms: None,
             netns: None,
+            cgroup_parent: None,
         }
     }
 

@@ -90,6 +90,35 @@ fn check_string(field: &str, s: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// A cgroup to put the zone's cgroup in: empty for rauhad's own parent,
+/// else a path from the hierarchy's root whose components are plain names
+/// (as kubelet's `/kubepods/burstable/podUID`).
+pub fn cgroup_parent(path: &str) -> Result<Option<String>, DaemonError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| {
+        DaemonError::invalid(
+            "cgroup_parent",
+            format!("{path:?} {why}; give a path such as /kubepods/burstable/pod<uid>"),
+        )
+    };
+    if !path.starts_with('/') {
+        return Err(bad("is not absolute"));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return Err(bad("is the root of the hierarchy"));
+    }
+    if parts
+        .iter()
+        .any(|p| *p == "." || *p == ".." || p.contains('\0'))
+    {
+        return Err(bad("has a '.' or '..' component"));
+    }
+    Ok(Some(format!("/{}", parts.join("/"))))
+}
+
 /// A network namespace to join: empty for none, else an absolute path to a
 /// network namespace (an nsfs file such as `/run/netns/NAME`).
 pub fn netns(field: &str, path: &str) -> Result<Option<String>, DaemonError> {

@@ -137,6 +137,7 @@ mod tests {
             workspace: None,
             ttl_ms: None,
             netns: None,
+            cgroup_parent: None,
         };
         let w = zone(&z, 3, &rauha_spec::Enforcement::default());
         assert_eq!(w.root, "bundle:/b");

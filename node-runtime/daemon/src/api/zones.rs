@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
-use crate::validate::netns;
+use crate::validate::{cgroup_parent, netns};
 use crate::zone::{resolve_policy, NewZone, ZoneRegistry};
 
 pub struct ZonesService<B: IsolationBackend> {
@@ -62,6 +62,7 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
                 workspace: None,
                 ttl_ms: None,
                 netns: netns("netns", &req.netns)?,
+                cgroup_parent: cgroup_parent(&req.cgroup_parent)?,
             })
             .await?;
         Ok(Response::new(self.wire(&record)))

@@ -24,6 +24,8 @@ pub struct ZoneSetup {
     pub workspace: Option<WorkspaceSpec>,
     /// A network namespace to join instead of a new one.
     pub netns: Option<String>,
+    /// A cgroup path (from the hierarchy's root) to create the zone's in.
+    pub cgroup_parent: Option<String>,
 }
 
 /// How to find a live zone again, persisted with its record so a restarted
@@ -43,6 +45,10 @@ pub struct ZoneHandle {
     /// The zone's index in the BPF maps; 0 when it has none.
     #[serde(default)]
     pub bpf_zone: u32,
+    /// The zone's cgroup, from the hierarchy's root, when it is not under
+    /// rauhad's own parent.
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 /// A live zone as the enforcement layers need it.

@@ -23,6 +23,8 @@ pub struct NewZone {
     pub ttl_ms: Option<u64>,
     /// A network namespace to join (checked: it is one).
     pub netns: Option<String>,
+    /// A cgroup path (from the hierarchy's root) to create the zone's in.
+    pub cgroup_parent: Option<String>,
 }
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
@@ -64,6 +66,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             workspace: new.workspace,
             ttl_ms: new.ttl_ms,
             netns: new.netns,
+            cgroup_parent: new.cgroup_parent,
         };
         match self.store.insert_zone(&record) {
             Ok(()) => {}
@@ -77,6 +80,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             root: record.root.clone(),
             workspace: record.workspace.clone(),
             netns: record.netns.clone(),
+            cgroup_parent: record.cgroup_parent.clone(),
         };
         let built = async {
             let handle = self.backend.create_zone(&setup).await?;

@@ -148,6 +148,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             root: zone.root.clone(),
             workspace: zone.workspace.clone(),
             netns: zone.netns.clone(),
+            cgroup_parent: zone.cgroup_parent.clone(),
         };
         let handle = self.backend.create_zone(&setup).await?;
         zone.handle = Some(handle.clone());
@@ -201,6 +202,7 @@ mod tests {
             workspace: None,
             ttl_ms: None,
             netns: None,
+            cgroup_parent: None,
         }
     }
 

@@ -65,6 +65,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let zone = self
             .create_zone(NewZone {
                 name: format!("task-{}", task_id.simple()),
+                cgroup_parent: None,
                 policy: run.policy,
                 root: run.root,
                 task_id: Some(task_id),

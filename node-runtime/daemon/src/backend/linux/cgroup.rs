@@ -161,14 +161,23 @@ impl CgroupFs {
         Ok(())
     }
 
+    /// A zone's cgroup below each hierarchy's root: `parent/ZONE`, or the
+    /// key itself when it is a path from the root (`/kubepods/.../ZONE`).
+    fn rel(&self, zone: &str) -> PathBuf {
+        match zone.strip_prefix('/') {
+            Some(from_root) => PathBuf::from(from_root),
+            None => Path::new(&self.parent).join(zone),
+        }
+    }
+
     /// The zone's directories: one (v2) or one per controller (v1).
     fn dirs(&self, zone: &str) -> Vec<PathBuf> {
         match self.version {
-            Version::V2 => vec![self.root.join(&self.parent).join(zone)],
+            Version::V2 => vec![self.root.join(self.rel(zone))],
             Version::V1 => self
                 .controllers
                 .iter()
-                .map(|c| self.root.join(c).join(&self.parent).join(zone))
+                .map(|c| self.root.join(c).join(self.rel(zone)))
                 .collect(),
         }
     }
@@ -176,7 +185,7 @@ impl CgroupFs {
     /// The directory holding `file` for this zone (v1: the controller's).
     fn file(&self, zone: &str, controller: &str, file: &str) -> PathBuf {
         match self.version {
-            Version::V2 => self.root.join(&self.parent).join(zone).join(file),
+            Version::V2 => self.root.join(self.rel(zone)).join(file),
             Version::V1 => {
                 let dir = self
                     .controllers
@@ -184,7 +193,7 @@ impl CgroupFs {
                     .find(|c| c.split(',').any(|part| part == controller))
                     .cloned()
                     .unwrap_or_else(|| controller.to_string());
-                self.root.join(dir).join(&self.parent).join(zone).join(file)
+                self.root.join(dir).join(self.rel(zone)).join(file)
             }
         }
     }
@@ -220,14 +229,12 @@ impl CgroupFs {
     /// The work child's directory, where it can be frozen.
     fn work_dir(&self, zone: &str) -> Option<PathBuf> {
         match self.version {
-            Version::V2 => Some(self.root.join(&self.parent).join(zone).join(WORK)),
-            Version::V1 => self.controllers.iter().any(|c| c == "freezer").then(|| {
-                self.root
-                    .join("freezer")
-                    .join(&self.parent)
-                    .join(zone)
-                    .join(WORK)
-            }),
+            Version::V2 => Some(self.root.join(self.rel(zone)).join(WORK)),
+            Version::V1 => self
+                .controllers
+                .iter()
+                .any(|c| c == "freezer")
+                .then(|| self.root.join("freezer").join(self.rel(zone)).join(WORK)),
         }
     }
 
@@ -262,10 +269,13 @@ impl CgroupFs {
 impl CgroupDriver for CgroupFs {
     fn unified_ids(&self, zone: &str) -> Vec<u64> {
         use std::os::unix::fs::MetadataExt;
-        let Some(parent) = self.unified_parent() else {
-            return Vec::new();
+        let dir = match self.version {
+            Version::V2 => self.root.join(self.rel(zone)),
+            Version::V1 if self.controllers.iter().any(|c| c == "unified") => {
+                self.root.join("unified").join(self.rel(zone))
+            }
+            Version::V1 => return Vec::new(),
         };
-        let dir = parent.join(zone);
         // A cgroup2 directory's inode number is its cgroup id.
         [dir.clone(), dir.join(WORK)]
             .iter()
@@ -296,6 +306,20 @@ impl CgroupDriver for CgroupFs {
         let dirs = self.dirs(zone);
         for d in &dirs {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        if self.version == Version::V2 && zone.starts_with('/') {
+            // Under a parent rauhad did not prepare: the controllers must be
+            // enabled on the way down (kubelet's pod cgroups already are).
+            let mut dir = self.root.clone();
+            for part in self
+                .rel(zone)
+                .parent()
+                .into_iter()
+                .flat_map(|p| p.components())
+            {
+                dir = dir.join(part);
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), V2_CONTROLLERS);
+            }
         }
         self.set_limits(zone, limits)?;
         let work = self.work_dir(zone);

@@ -127,11 +127,21 @@ pub fn for_zone(
 /// has its entry in the maps.
 fn bpf_layer(node: &[LayerStatus], layer: Layer, handle: &ZoneHandle) -> LayerStatus {
     let on_node = node.iter().find(|l| l.layer == layer);
-    let in_force = on_node.is_some_and(|l| l.in_force) && handle.bpf_zone != 0;
+    // The cgroup programs are attached at rauhad's cgroup parent: a zone
+    // placed elsewhere (a kubelet pod cgroup) is not under them.
+    let outside = match (&handle.cgroup, layer) {
+        (Some(path), Layer::CgroupBpf) => Some(path),
+        _ => None,
+    };
+    let in_force = on_node.is_some_and(|l| l.in_force) && handle.bpf_zone != 0 && outside.is_none();
     LayerStatus {
         layer,
         in_force,
         detail: match on_node {
+            Some(l) if l.in_force && outside.is_some() => format!(
+                "the zone's cgroup {} is outside rauhad's cgroup parent, where the cgroup programs are attached",
+                outside.map(String::as_str).unwrap_or_default()
+            ),
             Some(l) if l.in_force && handle.bpf_zone == 0 => {
                 "the zone has no entry in the BPF maps (made before the programs were loaded)"
                     .into()
@@ -183,7 +193,10 @@ pub fn verify(
             },
         });
     }
-    let zone = handle.zone_id.to_string();
+    let zone = handle
+        .cgroup
+        .clone()
+        .unwrap_or_else(|| handle.zone_id.to_string());
     match cgroups.usage(&zone) {
         Ok(u) => {
             let mem_ok = policy

@@ -34,6 +34,9 @@ pub struct LinuxBackend {
     cgroups: Arc<dyn CgroupDriver>,
     node_layers: Vec<LayerStatus>,
     bpf: bpf::Bpf,
+    /// Zones whose cgroup is not under rauhad's parent: its path from the
+    /// hierarchy's root (learnt at creation, or from the handle again).
+    cgroup_paths: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
 }
 
 impl LinuxBackend {
@@ -60,6 +63,7 @@ impl LinuxBackend {
             cgroups,
             node_layers,
             bpf,
+            cgroup_paths: Default::default(),
         }
     }
 
@@ -67,6 +71,27 @@ impl LinuxBackend {
     /// run after all).
     pub fn detach_new_bpf(&self, pin_dir: &Path) {
         self.bpf.detach_new(pin_dir);
+    }
+
+    /// The cgroup driver's key of a zone: its id under rauhad's parent, or
+    /// a path from the hierarchy's root.
+    fn cgroup_key(&self, zone_id: Uuid) -> String {
+        self.cgroup_paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&zone_id)
+            .cloned()
+            .unwrap_or_else(|| zone_id.to_string())
+    }
+
+    /// Remembers a live zone's cgroup path from its handle.
+    fn learn(&self, handle: &ZoneHandle) {
+        if let Some(path) = &handle.cgroup {
+            self.cgroup_paths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(handle.zone_id, path.clone());
+        }
     }
 
     fn state_dir(&self, zone_id: Uuid) -> PathBuf {
@@ -141,9 +166,18 @@ impl IsolationBackend for LinuxBackend {
                 }
                 RootSpec::HostView => None,
             };
-            let cgroup = self
-                .cgroups
-                .create(&setup.id.to_string(), &setup.policy.resources)?;
+            let key = match &setup.cgroup_parent {
+                Some(parent) => {
+                    let key = format!("{parent}/{}", setup.id);
+                    self.cgroup_paths
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(setup.id, key.clone());
+                    key
+                }
+                None => setup.id.to_string(),
+            };
+            let cgroup = self.cgroups.create(&key, &setup.policy.resources)?;
             let config = ZoneConfig {
                 zone_id: setup.id.to_string(),
                 hostname: setup
@@ -168,6 +202,7 @@ impl IsolationBackend for LinuxBackend {
             };
             let mut handle = spawn::start_agent(&self.agent_bin, &config, &state_dir).await?;
             handle.bpf_zone = self.bpf.allocate(setup.id);
+            handle.cgroup = setup.cgroup_parent.as_ref().map(|_| key.clone());
             Ok(handle)
         }
         .await;
@@ -198,15 +233,23 @@ impl IsolationBackend for LinuxBackend {
                 unsafe { libc::kill(h.agent_pid as libc::pid_t, libc::SIGKILL) };
             }
         }
+        if let Some(h) = handle {
+            self.learn(h);
+        }
         let cgroups = Arc::clone(&self.cgroups);
-        let id = zone_id.to_string();
+        let id = self.cgroup_key(zone_id);
         tokio::task::spawn_blocking(move || cgroups.remove(&id))
             .await
             .map_err(|e| BackendError::Setup(format!("cgroup removal task: {e}")))??;
+        self.cgroup_paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&zone_id);
         host::remove_state_dir(&self.state_dir(zone_id))
     }
 
     fn is_alive(&self, handle: &ZoneHandle) -> bool {
+        self.learn(handle);
         host::start_ticks(handle.agent_pid) == Some(handle.agent_start_ticks)
     }
 
@@ -222,7 +265,7 @@ impl IsolationBackend for LinuxBackend {
     fn update_limits(&self, zone_id: Uuid, policy: &Policy) -> Result<(), BackendError> {
         Ok(self
             .cgroups
-            .set_limits(&zone_id.to_string(), &policy.resources)?)
+            .set_limits(&self.cgroup_key(zone_id), &policy.resources)?)
     }
 
     fn workspace_upper(&self, zone_id: Uuid) -> PathBuf {
@@ -230,7 +273,7 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn set_paused(&self, zone_id: Uuid, paused: bool) -> Result<(), BackendError> {
-        Ok(self.cgroups.set_frozen(&zone_id.to_string(), paused)?)
+        Ok(self.cgroups.set_frozen(&self.cgroup_key(zone_id), paused)?)
     }
 
     fn hardening(
@@ -275,11 +318,11 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn usage(&self, zone_id: Uuid) -> Result<Usage, BackendError> {
-        Ok(self.cgroups.usage(&zone_id.to_string())?)
+        Ok(self.cgroups.usage(&self.cgroup_key(zone_id))?)
     }
 
     fn host_pid(&self, zone_id: Uuid, zone_pid: u32) -> Option<u32> {
-        let pids = self.cgroups.pids(&zone_id.to_string()).ok()?;
+        let pids = self.cgroups.pids(&self.cgroup_key(zone_id)).ok()?;
         pids.into_iter()
             .find(|p| host::innermost_pid(*p) == Some(zone_pid))
     }
@@ -306,7 +349,7 @@ impl IsolationBackend for LinuxBackend {
 
     fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
         self.bpf
-            .sync(zones, |id| self.cgroups.unified_ids(&id.to_string()))
+            .sync(zones, |id| self.cgroups.unified_ids(&self.cgroup_key(id)))
     }
 
     fn denials(&self) -> Vec<super::Denial> {

@@ -103,5 +103,6 @@ pub async fn start_agent(
         state_dir: state_dir.to_path_buf(),
         ready,
         bpf_zone: 0,
+        cgroup: None,
     })
 }
