@@ -122,6 +122,37 @@ pub fn netns(spec: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The cgroup the container's cgroup belongs in, from the spec's
+/// `linux.cgroupsPath`: its parent for the cgroupfs form
+/// (`/kubepods/burstable/podUID/ID`), the slice's path for the systemd form
+/// (`kubepods-burstable-podUID.slice:cri-containerd:ID`).
+pub fn cgroup_parent(spec: &Value) -> Option<String> {
+    let path = spec.get("linux")?.get("cgroupsPath")?.as_str()?;
+    if path.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = path.split(':').collect();
+    if parts.len() == 3 && !path.starts_with('/') {
+        let slice = parts[0];
+        let name = slice.strip_suffix(".slice")?;
+        // kubepods-burstable-podX.slice lives in kubepods.slice/kubepods-burstable.slice.
+        let mut dir = String::new();
+        let mut prefix = String::new();
+        for word in name.split('-') {
+            if !prefix.is_empty() {
+                prefix.push('-');
+            }
+            prefix.push_str(word);
+            dir.push('/');
+            dir.push_str(&prefix);
+            dir.push_str(".slice");
+        }
+        return Some(dir);
+    }
+    let parent = std::path::Path::new(path).parent()?.to_str()?;
+    (parent.starts_with('/') && parent != "/").then(|| parent.to_string())
+}
+
 /// An OCI `process` object as rauhad's process spec.
 pub fn process(p: &Value) -> Result<v1::ProcessSpec, String> {
     let strings = |key: &str| -> Vec<String> {
@@ -360,6 +391,21 @@ mod tests {
         );
         assert_eq!(grouping(&member, "c1"), "s1");
         assert_eq!(role(&json!({})), Role::Owner);
+    }
+
+    #[test]
+    fn cgroups_path_gives_the_parent() {
+        let spec = |p: &str| json!({"linux": {"cgroupsPath": p}});
+        assert_eq!(
+            cgroup_parent(&spec("/kubepods/burstable/pod1/abc")).as_deref(),
+            Some("/kubepods/burstable/pod1")
+        );
+        assert_eq!(
+            cgroup_parent(&spec("kubepods-burstable-pod1.slice:cri-containerd:abc")).as_deref(),
+            Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice")
+        );
+        assert_eq!(cgroup_parent(&spec("/abc")), None);
+        assert_eq!(cgroup_parent(&json!({})), None);
     }
 
     #[test]

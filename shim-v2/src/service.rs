@@ -220,6 +220,7 @@ impl Service {
                 policy: Some(policy),
                 bundle: bundle.to_string(),
                 netns: convert::netns(spec).unwrap_or_default(),
+                cgroup_parent: convert::cgroup_parent(spec).unwrap_or_default(),
             })
             .await
             .map_err(ttrpc_error)?
