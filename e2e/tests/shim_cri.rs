@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use rauha_e2e::containerd::{containerd_ready, Containerd, ContainerdOpts, Registry};
 use rauha_e2e::{bin_dir, prerequisite, ready, text, Daemon};
 
+/// Where the tests' pods put their cgroups, as kubelet gives each pod
+/// `linux.cgroup_parent` (removed by `Cri`'s drop).
+const PODS_CGROUP: &str = "rauha-e2e-kubepods";
+
 fn crictl() -> PathBuf {
     bin_dir().join("../tools/crictl")
 }
@@ -60,7 +64,7 @@ impl Cri {
             serde_json::json!({
                 "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "attempt": 0},
                 "log_directory": self.ctd.dir().join("logs").join(name).display().to_string(),
-                "linux": {}
+                "linux": {"cgroup_parent": format!("/{PODS_CGROUP}/pod-{name}")}
             }),
         );
         let id = self
@@ -107,12 +111,44 @@ impl Cri {
     }
 }
 
+impl Drop for Cri {
+    fn drop(&mut self) {
+        // The pods' parents (kubelet would own them): deepest first, in
+        // every hierarchy, once containerd and rauhad removed the zones.
+        self.ctd.stop();
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(PODS_CGROUP))
+            .chain([PathBuf::from("/sys/fs/cgroup").join(PODS_CGROUP)])
+            .filter(|d| d.is_dir())
+            .flat_map(|d| {
+                let mut all = vec![d.clone()];
+                all.extend(
+                    std::fs::read_dir(&d)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir()),
+                );
+                all
+            })
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
 /// The zone cgroup a host process is in (the cgroup path names the zone).
 fn zone_of_pid(pid: u32) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
     cg.lines()
         .filter_map(|l| l.rsplit(':').next())
-        .find(|p| p.contains("rauha-e2e-"))
+        .find(|p| p.contains(PODS_CGROUP))
         .and_then(|p| {
             p.split('/')
                 .find(|c| c.len() == 36 && c.matches('-').count() == 4)
@@ -156,7 +192,7 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
         serde_json::json!({
             "metadata": {"name": "p1", "namespace": "default", "uid": "uid-p1", "attempt": 0},
             "log_directory": ctd.dir().join("logs").display().to_string(),
-            "linux": {}
+            "linux": {"cgroup_parent": format!("/{PODS_CGROUP}/pod-p1")}
         })
         .to_string(),
     )
@@ -209,6 +245,13 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
         ns_of(&format!("/proc/{pid}/ns/net")),
         ns_of(&netns),
         "the pause process is in CNI's network namespace"
+    );
+    // The zone's cgroup is in the pod's cgroup kubelet named, so the pod's
+    // accounting (and eviction) sees it.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    assert!(
+        cgroups.contains(&format!("/{PODS_CGROUP}/pod-p1/")),
+        "{cgroups}"
     );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("pause cmdline");
     assert!(text(&cmdline).starts_with("sleep"), "{}", text(&cmdline));
