@@ -917,7 +917,6 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        let zone = self.owner_zone(&req.id, "update")?;
         let resources: Value = req
             .resources
             .as_ref()
@@ -930,6 +929,23 @@ impl Task for Service {
                 )
             })?
             .unwrap_or(Value::Null);
+        // A pod's container: its new memory limit changes the pod's total.
+        let member_zone = self.with(&req.id, |c| {
+            if c.root.is_none() {
+                return Ok(None);
+            }
+            if let Some(l) = convert::memory_limit(&serde_json::json!({
+                "linux": {"resources": resources.clone()}
+            })) {
+                c.memory_limit = Some(l);
+            }
+            Ok(Some(c.zone.clone()))
+        })?;
+        if let Some(zone) = member_zone {
+            self.update_pod_memory(&zone).await;
+            return Ok(api::Empty::new());
+        }
+        let zone = self.owner_zone(&req.id, "update")?;
         let mut zones = self.inner.rauhad.zones().await.map_err(ttrpc_error)?;
         let current = zones
             .get(v1::ZoneRef { zone: zone.clone() })
