@@ -143,6 +143,23 @@ impl Drop for Cri {
     }
 }
 
+/// A zone's memory limit, from its cgroup (v1 or v2).
+fn zone_memory_limit(zone: &str) -> Option<u64> {
+    let mut found = None;
+    for (root, file) in [
+        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+        ("/sys/fs/cgroup", "memory.max"),
+    ] {
+        let dir = PathBuf::from(root).join(PODS_CGROUP);
+        for pod in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(v) = std::fs::read_to_string(pod.path().join(zone).join(file)) {
+                found = v.trim().parse().ok();
+            }
+        }
+    }
+    found
+}
+
 /// The zone cgroup a host process is in (the cgroup path names the zone).
 fn zone_of_pid(pid: u32) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
@@ -310,6 +327,13 @@ fn cri_containers_of_a_pod_share_its_zone() {
     // Logs go through CRI's log file.
     let logs = cri.crictl(&["logs", &a]);
     assert!(logs.contains("hello from a"), "{logs}");
+
+    // Resource updates reach the pod's zone: its memory limit is the sum
+    // of its containers' limits once each has one.
+    cri.crictl(&["update", "--memory", "67108864", &a]);
+    cri.crictl(&["update", "--memory", "33554432", &b]);
+    let limit = zone_memory_limit(&zone1);
+    assert_eq!(limit, Some(96 << 20), "zone {zone1}");
 
     // containerd restarts: the pod and its containers are found again.
     cri.ctd.restart();

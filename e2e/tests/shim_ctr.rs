@@ -68,6 +68,13 @@ fn ctr_runs_containers_as_zones() {
             .plain_http_registry(&reg.host()),
     );
     ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
+    // Every event the shim publishes, as containerd forwards them.
+    let events = std::process::Command::new("ctr")
+        .args(["--address", &ctd.address().display().to_string(), "events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctr events");
 
     // Output reaches ctr, and the zone is gone with the container.
     let out = ctd.ctr_ok(&[
@@ -241,6 +248,24 @@ fn ctr_runs_containers_as_zones() {
     ctd.ctr_ok(&["task", "rm", "c4"]);
     ctd.ctr_ok(&["container", "rm", "c4"]);
     assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+
+    // The shim published each task event containerd knows.
+    let mut events = events;
+    // SAFETY: kill with plain integers, on our child.
+    unsafe { libc::kill(events.id() as i32, libc::SIGTERM) };
+    let seen = text(&events.wait_with_output().expect("ctr events").stdout);
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(seen.contains(topic), "no {topic} event in:\n{seen}");
+    }
 
     // An invalid policy annotation fails the create with the parser's message.
     let out = ctd.ctr(&[
