@@ -250,7 +250,6 @@ fn ctr_runs_containers_as_zones() {
     assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
 
     // The shim published each task event containerd knows.
-    let events = events;
     // SAFETY: kill with plain integers, on our child.
     unsafe { libc::kill(events.id() as i32, libc::SIGTERM) };
     let seen = text(&events.wait_with_output().expect("ctr events").stdout);
