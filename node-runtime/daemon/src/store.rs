@@ -105,6 +105,12 @@ pub struct ProcessRecord {
     /// The pid on the host (0 when unknown).
     #[serde(default)]
     pub host_pid: u32,
+    /// Host paths its output is written to (containerd's FIFOs), so that a
+    /// restarted rauhad writes there again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_path: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub started_ms: u64,
@@ -376,6 +382,8 @@ mod tests {
                     state: ProcessState::Running,
                     pid: 2,
                     host_pid: 0,
+                    stdout_path: None,
+                    stderr_path: None,
                     exit_code: None,
                     signal: None,
                     started_ms: 0,

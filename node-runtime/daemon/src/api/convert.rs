@@ -109,6 +109,8 @@ mod tests {
             state: ProcessState::Exited,
             pid: 2,
             host_pid: 0,
+            stdout_path: None,
+            stderr_path: None,
             exit_code: Some(0),
             signal: None,
             started_ms: 1,

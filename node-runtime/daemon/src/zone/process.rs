@@ -56,6 +56,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             state: ProcessState::Running,
             pid: 0,
             host_pid: 0,
+            stdout_path: stdio.stdout.as_ref().map(|p| p.display().to_string()),
+            stderr_path: stdio.stderr.as_ref().map(|p| p.display().to_string()),
             exit_code: None,
             signal: None,
             started_ms: now_ms(),

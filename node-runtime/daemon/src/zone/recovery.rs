@@ -112,7 +112,23 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             .filter(|p| p.zone_id == zone.id && p.state == ProcessState::Running)
         {
             if running.contains(&p.id.to_string()) {
-                self.track(p, max_output);
+                let stdio = super::stdio::HostStdio {
+                    stdin: None,
+                    stdout: p.stdout_path.as_ref().map(Into::into),
+                    stderr: p.stderr_path.as_ref().map(Into::into),
+                };
+                let process = self.track(p, max_output);
+                // Output goes on to the paths it went to before the restart.
+                if stdio.stdout.is_some() || stdio.stderr.is_some() {
+                    match super::stdio::open_outputs(&stdio, &process) {
+                        Ok(tx) => {
+                            *process.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx)
+                        }
+                        Err(e) => {
+                            tracing::warn!(process = %process.id, error = %e, "cannot reopen the process's output paths")
+                        }
+                    }
+                }
             } else {
                 p.state = ProcessState::Lost;
                 self.store.put_process(&p)?;
