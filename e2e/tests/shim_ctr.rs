@@ -315,15 +315,21 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
             .plain_http_registry(&reg.host()),
     );
     ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
+    // Its output goes to a log file (containerd hands the shim file://).
+    let log = ctd.dir().join("r1.log");
+    let log_uri = format!("file://{}", log.display());
     ctd.ctr_ok(&[
         "run",
         "-d",
+        "--log-uri",
+        &log_uri,
         "--runtime",
         RUNTIME,
         &image,
         "r1",
-        "sleep",
-        "300",
+        "sh",
+        "-c",
+        "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done",
     ]);
 
     // containerd restarts: it finds the shim again, the task still runs.
@@ -357,6 +363,16 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
     let _ = ctd.ctr(&["task", "delete", "--exec-id", "e2", "r1"]);
     d.spawn(&[]);
     assert_eq!(task_status(&ctd, "r1"), "RUNNING");
+    // The restarted rauhad writes the task's output where it went before.
+    let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let after = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        before > 0 && after > before,
+        "log {before} -> {after} bytes"
+    );
+    let ticks = std::fs::read_to_string(&log).expect("log");
+    assert!(ticks.starts_with("tick 1\n"), "{ticks}");
     let out = ctd.ctr_ok(&[
         "task",
         "exec",
