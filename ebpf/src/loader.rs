@@ -96,7 +96,18 @@ pub struct Enforcer {
     hooks: Vec<HookStatus>,
     /// Zone indices the maps hold entries for (after the last sync).
     synced: BTreeSet<ZoneIndex>,
+    /// Where links are pinned; `zones/<key>/` holds the cgroup programs'
+    /// links of a zone whose cgroup is outside the node's parent.
+    links_dir: std::path::PathBuf,
 }
+
+/// The cgroup socket programs and where each attaches.
+const CGROUP_PROGRAMS: [(&str, u32); 4] = [
+    ("post_bind4", BPF_CGROUP_INET4_POST_BIND),
+    ("post_bind6", BPF_CGROUP_INET6_POST_BIND),
+    ("connect4", BPF_CGROUP_INET4_CONNECT),
+    ("connect6", BPF_CGROUP_INET6_CONNECT),
+];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const BPF_OBJ_PIN: libc::c_long = 6;
@@ -208,13 +219,7 @@ impl Enforcer {
             ),
             None => None,
         };
-        let cgroup_programs: [(&'static str, u32); 4] = [
-            ("post_bind4", BPF_CGROUP_INET4_POST_BIND),
-            ("post_bind6", BPF_CGROUP_INET6_POST_BIND),
-            ("connect4", BPF_CGROUP_INET4_CONNECT),
-            ("connect6", BPF_CGROUP_INET6_CONNECT),
-        ];
-        for (name, attach_type) in cgroup_programs {
+        for (name, attach_type) in CGROUP_PROGRAMS {
             let status = match &cgroup_dir {
                 None => HookStatus {
                     name,
@@ -236,7 +241,61 @@ impl Enforcer {
             ebpf,
             hooks,
             synced: BTreeSet::new(),
+            links_dir,
         })
+    }
+
+    /// Attaches the cgroup programs that are live on the node also to a
+    /// zone's cgroup that is not under the node's parent (e.g. in a kubelet
+    /// pod cgroup), pinning the links under `links/zones/<key>`. Links an
+    /// earlier run pinned are kept.
+    pub fn attach_zone(&mut self, key: &str, cgroup: &Path) -> Result<(), EnforcerError> {
+        let setup = |what: String| EnforcerError::Setup(what);
+        let dir = self.links_dir.join("zones").join(key);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| setup(format!("cannot create {}: {e}", dir.display())))?;
+        let cgroup_dir = std::fs::File::open(cgroup)
+            .map_err(|e| setup(format!("cannot open cgroup {}: {e}", cgroup.display())))?;
+        let live: Vec<&'static str> = self
+            .hooks
+            .iter()
+            .filter(|h| h.layer == HookLayer::CgroupBpf && h.live)
+            .map(|h| h.name)
+            .collect();
+        for (name, attach_type) in CGROUP_PROGRAMS.iter().filter(|(n, _)| live.contains(n)) {
+            let path = dir.join(name);
+            if PinnedLink::from_pin(&path).is_ok() {
+                continue;
+            }
+            let fd = program_fd(&mut self.ebpf, name).map_err(|e| setup(format!("{name}: {e}")))?;
+            let link = cgroup_link(&fd, &cgroup_dir, *attach_type)
+                .map_err(|e| setup(format!("cannot attach {name} to {}: {e}", cgroup.display())))?;
+            pin_fd(&link, &path)
+                .map_err(|e| setup(format!("cannot pin {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a zone's own cgroup links are all pinned.
+    pub fn zone_attached(&self, key: &str) -> bool {
+        let dir = self.links_dir.join("zones").join(key);
+        self.hooks
+            .iter()
+            .filter(|h| h.layer == HookLayer::CgroupBpf && h.live)
+            .all(|h| dir.join(h.name).exists())
+    }
+
+    /// Detaches the own cgroup links of every zone but `keep` (unpinning a
+    /// link ends it once nothing else holds it).
+    pub fn detach_zones_except(&mut self, keep: &[String]) {
+        let Ok(entries) = std::fs::read_dir(self.links_dir.join("zones")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !keep.iter().any(|k| *k == e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     pub fn hooks(&self) -> &[HookStatus] {
@@ -528,6 +587,28 @@ fn attach_lsm(ebpf: &mut Ebpf, name: &'static str, btf: &Btf, links: &Path) -> H
             .map_err(|e| format!("cannot pin the link: {e}"))?;
         Ok(())
     })
+}
+
+/// A cgroup socket program's fd, loading it first when this run has not
+/// (an earlier run's pinned link may hold it attached).
+fn program_fd(ebpf: &mut Ebpf, name: &str) -> Result<aya::programs::ProgramFd, String> {
+    let program = ebpf.program_mut(name).ok_or("not in the object")?;
+    let fd = match program {
+        aya::programs::Program::CgroupSockAddr(p) => {
+            if p.fd().is_err() {
+                p.load().map_err(|e| verbose(&e))?;
+            }
+            p.fd().map_err(|e| e.to_string())?.try_clone()
+        }
+        aya::programs::Program::CgroupSock(p) => {
+            if p.fd().is_err() {
+                p.load().map_err(|e| verbose(&e))?;
+            }
+            p.fd().map_err(|e| e.to_string())?.try_clone()
+        }
+        _ => return Err("not a cgroup socket program".into()),
+    };
+    fd.map_err(|e| e.to_string())
 }
 
 fn attach_cgroup(

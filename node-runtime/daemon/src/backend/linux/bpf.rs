@@ -2,7 +2,7 @@
 //! zone indices, map syncs, and deny events.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rauha_ebpf::loader::{EnforcedZone, Enforcer, EventReader, HookLayer, HookStatus};
@@ -226,6 +226,33 @@ impl Bpf {
             .unwrap_or_else(|p| p.into_inner())
             .sync(&entries, &pairs)
             .map_err(|e| BackendError::Setup(format!("BPF maps: {e}")))
+    }
+
+    /// Attaches the cgroup programs to the cgroups of zones outside rauhad's
+    /// parent (`(zone, unified cgroup dir)`), and detaches them from zones
+    /// no longer listed.
+    pub fn attach_outside(&self, zones: &[(Uuid, PathBuf)]) -> Result<(), BackendError> {
+        let Some(enforcer) = &self.enforcer else {
+            return Ok(());
+        };
+        let mut e = enforcer.lock().unwrap_or_else(|p| p.into_inner());
+        let keep: Vec<String> = zones.iter().map(|(id, _)| id.to_string()).collect();
+        e.detach_zones_except(&keep);
+        for (id, dir) in zones {
+            e.attach_zone(&id.to_string(), dir)
+                .map_err(|err| BackendError::Setup(format!("zone {id}: {err}")))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a zone outside rauhad's parent has the cgroup programs on
+    /// its own cgroup.
+    pub fn attached_outside(&self, zone: Uuid) -> bool {
+        self.enforcer.as_ref().is_some_and(|e| {
+            e.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .zone_attached(&zone.to_string())
+        })
     }
 
     /// Deny events written since the last call.

@@ -75,6 +75,8 @@ pub trait CgroupDriver: Send + Sync {
     /// The zone's cgroup ids in the unified (v2) hierarchy, which is what
     /// BPF programs see; empty when the host has no unified hierarchy.
     fn unified_ids(&self, zone: &str) -> Vec<u64>;
+    /// The zone's directory in the unified (v2) hierarchy, if there is one.
+    fn unified_dir(&self, zone: &str) -> Option<PathBuf>;
     /// The parent directory in the unified hierarchy, where cgroup-BPF
     /// programs attach to cover every zone.
     fn unified_parent(&self) -> Option<PathBuf>;
@@ -267,14 +269,20 @@ impl CgroupFs {
 }
 
 impl CgroupDriver for CgroupFs {
+    fn unified_dir(&self, zone: &str) -> Option<PathBuf> {
+        match self.version {
+            Version::V2 => Some(self.root.join(self.rel(zone))),
+            Version::V1 if self.controllers.iter().any(|c| c == "unified") => {
+                Some(self.root.join("unified").join(self.rel(zone)))
+            }
+            Version::V1 => None,
+        }
+    }
+
     fn unified_ids(&self, zone: &str) -> Vec<u64> {
         use std::os::unix::fs::MetadataExt;
-        let dir = match self.version {
-            Version::V2 => self.root.join(self.rel(zone)),
-            Version::V1 if self.controllers.iter().any(|c| c == "unified") => {
-                self.root.join("unified").join(self.rel(zone))
-            }
-            Version::V1 => return Vec::new(),
+        let Some(dir) = self.unified_dir(zone) else {
+            return Vec::new();
         };
         // A cgroup2 directory's inode number is its cgroup id.
         [dir.clone(), dir.join(WORK)]

@@ -79,6 +79,7 @@ pub fn for_zone(
     layout: &str,
     handle: &ZoneHandle,
     policy: &Policy,
+    cgroup_programs_here: bool,
 ) -> Enforcement {
     let ready = &handle.ready;
     let caps = if policy.capabilities.allowed.is_empty() {
@@ -117,29 +118,32 @@ pub fn for_zone(
                 note("landlock").unwrap_or_else(|| node_detail(Layer::Landlock))
             },
         },
-        bpf_layer(node, Layer::CgroupBpf, handle),
-        bpf_layer(node, Layer::BpfLsm, handle),
+        bpf_layer(node, Layer::CgroupBpf, handle, cgroup_programs_here),
+        bpf_layer(node, Layer::BpfLsm, handle, true),
     ];
     Enforcement::new(layers, policy)
 }
 
 /// A BPF layer is in force in a zone when it is on the node and the zone
 /// has its entry in the maps.
-fn bpf_layer(node: &[LayerStatus], layer: Layer, handle: &ZoneHandle) -> LayerStatus {
+/// `attached`: the layer's programs reach the zone's cgroup (the cgroup
+/// programs are attached at rauhad's parent, and on their own to a zone
+/// placed elsewhere, such as a kubelet pod cgroup).
+fn bpf_layer(
+    node: &[LayerStatus],
+    layer: Layer,
+    handle: &ZoneHandle,
+    attached: bool,
+) -> LayerStatus {
     let on_node = node.iter().find(|l| l.layer == layer);
-    // The cgroup programs are attached at rauhad's cgroup parent: a zone
-    // placed elsewhere (a kubelet pod cgroup) is not under them.
-    let outside = match (&handle.cgroup, layer) {
-        (Some(path), Layer::CgroupBpf) => Some(path),
-        _ => None,
-    };
+    let outside = handle.cgroup.as_ref().filter(|_| !attached);
     let in_force = on_node.is_some_and(|l| l.in_force) && handle.bpf_zone != 0 && outside.is_none();
     LayerStatus {
         layer,
         in_force,
         detail: match on_node {
             Some(l) if l.in_force && outside.is_some() => format!(
-                "the zone's cgroup {} is outside rauhad's cgroup parent, where the cgroup programs are attached",
+                "the cgroup programs are not attached to the zone's cgroup {} (outside rauhad's cgroup parent)",
                 outside.map(String::as_str).unwrap_or_default()
             ),
             Some(l) if l.in_force && handle.bpf_zone == 0 => {

@@ -348,6 +348,16 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
+        // The cgroup programs hang off rauhad's parent; a zone placed in
+        // another cgroup gets them on its own.
+        let outside: Vec<(Uuid, PathBuf)> = zones
+            .iter()
+            .filter_map(|z| {
+                let path = z.handle.cgroup.as_ref()?;
+                Some((z.id, self.cgroups.unified_dir(path)?))
+            })
+            .collect();
+        self.bpf.attach_outside(&outside)?;
         self.bpf
             .sync(zones, |id| self.cgroups.unified_ids(&self.cgroup_key(id)))
     }
@@ -357,7 +367,15 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement {
-        enforcement::for_zone(&self.node_layers, self.cgroups.layout(), handle, policy)
+        let cgroup_programs_here =
+            handle.cgroup.is_none() || self.bpf.attached_outside(handle.zone_id);
+        enforcement::for_zone(
+            &self.node_layers,
+            self.cgroups.layout(),
+            handle,
+            policy,
+            cgroup_programs_here,
+        )
     }
 
     fn verify(&self, handle: &ZoneHandle, policy: &Policy) -> Vec<Check> {
