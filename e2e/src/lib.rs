@@ -153,6 +153,21 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Deletes every zone the daemon has (with `--force`).
+    pub fn delete_all_zones(&self) {
+        let out = self.cli(&["zone", "list", "--json"]);
+        let names: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|z| z["name"].as_str().map(str::to_string))
+            .collect();
+        for name in names {
+            let _ = self.cli(&["zone", "delete", "--force", &name]);
+        }
+    }
+
     /// `kill -9` the daemon (zones keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -326,6 +341,11 @@ pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Zones placed outside the daemon's cgroup parent (a pod cgroup)
+        // are found only through the daemon: delete every zone first.
+        if self.child.is_some() {
+            self.delete_all_zones();
+        }
         self.kill9();
         // Everything the daemon made lives under its cgroup parent and root.
         for _ in 0..200 {

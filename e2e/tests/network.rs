@@ -271,3 +271,91 @@ fn a_zone_reaches_another_zones_listener_only_once_its_policy_allows_it() {
         assert!(d.cli(&["zone", "delete", "--force", zone]).status.success());
     }
 }
+
+/// Removes a cgroup tree in every hierarchy when dropped, deepest first
+/// (the zones in it are gone by then: the daemon drops before this guard).
+struct RemoveCgroups(String);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                    out.push(e.path());
+                }
+            }
+        }
+        let mut dirs = Vec::new();
+        for root in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+        {
+            let top = root.join(&self.0);
+            if top.is_dir() {
+                walk(&top, &mut dirs);
+                dirs.push(top);
+            }
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+#[test]
+fn a_zone_in_another_cgroup_parent_keeps_its_egress_rules() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let ns = Netns::new("podcg");
+    let policy = write_policy(&d, "joined.toml", JOINED);
+    // As kubelet's pod cgroup: outside rauhad's own cgroup parent.
+    let parent = format!("/{}-pods/pod-a", d.cgroup_parent);
+    let _cleanup = RemoveCgroups(format!("{}-pods", d.cgroup_parent));
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "pz",
+        "--policy",
+        &policy,
+        "--netns",
+        &ns.path(),
+        "--cgroup-parent",
+        &parent,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let zone = json(&out);
+    let cgroup_bpf = zone["enforcement"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["layer"] == "cgroup_bpf")
+        .cloned()
+        .expect("cgroup_bpf");
+    assert_eq!(cgroup_bpf["in_force"], true, "{cgroup_bpf}");
+    let script = format!(
+        "{NC} -w 2 10.99.0.1 8080 </dev/null; echo allowed=$?; {NC} -w 2 10.99.0.1 9090 </dev/null; echo denied=$?"
+    );
+    let out = d.cli(&["exec", "pz", "--", "sh", "-c", &script]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains("Operation not permitted"),
+        "the denied port is refused by the cgroup programs on the zone's own cgroup: {all}"
+    );
+    // The zone's cgroup is in the given parent.
+    let id = zone["id"].as_str().expect("zone id");
+    assert!(
+        ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+            .iter()
+            .any(|root| std::path::Path::new(&format!("{root}{parent}/{id}")).is_dir()),
+        "no cgroup {parent}/{id}"
+    );
+    let out = d.cli(&["zone", "delete", "--force", "pz"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -116,6 +116,7 @@ impl Drop for Cri {
         // The pods' parents (kubelet would own them): deepest first, in
         // every hierarchy, once containerd and rauhad removed the zones.
         self.ctd.stop();
+        self.d.delete_all_zones();
         let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
