@@ -25,3 +25,36 @@ async fn main() {
     };
     containerd_shim::asynchronous::run::<shim::RauhaShim>(RUNTIME_ID, Some(config)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    /// The shipped containerd configs register handler `rauha` with this
+    /// shim's runtime type and pass Rauha's annotations through.
+    #[test]
+    fn deploy_configs_name_this_runtime() {
+        for (text, plugin) in [
+            (
+                include_str!("../../deploy/containerd/config-v2.toml"),
+                "io.containerd.grpc.v1.cri",
+            ),
+            (
+                include_str!("../../deploy/containerd/config-v3.toml"),
+                "io.containerd.cri.v1.runtime",
+            ),
+        ] {
+            let v: toml::Value = toml::from_str(text).expect("valid TOML");
+            let rauha = &v["plugins"][plugin]["containerd"]["runtimes"]["rauha"];
+            assert_eq!(rauha["runtime_type"].as_str(), Some(super::RUNTIME_ID));
+            for key in ["pod_annotations", "container_annotations"] {
+                assert_eq!(
+                    rauha[key].as_array().map(Vec::len),
+                    Some(1),
+                    "{plugin} {key}"
+                );
+                assert_eq!(rauha[key][0].as_str(), Some("rauha.dev/*"));
+            }
+        }
+        let rc = include_str!("../../deploy/kubernetes/runtimeclass.yaml");
+        assert!(rc.contains("kind: RuntimeClass") && rc.contains("handler: rauha"));
+    }
+}
