@@ -48,6 +48,10 @@ use crate::{is_root, prerequisite};
 /// otherwise.
 pub const DEFAULT_NAMESPACE: &str = "rauha-e2e";
 
+/// The containerd 1.6/1.7 configuration of handler `rauha` that `deploy/`
+/// ships; the harness uses it as is.
+const DEPLOY_RAUHA_RUNTIME: &str = include_str!("../../deploy/containerd/config-v2.toml");
+
 /// Busybox applets linked into the images [`Registry::push_busybox_image`]
 /// builds.
 pub const APPLETS: &[&str] = &[
@@ -726,14 +730,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           BinaryName = {runc}
           Root = {runc_root}
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rauha]
-        runtime_type = "io.containerd.rauha.v2"
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = {cni_bin}
       conf_dir = {cni_conf}
     [plugins."io.containerd.grpc.v1.cri".registry]
       config_path = {hosts}
-"#,
+
+# The runtime handler `rauha` exactly as deploy/ ships it.
+{deploy}"#,
+            deploy = DEPLOY_RAUHA_RUNTIME
+                .lines()
+                .filter(|l| !l.starts_with("version"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             root = p("root"),
             state = p("state"),
             sock = toml_str(&self.address().display().to_string()),

@@ -176,15 +176,32 @@ fn zone_and_process_lifecycle() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(d.zone_cgroups().is_empty());
 
-    // The watcher saw the zone's life.
-    let _ = watcher.kill();
+    // The watcher saw the zone's life, up to its deletion (read until that
+    // event arrives: the stream may still be on its way when delete returns).
     let stdout = watcher.stdout.take().expect("stdout");
-    let kinds: Vec<String> = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter_map(|e| e["kind"].as_str().map(String::from))
-        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let kind = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|e| e["kind"].as_str().map(String::from));
+            if let Some(k) = kind {
+                if tx.send(k).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut kinds: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !kinds.iter().any(|k| k == "zone_deleted") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(k) => kinds.push(k),
+            Err(_) => break,
+        }
+    }
+    let _ = watcher.kill();
     let _ = watcher.wait();
     for k in [
         "zone_created",

@@ -59,10 +59,15 @@ impl Cri {
     }
 
     fn pod(&self, name: &str) -> (String, String) {
+        self.pod_with(name, serde_json::json!({}))
+    }
+
+    fn pod_with(&self, name: &str, annotations: serde_json::Value) -> (String, String) {
         let config = self.write(
             &format!("{name}.json"),
             serde_json::json!({
                 "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "attempt": 0},
+                "annotations": annotations,
                 "log_directory": self.ctd.dir().join("logs").join(name).display().to_string(),
                 "linux": {"cgroup_parent": format!("/{PODS_CGROUP}/pod-{name}")}
             }),
@@ -396,5 +401,35 @@ fn cri_container_over_its_memory_limit_is_oomkilled() {
     cri.crictl(&["rm", &id]);
     cri.crictl(&["stopp", &p.0]);
     cri.crictl(&["rmp", &p.0]);
+    assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
+}
+
+#[test]
+fn cri_pod_annotations_carry_rauhas_policy() {
+    let Some(cri) = start() else { return };
+    // containerd passes rauha.dev/* pod annotations to the shim (the
+    // deploy/ config says so): the zone runs the named preset.
+    let p = cri.pod_with("strict", serde_json::json!({"rauha.dev/policy": "strict"}));
+    let z = zones(&cri.d);
+    assert_eq!(z.len(), 1, "{z:?}");
+    let policy = z[0]["policy"].to_string();
+    assert!(policy.contains("strict"), "{policy}");
+    cri.crictl(&["stopp", &p.0]);
+    cri.crictl(&["rmp", &p.0]);
+    // An invalid inline policy fails the pod with the parser's message.
+    let config = cri.write(
+        "bad.json",
+        serde_json::json!({
+            "metadata": {"name": "bad", "namespace": "default", "uid": "uid-bad", "attempt": 0},
+            "annotations": {"rauha.dev/policy": "[network]\nmode = \"warp\"\n"},
+            "log_directory": cri.ctd.dir().join("logs").join("bad").display().to_string(),
+            "linux": {"cgroup_parent": format!("/{PODS_CGROUP}/pod-bad")}
+        }),
+    );
+    let out = cri
+        .ctd
+        .crictl(&crictl(), &["runp", "--runtime", "rauha", &config]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("mode"), "{}", text(&out.stderr));
     assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
 }
