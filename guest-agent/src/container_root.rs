@@ -44,6 +44,42 @@ pub fn path(name: &str) -> io::Result<PathBuf> {
     Ok(root)
 }
 
+/// The metadata of `inside` (a path of the container), following symlinks
+/// within the container's root (`openat2(RESOLVE_IN_ROOT)`): an image's
+/// absolute link such as `/bin/sh -> /bin/busybox` means its own busybox.
+pub fn stat_in(root: &std::fs::File, inside: &str) -> Option<std::fs::Metadata> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let rel = inside.trim_start_matches('/');
+    let c = CString::new(if rel.is_empty() { "." } else { rel }).ok()?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid dirfd, path and open_how of its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel returned a new fd that we own.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    file.metadata().ok()
+}
+
 /// The zone's hardening with its paths moved under the container root:
 /// Landlock rules follow inodes, so rules opened here through `root` hold
 /// for the same files once the process sees `root` as `/`.
@@ -189,6 +225,28 @@ mod tests {
         );
         assert_eq!(r.landlock_write, ["/.rauha/containers/c1/rootfs/tmp"]);
         assert_eq!((r.capabilities, r.deny_syscalls), (vec![1], vec![2]));
+    }
+
+    #[test]
+    fn absolute_links_resolve_inside_the_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rauha-root-{}", std::process::id()));
+        let bin = dir.join("opt/rauha-tool");
+        std::fs::create_dir_all(&bin).expect("dirs");
+        std::fs::write(bin.join("real"), b"#!/bin/sh\n").expect("file");
+        std::fs::set_permissions(bin.join("real"), std::fs::Permissions::from_mode(0o755))
+            .expect("mode");
+        std::os::unix::fs::symlink("/opt/rauha-tool/real", bin.join("abs")).expect("link");
+        std::os::unix::fs::symlink("/../../../../etc/passwd", bin.join("escape")).expect("link");
+        let root = std::fs::File::open(&dir).expect("root");
+        let m = stat_in(&root, "/opt/rauha-tool/abs").expect("found inside the root");
+        assert!(m.is_file() && m.permissions().mode() & 0o111 != 0);
+        // Seen from the host, the absolute link points nowhere.
+        assert!(std::fs::metadata(bin.join("abs")).is_err());
+        // `..` cannot climb out of the root either.
+        assert!(stat_in(&root, "/opt/rauha-tool/escape").is_none());
+        assert!(stat_in(&root, "/opt/rauha-tool").is_some_and(|m| m.is_dir()));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

@@ -487,10 +487,13 @@ impl Supervisor {
         };
         // A container root: the program, cwd and hardening are its own.
         let root = spec.root.as_deref().map(container_root::path).transpose()?;
-        let within = |p: &str| -> std::path::PathBuf {
-            match &root {
-                Some(r) => r.join(p.trim_start_matches('/')),
-                None => std::path::PathBuf::from(p),
+        // Paths are checked as the process will see them: inside a
+        // container root, symlinks resolve within that root.
+        let root_dir = root.as_deref().map(std::fs::File::open).transpose()?;
+        let stat = |p: &str| -> Option<std::fs::Metadata> {
+            match &root_dir {
+                Some(dir) => container_root::stat_in(dir, p),
+                None => std::fs::metadata(p).ok(),
             }
         };
         let path_var = spec
@@ -498,7 +501,7 @@ impl Supervisor {
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH);
-        let resolved = resolve(program, path_var, &within).ok_or_else(|| {
+        let resolved = resolve(program, path_var, &stat).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{program:?} is not found in the zone (PATH={path_var})"),
@@ -509,7 +512,7 @@ impl Supervisor {
         } else {
             spec.cwd.as_str()
         };
-        if !within(cwd).is_dir() {
+        if !stat(cwd).is_some_and(|m| m.is_dir()) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("working directory {cwd:?} does not exist in the zone"),
@@ -742,19 +745,16 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Finds a program the way a shell does: as given when it has a '/',
 /// else in each directory of PATH.
-/// Checks through `within`, which maps a path of the process's root to
-/// one the agent can open; returns the path as the process will see it.
+/// `stat` looks a path of the process's root up (following links);
+/// returns the path as the process will see it.
 fn resolve(
     program: &str,
     path_var: &str,
-    within: &dyn Fn(&str) -> std::path::PathBuf,
+    stat: &dyn Fn(&str) -> Option<std::fs::Metadata>,
 ) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &str| {
-        std::fs::metadata(within(p))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
+    let executable =
+        |p: &str| stat(p).is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if program.contains('/') {
         return executable(program).then(|| program.to_string());
     }
