@@ -224,6 +224,9 @@ fn mount_containers(root: &Path, containers: Option<&str>) -> io::Result<()> {
     let target = inside(root, rauha_guest_agent::config::CONTAINERS_DIR);
     make_mount_point(&target, true)?;
     mount(host, &target, "", libc::MS_BIND | libc::MS_REC, "")?;
+    // Read-only: nothing in the zone may plant entries where the host
+    // prepares roots (the roots mounted there later keep their own flags).
+    mount("", &target, "", libc::MS_BIND | libc::MS_REMOUNT | RO, "")?;
     mount("", &target, "", libc::MS_REC | libc::MS_SLAVE, "")
 }
 

@@ -173,7 +173,7 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
             })
             .collect();
         self.registry
-            .add_root(&req.zone, &req.name, &req.rootfs, mounts)?;
+            .add_root(&req.zone, &req.name, &req.rootfs, req.readonly, mounts)?;
         Ok(Response::new(v1::RootResponse {}))
     }
 

@@ -184,6 +184,7 @@ pub trait IsolationBackend: Send + Sync + 'static {
         zone_id: Uuid,
         name: &str,
         rootfs: &Path,
+        readonly: bool,
         mounts: &[RootMount],
     ) -> Result<(), BackendError>;
 

@@ -14,6 +14,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         zone: &str,
         name: &str,
         rootfs: &str,
+        readonly: bool,
         mounts: Vec<RootMount>,
     ) -> Result<(), DaemonError> {
         if !valid_root_name(name) {
@@ -53,7 +54,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         }
         Ok(self
             .backend
-            .add_root(record.id, name, Path::new(rootfs), &mounts)?)
+            .add_root(record.id, name, Path::new(rootfs), readonly, &mounts)?)
     }
 
     pub fn remove_root(&self, zone: &str, name: &str) -> Result<(), DaemonError> {

@@ -31,16 +31,42 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// A mountinfo field with its octal escapes (`\040` space, `\011` tab,
+/// `\012` newline, `\134` backslash) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = i + 3 < b.len()
+            && b[i] == b'\\'
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+        let value = b[i + 1..(i + 4).min(b.len())]
+            .iter()
+            .fold(0u32, |v, c| v * 8 + u32::from(c.wrapping_sub(b'0')));
+        if octal && value <= 0xff {
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Mount points (host view) at or beneath `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    // mountinfo holds real paths: compare with the real path of `dir`.
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     let mut out: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(&dir))
         .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     out
@@ -123,6 +149,13 @@ mod tests {
     fn own_start_ticks_are_readable() {
         assert!(start_ticks(std::process::id()).is_some());
         assert_eq!(start_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes_decode() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\011c\\134d"), "/a b\tc\\d");
+        assert_eq!(unescape_mountinfo("/plain\\"), "/plain\\");
+        assert_eq!(unescape_mountinfo("/x\\777"), "/x\\777");
     }
 
     #[test]

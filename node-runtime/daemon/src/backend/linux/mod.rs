@@ -37,6 +37,8 @@ pub struct LinuxBackend {
     /// Zones whose cgroup is not under rauhad's parent: its path from the
     /// hierarchy's root (learnt at creation, or from the handle again).
     cgroup_paths: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
+    /// Container roots are added and removed one at a time.
+    roots_lock: std::sync::Mutex<()>,
 }
 
 impl LinuxBackend {
@@ -64,6 +66,7 @@ impl LinuxBackend {
             node_layers,
             bpf,
             cgroup_paths: Default::default(),
+            roots_lock: Default::default(),
         }
     }
 
@@ -332,6 +335,7 @@ impl IsolationBackend for LinuxBackend {
         zone_id: Uuid,
         name: &str,
         rootfs: &Path,
+        readonly: bool,
         mounts: &[super::RootMount],
     ) -> Result<(), BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
@@ -340,10 +344,12 @@ impl IsolationBackend for LinuxBackend {
                 "this zone has no container roots: only zones made from a bundle do".into(),
             ));
         }
-        roots::add(&containers, name, rootfs, mounts)
+        let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
+        roots::add(&containers, name, rootfs, readonly, mounts)
     }
 
     fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError> {
+        let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
         roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)
     }
 

@@ -14,6 +14,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::backend::{BackendError, RootMount};
@@ -305,21 +306,34 @@ pub fn add(
     containers: &Path,
     name: &str,
     rootfs: &Path,
+    readonly: bool,
     mounts: &[RootMount],
 ) -> Result<(), BackendError> {
     let base = containers.join(name);
-    if base.exists() {
-        return Err(BackendError::Setup(format!(
-            "container root {name} already exists in the zone"
-        )));
+    // Claimed with one mkdir: a name in use (or anything planted there)
+    // is refused, never followed.
+    match std::fs::create_dir(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(BackendError::Setup(format!(
+                "container root {name} already exists in the zone"
+            )))
+        }
+        Err(e) => return Err(err(format!("cannot create {}", base.display()))(e)),
     }
     let result = (|| -> Result<(), BackendError> {
         let target = base.join("rootfs");
-        std::fs::create_dir_all(&target)
-            .map_err(err(format!("cannot create {}", target.display())))?;
+        std::fs::create_dir(&target).map_err(err(format!("cannot create {}", target.display())))?;
         let dir = std::fs::File::open(&target)
             .map_err(err(format!("cannot open {}", target.display())))?;
-        bind_onto(rootfs, &OwnedFd::from(dir), true, 0).map_err(err(format!(
+        // Device nodes and set-id bits in an image mean nothing in a zone.
+        bind_onto(
+            rootfs,
+            &OwnedFd::from(dir),
+            true,
+            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+        )
+        .map_err(err(format!(
             "cannot bind {} into the zone",
             rootfs.display()
         )))?;
@@ -344,13 +358,14 @@ pub fn add(
                 "mount point {} in container root {name}",
                 m.destination.display()
             )))?;
-            let mut attrs = 0;
+            // nodev and nosuid unless the mount asks for devices or set-id.
+            let mut attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
             for o in &m.options {
                 match o.as_str() {
                     "ro" => attrs |= MOUNT_ATTR_RDONLY,
-                    "nosuid" => attrs |= MOUNT_ATTR_NOSUID,
-                    "nodev" => attrs |= MOUNT_ATTR_NODEV,
                     "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
+                    "dev" => attrs &= !MOUNT_ATTR_NODEV,
+                    "suid" => attrs &= !MOUNT_ATTR_NOSUID,
                     _ => {}
                 }
             }
@@ -383,6 +398,12 @@ pub fn add(
                 m.destination.display()
             )))?;
         }
+        if readonly {
+            // After the mount points were made: the image itself becomes
+            // read-only, the mounts on it keep their own flags.
+            set_attrs(&root, MOUNT_ATTR_RDONLY)
+                .map_err(err(format!("cannot make container root {name} read-only")))?;
+        }
         Ok(())
     })();
     if result.is_err() {
@@ -391,11 +412,78 @@ pub fn add(
     result
 }
 
-/// Unmounts root `name` (everything under it) and removes its directory.
+/// Sets attributes on the mount `target` is the root of (not recursive).
+fn set_attrs(target: &OwnedFd, attrs: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr on an fd we own with an attr of its size.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Unmounts root `name` (everything under it) and removes its directory;
+/// refuses to remove anything while a mount is left under it (removing
+/// through a bind would delete the image or a volume's files).
 pub fn remove(containers: &Path, name: &str) -> Result<(), BackendError> {
     let base = containers.join(name);
-    if !base.exists() {
-        return Ok(());
+    let meta = match std::fs::symlink_metadata(&base) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(format!("cannot inspect {}", base.display()))(e)),
+    };
+    if !meta.is_dir() {
+        // Not made by add (which only makes directories): leave it alone.
+        return Err(BackendError::Setup(format!(
+            "{} is not a container root directory; not removing it",
+            base.display()
+        )));
     }
-    super::host::remove_state_dir(&base)
+    let base = base
+        .canonicalize()
+        .map_err(err(format!("cannot resolve {}", base.display())))?;
+    for m in super::host::mounts_under(&base) {
+        super::host::detach(&m);
+    }
+    let left = super::host::mounts_under(&base);
+    if !left.is_empty() {
+        return Err(BackendError::Setup(format!(
+            "container root {name}: {} still mounted; not removing its directory",
+            left[0].display()
+        )));
+    }
+    remove_same_device(&base, meta.dev()).map_err(err(format!("cannot remove {}", base.display())))
+}
+
+/// `rm -r` that never leaves the filesystem it started on: a directory on
+/// another device (a mount the checks above missed) is an error, not a walk.
+fn remove_same_device(dir: &Path, dev: u64) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = std::fs::symlink_metadata(entry.path())?;
+        if meta.is_dir() {
+            if meta.dev() != dev {
+                return Err(io::Error::other(format!(
+                    "{} is on another filesystem",
+                    entry.path().display()
+                )));
+            }
+            remove_same_device(&entry.path(), dev)?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
 }
