@@ -1,7 +1,8 @@
 //! Entering a container root: a process of a pod's container runs in the
 //! root filesystem the host prepared for that container (its image, with
 //! its bind mounts and a /dev), inside the zone's namespaces but in a mount
-//! namespace of its own, with a /proc of the zone's pid namespace.
+//! namespace of its own, with a /proc of the zone's pid namespace, and the
+//! zone's Landlock rules opened inside its root (`Prepared::new_in`).
 //!
 //! Everything is prepared before the fork; the child only makes system
 //! calls.
@@ -10,7 +11,7 @@ use std::ffi::CString;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rauha_guest_agent::config::{valid_root_name, Hardening, CONTAINERS_DIR};
+use rauha_guest_agent::config::{valid_root_name, CONTAINERS_DIR};
 
 use crate::kernel::{check, cpath};
 use crate::rootfs::{PROC_MASKED, PROC_READ_ONLY};
@@ -80,24 +81,6 @@ pub fn stat_in(root: &std::fs::File, inside: &str) -> Option<std::fs::Metadata> 
     file.metadata().ok()
 }
 
-/// The zone's hardening with its paths moved under the container root:
-/// Landlock rules follow inodes, so rules opened here through `root` hold
-/// for the same files once the process sees `root` as `/`.
-pub fn rooted(h: &Hardening, root: &Path) -> Hardening {
-    let under = |paths: &[String]| -> Vec<String> {
-        paths
-            .iter()
-            .map(|p| root.join(p.trim_start_matches('/')).display().to_string())
-            .collect()
-    };
-    Hardening {
-        capabilities: h.capabilities.clone(),
-        deny_syscalls: h.deny_syscalls.clone(),
-        landlock_read: under(&h.landlock_read),
-        landlock_write: under(&h.landlock_write),
-    }
-}
-
 impl EnterRoot {
     pub fn new(root: &Path, cwd: &str) -> io::Result<EnterRoot> {
         let proc_dir = root.join("proc");
@@ -140,8 +123,10 @@ impl EnterRoot {
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 std::ptr::null(),
             ))?;
-            // Masked and read-only parts of /proc, as in the zone; a name
-            // this kernel lacks is skipped.
+            // Masked and read-only parts of /proc, as in the zone: a name
+            // this kernel lacks is skipped, any other failure stops the
+            // start (never a process with /proc/sys writable).
+            let errno = || *libc::__errno_location();
             for p in &self.masked {
                 if libc::mount(
                     self.null.as_ptr(),
@@ -149,15 +134,22 @@ impl EnterRoot {
                     null,
                     libc::MS_BIND,
                     std::ptr::null(),
-                ) < 0
+                ) == 0
                 {
-                    libc::mount(
-                        c"tmpfs".as_ptr(),
-                        p.as_ptr(),
-                        c"tmpfs".as_ptr(),
-                        libc::MS_RDONLY,
-                        c"size=4k,mode=000".as_ptr().cast(),
-                    );
+                    continue;
+                }
+                match errno() {
+                    libc::ENOENT => {}
+                    _ => {
+                        // A directory: an empty read-only tmpfs over it.
+                        check(libc::mount(
+                            c"tmpfs".as_ptr(),
+                            p.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            libc::MS_RDONLY,
+                            c"size=4k,mode=000".as_ptr().cast(),
+                        ))?;
+                    }
                 }
             }
             for p in &self.read_only {
@@ -167,21 +159,25 @@ impl EnterRoot {
                     null,
                     libc::MS_BIND,
                     std::ptr::null(),
-                ) == 0
+                ) != 0
                 {
-                    libc::mount(
-                        null,
-                        p.as_ptr(),
-                        null,
-                        libc::MS_BIND
-                            | libc::MS_REMOUNT
-                            | libc::MS_RDONLY
-                            | libc::MS_NOSUID
-                            | libc::MS_NODEV
-                            | libc::MS_NOEXEC,
-                        std::ptr::null(),
-                    );
+                    if errno() == libc::ENOENT {
+                        continue;
+                    }
+                    return Err(io::Error::last_os_error());
                 }
+                check(libc::mount(
+                    null,
+                    p.as_ptr(),
+                    null,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ))?;
             }
             // The zone's terminals (a terminal the agent opened for this
             // process lives there).
@@ -206,26 +202,6 @@ impl EnterRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hardening_paths_move_under_the_root() {
-        let h = Hardening {
-            capabilities: vec![1],
-            deny_syscalls: vec![2],
-            landlock_read: vec!["/".into(), "/usr".into()],
-            landlock_write: vec!["/tmp".into()],
-        };
-        let r = rooted(&h, Path::new("/.rauha/containers/c1/rootfs"));
-        assert_eq!(
-            r.landlock_read,
-            [
-                "/.rauha/containers/c1/rootfs/",
-                "/.rauha/containers/c1/rootfs/usr"
-            ]
-        );
-        assert_eq!(r.landlock_write, ["/.rauha/containers/c1/rootfs/tmp"]);
-        assert_eq!((r.capabilities, r.deny_syscalls), (vec![1], vec![2]));
-    }
 
     #[test]
     fn absolute_links_resolve_inside_the_root() {

@@ -38,6 +38,12 @@ impl Prepared {
     }
 
     pub fn new(h: &Hardening) -> io::Result<Prepared> {
+        Prepared::new_in(h, None)
+    }
+
+    /// For a process of a container root: Landlock's paths are the
+    /// container's, opened inside `root`.
+    pub fn new_in(h: &Hardening, root: Option<&std::path::Path>) -> io::Result<Prepared> {
         let mut notes = Vec::new();
         let keep_caps = h
             .capabilities
@@ -79,6 +85,7 @@ impl Prepared {
         } else {
             Some(Arc::new(landlock::ruleset(
                 abi,
+                root,
                 &h.landlock_read,
                 &h.landlock_write,
             )?))

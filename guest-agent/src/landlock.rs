@@ -62,7 +62,15 @@ fn handled(abi: u32) -> u64 {
 
 /// A created ruleset: read/execute beneath `read`, everything beneath
 /// `write`, and listing of `/` so programs can find their way.
-pub fn ruleset(abi: u32, read: &[String], write: &[String]) -> io::Result<OwnedFd> {
+/// `root`: the paths are a container's, resolved inside its root (the
+/// rules are opened there, symlinks and all staying inside it), and the
+/// root takes the place of `/`.
+pub fn ruleset(
+    abi: u32,
+    root: Option<&Path>,
+    read: &[String],
+    write: &[String],
+) -> io::Result<OwnedFd> {
     let all = handled(abi);
     let attr = RulesetAttr {
         handled_access_fs: all,
@@ -81,22 +89,60 @@ pub fn ruleset(abi: u32, read: &[String], write: &[String]) -> io::Result<OwnedF
     }
     // SAFETY: the kernel returned a new descriptor that we now own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    add(&fd, "/", READ_DIR)?;
+    let root = root.map(File::open).transpose()?;
+    let root = root.as_ref();
+    add(&fd, root, "/", READ_DIR)?;
     for path in read {
-        add(&fd, path, EXECUTE | READ_FILE | READ_DIR)?;
+        add(&fd, root, path, EXECUTE | READ_FILE | READ_DIR)?;
     }
     for path in write {
-        add(&fd, path, all)?;
+        add(&fd, root, path, all)?;
     }
     Ok(fd)
 }
 
-fn add(ruleset: &OwnedFd, path: &str, rights: u64) -> io::Result<()> {
-    let file = match File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(Path::new(path))
-    {
+/// Opens `path` for a rule: as is, or inside `root` with
+/// `openat2(RESOLVE_IN_ROOT)`.
+fn open_rule_path(root: Option<&File>, path: &str) -> io::Result<File> {
+    let Some(root) = root else {
+        return File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(Path::new(path));
+    };
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let rel = path.trim_start_matches('/');
+    let c = std::ffi::CString::new(if rel.is_empty() { "." } else { rel })
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid dirfd, path and open_how of its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that we own.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+fn add(ruleset: &OwnedFd, root: Option<&File>, path: &str, rights: u64) -> io::Result<()> {
+    let file = match open_rule_path(root, path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {

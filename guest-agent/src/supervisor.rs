@@ -555,8 +555,9 @@ impl Supervisor {
             }
         }
         let hardening = match &root {
-            Some(r) => Prepared::new(&container_root::rooted(&self.raw, r))?
-                .with_work_cgroup(self.hardening.work_cgroup()),
+            Some(r) => {
+                Prepared::new_in(&self.raw, Some(r))?.with_work_cgroup(self.hardening.work_cgroup())
+            }
             None => self.hardening.clone(),
         };
         let user = spec.user.clone();

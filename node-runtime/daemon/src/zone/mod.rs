@@ -71,6 +71,10 @@ pub struct LiveProcess {
     sink: Mutex<Option<tokio::sync::mpsc::UnboundedSender<OutputChunk>>>,
     /// False while output is still being written to host stdio paths.
     relayed: Arc<watch::Sender<bool>>,
+    /// Bytes handed to the relay and not yet written: past
+    /// `stdio::MAX_PENDING` (a reader that stopped reading) output for the
+    /// paths is dropped, never held without bound.
+    sink_pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LiveProcess {
@@ -253,6 +257,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             live,
             sink: Mutex::new(None),
             relayed: Arc::new(watch::channel(true).0),
+            sink_pending: Default::default(),
         });
         self.processes
             .lock()
@@ -318,10 +323,17 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                     .unwrap_or_else(|e| e.into_inner())
                     .push(&data);
                 if let Some(tx) = p.sink.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    let _ = tx.send(OutputChunk {
-                        stream,
-                        data: data.clone(),
-                    });
+                    use std::sync::atomic::Ordering;
+                    let pending = p.sink_pending.load(Ordering::Relaxed);
+                    if pending + data.len() <= stdio::MAX_PENDING {
+                        p.sink_pending.fetch_add(data.len(), Ordering::Relaxed);
+                        let _ = tx.send(OutputChunk {
+                            stream,
+                            data: data.clone(),
+                        });
+                    } else {
+                        tracing::warn!(process = %p.id, bytes = data.len(), "output dropped: its stdio path is not being read");
+                    }
                 }
                 let _ = p.live.send(OutputChunk { stream, data });
             }

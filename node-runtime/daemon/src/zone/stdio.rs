@@ -21,6 +21,9 @@ use super::{LiveProcess, OutputChunk};
 use crate::agent_link::AgentLink;
 use crate::error::DaemonError;
 
+/// Output waiting for a stdio path that is not being read, at most.
+pub const MAX_PENDING: usize = 16 << 20;
+
 /// Host paths for a process's stdio; `None` leaves that stream alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostStdio {
@@ -130,8 +133,10 @@ pub fn open_outputs(
     let same = stdio.stderr.is_some() && stdio.stderr == stdio.stdout;
     let (tx, mut rx) = mpsc::unbounded_channel::<OutputChunk>();
     let done = process.relay_started();
+    let pending = std::sync::Arc::clone(&process.sink_pending);
     tokio::spawn(async move {
         while let Some(chunk) = rx.recv().await {
+            pending.fetch_sub(chunk.data.len(), std::sync::atomic::Ordering::Relaxed);
             let sink = match chunk.stream {
                 Stream::Stderr if !same => stderr.as_mut(),
                 _ => stdout.as_mut(),
