@@ -96,8 +96,9 @@ pub struct Enforcer {
     hooks: Vec<HookStatus>,
     /// Zone indices the maps hold entries for (after the last sync).
     synced: BTreeSet<ZoneIndex>,
-    /// Where links are pinned; `zones/<key>/` holds the cgroup programs'
-    /// links of a zone whose cgroup is outside the node's parent.
+    /// Where links are pinned; `zones/<key>@<cgroup inode>/` holds the
+    /// cgroup programs' links of a zone whose cgroup is outside the node's
+    /// parent.
     links_dir: std::path::PathBuf,
 }
 
@@ -251,11 +252,27 @@ impl Enforcer {
     /// earlier run pinned are kept.
     pub fn attach_zone(&mut self, key: &str, cgroup: &Path) -> Result<(), EnforcerError> {
         let setup = |what: String| EnforcerError::Setup(what);
-        let dir = self.links_dir.join("zones").join(key);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| setup(format!("cannot create {}: {e}", dir.display())))?;
         let cgroup_dir = std::fs::File::open(cgroup)
             .map_err(|e| setup(format!("cannot open cgroup {}: {e}", cgroup.display())))?;
+        // The pin dir is `<key>@<cgroup inode>`: links pinned for an earlier
+        // cgroup of the same zone (it was rebuilt) hold that cgroup, not
+        // this one, and are dropped. (bpffs holds only directories and pins.)
+        use std::os::unix::fs::MetadataExt;
+        let ino = cgroup_dir
+            .metadata()
+            .map(|m| m.ino())
+            .map_err(|e| setup(format!("cannot stat cgroup {}: {e}", cgroup.display())))?;
+        let zones = self.links_dir.join("zones");
+        let name = format!("{key}@{ino}");
+        for e in std::fs::read_dir(&zones).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.split('@').next() == Some(key) && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = zones.join(&name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| setup(format!("cannot create {}: {e}", dir.display())))?;
         let live: Vec<&'static str> = self
             .hooks
             .iter()
@@ -278,7 +295,15 @@ impl Enforcer {
 
     /// Whether a zone's own cgroup links are all pinned.
     pub fn zone_attached(&self, key: &str) -> bool {
-        let dir = self.links_dir.join("zones").join(key);
+        let Some(dir) = std::fs::read_dir(self.links_dir.join("zones"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().split('@').next() == Some(key))
+            .map(|e| e.path())
+        else {
+            return false;
+        };
         self.hooks
             .iter()
             .filter(|h| h.layer == HookLayer::CgroupBpf && h.live)
@@ -292,7 +317,9 @@ impl Enforcer {
             return;
         };
         for e in entries.flatten() {
-            if !keep.iter().any(|k| *k == e.file_name().to_string_lossy()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let key = name.split('@').next().unwrap_or_default();
+            if !keep.iter().any(|k| k == key) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }

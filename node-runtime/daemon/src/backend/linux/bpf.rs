@@ -239,8 +239,11 @@ impl Bpf {
         let keep: Vec<String> = zones.iter().map(|(id, _)| id.to_string()).collect();
         e.detach_zones_except(&keep);
         for (id, dir) in zones {
-            e.attach_zone(&id.to_string(), dir)
-                .map_err(|err| BackendError::Setup(format!("zone {id}: {err}")))?;
+            // One zone's failure (e.g. its pod cgroup was removed) must not
+            // stop the others; the zone reports cgroup_bpf not in force.
+            if let Err(err) = e.attach_zone(&id.to_string(), dir) {
+                tracing::warn!(zone = %id, error = %err, "cgroup programs not attached to the zone's cgroup");
+            }
         }
         Ok(())
     }
