@@ -55,18 +55,22 @@ pub fn zone_name(namespace: &str, id: &str) -> String {
             .collect()
     };
     let full = format!("{}-{}", clean(namespace), clean(id));
-    let name = if full.len() <= 63 {
-        full
+    let exact = full == format!("{namespace}-{id}");
+    if full.len() <= 63 && exact && !full.starts_with('-') && !full.ends_with('-') {
+        return full;
+    }
+    // Cut, or changed by the cleaning (`My_app` and `my-app` both clean to
+    // `my-app`): FNV-1a over the exact namespace and id tells them apart.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in namespace.bytes().chain([0]).chain(id.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let head = full[..full.len().min(46)].trim_matches('-');
+    if head.is_empty() {
+        format!("c-{h:016x}")
     } else {
-        // FNV-1a over the exact namespace and id: the cut-off part still
-        // tells two containers apart.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in namespace.bytes().chain([0]).chain(id.bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{}-{h:016x}", &full[..46])
-    };
-    name.trim_matches('-').to_string()
+        format!("{head}-{h:016x}")
+    }
 }
 
 /// What the bundle's `config.json` says about the container's place.
@@ -363,8 +367,11 @@ mod tests {
 
     #[test]
     fn zone_names_are_valid_and_distinct() {
+        assert_eq!(zone_name("default", "c1"), "default-c1");
         let short = zone_name("default", "My_Ctr.1");
-        assert_eq!(short, "default-my-ctr-1");
+        assert!(short.starts_with("default-my-ctr-1-"), "{short}");
+        assert_ne!(short, zone_name("default", "my-ctr-1"));
+        assert!(zone_name("default", "__").starts_with("default-"));
         let long_a = zone_name("k8s.io", &"a".repeat(64));
         let long_b = zone_name("k8s.io", &format!("{}b", "a".repeat(63)));
         for n in [&short, &long_a, &long_b] {

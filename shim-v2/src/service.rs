@@ -82,6 +82,8 @@ struct Container {
     root: Option<String>,
     /// Its memory limit (bytes), for the pod's total.
     memory_limit: Option<u64>,
+    /// The zone's OOM kill count when its init started.
+    oom_before: u64,
     paused: bool,
     init: Proc,
     execs: HashMap<String, Proc>,
@@ -113,6 +115,8 @@ struct Inner {
     publisher: RemotePublisher,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Container>>,
+    /// Pod memory totals are read, summed and written one at a time.
+    pod_memory: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -162,6 +166,7 @@ impl Service {
                 publisher,
                 exit,
                 containers: Mutex::new(HashMap::new()),
+                pod_memory: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -302,19 +307,30 @@ impl Service {
     }
 
     /// Whether the kernel's OOM killer acted in the container's zone.
-    async fn oom_killed(&self, container_id: &str) -> bool {
-        let Ok(zone) = self.with(container_id, |c| Ok(c.zone.clone())) else {
-            return false;
-        };
+    /// The zone's count of OOM kills so far (0 when unknown).
+    async fn oom_kills(&self, zone: &str) -> u64 {
         let Ok(mut zones) = self.inner.rauhad.zones().await else {
-            return false;
+            return 0;
         };
         zones
-            .usage(v1::ZoneRef { zone })
+            .usage(v1::ZoneRef {
+                zone: zone.to_string(),
+            })
             .await
             .ok()
             .and_then(|u| u.into_inner().usage)
-            .is_some_and(|u| u.oom_kills > 0)
+            .map(|u| u.oom_kills)
+            .unwrap_or(0)
+    }
+
+    /// Whether the OOM killer acted in the container's zone since its init
+    /// started (an earlier kill in the pod is not this container's).
+    async fn oom_killed(&self, container_id: &str) -> bool {
+        let Ok((zone, before)) = self.with(container_id, |c| Ok((c.zone.clone(), c.oom_before)))
+        else {
+            return false;
+        };
+        self.oom_kills(&zone).await > before
     }
 
     /// Prepares the container's root in the pod's zone: its image and its
@@ -336,6 +352,11 @@ impl Service {
                 name: id.to_string(),
                 rootfs: rootfs.display().to_string(),
                 mounts: convert::mounts(spec),
+                readonly: spec
+                    .get("root")
+                    .and_then(|r| r.get("readonly"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             })
             .await
             .map_err(ttrpc_error)?;
@@ -346,6 +367,7 @@ impl Service {
     /// container has one (as kubelet sizes a pod's cgroup); otherwise the
     /// pod's policy keeps its own.
     async fn update_pod_memory(&self, zone: &str) {
+        let _one_at_a_time = self.inner.pod_memory.lock().await;
         let limits: Vec<Option<u64>> = {
             let all = self
                 .inner
@@ -493,6 +515,7 @@ impl Task for Service {
                     owns_zone,
                     root: root.clone(),
                     memory_limit,
+                    oom_before: 0,
                     paused: false,
                     init: Proc::new(init, io),
                     execs: HashMap::new(),
@@ -531,6 +554,13 @@ impl Task for Service {
             }
             Ok((c.zone.clone(), p.spec.clone(), p.stdio.clone()))
         })?;
+        if req.exec_id.is_empty() {
+            let before = self.oom_kills(&zone).await;
+            self.with(&req.id, |c| {
+                c.oom_before = before;
+                Ok(())
+            })?;
+        }
         let p = self
             .inner
             .rauhad
@@ -637,6 +667,12 @@ impl Task for Service {
                     .await
                     .map_err(ttrpc_error)?;
                 unmount_rootfs(&bundle);
+                self.with(&req.id, |c| {
+                    c.memory_limit = None;
+                    c.root = None;
+                    Ok(())
+                })?;
+                self.update_pod_memory(&zone).await;
             }
             if owns_zone {
                 let r = self

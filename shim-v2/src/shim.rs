@@ -49,6 +49,25 @@ impl Shim for RauhaShim {
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         let bundle = std::env::current_dir().map_err(|e| Error::Other(e.to_string()))?;
         if let Ok(spec) = read_bundle_spec(&bundle) {
+            if let convert::Role::Member { sandbox_id } = convert::role(&spec) {
+                // A pod's container: its root in the pod's zone goes.
+                let rauhad = Rauhad::from_env();
+                if let Ok(mut zones) = rauhad.zones().await {
+                    let r = zones
+                        .remove_root(rauha_api::v1::RootRef {
+                            zone: convert::zone_name(&self.namespace, &sandbox_id),
+                            name: self.id.clone(),
+                        })
+                        .await;
+                    if let Some(s) = r
+                        .as_ref()
+                        .err()
+                        .filter(|s| s.code() != tonic::Code::NotFound)
+                    {
+                        log::warn!("cannot remove container root {}: {}", self.id, s.message());
+                    }
+                }
+            }
             if convert::role(&spec) == convert::Role::Owner {
                 let rauhad = Rauhad::from_env();
                 let name = convert::zone_name(&self.namespace, &self.id);
