@@ -81,6 +81,35 @@ pub fn stat_in(root: &std::fs::File, inside: &str) -> Option<std::fs::Metadata> 
     file.metadata().ok()
 }
 
+/// Signals every process whose root directory is container root `name`
+/// (`/proc/PID/root` is that mount's root): its init, its execs and
+/// whatever they started, in any process group.
+pub fn signal_all(name: &str, signal: i32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata(path(name)?)?;
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/root")) else {
+            continue;
+        };
+        if m.dev() == root.dev() && m.ino() == root.ino() {
+            // SAFETY: kill with plain integers, inside the zone's pid namespace.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
+    Ok(())
+}
+
 impl EnterRoot {
     pub fn new(root: &Path, cwd: &str) -> io::Result<EnterRoot> {
         let proc_dir = root.join("proc");

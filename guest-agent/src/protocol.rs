@@ -78,6 +78,9 @@ pub enum Request {
     Signal { id: String, signal: i32 },
     /// Send a signal to every process of the zone but the agent.
     SignalAll { signal: i32 },
+    /// Send a signal to every process running in a container root (whose
+    /// `/` is that root), whatever its process group or session.
+    SignalRoot { root: String, signal: i32 },
     /// List every process of the zone; answered by `Processes`.
     List { request: u64 },
     /// Forget a finished process's exit record.

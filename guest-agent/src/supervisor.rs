@@ -433,6 +433,16 @@ impl Supervisor {
                 // SAFETY: from PID 1, -1 means every other process of the zone.
                 unsafe { libc::kill(-1, signal) };
             }
+            Request::SignalRoot { root, signal } => {
+                if let Err(e) = container_root::signal_all(&root, signal) {
+                    self.send(
+                        i,
+                        &Message::Error {
+                            message: format!("cannot signal container root {root}: {e}"),
+                        },
+                    );
+                }
+            }
             Request::List { request } => {
                 let list = self.list();
                 self.send(i, &Message::Processes { request, list });

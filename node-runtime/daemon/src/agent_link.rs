@@ -173,6 +173,14 @@ impl AgentLink {
         self.send(&Request::SignalAll { signal }).await
     }
 
+    pub async fn signal_root(&self, root: &str, signal: i32) -> Result<(), LinkError> {
+        self.send(&Request::SignalRoot {
+            root: root.to_string(),
+            signal,
+        })
+        .await
+    }
+
     pub async fn stdin(&self, id: &str, data: Vec<u8>) -> Result<(), LinkError> {
         self.send(&Request::Stdin {
             id: id.to_string(),

@@ -177,6 +177,17 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
         Ok(Response::new(v1::RootResponse {}))
     }
 
+    async fn signal_root(
+        &self,
+        request: Request<v1::SignalRootRequest>,
+    ) -> Result<Response<v1::RootResponse>, Status> {
+        let req = request.into_inner();
+        self.registry
+            .signal_root(&req.zone, &req.name, req.signal)
+            .await?;
+        Ok(Response::new(v1::RootResponse {}))
+    }
+
     async fn remove_root(
         &self,
         request: Request<v1::RootRef>,

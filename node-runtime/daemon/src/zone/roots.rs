@@ -57,6 +57,32 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             .add_root(record.id, name, Path::new(rootfs), readonly, &mounts)?)
     }
 
+    pub async fn signal_root(
+        &self,
+        zone: &str,
+        name: &str,
+        signal: i32,
+    ) -> Result<(), DaemonError> {
+        if !valid_root_name(name) {
+            return Err(DaemonError::invalid(
+                "name",
+                format!("{name:?} is not a root name"),
+            ));
+        }
+        if !(1..=64).contains(&signal) {
+            return Err(DaemonError::invalid(
+                "signal",
+                format!("{signal} is not a signal number (1-64)"),
+            ));
+        }
+        let record = self.find_zone(zone)?;
+        let live = self.live_zone(&record.id).ok_or_else(|| {
+            DaemonError::FailedPrecondition(format!("zone {:?} has no live agent", record.name))
+        })?;
+        live.link.signal_root(name, signal).await?;
+        Ok(())
+    }
+
     pub fn remove_root(&self, zone: &str, name: &str) -> Result<(), DaemonError> {
         if !valid_root_name(name) {
             return Err(DaemonError::invalid(
