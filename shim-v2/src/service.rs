@@ -279,6 +279,16 @@ impl Service {
                     at_ms: now_ms(),
                 },
             };
+            if exec_id.is_empty() {
+                // A pod's container ends with its init, as a container with
+                // a pid namespace of its own would: nothing it started stays.
+                let root = svc.with(&container_id, |c| Ok((c.zone.clone(), c.root.clone())));
+                if let Ok((zone, Some(name))) = root {
+                    if let Err(e) = svc.signal_root(&zone, &name, libc::SIGKILL).await {
+                        log::warn!("cannot end what container {container_id} left running: {e}");
+                    }
+                }
+            }
             if exec_id.is_empty() && svc.oom_killed(&container_id).await {
                 let mut oom = TaskOOM::new();
                 oom.container_id = container_id.clone();
@@ -307,6 +317,22 @@ impl Service {
     }
 
     /// Whether the kernel's OOM killer acted in the container's zone.
+    async fn signal_root(&self, zone: &str, name: &str, signal: i32) -> TtrpcResult<()> {
+        self.inner
+            .rauhad
+            .zones()
+            .await
+            .map_err(ttrpc_error)?
+            .signal_root(v1::SignalRootRequest {
+                zone: zone.to_string(),
+                name: name.to_string(),
+                signal,
+            })
+            .await
+            .map_err(ttrpc_error)?;
+        Ok(())
+    }
+
     /// The zone's count of OOM kills so far (0 when unknown).
     async fn oom_kills(&self, zone: &str) -> u64 {
         let Ok(mut zones) = self.inner.rauhad.zones().await else {
@@ -801,9 +827,15 @@ impl Task for Service {
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let signal = req.signal as i32;
-        let (rauha_id, exited, zone, owns_zone) = self.with(&req.id, |c| {
+        let (rauha_id, exited, zone, owns_zone, root) = self.with(&req.id, |c| {
             let p = c.proc(&req.exec_id)?;
-            Ok((p.rauha_id.clone(), p.exited(), c.zone.clone(), c.owns_zone))
+            Ok((
+                p.rauha_id.clone(),
+                p.exited(),
+                c.zone.clone(),
+                c.owns_zone,
+                c.root.clone(),
+            ))
         })?;
         if exited.is_some() {
             return Err(error(Code::NOT_FOUND, "process already finished"));
@@ -831,6 +863,11 @@ impl Task for Service {
                 .await;
             return Ok(api::Empty::new());
         };
+        if let (true, true, Some(name)) = (req.all, req.exec_id.is_empty(), &root) {
+            // A pod's container: every process in its root, whatever group.
+            self.signal_root(&zone, name, signal).await?;
+            return Ok(api::Empty::new());
+        }
         if req.all && req.exec_id.is_empty() && owns_zone && signal == libc::SIGKILL {
             // Every process of the container's zone, not only its init.
             self.inner
