@@ -361,6 +361,21 @@ fn cri_containers_of_a_pod_share_its_zone() {
     );
     assert_eq!(zones(&cri.d).len(), 2);
 
+    // What a container started in another session (an exec's background
+    // job) ends with the container.
+    cri.crictl(&["exec", &b, "sh", "-c", "sleep 700 >/dev/null 2>&1 &"]);
+    assert!(cri.crictl(&["exec", &a, "ps"]).contains("sleep 700"));
+    cri.crictl(&["stop", "--timeout", "2", &b]);
+    let mut gone = false;
+    for _ in 0..30 {
+        if !cri.crictl(&["exec", &a, "ps"]).contains("sleep 700") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone, "{}", cri.crictl(&["exec", &a, "ps"]));
+
     // stop, rm; stopp, rmp: nothing is left.
     for id in [&a, &b] {
         cri.crictl(&["stop", "--timeout", "2", id]);
