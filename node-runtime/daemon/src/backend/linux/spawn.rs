@@ -53,6 +53,9 @@ pub async fn start_agent(
     let mut lines = BufReader::new(stdout).lines();
     let mut agent_pid = None;
     let outcome = tokio::time::timeout(READY_TIMEOUT, async {
+        // The launcher writes `pid`, the agent `ready`: two processes on one
+        // pipe, so either may come first (under load `ready` often does).
+        let mut ready = None;
         while let Some(line) = lines
             .next_line()
             .await
@@ -61,11 +64,14 @@ pub async fn start_agent(
             if let Some(pid) = line.strip_prefix("pid ") {
                 agent_pid = pid.trim().parse::<u32>().ok();
             } else if let Some(json) = line.strip_prefix("ready ") {
-                let ready: Ready = serde_json::from_str(json)
+                let r: Ready = serde_json::from_str(json)
                     .map_err(|e| BackendError::Agent(format!("bad ready line: {e}")))?;
-                return Ok(ready);
+                ready = Some(r);
             } else if let Some(reason) = line.strip_prefix("error ") {
                 return Err(BackendError::Setup(reason.to_string()));
+            }
+            if let (Some(r), Some(_)) = (&ready, agent_pid) {
+                return Ok(r.clone());
             }
         }
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
