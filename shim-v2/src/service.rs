@@ -450,6 +450,22 @@ impl Service {
         }
     }
 
+    /// Freezes or thaws the container's zone (a zone it owns).
+    async fn set_paused(&self, id: &str, paused: bool) -> TtrpcResult<()> {
+        let zone = self.owner_zone(id, if paused { "pause" } else { "resume" })?;
+        let mut zones = self.inner.rauhad.zones().await.map_err(ttrpc_error)?;
+        let zone = v1::ZoneRef { zone };
+        if paused {
+            zones.pause(zone).await.map_err(ttrpc_error)?;
+        } else {
+            zones.resume(zone).await.map_err(ttrpc_error)?;
+        }
+        self.with(id, |c| {
+            c.paused = paused;
+            Ok(())
+        })
+    }
+
     fn owner_zone(&self, id: &str, what: &str) -> TtrpcResult<String> {
         self.with(id, |c| {
             if c.owns_zone {
@@ -780,19 +796,7 @@ impl Task for Service {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        let zone = self.owner_zone(&req.id, "pause")?;
-        self.inner
-            .rauhad
-            .zones()
-            .await
-            .map_err(ttrpc_error)?
-            .pause(v1::ZoneRef { zone })
-            .await
-            .map_err(ttrpc_error)?;
-        self.with(&req.id, |c| {
-            c.paused = true;
-            Ok(())
-        })?;
+        self.set_paused(&req.id, true).await?;
         let mut ev = TaskPaused::new();
         ev.container_id = req.id.clone();
         self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(ev))
@@ -805,19 +809,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
-        let zone = self.owner_zone(&req.id, "resume")?;
-        self.inner
-            .rauhad
-            .zones()
-            .await
-            .map_err(ttrpc_error)?
-            .resume(v1::ZoneRef { zone })
-            .await
-            .map_err(ttrpc_error)?;
-        self.with(&req.id, |c| {
-            c.paused = false;
-            Ok(())
-        })?;
+        self.set_paused(&req.id, false).await?;
         let mut ev = TaskResumed::new();
         ev.container_id = req.id.clone();
         self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(ev))
