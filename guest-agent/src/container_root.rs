@@ -49,36 +49,9 @@ pub fn path(name: &str) -> io::Result<PathBuf> {
 /// within the container's root (`openat2(RESOLVE_IN_ROOT)`): an image's
 /// absolute link such as `/bin/sh -> /bin/busybox` means its own busybox.
 pub fn stat_in(root: &std::fs::File, inside: &str) -> Option<std::fs::Metadata> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let rel = inside.trim_start_matches('/');
-    let c = CString::new(if rel.is_empty() { "." } else { rel }).ok()?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dirfd, path and open_how of its size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel returned a new fd that we own.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    file.metadata().ok()
+    crate::kernel::open_in_root(root, inside)
+        .and_then(|f| f.metadata())
+        .ok()
 }
 
 /// Signals every process whose root directory is container root `name`

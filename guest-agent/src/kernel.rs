@@ -68,3 +68,41 @@ pub fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> io::Result<()
     }
     Ok(())
 }
+
+/// Opens `inside` as an O_PATH file, resolved within the directory `root`
+/// (`openat2(RESOLVE_IN_ROOT)`): symlinks, absolute ones included, and
+/// `..` never leave it.
+pub fn open_in_root(root: &std::fs::File, inside: &str) -> io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let rel = inside.trim_start_matches('/');
+    let c = CString::new(if rel.is_empty() { "." } else { rel })
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid dirfd, path and open_how of its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that we own.
+    Ok(std::fs::File::from(unsafe {
+        OwnedFd::from_raw_fd(fd as i32)
+    }))
+}

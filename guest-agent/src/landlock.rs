@@ -110,35 +110,7 @@ fn open_rule_path(root: Option<&File>, path: &str) -> io::Result<File> {
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
             .open(Path::new(path));
     };
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let rel = path.trim_start_matches('/');
-    let c = std::ffi::CString::new(if rel.is_empty() { "." } else { rel })
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dirfd, path and open_how of its size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd that we own.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    crate::kernel::open_in_root(root, path)
 }
 
 fn add(ruleset: &OwnedFd, root: Option<&File>, path: &str, rights: u64) -> io::Result<()> {
