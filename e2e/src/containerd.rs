@@ -560,6 +560,16 @@ impl Default for ContainerdOpts {
 }
 
 impl ContainerdOpts {
+    /// For the rauha shim: this build's `containerd-shim-rauha-v2` on
+    /// containerd's PATH, its shims pointed at `daemon`, and `registry`
+    /// reached over plain HTTP.
+    pub fn for_rauha(daemon: &crate::Daemon, registry: &Registry) -> Self {
+        ContainerdOpts::default()
+            .path_dir(crate::bin_dir())
+            .env("RAUHA_ADDR", &daemon.addr())
+            .plain_http_registry(&registry.host())
+    }
+
     pub fn path_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.path_dir = Some(dir.into());
         self

@@ -188,13 +188,7 @@ fn start() -> Option<Cri> {
     let reg = Registry::start();
     let pause = reg.push_busybox_image("e2e/pause:1", &["sleep", "3600"]);
     let app = reg.push_busybox_image("e2e/app:1", &["sh"]);
-    let ctd = Containerd::start(
-        ContainerdOpts::default()
-            .path_dir(bin_dir())
-            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
-            .sandbox_image(&pause)
-            .plain_http_registry(&reg.host()),
-    );
+    let ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg).sandbox_image(&pause));
     ctd.crictl_ok(&crictl(), &["pull", &app]);
     Some(Cri {
         ctd,

@@ -61,12 +61,7 @@ fn ctr_runs_containers_as_zones() {
     let d = Daemon::start();
     let reg = Registry::start();
     let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
-    let ctd = Containerd::start(
-        ContainerdOpts::default()
-            .path_dir(bin_dir())
-            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
-            .plain_http_registry(&reg.host()),
-    );
+    let ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg));
     ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
     // Every event the shim publishes, as containerd forwards them.
     let events = std::process::Command::new("ctr")
@@ -308,12 +303,7 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
     let mut d = Daemon::start();
     let reg = Registry::start();
     let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
-    let mut ctd = Containerd::start(
-        ContainerdOpts::default()
-            .path_dir(bin_dir())
-            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
-            .plain_http_registry(&reg.host()),
-    );
+    let mut ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg));
     ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
     // Its output goes to a log file (containerd hands the shim file://).
     let log = ctd.dir().join("r1.log");

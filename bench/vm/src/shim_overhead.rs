@@ -17,7 +17,7 @@ use std::time::Instant;
 use rauha_e2e::containerd::{
     containerd_ready, processes_mentioning, Containerd, ContainerdOpts, Registry,
 };
-use rauha_e2e::{bin_dir, ready, Daemon};
+use rauha_e2e::{ready, Daemon};
 
 /// A `KEY:   N kB` field of a /proc file, in KiB.
 fn field_kib(path: &str, key: &str) -> u64 {
@@ -132,12 +132,7 @@ fn main() {
     let d = Daemon::start();
     let reg = Registry::start();
     let image = reg.push_busybox_image("bench/busybox:1", &["sh"]);
-    let ctd = Containerd::start(
-        ContainerdOpts::default()
-            .path_dir(bin_dir())
-            .env("RAUHA_ADDR", &format!("unix://{}", d.socket.display()))
-            .plain_http_registry(&reg.host()),
-    );
+    let ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg));
     ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
     // One warm-up each: image unpacked, binaries in the page cache.
     for (rt, tag) in [
