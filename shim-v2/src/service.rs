@@ -289,7 +289,10 @@ impl Service {
                     }
                 }
             }
-            if exec_id.is_empty() && svc.oom_killed(&container_id).await {
+            // The OOM killer sends SIGKILL: an init that ended otherwise was
+            // not its victim, even when another container of the pod was.
+            let sigkilled = exit.status == 128 + libc::SIGKILL as u32;
+            if exec_id.is_empty() && sigkilled && svc.oom_killed(&container_id).await {
                 let mut oom = TaskOOM::new();
                 oom.container_id = container_id.clone();
                 svc.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(oom))
