@@ -16,7 +16,21 @@ use rauha_guest_agent::config::{valid_root_name, CONTAINERS_DIR};
 use crate::kernel::{check, cpath};
 use crate::rootfs::{PROC_MASKED, PROC_READ_ONLY};
 
+/// A file the host puts next to a container root (`NAME/sysfs`) when the
+/// container's spec mounts sysfs.
+pub const SYSFS_MARK: &str = "sysfs";
+
+/// Under /sys, hidden as runc's default spec hides them.
+const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
+
+/// A read-only sysfs of the zone's network namespace, at `dir`.
+struct SysMount {
+    dir: CString,
+    masked: Vec<CString>,
+}
+
 pub struct EnterRoot {
+    sys: Option<SysMount>,
     root: CString,
     proc_dir: CString,
     pts_source: CString,
@@ -86,7 +100,19 @@ pub fn signal_all(name: &str, signal: i32) -> io::Result<()> {
 impl EnterRoot {
     pub fn new(root: &Path, cwd: &str) -> io::Result<EnterRoot> {
         let proc_dir = root.join("proc");
+        // The host leaves this mark next to a root whose spec mounts sysfs.
+        let sys = match root.parent().map(|base| base.join(SYSFS_MARK).exists()) {
+            Some(true) => Some(SysMount {
+                dir: cpath(&root.join("sys"))?,
+                masked: SYS_MASKED
+                    .iter()
+                    .map(|n| cpath(&root.join("sys").join(n)))
+                    .collect::<io::Result<_>>()?,
+            }),
+            _ => None,
+        };
         Ok(EnterRoot {
+            sys,
             root: cpath(root)?,
             proc_dir: cpath(&proc_dir)?,
             pts_source: cpath(Path::new("/dev/pts"))?,
@@ -125,6 +151,35 @@ impl EnterRoot {
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 std::ptr::null(),
             ))?;
+            // sysfs, read-only; mounted here it shows the zone's network
+            // namespace, not the host's. An image without /sys goes without.
+            if let Some(sys) = &self.sys {
+                let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                if libc::mount(
+                    c"sysfs".as_ptr(),
+                    sys.dir.as_ptr(),
+                    c"sysfs".as_ptr(),
+                    flags,
+                    std::ptr::null(),
+                ) == 0
+                {
+                    for p in &sys.masked {
+                        if libc::mount(
+                            c"tmpfs".as_ptr(),
+                            p.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            libc::MS_RDONLY,
+                            c"size=4k,mode=000".as_ptr().cast(),
+                        ) != 0
+                            && *libc::__errno_location() != libc::ENOENT
+                        {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                } else if *libc::__errno_location() != libc::ENOENT {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             // Masked and read-only parts of /proc, as in the zone: a name
             // this kernel lacks is skipped, any other failure stops the
             // start (never a process with /proc/sys writable).

@@ -342,6 +342,13 @@ pub fn add(
         let root = OwnedFd::from(root);
         fresh_dev(&root).map_err(err(format!("cannot make /dev in container root {name}")))?;
         for m in mounts {
+            if m.kind == "sysfs" && m.destination == Path::new("/sys") {
+                // Mounted by the zone agent (sysfs shows the mounter's
+                // network namespace): leave it the mark it looks for.
+                std::fs::write(base.join("sysfs"), b"")
+                    .map_err(err(format!("cannot mark {}", base.display())))?;
+                continue;
+            }
             if PROVIDED.contains(&m.kind.as_str()) || m.destination == Path::new("/dev") {
                 continue;
             }
