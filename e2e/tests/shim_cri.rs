@@ -324,6 +324,20 @@ fn cri_containers_of_a_pod_share_its_zone() {
         "cat /etc/hostname; ls /dev/null; echo x > /tmp/ok && cat /tmp/ok",
     ]);
     assert!(out.contains("/dev/null") && out.ends_with("x\n"), "{out}");
+    // A read-only /sys of the pod's network namespace (CNI's eth0), with
+    // /sys/firmware hidden.
+    let net = cri.crictl(&["exec", &b, "ls", "/sys/class/net"]);
+    assert!(net.contains("eth0") && net.contains("lo"), "{net}");
+    let firmware = cri
+        .ctd
+        .crictl(&crictl(), &["exec", &b, "ls", "-A", "/sys/firmware"]);
+    assert!(
+        !firmware.status.success() && text(&firmware.stderr).contains("Permission denied"),
+        "/sys/firmware is masked: {}",
+        text(&firmware.stdout)
+    );
+    let out = cri.ctd.crictl(&crictl(), &["exec", &b, "touch", "/sys/x"]);
+    assert!(!out.status.success(), "/sys is read-only");
     // Logs go through CRI's log file.
     let logs = cri.crictl(&["logs", &a]);
     assert!(logs.contains("hello from a"), "{logs}");
