@@ -12,7 +12,7 @@ use rauha_spec::result::TaskResult;
 use rauha_spec::ZoneState;
 use uuid::Uuid;
 
-use super::ZoneRegistry;
+use super::{ProcessEnd, ZoneRegistry};
 use crate::backend::{IsolationBackend, ZoneSetup};
 use crate::error::DaemonError;
 use crate::store::{ProcessState, TaskRecord, TaskState, ZoneRecord};
@@ -96,42 +96,48 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let Some(handle) = zone.handle.clone() else {
             return Ok(());
         };
-        let running = match self.connect(zone.id, &zone.name, &handle).await {
-            Ok((_, running)) => running,
-            Err(e) => {
-                tracing::warn!(zone = %zone.name, error = %e, "cannot reconnect to a live zone; rebuilding it");
-                return self.rebuild(Some(zone)).await;
-            }
-        };
+        // Tracked before the link opens: an exit the agent reports the
+        // moment it is connected must find its process to end.
         let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
-        // The agent's greeting already settled the processes that exited.
-        for mut p in self
+        let mut tracked = Vec::new();
+        for p in self
             .store
             .processes()?
             .into_iter()
             .filter(|p| p.zone_id == zone.id && p.state == ProcessState::Running)
         {
-            if running.contains(&p.id.to_string()) {
-                let stdio = super::stdio::HostStdio {
-                    stdin: None,
-                    stdout: p.stdout_path.as_ref().map(Into::into),
-                    stderr: p.stderr_path.as_ref().map(Into::into),
-                };
-                let process = self.track(p, max_output);
-                // Output goes on to the paths it went to before the restart.
-                if stdio.stdout.is_some() || stdio.stderr.is_some() {
-                    match super::stdio::open_outputs(&stdio, &process) {
-                        Ok(tx) => {
-                            *process.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx)
-                        }
-                        Err(e) => {
-                            tracing::warn!(process = %process.id, error = %e, "cannot reopen the process's output paths")
-                        }
+            let stdio = super::stdio::HostStdio {
+                stdin: None,
+                stdout: p.stdout_path.as_ref().map(Into::into),
+                stderr: p.stderr_path.as_ref().map(Into::into),
+            };
+            let process = self.track(p, max_output);
+            // Output goes on to the paths it went to before the restart.
+            if stdio.stdout.is_some() || stdio.stderr.is_some() {
+                match super::stdio::open_outputs(&stdio, &process) {
+                    Ok(tx) => *process.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx),
+                    Err(e) => {
+                        tracing::warn!(process = %process.id, error = %e, "cannot reopen the process's output paths")
                     }
                 }
-            } else {
-                p.state = ProcessState::Lost;
-                self.store.put_process(&p)?;
+            }
+            tracked.push(process);
+        }
+        let running = match self.connect(zone.id, &zone.name, &handle).await {
+            Ok((_, running)) => running,
+            Err(e) => {
+                for p in &tracked {
+                    self.finish_process(p.id, ProcessEnd::Lost);
+                }
+                tracing::warn!(zone = %zone.name, error = %e, "cannot reconnect to a live zone; rebuilding it");
+                return self.rebuild(Some(zone)).await;
+            }
+        };
+        // The greeting ended the ones that exited; the agent knows nothing
+        // of the rest.
+        for p in tracked {
+            if !running.contains(&p.id.to_string()) {
+                self.finish_process(p.id, ProcessEnd::Lost);
             }
         }
         self.events.emit(
