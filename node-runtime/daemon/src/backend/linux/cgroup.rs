@@ -359,12 +359,33 @@ impl CgroupDriver for CgroupFs {
         let path = work.join(file);
         std::fs::write(&path, value).map_err(io_err(&path))?;
         let started = Instant::now();
+        let mut tried = Instant::now();
         loop {
             let state = std::fs::read_to_string(work.join(state_file)).unwrap_or_default();
             if done(&state) {
                 return Ok(());
             }
+            // A v1 freezer can stay in FREEZING while tasks fork (the new
+            // child escapes the pass); as runc does, thaw and freeze again.
+            if self.version == Version::V1 && frozen && tried.elapsed() > Duration::from_millis(200)
+            {
+                let _ = std::fs::write(&path, "THAWED");
+                std::thread::sleep(Duration::from_millis(2));
+                std::fs::write(&path, value).map_err(io_err(&path))?;
+                tried = Instant::now();
+            }
             if started.elapsed() > Duration::from_secs(5) {
+                if frozen {
+                    // Never leave the work half-frozen behind an error.
+                    let _ = std::fs::write(
+                        &path,
+                        if self.version == Version::V1 {
+                            "THAWED"
+                        } else {
+                            "0"
+                        },
+                    );
+                }
                 return Err(CgroupError::Freeze {
                     path: work.display().to_string(),
                     state: if frozen { "frozen" } else { "thawed" },
