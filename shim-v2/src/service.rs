@@ -24,8 +24,11 @@ use containerd_shim::protos::types::task::{ProcessInfo, Status};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, TtrpcContext, TtrpcResult};
 use rauha_api::v1;
+use rauha_api::v1::processes_client::ProcessesClient;
+use rauha_api::v1::zones_client::ZonesClient;
 use serde_json::Value;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 use crate::convert::{self, error, ttrpc_error, Role};
 use crate::rauhad::Rauhad;
@@ -158,6 +161,16 @@ fn stdio(stdin: &str, stdout: &str, stderr: &str) -> v1::StdioPaths {
 }
 
 impl Service {
+    /// rauhad's zone and process clients; an unreachable rauhad is one
+    /// clear Unavailable error.
+    async fn zones(&self) -> TtrpcResult<ZonesClient<Channel>> {
+        self.inner.rauhad.zones().await.map_err(ttrpc_error)
+    }
+
+    async fn processes(&self) -> TtrpcResult<ProcessesClient<Channel>> {
+        self.inner.rauhad.processes().await.map_err(ttrpc_error)
+    }
+
     pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Service {
         Service {
             inner: Arc::new(Inner {
@@ -215,11 +228,8 @@ impl Service {
         let policy = convert::policy(spec).map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
         let name = convert::zone_name(&self.inner.namespace, id);
         let zone = self
-            .inner
-            .rauhad
             .zones()
-            .await
-            .map_err(ttrpc_error)?
+            .await?
             .create(v1::CreateZoneRequest {
                 name,
                 policy: Some(policy),
@@ -321,11 +331,8 @@ impl Service {
 
     /// Whether the kernel's OOM killer acted in the container's zone.
     async fn signal_root(&self, zone: &str, name: &str, signal: i32) -> TtrpcResult<()> {
-        self.inner
-            .rauhad
-            .zones()
-            .await
-            .map_err(ttrpc_error)?
+        self.zones()
+            .await?
             .signal_root(v1::SignalRootRequest {
                 zone: zone.to_string(),
                 name: name.to_string(),
@@ -371,11 +378,8 @@ impl Service {
             .and_then(Value::as_str)
             .map(|p| bundle.join(p))
             .unwrap_or_else(|| bundle.join("rootfs"));
-        self.inner
-            .rauhad
-            .zones()
-            .await
-            .map_err(ttrpc_error)?
+        self.zones()
+            .await?
             .add_root(v1::AddRootRequest {
                 zone: zone.to_string(),
                 name: id.to_string(),
@@ -456,7 +460,7 @@ impl Service {
     /// Freezes or thaws the container's zone (a zone it owns).
     async fn set_paused(&self, id: &str, paused: bool) -> TtrpcResult<()> {
         let zone = self.owner_zone(id, if paused { "pause" } else { "resume" })?;
-        let mut zones = self.inner.rauhad.zones().await.map_err(ttrpc_error)?;
+        let mut zones = self.zones().await?;
         let zone = v1::ZoneRef { zone };
         if paused {
             zones.pause(zone).await.map_err(ttrpc_error)?;
@@ -515,11 +519,8 @@ impl Task for Service {
             }
             Role::Named { zone } => {
                 let z = self
-                    .inner
-                    .rauhad
                     .zones()
-                    .await
-                    .map_err(ttrpc_error)?
+                    .await?
                     .get(v1::ZoneRef { zone })
                     .await
                     .map_err(ttrpc_error)?
@@ -607,11 +608,8 @@ impl Task for Service {
             })?;
         }
         let p = self
-            .inner
-            .rauhad
             .processes()
-            .await
-            .map_err(ttrpc_error)?
+            .await?
             .run(v1::RunRequest {
                 zone,
                 spec: Some(spec),
@@ -681,14 +679,7 @@ impl Task for Service {
             at_ms: now_ms(),
         });
         if let Some(id) = rauha_id {
-            let r = self
-                .inner
-                .rauhad
-                .processes()
-                .await
-                .map_err(ttrpc_error)?
-                .delete(v1::ProcessRef { id })
-                .await;
+            let r = self.processes().await?.delete(v1::ProcessRef { id }).await;
             if let Some(s) = r
                 .as_ref()
                 .err()
@@ -700,11 +691,8 @@ impl Task for Service {
         if req.exec_id.is_empty() {
             let root = self.with(&req.id, |c| Ok(c.root.clone()))?;
             if let Some(name) = root {
-                self.inner
-                    .rauhad
-                    .zones()
-                    .await
-                    .map_err(ttrpc_error)?
+                self.zones()
+                    .await?
                     .remove_root(v1::RootRef {
                         zone: zone.clone(),
                         name,
@@ -721,11 +709,8 @@ impl Task for Service {
             }
             if owns_zone {
                 let r = self
-                    .inner
-                    .rauhad
                     .zones()
-                    .await
-                    .map_err(ttrpc_error)?
+                    .await?
                     .delete(v1::DeleteZoneRequest { zone, force: true })
                     .await;
                 if let Some(s) = r
@@ -776,11 +761,8 @@ impl Task for Service {
             Ok((c.zone.clone(), mine))
         })?;
         let list = self
-            .inner
-            .rauhad
             .processes()
-            .await
-            .map_err(ttrpc_error)?
+            .await?
             .ps(v1::PsRequest { zone })
             .await
             .map_err(ttrpc_error)?
@@ -865,21 +847,15 @@ impl Task for Service {
         }
         if req.all && req.exec_id.is_empty() && owns_zone && signal == libc::SIGKILL {
             // Every process of the container's zone, not only its init.
-            self.inner
-                .rauhad
-                .zones()
-                .await
-                .map_err(ttrpc_error)?
+            self.zones()
+                .await?
                 .stop(v1::ZoneRef { zone })
                 .await
                 .map_err(ttrpc_error)?;
             return Ok(api::Empty::new());
         }
-        self.inner
-            .rauhad
-            .processes()
-            .await
-            .map_err(ttrpc_error)?
+        self.processes()
+            .await?
             .signal(v1::SignalRequest {
                 id: rauha_id,
                 signal,
@@ -943,11 +919,8 @@ impl Task for Service {
             return Ok(api::Empty::new());
         };
         let r = self
-            .inner
-            .rauhad
             .processes()
-            .await
-            .map_err(ttrpc_error)?
+            .await?
             .resize(v1::ResizeRequest {
                 id,
                 rows: req.height,
@@ -969,11 +942,8 @@ impl Task for Service {
             return Ok(api::Empty::new());
         }
         let id = self.running_id(&req.id, &req.exec_id)?;
-        self.inner
-            .rauhad
-            .processes()
-            .await
-            .map_err(ttrpc_error)?
+        self.processes()
+            .await?
             .close_stdin(v1::ProcessRef { id })
             .await
             .map_err(ttrpc_error)?;
@@ -1014,7 +984,7 @@ impl Task for Service {
             return Ok(api::Empty::new());
         }
         let zone = self.owner_zone(&req.id, "update")?;
-        let mut zones = self.inner.rauhad.zones().await.map_err(ttrpc_error)?;
+        let mut zones = self.zones().await?;
         let current = zones
             .get(v1::ZoneRef { zone: zone.clone() })
             .await
@@ -1091,11 +1061,8 @@ impl Task for Service {
     ) -> TtrpcResult<api::StatsResponse> {
         let zone = self.with(&req.id, |c| Ok(c.zone.clone()))?;
         let usage = self
-            .inner
-            .rauhad
             .zones()
-            .await
-            .map_err(ttrpc_error)?
+            .await?
             .usage(v1::ZoneRef { zone })
             .await
             .map_err(ttrpc_error)?
