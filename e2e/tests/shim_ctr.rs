@@ -260,6 +260,13 @@ fn ctr_runs_containers_as_zones() {
     ] {
         assert!(seen.contains(topic), "no {topic} event in:\n{seen}");
     }
+    // The bodies decode by their type URLs (ctr drops an event it cannot
+    // decode): the exit of the container that exited 7 carries its status.
+    assert!(
+        seen.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains("\"exit_status\":7")),
+        "no decoded exit event with status 7 in:\n{seen}"
+    );
 
     // An invalid policy annotation fails the create with the parser's message.
     let out = ctd.ctr(&[

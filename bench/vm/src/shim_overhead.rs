@@ -12,6 +12,7 @@
 //! sudo RAUHA_BIN_DIR=target/release target/release/shim-overhead [PODS]
 //! ```
 
+use std::path::Path;
 use std::time::Instant;
 
 use rauha_e2e::containerd::{
@@ -40,6 +41,29 @@ fn memory_kib(pid: i32) -> (u64, u64, u64) {
         field_kib(&format!("/proc/{pid}/status"), "RssAnon:"),
         field_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:"),
     )
+}
+
+/// Copies the bytes of a process's `[heap]` mapping (for `strings`).
+fn keep_heap(pid: i32, to: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[heap]"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .ok_or_else(|| std::io::Error::other("no [heap] mapping"))?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    mem.seek(SeekFrom::Start(range.0))?;
+    let mut bytes = vec![0; (range.1 - range.0) as usize];
+    mem.read_exact(&mut bytes)?;
+    std::fs::write(to, bytes)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -97,6 +121,17 @@ fn measure(ctd: &Containerd, image: &str, runtime: &str, shim_bin: &str, pods: u
     } else {
         0
     };
+    // For a closer look: RAUHA_BENCH_SMAPS=DIR keeps one shim's
+    // /proc/PID/smaps per runtime (which mappings the memory is in).
+    if let (Some(dir), Some(pid)) = (std::env::var_os("RAUHA_BENCH_SMAPS"), shims.first()) {
+        let to = std::path::Path::new(&dir).join(format!("{tag}.smaps"));
+        if let Err(e) = std::fs::copy(format!("/proc/{pid}/smaps"), &to) {
+            eprintln!("cannot keep {}: {e}", to.display());
+        }
+        if let Err(e) = keep_heap(*pid, &Path::new(&dir).join(format!("{tag}.heap"))) {
+            eprintln!("cannot keep the heap of {pid}: {e}");
+        }
+    }
     let per = |k: u64| k as f64 / pods as f64;
     for i in 0..pods {
         let id = format!("{tag}-{i}");
