@@ -776,8 +776,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     }
 
     /// Starts the containerd process on this harness' config and waits
-    /// until it answers.
-    fn spawn(&mut self) {
+    /// until it answers (again, after `stop`).
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -396,3 +396,129 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
     ctd.ctr_ok(&["container", "rm", "r1"]);
     assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
 }
+
+/// The NUL-separated strings of a /proc file (cmdline, environ).
+fn proc_strings(pid: i32, file: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[test]
+fn a_dead_shims_tasks_end_and_leave_nothing() {
+    if !shim_ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let reg = Registry::start();
+    let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
+    let mut ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg));
+    ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
+    for id in ["s1", "s2", "s3"] {
+        ctd.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            &image,
+            id,
+            "sleep",
+            "600",
+        ]);
+    }
+    let zone_of = |id: &str| {
+        zones(&d)
+            .into_iter()
+            .find(|z| z.contains(id))
+            .unwrap_or_else(|| panic!("{id}'s zone in {:?}", zones(&d)))
+    };
+    let shim_of = |ctd: &Containerd, id: &str| -> i32 {
+        let found: Vec<i32> = ctd
+            .shim_pids()
+            .into_iter()
+            .filter(|(pid, _)| {
+                let args = proc_strings(*pid, "cmdline");
+                args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+            })
+            .map(|(pid, _)| pid)
+            .collect();
+        assert_eq!(found.len(), 1, "the shim of {id}: {:?}", ctd.shim_pids());
+        found[0]
+    };
+    let kill9 = |pid: i32| {
+        // SAFETY: kill with plain integers.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        for _ in 0..100 {
+            // Gone, or a zombie its (sub)reaper has not collected yet.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            if matches!(state, None | Some(Some('Z'))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("shim {pid} did not die");
+    };
+    let ended = |ctd: &Containerd, id: &str, zone: &str| {
+        for _ in 0..100 {
+            if !zones(&d).iter().any(|z| z == zone) && task_status(ctd, id).is_empty() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    };
+
+    // A shim killed while containerd runs: containerd runs the shim's
+    // `delete` for it, as for runc's shim. The task ends and its zone goes.
+    let s1_zone = zone_of("s1");
+    kill9(shim_of(&ctd, "s1"));
+    assert!(
+        ended(&ctd, "s1", &s1_zone),
+        "after its shim died, s1 is {:?} and zones are {:?}\n{}",
+        task_status(&ctd, "s1"),
+        zones(&d),
+        ctd.log()
+    );
+
+    // A shim that died while containerd was down: containerd, back, finds
+    // it gone and cleans up the same way. Its neighbour is untouched.
+    let s2_zone = zone_of("s2");
+    let s2_shim = shim_of(&ctd, "s2");
+    ctd.stop();
+    kill9(s2_shim);
+    ctd.spawn();
+    assert!(
+        ended(&ctd, "s2", &s2_zone),
+        "after its shim died, s2 is {:?} and zones are {:?}\n{}",
+        task_status(&ctd, "s2"),
+        zones(&d),
+        ctd.log()
+    );
+    assert_eq!(task_status(&ctd, "s3"), "RUNNING");
+    assert_eq!(
+        ctd.ctr_ok(&["task", "exec", "--exec-id", "e1", "s3", "echo", "still"]),
+        "still\n"
+    );
+
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "s3"]);
+    for _ in 0..100 {
+        if task_status(&ctd, "s3") == "STOPPED" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ctd.ctr_ok(&["task", "rm", "s3"]);
+    for id in ["s1", "s2", "s3"] {
+        ctd.ctr_ok(&["container", "rm", id]);
+    }
+    assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+    assert!(
+        mounts_under(ctd.dir()).is_empty(),
+        "{:?}",
+        mounts_under(ctd.dir())
+    );
+}
