@@ -163,17 +163,20 @@ pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>
         let open_path = path.clone();
         // Opening a FIFO for reading waits for a writer; on a thread of its
         // own, so that the wait costs no runtime worker.
-        let opening = tokio::task::spawn_blocking(move || {
+        let mut opening = tokio::task::spawn_blocking(move || {
             std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&open_path)
         });
         let file = tokio::select! {
-            r = opening => r,
+            r = &mut opening => r,
             _ = process.wait() => {
-                // Nobody ever wrote: release the waiting open.
-                release_reader(&path);
+                // Nobody ever wrote: the waiting open must not keep its
+                // thread.
+                if !release_open(&path, &mut opening).await {
+                    tracing::warn!(path = %path.display(), "an open of stdin that no writer came for is still waiting");
+                }
                 return;
             }
         };
@@ -219,6 +222,24 @@ pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>
     });
 }
 
+/// How often (every 50 ms) an ended process's unopened stdin is released.
+const RELEASE_TRIES: usize = 200;
+
+/// Wakes `opening`, an open of FIFO `path` for reading that waits for a
+/// writer, by opening it for writing, again until the open returned: it may
+/// not have begun yet, and a writer that comes and goes before it does
+/// wakes nothing. Whether it returned.
+async fn release_open<T>(path: &Path, opening: &mut tokio::task::JoinHandle<T>) -> bool {
+    for _ in 0..RELEASE_TRIES {
+        release_reader(path);
+        tokio::select! {
+            _ = &mut *opening => return true,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+    }
+    false
+}
+
 /// Opens a FIFO for writing without blocking and closes it again, which
 /// wakes an open for reading that waits for a writer.
 fn release_reader(path: &Path) {
@@ -231,6 +252,41 @@ fn release_reader(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The open of an ended process's stdin is released even when it
+    /// begins after the process ended (one release then wakes nothing).
+    #[tokio::test]
+    async fn a_late_open_of_stdin_is_released_too() {
+        let dir = std::env::temp_dir().join(format!("rauha-stdin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("stdin");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let path = fifo.clone();
+        let mut opening = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::fs::OpenOptions::new().read(true).open(&path)
+        });
+        let released = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            release_open(&fifo, &mut opening),
+        )
+        .await;
+        if released.as_ref().ok() != Some(&true) {
+            // A writer held open, so that the open returns and the runtime
+            // can shut down: the test fails instead of hanging.
+            let _writer = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            let _ = opening.await;
+        }
+        assert_eq!(released.ok(), Some(true), "the late open still waits");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn paths_and_file_uris_parse() {
