@@ -348,6 +348,40 @@ fn cri_containers_of_a_pod_share_its_zone() {
     cri.crictl(&["update", "--memory", "33554432", &b]);
     let limit = zone_memory_limit(&zone1);
     assert_eq!(limit, Some(96 << 20), "zone {zone1}");
+    // A container's /sys/fs/cgroup is the zone's cgroups, read-only (CRI
+    // mounts cgroup there): a runtime that reads its limit (the JVM) finds
+    // the pod's, and no hierarchy shows the host's tree.
+    let inside = cri.crictl(&[
+        "exec",
+        &b,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    ]);
+    assert_eq!(
+        inside.trim(),
+        (96u64 << 20).to_string(),
+        "limit seen inside"
+    );
+    let listed = cri.crictl(&["exec", &b, "ls", "/sys/fs/cgroup"]);
+    for absent in ["devices", "blkio", "systemd"] {
+        assert!(!listed.lines().any(|l| l == absent), "{absent} in {listed}");
+    }
+    let out = cri.ctd.crictl(
+        &crictl(),
+        &[
+            "exec",
+            &b,
+            "sh",
+            "-c",
+            "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes || echo 1 > /sys/fs/cgroup/memory.max",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "the container's cgroups are read-only"
+    );
+    assert_eq!(zone_memory_limit(&zone1), Some(96 << 20));
 
     // containerd restarts: the pod and its containers are found again.
     cri.ctd.restart();

@@ -7,7 +7,7 @@
 //! Everything is prepared before the fork; the child only makes system
 //! calls.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,15 @@ use crate::rootfs::{PROC_MASKED, PROC_READ_ONLY};
 /// container's spec mounts sysfs.
 pub const SYSFS_MARK: &str = "sysfs";
 
+/// A file the host puts next to a container root (`NAME/cgroup`) when the
+/// container's spec mounts a cgroup filesystem at /sys/fs/cgroup.
+pub const CGROUP_MARK: &str = "cgroup";
+
+/// The v1 controllers the zone has a cgroup of its own in (rauhad's), the
+/// only hierarchies a container sees: in the zone's cgroup namespace their
+/// root is the zone's cgroup. Others would show the host's tree.
+const ZONE_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
+
 /// Under /sys, hidden as runc's default spec hides them.
 const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
 
@@ -27,6 +36,144 @@ const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
 struct SysMount {
     dir: CString,
     masked: Vec<CString>,
+    cgroup: Option<CgroupMount>,
+}
+
+/// The zone's cgroup hierarchies, read-only, at `dir` (`/sys/fs/cgroup`):
+/// cgroup2 there on a unified host; on a v1 host a tmpfs with one
+/// directory per hierarchy (`memory`, `cpu,cpuacct`, `unified`), and links
+/// for the single names of joined ones (`cpu -> cpu,cpuacct`).
+struct CgroupMount {
+    dir: CString,
+    unified_only: bool,
+    hierarchies: Vec<Hierarchy>,
+    links: Vec<(CString, CString)>,
+}
+
+struct Hierarchy {
+    target: CString,
+    /// `cgroup` or `cgroup2`.
+    fstype: &'static CStr,
+    /// The v1 controllers, as mount data.
+    data: Option<CString>,
+}
+
+/// Which hierarchies of `/proc/self/cgroup` (`ID:CONTROLLERS:PATH` lines)
+/// a container gets: (directory name, v1 controllers or None for cgroup2).
+/// A unified-only host gives `[("", None)]`.
+fn hierarchies(proc_self_cgroup: &str) -> Vec<(String, Option<String>)> {
+    let mut v1 = Vec::new();
+    let mut unified = false;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(_)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            unified = true;
+        } else if controllers
+            .split(',')
+            .any(|c| ZONE_CONTROLLERS.contains(&c))
+        {
+            v1.push((controllers.to_string(), Some(controllers.to_string())));
+        }
+    }
+    if v1.is_empty() {
+        return if unified {
+            vec![(String::new(), None)]
+        } else {
+            Vec::new()
+        };
+    }
+    if unified {
+        v1.push(("unified".to_string(), None));
+    }
+    v1
+}
+
+impl CgroupMount {
+    fn new(dir: &Path) -> io::Result<CgroupMount> {
+        let found = hierarchies(&std::fs::read_to_string("/proc/self/cgroup")?);
+        let unified_only = matches!(found.as_slice(), [(name, None)] if name.is_empty());
+        let mut hierarchies = Vec::new();
+        let mut links = Vec::new();
+        for (name, controllers) in &found {
+            hierarchies.push(Hierarchy {
+                target: cpath(&dir.join(name))?,
+                fstype: if controllers.is_some() {
+                    c"cgroup"
+                } else {
+                    c"cgroup2"
+                },
+                data: controllers.as_deref().map(CString::new).transpose()?,
+            });
+            if name.contains(',') {
+                for single in name.split(',') {
+                    links.push((CString::new(name.as_str())?, cpath(&dir.join(single))?));
+                }
+            }
+        }
+        Ok(CgroupMount {
+            dir: cpath(dir)?,
+            unified_only,
+            hierarchies,
+            links,
+        })
+    }
+
+    /// In the child, over the read-only sysfs. Any failure stops the start.
+    fn mount(&self) -> io::Result<()> {
+        // SAFETY: plain system calls on NUL-terminated strings owned by self.
+        unsafe {
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let data = |h: &Hierarchy| {
+                h.data
+                    .as_ref()
+                    .map_or(std::ptr::null(), |d| d.as_ptr().cast())
+            };
+            if self.unified_only {
+                if let Some(h) = self.hierarchies.first() {
+                    check(libc::mount(
+                        h.fstype.as_ptr(),
+                        self.dir.as_ptr(),
+                        h.fstype.as_ptr(),
+                        flags | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
+                }
+                return Ok(());
+            }
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                c"size=64k,mode=755".as_ptr().cast(),
+            ))?;
+            for h in &self.hierarchies {
+                check(libc::mkdir(h.target.as_ptr(), 0o555))?;
+                check(libc::mount(
+                    h.fstype.as_ptr(),
+                    h.target.as_ptr(),
+                    h.fstype.as_ptr(),
+                    flags | libc::MS_RDONLY,
+                    data(h),
+                ))?;
+            }
+            for (to, at) in &self.links {
+                check(libc::symlink(to.as_ptr(), at.as_ptr()))?;
+            }
+            check(libc::mount(
+                std::ptr::null(),
+                self.dir.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+                c"size=64k,mode=755".as_ptr().cast(),
+            ))?;
+        }
+        Ok(())
+    }
 }
 
 pub struct EnterRoot {
@@ -101,15 +248,22 @@ impl EnterRoot {
     pub fn new(root: &Path, cwd: &str) -> io::Result<EnterRoot> {
         let proc_dir = root.join("proc");
         // The host leaves this mark next to a root whose spec mounts sysfs.
-        let sys = match root.parent().map(|base| base.join(SYSFS_MARK).exists()) {
-            Some(true) => Some(SysMount {
+        let marked = |mark: &str| root.parent().is_some_and(|base| base.join(mark).exists());
+        let sys = if marked(SYSFS_MARK) {
+            Some(SysMount {
                 dir: cpath(&root.join("sys"))?,
                 masked: SYS_MASKED
                     .iter()
                     .map(|n| cpath(&root.join("sys").join(n)))
                     .collect::<io::Result<_>>()?,
-            }),
-            _ => None,
+                cgroup: if marked(CGROUP_MARK) {
+                    Some(CgroupMount::new(&root.join("sys/fs/cgroup"))?)
+                } else {
+                    None
+                },
+            })
+        } else {
+            None
         };
         Ok(EnterRoot {
             sys,
@@ -175,6 +329,9 @@ impl EnterRoot {
                         {
                             return Err(io::Error::last_os_error());
                         }
+                    }
+                    if let Some(cg) = &sys.cgroup {
+                        cg.mount()?;
                     }
                 } else if *libc::__errno_location() != libc::ENOENT {
                     return Err(io::Error::last_os_error());
@@ -258,6 +415,27 @@ impl EnterRoot {
 
 #[cfg(test)]
 mod tests {
+    use super::hierarchies;
+
+    #[test]
+    fn a_container_sees_the_zones_hierarchies_only() {
+        let hybrid = "12:devices:/\n11:memory:/\n10:cpu,cpuacct:/\n9:freezer:/work\n\
+                      8:pids:/\n7:blkio:/\n1:name=systemd:/\n0::/\n";
+        let names: Vec<(String, Option<String>)> = hierarchies(hybrid);
+        assert_eq!(
+            names,
+            [
+                ("memory".to_string(), Some("memory".to_string())),
+                ("cpu,cpuacct".to_string(), Some("cpu,cpuacct".to_string())),
+                ("freezer".to_string(), Some("freezer".to_string())),
+                ("pids".to_string(), Some("pids".to_string())),
+                ("unified".to_string(), None),
+            ]
+        );
+        assert_eq!(hierarchies("0::/\n"), [(String::new(), None)]);
+        assert!(hierarchies("3:devices:/\n").is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -349,6 +349,15 @@ pub fn add(
                     .map_err(err(format!("cannot mark {}", base.display())))?;
                 continue;
             }
+            if (m.kind == "cgroup" || m.kind == "cgroup2")
+                && m.destination == Path::new("/sys/fs/cgroup")
+            {
+                // Also the agent's: mounted in the zone's cgroup namespace,
+                // the hierarchies show the zone's cgroup as their root.
+                std::fs::write(base.join("cgroup"), b"")
+                    .map_err(err(format!("cannot mark {}", base.display())))?;
+                continue;
+            }
             if PROVIDED.contains(&m.kind.as_str()) || m.destination == Path::new("/dev") {
                 continue;
             }
