@@ -348,6 +348,46 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
     ]);
     assert_eq!(out, "after containerd\n");
 
+    // An attached task that echoes each line of its stdin.
+    let mut r2 = std::process::Command::new("ctr")
+        .args([
+            "--address",
+            &ctd.address().display().to_string(),
+            "--namespace",
+            ctd.namespace(),
+            "run",
+            "--runtime",
+            RUNTIME,
+            &image,
+            "r2",
+            "sh",
+            "-c",
+            "while read l; do echo got $l; done; echo stdin ended",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctr run");
+    let mut r2_in = r2.stdin.take().expect("stdin");
+    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+    let r2_out = r2.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(r2_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = line_tx.send(line);
+        }
+    });
+    let next_line = || lines.recv_timeout(std::time::Duration::from_secs(10));
+    {
+        use std::io::Write;
+        writeln!(r2_in, "one").expect("write stdin");
+    }
+    assert_eq!(next_line().as_deref(), Ok("got one"));
+
     // rauhad down: a call fails with one clear line; the task is not lost.
     d.kill9();
     let out = ctd.ctr(&["task", "exec", "--exec-id", "e2", "r1", "true"]);
@@ -360,6 +400,42 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
     let _ = ctd.ctr(&["task", "delete", "--exec-id", "e2", "r1"]);
     d.spawn(&[]);
     assert_eq!(task_status(&ctd, "r1"), "RUNNING");
+    // The restarted rauhad reads r2's stdin on from its FIFO (nothing was
+    // written while it was down: a write with no reader is the writer's
+    // EPIPE). Written once it holds the FIFO open again.
+    let holds_stdin = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+            .map(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .map(|t| t.to_string_lossy().ends_with("r2-stdin"))
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    };
+    let mut waited = 0;
+    while !holds_stdin() && waited < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    assert!(
+        holds_stdin(),
+        "the restarted rauhad did not reopen r2's stdin"
+    );
+    {
+        use std::io::Write;
+        writeln!(r2_in, "two").expect("write stdin");
+    }
+    let two = next_line();
+    assert_eq!(two.as_deref(), Ok("got two"), "rauhad log:\n{}", d.log());
+    // Its end reaches the task, which ends; ctr returns its status.
+    drop(r2_in);
+    assert_eq!(next_line().as_deref(), Ok("stdin ended"));
+    let status = r2.wait().expect("ctr run");
+    assert!(status.success(), "ctr run: {status}");
+    let _ = ctd.ctr(&["task", "rm", "r2"]);
+    ctd.ctr_ok(&["container", "rm", "r2"]);
     // The restarted rauhad writes the task's output where it went before.
     let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     std::thread::sleep(std::time::Duration::from_millis(800));

@@ -49,6 +49,10 @@ struct Proc {
     rauha_id: Option<String>,
     pid: u32,
     exit: watch::Sender<Option<Exit>>,
+    /// Write ends of its output FIFOs, held while it runs: rauhad writes
+    /// its output, and when rauhad restarts the FIFO keeps a writer, so
+    /// containerd's reader does not see the end of the output.
+    held: Vec<std::fs::File>,
 }
 
 impl Proc {
@@ -59,6 +63,7 @@ impl Proc {
             rauha_id: None,
             pid: 0,
             exit: watch::channel(None).0,
+            held: Vec::new(),
         }
     }
 
@@ -151,6 +156,29 @@ pub fn unmount_rootfs(bundle: &Path) {
 /// (every task event is in package `containerd.events`).
 fn event_type_url<E: Message>() -> String {
     format!("containerd.events.{}", E::NAME)
+}
+
+/// Opens the output paths that are FIFOs for writing, without waiting:
+/// containerd opened their read ends before it asked for the start. A path
+/// that is a file, or a FIFO nobody reads, is left alone.
+fn hold_outputs(stdio: &v1::StdioPaths) -> Vec<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    [&stdio.stdout, &stdio.stderr]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.file_type().is_fifo())
+                .unwrap_or(false)
+        })
+        .filter_map(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(p)
+                .ok()
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -342,7 +370,11 @@ impl Service {
                 svc.publish(topics::TASK_OOM_EVENT_TOPIC, oom).await;
             }
             let sent = svc.with(&container_id, |c| {
-                c.proc(&exec_id)?.exit.send_replace(Some(exit));
+                let p = c.proc_mut(&exec_id)?;
+                // rauhad answered the wait after the last output byte:
+                // the FIFOs may end now.
+                p.held.clear();
+                p.exit.send_replace(Some(exit));
                 Ok(())
             });
             if sent.is_ok() {
@@ -638,6 +670,7 @@ impl Task for Service {
                 Ok(())
             })?;
         }
+        let held = hold_outputs(&io);
         let p = self
             .processes()
             .await?
@@ -654,6 +687,7 @@ impl Task for Service {
             let proc = c.proc_mut(&req.exec_id)?;
             proc.rauha_id = Some(p.id.clone());
             proc.pid = pid;
+            proc.held = held;
             Ok(())
         })?;
         self.watch_exit(req.id.clone(), req.exec_id.clone(), p.id, pid);

@@ -111,6 +111,9 @@ pub struct ProcessRecord {
     pub stdout_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_path: Option<String>,
+    /// The host path its stdin is read from, reopened likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_path: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub started_ms: u64,
@@ -383,6 +386,7 @@ mod tests {
                     pid: 2,
                     host_pid: 0,
                     stdout_path: None,
+                    stdin_path: None,
                     stderr_path: None,
                     exit_code: None,
                     signal: None,

@@ -110,6 +110,7 @@ mod tests {
             pid: 2,
             host_pid: 0,
             stdout_path: None,
+            stdin_path: None,
             stderr_path: None,
             exit_code: Some(0),
             signal: None,

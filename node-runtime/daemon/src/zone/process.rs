@@ -57,6 +57,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             pid: 0,
             host_pid: 0,
             stdout_path: stdio.stdout.as_ref().map(|p| p.display().to_string()),
+            stdin_path: stdio.stdin.as_ref().map(|p| p.display().to_string()),
             stderr_path: stdio.stderr.as_ref().map(|p| p.display().to_string()),
             exit_code: None,
             signal: None,

@@ -6,6 +6,7 @@
 //! (cgroups, state dirs, mounts) that no remaining record owns.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use rauha_spec::event::EventKind;
 use rauha_spec::result::TaskResult;
@@ -111,6 +112,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 stdout: p.stdout_path.as_ref().map(Into::into),
                 stderr: p.stderr_path.as_ref().map(Into::into),
             };
+            let stdin = p.stdin_path.clone();
             let process = self.track(p, max_output);
             // Output goes on to the paths it went to before the restart.
             if stdio.stdout.is_some() || stdio.stderr.is_some() {
@@ -121,12 +123,12 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                     }
                 }
             }
-            tracked.push(process);
+            tracked.push((process, stdin));
         }
-        let running = match self.connect(zone.id, &zone.name, &handle).await {
-            Ok((_, running)) => running,
+        let (live, running) = match self.connect(zone.id, &zone.name, &handle).await {
+            Ok(connected) => connected,
             Err(e) => {
-                for p in &tracked {
+                for (p, _) in &tracked {
                     self.finish_process(p.id, ProcessEnd::Lost);
                 }
                 tracing::warn!(zone = %zone.name, error = %e, "cannot reconnect to a live zone; rebuilding it");
@@ -135,9 +137,15 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         };
         // The greeting ended the ones that exited; the agent knows nothing
         // of the rest.
-        for p in tracked {
+        for (p, stdin) in tracked {
             if !running.contains(&p.id.to_string()) {
                 self.finish_process(p.id, ProcessEnd::Lost);
+            } else if let Some(path) = stdin {
+                // Stdin is read on from its path: the agent kept the
+                // process's end open, and the writer (containerd) still
+                // holds its own. Bytes written while no rauhad read are
+                // the writer's to lose (EPIPE).
+                super::stdio::feed_stdin(path.into(), p, Arc::clone(&live.link));
             }
         }
         self.events.emit(
