@@ -391,6 +391,30 @@ fn cri_containers_of_a_pod_share_its_zone() {
     let out = cri.crictl(&["exec", &b, "echo", "after restart"]);
     assert_eq!(out, "after restart\n");
 
+    // rauhad restarts: the container log goes on (the shim holds the
+    // output FIFOs' write ends, so containerd's log reader sees no end).
+    let t = cri.container(
+        &p1,
+        "t",
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done",
+        ],
+        None,
+    );
+    let ticks = |cri: &Cri| cri.crictl(&["logs", &t]).lines().count();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    cri.d.kill9();
+    let before = ticks(&cri);
+    cri.d.spawn(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = ticks(&cri);
+    assert!(
+        before > 0 && after >= before + 5,
+        "log lines {before} before rauhad's restart, {after} after"
+    );
+
     // A second pod is another zone, and sees none of the first's processes.
     let p2 = cri.pod("p2");
     let zone2 = cri.zone_of_pod(&p2.0);
