@@ -286,6 +286,89 @@ fn cri_pod_sandbox_is_a_zone_in_the_cni_netns() {
     );
 }
 
+/// Removes a test's systemd-style slices from every hierarchy (deepest
+/// first) when dropped, after the zones in them are gone.
+struct SliceCleanup(&'static str);
+
+impl Drop for SliceCleanup {
+    fn drop(&mut self) {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(self.0))
+            .chain([PathBuf::from("/sys/fs/cgroup").join(self.0)])
+            .filter(|d| d.is_dir())
+            .flat_map(|d| {
+                let mut all = vec![d.clone()];
+                all.extend(
+                    std::fs::read_dir(&d)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir()),
+                );
+                all
+            })
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+#[test]
+fn cri_pod_under_a_systemd_slice_gets_its_zone_in_that_slice() {
+    // Dropped last: after containerd and rauhad removed the zones.
+    let _slices = SliceCleanup("rauhae2e.slice");
+    let Some(cri) = start() else { return };
+    // kubelet's systemd cgroup driver names the pod's parent as a slice;
+    // containerd then gives the sandbox `SLICE:cri-containerd:ID`.
+    let config = cri.write(
+        "slice-pod.json",
+        serde_json::json!({
+            "metadata": {"name": "sd", "namespace": "default", "uid": "uid-sd", "attempt": 0},
+            "log_directory": cri.ctd.dir().join("logs").join("sd").display().to_string(),
+            "linux": {"cgroup_parent": "/rauhae2e.slice/rauhae2e-podsd.slice"}
+        }),
+    );
+    let pod = cri
+        .crictl(&["runp", "--runtime", "rauha", &config])
+        .trim()
+        .to_string();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["inspectp", &pod])).expect("inspectp JSON");
+    let path = inspect["info"]["runtimeSpec"]["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        path.starts_with("rauhae2e-podsd.slice:cri-containerd:"),
+        "cgroupsPath {path:?}"
+    );
+    // The zone's cgroup is in that slice, where systemd's layout puts it.
+    let pid = inspect["info"]["pid"].as_u64().expect("sandbox pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let memory = cgroups
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+        })
+        .or_else(|| cgroups.lines().find(|l| l.starts_with("0::")))
+        .unwrap_or_default();
+    assert!(
+        memory.contains("/rauhae2e.slice/rauhae2e-podsd.slice/"),
+        "{cgroups}"
+    );
+    cri.crictl(&["stopp", &pod]);
+    cri.crictl(&["rmp", &pod]);
+    assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
+}
+
 #[test]
 fn cri_containers_of_a_pod_share_its_zone() {
     let Some(mut cri) = start() else { return };
