@@ -415,13 +415,14 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
             .unwrap_or(false)
     };
     let mut waited = 0;
-    while !holds_stdin() && waited < 100 {
+    while !holds_stdin() && waited < 300 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         waited += 1;
     }
     assert!(
         holds_stdin(),
-        "the restarted rauhad did not reopen r2's stdin"
+        "the restarted rauhad did not reopen r2's stdin; rauhad log:\n{}",
+        d.log()
     );
     {
         use std::io::Write;

@@ -75,6 +75,11 @@ pub struct LiveProcess {
     /// `stdio::MAX_PENDING` (a reader that stopped reading) output for the
     /// paths is dropped, never held without bound.
     sink_pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set while a relay feeds its stdin from a host path: a close of stdin
+    /// is then the relay's to do (`stdin_close`), after the bytes already
+    /// in the path, so that it never overtakes them.
+    pub(super) stdin_relay: std::sync::atomic::AtomicBool,
+    pub(super) stdin_close: tokio::sync::Notify,
 }
 
 impl LiveProcess {
@@ -258,6 +263,8 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             sink: Mutex::new(None),
             relayed: Arc::new(watch::channel(true).0),
             sink_pending: Default::default(),
+            stdin_relay: Default::default(),
+            stdin_close: Default::default(),
         });
         self.processes
             .lock()

@@ -201,7 +201,15 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
 
     pub async fn close_stdin(&self, id: &Uuid) -> Result<ProcessRecord, DaemonError> {
         let (process, zone) = self.running_process(id)?;
-        zone.link.close_stdin(&id.to_string()).await?;
+        if process
+            .stdin_relay
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Its relay closes it once it has passed on what was written.
+            process.stdin_close.notify_one();
+        } else {
+            zone.link.close_stdin(&id.to_string()).await?;
+        }
         Ok(process.record())
     }
 

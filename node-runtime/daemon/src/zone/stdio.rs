@@ -10,6 +10,7 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rauha_guest_agent::protocol::Stream;
@@ -159,7 +160,11 @@ pub fn open_outputs(
 /// closes the process's stdin when that writer closes it.
 pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>) {
     let id = process.id.to_string();
+    process.stdin_relay.store(true, Ordering::SeqCst);
     tokio::spawn(async move {
+        // However the relay ends, a close of stdin goes straight to the
+        // agent again.
+        let _relay = RelayFlag(Arc::clone(&process));
         let open_path = path.clone();
         // Opening a FIFO for reading waits for a writer; on a thread of its
         // own, so that the wait costs no runtime worker.
@@ -170,11 +175,28 @@ pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>
                 .open(&open_path)
         });
         let file = tokio::select! {
+            // An open that returned wins over a close asked at the same
+            // time: what was written is read first.
+            biased;
             r = &mut opening => r,
+            _ = process.stdin_close.notified() => {
+                // Closed while the open had not been seen to return: it may
+                // have returned just now with bytes waiting (a writer's
+                // bytes come before its close). Pass them on, then close.
+                if let Some(Ok(file)) = release_open(&path, &mut opening).await {
+                    for chunk in drain(file) {
+                        if link.stdin(&id, chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = link.close_stdin(&id).await;
+                return;
+            }
             _ = process.wait() => {
                 // Nobody ever wrote: the waiting open must not keep its
                 // thread.
-                if !release_open(&path, &mut opening).await {
+                if release_open(&path, &mut opening).await.is_none() {
                     tracing::warn!(path = %path.display(), "an open of stdin that no writer came for is still waiting");
                 }
                 return;
@@ -199,6 +221,7 @@ pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>
             };
             loop {
                 tokio::select! {
+                    biased;
                     r = rx.read(&mut buf) => match r {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
@@ -208,6 +231,19 @@ pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>
                         }
                     },
                     _ = process.wait() => return,
+                    _ = process.stdin_close.notified() => {
+                        // What the writer wrote before it asked for the
+                        // close is in the FIFO: pass it on, then close.
+                        // Read with the system call itself: tokio's
+                        // readiness for the pipe may not have seen those
+                        // bytes arrive yet.
+                        for chunk in drain_fd(&rx) {
+                            if link.stdin(&id, chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                        break;
+                    }
                 }
             }
         } else {
@@ -222,6 +258,42 @@ pub fn feed_stdin(path: PathBuf, process: Arc<LiveProcess>, link: Arc<AgentLink>
     });
 }
 
+/// What can be read from `file` now, without waiting.
+fn drain(file: std::fs::File) -> Vec<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    drain_fd(&file)
+}
+
+/// What can be read now from a non-blocking descriptor, by `read(2)`
+/// until it would block or reaches the end.
+fn drain_fd(fd: &impl std::os::fd::AsRawFd) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: read into a buffer we own, of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        chunks.push(buf[..n as usize].to_vec());
+    }
+    chunks
+}
+
+/// Clears `LiveProcess::stdin_relay` when the relay ends.
+struct RelayFlag(Arc<LiveProcess>);
+
+impl Drop for RelayFlag {
+    fn drop(&mut self) {
+        self.0.stdin_relay.store(false, Ordering::SeqCst);
+    }
+}
+
 /// How often (every 50 ms) an ended process's unopened stdin is released.
 const RELEASE_TRIES: usize = 200;
 
@@ -229,15 +301,15 @@ const RELEASE_TRIES: usize = 200;
 /// writer, by opening it for writing, again until the open returned: it may
 /// not have begun yet, and a writer that comes and goes before it does
 /// wakes nothing. Whether it returned.
-async fn release_open<T>(path: &Path, opening: &mut tokio::task::JoinHandle<T>) -> bool {
+async fn release_open<T>(path: &Path, opening: &mut tokio::task::JoinHandle<T>) -> Option<T> {
     for _ in 0..RELEASE_TRIES {
         release_reader(path);
         tokio::select! {
-            _ = &mut *opening => return true,
+            r = &mut *opening => return r.ok(),
             _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
         }
     }
-    false
+    None
 }
 
 /// Opens a FIFO for writing without blocking and closes it again, which
@@ -274,7 +346,7 @@ mod tests {
             release_open(&fifo, &mut opening),
         )
         .await;
-        if released.as_ref().ok() != Some(&true) {
+        if !matches!(released, Ok(Some(_))) {
             // A writer held open, so that the open returns and the runtime
             // can shut down: the test fails instead of hanging.
             let _writer = std::fs::OpenOptions::new()
@@ -284,7 +356,10 @@ mod tests {
                 .unwrap();
             let _ = opening.await;
         }
-        assert_eq!(released.ok(), Some(true), "the late open still waits");
+        assert!(
+            matches!(released, Ok(Some(Ok(_)))),
+            "the late open still waits"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
