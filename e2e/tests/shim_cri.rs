@@ -122,30 +122,37 @@ impl Drop for Cri {
         // every hierarchy, once containerd and rauhad removed the zones.
         self.ctd.stop();
         self.d.delete_all_zones();
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join(PODS_CGROUP))
-            .chain([PathBuf::from("/sys/fs/cgroup").join(PODS_CGROUP)])
-            .filter(|d| d.is_dir())
-            .flat_map(|d| {
-                let mut all = vec![d.clone()];
-                all.extend(
-                    std::fs::read_dir(&d)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir()),
-                );
-                all
-            })
-            .collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(&d);
-        }
+        remove_cgroup_trees(PODS_CGROUP);
+    }
+}
+
+/// Removes `/sys/fs/cgroup[/HIERARCHY]/NAME` and the directories in it
+/// from every hierarchy, deepest first (the parents kubelet would own,
+/// once containerd and rauhad removed the zones in them).
+fn remove_cgroup_trees(name: &str) {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(name))
+        .chain([PathBuf::from("/sys/fs/cgroup").join(name)])
+        .filter(|d| d.is_dir())
+        .flat_map(|d| {
+            let mut all = vec![d.clone()];
+            all.extend(
+                std::fs::read_dir(&d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir()),
+            );
+            all
+        })
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(&d);
     }
 }
 
@@ -292,30 +299,7 @@ struct SliceCleanup(&'static str);
 
 impl Drop for SliceCleanup {
     fn drop(&mut self) {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join(self.0))
-            .chain([PathBuf::from("/sys/fs/cgroup").join(self.0)])
-            .filter(|d| d.is_dir())
-            .flat_map(|d| {
-                let mut all = vec![d.clone()];
-                all.extend(
-                    std::fs::read_dir(&d)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir()),
-                );
-                all
-            })
-            .collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(&d);
-        }
+        remove_cgroup_trees(self.0);
     }
 }
 
