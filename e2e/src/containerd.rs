@@ -920,6 +920,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.ctr_ns(&self.opts.namespace, args)
     }
 
+    /// `ctr args...` started with its stdin, stdout and stderr piped to
+    /// this process (an attached `ctr run`).
+    pub fn ctr_attached(&self, args: &[&str]) -> std::process::Child {
+        Command::new(bin("ctr"))
+            .arg("--address")
+            .arg(self.address())
+            .args(["--namespace", &self.opts.namespace])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run ctr: {e}"))
+    }
+
     /// `ctr` in namespace `ns`.
     pub fn ctr_ns(&self, ns: &str, args: &[&str]) -> Output {
         Command::new(bin("ctr"))

@@ -44,6 +44,17 @@ fn ok(out: Output, what: &str) -> String {
     text(&out.stdout)
 }
 
+/// Whether task `id` is STOPPED within `tries` checks 100 ms apart.
+fn wait_stopped(ctd: &Containerd, id: &str, tries: usize) -> bool {
+    for _ in 0..tries {
+        if task_status(ctd, id) == "STOPPED" {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
 fn task_status(ctd: &Containerd, id: &str) -> String {
     let list = ctd.ctr_ok(&["task", "ls"]);
     list.lines()
@@ -102,29 +113,17 @@ fn ctr_runs_containers_as_zones() {
     assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
 
     // stdin goes in, and its end reaches the process.
-    let mut child = std::process::Command::new("ctr")
-        .args([
-            "--address",
-            &ctd.address().display().to_string(),
-            "--namespace",
-            ctd.namespace(),
-        ])
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            &image,
-            "c3",
-            "sh",
-            "-c",
-            "cat; echo done",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ctr");
+    let mut child = ctd.ctr_attached(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "c3",
+        "sh",
+        "-c",
+        "cat; echo done",
+    ]);
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
@@ -220,14 +219,7 @@ fn ctr_runs_containers_as_zones() {
     assert_eq!(task_status(&ctd, "c4"), "RUNNING");
 
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "c4"]);
-    let mut stopped = false;
-    for _ in 0..50 {
-        if task_status(&ctd, "c4") == "STOPPED" {
-            stopped = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let stopped = wait_stopped(&ctd, "c4", 50);
     assert!(
         stopped,
         "c4 did not stop: {}\nprocess: {:?}\nrauhad log:\n{}\ncontainerd log:\n{}",
@@ -349,26 +341,16 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
     assert_eq!(out, "after containerd\n");
 
     // An attached task that echoes each line of its stdin.
-    let mut r2 = std::process::Command::new("ctr")
-        .args([
-            "--address",
-            &ctd.address().display().to_string(),
-            "--namespace",
-            ctd.namespace(),
-            "run",
-            "--runtime",
-            RUNTIME,
-            &image,
-            "r2",
-            "sh",
-            "-c",
-            "while read l; do echo got $l; done; echo stdin ended",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("ctr run");
+    let mut r2 = ctd.ctr_attached(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "r2",
+        "sh",
+        "-c",
+        "while read l; do echo got $l; done; echo stdin ended",
+    ]);
     let mut r2_in = r2.stdin.take().expect("stdin");
     let (line_tx, lines) = std::sync::mpsc::channel::<String>();
     let r2_out = r2.stdout.take().expect("stdout");
@@ -460,14 +442,7 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
 
     // Its end still reaches containerd, and nothing is left.
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "r1"]);
-    let mut stopped = false;
-    for _ in 0..100 {
-        if task_status(&ctd, "r1") == "STOPPED" {
-            stopped = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let stopped = wait_stopped(&ctd, "r1", 100);
     assert!(stopped, "{}\n{}", ctd.ctr_ok(&["task", "ls"]), d.log());
     ctd.ctr_ok(&["task", "rm", "r1"]);
     ctd.ctr_ok(&["container", "rm", "r1"]);
@@ -582,12 +557,7 @@ fn a_dead_shims_tasks_end_and_leave_nothing() {
     );
 
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "s3"]);
-    for _ in 0..100 {
-        if task_status(&ctd, "s3") == "STOPPED" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_stopped(&ctd, "s3", 100);
     ctd.ctr_ok(&["task", "rm", "s3"]);
     for id in ["s1", "s2", "s3"] {
         ctd.ctr_ok(&["container", "rm", id]);
