@@ -300,7 +300,7 @@ const RELEASE_TRIES: usize = 200;
 /// Wakes `opening`, an open of FIFO `path` for reading that waits for a
 /// writer, by opening it for writing, again until the open returned: it may
 /// not have begun yet, and a writer that comes and goes before it does
-/// wakes nothing. Whether it returned.
+/// wakes nothing. What the open returned, if it did.
 async fn release_open<T>(path: &Path, opening: &mut tokio::task::JoinHandle<T>) -> Option<T> {
     for _ in 0..RELEASE_TRIES {
         release_reader(path);
