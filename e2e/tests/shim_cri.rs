@@ -173,6 +173,28 @@ fn zone_memory_limit(zone: &str) -> Option<u64> {
     found
 }
 
+/// A container's host pid.
+fn inspect_pid(cri: &Cri, id: &str) -> u32 {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["inspect", id])).expect("inspect JSON");
+    inspect["info"]["pid"].as_u64().expect("pid") as u32
+}
+
+/// A host process's cgroup in the v1 hierarchy of a controller (`memory`,
+/// `cpu`), which `/sys/fs/cgroup/CONTROLLER` reaches.
+fn v1_cgroup_of(pid: u32, controller: &str) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    cg.lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, c, path) = (parts.next()?, parts.next()?, parts.next()?);
+            c.split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {cg}"))
+}
+
 /// The zone cgroup a host process is in (the cgroup path names the zone).
 fn zone_of_pid(pid: u32) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
@@ -409,15 +431,44 @@ fn cri_containers_of_a_pod_share_its_zone() {
     let logs = cri.crictl(&["logs", &a]);
     assert!(logs.contains("hello from a"), "{logs}");
 
-    // Resource updates reach the pod's zone: its memory limit is the sum
-    // of its containers' limits once each has one.
+    // Resource updates reach each container's own cgroup (below the
+    // zone's), and the pod's zone: its memory limit is the sum of its
+    // containers' limits once each has one.
     cri.crictl(&["update", "--memory", "67108864", &a]);
-    cri.crictl(&["update", "--memory", "33554432", &b]);
+    cri.crictl(&["update", "--memory", "33554432", "--cpu-quota", "50000", &b]);
     let limit = zone_memory_limit(&zone1);
     assert_eq!(limit, Some(96 << 20), "zone {zone1}");
-    // A container's /sys/fs/cgroup is the zone's cgroups, read-only (CRI
-    // mounts cgroup there): a runtime that reads its limit (the JVM) finds
-    // the pod's, and no hierarchy shows the host's tree.
+    let b_pid = inspect_pid(&cri, &b);
+    let own = v1_cgroup_of(b_pid, "memory");
+    assert!(
+        own.ends_with(&format!("/{zone1}/work/{b}")),
+        "b's own memory cgroup: {own}"
+    );
+    let host_file = |hierarchy: &str, file: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{hierarchy}{}/{file}",
+            v1_cgroup_of(b_pid, hierarchy)
+        ))
+        .unwrap_or_else(|e| panic!("{hierarchy} {file}: {e}"))
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        host_file("memory", "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(host_file("cpu", "cpu.cfs_quota_us"), "50000");
+    let a_own = v1_cgroup_of(inspect_pid(&cri, &a), "memory");
+    assert!(a_own.ends_with(&format!("/work/{a}")), "{a_own}");
+    // A container's /sys/fs/cgroup is its own cgroups, read-only (CRI
+    // mounts cgroup there), in a cgroup namespace rooted there as under
+    // runc: a runtime that reads its limit (the JVM) finds the
+    // container's, and no hierarchy shows the host's tree.
+    let ns = cri.crictl(&["exec", &b, "cat", "/proc/self/cgroup"]);
+    assert!(
+        ns.lines().any(|l| l.ends_with(":memory:/")),
+        "b's cgroup namespace: {ns}"
+    );
     let inside = cri.crictl(&[
         "exec",
         &b,
@@ -427,7 +478,7 @@ fn cri_containers_of_a_pod_share_its_zone() {
     ]);
     assert_eq!(
         inside.trim(),
-        (96u64 << 20).to_string(),
+        (32u64 << 20).to_string(),
         "limit seen inside"
     );
     let listed = cri.crictl(&["exec", &b, "ls", "/sys/fs/cgroup"]);
@@ -527,11 +578,14 @@ fn cri_containers_of_a_pod_share_its_zone() {
 fn cri_container_over_its_memory_limit_is_oomkilled() {
     let Some(cri) = start() else { return };
     let p = cri.pod("oom");
-    // `tail` keeps the one endless line in memory: far past 32 MiB.
+    // The pod's total is 288 MiB; the hog's own limit is 32 MiB.
+    let calm = cri.container(&p, "calm", &["sleep", "600"], Some(256 << 20));
+    // `tail` keeps the one line in memory: 64 MB, past the hog's own
+    // limit and far below the pod's.
     let id = cri.container(
         &p,
         "hog",
-        &["sh", "-c", "head -c 300000000 /dev/zero | tail"],
+        &["sh", "-c", "head -c 64000000 /dev/zero | tail"],
         Some(32 << 20),
     );
     let mut status = serde_json::Value::Null;
@@ -546,6 +600,23 @@ fn cri_container_over_its_memory_limit_is_oomkilled() {
     }
     assert_eq!(status["state"], "CONTAINER_EXITED", "{status}");
     assert_eq!(status["reason"], "OOMKilled", "{status}");
+    // Its neighbour in the pod is not touched, and not reported OOMKilled.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["inspect", &calm])).expect("inspect JSON");
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
+    // Stats are the container's own (CRI's working set is below the
+    // pod's 64 MB the hog held; a fresh `sleep` needs well under 8 MiB).
+    let stats: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["stats", "-o", "json", "--id", &calm]))
+            .expect("stats JSON");
+    let value = &stats["stats"][0]["memory"]["workingSetBytes"]["value"];
+    let ws = value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no working set in {stats}"));
+    assert!(ws > 0 && ws < 8 << 20, "calm's working set {ws}");
+    cri.crictl(&["stop", "--timeout", "2", &calm]);
+    cri.crictl(&["rm", &calm]);
     cri.crictl(&["rm", &id]);
     cri.crictl(&["stopp", &p.0]);
     cri.crictl(&["rmp", &p.0]);

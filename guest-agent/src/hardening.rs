@@ -26,15 +26,104 @@ pub struct Prepared {
     landlock: Option<Arc<OwnedFd>>,
     landlock_abi: u32,
     notes: Vec<String>,
-    /// The zone's work cgroup (`cgroup.procs`, opened before pivot_root).
-    work_cgroup: Option<Arc<OwnedFd>>,
+    /// The zone's cgroups (opened before pivot_root).
+    cgroups: Arc<ZoneCgroups>,
+    /// A container's own cgroups (`cgroup.procs` in each hierarchy); when
+    /// empty, the process joins the zone's work cgroup.
+    own: Arc<Vec<OwnedFd>>,
+}
+
+/// Where started processes go, opened before pivot_root (the host paths
+/// are out of reach after it): the zone's work cgroup, and the zone's
+/// directory in each hierarchy, under which rauhad makes a container's own
+/// cgroup (`work/NAME`).
+#[derive(Default)]
+pub struct ZoneCgroups {
+    work: Option<OwnedFd>,
+    dirs: Vec<OwnedFd>,
+}
+
+impl ZoneCgroups {
+    /// `zone_procs`: the zone's `cgroup.procs` files (one per hierarchy);
+    /// `work_procs`: the work cgroup's.
+    pub fn open(zone_procs: &[String], work_procs: Option<&str>) -> io::Result<ZoneCgroups> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let work = work_procs
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot open {p}: {e}")))
+            })
+            .transpose()?
+            .map(OwnedFd::from);
+        let mut dirs = Vec::new();
+        for procs in zone_procs {
+            let Some(dir) = std::path::Path::new(procs).parent() else {
+                continue;
+            };
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(dir)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot open {}: {e}", dir.display()))
+                })?;
+            dirs.push(OwnedFd::from(f));
+        }
+        Ok(ZoneCgroups { work, dirs })
+    }
+
+    /// The `cgroup.procs` of container root `name`'s own cgroup in each
+    /// hierarchy where rauhad made one (none on a host where it does not).
+    fn of_root(&self, name: &str) -> io::Result<Vec<OwnedFd>> {
+        if !rauha_guest_agent::config::valid_root_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a container root name"),
+            ));
+        }
+        let rel = std::ffi::CString::new(format!("work/{name}/cgroup.procs"))?;
+        let mut found = Vec::new();
+        for dir in &self.dirs {
+            // SAFETY: openat on a directory fd we own and a NUL-terminated path.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    rel.as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                )
+            };
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::NotFound {
+                    continue;
+                }
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot open container {name:?}'s cgroup: {e}"),
+                ));
+            }
+            // SAFETY: openat returned a new descriptor that nothing else owns.
+            found.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+        Ok(found)
+    }
 }
 
 impl Prepared {
-    /// The work cgroup every started process joins first.
-    pub fn with_work_cgroup(mut self, procs: Option<Arc<OwnedFd>>) -> Prepared {
-        self.work_cgroup = procs;
+    /// The zone's cgroups, where every started process goes first.
+    pub fn with_cgroups(mut self, cgroups: Arc<ZoneCgroups>) -> Prepared {
+        self.cgroups = cgroups;
         self
+    }
+
+    /// A process of container root `name`: it joins the container's own
+    /// cgroups, when rauhad made them, and gets a cgroup namespace rooted
+    /// there (its /sys/fs/cgroup shows its own limits, as under runc).
+    pub fn in_root_cgroup(mut self, name: &str) -> io::Result<Prepared> {
+        self.own = Arc::new(self.cgroups.of_root(name)?);
+        Ok(self)
     }
 
     pub fn new(h: &Hardening) -> io::Result<Prepared> {
@@ -97,12 +186,13 @@ impl Prepared {
             seccomp,
             landlock,
             notes,
-            work_cgroup: None,
+            cgroups: Arc::default(),
+            own: Arc::default(),
         })
     }
 
-    pub fn work_cgroup(&self) -> Option<Arc<OwnedFd>> {
-        self.work_cgroup.clone()
+    pub fn cgroups(&self) -> Arc<ZoneCgroups> {
+        self.cgroups.clone()
     }
 
     pub fn ready(&self) -> Ready {
@@ -118,9 +208,6 @@ impl Prepared {
     /// dropped (a non-root user keeps no capabilities); `tty` makes stdin
     /// the controlling terminal of the new session.
     pub fn apply(&self, user: Option<&User>, tty: bool) -> io::Result<()> {
-        if let Some(fd) = &self.work_cgroup {
-            join_cgroup(fd.as_raw_fd())?;
-        }
         // SAFETY: each call below is a plain system call on values owned by
         // this process; none allocates.
         unsafe {
@@ -188,6 +275,29 @@ impl Prepared {
         }
         if let Some(program) = &self.seccomp {
             seccompiler::apply_filter(program).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Prepared {
+    /// Runs in the child first, before it enters a container root (whose
+    /// cgroupfs is mounted from the namespace made here): joins the
+    /// container's own cgroups and unshares the cgroup namespace, or joins
+    /// the zone's work cgroup.
+    pub fn join_cgroups(&self) -> io::Result<()> {
+        if self.own.is_empty() {
+            if let Some(fd) = &self.cgroups.work {
+                join_cgroup(fd.as_raw_fd())?;
+            }
+            return Ok(());
+        }
+        for fd in self.own.iter() {
+            join_cgroup(fd.as_raw_fd())?;
+        }
+        // SAFETY: unshare takes only flags.
+        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(())
     }

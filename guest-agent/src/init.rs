@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rauha_guest_agent::config::ZoneConfig;
 
-use crate::hardening::Prepared;
+use crate::hardening::{Prepared, ZoneCgroups};
 use crate::kernel::{check, mount};
 use crate::{launch, rootfs, supervisor};
 
@@ -37,16 +37,11 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
         )
     })?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-    // Opened before pivot_root: the host path is out of reach after it.
-    let work_cgroup = match &config.work_cgroup_procs {
-        Some(p) => Some(std::sync::Arc::new(std::os::fd::OwnedFd::from(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot open {p}: {e}")))?,
-        ))),
-        None => None,
-    };
+    // Opened before pivot_root: the host paths are out of reach after it.
+    let cgroups = std::sync::Arc::new(ZoneCgroups::open(
+        &config.cgroup_procs,
+        config.work_cgroup_procs.as_deref(),
+    )?);
     let root = state.join("root");
     rootfs::build(
         &config.root,
@@ -55,7 +50,7 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
         &root,
     )?;
     rootfs::pivot(&root)?;
-    let prepared = Prepared::new(&config.hardening)?.with_work_cgroup(work_cgroup.clone());
+    let prepared = Prepared::new(&config.hardening)?.with_cgroups(cgroups);
     let ready = prepared.ready();
     let line = serde_json::to_string(&ready).map_err(io::Error::other)?;
     println!("ready {line}");

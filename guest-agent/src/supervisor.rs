@@ -478,7 +478,7 @@ impl Supervisor {
             }
             Request::UpdateHardening(h) => match Prepared::new(&h) {
                 Ok(p) => {
-                    self.hardening = p.with_work_cgroup(self.hardening.work_cgroup());
+                    self.hardening = p.with_cgroups(self.hardening.cgroups());
                     self.raw = h;
                 }
                 Err(e) => self.send(
@@ -565,20 +565,21 @@ impl Supervisor {
             }
         }
         let hardening = match &root {
-            Some(r) => {
-                Prepared::new_in(&self.raw, Some(r))?.with_work_cgroup(self.hardening.work_cgroup())
-            }
+            Some(r) => Prepared::new_in(&self.raw, Some(r))?
+                .with_cgroups(self.hardening.cgroups())
+                .in_root_cgroup(spec.root.as_deref().unwrap_or_default())?,
             None => self.hardening.clone(),
         };
         let user = spec.user.clone();
         let tty = spec.terminal;
         let pipes = filled_pipes(&spec.fds)?;
         let moves: Vec<(RawFd, RawFd)> = pipes.iter().map(|(r, fd)| (r.as_raw_fd(), *fd)).collect();
-        // SAFETY: the agent is single-threaded, and `apply` and `dup2` only
-        // make system calls. The sources sit above every target (see
-        // `filled_pipes`), so no move overwrites another's source.
+        // SAFETY: the agent is single-threaded, and `join_cgroups`, `apply`
+        // and `dup2` only make system calls. The sources sit above every
+        // target (see `filled_pipes`), so no move overwrites another's source.
         unsafe {
             cmd.pre_exec(move || {
+                hardening.join_cgroups()?;
                 if let Some(e) = &enter {
                     e.enter()?;
                 }

@@ -262,10 +262,9 @@ pub fn apply_resources(to: &mut ResourcesSection, r: &Value) {
         to.memory_limit = Some(limit as u64);
     }
     let cpu = r.get("cpu");
-    if let (Some(quota), Some(period)) = (
-        num(cpu.and_then(|c| c.get("quota"))),
-        num(cpu.and_then(|c| c.get("period"))),
-    ) {
+    // A quota without a period is over the kernel's default period.
+    if let Some(quota) = num(cpu.and_then(|c| c.get("quota"))) {
+        let period = num(cpu.and_then(|c| c.get("period"))).unwrap_or(100_000);
         to.cpu_limit = Some(quota as f64 / period as f64);
     }
     if let Some(shares) = num(cpu.and_then(|c| c.get("shares"))) {
@@ -273,6 +272,18 @@ pub fn apply_resources(to: &mut ResourcesSection, r: &Value) {
     }
     if let Some(pids) = num(r.get("pids").and_then(|p| p.get("limit"))) {
         to.pids_max = Some(pids as u64);
+    }
+}
+
+/// OCI LinuxResources as a container root's own limits.
+pub fn root_limits(r: &Value) -> v1::RootLimits {
+    let mut section = ResourcesSection::default();
+    apply_resources(&mut section, r);
+    v1::RootLimits {
+        memory_bytes: section.memory_limit,
+        pids_max: section.pids_max,
+        cpu_shares: section.cpu_shares,
+        cpus: section.cpu_limit,
     }
 }
 
@@ -378,6 +389,23 @@ mod tests {
             rauha_spec::names::validate_zone_name(n).expect(n);
         }
         assert_ne!(long_a, long_b);
+    }
+
+    #[test]
+    fn oci_resources_become_a_containers_own_limits() {
+        let r = json!({"memory": {"limit": 33554432},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+            "pids": {"limit": 64}});
+        let l = root_limits(&r);
+        assert_eq!(l.memory_bytes, Some(32 << 20));
+        assert_eq!(l.cpu_shares, Some(512));
+        assert_eq!(l.cpus, Some(0.5));
+        assert_eq!(l.pids_max, Some(64));
+        let no_period = root_limits(&json!({"cpu": {"quota": 25000}}));
+        assert_eq!(no_period.cpus, Some(0.25));
+        // None set (a BestEffort container's quota of -1): none of its own.
+        let none = root_limits(&json!({"cpu": {"quota": -1, "period": 100000}}));
+        assert_eq!(none, v1::RootLimits::default());
     }
 
     #[test]

@@ -407,34 +407,50 @@ impl Service {
         Ok(())
     }
 
-    /// The zone's count of OOM kills so far (0 when unknown).
-    async fn oom_kills(&self, zone: &str) -> u64 {
-        let Ok(mut zones) = self.inner.rauhad.zones().await else {
-            return 0;
+    /// A container's resource use: a pod container's own cgroup's (rauhad
+    /// gives the zone's where it has none), or its zone's.
+    async fn usage_of(&self, container_id: &str) -> TtrpcResult<v1::Usage> {
+        let (zone, root) = self.with(container_id, |c| Ok((c.zone.clone(), c.root.clone())))?;
+        let mut zones = self.zones().await?;
+        let usage = match root {
+            Some(name) => zones
+                .root_usage(v1::RootRef { zone, name })
+                .await
+                .map_err(ttrpc_error)?
+                .into_inner(),
+            None => zones
+                .usage(v1::ZoneRef { zone })
+                .await
+                .map_err(ttrpc_error)?
+                .into_inner()
+                .usage
+                .unwrap_or_default(),
         };
-        zones
-            .usage(v1::ZoneRef {
-                zone: zone.to_string(),
-            })
+        Ok(usage)
+    }
+
+    /// The container's count of OOM kills so far (0 when unknown).
+    async fn oom_kills(&self, container_id: &str) -> u64 {
+        self.usage_of(container_id)
             .await
-            .ok()
-            .and_then(|u| u.into_inner().usage)
             .map(|u| u.oom_kills)
             .unwrap_or(0)
     }
 
-    /// Whether the OOM killer acted in the container's zone since its init
-    /// started (an earlier kill in the pod is not this container's).
+    /// Whether the OOM killer acted in the container (its own cgroup, or
+    /// its zone) since its init started (an earlier kill is not this
+    /// container's).
     async fn oom_killed(&self, container_id: &str) -> bool {
-        let Ok((zone, before)) = self.with(container_id, |c| Ok((c.zone.clone(), c.oom_before)))
-        else {
+        let Ok(before) = self.with(container_id, |c| Ok(c.oom_before)) else {
             return false;
         };
-        self.oom_kills(&zone).await > before
+        self.oom_kills(container_id).await > before
     }
 
     /// Prepares the container's root in the pod's zone: its image and its
     /// bind and tmpfs mounts (the zone provides /proc, /sys, /dev).
+    /// The container also gets a cgroup of its own with its limits, where
+    /// the host allows (see rauhad's `RootResponse.own_cgroup`).
     async fn add_root(&self, zone: &str, id: &str, bundle: &Path, spec: &Value) -> TtrpcResult<()> {
         let rootfs = spec
             .get("root")
@@ -442,13 +458,19 @@ impl Service {
             .and_then(Value::as_str)
             .map(|p| bundle.join(p))
             .unwrap_or_else(|| bundle.join("rootfs"));
-        self.zones()
+        let added = self
+            .zones()
             .await?
             .add_root(v1::AddRootRequest {
                 zone: zone.to_string(),
                 name: id.to_string(),
                 rootfs: rootfs.display().to_string(),
                 mounts: convert::mounts(spec),
+                limits: Some(convert::root_limits(
+                    spec.get("linux")
+                        .and_then(|l| l.get("resources"))
+                        .unwrap_or(&Value::Null),
+                )),
                 readonly: spec
                     .get("root")
                     .and_then(|r| r.get("readonly"))
@@ -456,7 +478,13 @@ impl Service {
                     .unwrap_or(false),
             })
             .await
-            .map_err(ttrpc_error)?;
+            .map_err(ttrpc_error)?
+            .into_inner();
+        if !added.own_cgroup {
+            log::info!(
+                "container {id}: this host gives a pod's containers no cgroup of their own; the pod's limits hold for it"
+            );
+        }
         Ok(())
     }
 
@@ -664,7 +692,7 @@ impl Task for Service {
             Ok((c.zone.clone(), p.spec.clone(), p.stdio.clone()))
         })?;
         if req.exec_id.is_empty() {
-            let before = self.oom_kills(&zone).await;
+            let before = self.oom_kills(&req.id).await;
             self.with(&req.id, |c| {
                 c.oom_before = before;
                 Ok(())
@@ -1026,19 +1054,29 @@ impl Task for Service {
                 )
             })?
             .unwrap_or(Value::Null);
-        // A pod's container: its new memory limit changes the pod's total.
-        let member_zone = self.with(&req.id, |c| {
-            if c.root.is_none() {
+        // A pod's container: its own limits, and its new memory limit
+        // changes the pod's total.
+        let member = self.with(&req.id, |c| {
+            let Some(root) = c.root.clone() else {
                 return Ok(None);
-            }
+            };
             if let Some(l) = convert::memory_limit(&serde_json::json!({
                 "linux": {"resources": resources.clone()}
             })) {
                 c.memory_limit = Some(l);
             }
-            Ok(Some(c.zone.clone()))
+            Ok(Some((c.zone.clone(), root)))
         })?;
-        if let Some(zone) = member_zone {
+        if let Some((zone, name)) = member {
+            self.zones()
+                .await?
+                .update_root(v1::UpdateRootRequest {
+                    zone: zone.clone(),
+                    name,
+                    limits: Some(convert::root_limits(&resources)),
+                })
+                .await
+                .map_err(ttrpc_error)?;
             self.update_pod_memory(&zone).await;
             return Ok(api::Empty::new());
         }
@@ -1118,16 +1156,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        let zone = self.with(&req.id, |c| Ok(c.zone.clone()))?;
-        let usage = self
-            .zones()
-            .await?
-            .usage(v1::ZoneRef { zone })
-            .await
-            .map_err(ttrpc_error)?
-            .into_inner()
-            .usage
-            .unwrap_or_default();
+        let usage = self.usage_of(&req.id).await?;
         let mut resp = api::StatsResponse::new();
         resp.stats = Some(convert::metrics(&usage).map_err(|e| error(Code::INTERNAL, e))?).into();
         Ok(resp)

@@ -78,6 +78,7 @@ impl From<DaemonError> for tonic::Status {
             DaemonError::Backend(BackendError::Bundle { .. }) => {
                 tonic::Status::invalid_argument(message)
             }
+            DaemonError::Backend(BackendError::NoRoot(_)) => tonic::Status::not_found(message),
             DaemonError::Backend(_) => tonic::Status::internal(format!(
                 "{message}; see the zone's agent.log under RAUHA_ROOT and rauhad's log"
             )),

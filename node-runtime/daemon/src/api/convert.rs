@@ -74,6 +74,20 @@ pub fn process_extras(
     spec
 }
 
+/// A container root's wire limits as policy resources (checked by the
+/// registry).
+pub fn root_limits(l: Option<&v1::RootLimits>) -> rauha_spec::policy::ResourcesSection {
+    let Some(l) = l else {
+        return Default::default();
+    };
+    rauha_spec::policy::ResourcesSection {
+        cpu_shares: l.cpu_shares,
+        cpu_limit: l.cpus,
+        memory_limit: l.memory_bytes,
+        pids_max: l.pids_max,
+    }
+}
+
 pub fn usage(u: &Usage) -> v1::Usage {
     v1::Usage {
         memory_bytes: u.memory_bytes,

@@ -172,9 +172,37 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
                 options: m.options,
             })
             .collect();
-        self.registry
-            .add_root(&req.zone, &req.name, &req.rootfs, req.readonly, mounts)?;
-        Ok(Response::new(v1::RootResponse {}))
+        let own_cgroup = self.registry.add_root(
+            &req.zone,
+            &req.name,
+            &req.rootfs,
+            req.readonly,
+            mounts,
+            &convert::root_limits(req.limits.as_ref()),
+        )?;
+        Ok(Response::new(v1::RootResponse { own_cgroup }))
+    }
+
+    async fn update_root(
+        &self,
+        request: Request<v1::UpdateRootRequest>,
+    ) -> Result<Response<v1::RootResponse>, Status> {
+        let req = request.into_inner();
+        let own_cgroup = self.registry.update_root(
+            &req.zone,
+            &req.name,
+            &convert::root_limits(req.limits.as_ref()),
+        )?;
+        Ok(Response::new(v1::RootResponse { own_cgroup }))
+    }
+
+    async fn root_usage(
+        &self,
+        request: Request<v1::RootRef>,
+    ) -> Result<Response<v1::Usage>, Status> {
+        let req = request.into_inner();
+        let usage = self.registry.root_usage(&req.zone, &req.name)?;
+        Ok(Response::new(convert::usage(&usage)))
     }
 
     async fn signal_root(
@@ -185,7 +213,7 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
         self.registry
             .signal_root(&req.zone, &req.name, req.signal)
             .await?;
-        Ok(Response::new(v1::RootResponse {}))
+        Ok(Response::new(v1::RootResponse::default()))
     }
 
     async fn remove_root(
@@ -194,7 +222,7 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
     ) -> Result<Response<v1::RootResponse>, Status> {
         let req = request.into_inner();
         self.registry.remove_root(&req.zone, &req.name)?;
-        Ok(Response::new(v1::RootResponse {}))
+        Ok(Response::new(v1::RootResponse::default()))
     }
 
     async fn pause(&self, request: Request<v1::ZoneRef>) -> Result<Response<v1::Zone>, Status> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rauha_guest_agent::config::{Hardening, Ready};
 use rauha_spec::enforcement::{Enforcement, LayerStatus};
+use rauha_spec::policy::ResourcesSection;
 use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -109,6 +110,8 @@ pub enum BackendError {
     },
     #[error("bundle {path}: {message}")]
     Bundle { path: String, message: String },
+    #[error("container root {0:?} is not in this zone; it is added with AddRoot when its container is created")]
+    NoRoot(String),
 }
 
 /// A mount of a container root: bind (a host source) or tmpfs.
@@ -178,7 +181,9 @@ pub trait IsolationBackend: Send + Sync + 'static {
 
     /// Prepares a container root in a bundle zone: `rootfs` (a host
     /// directory) with a fresh /dev and `mounts`, for processes started
-    /// with `root = name`.
+    /// with `root = name`, and the container's own cgroup with `limits`.
+    /// Returns whether the container got a cgroup of its own (see
+    /// `CgroupDriver::create_root`).
     fn add_root(
         &self,
         zone_id: Uuid,
@@ -186,9 +191,24 @@ pub trait IsolationBackend: Send + Sync + 'static {
         rootfs: &Path,
         readonly: bool,
         mounts: &[RootMount],
-    ) -> Result<(), BackendError>;
+        limits: &ResourcesSection,
+    ) -> Result<bool, BackendError>;
 
-    /// Unmounts and removes a container root; nothing when it is absent.
+    /// Sets a container root's own limits; `false` when it has no cgroup
+    /// of its own to hold them.
+    fn set_root_limits(
+        &self,
+        zone_id: Uuid,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, BackendError>;
+
+    /// A container root's use: its own cgroup's, or the zone's where it
+    /// has none.
+    fn root_usage(&self, zone_id: Uuid, name: &str) -> Result<Usage, BackendError>;
+
+    /// Unmounts and removes a container root and its cgroup; nothing when
+    /// it is absent.
     fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError>;
 
     /// The enforcement really in force in a zone.

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use rauha_guest_agent::config::valid_root_name;
+use rauha_spec::policy::ResourcesSection;
 
 use super::ZoneRegistry;
 use crate::backend::{IsolationBackend, RootMount};
@@ -16,13 +17,15 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         rootfs: &str,
         readonly: bool,
         mounts: Vec<RootMount>,
-    ) -> Result<(), DaemonError> {
+        limits: &ResourcesSection,
+    ) -> Result<bool, DaemonError> {
         if !valid_root_name(name) {
             return Err(DaemonError::invalid(
                 "name",
                 format!("{name:?}: use 1-128 letters, digits, '-', '_' or '.'"),
             ));
         }
+        check_limits(limits)?;
         if !Path::new(rootfs).is_absolute() || !Path::new(rootfs).is_dir() {
             return Err(DaemonError::invalid(
                 "rootfs",
@@ -52,9 +55,44 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 record.state.as_str()
             )));
         }
-        Ok(self
-            .backend
-            .add_root(record.id, name, Path::new(rootfs), readonly, &mounts)?)
+        Ok(self.backend.add_root(
+            record.id,
+            name,
+            Path::new(rootfs),
+            readonly,
+            &mounts,
+            limits,
+        )?)
+    }
+
+    /// Sets a container root's own limits; returns whether it has a
+    /// cgroup of its own to hold them.
+    pub fn update_root(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, DaemonError> {
+        if !valid_root_name(name) {
+            return Err(DaemonError::invalid(
+                "name",
+                format!("{name:?} is not a root name"),
+            ));
+        }
+        check_limits(limits)?;
+        let record = self.find_zone(zone)?;
+        Ok(self.backend.set_root_limits(record.id, name, limits)?)
+    }
+
+    pub fn root_usage(&self, zone: &str, name: &str) -> Result<crate::backend::Usage, DaemonError> {
+        if !valid_root_name(name) {
+            return Err(DaemonError::invalid(
+                "name",
+                format!("{name:?} is not a root name"),
+            ));
+        }
+        let record = self.find_zone(zone)?;
+        Ok(self.backend.root_usage(record.id, name)?)
     }
 
     pub async fn signal_root(
@@ -93,4 +131,37 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let record = self.find_zone(zone)?;
         Ok(self.backend.remove_root(record.id, name)?)
     }
+}
+
+/// A container's limits, as a user would get them wrong.
+fn check_limits(l: &ResourcesSection) -> Result<(), DaemonError> {
+    if l.memory_limit == Some(0) {
+        return Err(DaemonError::invalid(
+            "limits.memory_bytes",
+            "0 bytes; leave it unset for no limit of the container's own",
+        ));
+    }
+    if l.pids_max == Some(0) {
+        return Err(DaemonError::invalid(
+            "limits.pids_max",
+            "0 processes; leave it unset for no limit of the container's own",
+        ));
+    }
+    if let Some(s) = l.cpu_shares {
+        if !(2..=262_144).contains(&s) {
+            return Err(DaemonError::invalid(
+                "limits.cpu_shares",
+                format!("{s} is outside 2-262144"),
+            ));
+        }
+    }
+    if let Some(c) = l.cpu_limit {
+        if !c.is_finite() || c < 0.001 {
+            return Err(DaemonError::invalid(
+                "limits.cpus",
+                format!("{c} is not a number of cores (at least 0.001)"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -66,7 +66,28 @@ pub trait CgroupDriver: Send + Sync {
     fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError>;
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
     fn usage(&self, zone: &str) -> Result<Usage, CgroupError>;
-    /// Host pids in the zone's cgroup.
+    /// A container root's own cgroup in the zone (`work/NAME`), with its
+    /// limits. `false`: this layout gives containers none (the unified
+    /// hierarchy, where the zone's agent holds the zone's cgroup, so it
+    /// cannot hand controllers down), and they share the zone's.
+    fn create_root(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, CgroupError>;
+    /// `false`: the container has no cgroup of its own (see `create_root`).
+    fn set_root_limits(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, CgroupError>;
+    /// A container root's use, from its own cgroup.
+    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError>;
+    /// Kills what is left in a container root's cgroup and removes it.
+    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError>;
+    /// Host pids in the zone's cgroup and the cgroups below it.
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError>;
     /// Kills every process of the zone's cgroup and removes it.
     fn remove(&self, zone: &str) -> Result<(), CgroupError>;
@@ -182,6 +203,63 @@ impl CgroupFs {
                 .map(|c| self.root.join(c).join(self.rel(zone)))
                 .collect(),
         }
+    }
+
+    /// A container root's own cgroup, as a zone key (a path below the zone).
+    fn root_key(zone: &str, name: &str) -> String {
+        format!("{zone}/{WORK}/{name}")
+    }
+
+    /// A container root's directories: one per v1 controller (not the
+    /// controller-less unified one, which keeps BPF's cgroup id the
+    /// zone's); none on v2 (see `create_root`).
+    fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
+        match self.version {
+            Version::V2 => Vec::new(),
+            Version::V1 => {
+                let rel = self.rel(&Self::root_key(zone, name));
+                self.controllers
+                    .iter()
+                    .filter(|c| *c != "unified")
+                    .map(|c| self.root.join(c).join(&rel))
+                    .collect()
+            }
+        }
+    }
+
+    /// `tops` and every cgroup below them, deepest first.
+    fn tree(tops: &[PathBuf]) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        let mut next: Vec<PathBuf> = tops.iter().filter(|d| d.is_dir()).cloned().collect();
+        while let Some(d) = next.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        next.push(e.path());
+                    }
+                }
+            }
+            all.push(d);
+        }
+        all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        all.dedup();
+        all
+    }
+
+    /// Host pids in the cgroups of `tops` and below them.
+    fn pids_in(tops: &[PathBuf]) -> Result<Vec<u32>, CgroupError> {
+        let mut all = Vec::new();
+        for d in Self::tree(tops) {
+            let path = d.join("cgroup.procs");
+            match std::fs::read_to_string(&path) {
+                Ok(s) => all.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
     }
 
     /// The directory holding `file` for this zone (v1: the controller's).
@@ -494,18 +572,92 @@ impl CgroupDriver for CgroupFs {
     }
 
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
-        let mut all = Vec::new();
-        for d in self.dirs(zone).into_iter().chain(self.work_dir(zone)) {
-            let path = d.join("cgroup.procs");
-            match std::fs::read_to_string(&path) {
-                Ok(s) => all.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&path)(e)),
+        Self::pids_in(&self.dirs(zone))
+    }
+
+    fn create_root(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, CgroupError> {
+        let dirs = self.root_dirs(zone, name);
+        if dirs.is_empty() {
+            return Ok(false);
+        }
+        for d in &dirs {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                let _ = self.remove_root(zone, name);
+                return Err(io_err(d)(e));
             }
         }
-        all.sort_unstable();
-        all.dedup();
-        Ok(all)
+        match self.set_root_limits(zone, name, limits) {
+            Ok(own) => Ok(own),
+            Err(e) => {
+                let _ = self.remove_root(zone, name);
+                Err(e)
+            }
+        }
+    }
+
+    fn set_root_limits(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, CgroupError> {
+        if self.root_dirs(zone, name).is_empty() {
+            return Ok(false);
+        }
+        // v1 refuses a child CPU quota above its parent's: the zone's
+        // quota is the ceiling (it throttles the container anyway).
+        let mut limits = limits.clone();
+        let zone_quota = self
+            .read(zone, "cpu", "cpu.cfs_quota_us")
+            .and_then(|q| q.trim().parse::<i64>().ok())
+            .filter(|q| *q > 0);
+        if let Some(q) = zone_quota {
+            let ceiling = q as f64 / PERIOD_US as f64;
+            limits.cpu_limit = Some(limits.cpu_limit.map_or(ceiling, |c| c.min(ceiling)));
+        }
+        self.set_limits(&Self::root_key(zone, name), &limits)?;
+        Ok(true)
+    }
+
+    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError> {
+        if self.root_dirs(zone, name).is_empty() {
+            return self.usage(zone);
+        }
+        self.usage(&Self::root_key(zone, name))
+    }
+
+    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
+        let dirs = self.root_dirs(zone, name);
+        let started = Instant::now();
+        loop {
+            for pid in Self::pids_in(&dirs)? {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            let mut left = false;
+            for d in Self::tree(&dirs) {
+                match std::fs::remove_dir(&d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => left = true,
+                }
+            }
+            if !left {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(CgroupError::Busy {
+                    path: dirs[0].display().to_string(),
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn remove(&self, zone: &str) -> Result<(), CgroupError> {
@@ -529,8 +681,8 @@ impl CgroupDriver for CgroupFs {
             }
             self.freeze(zone, false);
             let mut left = false;
-            for d in self.work_dir(zone).iter().chain(dirs.iter()) {
-                match std::fs::remove_dir(d) {
+            for d in Self::tree(&dirs) {
+                match std::fs::remove_dir(&d) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(_) => left = true,
@@ -631,6 +783,61 @@ mod tests {
         assert_eq!(read("cpu/rauha/z1/cpu.shares"), "512");
         assert_eq!(read("cpu/rauha/z1/cpu.cfs_quota_us"), "50000");
         assert_eq!(fs.list().expect("list"), vec!["z1".to_string()]);
+        std::fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    #[test]
+    fn v1_container_roots_get_cgroups_of_their_own() {
+        let root = fake_v1();
+        let fs = CgroupFs::new(&root, "rauha").expect("v1");
+        let zone = ResourcesSection {
+            cpu_limit: Some(1.0),
+            ..Default::default()
+        };
+        fs.create("z", &zone).expect("create");
+        let own = ResourcesSection {
+            cpu_limit: Some(2.0),
+            memory_limit: Some(32 << 20),
+            pids_max: Some(16),
+            cpu_shares: None,
+        };
+        assert!(fs.create_root("z", "c1", &own).expect("create root"));
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+        assert_eq!(
+            read("memory/rauha/z/work/c1/memory.limit_in_bytes"),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(read("pids/rauha/z/work/c1/pids.max"), "16");
+        // Above the zone's quota: the zone's is the ceiling (v1 refuses more).
+        assert_eq!(read("cpu/rauha/z/work/c1/cpu.cfs_quota_us"), "100000");
+        assert!(root.join("freezer/rauha/z/work/c1").is_dir());
+        // The zone's pids include its containers' cgroups.
+        std::fs::write(root.join("memory/rauha/z/work/c1/cgroup.procs"), "4242\n").expect("w");
+        assert!(fs.pids("z").expect("pids").contains(&4242));
+        std::fs::write(
+            root.join("memory/rauha/z/work/c1/memory.usage_in_bytes"),
+            "8192\n",
+        )
+        .expect("w");
+        assert_eq!(fs.root_usage("z", "c1").expect("usage").memory_bytes, 8192);
+        std::fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    #[test]
+    fn v2_container_roots_share_the_zones_cgroup() {
+        let root = std::env::temp_dir().join(format!("rauha-cg2r-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).expect("dir");
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids").expect("w");
+        let fs = CgroupFs::new(&root, "rauha").expect("v2");
+        fs.create("z", &ResourcesSection::default())
+            .expect("create");
+        let own = ResourcesSection {
+            memory_limit: Some(32 << 20),
+            ..Default::default()
+        };
+        assert!(!fs.create_root("z", "c1", &own).expect("create root"));
+        assert!(!root.join("rauha/z/work/c1").exists());
+        assert!(!fs.set_root_limits("z", "c1", &own).expect("set"));
         std::fs::remove_dir_all(root).expect("cleanup");
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rauha_guest_agent::config::{Hardening, RootConfig, WorkspaceMount, ZoneConfig};
 use rauha_spec::enforcement::{Enforcement, LayerStatus};
 use rauha_spec::names::{capability_number, syscall_number};
-use rauha_spec::policy::NetworkMode;
+use rauha_spec::policy::{NetworkMode, ResourcesSection};
 use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
 use tokio::net::UnixStream;
 use uuid::Uuid;
@@ -337,7 +337,8 @@ impl IsolationBackend for LinuxBackend {
         rootfs: &Path,
         readonly: bool,
         mounts: &[super::RootMount],
-    ) -> Result<(), BackendError> {
+        limits: &ResourcesSection,
+    ) -> Result<bool, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.is_dir() {
             return Err(BackendError::Setup(
@@ -345,12 +346,48 @@ impl IsolationBackend for LinuxBackend {
             ));
         }
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
-        roots::add(&containers, name, rootfs, readonly, mounts)
+        roots::add(&containers, name, rootfs, readonly, mounts)?;
+        // The cgroup last: the agent puts the container's processes in it
+        // once it exists, and an added root is not used before this returns.
+        match self
+            .cgroups
+            .create_root(&self.cgroup_key(zone_id), name, limits)
+        {
+            Ok(own) => Ok(own),
+            Err(e) => {
+                let _ = roots::remove(&containers, name);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn set_root_limits(
+        &self,
+        zone_id: Uuid,
+        name: &str,
+        limits: &ResourcesSection,
+    ) -> Result<bool, BackendError> {
+        let containers = self.state_dir(zone_id).join(CONTAINERS);
+        if !containers.join(name).is_dir() {
+            return Err(BackendError::NoRoot(name.to_string()));
+        }
+        Ok(self
+            .cgroups
+            .set_root_limits(&self.cgroup_key(zone_id), name, limits)?)
+    }
+
+    fn root_usage(&self, zone_id: Uuid, name: &str) -> Result<Usage, BackendError> {
+        let containers = self.state_dir(zone_id).join(CONTAINERS);
+        if !containers.join(name).is_dir() {
+            return Err(BackendError::NoRoot(name.to_string()));
+        }
+        Ok(self.cgroups.root_usage(&self.cgroup_key(zone_id), name)?)
     }
 
     fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError> {
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
-        roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)
+        roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)?;
+        Ok(self.cgroups.remove_root(&self.cgroup_key(zone_id), name)?)
     }
 
     fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
