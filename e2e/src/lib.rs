@@ -243,14 +243,7 @@ impl Daemon {
         let mut pids: Vec<u32> = self
             .zone_cgroups()
             .iter()
-            .flat_map(|cg| [cg.clone(), cg.join("work")])
-            .flat_map(|cg| {
-                std::fs::read_to_string(cg.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
+            .flat_map(|cg| cgroup_tree_pids(cg))
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -321,6 +314,32 @@ pub fn processes_in(parent: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// A cgroup and every cgroup below it (a zone's agent, work and
+/// containers have cgroups of their own).
+pub fn cgroup_tree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            all.extend(cgroup_tree(&e.path()));
+        }
+    }
+    all
+}
+
+/// The pids in a cgroup and every cgroup below it.
+pub fn cgroup_tree_pids(dir: &Path) -> Vec<u32> {
+    cgroup_tree(dir)
+        .iter()
+        .flat_map(|cg| {
+            std::fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// `<hierarchy>/<parent>` for each cgroup hierarchy that has it.
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
@@ -358,9 +377,11 @@ impl Drop for Daemon {
                     .map(|e| e.path())
                     .filter(|p| p.is_dir())
                 {
-                    // The zone's work child first: a cgroup with a child
-                    // cannot be removed.
-                    for cg in [zone.join("work"), zone.clone()] {
+                    // Deepest first (agent, work, containers' own): a
+                    // cgroup with a child cannot be removed.
+                    let mut tree = cgroup_tree(&zone);
+                    tree.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                    for cg in &tree {
                         // Frozen tasks do not die of SIGKILL: thaw first.
                         let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
                         let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
@@ -371,9 +392,10 @@ impl Drop for Daemon {
                             }
                         }
                     }
-                    let _ = std::fs::remove_dir(zone.join("work"));
-                    if std::fs::remove_dir(&zone).is_err() {
-                        left = true;
+                    for cg in &tree {
+                        if std::fs::remove_dir(cg).is_err() {
+                            left = true;
+                        }
                     }
                 }
                 if std::fs::remove_dir(&dir).is_err() {

@@ -9,16 +9,13 @@ use rauha_e2e::{bin_dir, json, ready, text, Daemon};
 
 /// Host pids of the processes in a zone's work cgroup.
 fn work_pids(d: &Daemon, zone_id: &str) -> Vec<u32> {
-    rauha_e2e::cgroup_dirs(&d.cgroup_parent)
+    let mut pids: Vec<u32> = rauha_e2e::cgroup_dirs(&d.cgroup_parent)
         .into_iter()
-        .map(|dir| dir.join(zone_id).join("work/cgroup.procs"))
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .flat_map(|s| {
-            s.lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
+        .flat_map(|dir| rauha_e2e::cgroup_tree_pids(&dir.join(zone_id).join("work")))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// Reads a file of the zone through a zone process's root.

@@ -74,3 +74,184 @@ async fn a_bad_bundle_is_a_clear_error() {
     );
     assert!(d.zone_cgroups().is_empty(), "nothing half-made is left");
 }
+
+/// A process's cgroup path in the hierarchy holding `controller` (v1), or
+/// in the unified one (v2).
+fn own_cgroup(pid: u32, controller: &str) -> Option<(String, String)> {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1 = cg.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, c, path) = (parts.next()?, parts.next()?, parts.next()?);
+        c.split(',')
+            .any(|c| c == controller)
+            .then(|| (format!("/sys/fs/cgroup/{controller}"), path.to_string()))
+    });
+    v1.or_else(|| {
+        cg.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(|p| ("/sys/fs/cgroup".to_string(), p.to_string()))
+    })
+}
+
+#[tokio::test]
+async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
+    use rauha_api::v1;
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let Some(bundle) = busybox_bundle(&d.dir, true) else {
+        assert!(!prerequisite(
+            false,
+            "busybox-static (apt-get install busybox-static)"
+        ));
+        return;
+    };
+    let mut zones = d.zones_client().await;
+    let mut procs = d.processes_client().await;
+    zones
+        .create(v1::CreateZoneRequest {
+            name: "pod".into(),
+            bundle: bundle.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("create the zone");
+    let limits = |memory: u64| v1::RootLimits {
+        memory_bytes: Some(memory),
+        pids_max: Some(16),
+        ..Default::default()
+    };
+    let added = zones
+        .add_root(v1::AddRootRequest {
+            zone: "pod".into(),
+            name: "c1".into(),
+            rootfs: bundle.join("rootfs").display().to_string(),
+            readonly: true,
+            limits: Some(limits(32 << 20)),
+            ..Default::default()
+        })
+        .await
+        .expect("add the root")
+        .into_inner();
+    assert!(added.own_cgroup, "the container got no cgroup of its own");
+    let run = |args: &[&str]| v1::RunRequest {
+        zone: "pod".into(),
+        spec: Some(v1::ProcessSpec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec!["PATH=/bin".into()],
+            root: "c1".into(),
+            ..Default::default()
+        }),
+        stdio: None,
+    };
+    let sleeper = procs
+        .run(run(&["busybox", "sleep", "600"]))
+        .await
+        .expect("run in the root")
+        .into_inner();
+    let (hierarchy, path) = own_cgroup(sleeper.host_pid, "memory").expect("its cgroup");
+    assert!(
+        path.ends_with("/work/c1"),
+        "the container's own cgroup: {path}"
+    );
+    let limit_file = if hierarchy.ends_with("memory") {
+        "memory.limit_in_bytes"
+    } else {
+        "memory.max"
+    };
+    let limit =
+        std::fs::read_to_string(format!("{hierarchy}{path}/{limit_file}")).expect("limit file");
+    assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    let usage = |zones: &mut v1::zones_client::ZonesClient<_>| {
+        let mut zones = zones.clone();
+        async move {
+            zones
+                .root_usage(v1::RootRef {
+                    zone: "pod".into(),
+                    name: "c1".into(),
+                })
+                .await
+                .expect("root usage")
+                .into_inner()
+        }
+    };
+    let u = usage(&mut zones).await;
+    assert_eq!((u.memory_limit_bytes, u.pids_max), (32 << 20, 16), "{u:?}");
+    assert!(u.pids >= 1, "the sleeper counts: {u:?}");
+
+    // New limits reach the same cgroup.
+    zones
+        .update_root(v1::UpdateRootRequest {
+            zone: "pod".into(),
+            name: "c1".into(),
+            limits: Some(limits(48 << 20)),
+        })
+        .await
+        .expect("update");
+    assert_eq!(usage(&mut zones).await.memory_limit_bytes, 48 << 20);
+
+    // Past its own limit (far below the zone's), the container's process
+    // is OOM-killed, and the kill is counted as the container's.
+    let hog = procs
+        .run(run(&[
+            "busybox",
+            "sh",
+            "-c",
+            "busybox head -c 120000000 /dev/zero | busybox tail",
+        ]))
+        .await
+        .expect("run the hog")
+        .into_inner();
+    let ended = procs
+        .wait(v1::ProcessRef { id: hog.id })
+        .await
+        .expect("wait")
+        .into_inner();
+    // sh reports its pipeline's SIGKILL as 128 + 9.
+    assert!(
+        ended.signal == libc::SIGKILL || ended.exit_code == 128 + libc::SIGKILL,
+        "{ended:?}"
+    );
+    assert!(usage(&mut zones).await.oom_kills >= 1);
+
+    // Bad limits are refused with the field's name; nothing changes.
+    let err = zones
+        .update_root(v1::UpdateRootRequest {
+            zone: "pod".into(),
+            name: "c1".into(),
+            limits: Some(v1::RootLimits {
+                cpus: Some(-1.0),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("negative cores");
+    assert!(err.message().contains("limits.cpus"), "{}", err.message());
+    assert_eq!(usage(&mut zones).await.memory_limit_bytes, 48 << 20);
+
+    // Removing the root removes its cgroup, and what ran in it.
+    zones
+        .remove_root(v1::RootRef {
+            zone: "pod".into(),
+            name: "c1".into(),
+        })
+        .await
+        .expect("remove the root");
+    assert!(!std::path::Path::new(&format!("{hierarchy}{path}")).exists());
+    let err = zones
+        .root_usage(v1::RootRef {
+            zone: "pod".into(),
+            name: "c1".into(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+    zones
+        .delete(v1::DeleteZoneRequest {
+            zone: "pod".into(),
+            force: true,
+        })
+        .await
+        .expect("delete");
+}

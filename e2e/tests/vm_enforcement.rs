@@ -32,8 +32,8 @@ section info rauha info
 rauha zone create za --policy /tmp/zone.toml --netns /proc/1/ns/net >/dev/null
 rauha zone create zb --policy /tmp/zone.toml --netns /proc/1/ns/net >/dev/null
 zid() { rauha zone get "$1" --json | grep -m1 '"id"' | sed 's/.*"id": *"\([^"]*\)".*/\1/'; }
-ZA=/sys/fs/cgroup/rauha-vm/$(zid za)/work
-ZB=/sys/fs/cgroup/rauha-vm/$(zid zb)/work
+ZA=/sys/fs/cgroup/rauha-vm/$(zid za)/work/@zone
+ZB=/sys/fs/cgroup/rauha-vm/$(zid zb)/work/@zone
 
 # B makes a file and a binary in the shared directory.
 rauha exec zb -- sh -c 'echo from-b > /shared/b.txt && cp /usr/local/bin/rauha-probe /shared/b-probe'

@@ -138,12 +138,12 @@ lpid=$!
 zone=
 for i in $(seq 1 200); do
   zone=$(find /sys/fs/cgroup/rauha-vm -mindepth 1 -maxdepth 1 -type d | head -n1)
-  [ -n "$zone" ] && grep -q . "$zone/work/cgroup.procs" 2>/dev/null && break
+  [ -n "$zone" ] && grep -q . "$zone/work/@zone/cgroup.procs" 2>/dev/null && break
   sleep 0.05
 done
-section limits sh -c "cat $zone/memory.max $zone/pids.max; wc -l < $zone/cgroup.procs; wc -l < $zone/work/cgroup.procs; cat /sys/fs/cgroup/rauha-vm/cgroup.subtree_control" || true
+section limits sh -c "cat $zone/memory.max $zone/pids.max; wc -l < $zone/agent/cgroup.procs; wc -l < $zone/work/@zone/cgroup.procs; cat /sys/fs/cgroup/rauha-vm/cgroup.subtree_control; wc -l < $zone/cgroup.procs; cat $zone/cgroup.subtree_control" || true
 zone_procs() {
-  for d in "$zone" "$zone/work"; do
+  for d in "$zone" "$zone/agent" "$zone/work/@zone"; do
     for p in $(cat "$d/cgroup.procs"); do echo "${d##*/} $p $(tr '\0' ' ' </proc/$p/cmdline)"; done
   done
 }
@@ -199,8 +199,10 @@ exit $rc
         diag()
     );
 
-    // memory.max, pids.max, processes in the zone cgroup (the agent) and
-    // in its work child, the parent's subtree_control.
+    // memory.max, pids.max, processes in the agent's leaf and in the work
+    // outside containers, the parent's subtree_control; none in the zone's
+    // own cgroup, which hands its controllers down (to containers' own
+    // cgroups).
     let limits = out.section("limits").unwrap_or_default();
     let lines: Vec<&str> = limits.lines().map(str::trim).collect();
     assert_eq!(
@@ -211,11 +213,22 @@ exit $rc
     );
     assert!(
         lines.get(2).and_then(|n| n.parse::<u32>().ok()) >= Some(1),
-        "the agent in the zone cgroup:\n{limits}"
+        "the agent in its leaf:\n{limits}"
     );
     assert!(
         lines.get(3).and_then(|n| n.parse::<u32>().ok()) >= Some(1),
         "the work in the work cgroup:\n{limits}"
+    );
+    assert_eq!(
+        lines.get(5),
+        Some(&"0"),
+        "nothing in the zone's own cgroup:\n{limits}"
+    );
+    assert!(
+        lines
+            .get(6)
+            .is_some_and(|c| c.contains("memory") && c.contains("pids")),
+        "the zone hands down its controllers:\n{limits}"
     );
     let limited = out.section("limited").unwrap_or_default();
     assert!(

@@ -28,9 +28,20 @@ pub struct ZoneConfig {
     pub state_dir: String,
     /// `cgroup.procs` files (host paths) the agent joins before unsharing.
     pub cgroup_procs: Vec<String>,
+    /// A `cgroup.procs` (host path) the agent moves to once it unshared
+    /// (its cgroup namespace stays rooted at the zone's cgroup): on cgroup
+    /// v2, a leaf of its own, which leaves the zone's cgroup free to hand
+    /// controllers down.
+    #[serde(default)]
+    pub agent_cgroup_procs: Option<String>,
     /// The work cgroup's `cgroup.procs` (host path): every started process
     /// moves there, so that freezing the work leaves the agent running.
     pub work_cgroup_procs: Option<String>,
+    /// Directories (host paths, one per hierarchy) in which rauhad makes a
+    /// container root's own cgroup, `DIR/NAME`: a process of that root
+    /// joins it instead of the work cgroup.
+    #[serde(default)]
+    pub container_cgroups: Vec<String>,
     pub root: RootConfig,
     /// Bring loopback up in the zone's network namespace.
     pub loopback: bool,

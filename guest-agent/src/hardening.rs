@@ -34,9 +34,9 @@ pub struct Prepared {
 }
 
 /// Where started processes go, opened before pivot_root (the host paths
-/// are out of reach after it): the zone's work cgroup, and the zone's
-/// directory in each hierarchy, under which rauhad makes a container's own
-/// cgroup (`work/NAME`).
+/// are out of reach after it): the zone's work cgroup, and the directories
+/// in which rauhad makes a container's own cgroup (`DIR/NAME`, one per
+/// hierarchy).
 #[derive(Default)]
 pub struct ZoneCgroups {
     work: Option<OwnedFd>,
@@ -44,9 +44,9 @@ pub struct ZoneCgroups {
 }
 
 impl ZoneCgroups {
-    /// `zone_procs`: the zone's `cgroup.procs` files (one per hierarchy);
-    /// `work_procs`: the work cgroup's.
-    pub fn open(zone_procs: &[String], work_procs: Option<&str>) -> io::Result<ZoneCgroups> {
+    /// `work_procs`: the work cgroup's `cgroup.procs`; `container_dirs`:
+    /// where containers' own cgroups are made.
+    pub fn open(work_procs: Option<&str>, container_dirs: &[String]) -> io::Result<ZoneCgroups> {
         use std::os::unix::fs::OpenOptionsExt;
         let work = work_procs
             .map(|p| {
@@ -58,17 +58,12 @@ impl ZoneCgroups {
             .transpose()?
             .map(OwnedFd::from);
         let mut dirs = Vec::new();
-        for procs in zone_procs {
-            let Some(dir) = std::path::Path::new(procs).parent() else {
-                continue;
-            };
+        for dir in container_dirs {
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
                 .open(dir)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot open {}: {e}", dir.display()))
-                })?;
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot open {dir}: {e}")))?;
             dirs.push(OwnedFd::from(f));
         }
         Ok(ZoneCgroups { work, dirs })
@@ -83,7 +78,7 @@ impl ZoneCgroups {
                 format!("{name:?} is not a container root name"),
             ));
         }
-        let rel = std::ffi::CString::new(format!("work/{name}/cgroup.procs"))?;
+        let rel = std::ffi::CString::new(format!("{name}/cgroup.procs"))?;
         let mut found = Vec::new();
         for dir in &self.dirs {
             // SAFETY: openat on a directory fd we own and a NUL-terminated path.

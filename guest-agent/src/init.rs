@@ -39,8 +39,8 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     // Opened before pivot_root: the host paths are out of reach after it.
     let cgroups = std::sync::Arc::new(ZoneCgroups::open(
-        &config.cgroup_procs,
         config.work_cgroup_procs.as_deref(),
+        &config.container_cgroups,
     )?);
     let root = state.join("root");
     rootfs::build(

@@ -31,6 +31,10 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
             format!("cannot create the zone's namespaces: {e}"),
         )
     })?;
+    if let Some(procs) = &config.agent_cgroup_procs {
+        std::fs::write(procs, &pid)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot join cgroup {procs}: {e}")))?;
+    }
     // SAFETY: the launcher is single-threaded, so the child may run
     // arbitrary code after fork.
     let child = check(unsafe { libc::fork() })?;

@@ -482,7 +482,7 @@ impl Service {
             .into_inner();
         if !added.own_cgroup {
             log::info!(
-                "container {id}: this host gives a pod's containers no cgroup of their own; the pod's limits hold for it"
+                "container {id}: its pod's zone gives containers no cgroup of their own; the pod's limits hold for it"
             );
         }
         Ok(())

@@ -55,14 +55,24 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
                 record.state.as_str()
             )));
         }
-        Ok(self.backend.add_root(
+        let own = self.backend.add_root(
             record.id,
             name,
             Path::new(rootfs),
             readonly,
             &mounts,
             limits,
-        )?)
+        )?;
+        if own {
+            // On a unified host the container's cgroup is a new cgroup id:
+            // the BPF layers learn it as the zone's before any process of
+            // the container runs in it.
+            if let Err(e) = self.sync_enforcement() {
+                let _ = self.backend.remove_root(record.id, name);
+                return Err(e);
+            }
+        }
+        Ok(own)
     }
 
     /// Sets a container root's own limits; returns whether it has a

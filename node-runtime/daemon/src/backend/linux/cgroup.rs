@@ -44,11 +44,21 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
 pub struct ZoneCgroup {
     /// `cgroup.procs` files the agent writes its pid to.
     pub join: Vec<PathBuf>,
+    /// v2: the `cgroup.procs` of the agent's own leaf, which it moves to
+    /// once it made its cgroup namespace.
+    pub agent_procs: Option<PathBuf>,
     /// The work child's `cgroup.procs` (in the freezer hierarchy on v1).
     pub work_procs: Option<PathBuf>,
+    /// Where containers' own cgroups are made (`DIR/NAME`), one per
+    /// hierarchy.
+    pub containers: Vec<PathBuf>,
 }
 
 const WORK: &str = "work";
+/// v2: the zone agent's leaf, and the leaf in `work` for the work outside
+/// containers (a name no container root can have).
+const AGENT: &str = "agent";
+const ZONE_WORK: &str = "@zone";
 
 /// The file to write, its value, the file that reports the state, and the
 /// test that the state was reached.
@@ -61,15 +71,18 @@ pub trait CgroupDriver: Send + Sync {
     /// Creates the zone's cgroup with limits; returns the `cgroup.procs`
     /// files a process writes its pid to in order to join it.
     fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError>;
+    /// Once the zone's agent left the zone's cgroup for its leaf (v2):
+    /// enables the controllers below the zone and its work, so that
+    /// containers can have limits of their own. Nothing on v1.
+    fn delegate(&self, zone: &str) -> Result<(), CgroupError>;
     /// Freezes or thaws the zone's work (not its agent), and waits until
     /// the kernel reports the new state.
     fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError>;
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
     fn usage(&self, zone: &str) -> Result<Usage, CgroupError>;
     /// A container root's own cgroup in the zone (`work/NAME`), with its
-    /// limits. `false`: this layout gives containers none (the unified
-    /// hierarchy, where the zone's agent holds the zone's cgroup, so it
-    /// cannot hand controllers down), and they share the zone's.
+    /// limits. `false`: this zone gives containers none (a v2 zone made
+    /// before they had them), and they share the zone's.
     fn create_root(
         &self,
         zone: &str,
@@ -210,21 +223,37 @@ impl CgroupFs {
         format!("{zone}/{WORK}/{name}")
     }
 
-    /// A container root's directories: one per v1 controller (not the
-    /// controller-less unified one, which keeps BPF's cgroup id the
-    /// zone's); none on v2 (see `create_root`).
-    fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
+    /// Where containers' own cgroups are made: `work` in each v1
+    /// controller (not the controller-less unified hierarchy of a hybrid
+    /// host, which keeps BPF's cgroup id the zone's), or the v2 `work`.
+    fn container_parents(&self, zone: &str) -> Vec<PathBuf> {
+        let rel = self.rel(zone).join(WORK);
         match self.version {
-            Version::V2 => Vec::new(),
-            Version::V1 => {
-                let rel = self.rel(&Self::root_key(zone, name));
-                self.controllers
-                    .iter()
-                    .filter(|c| *c != "unified")
-                    .map(|c| self.root.join(c).join(&rel))
-                    .collect()
+            Version::V2 => vec![self.root.join(rel)],
+            Version::V1 => self
+                .controllers
+                .iter()
+                .filter(|c| *c != "unified")
+                .map(|c| self.root.join(c).join(&rel))
+                .collect(),
+        }
+    }
+
+    /// A container root's own directories; none for a v2 zone made before
+    /// containers had cgroups of their own (its agent is in the zone's
+    /// cgroup, so its work has no controllers to hand down).
+    fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
+        let parents = self.container_parents(zone);
+        if self.version == Version::V2 {
+            let ctl = parents.iter().map(|p| p.join("cgroup.subtree_control"));
+            let delegated = ctl
+                .filter_map(|c| std::fs::read_to_string(c).ok())
+                .any(|c| c.contains("memory"));
+            if !delegated {
+                return Vec::new();
             }
         }
+        parents.into_iter().map(|p| p.join(name)).collect()
     }
 
     /// `tops` and every cgroup below them, deepest first.
@@ -362,8 +391,9 @@ impl CgroupDriver for CgroupFs {
         let Some(dir) = self.unified_dir(zone) else {
             return Vec::new();
         };
-        // A cgroup2 directory's inode number is its cgroup id.
-        [dir.clone(), dir.join(WORK)]
+        // A cgroup2 directory's inode number is its cgroup id: the zone's,
+        // its agent's, its work's and each container's.
+        Self::tree(&[dir])
             .iter()
             .filter_map(|d| std::fs::metadata(d).ok())
             .map(|m| m.ino())
@@ -412,10 +442,51 @@ impl CgroupDriver for CgroupFs {
         if let Some(w) = &work {
             std::fs::create_dir_all(w).map_err(io_err(w))?;
         }
-        Ok(ZoneCgroup {
-            join: dirs.into_iter().map(|d| d.join("cgroup.procs")).collect(),
-            work_procs: work.map(|w| w.join("cgroup.procs")),
-        })
+        let containers = self.container_parents(zone);
+        for d in &containers {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let procs = |d: &Path| d.join("cgroup.procs");
+        let join = dirs.iter().map(|d| procs(d)).collect();
+        match (self.version, &work) {
+            (Version::V2, Some(work)) => {
+                // cgroup v2 hands controllers down only from a cgroup
+                // without processes: the agent moves to a leaf of its own
+                // (after it made its cgroup namespace at the zone's
+                // cgroup), and the work outside containers has one too,
+                // so that the zone and its work can give each container
+                // its own limits (`delegate`).
+                let agent = self.root.join(self.rel(zone)).join(AGENT);
+                let plain = work.join(ZONE_WORK);
+                for d in [&agent, &plain] {
+                    std::fs::create_dir_all(d).map_err(io_err(d))?;
+                }
+                Ok(ZoneCgroup {
+                    join,
+                    agent_procs: Some(procs(&agent)),
+                    work_procs: Some(procs(&plain)),
+                    containers,
+                })
+            }
+            _ => Ok(ZoneCgroup {
+                join,
+                agent_procs: None,
+                work_procs: work.as_deref().map(procs),
+                containers,
+            }),
+        }
+    }
+
+    fn delegate(&self, zone: &str) -> Result<(), CgroupError> {
+        if self.version == Version::V1 {
+            return Ok(());
+        }
+        let zone_dir = self.root.join(self.rel(zone));
+        for d in [zone_dir.clone(), zone_dir.join(WORK)] {
+            let ctl = d.join("cgroup.subtree_control");
+            std::fs::write(&ctl, V2_CONTROLLERS).map_err(io_err(&ctl))?;
+        }
+        Ok(())
     }
 
     fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError> {
@@ -824,20 +895,52 @@ mod tests {
     }
 
     #[test]
-    fn v2_container_roots_share_the_zones_cgroup() {
+    fn v2_zones_leave_their_cgroup_free_to_hand_down_limits() {
         let root = std::env::temp_dir().join(format!("rauha-cg2r-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&root).expect("dir");
         std::fs::write(root.join("cgroup.controllers"), "cpu memory pids").expect("w");
         let fs = CgroupFs::new(&root, "rauha").expect("v2");
-        fs.create("z", &ResourcesSection::default())
+        let cg = fs
+            .create("z", &ResourcesSection::default())
             .expect("create");
+        // The agent makes its namespace in the zone's cgroup, then moves
+        // to a leaf; the work outside containers is in a leaf too; then the
+        // zone and its work hand the controllers down.
+        assert_eq!(cg.join, vec![root.join("rauha/z/cgroup.procs")]);
+        assert_eq!(
+            cg.agent_procs,
+            Some(root.join("rauha/z/agent/cgroup.procs"))
+        );
+        assert_eq!(
+            cg.work_procs,
+            Some(root.join("rauha/z/work/@zone/cgroup.procs"))
+        );
+        assert_eq!(cg.containers, vec![root.join("rauha/z/work")]);
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
         let own = ResourcesSection {
             memory_limit: Some(32 << 20),
+            cpu_limit: Some(0.5),
             ..Default::default()
         };
-        assert!(!fs.create_root("z", "c1", &own).expect("create root"));
-        assert!(!root.join("rauha/z/work/c1").exists());
-        assert!(!fs.set_root_limits("z", "c1", &own).expect("set"));
+        assert!(!fs.create_root("z", "early", &own).expect("before"));
+        fs.delegate("z").expect("delegate");
+        assert_eq!(read("rauha/z/cgroup.subtree_control"), V2_CONTROLLERS);
+        assert_eq!(read("rauha/z/work/cgroup.subtree_control"), V2_CONTROLLERS);
+        assert!(fs.create_root("z", "c1", &own).expect("create root"));
+        assert_eq!(
+            read("rauha/z/work/c1/memory.max"),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(read("rauha/z/work/c1/cpu.max"), "50000 100000");
+        // BPF learns every cgroup of the zone as the zone's.
+        assert_eq!(fs.unified_ids("z").len(), 5, "z, agent, work, @zone, c1");
+
+        // A zone made before (its agent in the zone's cgroup): containers
+        // share the zone's cgroup, as they did.
+        std::fs::create_dir_all(root.join("rauha/old/work")).expect("dir");
+        assert!(!fs.create_root("old", "c1", &own).expect("create root"));
+        assert!(!root.join("rauha/old/work/c1").exists());
+        assert!(!fs.set_root_limits("old", "c1", &own).expect("set"));
         std::fs::remove_dir_all(root).expect("cleanup");
     }
 

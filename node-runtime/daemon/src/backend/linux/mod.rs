@@ -195,7 +195,13 @@ impl IsolationBackend for LinuxBackend {
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect(),
+                agent_cgroup_procs: cgroup.agent_procs.map(|p| p.display().to_string()),
                 work_cgroup_procs: cgroup.work_procs.map(|p| p.display().to_string()),
+                container_cgroups: cgroup
+                    .containers
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
                 root,
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
                 netns: setup.netns.clone(),
@@ -204,6 +210,8 @@ impl IsolationBackend for LinuxBackend {
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
             let mut handle = spawn::start_agent(&self.agent_bin, &config, &state_dir).await?;
+            // The agent is ready, out of the zone's own cgroup.
+            self.cgroups.delegate(&key)?;
             handle.bpf_zone = self.bpf.allocate(setup.id);
             handle.cgroup = setup.cgroup_parent.as_ref().map(|_| key.clone());
             Ok(handle)
@@ -386,8 +394,9 @@ impl IsolationBackend for LinuxBackend {
 
     fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError> {
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
-        roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)?;
-        Ok(self.cgroups.remove_root(&self.cgroup_key(zone_id), name)?)
+        // What still runs in the container ends with its cgroup, first.
+        self.cgroups.remove_root(&self.cgroup_key(zone_id), name)?;
+        roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)
     }
 
     fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
