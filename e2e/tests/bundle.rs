@@ -214,6 +214,16 @@ async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
         "{ended:?}"
     );
     assert!(usage(&mut zones).await.oom_kills >= 1);
+    // The zone's count has it too (v1 counts a kill only in the victim's
+    // cgroup; v2 up the tree).
+    let zone_usage = zones
+        .usage(v1::ZoneRef { zone: "pod".into() })
+        .await
+        .expect("zone usage")
+        .into_inner()
+        .usage
+        .unwrap_or_default();
+    assert!(zone_usage.oom_kills >= 1, "{zone_usage:?}");
 
     // Bad limits are refused with the field's name; nothing changes.
     let err = zones

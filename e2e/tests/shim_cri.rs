@@ -182,17 +182,26 @@ fn inspect_pid(cri: &Cri, id: &str) -> u32 {
 
 /// A host process's cgroup in the v1 hierarchy of a controller (`memory`,
 /// `cpu`), which `/sys/fs/cgroup/CONTROLLER` reaches.
-fn v1_cgroup_of(pid: u32, controller: &str) -> String {
+/// A host process's cgroup directory for a controller (`memory`, `cpu`):
+/// in its v1 hierarchy, or in the unified one on a v2 host.
+fn cgroup_of(pid: u32, controller: &str) -> PathBuf {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
-    cg.lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, c, path) = (parts.next()?, parts.next()?, parts.next()?);
-            c.split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {cg}"))
+    let v1 = cg.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, c, path) = (parts.next()?, parts.next()?, parts.next()?);
+        c.split(',')
+            .any(|c| c == controller)
+            .then(|| format!("/sys/fs/cgroup/{controller}{path}"))
+    });
+    let v2 = || {
+        cg.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(|p| format!("/sys/fs/cgroup{p}"))
+    };
+    PathBuf::from(
+        v1.or_else(v2)
+            .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {cg}")),
+    )
 }
 
 /// The zone cgroup a host process is in (the cgroup path names the zone).
@@ -439,34 +448,37 @@ fn cri_containers_of_a_pod_share_its_zone() {
     let limit = zone_memory_limit(&zone1);
     assert_eq!(limit, Some(96 << 20), "zone {zone1}");
     let b_pid = inspect_pid(&cri, &b);
-    let own = v1_cgroup_of(b_pid, "memory");
+    let own = cgroup_of(b_pid, "memory");
     assert!(
-        own.ends_with(&format!("/{zone1}/work/{b}")),
-        "b's own memory cgroup: {own}"
+        own.ends_with(format!("{zone1}/work/{b}")),
+        "b's own memory cgroup: {}",
+        own.display()
     );
-    let host_file = |hierarchy: &str, file: &str| {
-        std::fs::read_to_string(format!(
-            "/sys/fs/cgroup/{hierarchy}{}/{file}",
-            v1_cgroup_of(b_pid, hierarchy)
-        ))
-        .unwrap_or_else(|e| panic!("{hierarchy} {file}: {e}"))
-        .trim()
-        .to_string()
+    // v1 files, or v2's.
+    let host_file = |controller: &str, files: [&str; 2]| {
+        let dir = cgroup_of(b_pid, controller);
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .unwrap_or_else(|| panic!("{files:?} in {}", dir.display()))
+            .trim()
+            .to_string()
     };
     assert_eq!(
-        host_file("memory", "memory.limit_in_bytes"),
+        host_file("memory", ["memory.limit_in_bytes", "memory.max"]),
         (32u64 << 20).to_string()
     );
-    assert_eq!(host_file("cpu", "cpu.cfs_quota_us"), "50000");
-    let a_own = v1_cgroup_of(inspect_pid(&cri, &a), "memory");
-    assert!(a_own.ends_with(&format!("/work/{a}")), "{a_own}");
+    let quota = host_file("cpu", ["cpu.cfs_quota_us", "cpu.max"]);
+    assert!(quota == "50000" || quota == "50000 100000", "{quota}");
+    let a_own = cgroup_of(inspect_pid(&cri, &a), "memory");
+    assert!(a_own.ends_with(format!("work/{a}")), "{}", a_own.display());
     // A container's /sys/fs/cgroup is its own cgroups, read-only (CRI
     // mounts cgroup there), in a cgroup namespace rooted there as under
     // runc: a runtime that reads its limit (the JVM) finds the
     // container's, and no hierarchy shows the host's tree.
     let ns = cri.crictl(&["exec", &b, "cat", "/proc/self/cgroup"]);
     assert!(
-        ns.lines().any(|l| l.ends_with(":memory:/")),
+        ns.lines().any(|l| l.ends_with(":memory:/") || l == "0::/"),
         "b's cgroup namespace: {ns}"
     );
     let inside = cri.crictl(&[

@@ -102,6 +102,14 @@ impl ZoneCgroups {
             // SAFETY: openat returned a new descriptor that nothing else owns.
             found.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
         }
+        // rauhad makes a container's cgroup with its root: a root without
+        // one is half-made (or half-removed); never run it unlimited.
+        if found.is_empty() && !self.dirs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("container {name:?} has no cgroup of its own in the zone"),
+            ));
+        }
         Ok(found)
     }
 }
@@ -278,14 +286,14 @@ impl Prepared {
 impl Prepared {
     /// Runs in the child first, before it enters a container root (whose
     /// cgroupfs is mounted from the namespace made here): joins the
-    /// container's own cgroups and unshares the cgroup namespace, or joins
-    /// the zone's work cgroup.
+    /// container's own cgroups, or the zone's work cgroup, and unshares the
+    /// cgroup namespace there, so that no cgroup of the agent or of another
+    /// container is in its view.
     pub fn join_cgroups(&self) -> io::Result<()> {
         if self.own.is_empty() {
             if let Some(fd) = &self.cgroups.work {
                 join_cgroup(fd.as_raw_fd())?;
             }
-            return Ok(());
         }
         for fd in self.own.iter() {
             join_cgroup(fd.as_raw_fd())?;

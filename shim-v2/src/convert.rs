@@ -287,6 +287,17 @@ pub fn root_limits(r: &Value) -> v1::RootLimits {
     }
 }
 
+/// An update's limits over the current ones: what it leaves out keeps its
+/// value (runc's update changes only what it is given).
+pub fn merge_limits(current: &v1::RootLimits, update: &v1::RootLimits) -> v1::RootLimits {
+    v1::RootLimits {
+        memory_bytes: update.memory_bytes.or(current.memory_bytes),
+        pids_max: update.pids_max.or(current.pids_max),
+        cpu_shares: update.cpu_shares.or(current.cpu_shares),
+        cpus: update.cpus.or(current.cpus),
+    }
+}
+
 /// The OCI spec's mounts as rauhad's container-root mounts.
 pub fn mounts(spec: &Value) -> Vec<v1::RootMount> {
     spec.get("mounts")
@@ -313,17 +324,6 @@ pub fn mounts(spec: &Value) -> Vec<v1::RootMount> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The container's memory limit in bytes, if it sets one.
-pub fn memory_limit(spec: &Value) -> Option<u64> {
-    spec.get("linux")?
-        .get("resources")?
-        .get("memory")?
-        .get("limit")?
-        .as_i64()
-        .filter(|l| *l > 0)
-        .map(|l| l as u64)
 }
 
 pub fn timestamp(ms: u64) -> Timestamp {
@@ -403,6 +403,12 @@ mod tests {
         assert_eq!(l.pids_max, Some(64));
         let no_period = root_limits(&json!({"cpu": {"quota": 25000}}));
         assert_eq!(no_period.cpus, Some(0.25));
+        // An update of the memory keeps the rest.
+        let merged = merge_limits(&l, &root_limits(&json!({"memory": {"limit": 1024}})));
+        assert_eq!(
+            (merged.memory_bytes, merged.cpus, merged.pids_max),
+            (Some(1024), Some(0.5), Some(64))
+        );
         // None set (a BestEffort container's quota of -1): none of its own.
         let none = root_limits(&json!({"cpu": {"quota": -1, "period": 100000}}));
         assert_eq!(none, v1::RootLimits::default());

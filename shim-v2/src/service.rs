@@ -90,8 +90,9 @@ struct Container {
     /// A pod's container: its processes run in this container root of the
     /// pod's zone (its own image).
     root: Option<String>,
-    /// Its memory limit (bytes), for the pod's total.
-    memory_limit: Option<u64>,
+    /// Its own limits as last applied (a pod's container); its memory limit
+    /// also counts for the pod's total.
+    limits: v1::RootLimits,
     /// The zone's OOM kill count when its init started.
     oom_before: u64,
     paused: bool,
@@ -501,7 +502,7 @@ impl Service {
                 .unwrap_or_else(|e| e.into_inner());
             all.values()
                 .filter(|c| c.zone == zone && c.root.is_some())
-                .map(|c| c.memory_limit)
+                .map(|c| c.limits.memory_bytes)
                 .collect()
         };
         let Some(total) = limits.iter().try_fold(0u64, |sum, l| l.map(|l| sum + l)) else {
@@ -639,7 +640,11 @@ impl Task for Service {
                 (zone, false)
             }
         };
-        let memory_limit = convert::memory_limit(&spec);
+        let limits = convert::root_limits(
+            spec.get("linux")
+                .and_then(|l| l.get("resources"))
+                .unwrap_or(&Value::Null),
+        );
         let io = stdio(&req.stdin, &req.stdout, &req.stderr);
         self.inner
             .containers
@@ -652,7 +657,7 @@ impl Task for Service {
                     zone: zone.clone(),
                     owns_zone,
                     root: root.clone(),
-                    memory_limit,
+                    limits,
                     oom_before: 0,
                     paused: false,
                     init: Proc::new(init, io),
@@ -793,7 +798,7 @@ impl Task for Service {
                     .map_err(ttrpc_error)?;
                 unmount_rootfs(&bundle);
                 self.with(&req.id, |c| {
-                    c.memory_limit = None;
+                    c.limits = v1::RootLimits::default();
                     c.root = None;
                     Ok(())
                 })?;
@@ -1055,28 +1060,29 @@ impl Task for Service {
             })?
             .unwrap_or(Value::Null);
         // A pod's container: its own limits, and its new memory limit
-        // changes the pod's total.
+        // changes the pod's total. As runc does, what the update leaves out
+        // keeps its value.
         let member = self.with(&req.id, |c| {
             let Some(root) = c.root.clone() else {
                 return Ok(None);
             };
-            if let Some(l) = convert::memory_limit(&serde_json::json!({
-                "linux": {"resources": resources.clone()}
-            })) {
-                c.memory_limit = Some(l);
-            }
-            Ok(Some((c.zone.clone(), root)))
+            let merged = convert::merge_limits(&c.limits, &convert::root_limits(&resources));
+            Ok(Some((c.zone.clone(), root, merged)))
         })?;
-        if let Some((zone, name)) = member {
+        if let Some((zone, name, merged)) = member {
             self.zones()
                 .await?
                 .update_root(v1::UpdateRootRequest {
                     zone: zone.clone(),
                     name,
-                    limits: Some(convert::root_limits(&resources)),
+                    limits: Some(merged),
                 })
                 .await
                 .map_err(ttrpc_error)?;
+            self.with(&req.id, |c| {
+                c.limits = merged;
+                Ok(())
+            })?;
             self.update_pod_memory(&zone).await;
             return Ok(api::Empty::new());
         }

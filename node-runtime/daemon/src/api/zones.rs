@@ -172,14 +172,18 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
                 options: m.options,
             })
             .collect();
-        let own_cgroup = self.registry.add_root(
-            &req.zone,
-            &req.name,
-            &req.rootfs,
-            req.readonly,
-            mounts,
-            &convert::root_limits(req.limits.as_ref()),
-        )?;
+        // Mounts and cgroups: blocking work (a failed add waits for its
+        // cgroup's removal).
+        let own_cgroup = tokio::task::block_in_place(|| {
+            self.registry.add_root(
+                &req.zone,
+                &req.name,
+                &req.rootfs,
+                req.readonly,
+                mounts,
+                &convert::root_limits(req.limits.as_ref()),
+            )
+        })?;
         Ok(Response::new(v1::RootResponse { own_cgroup }))
     }
 
@@ -221,7 +225,8 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
         request: Request<v1::RootRef>,
     ) -> Result<Response<v1::RootResponse>, Status> {
         let req = request.into_inner();
-        self.registry.remove_root(&req.zone, &req.name)?;
+        // Waits, up to seconds, for the container's processes to leave.
+        tokio::task::block_in_place(|| self.registry.remove_root(&req.zone, &req.name))?;
         Ok(Response::new(v1::RootResponse::default()))
     }
 

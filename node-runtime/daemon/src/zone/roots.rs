@@ -139,6 +139,13 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             ));
         }
         let record = self.find_zone(zone)?;
+        if record.state == rauha_spec::ZoneState::Paused {
+            // Frozen processes do not die of SIGKILL (cgroup v1).
+            return Err(DaemonError::FailedPrecondition(format!(
+                "zone {:?} is paused; resume it before removing container root {name:?}",
+                record.name
+            )));
+        }
         Ok(self.backend.remove_root(record.id, name)?)
     }
 }
@@ -166,10 +173,11 @@ fn check_limits(l: &ResourcesSection) -> Result<(), DaemonError> {
         }
     }
     if let Some(c) = l.cpu_limit {
-        if !c.is_finite() || c < 0.001 {
+        // The kernel's smallest quota is 1 ms of the 100 ms period.
+        if !c.is_finite() || !(0.01..=65_536.0).contains(&c) {
             return Err(DaemonError::invalid(
                 "limits.cpus",
-                format!("{c} is not a number of cores (at least 0.001)"),
+                format!("{c} is not a number of cores from 0.01 to 65536"),
             ));
         }
     }

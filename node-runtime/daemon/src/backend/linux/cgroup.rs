@@ -239,11 +239,15 @@ impl CgroupFs {
         }
     }
 
-    /// A container root's own directories; none for a v2 zone made before
-    /// containers had cgroups of their own (its agent is in the zone's
-    /// cgroup, so its work has no controllers to hand down).
+    /// A container root's own directories; none for a zone made before
+    /// containers had cgroups of their own: on v1 it has no `work` in
+    /// every controller (and its agent was told of none); on v2 its agent
+    /// is in the zone's cgroup, so its work has no controllers to hand down.
     fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
         let parents = self.container_parents(zone);
+        if !parents.iter().all(|p| p.is_dir()) {
+            return Vec::new();
+        }
         if self.version == Version::V2 {
             let ctl = parents.iter().map(|p| p.join("cgroup.subtree_control"));
             let delegated = ctl
@@ -590,10 +594,24 @@ impl CgroupDriver for CgroupFs {
                     &limits.cpu_shares.unwrap_or(1024).to_string(),
                 )?;
                 self.write(zone, "cpu", "cpu.cfs_period_us", &PERIOD_US.to_string())?;
-                let quota = limits.cpu_limit.map_or("-1".to_string(), |c| {
-                    format!("{}", (c * PERIOD_US as f64) as u64)
-                });
-                self.write(zone, "cpu", "cpu.cfs_quota_us", &quota)?;
+                let quota = limits
+                    .cpu_limit
+                    .map_or(-1, |c| (c * PERIOD_US as f64) as i64);
+                // A quota below a container's is refused while the
+                // container's stands: lower theirs first.
+                if quota > 0 {
+                    let cpu_dir = self.file(zone, "cpu", "");
+                    for d in Self::tree(std::slice::from_ref(&cpu_dir)) {
+                        let file = d.join("cpu.cfs_quota_us");
+                        let theirs = std::fs::read_to_string(&file)
+                            .ok()
+                            .and_then(|q| q.trim().parse::<i64>().ok());
+                        if d != cpu_dir && theirs.is_some_and(|t| t > quota) {
+                            std::fs::write(&file, quota.to_string()).map_err(io_err(&file))?;
+                        }
+                    }
+                }
+                self.write(zone, "cpu", "cpu.cfs_quota_us", &quota.to_string())?;
             }
         }
         Ok(())
@@ -634,9 +652,18 @@ impl CgroupDriver for CgroupFs {
                 cpu_time_us: self.read_u64(zone, "cpuacct", "cpuacct.usage").unwrap_or(0) / 1000,
                 pids: self.read_u64(zone, "pids", "pids.current").unwrap_or(0),
                 pids_max: self.read_u64(zone, "pids", "pids.max").unwrap_or(0),
-                oom_kills: self
-                    .keyed(zone, "memory", "memory.oom_control", "oom_kill")
-                    .unwrap_or(0),
+                // v1 counts a kill only in the victim's own cgroup (v2's
+                // memory.events counts it up the tree): add the containers'.
+                oom_kills: Self::tree(&[self.file(zone, "memory", "")])
+                    .iter()
+                    .filter_map(|d| std::fs::read_to_string(d.join("memory.oom_control")).ok())
+                    .filter_map(|s| {
+                        s.lines().find_map(|l| {
+                            l.strip_prefix("oom_kill ")
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                        })
+                    })
+                    .sum(),
             },
         };
         Ok(u)
@@ -657,7 +684,11 @@ impl CgroupDriver for CgroupFs {
             return Ok(false);
         }
         for d in &dirs {
-            if let Err(e) = std::fs::create_dir_all(d) {
+            let made = match std::fs::create_dir(d) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => Ok(()),
+                other => other,
+            };
+            if let Err(e) = made {
                 let _ = self.remove_root(zone, name);
                 return Err(io_err(d)(e));
             }
@@ -681,15 +712,15 @@ impl CgroupDriver for CgroupFs {
             return Ok(false);
         }
         // v1 refuses a child CPU quota above its parent's: the zone's
-        // quota is the ceiling (it throttles the container anyway).
+        // quota is the ceiling (it throttles the container anyway). No
+        // quota of its own stays none (-1: the zone's holds).
         let mut limits = limits.clone();
         let zone_quota = self
             .read(zone, "cpu", "cpu.cfs_quota_us")
             .and_then(|q| q.trim().parse::<i64>().ok())
             .filter(|q| *q > 0);
-        if let Some(q) = zone_quota {
-            let ceiling = q as f64 / PERIOD_US as f64;
-            limits.cpu_limit = Some(limits.cpu_limit.map_or(ceiling, |c| c.min(ceiling)));
+        if let (Some(q), Some(c)) = (zone_quota, limits.cpu_limit) {
+            limits.cpu_limit = Some(c.min(q as f64 / PERIOD_US as f64));
         }
         self.set_limits(&Self::root_key(zone, name), &limits)?;
         Ok(true)
@@ -704,6 +735,14 @@ impl CgroupDriver for CgroupFs {
 
     fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
         let dirs = self.root_dirs(zone, name);
+        // v2 kills the whole cgroup at once (a forking process cannot
+        // outrun it); v1 signals pid by pid below.
+        for d in &dirs {
+            let kill = d.join("cgroup.kill");
+            if kill.exists() {
+                let _ = std::fs::write(&kill, "1");
+            }
+        }
         let started = Instant::now();
         loop {
             for pid in Self::pids_in(&dirs)? {
@@ -882,8 +921,37 @@ mod tests {
         // Above the zone's quota: the zone's is the ceiling (v1 refuses more).
         assert_eq!(read("cpu/rauha/z/work/c1/cpu.cfs_quota_us"), "100000");
         assert!(root.join("freezer/rauha/z/work/c1").is_dir());
+        // No quota of its own stays none; a lower zone quota lowers the
+        // container's first (v1 would refuse it otherwise).
+        let plain = ResourcesSection {
+            memory_limit: Some(16 << 20),
+            ..Default::default()
+        };
+        assert!(fs.create_root("z", "c2", &plain).expect("create root"));
+        assert_eq!(read("cpu/rauha/z/work/c2/cpu.cfs_quota_us"), "-1");
+        let lower = ResourcesSection {
+            cpu_limit: Some(0.5),
+            ..Default::default()
+        };
+        fs.set_limits("z", &lower).expect("lower the zone's quota");
+        assert_eq!(read("cpu/rauha/z/work/c1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu/rauha/z/work/c2/cpu.cfs_quota_us"), "-1");
+        assert_eq!(read("cpu/rauha/z/cpu.cfs_quota_us"), "50000");
+        // A zone made before containers had cgroups (no `work` in memory):
+        // its containers share the zone's.
+        std::fs::create_dir_all(root.join("memory/rauha/old")).expect("dir");
+        std::fs::create_dir_all(root.join("freezer/rauha/old/work")).expect("dir");
+        assert!(!fs.create_root("old", "c1", &plain).expect("old zone"));
         // The zone's pids include its containers' cgroups.
         std::fs::write(root.join("memory/rauha/z/work/c1/cgroup.procs"), "4242\n").expect("w");
+        // A kill in a container counts for the zone too (v1 counts it only
+        // in the victim's cgroup).
+        std::fs::write(
+            root.join("memory/rauha/z/work/c1/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .expect("w");
+        assert_eq!(fs.usage("z").expect("usage").oom_kills, 1);
         assert!(fs.pids("z").expect("pids").contains(&4242));
         std::fs::write(
             root.join("memory/rauha/z/work/c1/memory.usage_in_bytes"),
