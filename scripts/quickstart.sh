@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 
 cargo build --release --workspace --bins
+scripts/build-shim.sh --release
 bin="$PWD/target/release"
 socket=/run/rauha/rauhad.sock
 

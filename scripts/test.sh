@@ -22,6 +22,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 echo "== unit tests"
 cargo test --workspace --exclude rauha-e2e 2>&1 | tee -a "$log"
+echo "== the shim, statically linked as deployed"
+scripts/build-shim.sh
 echo "== end-to-end tests (root, real rauhad)"
 # One at a time: they measure timeouts and host responsiveness on 2 cores.
 cargo test -p rauha-e2e --tests -- --test-threads=1 2>&1 | tee -a "$log"
