@@ -11,6 +11,9 @@ export RAUHA_E2E_REQUIRE="${RAUHA_E2E_REQUIRE:-1}"
 scripts/vm-kernel.sh
 # crictl from its Go module (e2e/go/go.mod), for the CRI tests of the shim.
 scripts/build-crictl.sh
+# containerd 2.x from its Go module (e2e/go/containerd2), for the shim's test
+# against it (the other shim tests run Debian's containerd 1.6).
+scripts/build-containerd2.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

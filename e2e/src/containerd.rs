@@ -51,6 +51,29 @@ pub const DEFAULT_NAMESPACE: &str = "rauha-e2e";
 /// The containerd 1.6/1.7 configuration of handler `rauha` that `deploy/`
 /// ships; the harness uses it as is.
 const DEPLOY_RAUHA_RUNTIME: &str = include_str!("../../deploy/containerd/config-v2.toml");
+/// The same for containerd 2.x (config version 3).
+const DEPLOY_RAUHA_RUNTIME_V3: &str = include_str!("../../deploy/containerd/config-v3.toml");
+
+/// Where scripts/build-containerd2.sh puts containerd 2.x and its ctr.
+pub fn containerd2_dir() -> PathBuf {
+    crate::bin_dir().join("../tools/containerd2")
+}
+
+/// Whether containerd 2.x is built (scripts/build-containerd2.sh), with
+/// what [`containerd_ready`] checks; a missing one fails under
+/// `RAUHA_E2E_REQUIRE=1`.
+pub fn containerd2_ready() -> bool {
+    containerd_ready()
+        && ["containerd", "ctr"].iter().all(|b| {
+            crate::prerequisite(
+                containerd2_dir().join(b).is_file(),
+                &format!(
+                    "{} (run scripts/build-containerd2.sh)",
+                    containerd2_dir().join(b).display()
+                ),
+            )
+        })
+}
 
 /// Busybox applets linked into the images [`Registry::push_busybox_image`]
 /// builds.
@@ -545,6 +568,9 @@ pub struct ContainerdOpts {
     /// The namespace of [`Containerd::ctr`]; [`DEFAULT_NAMESPACE`] by
     /// default.
     pub namespace: String,
+    /// A directory holding containerd 2.x and its ctr, to run instead of
+    /// Debian's containerd 1.6 (with a version 3 config).
+    pub containerd2: Option<PathBuf>,
 }
 
 impl Default for ContainerdOpts {
@@ -555,6 +581,7 @@ impl Default for ContainerdOpts {
             sandbox_image: None,
             plain_http_registries: Vec::new(),
             namespace: DEFAULT_NAMESPACE.to_string(),
+            containerd2: None,
         }
     }
 }
@@ -592,6 +619,12 @@ impl ContainerdOpts {
 
     pub fn namespace(mut self, ns: &str) -> Self {
         self.namespace = ns.to_string();
+        self
+    }
+
+    /// Runs containerd 2.x from `dir` (see [`containerd2_dir`]).
+    pub fn containerd2(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.containerd2 = Some(dir.into());
         self
     }
 }
@@ -705,8 +738,11 @@ impl Containerd {
             .map(|s| format!("    sandbox_image = {}\n", toml_str(s)))
             .unwrap_or_default();
         let p = |s: &str| toml_str(&d.join(s).display().to_string());
-        let config = format!(
-            r#"version = 2
+        let config = if self.opts.containerd2.is_some() {
+            self.config_v3(&net_d)
+        } else {
+            format!(
+                r#"version = 2
 root = {root}
 state = {state}
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
@@ -748,22 +784,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 # The runtime handler `rauha` exactly as deploy/ ships it.
 {deploy}"#,
-            deploy = DEPLOY_RAUHA_RUNTIME
-                .lines()
-                .filter(|l| !l.starts_with("version"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            root = p("root"),
-            state = p("state"),
-            sock = toml_str(&self.address().display().to_string()),
-            ttrpc = p("t.sock"),
-            opt = p("opt"),
-            runc = toml_str(&bin("runc").display().to_string()),
-            runc_root = p("runc"),
-            cni_bin = toml_str(CNI_BIN_DIR),
-            cni_conf = toml_str(&net_d.display().to_string()),
-            hosts = toml_str(&self.hosts_dir().display().to_string()),
-        );
+                deploy = DEPLOY_RAUHA_RUNTIME
+                    .lines()
+                    .filter(|l| !l.starts_with("version"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                root = p("root"),
+                state = p("state"),
+                sock = toml_str(&self.address().display().to_string()),
+                ttrpc = p("t.sock"),
+                opt = p("opt"),
+                runc = toml_str(&bin("runc").display().to_string()),
+                runc_root = p("runc"),
+                cni_bin = toml_str(CNI_BIN_DIR),
+                cni_conf = toml_str(&net_d.display().to_string()),
+                hosts = toml_str(&self.hosts_dir().display().to_string()),
+            )
+        };
         std::fs::write(self.config_path(), config).expect("write containerd config");
         std::fs::write(
             d.join("crictl.yaml"),
@@ -773,6 +810,81 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             ),
         )
         .expect("write crictl.yaml");
+    }
+
+    /// containerd 2.x's config (version 3): the same set-up as version 2's,
+    /// in its plugins' new names, and without NRI (whose socket is a host
+    /// path).
+    fn config_v3(&self, net_d: &Path) -> String {
+        let d = &self.dir;
+        let p = |s: &str| toml_str(&d.join(s).display().to_string());
+        let sandbox = self
+            .opts
+            .sandbox_image
+            .as_deref()
+            .map(|s| {
+                format!(
+                    "    [plugins.'io.containerd.cri.v1.images'.pinned_images]\n      sandbox = {}\n",
+                    toml_str(s)
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            r#"version = 3
+root = {root}
+state = {state}
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+
+[grpc]
+  address = {sock}
+
+[ttrpc]
+  address = {ttrpc}
+
+[debug]
+  level = "info"
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = "overlayfs"
+{sandbox}    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = {hosts}
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_selinux = false
+    disable_apparmor = true
+    netns_mounts_under_state_dir = true
+    restrict_oom_score_adj = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = "runc"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          BinaryName = {runc}
+          Root = {runc_root}
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = [{cni_bin}]
+      conf_dir = {cni_conf}
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+# The runtime handler `rauha` exactly as deploy/ ships it.
+{deploy}"#,
+            deploy = DEPLOY_RAUHA_RUNTIME_V3
+                .lines()
+                .filter(|l| !l.starts_with("version"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            root = p("root"),
+            state = p("state"),
+            sock = toml_str(&self.address().display().to_string()),
+            ttrpc = p("t.sock"),
+            runc = toml_str(&bin("runc").display().to_string()),
+            runc_root = p("runc"),
+            cni_bin = toml_str(CNI_BIN_DIR),
+            cni_conf = toml_str(&net_d.display().to_string()),
+            hosts = toml_str(&self.hosts_dir().display().to_string()),
+        )
     }
 
     /// Starts the containerd process on this harness' config and waits
@@ -806,7 +918,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 path.push(sys.to_string());
             }
         }
-        let mut cmd = Command::new(bin("containerd"));
+        let mut cmd = Command::new(self.containerd_bin());
         cmd.arg("--config")
             .arg(self.config_path())
             .env("PATH", path.join(":"))
@@ -829,7 +941,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 );
             }
             if self.address().exists() {
-                let out = Command::new(bin("ctr"))
+                let out = Command::new(self.ctr_bin())
                     .arg("--address")
                     .arg(self.address())
                     .args(["--connect-timeout", "2s", "--timeout", "5s", "version"])
@@ -846,6 +958,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn containerd_bin(&self) -> PathBuf {
+        match &self.opts.containerd2 {
+            Some(d) => d.join("containerd"),
+            None => bin("containerd"),
+        }
+    }
+
+    fn ctr_bin(&self) -> PathBuf {
+        match &self.opts.containerd2 {
+            Some(d) => d.join("ctr"),
+            None => bin("ctr"),
         }
     }
 
@@ -923,7 +1049,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// `ctr args...` started with its stdin, stdout and stderr piped to
     /// this process (an attached `ctr run`).
     pub fn ctr_attached(&self, args: &[&str]) -> std::process::Child {
-        Command::new(bin("ctr"))
+        Command::new(self.ctr_bin())
             .arg("--address")
             .arg(self.address())
             .args(["--namespace", &self.opts.namespace])
@@ -937,7 +1063,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     /// `ctr` in namespace `ns`.
     pub fn ctr_ns(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new(bin("ctr"))
+        Command::new(self.ctr_bin())
             .arg("--address")
             .arg(self.address())
             .args(["--namespace", ns])
@@ -1049,7 +1175,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 .status();
         }
         let ctr = |args: &[&str]| -> String {
-            Command::new(bin("ctr"))
+            Command::new(self.ctr_bin())
                 .arg("--address")
                 .arg(self.address())
                 .args(["--connect-timeout", "5s", "--timeout", "30s"])

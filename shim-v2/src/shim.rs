@@ -34,6 +34,17 @@ impl Shim for RauhaShim {
     /// containerd runs `start` in the bundle directory; every container of
     /// a pod shares the shim of its sandbox.
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        // containerd 1.x passes runtime options on stdin (runc's `Options`,
+        // which the crate's `spawn` reads for a shim cgroup); 2.3 and later
+        // pass their bootstrap parameters there instead, which the crate
+        // cannot parse ("WireError(UnexpectedEof)"). Rauha takes neither: it
+        // has no runtime options, and 2.x still gives its addresses in the
+        // environment. Reading stdin to its end leaves `spawn` none to parse.
+        use std::io::Read;
+        let mut ignored = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut ignored)
+            .map_err(|e| Error::Other(format!("cannot read the start parameters: {e}")))?;
         let spec = read_bundle_spec(std::path::Path::new(".")).map_err(Error::InvalidArgument)?;
         let grouping = convert::grouping(&spec, &opts.id);
         let address = spawn(opts, &grouping, Vec::new()).await?;
