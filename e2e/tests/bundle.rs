@@ -191,6 +191,30 @@ async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
         .expect("update");
     assert_eq!(usage(&mut zones).await.memory_limit_bytes, 48 << 20);
 
+    // cgroup v2 files by name (kubelet's memory.oom.group): written on a v2
+    // host; on a v1 host, refused with a line that says why.
+    let mut oom_group = limits(48 << 20);
+    oom_group
+        .unified
+        .insert("memory.oom.group".into(), "1".into());
+    let set = zones
+        .update_root(v1::UpdateRootRequest {
+            zone: "pod".into(),
+            name: "c1".into(),
+            limits: Some(oom_group),
+        })
+        .await;
+    if hierarchy.ends_with("memory") {
+        let e = set.expect_err("unified on v1");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+        assert!(e.message().contains("cgroup v2 host"), "{}", e.message());
+    } else {
+        set.expect("unified on v2");
+        let v = std::fs::read_to_string(format!("{hierarchy}{path}/memory.oom.group"))
+            .expect("memory.oom.group");
+        assert_eq!(v.trim(), "1");
+    }
+
     // Past its own limit (far below the zone's), the container's process
     // is OOM-killed, and the kill is counted as the container's.
     let hog = procs

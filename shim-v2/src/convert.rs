@@ -284,6 +284,16 @@ pub fn root_limits(r: &Value) -> v1::RootLimits {
         pids_max: section.pids_max,
         cpu_shares: section.cpu_shares,
         cpus: section.cpu_limit,
+        // cgroup v2 files by name (kubelet sets memory.oom.group there).
+        unified: r
+            .get("unified")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -295,6 +305,12 @@ pub fn merge_limits(current: &v1::RootLimits, update: &v1::RootLimits) -> v1::Ro
         pids_max: update.pids_max.or(current.pids_max),
         cpu_shares: update.cpu_shares.or(current.cpu_shares),
         cpus: update.cpus.or(current.cpus),
+        unified: current
+            .unified
+            .iter()
+            .chain(&update.unified)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -401,6 +417,8 @@ mod tests {
         assert_eq!(l.cpu_shares, Some(512));
         assert_eq!(l.cpus, Some(0.5));
         assert_eq!(l.pids_max, Some(64));
+        let oom_group = root_limits(&json!({"unified": {"memory.oom.group": "1"}}));
+        assert_eq!(oom_group.unified["memory.oom.group"], "1");
         let no_period = root_limits(&json!({"cpu": {"quota": 25000}}));
         assert_eq!(no_period.cpus, Some(0.25));
         // An update of the memory keeps the rest.

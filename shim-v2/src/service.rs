@@ -1075,7 +1075,7 @@ impl Task for Service {
                 .update_root(v1::UpdateRootRequest {
                     zone: zone.clone(),
                     name,
-                    limits: Some(merged),
+                    limits: Some(merged.clone()),
                 })
                 .await
                 .map_err(ttrpc_error)?;

@@ -79,6 +79,9 @@ impl From<DaemonError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             DaemonError::Backend(BackendError::NoRoot(_)) => tonic::Status::not_found(message),
+            DaemonError::Backend(BackendError::Cgroup(
+                crate::backend::linux::cgroup::CgroupError::UnifiedOnV1 { .. },
+            )) => tonic::Status::failed_precondition(message),
             DaemonError::Backend(_) => tonic::Status::internal(format!(
                 "{message}; see the zone's agent.log under RAUHA_ROOT and rauhad's log"
             )),

@@ -76,15 +76,22 @@ pub fn process_extras(
 
 /// A container root's wire limits as policy resources (checked by the
 /// registry).
-pub fn root_limits(l: Option<&v1::RootLimits>) -> rauha_spec::policy::ResourcesSection {
+pub fn root_limits(l: Option<&v1::RootLimits>) -> crate::backend::RootLimits {
     let Some(l) = l else {
         return Default::default();
     };
-    rauha_spec::policy::ResourcesSection {
-        cpu_shares: l.cpu_shares,
-        cpu_limit: l.cpus,
-        memory_limit: l.memory_bytes,
-        pids_max: l.pids_max,
+    crate::backend::RootLimits {
+        resources: rauha_spec::policy::ResourcesSection {
+            cpu_shares: l.cpu_shares,
+            cpu_limit: l.cpus,
+            memory_limit: l.memory_bytes,
+            pids_max: l.pids_max,
+        },
+        unified: l
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

@@ -75,6 +75,14 @@ pub struct Denial {
     pub comm: String,
 }
 
+/// A container root's own limits: the kinds a policy has, and cgroup v2
+/// files by name (an OCI spec's `linux.resources.unified`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RootLimits {
+    pub resources: ResourcesSection,
+    pub unified: std::collections::BTreeMap<String, String>,
+}
+
 /// Resource use of a zone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -191,7 +199,7 @@ pub trait IsolationBackend: Send + Sync + 'static {
         rootfs: &Path,
         readonly: bool,
         mounts: &[RootMount],
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, BackendError>;
 
     /// Sets a container root's own limits; `false` when it has no cgroup
@@ -200,7 +208,7 @@ pub trait IsolationBackend: Send + Sync + 'static {
         &self,
         zone_id: Uuid,
         name: &str,
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, BackendError>;
 
     /// A container root's use: its own cgroup's, or the zone's where it

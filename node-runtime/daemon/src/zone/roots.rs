@@ -3,10 +3,9 @@
 use std::path::Path;
 
 use rauha_guest_agent::config::valid_root_name;
-use rauha_spec::policy::ResourcesSection;
 
 use super::ZoneRegistry;
-use crate::backend::{IsolationBackend, RootMount};
+use crate::backend::{IsolationBackend, RootLimits, RootMount};
 use crate::error::DaemonError;
 
 impl<B: IsolationBackend> ZoneRegistry<B> {
@@ -17,7 +16,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         rootfs: &str,
         readonly: bool,
         mounts: Vec<RootMount>,
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, DaemonError> {
         if !valid_root_name(name) {
             return Err(DaemonError::invalid(
@@ -81,7 +80,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         &self,
         zone: &str,
         name: &str,
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, DaemonError> {
         if !valid_root_name(name) {
             return Err(DaemonError::invalid(
@@ -151,7 +150,31 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
 }
 
 /// A container's limits, as a user would get them wrong.
-fn check_limits(l: &ResourcesSection) -> Result<(), DaemonError> {
+fn check_limits(limits: &RootLimits) -> Result<(), DaemonError> {
+    for (file, value) in &limits.unified {
+        // Only a controller's own files, by a plain name: never one that
+        // moves processes (cgroup.procs) or reaches another directory.
+        let known = ["memory.", "pids.", "cpu."]
+            .iter()
+            .any(|c| file.strip_prefix(c).is_some_and(|rest| !rest.is_empty()));
+        let plain = file.len() <= 64
+            && file
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_');
+        if !known || !plain || file.contains("..") {
+            return Err(DaemonError::invalid(
+                "limits.unified",
+                format!("{file:?} is not a memory, pids or cpu file of a cgroup v2 cgroup"),
+            ));
+        }
+        if value.len() > 256 || value.contains('\n') {
+            return Err(DaemonError::invalid(
+                format!("limits.unified[{file:?}]"),
+                "a value is one line of at most 256 bytes",
+            ));
+        }
+    }
+    let l = &limits.resources;
     if l.memory_limit == Some(0) {
         return Err(DaemonError::invalid(
             "limits.memory_bytes",
@@ -182,4 +205,33 @@ fn check_limits(l: &ResourcesSection) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unified(file: &str, value: &str) -> RootLimits {
+        let mut l = RootLimits::default();
+        l.unified.insert(file.into(), value.into());
+        l
+    }
+
+    #[test]
+    fn unified_files_are_a_controllers_own() {
+        assert!(check_limits(&unified("memory.oom.group", "1")).is_ok());
+        assert!(check_limits(&unified("cpu.weight", "100")).is_ok());
+        for bad in [
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "memory.",
+            "memory.max/../../cgroup.procs",
+            "io.max",
+            "Memory.max",
+        ] {
+            let e = check_limits(&unified(bad, "1")).expect_err(bad);
+            assert!(e.to_string().contains("limits.unified"), "{e}");
+        }
+        assert!(check_limits(&unified("memory.high", "1\n2")).is_err());
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rauha_spec::policy::ResourcesSection;
 
-use crate::backend::Usage;
+use crate::backend::{RootLimits, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -28,6 +28,8 @@ pub enum CgroupError {
     },
     #[error("this host has no cgroup freezer (v1 freezer controller or v2 cgroup.freeze); zones cannot be paused")]
     NoFreezer,
+    #[error("unified (cgroup v2) resources {keys:?} need a cgroup v2 host; this one runs the v1 controllers")]
+    UnifiedOnV1 { keys: Vec<String> },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -83,18 +85,14 @@ pub trait CgroupDriver: Send + Sync {
     /// A container root's own cgroup in the zone (`work/NAME`), with its
     /// limits. `false`: this zone gives containers none (a v2 zone made
     /// before they had them), and they share the zone's.
-    fn create_root(
-        &self,
-        zone: &str,
-        name: &str,
-        limits: &ResourcesSection,
-    ) -> Result<bool, CgroupError>;
+    fn create_root(&self, zone: &str, name: &str, limits: &RootLimits)
+        -> Result<bool, CgroupError>;
     /// `false`: the container has no cgroup of its own (see `create_root`).
     fn set_root_limits(
         &self,
         zone: &str,
         name: &str,
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, CgroupError>;
     /// A container root's use, from its own cgroup.
     fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError>;
@@ -677,7 +675,7 @@ impl CgroupDriver for CgroupFs {
         &self,
         zone: &str,
         name: &str,
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, CgroupError> {
         let dirs = self.root_dirs(zone, name);
         if dirs.is_empty() {
@@ -706,11 +704,19 @@ impl CgroupDriver for CgroupFs {
         &self,
         zone: &str,
         name: &str,
-        limits: &ResourcesSection,
+        limits: &RootLimits,
     ) -> Result<bool, CgroupError> {
-        if self.root_dirs(zone, name).is_empty() {
+        let dirs = self.root_dirs(zone, name);
+        if self.version == Version::V1 && !limits.unified.is_empty() {
+            return Err(CgroupError::UnifiedOnV1 {
+                keys: limits.unified.keys().cloned().collect(),
+            });
+        }
+        if dirs.is_empty() {
             return Ok(false);
         }
+        let unified = &limits.unified;
+        let limits = &limits.resources;
         // v1 refuses a child CPU quota above its parent's: the zone's
         // quota is the ceiling (it throttles the container anyway). No
         // quota of its own stays none (-1: the zone's holds).
@@ -723,6 +729,15 @@ impl CgroupDriver for CgroupFs {
             limits.cpu_limit = Some(c.min(q as f64 / PERIOD_US as f64));
         }
         self.set_limits(&Self::root_key(zone, name), &limits)?;
+        // Last, as runc does: a unified file has the final word. The
+        // registry checked the names: files of the memory, pids and cpu
+        // controllers only (never cgroup.procs and its kind).
+        for (file, value) in unified {
+            for d in &dirs {
+                let path = d.join(file);
+                std::fs::write(&path, value).map_err(io_err(&path))?;
+            }
+        }
         Ok(true)
     }
 
@@ -858,6 +873,13 @@ impl CgroupDriver for CgroupFs {
 mod tests {
     use super::*;
 
+    fn rl(r: &ResourcesSection) -> RootLimits {
+        RootLimits {
+            resources: r.clone(),
+            ..Default::default()
+        }
+    }
+
     fn fake_v1() -> PathBuf {
         let root = std::env::temp_dir().join(format!("rauha-cg-{}", uuid::Uuid::new_v4()));
         for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
@@ -911,7 +933,7 @@ mod tests {
             pids_max: Some(16),
             cpu_shares: None,
         };
-        assert!(fs.create_root("z", "c1", &own).expect("create root"));
+        assert!(fs.create_root("z", "c1", &rl(&own)).expect("create root"));
         let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
         assert_eq!(
             read("memory/rauha/z/work/c1/memory.limit_in_bytes"),
@@ -927,8 +949,17 @@ mod tests {
             memory_limit: Some(16 << 20),
             ..Default::default()
         };
-        assert!(fs.create_root("z", "c2", &plain).expect("create root"));
+        assert!(fs.create_root("z", "c2", &rl(&plain)).expect("create root"));
         assert_eq!(read("cpu/rauha/z/work/c2/cpu.cfs_quota_us"), "-1");
+        // unified (v2) files on a v1 host: refused, naming them.
+        let mut with_unified = rl(&plain);
+        with_unified
+            .unified
+            .insert("memory.oom.group".into(), "1".into());
+        assert!(matches!(
+            fs.set_root_limits("z", "c2", &with_unified),
+            Err(CgroupError::UnifiedOnV1 { .. })
+        ));
         let lower = ResourcesSection {
             cpu_limit: Some(0.5),
             ..Default::default()
@@ -941,7 +972,7 @@ mod tests {
         // its containers share the zone's.
         std::fs::create_dir_all(root.join("memory/rauha/old")).expect("dir");
         std::fs::create_dir_all(root.join("freezer/rauha/old/work")).expect("dir");
-        assert!(!fs.create_root("old", "c1", &plain).expect("old zone"));
+        assert!(!fs.create_root("old", "c1", &rl(&plain)).expect("old zone"));
         // The zone's pids include its containers' cgroups.
         std::fs::write(root.join("memory/rauha/z/work/c1/cgroup.procs"), "4242\n").expect("w");
         // A kill in a container counts for the zone too (v1 counts it only
@@ -990,25 +1021,35 @@ mod tests {
             cpu_limit: Some(0.5),
             ..Default::default()
         };
-        assert!(!fs.create_root("z", "early", &own).expect("before"));
+        assert!(!fs.create_root("z", "early", &rl(&own)).expect("before"));
         fs.delegate("z").expect("delegate");
         assert_eq!(read("rauha/z/cgroup.subtree_control"), V2_CONTROLLERS);
         assert_eq!(read("rauha/z/work/cgroup.subtree_control"), V2_CONTROLLERS);
-        assert!(fs.create_root("z", "c1", &own).expect("create root"));
+        assert!(fs.create_root("z", "c1", &rl(&own)).expect("create root"));
         assert_eq!(
             read("rauha/z/work/c1/memory.max"),
             (32u64 << 20).to_string()
         );
         assert_eq!(read("rauha/z/work/c1/cpu.max"), "50000 100000");
+        // unified files land in the container's cgroup (kubelet's
+        // memory.oom.group).
+        let mut with_unified = rl(&own);
+        with_unified
+            .unified
+            .insert("memory.oom.group".into(), "1".into());
+        assert!(fs
+            .set_root_limits("z", "c1", &with_unified)
+            .expect("unified"));
+        assert_eq!(read("rauha/z/work/c1/memory.oom.group"), "1");
         // BPF learns every cgroup of the zone as the zone's.
         assert_eq!(fs.unified_ids("z").len(), 5, "z, agent, work, @zone, c1");
 
         // A zone made before (its agent in the zone's cgroup): containers
         // share the zone's cgroup, as they did.
         std::fs::create_dir_all(root.join("rauha/old/work")).expect("dir");
-        assert!(!fs.create_root("old", "c1", &own).expect("create root"));
+        assert!(!fs.create_root("old", "c1", &rl(&own)).expect("create root"));
         assert!(!root.join("rauha/old/work/c1").exists());
-        assert!(!fs.set_root_limits("old", "c1", &own).expect("set"));
+        assert!(!fs.set_root_limits("old", "c1", &rl(&own)).expect("set"));
         std::fs::remove_dir_all(root).expect("cleanup");
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rauha_guest_agent::config::{Hardening, RootConfig, WorkspaceMount, ZoneConfig};
 use rauha_spec::enforcement::{Enforcement, LayerStatus};
 use rauha_spec::names::{capability_number, syscall_number};
-use rauha_spec::policy::{NetworkMode, ResourcesSection};
+use rauha_spec::policy::NetworkMode;
 use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
 use tokio::net::UnixStream;
 use uuid::Uuid;
@@ -345,7 +345,7 @@ impl IsolationBackend for LinuxBackend {
         rootfs: &Path,
         readonly: bool,
         mounts: &[super::RootMount],
-        limits: &ResourcesSection,
+        limits: &super::RootLimits,
     ) -> Result<bool, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.is_dir() {
@@ -373,7 +373,7 @@ impl IsolationBackend for LinuxBackend {
         &self,
         zone_id: Uuid,
         name: &str,
-        limits: &ResourcesSection,
+        limits: &super::RootLimits,
     ) -> Result<bool, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.join(name).is_dir() {
