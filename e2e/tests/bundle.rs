@@ -264,6 +264,32 @@ async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
     assert!(err.message().contains("limits.cpus"), "{}", err.message());
     assert_eq!(usage(&mut zones).await.memory_limit_bytes, 48 << 20);
 
+    // A container named as a cgroup file: one clear line, nothing made.
+    let err = zones
+        .add_root(v1::AddRootRequest {
+            zone: "pod".into(),
+            name: "cgroup.procs".into(),
+            rootfs: bundle.join("rootfs").display().to_string(),
+            readonly: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a cgroup file's name");
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("cgroup file"), "{}", err.message());
+    assert!(!d
+        .root
+        .join("zones")
+        .read_dir()
+        .is_ok_and(|mut z| z.any(|e| e
+            .map(|e| e.path().join("containers/cgroup.procs").exists())
+            .unwrap_or(false))));
+
     // Removing the root removes its cgroup, and what ran in it.
     zones
         .remove_root(v1::RootRef {

@@ -82,6 +82,9 @@ impl From<DaemonError> for tonic::Status {
             DaemonError::Backend(BackendError::Cgroup(
                 crate::backend::linux::cgroup::CgroupError::UnifiedOnV1 { .. },
             )) => tonic::Status::failed_precondition(message),
+            DaemonError::Backend(BackendError::Cgroup(
+                crate::backend::linux::cgroup::CgroupError::NameTaken { .. },
+            )) => tonic::Status::invalid_argument(message),
             DaemonError::Backend(_) => tonic::Status::internal(format!(
                 "{message}; see the zone's agent.log under RAUHA_ROOT and rauhad's log"
             )),

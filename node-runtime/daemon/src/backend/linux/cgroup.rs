@@ -30,6 +30,8 @@ pub enum CgroupError {
     NoFreezer,
     #[error("unified (cgroup v2) resources {keys:?} need a cgroup v2 host; this one runs the v1 controllers")]
     UnifiedOnV1 { keys: Vec<String> },
+    #[error("container root name {name:?} is the name of a cgroup file ({path}); give the container another name")]
+    NameTaken { name: String, path: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -684,11 +686,15 @@ impl CgroupDriver for CgroupFs {
         for d in &dirs {
             let made = match std::fs::create_dir(d) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => Ok(()),
-                other => other,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(CgroupError::NameTaken {
+                    name: name.to_string(),
+                    path: d.display().to_string(),
+                }),
+                other => other.map_err(io_err(d)),
             };
             if let Err(e) = made {
                 let _ = self.remove_root(zone, name);
-                return Err(io_err(d)(e));
+                return Err(e);
             }
         }
         match self.set_root_limits(zone, name, limits) {
@@ -951,6 +957,13 @@ mod tests {
         };
         assert!(fs.create_root("z", "c2", &rl(&plain)).expect("create root"));
         assert_eq!(read("cpu/rauha/z/work/c2/cpu.cfs_quota_us"), "-1");
+        // A name that is a cgroup file's: a clear error, nothing made.
+        std::fs::write(root.join("memory/rauha/z/work/tasks"), "").expect("w");
+        assert!(matches!(
+            fs.create_root("z", "tasks", &rl(&plain)),
+            Err(CgroupError::NameTaken { .. })
+        ));
+        assert!(!root.join("pids/rauha/z/work/tasks").exists());
         // unified (v2) files on a v1 host: refused, naming them.
         let mut with_unified = rl(&plain);
         with_unified
