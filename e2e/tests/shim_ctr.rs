@@ -401,11 +401,21 @@ fn running_tasks_survive_containerd_and_rauhad_restarts() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         waited += 1;
     }
-    assert!(
-        holds_stdin(),
-        "the restarted rauhad did not reopen r2's stdin; rauhad log:\n{}",
-        d.log()
-    );
+    if !holds_stdin() {
+        let ctr_state = r2.try_wait();
+        let mut ctr_err = String::new();
+        if let Some(mut e) = r2.stderr.take() {
+            if matches!(ctr_state, Ok(Some(_))) {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut ctr_err);
+            }
+        }
+        panic!(
+            "the restarted rauhad did not reopen r2's stdin; ctr: {ctr_state:?} {ctr_err}\nrauhad log:\n{}\ncontainerd log:\n{}",
+            d.log(),
+            ctd.log()
+        );
+    }
     {
         use std::io::Write;
         writeln!(r2_in, "two").expect("write stdin");
