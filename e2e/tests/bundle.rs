@@ -144,12 +144,33 @@ async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
             ..Default::default()
         }),
         stdio: None,
+        id: String::new(),
     };
+    // With an id the caller chose, a repeated Run (its reply lost) returns
+    // the process it started instead of starting another.
+    let mut first = run(&["busybox", "sleep", "600"]);
+    first.id = "5d1c0a8e-3f6b-4c1e-9a47-2b8f6e0d7c31".into();
     let sleeper = procs
-        .run(run(&["busybox", "sleep", "600"]))
+        .run(first.clone())
         .await
         .expect("run in the root")
         .into_inner();
+    let again = procs.run(first).await.expect("run again").into_inner();
+    assert_eq!(
+        (again.id.as_str(), again.pid),
+        (sleeper.id.as_str(), sleeper.pid)
+    );
+    let listed = procs
+        .ps(v1::PsRequest { zone: "pod".into() })
+        .await
+        .expect("ps")
+        .into_inner()
+        .processes;
+    assert_eq!(listed.len(), 1, "one sleeper: {listed:?}");
+    let mut bad = run(&["busybox", "true"]);
+    bad.id = "not-a-uuid".into();
+    let e = procs.run(bad).await.expect_err("a bad id");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
     let (hierarchy, path) = own_cgroup(sleeper.host_pid, "memory").expect("its cgroup");
     assert!(
         path.ends_with("/work/c1"),

@@ -182,6 +182,13 @@ fn hold_outputs(stdio: &v1::StdioPaths) -> Vec<std::fs::File> {
         .collect()
 }
 
+/// A fresh process id (a UUID, from the kernel) for rauhad's Run.
+fn fresh_id() -> TtrpcResult<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .map_err(|e| error(Code::INTERNAL, format!("cannot make a process id: {e}")))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -315,6 +322,34 @@ impl Service {
         };
         if let Err(e) = self.inner.publisher.forward(&ctx, req).await {
             log::warn!("cannot publish {topic}: {e}");
+        }
+    }
+
+    /// Starts a process in rauhad, once. A call that broke in flight
+    /// (rauhad died) may have started it: the same request, with the id the
+    /// shim chose, is sent again once rauhad is back, and returns the
+    /// process it started, or starts it (for 30 s at most).
+    async fn run_once(&self, run: v1::RunRequest) -> TtrpcResult<v1::Process> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut broke = false;
+        loop {
+            let r = match self.inner.rauhad.processes().await {
+                Ok(mut c) => c.run(run.clone()).await.map(|r| r.into_inner()),
+                Err(s) => Err(s),
+            };
+            match r {
+                Ok(p) => return Ok(p),
+                Err(s)
+                    if std::time::Instant::now() < deadline
+                        && (matches!(s.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
+                            || (broke && s.code() == tonic::Code::Unavailable)) =>
+                {
+                    broke = true;
+                    self.inner.rauhad.reset().await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(s) => return Err(ttrpc_error(s)),
+            }
         }
     }
 
@@ -704,17 +739,13 @@ impl Task for Service {
             })?;
         }
         let held = hold_outputs(&io);
-        let p = self
-            .processes()
-            .await?
-            .run(v1::RunRequest {
-                zone,
-                spec: Some(spec),
-                stdio: Some(io),
-            })
-            .await
-            .map_err(ttrpc_error)?
-            .into_inner();
+        let run = v1::RunRequest {
+            zone,
+            spec: Some(spec),
+            stdio: Some(io),
+            id: fresh_id()?,
+        };
+        let p = self.run_once(run).await?;
         let pid = if p.host_pid != 0 { p.host_pid } else { p.pid };
         self.with(&req.id, |c| {
             let proc = c.proc_mut(&req.exec_id)?;

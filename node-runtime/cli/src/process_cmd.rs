@@ -78,6 +78,7 @@ pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
         zone: args.zone,
         spec: Some(spec),
         stdio: None,
+        id: String::new(),
     };
     let process = processes.run(request).await?.into_inner();
     if args.json {

@@ -62,9 +62,28 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
         let stdio = req.stdio.unwrap_or_default();
         let stdio = HostStdio::parse(&stdio.stdin, &stdio.stdout, &stdio.stderr)?;
         let zone = self.registry.find_zone(&req.zone)?;
+        let id = if req.id.is_empty() {
+            None
+        } else {
+            Some(parse_id(
+                "id",
+                &req.id,
+                "a process id the caller chose is a UUID",
+            )?)
+        };
+        // The same Run again (its reply was lost): the process it started.
+        if let Some(existing) = id.and_then(|id| self.registry.find_process(&id).ok()) {
+            if existing.zone_id != zone.id {
+                return Err(Status::already_exists(format!(
+                    "process {} exists in another zone; choose a fresh id",
+                    existing.id
+                )));
+            }
+            return Ok(Response::new(self.wire(&existing)));
+        }
         let (process, _) = self
             .registry
-            .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio)
+            .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, id)
             .await?;
         Ok(Response::new(self.wire(&process.record())))
     }
@@ -106,6 +125,7 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
                 Vec::new(),
                 &Default::default(),
                 &HostStdio::default(),
+                None,
             )
             .await?;
         let (tx, rx) = mpsc::channel(256);

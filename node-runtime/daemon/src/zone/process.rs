@@ -29,6 +29,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         fds: Vec<FdData>,
         redactor: &Redactor,
         stdio: &HostStdio,
+        id: Option<Uuid>,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
             return Err(DaemonError::FailedPrecondition(format!(
@@ -49,7 +50,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             ))
         })?;
         let record = ProcessRecord {
-            id: Uuid::new_v4(),
+            id: id.unwrap_or_else(Uuid::new_v4),
             zone_id: zone.id,
             // Records and events keep the command without secret values.
             args: spec.args.iter().map(|a| redactor.text(a)).collect(),

@@ -118,7 +118,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             }
         }
         match self
-            .start_process_streamed(&zone, spec, fds, &redactor, &Default::default())
+            .start_process_streamed(&zone, spec, fds, &redactor, &Default::default(), None)
             .await
         {
             Err(e) => result.error = Some(redactor.text(&e.to_string())),
