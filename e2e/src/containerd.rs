@@ -54,6 +54,15 @@ const DEPLOY_RAUHA_RUNTIME: &str = include_str!("../../deploy/containerd/config-
 /// The same for containerd 2.x (config version 3).
 const DEPLOY_RAUHA_RUNTIME_V3: &str = include_str!("../../deploy/containerd/config-v3.toml");
 
+/// A deploy/containerd file's runtime table, without its `version` line
+/// (the harness' config has its own).
+fn deploy_table(file: &str) -> String {
+    file.lines()
+        .filter(|l| !l.starts_with("version"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Where scripts/build-containerd2.sh puts containerd 2.x and its ctr.
 pub fn containerd2_dir() -> PathBuf {
     crate::bin_dir().join("../tools/containerd2")
@@ -731,21 +740,32 @@ impl Containerd {
             serde_json::to_string_pretty(&conflist).expect("json"),
         )
         .expect("write conflist");
-        let sandbox = self
-            .opts
-            .sandbox_image
-            .as_deref()
-            .map(|s| format!("    sandbox_image = {}\n", toml_str(s)))
-            .unwrap_or_default();
-        let p = |s: &str| toml_str(&d.join(s).display().to_string());
         let config = if self.opts.containerd2.is_some() {
             self.config_v3(&net_d)
         } else {
+            self.config_v2(&net_d)
+        };
+        std::fs::write(self.config_path(), config).expect("write containerd config");
+        std::fs::write(
+            d.join("crictl.yaml"),
             format!(
-                r#"version = 2
+                "runtime-endpoint: {0}\nimage-endpoint: {0}\ntimeout: 60\ndebug: false\n",
+                self.endpoint()
+            ),
+        )
+        .expect("write crictl.yaml");
+    }
+
+    /// What both config versions start with: where containerd keeps its
+    /// state and sockets (all under the harness' dir), and its log level.
+    fn config_head(&self, version: u8, disabled_plugins: &[&str]) -> String {
+        let p = |s: &str| toml_str(&self.dir.join(s).display().to_string());
+        let disabled: Vec<String> = disabled_plugins.iter().map(|s| toml_str(s)).collect();
+        format!(
+            r#"version = {version}
 root = {root}
 state = {state}
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+disabled_plugins = [{disabled}]
 
 [grpc]
   address = {sock}
@@ -756,7 +776,37 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [debug]
   level = "info"
 
-[plugins]
+"#,
+            root = p("root"),
+            state = p("state"),
+            disabled = disabled.join(", "),
+            sock = toml_str(&self.address().display().to_string()),
+            ttrpc = p("t.sock"),
+        )
+    }
+
+    /// containerd 1.6's config (version 2): CRI with runc as the default
+    /// runtime, the test's CNI network and registries, and deploy's `rauha`
+    /// runtime table as shipped.
+    fn config_v2(&self, net_d: &Path) -> String {
+        let p = |s: &str| toml_str(&self.dir.join(s).display().to_string());
+        let sandbox = self
+            .opts
+            .sandbox_image
+            .as_deref()
+            .map(|s| format!("    sandbox_image = {}\n", toml_str(s)))
+            .unwrap_or_default();
+        let head = self.config_head(
+            2,
+            &[
+                "io.containerd.snapshotter.v1.aufs",
+                "io.containerd.snapshotter.v1.btrfs",
+                "io.containerd.snapshotter.v1.devmapper",
+                "io.containerd.snapshotter.v1.zfs",
+            ],
+        );
+        format!(
+            r#"{head}[plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = {opt}
   [plugins."io.containerd.grpc.v1.cri"]
@@ -784,40 +834,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 # The runtime handler `rauha` exactly as deploy/ ships it.
 {deploy}"#,
-                deploy = DEPLOY_RAUHA_RUNTIME
-                    .lines()
-                    .filter(|l| !l.starts_with("version"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                root = p("root"),
-                state = p("state"),
-                sock = toml_str(&self.address().display().to_string()),
-                ttrpc = p("t.sock"),
-                opt = p("opt"),
-                runc = toml_str(&bin("runc").display().to_string()),
-                runc_root = p("runc"),
-                cni_bin = toml_str(CNI_BIN_DIR),
-                cni_conf = toml_str(&net_d.display().to_string()),
-                hosts = toml_str(&self.hosts_dir().display().to_string()),
-            )
-        };
-        std::fs::write(self.config_path(), config).expect("write containerd config");
-        std::fs::write(
-            d.join("crictl.yaml"),
-            format!(
-                "runtime-endpoint: {0}\nimage-endpoint: {0}\ntimeout: 60\ndebug: false\n",
-                self.endpoint()
-            ),
+            deploy = deploy_table(DEPLOY_RAUHA_RUNTIME),
+            opt = p("opt"),
+            runc = toml_str(&bin("runc").display().to_string()),
+            runc_root = p("runc"),
+            cni_bin = toml_str(CNI_BIN_DIR),
+            cni_conf = toml_str(&net_d.display().to_string()),
+            hosts = toml_str(&self.hosts_dir().display().to_string()),
         )
-        .expect("write crictl.yaml");
     }
 
     /// containerd 2.x's config (version 3): the same set-up as version 2's,
     /// in its plugins' new names, and without NRI (whose socket is a host
     /// path).
     fn config_v3(&self, net_d: &Path) -> String {
-        let d = &self.dir;
-        let p = |s: &str| toml_str(&d.join(s).display().to_string());
+        let p = |s: &str| toml_str(&self.dir.join(s).display().to_string());
         let sandbox = self
             .opts
             .sandbox_image
@@ -829,22 +860,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 )
             })
             .unwrap_or_default();
+        let head = self.config_head(3, &["io.containerd.nri.v1.nri"]);
         format!(
-            r#"version = 3
-root = {root}
-state = {state}
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-
-[grpc]
-  address = {sock}
-
-[ttrpc]
-  address = {ttrpc}
-
-[debug]
-  level = "info"
-
-[plugins]
+            r#"{head}[plugins]
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = "overlayfs"
 {sandbox}    [plugins.'io.containerd.cri.v1.images'.registry]
@@ -870,15 +888,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 # The runtime handler `rauha` exactly as deploy/ ships it.
 {deploy}"#,
-            deploy = DEPLOY_RAUHA_RUNTIME_V3
-                .lines()
-                .filter(|l| !l.starts_with("version"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            root = p("root"),
-            state = p("state"),
-            sock = toml_str(&self.address().display().to_string()),
-            ttrpc = p("t.sock"),
+            deploy = deploy_table(DEPLOY_RAUHA_RUNTIME_V3),
             runc = toml_str(&bin("runc").display().to_string()),
             runc_root = p("runc"),
             cni_bin = toml_str(CNI_BIN_DIR),

@@ -2,10 +2,11 @@
 
 use rauha_e2e::{busybox_bundle, prerequisite, ready, sandbox_request, Daemon};
 
-#[tokio::test]
-async fn a_bundle_rootfs_is_the_zones_root() {
+/// A daemon, and a read-only busybox bundle in its dir; None (after
+/// `prerequisite` had its say) when either cannot be had.
+fn daemon_with_bundle() -> Option<(Daemon, std::path::PathBuf)> {
     if !ready() {
-        return;
+        return None;
     }
     let d = Daemon::start();
     let Some(bundle) = busybox_bundle(&d.dir, true) else {
@@ -13,6 +14,14 @@ async fn a_bundle_rootfs_is_the_zones_root() {
             false,
             "busybox-static (apt-get install busybox-static)"
         ));
+        return None;
+    };
+    Some((d, bundle))
+}
+
+#[tokio::test]
+async fn a_bundle_rootfs_is_the_zones_root() {
+    let Some((d, bundle)) = daemon_with_bundle() else {
         return;
     };
     let mut req = sandbox_request(
@@ -96,15 +105,7 @@ fn own_cgroup(pid: u32, controller: &str) -> Option<(String, String)> {
 #[tokio::test]
 async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
     use rauha_api::v1;
-    if !ready() {
-        return;
-    }
-    let d = Daemon::start();
-    let Some(bundle) = busybox_bundle(&d.dir, true) else {
-        assert!(!prerequisite(
-            false,
-            "busybox-static (apt-get install busybox-static)"
-        ));
+    let Some((d, bundle)) = daemon_with_bundle() else {
         return;
     };
     let mut zones = d.zones_client().await;

@@ -202,6 +202,10 @@ pub trait IsolationBackend: Send + Sync + 'static {
         limits: &RootLimits,
     ) -> Result<bool, BackendError>;
 
+    /// Whether a container root's own cgroup is in the unified hierarchy,
+    /// so that it is a cgroup id the BPF layers must learn.
+    fn root_cgroups_are_unified(&self) -> bool;
+
     /// Sets a container root's own limits; `false` when it has no cgroup
     /// of its own to hold them.
     fn set_root_limits(

@@ -62,10 +62,10 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             &mounts,
             limits,
         )?;
-        if own {
+        if own && self.backend.root_cgroups_are_unified() {
             // On a unified host the container's cgroup is a new cgroup id:
             // the BPF layers learn it as the zone's before any process of
-            // the container runs in it.
+            // the container runs in it. (On v1 it has none: nothing to learn.)
             if let Err(e) = self.sync_enforcement() {
                 let _ = self.backend.remove_root(record.id, name);
                 return Err(e);
@@ -82,24 +82,14 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         name: &str,
         limits: &RootLimits,
     ) -> Result<bool, DaemonError> {
-        if !valid_root_name(name) {
-            return Err(DaemonError::invalid(
-                "name",
-                format!("{name:?} is not a root name"),
-            ));
-        }
+        existing_root_name(name)?;
         check_limits(limits)?;
         let record = self.find_zone(zone)?;
         Ok(self.backend.set_root_limits(record.id, name, limits)?)
     }
 
     pub fn root_usage(&self, zone: &str, name: &str) -> Result<crate::backend::Usage, DaemonError> {
-        if !valid_root_name(name) {
-            return Err(DaemonError::invalid(
-                "name",
-                format!("{name:?} is not a root name"),
-            ));
-        }
+        existing_root_name(name)?;
         let record = self.find_zone(zone)?;
         Ok(self.backend.root_usage(record.id, name)?)
     }
@@ -110,12 +100,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         name: &str,
         signal: i32,
     ) -> Result<(), DaemonError> {
-        if !valid_root_name(name) {
-            return Err(DaemonError::invalid(
-                "name",
-                format!("{name:?} is not a root name"),
-            ));
-        }
+        existing_root_name(name)?;
         if !(1..=64).contains(&signal) {
             return Err(DaemonError::invalid(
                 "signal",
@@ -131,12 +116,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
     }
 
     pub fn remove_root(&self, zone: &str, name: &str) -> Result<(), DaemonError> {
-        if !valid_root_name(name) {
-            return Err(DaemonError::invalid(
-                "name",
-                format!("{name:?} is not a root name"),
-            ));
-        }
+        existing_root_name(name)?;
         let record = self.find_zone(zone)?;
         if record.state == rauha_spec::ZoneState::Paused {
             // Frozen processes do not die of SIGKILL (cgroup v1).
@@ -146,6 +126,18 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             )));
         }
         Ok(self.backend.remove_root(record.id, name)?)
+    }
+}
+
+/// The name of a root that was added (AddRoot checks new names).
+fn existing_root_name(name: &str) -> Result<(), DaemonError> {
+    if valid_root_name(name) {
+        Ok(())
+    } else {
+        Err(DaemonError::invalid(
+            "name",
+            format!("{name:?} is not a root name"),
+        ))
     }
 }
 

@@ -279,6 +279,50 @@ impl CgroupFs {
         all
     }
 
+    /// Kills every process in `dirs` and the cgroups below them, and
+    /// removes those cgroups deepest first; waits (10 s at most) for the
+    /// killed to leave. v2 kills a whole cgroup at once with `cgroup.kill`
+    /// (a forking process cannot outrun it); otherwise pid by pid, with
+    /// `freeze(true)` before each pass and `freeze(false)` after it.
+    fn kill_and_remove(dirs: &[PathBuf], freeze: impl Fn(bool)) -> Result<(), CgroupError> {
+        for d in dirs {
+            let kill = d.join("cgroup.kill");
+            if kill.exists() {
+                let _ = std::fs::write(&kill, "1");
+            }
+        }
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(500);
+        loop {
+            freeze(true);
+            for pid in Self::pids_in(dirs)? {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            freeze(false);
+            let mut left = false;
+            for d in Self::tree(dirs) {
+                match std::fs::remove_dir(&d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => left = true,
+                }
+            }
+            if !left {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(CgroupError::Busy {
+                    path: dirs[0].display().to_string(),
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            // Killed processes take a moment to leave the cgroup.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
     /// Host pids in the cgroups of `tops` and below them.
     fn pids_in(tops: &[PathBuf]) -> Result<Vec<u32>, CgroupError> {
         let mut all = Vec::new();
@@ -755,40 +799,7 @@ impl CgroupDriver for CgroupFs {
     }
 
     fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
-        let dirs = self.root_dirs(zone, name);
-        // v2 kills the whole cgroup at once (a forking process cannot
-        // outrun it); v1 signals pid by pid below.
-        for d in &dirs {
-            let kill = d.join("cgroup.kill");
-            if kill.exists() {
-                let _ = std::fs::write(&kill, "1");
-            }
-        }
-        let started = Instant::now();
-        loop {
-            for pid in Self::pids_in(&dirs)? {
-                // SAFETY: kill takes plain integers.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-            let mut left = false;
-            for d in Self::tree(&dirs) {
-                match std::fs::remove_dir(&d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => left = true,
-                }
-            }
-            if !left {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err(CgroupError::Busy {
-                    path: dirs[0].display().to_string(),
-                    waited_ms: started.elapsed().as_millis(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        Self::kill_and_remove(&self.root_dirs(zone, name), |_| {})
     }
 
     fn remove(&self, zone: &str) -> Result<(), CgroupError> {
@@ -796,42 +807,8 @@ impl CgroupDriver for CgroupFs {
         if dirs.iter().all(|d| !d.exists()) {
             return Ok(());
         }
-        let started = Instant::now();
-        let mut pause = Duration::from_micros(500);
-        let kill_file = self.file(zone, "", "cgroup.kill");
-        if self.version == Version::V2 && kill_file.exists() {
-            let _ = std::fs::write(&kill_file, "1");
-        }
-        loop {
-            // Frozen processes cannot fork while we kill them.
-            self.freeze(zone, true);
-            let pids = self.pids(zone)?;
-            for pid in &pids {
-                // SAFETY: kill takes plain integers.
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-            }
-            self.freeze(zone, false);
-            let mut left = false;
-            for d in Self::tree(&dirs) {
-                match std::fs::remove_dir(&d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => left = true,
-                }
-            }
-            if !left {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err(CgroupError::Busy {
-                    path: dirs[0].display().to_string(),
-                    waited_ms: started.elapsed().as_millis(),
-                });
-            }
-            // Killed processes take a moment to leave the cgroup.
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+        // Frozen processes cannot fork while they are killed.
+        Self::kill_and_remove(&dirs, |frozen| self.freeze(zone, frozen))
     }
 
     fn list(&self) -> Result<Vec<String>, CgroupError> {

@@ -384,6 +384,11 @@ impl IsolationBackend for LinuxBackend {
             .set_root_limits(&self.cgroup_key(zone_id), name, limits)?)
     }
 
+    fn root_cgroups_are_unified(&self) -> bool {
+        // v1: a container's cgroups are in the v1 controllers only.
+        self.cgroups.layout() == "v2"
+    }
+
     fn root_usage(&self, zone_id: Uuid, name: &str) -> Result<Usage, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.join(name).is_dir() {
