@@ -545,6 +545,39 @@ fn cri_containers_of_a_pod_share_its_zone() {
         "log lines {before} before rauhad's restart, {after} after"
     );
 
+    // The pod's shim is killed: rauhad's keeper starts it again on
+    // containerd's open connection; the pod, its containers and their log
+    // go on (b's stop below reaches CRI through the new shim).
+    let shims = cri.ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(shims[0].0, libc::SIGKILL) };
+    let mut again = Vec::new();
+    for _ in 0..100 {
+        again = cri.ctd.shim_pids();
+        if again.len() == 1 && again[0].0 != shims[0].0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        again.len() == 1 && again[0].0 != shims[0].0,
+        "shims after killing {}: {again:?}\n{}",
+        shims[0].0,
+        cri.d.log()
+    );
+    let pod: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["inspectp", &p1.0])).expect("inspectp JSON");
+    assert_eq!(pod["status"]["state"], "SANDBOX_READY", "{pod}");
+    let out = cri.crictl(&["exec", &b, "echo", "after the shim"]);
+    assert_eq!(out, "after the shim\n");
+    let before = ticks(&cri);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(
+        ticks(&cri) >= before + 5,
+        "the log after the shim's restart"
+    );
+
     // A second pod is another zone, and sees none of the first's processes.
     let p2 = cri.pod("p2");
     let zone2 = cri.zone_of_pod(&p2.0);

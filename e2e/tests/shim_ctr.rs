@@ -470,16 +470,16 @@ fn proc_strings(pid: i32, file: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_dead_shims_tasks_end_and_leave_nothing() {
+fn a_killed_shim_is_started_again_and_its_tasks_run_on() {
     if !shim_ready() {
         return;
     }
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let reg = Registry::start();
     let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
     let mut ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg));
     ctd.ctr_ok(&["image", "pull", "--plain-http", &image]);
-    for id in ["s1", "s2", "s3"] {
+    for id in ["s1", "s2", "s3", "s4"] {
         ctd.ctr_ok(&[
             "run",
             "-d",
@@ -497,18 +497,32 @@ fn a_dead_shims_tasks_end_and_leave_nothing() {
             .find(|z| z.contains(id))
             .unwrap_or_else(|| panic!("{id}'s zone in {:?}", zones(&d)))
     };
-    let shim_of = |ctd: &Containerd, id: &str| -> i32 {
-        let found: Vec<i32> = ctd
-            .shim_pids()
+    let shims_of = |ctd: &Containerd, id: &str| -> Vec<i32> {
+        ctd.shim_pids()
             .into_iter()
             .filter(|(pid, _)| {
                 let args = proc_strings(*pid, "cmdline");
                 args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
             })
             .map(|(pid, _)| pid)
-            .collect();
+            .collect()
+    };
+    let shim_of = |ctd: &Containerd, id: &str| -> i32 {
+        let found = shims_of(ctd, id);
         assert_eq!(found.len(), 1, "the shim of {id}: {:?}", ctd.shim_pids());
         found[0]
+    };
+    // The shim rauhad's keeper starts in place of `old`.
+    let next_shim = |ctd: &Containerd, id: &str, old: i32| -> Option<i32> {
+        for _ in 0..100 {
+            if let [pid] = shims_of(ctd, id)[..] {
+                if pid != old {
+                    return Some(pid);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
     };
     let kill9 = |pid: i32| {
         // SAFETY: kill with plain integers.
@@ -534,45 +548,146 @@ fn a_dead_shims_tasks_end_and_leave_nothing() {
         false
     };
 
-    // A shim killed while containerd runs: containerd runs the shim's
-    // `delete` for it, as for runc's shim. The task ends and its zone goes.
-    let s1_zone = zone_of("s1");
-    kill9(shim_of(&ctd, "s1"));
-    assert!(
-        ended(&ctd, "s1", &s1_zone),
-        "after its shim died, s1 is {:?} and zones are {:?}\n{}",
-        task_status(&ctd, "s1"),
-        zones(&d),
+    // A shim killed while containerd runs, with a request in flight (the
+    // Wait of an exec that ends 3 s later): rauhad's keeper starts the
+    // shim again on containerd's open connection; the new shim answers
+    // the Wait, and the task runs on.
+    let s1_shim = shim_of(&ctd, "s1");
+    let waiting = ctd.ctr_attached(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "w1",
+        "s1",
+        "sh",
+        "-c",
+        "sleep 3; exit 5",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    kill9(s1_shim);
+    let s1_new = next_shim(&ctd, "s1", s1_shim).unwrap_or_else(|| {
+        panic!(
+            "no shim of s1 after {s1_shim} was killed: {:?}\nrauhad log:\n{}\ncontainerd log:\n{}",
+            ctd.shim_pids(),
+            d.log(),
+            ctd.log()
+        )
+    });
+    let out = waiting.wait_with_output().expect("ctr task exec");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the exec's Wait across the shim's restart: {}\ncontainerd log:\n{}",
+        text(&out.stderr),
         ctd.log()
     );
+    assert_eq!(task_status(&ctd, "s1"), "RUNNING");
+    assert_eq!(
+        ctd.ctr_ok(&["task", "exec", "--exec-id", "e1", "s1", "echo", "after"]),
+        "after\n"
+    );
+    let ps = ctd.ctr_ok(&["task", "ps", "s1"]);
+    assert_eq!(ps.lines().count(), 2, "{ps}");
 
-    // A shim that died while containerd was down: containerd, back, finds
-    // it gone and cleans up the same way. Its neighbour is untouched.
-    let s2_zone = zone_of("s2");
+    // A shim killed while containerd is down: started again, it waits for
+    // containerd, which finds it at the same address.
     let s2_shim = shim_of(&ctd, "s2");
     ctd.stop();
     kill9(s2_shim);
+    let s2_new = next_shim(&ctd, "s2", s2_shim);
+    assert!(s2_new.is_some(), "no shim of s2: {}", d.log());
     ctd.spawn();
-    assert!(
-        ended(&ctd, "s2", &s2_zone),
-        "after its shim died, s2 is {:?} and zones are {:?}\n{}",
-        task_status(&ctd, "s2"),
-        zones(&d),
-        ctd.log()
-    );
-    assert_eq!(task_status(&ctd, "s3"), "RUNNING");
+    assert_eq!(task_status(&ctd, "s2"), "RUNNING", "{}", ctd.log());
     assert_eq!(
-        ctd.ctr_ok(&["task", "exec", "--exec-id", "e1", "s3", "echo", "still"]),
-        "still\n"
+        ctd.ctr_ok(&["task", "exec", "--exec-id", "e1", "s2", "echo", "found"]),
+        "found\n"
     );
 
-    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "s3"]);
-    wait_stopped(&ctd, "s3", 100);
-    ctd.ctr_ok(&["task", "rm", "s3"]);
-    for id in ["s1", "s2", "s3"] {
+    // A shim that keeps dying is started again five times in a minute,
+    // then left dead: containerd runs its `delete`, the task ends and its
+    // zone goes, as for runc's shim. Its neighbours are untouched.
+    let s3_zone = zone_of("s3");
+    let mut pid = shim_of(&ctd, "s3");
+    for round in 1..=5 {
+        kill9(pid);
+        pid = next_shim(&ctd, "s3", pid)
+            .unwrap_or_else(|| panic!("no shim of s3 after kill {round}: {}", d.log()));
+    }
+    kill9(pid);
+    assert!(
+        ended(&ctd, "s3", &s3_zone),
+        "after its shim died six times, s3 is {:?} and zones are {:?}\n{}",
+        task_status(&ctd, "s3"),
+        zones(&d),
+        d.log()
+    );
+    assert_eq!(task_status(&ctd, "s1"), "RUNNING");
+
+    // A shim that dies while rauhad is down is not started again (the
+    // keeper went with rauhad): containerd ends its task, and its `delete`
+    // leaves the zone for rauhad, which removes it once it is back.
+    let s4_zone = zone_of("s4");
+    let s4_shim = shim_of(&ctd, "s4");
+    d.kill9();
+    kill9(s4_shim);
+    let mut s4_status = task_status(&ctd, "s4");
+    for _ in 0..100 {
+        if s4_status.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s4_status = task_status(&ctd, "s4");
+    }
+    assert!(s4_status.is_empty(), "s4 is {s4_status:?}\n{}", ctd.log());
+    d.spawn(&[]);
+    let mut left = zones(&d);
+    for _ in 0..150 {
+        if !left.contains(&s4_zone) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = zones(&d);
+    }
+    assert!(
+        !left.contains(&s4_zone),
+        "s4's zone after rauhad is back: {left:?}\n{}",
+        d.log()
+    );
+    // The others went on, and their shims deposit with the new rauhad.
+    assert_eq!(task_status(&ctd, "s1"), "RUNNING");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let s1_now = shim_of(&ctd, "s1");
+    kill9(s1_now);
+    assert!(
+        next_shim(&ctd, "s1", s1_now).is_some(),
+        "no shim of s1 after a kill with the restarted rauhad: {}",
+        d.log()
+    );
+    assert_eq!(
+        ctd.ctr_ok(&["task", "exec", "--exec-id", "e2", "s1", "echo", "again"]),
+        "again\n"
+    );
+
+    // Their ends still reach containerd; deleted on purpose, the shims
+    // exit and are not started again; nothing is left.
+    for id in ["s1", "s2"] {
+        ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+        assert!(wait_stopped(&ctd, id, 100), "{id}: {}", d.log());
+        ctd.ctr_ok(&["task", "rm", id]);
+    }
+    for id in ["s1", "s2", "s3", "s4"] {
         ctd.ctr_ok(&["container", "rm", id]);
     }
     assert!(zones(&d).is_empty(), "zones left: {:?}", zones(&d));
+    let mut left = ctd.shim_pids();
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = ctd.shim_pids();
+    }
+    assert!(left.is_empty(), "shims left: {left:?} (s1 was {s1_new})");
     assert!(
         mounts_under(ctd.dir()).is_empty(),
         "{:?}",

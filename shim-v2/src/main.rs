@@ -5,6 +5,7 @@
 
 mod convert;
 mod rauhad;
+mod serve;
 mod service;
 mod shim;
 
@@ -16,6 +17,19 @@ pub const RUNTIME_ID: &str = "io.containerd.rauha.v2";
 // One thread: a shim serves one pod and mostly waits on rauhad.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // Serving is this crate's own (see `serve`): it keeps what rauhad needs
+    // to start the shim again. `start`, `delete` and the rest are the
+    // containerd-shim crate's.
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Ok(flags) = containerd_shim::parse(&args[1..]) {
+        if flags.action.is_empty() {
+            if let Err(e) = serve::serve(flags).await {
+                eprintln!("{RUNTIME_ID}: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
     let config = Config {
         // The shim starts no children of its own: rauhad and the zone's
         // agent own every process of the pod.

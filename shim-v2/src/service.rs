@@ -45,6 +45,9 @@ struct Exit {
 struct Proc {
     spec: v1::ProcessSpec,
     stdio: v1::StdioPaths,
+    /// The id chosen for rauhad's Run, kept before the call so that a
+    /// restarted shim asks for the same process, never a second one.
+    run_id: Option<String>,
     /// rauhad's process id, once started.
     rauha_id: Option<String>,
     pid: u32,
@@ -60,6 +63,7 @@ impl Proc {
         Proc {
             spec,
             stdio,
+            run_id: None,
             rauha_id: None,
             pid: 0,
             exit: watch::channel(None).0,
@@ -123,9 +127,16 @@ impl Container {
 struct Inner {
     namespace: String,
     rauhad: Rauhad,
-    publisher: RemotePublisher,
+    /// containerd's event service; set once connected (a restarted shim
+    /// may serve before containerd is back).
+    publisher: tokio::sync::OnceCell<RemotePublisher>,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Container>>,
+    /// Where the containers' state is saved for a restarted shim
+    /// (`rauha-shim.json` in the shim's directory, the sandbox's bundle).
+    state_file: PathBuf,
+    /// Saves happen one at a time, so an older one never lands last.
+    saving: Mutex<()>,
     /// Pod memory totals are read, summed and written one at a time.
     pod_memory: tokio::sync::Mutex<()>,
 }
@@ -215,16 +226,25 @@ impl Service {
         self.inner.rauhad.processes().await.map_err(ttrpc_error)
     }
 
-    pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Service {
+    pub fn new(namespace: String, exit: Arc<ExitSignal>) -> Service {
         Service {
             inner: Arc::new(Inner {
                 namespace,
                 rauhad: Rauhad::from_env(),
-                publisher,
+                publisher: tokio::sync::OnceCell::new(),
                 exit,
                 containers: Mutex::new(HashMap::new()),
+                state_file: std::env::current_dir().unwrap_or_default().join(STATE_FILE),
+                saving: Mutex::new(()),
                 pod_memory: tokio::sync::Mutex::new(()),
             }),
+        }
+    }
+
+    /// Events go out from now on.
+    pub fn set_publisher(&self, publisher: RemotePublisher) {
+        if self.inner.publisher.set(publisher).is_err() {
+            log::warn!("the event publisher was set twice");
         }
     }
 
@@ -320,7 +340,13 @@ impl Service {
             metadata: Default::default(),
             timeout_nano: 0,
         };
-        if let Err(e) = self.inner.publisher.forward(&ctx, req).await {
+        let publisher = loop {
+            match self.inner.publisher.get() {
+                Some(p) => break p,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        if let Err(e) = publisher.forward(&ctx, req).await {
             log::warn!("cannot publish {topic}: {e}");
         }
     }
@@ -414,6 +440,7 @@ impl Service {
                 Ok(())
             });
             if sent.is_ok() {
+                svc.persist();
                 let mut ev = TaskExit::new();
                 ev.container_id = container_id.clone();
                 ev.id = if exec_id.is_empty() {
@@ -429,7 +456,7 @@ impl Service {
         });
     }
 
-    /// Whether the kernel's OOM killer acted in the container's zone.
+    /// Signals every process of a pod container's root.
     async fn signal_root(&self, zone: &str, name: &str, signal: i32) -> TtrpcResult<()> {
         self.zones()
             .await?
@@ -598,7 +625,9 @@ impl Service {
         self.with(id, |c| {
             c.paused = paused;
             Ok(())
-        })
+        })?;
+        self.persist();
+        Ok(())
     }
 
     fn owner_zone(&self, id: &str, what: &str) -> TtrpcResult<String> {
@@ -699,6 +728,7 @@ impl Task for Service {
                     execs: HashMap::new(),
                 },
             );
+        self.persist();
         if root.is_some() {
             self.update_pod_memory(&zone).await;
         }
@@ -721,16 +751,35 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let (zone, spec, io) = self.with(&req.id, |c| {
-            let p = c.proc(&req.exec_id)?;
-            if p.rauha_id.is_some() || p.exited().is_some() {
+        let started = self.with(&req.id, |c| {
+            let zone = c.zone.clone();
+            let p = c.proc_mut(&req.exec_id)?;
+            if p.rauha_id.is_some() {
+                // Asked again: a shim restarted before it answered.
+                return Ok(Err(p.pid));
+            }
+            if p.exited().is_some() {
                 return Err(error(
                     Code::FAILED_PRECONDITION,
                     format!("process {} was already started", req.id),
                 ));
             }
-            Ok((c.zone.clone(), p.spec.clone(), p.stdio.clone()))
+            let run_id = match &p.run_id {
+                Some(id) => id.clone(),
+                None => fresh_id()?,
+            };
+            p.run_id = Some(run_id.clone());
+            Ok(Ok((zone, p.spec.clone(), p.stdio.clone(), run_id)))
         })?;
+        let (zone, spec, io, run_id) = match started {
+            Ok(s) => s,
+            Err(pid) => {
+                let mut resp = api::StartResponse::new();
+                resp.pid = pid;
+                return Ok(resp);
+            }
+        };
+        self.persist();
         if req.exec_id.is_empty() {
             let before = self.oom_kills(&req.id).await;
             self.with(&req.id, |c| {
@@ -743,7 +792,7 @@ impl Task for Service {
             zone,
             spec: Some(spec),
             stdio: Some(io),
-            id: fresh_id()?,
+            id: run_id,
         };
         let p = self.run_once(run).await?;
         let pid = if p.host_pid != 0 { p.host_pid } else { p.pid };
@@ -754,6 +803,7 @@ impl Task for Service {
             proc.held = held;
             Ok(())
         })?;
+        self.persist();
         self.watch_exit(req.id.clone(), req.exec_id.clone(), p.id, pid);
         if req.exec_id.is_empty() {
             let mut ev = TaskStart::new();
@@ -855,6 +905,7 @@ impl Task for Service {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&req.id);
+            self.persist();
             let mut ev = TaskDelete::new();
             ev.container_id = req.id.clone();
             ev.id = req.id.clone();
@@ -867,6 +918,7 @@ impl Task for Service {
                 c.execs.remove(&req.exec_id);
                 Ok(())
             })?;
+            self.persist();
         }
         let mut resp = api::DeleteResponse::new();
         resp.pid = pid;
@@ -952,6 +1004,7 @@ impl Task for Service {
                 c.proc(&req.exec_id)?.exit.send_replace(Some(exit));
                 Ok(())
             })?;
+            self.persist();
             let mut ev = TaskExit::new();
             ev.container_id = req.id.clone();
             ev.id = if req.exec_id.is_empty() {
@@ -1025,6 +1078,7 @@ impl Task for Service {
             );
             Ok(())
         })?;
+        self.persist();
         let mut ev = TaskExecAdded::new();
         ev.container_id = req.id.clone();
         ev.exec_id = req.exec_id.clone();
@@ -1114,6 +1168,7 @@ impl Task for Service {
                 c.limits = merged;
                 Ok(())
             })?;
+            self.persist();
             self.update_pod_memory(&zone).await;
             return Ok(api::Empty::new());
         }
@@ -1234,7 +1289,200 @@ impl Task for Service {
     }
 }
 
+/// The state file's name, in the shim's directory.
+const STATE_FILE: &str = "rauha-shim.json";
+
+/// A process as saved for a restarted shim; rauhad's types as their
+/// protobuf encoding, in hex.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedProc {
+    spec: String,
+    stdio: String,
+    run_id: Option<String>,
+    rauha_id: Option<String>,
+    pid: u32,
+    exit: Option<(u32, u64)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedContainer {
+    id: String,
+    bundle: PathBuf,
+    zone: String,
+    owns_zone: bool,
+    root: Option<String>,
+    limits: String,
+    oom_before: u64,
+    paused: bool,
+    init: SavedProc,
+    execs: std::collections::BTreeMap<String, SavedProc>,
+}
+
+fn hex<M: prost::Message>(m: &M) -> String {
+    m.encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unhex<M: prost::Message + Default>(s: &str) -> Result<M, String> {
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or_else(|| format!("{s:?} is not hex"))
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    M::decode(bytes.as_slice()).map_err(|e| e.to_string())
+}
+
+impl SavedProc {
+    fn of(p: &Proc) -> SavedProc {
+        SavedProc {
+            spec: hex(&p.spec),
+            stdio: hex(&p.stdio),
+            run_id: p.run_id.clone(),
+            rauha_id: p.rauha_id.clone(),
+            pid: p.pid,
+            exit: p.exited().map(|e| (e.status, e.at_ms)),
+        }
+    }
+
+    fn to_proc(&self) -> Result<Proc, String> {
+        let mut p = Proc::new(unhex(&self.spec)?, unhex(&self.stdio)?);
+        p.run_id = self.run_id.clone();
+        p.rauha_id = self.rauha_id.clone();
+        p.pid = self.pid;
+        if let Some((status, at_ms)) = self.exit {
+            p.exit.send_replace(Some(Exit { status, at_ms }));
+        }
+        Ok(p)
+    }
+}
+
+impl SavedContainer {
+    fn of(id: &str, c: &Container) -> SavedContainer {
+        SavedContainer {
+            id: id.to_string(),
+            bundle: c.bundle.clone(),
+            zone: c.zone.clone(),
+            owns_zone: c.owns_zone,
+            root: c.root.clone(),
+            limits: hex(&c.limits),
+            oom_before: c.oom_before,
+            paused: c.paused,
+            init: SavedProc::of(&c.init),
+            execs: c
+                .execs
+                .iter()
+                .map(|(k, p)| (k.clone(), SavedProc::of(p)))
+                .collect(),
+        }
+    }
+
+    fn to_container(&self) -> Result<Container, String> {
+        Ok(Container {
+            bundle: self.bundle.clone(),
+            zone: self.zone.clone(),
+            owns_zone: self.owns_zone,
+            root: self.root.clone(),
+            limits: unhex(&self.limits)?,
+            oom_before: self.oom_before,
+            paused: self.paused,
+            init: self.init.to_proc()?,
+            execs: self
+                .execs
+                .iter()
+                .map(|(k, p)| Ok((k.clone(), p.to_proc()?)))
+                .collect::<Result<_, String>>()?,
+        })
+    }
+}
+
 impl Service {
+    /// Saves the containers' state for a shim started again after this
+    /// one dies (written whole, then renamed over the last one).
+    fn persist(&self) {
+        let _one = self.inner.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let saved: Vec<SavedContainer> = self
+            .inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, c)| SavedContainer::of(id, c))
+            .collect();
+        let path = &self.inner.state_file;
+        let tmp = path.with_extension("json.tmp");
+        let r = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            log::warn!(
+                "cannot save the pod's state to {}: {e}; a restarted shim would not find it",
+                path.display()
+            );
+        }
+    }
+
+    /// A shim started again by rauhad's keeper: takes the containers back
+    /// from the state file, holds the running processes' output FIFOs
+    /// again and waits for their ends (a process that ended meanwhile is
+    /// reported now).
+    pub async fn restore(&self) {
+        let path = &self.inner.state_file;
+        let saved: Vec<SavedContainer> = match std::fs::read(path) {
+            Ok(text) => match serde_json::from_slice(&text) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("{} is not a saved pod state: {e}", path.display());
+                    return;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                log::error!("cannot read {}: {e}", path.display());
+                return;
+            }
+        };
+        let mut watch = Vec::new();
+        {
+            let mut all = self
+                .inner
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for s in &saved {
+                let mut c = match s.to_container() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::error!("container {} in {}: {e}", s.id, path.display());
+                        continue;
+                    }
+                };
+                for (exec_id, p) in std::iter::once((String::new(), &mut c.init))
+                    .chain(c.execs.iter_mut().map(|(k, p)| (k.clone(), p)))
+                {
+                    if let (Some(rid), None) = (&p.rauha_id, p.exited()) {
+                        p.held = hold_outputs(&p.stdio);
+                        watch.push((s.id.clone(), exec_id, rid.clone(), p.pid));
+                    }
+                }
+                all.insert(s.id.clone(), c);
+            }
+        }
+        log::info!(
+            "found {} containers again, {} processes running",
+            saved.len(),
+            watch.len()
+        );
+        for (id, exec_id, rid, pid) in watch {
+            self.watch_exit(id, exec_id, rid, pid);
+        }
+    }
+
     /// rauhad's id of a running process of the container.
     fn running_id(&self, id: &str, exec_id: &str) -> TtrpcResult<String> {
         self.with(id, |c| {

@@ -9,6 +9,8 @@ use containerd_shim::protos::api::DeleteResponse;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error, Flags, StartOpts};
 
+use rauha_api::keeper::{self, Orphan};
+
 use crate::convert;
 use crate::rauhad::Rauhad;
 use crate::service::{read_bundle_spec, unmount_rootfs, Service};
@@ -60,43 +62,41 @@ impl Shim for RauhaShim {
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         let bundle = std::env::current_dir().map_err(|e| Error::Other(e.to_string()))?;
         if let Ok(spec) = read_bundle_spec(&bundle) {
+            let rauhad = Rauhad::from_env();
             if let convert::Role::Member { sandbox_id } = convert::role(&spec) {
                 // A pod's container: its root in the pod's zone goes.
-                let rauhad = Rauhad::from_env();
-                if let Ok(mut zones) = rauhad.zones().await {
-                    let r = zones
+                let orphan = Orphan {
+                    zone: convert::zone_name(&self.namespace, &sandbox_id),
+                    root: Some(self.id.clone()),
+                };
+                let r = match rauhad.zones().await {
+                    Ok(mut zones) => zones
                         .remove_root(rauha_api::v1::RootRef {
-                            zone: convert::zone_name(&self.namespace, &sandbox_id),
+                            zone: orphan.zone.clone(),
                             name: self.id.clone(),
                         })
-                        .await;
-                    if let Some(s) = r
-                        .as_ref()
-                        .err()
-                        .filter(|s| s.code() != tonic::Code::NotFound)
-                    {
-                        log::warn!("cannot remove container root {}: {}", self.id, s.message());
-                    }
-                }
+                        .await
+                        .map(|_| ()),
+                    Err(s) => Err(s),
+                };
+                settle(&rauhad, orphan, r);
             }
             if convert::role(&spec) == convert::Role::Owner {
-                let rauhad = Rauhad::from_env();
-                let name = convert::zone_name(&self.namespace, &self.id);
-                if let Ok(mut zones) = rauhad.zones().await {
-                    let r = zones
+                let orphan = Orphan {
+                    zone: convert::zone_name(&self.namespace, &self.id),
+                    root: None,
+                };
+                let r = match rauhad.zones().await {
+                    Ok(mut zones) => zones
                         .delete(rauha_api::v1::DeleteZoneRequest {
-                            zone: name.clone(),
+                            zone: orphan.zone.clone(),
                             force: true,
                         })
-                        .await;
-                    if let Some(s) = r
-                        .as_ref()
-                        .err()
-                        .filter(|s| s.code() != tonic::Code::NotFound)
-                    {
-                        log::warn!("cannot delete zone {name}: {}", s.message());
-                    }
-                }
+                        .await
+                        .map(|_| ()),
+                    Err(s) => Err(s),
+                };
+                settle(&rauhad, orphan, r);
             }
         }
         unmount_rootfs(&bundle);
@@ -111,6 +111,51 @@ impl Shim for RauhaShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        Service::new(self.namespace.clone(), publisher, Arc::clone(&self.exit))
+        let service = Service::new(self.namespace.clone(), Arc::clone(&self.exit));
+        service.set_publisher(publisher);
+        service
+    }
+}
+
+/// After `shim delete` asked rauhad to remove a zone or a container root:
+/// when rauhad could not be reached, leaves the orphan for it to remove
+/// when it is back (`rauha_api::keeper::orphans_dir`).
+fn settle(rauhad: &Rauhad, orphan: Orphan, r: Result<(), tonic::Status>) {
+    let what = match &orphan.root {
+        Some(root) => format!("container root {root} of zone {}", orphan.zone),
+        None => format!("zone {}", orphan.zone),
+    };
+    let Err(s) = r else { return };
+    match s.code() {
+        tonic::Code::NotFound => {}
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            let api = rauhad
+                .addr()
+                .strip_prefix("unix://")
+                .unwrap_or(rauhad.addr());
+            let dir = keeper::orphans_dir(std::path::Path::new(api));
+            let left = orphan
+                .file_name()
+                .ok_or_else(|| std::io::Error::other("not a file name"))
+                .and_then(|name| {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&dir)?;
+                    std::fs::write(dir.join(name), orphan.encode())
+                });
+            match left {
+                Ok(()) => log::warn!(
+                    "rauhad is down: left {what} in {} for it to remove when it is back",
+                    dir.display()
+                ),
+                Err(e) => log::error!(
+                    "cannot remove {what} ({}) nor leave it for rauhad: {e}",
+                    s.message()
+                ),
+            }
+        }
+        _ => log::warn!("cannot remove {what}: {}", s.message()),
     }
 }

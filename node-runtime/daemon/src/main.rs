@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod redact;
 mod secrets;
+mod shim_keeper;
 mod store;
 mod validate;
 mod workspace;
@@ -213,6 +214,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let listener = bind_socket(&args.socket).await?;
     tracing::info!(socket = %args.socket.display(), root = %args.root.display(), "rauhad serving");
+    let keeper = shim_keeper::spawn(&args.socket)?;
+    tracing::info!(socket = %keeper.display(), "shim keeper serving");
+    registry.spawn_orphan_collector(rauha_api::keeper::orphans_dir(&args.socket));
     let router = || {
         tonic::transport::Server::builder()
             .add_service(
@@ -257,6 +261,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => unix.await?,
     }
     let _ = std::fs::remove_file(&args.socket);
+    let _ = std::fs::remove_file(&keeper);
     tracing::info!("rauhad stopped; zones keep running and are re-adopted at the next start");
     Ok(())
 }

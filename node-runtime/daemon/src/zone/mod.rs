@@ -5,6 +5,7 @@ mod create;
 mod delete;
 mod enforce;
 mod lifecycle;
+mod orphans;
 pub mod output;
 mod policy;
 mod process;
