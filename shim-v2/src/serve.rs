@@ -36,6 +36,11 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::rauhad::Rauhad;
 use crate::service::Service;
 
+/// The metadata key a replayed request carries (a request the dead shim
+/// read and did not answer): handlers that make things treat "already
+/// there" as their own earlier work.
+pub const REPLAY_KEY: &str = "rauha-replay";
+
 const HEADER: usize = 10;
 const MAX_MESSAGE: usize = 4 << 20;
 const TYPE_REQUEST: u8 = 1;
@@ -101,7 +106,9 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
         });
     }
     if resume.is_some() {
-        service.restore().await;
+        // A state that cannot be read ends this shim: restarted a few
+        // times, then left dead, so containerd cleans the pod up.
+        service.restore().await?;
         log::info!(
             "started again by rauhad's keeper: {} connections, {} unanswered requests",
             inherited.len(),
@@ -146,6 +153,8 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
         })
     };
     exit.wait().await;
+    // Goodbye first: nothing is deposited once the sockets start closing.
+    keeper.bye();
     accept.abort();
     ignore.abort();
     // Let the Shutdown call's own answer go out.
@@ -155,7 +164,6 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    keeper.bye();
     if let Some(path) = flags.socket.strip_prefix("unix://") {
         let _ = std::fs::remove_file(path);
     }
@@ -234,6 +242,19 @@ type Adopted = (UnixListener, Vec<(u32, UnixStream)>, Vec<(u32, Vec<u8>)>);
 
 /// Takes over what the keeper handed a restarted shim.
 fn adopt(r: &Resume) -> Result<Adopted, String> {
+    let mut all: Vec<RawFd> = std::iter::once(r.listener)
+        .chain(r.conns.iter().map(|(_, fd)| *fd))
+        .chain(std::iter::once(r.pending))
+        .collect();
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    if all.len() != count || all.first().is_some_and(|fd| *fd <= 2) {
+        return Err(format!(
+            "{} names a descriptor twice or a standard one; it is set by rauhad's shim keeper",
+            keeper::RESUME_ENV
+        ));
+    }
     let own = |fd: RawFd, what: &str| -> Result<OwnedFd, String> {
         // SAFETY: F_GETFD only checks that the fd is open.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -270,7 +291,8 @@ fn adopt(r: &Resume) -> Result<Adopted, String> {
 }
 
 /// The shim's side of the keeper: what was deposited, so that it can all
-/// be deposited again after rauhad restarts.
+/// be deposited again on a new connection (after rauhad restarts, or a
+/// failed send).
 struct Keeper {
     path: PathBuf,
     state: Mutex<Deposit>,
@@ -278,6 +300,8 @@ struct Keeper {
 
 struct Deposit {
     sock: Option<OwnedFd>,
+    /// The shim is ending: nothing is deposited any more.
+    closing: bool,
     listener: RawFd,
     conns: BTreeMap<u32, RawFd>,
     pending: BTreeMap<(u32, u32), Vec<u8>>,
@@ -290,6 +314,7 @@ impl Keeper {
             path: keeper::socket_path(Path::new(api)),
             state: Mutex::new(Deposit {
                 sock: None,
+                closing: false,
                 listener,
                 conns: BTreeMap::new(),
                 pending: BTreeMap::new(),
@@ -301,28 +326,62 @@ impl Keeper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends one message if connected; a failed send drops the connection
-    /// (everything is deposited again on the next one).
-    fn send(d: &mut Deposit, m: &ToKeeper, fd: Option<RawFd>) {
-        if let Some(s) = &d.sock {
-            if let Err(e) = send(s, &m.encode(), fd) {
-                log::warn!("rauhad's shim keeper: {e}; depositing again when it is back");
-                d.sock = None;
+    /// Sends one message. When the send fails, deposits everything again
+    /// on a new connection (once): a request is never taken off
+    /// containerd's socket while the keeper lacks it, if rauhad is there.
+    fn send(&self, d: &mut Deposit, m: &ToKeeper, fd: Option<RawFd>) {
+        let Some(s) = &d.sock else { return };
+        if let Err(e) = send(s, &m.encode(), fd) {
+            log::warn!("rauhad's shim keeper: {e}; depositing everything again");
+            d.sock = None;
+            if let Err(e) = self.deposit_all(d) {
+                log::warn!("rauhad's shim keeper: {e}");
             }
         }
+    }
+
+    /// Connects and deposits everything, ending with Ready.
+    fn deposit_all(&self, d: &mut Deposit) -> Result<(), String> {
+        if d.closing {
+            return Ok(());
+        }
+        let s = connect(&self.path)
+            .map_err(|e| format!("not reachable at {}: {e}", self.path.display()))?;
+        let mut all = vec![(ToKeeper::Hello, Some(d.listener))];
+        all.extend(
+            d.conns
+                .iter()
+                .map(|(n, fd)| (ToKeeper::Conn { n: *n }, Some(*fd))),
+        );
+        all.extend(d.pending.iter().map(|((n, stream), frame)| {
+            (
+                ToKeeper::Pending {
+                    n: *n,
+                    stream: *stream,
+                    frame: frame.clone(),
+                },
+                None,
+            )
+        }));
+        all.push((ToKeeper::Ready, None));
+        for (m, fd) in all {
+            send(&s, &m.encode(), fd).map_err(|e| format!("depositing: {e}"))?;
+        }
+        d.sock = Some(s);
+        Ok(())
     }
 
     fn conn(&self, n: u32, fd: RawFd) {
         let mut d = self.lock();
         d.conns.insert(n, fd);
-        Keeper::send(&mut d, &ToKeeper::Conn { n }, Some(fd));
+        self.send(&mut d, &ToKeeper::Conn { n }, Some(fd));
     }
 
     fn closed(&self, n: u32) {
         let mut d = self.lock();
         d.conns.remove(&n);
         d.pending.retain(|(c, _), _| *c != n);
-        Keeper::send(&mut d, &ToKeeper::Closed { n }, None);
+        self.send(&mut d, &ToKeeper::Closed { n }, None);
     }
 
     fn pending(&self, n: u32, stream: u32, frame: &[u8]) {
@@ -333,24 +392,30 @@ impl Keeper {
             stream,
             frame: frame.to_vec(),
         };
-        Keeper::send(&mut d, &m, None);
+        self.send(&mut d, &m, None);
     }
 
     fn done(&self, n: u32, stream: u32) {
         let mut d = self.lock();
         if d.pending.remove(&(n, stream)).is_some() {
-            Keeper::send(&mut d, &ToKeeper::Done { n, stream }, None);
+            self.send(&mut d, &ToKeeper::Done { n, stream }, None);
         }
     }
 
     /// Tells the keeper not to start this shim again (connecting for it
     /// if need be: a restarted shim's restarter waits to hear from it).
+    /// Nothing is deposited after this.
     fn bye(&self) {
         let mut d = self.lock();
+        d.closing = true;
         if d.sock.is_none() {
             d.sock = connect(&self.path).ok();
         }
-        Keeper::send(&mut d, &ToKeeper::Bye, None);
+        if let Some(s) = &d.sock {
+            if let Err(e) = send(s, &ToKeeper::Bye.encode(), None) {
+                log::warn!("rauhad's shim keeper: cannot say goodbye: {e}");
+            }
+        }
         d.sock = None;
     }
 
@@ -379,39 +444,28 @@ impl Keeper {
                 }
             }
             first = false;
-            {
-                let mut d = self.lock();
-                if d.sock.as_ref().is_some_and(peer_closed) {
-                    d.sock = None;
+            let mut d = self.lock();
+            if d.closing {
+                return;
+            }
+            if d.sock.as_ref().is_some_and(peer_closed) {
+                d.sock = None;
+            }
+            if d.sock.is_some() {
+                continue;
+            }
+            match self.deposit_all(&mut d) {
+                Ok(()) => {
+                    log::info!("deposited with rauhad's shim keeper");
+                    warned = false;
                 }
-                if d.sock.is_none() {
-                    match connect(&self.path) {
-                        Ok(s) => {
-                            d.sock = Some(s);
-                            let (listener, conns, pending) =
-                                (d.listener, d.conns.clone(), d.pending.clone());
-                            Keeper::send(&mut d, &ToKeeper::Hello, Some(listener));
-                            for (n, fd) in conns {
-                                Keeper::send(&mut d, &ToKeeper::Conn { n }, Some(fd));
-                            }
-                            for ((n, stream), frame) in pending {
-                                Keeper::send(&mut d, &ToKeeper::Pending { n, stream, frame }, None);
-                            }
-                            if d.sock.is_some() {
-                                log::info!("deposited with rauhad's shim keeper");
-                                warned = false;
-                            }
-                        }
-                        Err(e) if !warned => {
-                            log::warn!(
-                                "rauhad's shim keeper is not reachable at {}: {e}; until it is, a shim that dies ends its pod's tasks",
-                                self.path.display()
-                            );
-                            warned = true;
-                        }
-                        Err(_) => {}
-                    }
+                Err(e) if !warned => {
+                    log::warn!(
+                        "rauhad's shim keeper: {e}; until it is back, a shim that dies ends its pod's tasks"
+                    );
+                    warned = true;
                 }
+                Err(_) => {}
             }
         }
     }
@@ -446,6 +500,30 @@ fn connect(path: &Path) -> std::io::Result<OwnedFd> {
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // Room for a few whole requests, and a send that waits for the keeper
+    // (which only reads) for a second at most.
+    let timeout = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    let sndbuf: libc::c_int = 1 << 20;
+    // SAFETY: setsockopt with values of the sizes given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            std::ptr::addr_of!(timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::addr_of!(sndbuf).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
     Ok(sock)
 }
 
@@ -464,7 +542,8 @@ fn peer_closed(s: &OwnedFd) -> bool {
     n == 0
 }
 
-/// One datagram, with at most one descriptor; never blocks.
+/// One datagram, with at most one descriptor; blocks for at most the
+/// socket's send timeout (see `connect`).
 fn send(s: &OwnedFd, data: &[u8], fd: Option<RawFd>) -> std::io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
@@ -491,7 +570,7 @@ fn send(s: &OwnedFd, data: &[u8], fd: Option<RawFd>) -> std::io::Result<()> {
         }
     }
     // SAFETY: msg points at live buffers.
-    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -549,11 +628,11 @@ impl Conn {
                 seen = seen.max(h.stream_id);
                 // Kept again, in case this shim dies too.
                 self.keeper.pending(self.n, h.stream_id, &frame);
-                tokio::spawn(self.handle().answer(frame));
+                tokio::spawn(self.handle().answer(frame, true));
             }
         }
         loop {
-            let frame = match self.read_frame().await {
+            let frame = match self.read_frame(seen).await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -566,14 +645,14 @@ impl Conn {
                 continue;
             }
             seen = h.stream_id;
-            tokio::spawn(self.handle().answer(frame));
+            tokio::spawn(self.handle().answer(frame, false));
         }
         self.keeper.closed(self.n);
     }
 
     /// The next frame. A request that fits is first peeked and kept, then
     /// taken off the socket.
-    async fn read_frame(&self) -> std::io::Result<Option<Vec<u8>>> {
+    async fn read_frame(&self, seen: u32) -> std::io::Result<Option<Vec<u8>>> {
         let mut head = [0u8; HEADER];
         if self.peek(&mut head).await? < HEADER {
             return Ok(None);
@@ -590,7 +669,8 @@ impl Conn {
                 return Ok(None);
             }
             let stream_id = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-            if head[8] == TYPE_REQUEST {
+            // A copy of a replayed request is skipped, not kept again.
+            if head[8] == TYPE_REQUEST && stream_id > seen {
                 self.keeper.pending(self.n, stream_id, &frame);
             }
             let mut sink = vec![0u8; frame.len()];
@@ -657,10 +737,17 @@ impl Conn {
     }
 
     /// Answers one request and marks it answered.
-    async fn answer(self, frame: Vec<u8>) {
+    async fn answer(self, frame: Vec<u8>, replay: bool) {
         self.busy.fetch_add(1, Ordering::SeqCst);
         if let Some(h) = header(&frame) {
-            let resp = call(&self.services, self.stream.as_raw_fd(), h, &frame[HEADER..]).await;
+            let resp = call(
+                &self.services,
+                self.stream.as_raw_fd(),
+                h,
+                &frame[HEADER..],
+                replay,
+            )
+            .await;
             match resp.encode() {
                 Ok(payload) => {
                     let mut out = Vec::with_capacity(HEADER + payload.len());
@@ -692,7 +779,13 @@ fn header(frame: &[u8]) -> Option<MessageHeader> {
 
 /// Calls the method a request names, as ttrpc's server does (its timeout
 /// included), and always gives a response.
-async fn call(services: &Services, fd: RawFd, h: MessageHeader, payload: &[u8]) -> Response {
+async fn call(
+    services: &Services,
+    fd: RawFd,
+    h: MessageHeader,
+    payload: &[u8],
+    replay: bool,
+) -> Response {
     let fail = |code: Code, msg: String| {
         let mut r = Response::new();
         r.set_status(get_status(code, msg));
@@ -717,10 +810,17 @@ async fn call(services: &Services, fd: RawFd, h: MessageHeader, payload: &[u8]) 
         );
     };
     let timeout_nano = req.timeout_nano;
+    let mut metadata = context::from_pb(&req.metadata);
+    if replay {
+        metadata.insert(REPLAY_KEY.to_string(), vec!["1".to_string()]);
+    } else {
+        // Only the shim says a request is replayed.
+        metadata.remove(REPLAY_KEY);
+    }
     let ctx = TtrpcContext {
         fd,
         mh: h,
-        metadata: context::from_pb(&req.metadata),
+        metadata,
         timeout_nano,
     };
     let r = if timeout_nano > 0 {
@@ -749,5 +849,70 @@ mod tests {
         let h = header(&f).unwrap();
         assert_eq!((h.length, h.stream_id, h.type_, h.flags), (5, 3, 1, 0));
         assert!(header(&f[..9]).is_none());
+    }
+
+    /// Answers which way it was called.
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl containerd_shim::protos::ttrpc::asynchronous::MethodHandler for Echo {
+        async fn handler(
+            &self,
+            ctx: TtrpcContext,
+            _req: Request,
+        ) -> containerd_shim::protos::ttrpc::Result<Response> {
+            let mut r = Response::new();
+            r.payload = if ctx.metadata.contains_key(REPLAY_KEY) {
+                b"replay".to_vec()
+            } else {
+                b"fresh".to_vec()
+            };
+            Ok(r)
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_shim_marks_a_request_replayed() {
+        let mut methods: HashMap<
+            String,
+            Box<dyn containerd_shim::protos::ttrpc::asynchronous::MethodHandler + Send + Sync>,
+        > = HashMap::new();
+        methods.insert("Echo".into(), Box::new(Echo));
+        let services: Services = Arc::new(HashMap::from([(
+            "t.S".to_string(),
+            TtrpcService {
+                methods,
+                streams: HashMap::new(),
+            },
+        )]));
+        let mut req = Request::new();
+        req.service = "t.S".into();
+        req.method = "Echo".into();
+        // A client that claims the mark gets no replay treatment.
+        let mut kv = containerd_shim::protos::ttrpc::proto::KeyValue::new();
+        kv.key = REPLAY_KEY.into();
+        kv.value = "1".into();
+        req.metadata.push(kv);
+        let payload = req.encode().unwrap();
+        let h = MessageHeader {
+            length: payload.len() as u32,
+            stream_id: 1,
+            type_: TYPE_REQUEST,
+            flags: 0,
+        };
+        assert_eq!(
+            call(&services, -1, h, &payload, false).await.payload,
+            b"fresh"
+        );
+        assert_eq!(
+            call(&services, -1, h, &payload, true).await.payload,
+            b"replay"
+        );
+        req.method = "Nope".into();
+        let payload = req.encode().unwrap();
+        let r = call(&services, -1, h, &payload, false).await;
+        assert_eq!(r.status().code(), Code::UNIMPLEMENTED);
+        let r = call(&services, -1, h, b"\xff\xff", false).await;
+        assert_eq!(r.status().code(), Code::INVALID_ARGUMENT);
     }
 }

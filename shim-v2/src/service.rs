@@ -154,6 +154,18 @@ pub fn read_bundle_spec(bundle: &Path) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
 }
 
+/// Whether `path` is on another filesystem than its parent.
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
+        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
 /// Detaches the container's root filesystem mount, if any.
 pub fn unmount_rootfs(bundle: &Path) {
     let rootfs = bundle.join("rootfs");
@@ -265,11 +277,15 @@ impl Service {
     }
 
     /// Mounts what containerd prepared as the container's root filesystem.
-    async fn mount_rootfs(&self, req: &api::CreateTaskRequest) -> TtrpcResult<()> {
+    async fn mount_rootfs(&self, req: &api::CreateTaskRequest, replay: bool) -> TtrpcResult<()> {
         if req.rootfs.is_empty() {
             return Ok(());
         }
         let rootfs = Path::new(&req.bundle).join("rootfs");
+        if replay && is_mount_point(&rootfs) {
+            // Mounted by the shim that died before it answered.
+            return Ok(());
+        }
         std::fs::create_dir_all(&rootfs).map_err(|e| {
             error(
                 Code::INTERNAL,
@@ -288,23 +304,43 @@ impl Service {
         Ok(())
     }
 
-    async fn create_zone(&self, id: &str, bundle: &str, spec: &Value) -> TtrpcResult<String> {
+    async fn create_zone(
+        &self,
+        id: &str,
+        bundle: &str,
+        spec: &Value,
+        replay: bool,
+    ) -> TtrpcResult<String> {
         let policy = convert::policy(spec).map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
         let name = convert::zone_name(&self.inner.namespace, id);
-        let zone = self
-            .zones()
-            .await?
+        let mut zones = self.zones().await?;
+        let created = zones
             .create(v1::CreateZoneRequest {
-                name,
+                name: name.clone(),
                 policy: Some(policy),
                 bundle: bundle.to_string(),
                 netns: convert::netns(spec).unwrap_or_default(),
                 cgroup_parent: convert::cgroup_parent(spec).unwrap_or_default(),
             })
-            .await
-            .map_err(ttrpc_error)?
-            .into_inner();
-        Ok(zone.id)
+            .await;
+        match created {
+            Ok(z) => Ok(z.into_inner().id),
+            // The same request, asked again of a restarted shim: the dead
+            // shim made the zone (from this bundle) before it could answer.
+            Err(s) if replay && s.code() == tonic::Code::AlreadyExists => {
+                let z = zones
+                    .get(v1::ZoneRef { zone: name })
+                    .await
+                    .map_err(ttrpc_error)?
+                    .into_inner();
+                if z.root == format!("bundle:{bundle}") {
+                    Ok(z.id)
+                } else {
+                    Err(ttrpc_error(s))
+                }
+            }
+            Err(s) => Err(ttrpc_error(s)),
+        }
     }
 
     /// Publishes one event. The envelope is built here rather than by
@@ -514,7 +550,14 @@ impl Service {
     /// bind and tmpfs mounts (the zone provides /proc, /sys, /dev).
     /// The container also gets a cgroup of its own with its limits, where
     /// the host allows (see rauhad's `RootResponse.own_cgroup`).
-    async fn add_root(&self, zone: &str, id: &str, bundle: &Path, spec: &Value) -> TtrpcResult<()> {
+    async fn add_root(
+        &self,
+        zone: &str,
+        id: &str,
+        bundle: &Path,
+        spec: &Value,
+        replay: bool,
+    ) -> TtrpcResult<()> {
         let rootfs = spec
             .get("root")
             .and_then(|r| r.get("path"))
@@ -540,9 +583,13 @@ impl Service {
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
             })
-            .await
-            .map_err(ttrpc_error)?
-            .into_inner();
+            .await;
+        let added = match added {
+            Ok(a) => a.into_inner(),
+            // The dead shim added it before it could answer.
+            Err(s) if replay && s.code() == tonic::Code::AlreadyExists => return Ok(()),
+            Err(s) => return Err(ttrpc_error(s)),
+        };
         if !added.own_cgroup {
             log::info!(
                 "container {id}: its pod's zone gives containers no cgroup of their own; the pod's limits hold for it"
@@ -648,9 +695,10 @@ impl Service {
 impl Task for Service {
     async fn create(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
+        let replay = ctx.metadata.contains_key(crate::serve::REPLAY_KEY);
         if !req.checkpoint.is_empty() {
             return Err(error(
                 Code::UNIMPLEMENTED,
@@ -665,8 +713,8 @@ impl Task for Service {
         let mut root = None;
         let (zone, owns_zone) = match convert::role(&spec) {
             Role::Owner => {
-                self.mount_rootfs(&req).await?;
-                match self.create_zone(&req.id, &req.bundle, &spec).await {
+                self.mount_rootfs(&req, replay).await?;
+                match self.create_zone(&req.id, &req.bundle, &spec, replay).await {
                     Ok(zone) => (zone, true),
                     Err(e) => {
                         unmount_rootfs(&bundle);
@@ -693,8 +741,8 @@ impl Task for Service {
                             format!("pod sandbox {sandbox_id} of container {} is not served by this shim", req.id),
                         )
                     })?;
-                self.mount_rootfs(&req).await?;
-                let added = self.add_root(&zone, &req.id, &bundle, &spec).await;
+                self.mount_rootfs(&req, replay).await?;
+                let added = self.add_root(&zone, &req.id, &bundle, &spec, replay).await;
                 if let Err(e) = added {
                     unmount_rootfs(&bundle);
                     return Err(e);
@@ -1400,6 +1448,18 @@ impl SavedContainer {
     }
 }
 
+/// The zone id a shim saved for a container in `dir`'s state file: an
+/// orphan names the zone by it, so that a later zone of the same name is
+/// never taken for it.
+pub fn saved_zone_id(dir: &Path, container_id: &str) -> Option<String> {
+    let text = std::fs::read(dir.join(STATE_FILE)).ok()?;
+    let saved: Vec<SavedContainer> = serde_json::from_slice(&text).ok()?;
+    saved
+        .into_iter()
+        .find(|c| c.id == container_id)
+        .map(|c| c.zone)
+}
+
 impl Service {
     /// Saves the containers' state for a shim started again after this
     /// one dies (written whole, then renamed over the last one).
@@ -1431,21 +1491,14 @@ impl Service {
     /// from the state file, holds the running processes' output FIFOs
     /// again and waits for their ends (a process that ended meanwhile is
     /// reported now).
-    pub async fn restore(&self) {
+    pub async fn restore(&self) -> Result<(), String> {
         let path = &self.inner.state_file;
         let saved: Vec<SavedContainer> = match std::fs::read(path) {
-            Ok(text) => match serde_json::from_slice(&text) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error!("{} is not a saved pod state: {e}", path.display());
-                    return;
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                log::error!("cannot read {}: {e}", path.display());
-                return;
-            }
+            Ok(text) => serde_json::from_slice(&text)
+                .map_err(|e| format!("{} is not a saved pod state: {e}", path.display()))?,
+            // The shim died before its first container was made.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let mut watch = Vec::new();
         {
@@ -1455,13 +1508,9 @@ impl Service {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for s in &saved {
-                let mut c = match s.to_container() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        log::error!("container {} in {}: {e}", s.id, path.display());
-                        continue;
-                    }
-                };
+                let mut c = s
+                    .to_container()
+                    .map_err(|e| format!("container {} in {}: {e}", s.id, path.display()))?;
                 for (exec_id, p) in std::iter::once((String::new(), &mut c.init))
                     .chain(c.execs.iter_mut().map(|(k, p)| (k.clone(), p)))
                 {
@@ -1481,6 +1530,7 @@ impl Service {
         for (id, exec_id, rid, pid) in watch {
             self.watch_exit(id, exec_id, rid, pid);
         }
+        Ok(())
     }
 
     /// rauhad's id of a running process of the container.

@@ -13,7 +13,7 @@ use rauha_api::keeper::{self, Orphan};
 
 use crate::convert;
 use crate::rauhad::Rauhad;
-use crate::service::{read_bundle_spec, unmount_rootfs, Service};
+use crate::service::{read_bundle_spec, saved_zone_id, unmount_rootfs, Service};
 
 pub struct RauhaShim {
     namespace: String,
@@ -65,14 +65,18 @@ impl Shim for RauhaShim {
             let rauhad = Rauhad::from_env();
             if let convert::Role::Member { sandbox_id } = convert::role(&spec) {
                 // A pod's container: its root in the pod's zone goes.
+                let name = convert::zone_name(&self.namespace, &sandbox_id);
+                let sandbox_dir = bundle.parent().map(|p| p.join(&sandbox_id));
                 let orphan = Orphan {
-                    zone: convert::zone_name(&self.namespace, &sandbox_id),
+                    zone: sandbox_dir
+                        .and_then(|d| saved_zone_id(&d, &sandbox_id))
+                        .unwrap_or_else(|| name.clone()),
                     root: Some(self.id.clone()),
                 };
                 let r = match rauhad.zones().await {
                     Ok(mut zones) => zones
                         .remove_root(rauha_api::v1::RootRef {
-                            zone: orphan.zone.clone(),
+                            zone: name,
                             name: self.id.clone(),
                         })
                         .await
@@ -82,14 +86,15 @@ impl Shim for RauhaShim {
                 settle(&rauhad, orphan, r);
             }
             if convert::role(&spec) == convert::Role::Owner {
+                let name = convert::zone_name(&self.namespace, &self.id);
                 let orphan = Orphan {
-                    zone: convert::zone_name(&self.namespace, &self.id),
+                    zone: saved_zone_id(&bundle, &self.id).unwrap_or_else(|| name.clone()),
                     root: None,
                 };
                 let r = match rauhad.zones().await {
                     Ok(mut zones) => zones
                         .delete(rauha_api::v1::DeleteZoneRequest {
-                            zone: orphan.zone.clone(),
+                            zone: name,
                             force: true,
                         })
                         .await
@@ -143,7 +148,10 @@ fn settle(rauhad: &Rauhad, orphan: Orphan, r: Result<(), tonic::Status>) {
                         .recursive(true)
                         .mode(0o700)
                         .create(&dir)?;
-                    std::fs::write(dir.join(name), orphan.encode())
+                    // Whole or not at all: rauhad reads what it finds.
+                    let tmp = dir.join(format!(".{name}.tmp"));
+                    std::fs::write(&tmp, orphan.encode())?;
+                    std::fs::rename(&tmp, dir.join(name))
                 });
             match left {
                 Ok(()) => log::warn!(

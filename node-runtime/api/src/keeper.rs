@@ -99,6 +99,9 @@ pub enum ToKeeper {
     Pending { n: u32, stream: u32, frame: Vec<u8> },
     /// The request `stream` on connection `n` was answered.
     Done { n: u32, stream: u32 },
+    /// Everything is deposited (sent last after a hello): from now on this
+    /// connection answers for the shim.
+    Ready,
     /// The shim ends on purpose (containerd asked it to): do not start it
     /// again.
     Bye,
@@ -114,6 +117,7 @@ impl ToKeeper {
             ToKeeper::Closed { n } => (b'X', *n, 0, &[]),
             ToKeeper::Pending { n, stream, frame } => (b'R', *n, *stream, frame),
             ToKeeper::Done { n, stream } => (b'D', *n, *stream, &[]),
+            ToKeeper::Ready => (b'Y', 0, 0, &[]),
             ToKeeper::Bye => (b'B', 0, 0, &[]),
         };
         let mut out = Vec::with_capacity(HEAD + frame.len());
@@ -144,6 +148,7 @@ impl ToKeeper {
                 frame: rest.to_vec(),
             },
             b'D' => ToKeeper::Done { n, stream },
+            b'Y' => ToKeeper::Ready,
             b'B' => ToKeeper::Bye,
             t => return Err(format!("unknown keeper message {t:#x}")),
         };
@@ -252,6 +257,7 @@ mod tests {
                 frame: vec![1, 2, 3],
             },
             ToKeeper::Done { n: 1, stream: 3 },
+            ToKeeper::Ready,
             ToKeeper::Bye,
         ] {
             assert_eq!(ToKeeper::decode(&m.encode()).unwrap(), m);

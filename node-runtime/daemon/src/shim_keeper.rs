@@ -16,6 +16,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ const RESTART_BURST: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// How long after its socket closed a shim may take to be gone.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// The only binary the keeper starts again.
+const SHIM_BINARY: &str = "containerd-shim-rauha-v2";
 
 /// Restarts per shim socket address, for the burst limit; and the pids of
 /// restarted shims waited for.
@@ -39,6 +42,10 @@ struct Shared {
     /// Restarted shims not heard from yet: told when one deposits or says
     /// goodbye.
     waiting: Mutex<HashMap<i32, std::sync::mpsc::Sender<()>>>,
+    /// Which keeper connection answers for each shim (by socket address):
+    /// the last to have deposited everything.
+    owners: Mutex<HashMap<String, u64>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 type Restarts = Arc<Shared>;
 
@@ -104,9 +111,6 @@ fn bind(path: &Path) -> anyhow::Result<OwnedFd> {
     }
     // SAFETY: socket returned a fresh fd.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: umask has no preconditions; it keeps the socket 0600 from
-    // the start.
-    let old = unsafe { libc::umask(0o177) };
     // SAFETY: addr is a valid sockaddr_un of the given size.
     let r = unsafe {
         libc::bind(
@@ -115,12 +119,13 @@ fn bind(path: &Path) -> anyhow::Result<OwnedFd> {
             std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
         )
     };
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
     if r != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot listen on {}", path.display()));
     }
+    // Root only before it listens: until then no one can connect.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} root only", path.display()))?;
     // SAFETY: listen on our bound socket.
     if unsafe { libc::listen(sock.as_raw_fd(), 64) } != 0 {
         return Err(std::io::Error::last_os_error()).context("shim keeper: listen");
@@ -161,6 +166,16 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
         tracing::warn!(pid, uid, "shim keeper: refused a peer that is not root");
         return;
     }
+    // The keeper starts what it is given as host root: only a process of
+    // the host's own namespaces (as containerd starts shims), never one in
+    // a zone, even a zone's root, may deposit.
+    if let Err(e) = host_peer(pid) {
+        tracing::warn!(pid, "shim keeper: refused a peer: {e}");
+        return;
+    }
+    let gen = restarts
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut kept = Kept {
         pid,
         ..Kept::default()
@@ -192,10 +207,22 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
                         listener: fds.next(),
                         ..k
                     };
-                    heard_from(restarts, pid);
                 }
-                Err(e) => tracing::warn!(pid, "shim keeper: cannot read the shim's process: {e}"),
+                Err(e) => {
+                    tracing::warn!(pid, "shim keeper: refused a shim: {e:#}");
+                    return;
+                }
             },
+            ToKeeper::Ready => {
+                // Everything deposited: this connection now answers for the
+                // shim (an older one of the same shim no longer restarts it).
+                restarts
+                    .owners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(kept.address.clone(), gen);
+                heard_from(restarts, pid);
+            }
             ToKeeper::Conn { n } => {
                 if let Some(fd) = fds.next() {
                     kept.conns.insert(n, fd);
@@ -220,7 +247,26 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
     if kept.bye || kept.listener.is_none() {
         return;
     }
-    if !gone(&kept) {
+    let owner = restarts
+        .owners
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&kept.address)
+        .copied();
+    if owner != Some(gen) {
+        // Deposited again on a newer connection, which answers for it.
+        return;
+    }
+    let still_owner = || {
+        restarts
+            .owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kept.address)
+            .copied()
+            == Some(gen)
+    };
+    if !gone(&kept) || !still_owner() {
         // Its socket closed but it runs on: it will come back on its own.
         tracing::warn!(
             pid,
@@ -236,7 +282,8 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
             let mut all = restarts.restarts.lock().unwrap_or_else(|e| e.into_inner());
             let times = all.entry(kept.address.clone()).or_default();
             times.retain(|t| t.elapsed() < RESTART_WINDOW);
-            if times.len() >= RESTART_BURST {
+            let burst = times.len();
+            if burst >= RESTART_BURST {
                 tracing::error!(
                     pid = old,
                     address = %kept.address,
@@ -245,6 +292,11 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
                 return;
             }
             times.push(Instant::now());
+            drop(all);
+            if burst > 0 {
+                // Backing off: 100, 200, 400, 800 ms.
+                std::thread::sleep(Duration::from_millis(100 << (burst - 1).min(4)));
+            }
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let started = {
@@ -309,6 +361,20 @@ fn heard_from(shared: &Shared, pid: i32) {
     }
 }
 
+/// Whether a peer shares rauhad's mount, pid and user namespaces (a
+/// host process, as containerd's shims are; never a zone's).
+fn host_peer(pid: i32) -> Result<(), String> {
+    for ns in ["mnt", "pid", "user"] {
+        let mine = std::fs::metadata(format!("/proc/self/ns/{ns}"));
+        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{ns}"));
+        match (mine, theirs) {
+            (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev() => {}
+            _ => return Err(format!("it is not in rauhad's {ns} namespace")),
+        }
+    }
+    Ok(())
+}
+
 /// The peer's pid and uid.
 fn peer(sock: &OwnedFd) -> anyhow::Result<(i32, u32)> {
     // SAFETY: a zeroed ucred is valid; getsockopt fills it.
@@ -332,7 +398,6 @@ fn peer(sock: &OwnedFd) -> anyhow::Result<(i32, u32)> {
 
 /// Receives one datagram and the descriptors that came with it.
 fn recv(sock: &OwnedFd, buf: &mut [u8]) -> anyhow::Result<(usize, Vec<OwnedFd>)> {
-    const MAX_FDS: usize = 8;
     // u64 keeps the control buffer aligned for cmsghdr.
     let mut control = [0u64; 32];
     loop {
@@ -364,7 +429,9 @@ fn recv(sock: &OwnedFd, buf: &mut [u8]) -> anyhow::Result<(usize, Vec<OwnedFd>)>
                     let data = libc::CMSG_DATA(c).cast::<RawFd>();
                     let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
                         / std::mem::size_of::<RawFd>();
-                    for i in 0..count.min(MAX_FDS) {
+                    // All of them owned, so that any beyond what the
+                    // message uses are closed, not leaked.
+                    for i in 0..count {
                         fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                     }
                 }
@@ -394,6 +461,9 @@ fn describe(pid: i32) -> anyhow::Result<Kept> {
             .trim_end_matches(" (deleted)")
             .to_string(),
     );
+    if exe.file_name() != Some(std::ffi::OsStr::new(SHIM_BINARY)) {
+        bail!("{} is not a {SHIM_BINARY}", exe.display());
+    }
     let split = |b: Vec<u8>| -> Vec<OsString> {
         b.split(|c| *c == 0)
             .filter(|s| !s.is_empty())
@@ -408,7 +478,9 @@ fn describe(pid: i32) -> anyhow::Result<Kept> {
             let eq = kv.iter().position(|c| *c == b'=')?;
             let (k, v) = kv.split_at(eq);
             let k = OsString::from_vec(k.to_vec());
-            (k != keeper::RESUME_ENV).then(|| (k, OsString::from_vec(v[1..].to_vec())))
+            // Nothing that would change what the loader runs.
+            let loader = k.as_encoded_bytes().starts_with(b"LD_");
+            (k != keeper::RESUME_ENV && !loader).then(|| (k, OsString::from_vec(v[1..].to_vec())))
         })
         .collect();
     let cwd = std::fs::read_link(proc.join("cwd")).context("cwd")?;
@@ -498,7 +570,7 @@ fn restart(kept: &Kept) -> anyhow::Result<std::process::Child> {
             .iter()
             .map(|((n, _), frame)| (*n, frame.as_slice())),
     );
-    std::fs::File::from(memfd.try_clone()?)
+    std::fs::File::from(memfd.try_clone().context("dup of the memfd")?)
         .write_all(&records)
         .context("writing the unanswered requests")?;
     let resume = Resume {
@@ -556,6 +628,30 @@ fn restart(kept: &Kept) -> anyhow::Result<std::process::Child> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process in a mount namespace of its own (as every zone process
+    /// is) may not deposit; rauhad's own namespaces may. Needs root, as
+    /// the unit tests run in CI.
+    #[test]
+    fn only_host_processes_may_deposit() {
+        assert_eq!(host_peer(std::process::id() as i32), Ok(()));
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "sleep", "30"])
+            .spawn()
+            .expect("unshare (util-linux) runs");
+        let pid = child.id() as i32;
+        let own_ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+        for _ in 0..100 {
+            if own_ns(pid) != own_ns(std::process::id() as i32) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r = host_peer(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(r, Err("it is not in rauhad's mnt namespace".to_string()));
+    }
 
     #[test]
     fn cgroup_procs_maps_each_hierarchy_to_its_mount() {

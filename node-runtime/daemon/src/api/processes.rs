@@ -71,21 +71,38 @@ impl<B: IsolationBackend> Processes for ProcessesService<B> {
                 "a process id the caller chose is a UUID",
             )?)
         };
-        // The same Run again (its reply was lost): the process it started.
-        if let Some(existing) = id.and_then(|id| self.registry.find_process(&id).ok()) {
-            if existing.zone_id != zone.id {
-                return Err(Status::already_exists(format!(
-                    "process {} exists in another zone; choose a fresh id",
-                    existing.id
-                )));
+        // The same Run again (its reply was lost): the process it started,
+        // once it is started (a first Run may still be on its way).
+        if let Some(id) = id {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while let Ok(existing) = self.registry.find_process(&id) {
+                if existing.zone_id != zone.id {
+                    return Err(Status::already_exists(format!(
+                        "process {} exists in another zone; choose a fresh id",
+                        existing.id
+                    )));
+                }
+                let starting = existing.pid == 0
+                    && existing.state == crate::store::ProcessState::Running
+                    && std::time::Instant::now() < deadline;
+                if !starting {
+                    return Ok(Response::new(self.wire(&existing)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            return Ok(Response::new(self.wire(&existing)));
         }
-        let (process, _) = self
-            .registry
-            .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, id)
-            .await?;
-        Ok(Response::new(self.wire(&process.record())))
+        // Started apart from this call: a caller that goes away (a shim
+        // killed mid-call) does not leave a half-started process behind.
+        let registry = Arc::clone(&self.registry);
+        let started = tokio::spawn(async move {
+            registry
+                .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, id)
+                .await
+                .map(|(process, _)| process.record())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("starting the process failed: {e}")))??;
+        Ok(Response::new(self.wire(&started)))
     }
 
     async fn ps(

@@ -37,7 +37,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         };
         // Only root's own directory is trusted to name what to delete.
         if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            tracing::warn!(dir = %dir.display(), "orphans directory not root's own (0700); ignored");
+            tracing::warn!(dir = %dir.display(), "orphans directory is not root's, or others may write to it; ignored (make it root's, mode 0700)");
             return;
         }
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -45,6 +45,10 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         };
         for e in entries.flatten() {
             let path = e.path();
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                // Being written.
+                continue;
+            }
             let owned = e.metadata().is_ok_and(|m| m.is_file() && m.uid() == 0);
             let orphan = std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
