@@ -25,22 +25,21 @@ pub const MAX_KEPT_FRAME: usize = 128 << 10;
 
 /// The keeper's socket, beside rauhad's API socket (`<api socket>.shims`).
 pub fn socket_path(api_socket: &Path) -> PathBuf {
-    let mut name = api_socket
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".shims");
-    api_socket.with_file_name(name)
+    beside(api_socket, ".shims")
 }
 
 /// Where `shim delete` leaves what it could not remove while rauhad was
 /// down (`<api socket>.orphans/`), for rauhad to remove when it is back.
 pub fn orphans_dir(api_socket: &Path) -> PathBuf {
+    beside(api_socket, ".orphans")
+}
+
+fn beside(api_socket: &Path, suffix: &str) -> PathBuf {
     let mut name = api_socket
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(".orphans");
+    name.push(suffix);
     api_socket.with_file_name(name)
 }
 
@@ -325,6 +324,10 @@ mod tests {
         assert_eq!(
             socket_path(Path::new("/run/rauha/rauhad.sock")),
             PathBuf::from("/run/rauha/rauhad.sock.shims")
+        );
+        assert_eq!(
+            orphans_dir(Path::new("/run/rauha/rauhad.sock")),
+            PathBuf::from("/run/rauha/rauhad.sock.orphans")
         );
     }
 }
