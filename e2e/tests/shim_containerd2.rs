@@ -178,6 +178,38 @@ fn containerd_2_runs_tasks_and_pods_through_the_shim() {
         crictl(&["exec", &a, "echo", "after restart"]),
         "after restart\n"
     );
+
+    // The pod's shim is killed: rauhad's keeper starts it again on 2.x's
+    // open connection, and the pod goes on.
+    let shims_now = || -> Vec<i32> {
+        processes_mentioning(&ctd.address().display().to_string())
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("containerd-shim-rauha"))
+            .map(|(pid, _)| pid)
+            .collect()
+    };
+    let old = shims_now();
+    assert_eq!(old.len(), 1, "one shim for the pod: {old:?}");
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(old[0], libc::SIGKILL) };
+    let mut new = Vec::new();
+    for _ in 0..100 {
+        new = shims_now();
+        if new.len() == 1 && new[0] != old[0] {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        new.len() == 1 && new[0] != old[0],
+        "shims after killing {}: {new:?}\n{}",
+        old[0],
+        d.log()
+    );
+    assert_eq!(
+        crictl(&["exec", &a, "echo", "after the shim"]),
+        "after the shim\n"
+    );
     crictl(&["stop", "--timeout", "2", &a]);
     crictl(&["rm", &a]);
     crictl(&["stopp", &pod]);
