@@ -98,14 +98,12 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
     } else {
         // A restarted shim serves at once: containerd, if it is starting,
         // asks its shims before it serves its own event socket.
-        let (service, address) = (service.clone(), ttrpc_address.clone());
+        let (waiting, address) = (service.clone(), ttrpc_address.clone());
         tokio::spawn(async move {
             if let Ok(p) = publisher(&address, true).await {
-                service.set_publisher(p);
+                waiting.set_publisher(p);
             }
         });
-    }
-    if resume.is_some() {
         // A state that cannot be read ends this shim: restarted a few
         // times, then left dead, so containerd cleans the pod up.
         service.restore().await?;
@@ -577,7 +575,8 @@ fn send(s: &OwnedFd, data: &[u8], fd: Option<RawFd>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One containerd connection.
+/// One containerd connection (cloned for each request it answers).
+#[derive(Clone)]
 struct Conn {
     n: u32,
     stream: Arc<UnixStream>,
@@ -605,17 +604,6 @@ impl Conn {
         }
     }
 
-    fn handle(&self) -> Conn {
-        Conn {
-            n: self.n,
-            stream: Arc::clone(&self.stream),
-            write: Arc::clone(&self.write),
-            keeper: Arc::clone(&self.keeper),
-            services: Arc::clone(&self.services),
-            busy: Arc::clone(&self.busy),
-        }
-    }
-
     /// Answers `replay` (requests a dead shim left unanswered), then serves
     /// the connection until containerd closes it.
     async fn run(self, replay: Vec<Vec<u8>>) {
@@ -624,11 +612,10 @@ impl Conn {
         // grow, so a request up to the last kept one is a copy.
         let mut seen = 0u32;
         for frame in replay {
+            // Kept again at start-up (`serve`), in case this shim dies too.
             if let Some(h) = header(&frame) {
                 seen = seen.max(h.stream_id);
-                // Kept again, in case this shim dies too.
-                self.keeper.pending(self.n, h.stream_id, &frame);
-                tokio::spawn(self.handle().answer(frame, true));
+                tokio::spawn(self.clone().answer(frame, true));
             }
         }
         loop {
@@ -645,7 +632,7 @@ impl Conn {
                 continue;
             }
             seen = h.stream_id;
-            tokio::spawn(self.handle().answer(frame, false));
+            tokio::spawn(self.clone().answer(frame, false));
         }
         self.keeper.closed(self.n);
     }

@@ -136,7 +136,6 @@ fn bind(path: &Path) -> anyhow::Result<OwnedFd> {
 /// What the keeper knows of one shim.
 #[derive(Default)]
 struct Kept {
-    pid: i32,
     pidfd: Option<OwnedFd>,
     exe: PathBuf,
     args: Vec<OsString>,
@@ -176,10 +175,7 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
     let gen = restarts
         .generation
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let mut kept = Kept {
-        pid,
-        ..Kept::default()
-    };
+    let mut kept = Kept::default();
     let mut buf = vec![0u8; keeper::MAX_KEPT_FRAME + 64];
     loop {
         let (n, fds) = match recv(&sock, &mut buf) {
@@ -247,16 +243,7 @@ fn keep(sock: OwnedFd, restarts: &Restarts) {
     if kept.bye || kept.listener.is_none() {
         return;
     }
-    let owner = restarts
-        .owners
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&kept.address)
-        .copied();
-    if owner != Some(gen) {
-        // Deposited again on a newer connection, which answers for it.
-        return;
-    }
+    // A shim deposited again on a newer connection: that one answers for it.
     let still_owner = || {
         restarts
             .owners
@@ -450,10 +437,12 @@ fn describe(pid: i32) -> anyhow::Result<Kept> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     // SAFETY: pidfd_open has no memory arguments; the result is checked.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
-    let pidfd = (pidfd >= 0).then(|| {
-        // SAFETY: pidfd_open returned a fresh fd.
-        unsafe { OwnedFd::from_raw_fd(pidfd) }
-    });
+    if pidfd < 0 {
+        // Without it, the shim's end could not be told from pid reuse.
+        return Err(std::io::Error::last_os_error()).context("pidfd_open");
+    }
+    // SAFETY: pidfd_open returned a fresh fd.
+    let pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd) });
     let exe = std::fs::read_link(proc.join("exe")).context("exe")?;
     // An upgraded binary: start the one now at the same path.
     let exe = PathBuf::from(
@@ -494,7 +483,6 @@ fn describe(pid: i32) -> anyhow::Result<Kept> {
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok(Kept {
-        pid,
         pidfd,
         exe,
         args,
@@ -527,23 +515,7 @@ fn cgroup_procs(text: &str, root: &Path) -> Vec<PathBuf> {
 /// Whether the shim is gone (waits a little for it).
 fn gone(kept: &Kept) -> bool {
     let Some(pidfd) = &kept.pidfd else {
-        // Without a pidfd: by /proc, zombie counts as gone.
-        let deadline = Instant::now() + EXIT_GRACE;
-        loop {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", kept.pid));
-            match stat {
-                Err(_) => return true,
-                Ok(s)
-                    if s.rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z')) =>
-                {
-                    return true
-                }
-                Ok(_) if Instant::now() >= deadline => return false,
-                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        return false;
     };
     let mut p = libc::pollfd {
         fd: pidfd.as_raw_fd(),
