@@ -407,9 +407,8 @@ impl EnterRoot {
                 libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int,
             )?;
             check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-            check(libc::chdir(self.cwd.as_ptr()))?;
         }
-        Ok(())
+        crate::kernel::chdir_no_magic_links(&self.cwd)
     }
 }
 

@@ -69,17 +69,57 @@ pub fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> io::Result<()
     Ok(())
 }
 
+/// `openat2(2)`'s `struct open_how`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens directory `path` (`O_PATH`) without following a `/proc` magic
+/// link (`/proc/self/fd/N`, `/proc/PID/cwd`, ...) on the way: such a link
+/// names whatever a descriptor points at, which may be a directory of the
+/// host that the agent holds open (runc's CVE-2024-21626). A path through
+/// one fails with `ELOOP`. System calls only: for a forked child too.
+pub fn open_dir_no_magic_links(path: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a NUL-terminated path and an open_how of its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Changes to directory `path` as [`open_dir_no_magic_links`] opens it.
+/// System calls only: for a forked child.
+pub fn chdir_no_magic_links(path: &std::ffi::CStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = open_dir_no_magic_links(path)?;
+    // SAFETY: fchdir on a descriptor we own.
+    check(unsafe { libc::fchdir(dir.as_raw_fd()) }).map(drop)
+}
+
 /// Opens `inside` as an O_PATH file, resolved within the directory `root`
 /// (`openat2(RESOLVE_IN_ROOT)`): symlinks, absolute ones included, and
 /// `..` never leave it.
 pub fn open_in_root(root: &std::fs::File, inside: &str) -> io::Result<std::fs::File> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
     let rel = inside.trim_start_matches('/');
     let c = CString::new(if rel.is_empty() { "." } else { rel })
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;

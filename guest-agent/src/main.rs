@@ -32,6 +32,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // rauhad hands the agent stdin (its configuration), stdout (its report)
+    // and stderr (its log). Anything else open here came by mistake; it is
+    // closed, so it reaches neither the zone's PID 1 nor what it starts.
+    if let Err(e) = rauha_fd::close_from(3) {
+        println!("error cannot close inherited descriptors: {e}");
+        return ExitCode::from(1);
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut input) {
         println!("error cannot read the zone configuration: {e}");

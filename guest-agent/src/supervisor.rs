@@ -21,7 +21,7 @@ use rauha_guest_agent::protocol::{
 
 use crate::container_root;
 use crate::hardening::Prepared;
-use crate::kernel::check;
+use crate::kernel::{chdir_no_magic_links, check, open_dir_no_magic_links};
 
 /// A host connection whose outgoing buffer grows past this is dropped.
 const MAX_PENDING: usize = 64 << 20;
@@ -528,6 +528,20 @@ impl Supervisor {
                 format!("working directory {cwd:?} does not exist in the zone"),
             ));
         }
+        let cwd_c = std::ffi::CString::new(cwd)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cwd has a NUL byte"))?;
+        if root.is_none() {
+            if let Err(e) = open_dir_no_magic_links(&cwd_c) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    if e.raw_os_error() == Some(libc::ELOOP) {
+                        format!("working directory {cwd:?} goes through a /proc magic link (a descriptor's target); give a plain path in the zone")
+                    } else {
+                        format!("working directory {cwd:?}: {e}")
+                    },
+                ));
+            }
+        }
         let mut cmd = Command::new(resolved);
         cmd.arg0(program).args(&spec.args[1..]).env_clear();
         for kv in &spec.env {
@@ -535,14 +549,12 @@ impl Supervisor {
                 cmd.env(k, v);
             }
         }
-        let enter = match &root {
-            // The child changes directory after it pivots into the root.
-            Some(r) => Some(container_root::EnterRoot::new(r, cwd)?),
-            None => {
-                cmd.current_dir(cwd);
-                None
-            }
-        };
+        // The child changes directory itself (after it pivots into a
+        // container root), never through a magic link.
+        let enter = root
+            .as_ref()
+            .map(|r| container_root::EnterRoot::new(r, cwd))
+            .transpose()?;
         let pty = if spec.terminal {
             Some(open_pty()?)
         } else {
@@ -574,15 +586,23 @@ impl Supervisor {
         let tty = spec.terminal;
         let pipes = filled_pipes(&spec.fds)?;
         let moves: Vec<(RawFd, RawFd)> = pipes.iter().map(|(r, fd)| (r.as_raw_fd(), *fd)).collect();
-        // SAFETY: the agent is single-threaded, and `join_cgroups`, `apply`
-        // and `dup2` only make system calls. The sources sit above every
-        // target (see `filled_pipes`), so no move overwrites another's source.
+        // SAFETY: the agent is single-threaded, and `join_cgroups`,
+        // `enter`, the chdir, `apply`, `cloexec_from` and `dup2` only make
+        // system calls. The sources sit above every target (see
+        // `filled_pipes`), so no move overwrites another's source.
         unsafe {
             cmd.pre_exec(move || {
                 hardening.join_cgroups()?;
-                if let Some(e) = &enter {
-                    e.enter()?;
+                match &enter {
+                    Some(e) => e.enter()?,
+                    None => chdir_no_magic_links(&cwd_c)?,
                 }
+                // The process gets stdin, stdout and stderr (or the
+                // terminal), and the pipes of its `fd:N` secrets: nothing
+                // else of the agent's crosses the exec. Marked before
+                // seccomp (which may deny close_range) and before the
+                // moves (dup2 clears the mark on its target).
+                rauha_fd::cloexec_from(3)?;
                 hardening.apply(user.as_ref(), tty)?;
                 for &(from, to) in &moves {
                     check(libc::dup2(from, to))?;

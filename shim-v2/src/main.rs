@@ -17,6 +17,16 @@ pub const RUNTIME_ID: &str = "io.containerd.rauha.v2";
 // One thread: a shim serves one pod and mostly waits on rauhad.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // What containerd (or a restarting keeper) left open that the shim was
+    // not handed on purpose goes no further than this process. The keeper's
+    // sockets (`RAUHA_SHIM_RESUME`) are adopted by number, marked or not.
+    let inherited = match rauha_fd::cloexec_inherited() {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: cannot mark inherited descriptors close-on-exec: {e}");
+            std::process::exit(1);
+        }
+    };
     no_fault_around();
     // Serving is this crate's own (see `serve`): it keeps what rauhad needs
     // to start the shim again. `start`, `delete` and the rest are the
@@ -24,7 +34,7 @@ async fn main() {
     let args: Vec<_> = std::env::args_os().collect();
     if let Ok(flags) = containerd_shim::parse(&args[1..]) {
         if flags.action.is_empty() {
-            if let Err(e) = serve::serve(flags).await {
+            if let Err(e) = serve::serve(flags, inherited).await {
                 eprintln!("{RUNTIME_ID}: {e}");
                 std::process::exit(1);
             }

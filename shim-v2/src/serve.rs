@@ -49,7 +49,8 @@ const TYPE_RESPONSE: u8 = 2;
 type Services = Arc<HashMap<String, TtrpcService>>;
 
 /// Serves the pod until containerd shuts the shim down.
-pub async fn serve(flags: Flags) -> Result<(), String> {
+/// `inherited`: the descriptors `main` found open and marked close-on-exec.
+pub async fn serve(flags: Flags, inherited: Vec<rauha_fd::Inherited>) -> Result<(), String> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .map_err(|_| "TTRPC_ADDRESS is not set; the shim is started by containerd".to_string())?;
     if flags.socket.is_empty() {
@@ -57,6 +58,13 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
     }
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| format!("cannot open the shim's log: {e}"))?;
+    for fd in inherited {
+        log::debug!(
+            "inherited fd {} ({}) marked close-on-exec",
+            fd.fd,
+            fd.target.display()
+        );
+    }
     let resume = match std::env::var(keeper::RESUME_ENV) {
         Ok(v) => {
             std::env::remove_var(keeper::RESUME_ENV);

@@ -34,6 +34,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::backend::linux::cgroup::CgroupFs;
+use crate::backend::linux::sealed::SealedBinary;
 use crate::backend::linux::LinuxBackend;
 use crate::backend::IsolationBackend;
 use crate::events::EventBus;
@@ -99,6 +100,8 @@ fn parse_age(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() {
+    // Before any thread or child: what rauhad inherited stays in rauhad.
+    let inherited = rauha_fd::cloexec_inherited();
     let args = Args::parse();
     let level = std::env::var("RAUHA_LOG")
         .ok()
@@ -111,6 +114,17 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    match inherited {
+        Ok(fds) => {
+            for fd in fds {
+                tracing::debug!(fd = fd.fd, target = %fd.target.display(), "inherited descriptor marked close-on-exec");
+            }
+        }
+        Err(e) => {
+            eprintln!("rauhad: cannot mark inherited descriptors close-on-exec: {e}");
+            std::process::exit(1);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,9 +176,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.root.display()))?;
     std::fs::set_permissions(&args.root, std::fs::Permissions::from_mode(0o700))?;
     let cgroups = CgroupFs::new(&args.cgroup_root, &args.cgroup_parent).context("cgroups")?;
+    let agent = SealedBinary::copy(&agent)
+        .with_context(|| format!("cannot copy the zone agent {}", agent.display()))?;
     let backend = Arc::new(LinuxBackend::new(
         &args.root,
-        &agent,
+        agent,
         Arc::new(cgroups),
         &args.bpf_pin_dir,
     ));

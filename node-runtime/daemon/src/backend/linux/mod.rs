@@ -8,6 +8,7 @@ mod enforcement;
 
 mod host;
 mod roots;
+pub mod sealed;
 mod spawn;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use tokio::net::UnixStream;
 use uuid::Uuid;
 
 use self::cgroup::CgroupDriver;
+use self::sealed::SealedBinary;
 use super::{BackendError, Check, IsolationBackend, Usage, ZoneHandle, ZoneSetup};
 
 /// A bundle zone's directory of container roots, in its state dir.
@@ -30,7 +32,8 @@ const CONTAINERS: &str = "containers";
 pub struct LinuxBackend {
     /// `RAUHA_ROOT`: zone state lives under `<root>/zones/<id>`.
     root: PathBuf,
-    agent_bin: PathBuf,
+    /// The zone agent, a sealed copy (see `sealed`).
+    agent: SealedBinary,
     cgroups: Arc<dyn CgroupDriver>,
     node_layers: Vec<LayerStatus>,
     bpf: bpf::Bpf,
@@ -45,7 +48,7 @@ impl LinuxBackend {
     /// `bpf_pin_dir`: where the BPF maps and links are pinned (on bpffs).
     pub fn new(
         root: &Path,
-        agent_bin: &Path,
+        agent: SealedBinary,
         cgroups: Arc<dyn CgroupDriver>,
         bpf_pin_dir: &Path,
     ) -> LinuxBackend {
@@ -61,7 +64,7 @@ impl LinuxBackend {
         }
         LinuxBackend {
             root: root.to_path_buf(),
-            agent_bin: agent_bin.to_path_buf(),
+            agent,
             cgroups,
             node_layers,
             bpf,
@@ -209,7 +212,7 @@ impl IsolationBackend for LinuxBackend {
                 containers_dir,
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
-            let mut handle = spawn::start_agent(&self.agent_bin, &config, &state_dir).await?;
+            let mut handle = spawn::start_agent(&self.agent, &config, &state_dir).await?;
             // The agent is ready, out of the zone's own cgroup.
             self.cgroups.delegate(&key)?;
             handle.bpf_zone = self.bpf.allocate(setup.id);

@@ -6,6 +6,8 @@
 //! `agent.log`, which outlives this daemon.
 
 use std::path::Path;
+
+use super::sealed::SealedBinary;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use crate::backend::{BackendError, ZoneHandle};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn start_agent(
-    agent_bin: &Path,
+    agent: &SealedBinary,
     config: &ZoneConfig,
     state_dir: &Path,
 ) -> Result<ZoneHandle, BackendError> {
@@ -28,17 +30,26 @@ pub async fn start_agent(
         what: format!("cannot create {}", log_path.display()),
         source,
     })?;
-    let mut child = tokio::process::Command::new(agent_bin)
+    let mut command = tokio::process::Command::new(agent.exec_path());
+    command
+        .arg0("rauha-guest-agent")
         .arg("zone")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)
-        .env_clear()
-        .spawn()
-        .map_err(|source| BackendError::Io {
-            what: format!("cannot start the zone agent {}", agent_bin.display()),
-            source,
-        })?;
+        .env_clear();
+    // SAFETY: `cloexec_from` makes system calls only (no allocation, no
+    // lock), as a child of a multi-threaded process requires. The agent
+    // gets stdin (its configuration), stdout (its report) and stderr (its
+    // log), and nothing of rauhad's.
+    unsafe { command.pre_exec(|| rauha_fd::cloexec_from(3)) };
+    let mut child = command.spawn().map_err(|source| BackendError::Io {
+        what: format!(
+            "cannot start the zone agent (sealed copy of {})",
+            agent.source().display()
+        ),
+        source,
+    })?;
     let bytes = frame::encode(config).map_err(|e| BackendError::Agent(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
