@@ -9,6 +9,9 @@
 pub mod containerd;
 pub mod vm;
 
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +77,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts rauhad on a fresh temp root and waits until it serves.
     pub fn start() -> Daemon {
+        Daemon::start_inheriting(&[])
+    }
+
+    /// [`Daemon::start`], with rauhad inheriting descriptors as a careless
+    /// parent would leave them: `(ours, number in rauhad)`, open and not
+    /// close-on-exec.
+    pub fn start_inheriting(inherit: &[(RawFd, RawFd)]) -> Daemon {
         become_subreaper();
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let dir = std::env::temp_dir().join(format!("rauha-e2e-{tag}"));
@@ -106,18 +116,43 @@ impl Daemon {
             dir,
             child: None,
         };
-        d.spawn(&[]);
+        d.spawn_inheriting(&[], inherit);
         d
     }
 
     /// (Re)starts the daemon process on the same root.
     pub fn spawn(&mut self, extra: &[&str]) {
+        self.spawn_inheriting(extra, &[]);
+    }
+
+    fn spawn_inheriting(&mut self, extra: &[&str], inherit: &[(RawFd, RawFd)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("rauhad.log"))
             .expect("log");
-        let child = Command::new(bin_dir().join("rauhad"))
+        let mut command = Command::new(bin_dir().join("rauhad"));
+        let inherit = inherit.to_vec();
+        // SAFETY: dup2 and fcntl only: async-signal-safe in the forked child.
+        unsafe {
+            command.pre_exec(move || {
+                // Out of the way first (1000 + i), so that no move
+                // overwrites a later one's source.
+                for (i, &(ours, _)) in inherit.iter().enumerate() {
+                    if libc::dup2(ours, 1000 + i as RawFd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, &(_, theirs)) in inherit.iter().enumerate() {
+                    if libc::dup2(1000 + i as RawFd, theirs) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(1000 + i as RawFd);
+                }
+                Ok(())
+            })
+        };
+        let child = command
             .arg("--root")
             .arg(&self.root)
             .arg("--socket")
@@ -541,4 +576,46 @@ pub fn tree_snapshot(root: &Path) -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// A shell command that lists the descriptors of the shell running it
+/// (`ls` reads the shell's table, not its own).
+pub const LIST_OWN_FDS: &str = "ls -l /proc/$$/fd";
+
+/// The descriptors in an `ls -l /proc/PID/fd` listing (GNU or busybox):
+/// number -> target.
+pub fn parse_fd_listing(listing: &str) -> BTreeMap<RawFd, String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split_once(" -> "))
+        .filter_map(|(left, target)| {
+            let fd = left.split_whitespace().last()?.parse().ok()?;
+            Some((fd, target.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The descriptors of host process `pid`: number -> target.
+pub fn host_fds(pid: u32) -> BTreeMap<RawFd, String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// Asserts that a zone process held exactly the descriptors `expected`
+/// (by number), as [`LIST_OWN_FDS`] printed them in `listing`.
+pub fn assert_only_fds(listing: &str, expected: &[RawFd], what: &str) {
+    let found = parse_fd_listing(listing);
+    let numbers: Vec<RawFd> = found.keys().copied().collect();
+    assert_eq!(
+        numbers, expected,
+        "{what}: a zone process holds exactly {expected:?}; it held {found:?}\n{listing}"
+    );
 }

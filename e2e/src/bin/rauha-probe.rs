@@ -10,6 +10,13 @@
 //! rauha-probe connect IP:PORT      a TCP connect
 //! rauha-probe join CGROUP_DIR CMD..  join the cgroup, then exec CMD
 //! rauha-probe openloop N PATH      N open+close pairs; prints ns per pair
+//! rauha-probe read PATH            open(2) and read one byte
+//! rauha-probe write PATH           open(2) an existing file for writing, write "1\n"
+//! rauha-probe mknod PATH           mknod a character device 1:3 (/dev/null's)
+//! rauha-probe mem PID              open /proc/PID/mem for reading
+//! rauha-probe syscall NAME         a harmless call of a dangerous system call:
+//!                                  open_by_handle_at, keyctl, userfaultfd,
+//!                                  perf_event_open, bpf
 //! ```
 //! Always exits 0 after printing, except `exec` and `join` on success.
 
@@ -25,6 +32,11 @@ fn errno_name(e: &std::io::Error) -> String {
         Some(libc::ENOENT) => "ENOENT".into(),
         Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
         Some(libc::ESRCH) => "ESRCH".into(),
+        Some(libc::EROFS) => "EROFS".into(),
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::ENOSYS) => "ENOSYS".into(),
+        Some(libc::EBADF) => "EBADF".into(),
+        Some(libc::ETXTBSY) => "ETXTBSY".into(),
         Some(n) => format!("errno {n}"),
         None => e.to_string(),
     }
@@ -148,6 +160,85 @@ fn main() {
             }
             let per = start.elapsed().as_nanos() / u128::from(n.max(1));
             println!("openloop {n}: {per} ns");
+        }
+        "read" => {
+            use std::io::Read;
+            let r = std::fs::File::open(arg(1)).and_then(|mut f| f.read(&mut [0u8; 1]).map(drop));
+            report(&format!("read {}", arg(1)), r);
+        }
+        "write" => {
+            let r = std::fs::OpenOptions::new()
+                .write(true)
+                .open(arg(1))
+                .and_then(|mut f| f.write_all(b"1\n"));
+            report(&format!("write {}", arg(1)), r);
+        }
+        "mknod" => {
+            let path = cstr(arg(1));
+            // SAFETY: a NUL-terminated path and integer arguments.
+            let r =
+                unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+            report(&format!("mknod {}", arg(1)), check(r.into()));
+        }
+        "mem" => report(
+            &format!("mem {}", arg(1)),
+            std::fs::File::open(format!("/proc/{}/mem", pid(1))).map(drop),
+        ),
+        "syscall" => {
+            let name = arg(1);
+            // SAFETY: each call gets arguments that name nothing to change:
+            // an empty handle, a keyring query, a fresh userfaultfd, a
+            // software counter of this process, a tiny array map.
+            let r = unsafe {
+                match name {
+                    "open_by_handle_at" => {
+                        #[repr(C)]
+                        struct Handle {
+                            bytes: u32,
+                            kind: i32,
+                            f: [u8; 8],
+                        }
+                        let mut h = Handle {
+                            bytes: 8,
+                            kind: 1,
+                            f: [0; 8],
+                        };
+                        libc::syscall(
+                            libc::SYS_open_by_handle_at,
+                            libc::AT_FDCWD,
+                            &mut h,
+                            libc::O_RDONLY,
+                        )
+                    }
+                    "keyctl" => libc::syscall(
+                        libc::SYS_keyctl,
+                        0,  /* KEYCTL_GET_KEYRING_ID */
+                        -3, /* session */
+                        0,
+                    ),
+                    "userfaultfd" => libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC),
+                    "perf_event_open" => {
+                        let mut attr = [0u8; 128];
+                        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+                        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
+                        libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0)
+                    }
+                    "bpf" => {
+                        // BPF_MAP_CREATE of an array: type 2, key 4, value 4, 1 entry.
+                        let mut attr = [0u32; 30];
+                        attr[0] = 2;
+                        attr[1] = 4;
+                        attr[2] = 4;
+                        attr[3] = 1;
+                        libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), 120)
+                    }
+                    other => {
+                        eprintln!("rauha-probe: unknown system call {other:?}");
+                        std::process::exit(2)
+                    }
+                }
+            };
+            report(&format!("syscall {name}"), check(r));
         }
         other => {
             eprintln!("rauha-probe: unknown operation {other:?}");
