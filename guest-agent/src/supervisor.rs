@@ -206,7 +206,14 @@ impl Supervisor {
             if r != size as isize {
                 break;
             }
-            if info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32 {
+            // Only the host may stop the zone: a signal from outside the
+            // zone's pid namespace (rauhad, the launcher) has no pid here
+            // (`ssi_pid` 0). A process of the zone that signals its PID 1
+            // is ignored, as the kernel ignores its SIGKILL: otherwise any
+            // task could end its zone and lose every result in it.
+            let stop =
+                info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32;
+            if stop && info.ssi_pid == 0 {
                 // SAFETY: kill(-1) from the zone's PID 1 reaches every other
                 // process of the zone and nothing outside it.
                 unsafe { libc::kill(-1, libc::SIGKILL) };

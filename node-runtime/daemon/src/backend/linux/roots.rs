@@ -503,3 +503,57 @@ fn remove_same_device(dir: &Path, dev: u64) -> io::Result<()> {
     }
     std::fs::remove_dir(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_root(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rauha-roots-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rootfs")).expect("rootfs");
+        dir
+    }
+
+    fn open_dir(p: &Path) -> OwnedFd {
+        OwnedFd::from(std::fs::File::open(p).expect("open root"))
+    }
+
+    /// CVE-2021-30465's class: a container's image (or a process of the
+    /// zone, between check and use) makes a mount target a symlink out of
+    /// the root. The target is resolved within the root once, and the
+    /// mount goes onto that resolved descriptor: never onto the host.
+    #[test]
+    fn a_mount_target_behind_a_symlink_stays_in_the_root() {
+        let dir = temp_root("link");
+        let outside = dir.join("outside");
+        std::fs::create_dir_all(&outside).expect("outside");
+        // Absolute and relative links that point out of the root.
+        std::os::unix::fs::symlink(&outside, dir.join("rootfs/abs")).expect("link");
+        std::os::unix::fs::symlink("../../outside", dir.join("rootfs/rel")).expect("link");
+        let root = open_dir(&dir.join("rootfs"));
+        // Where the absolute link leads as the root sees it: `<root>/<outside>`
+        // (missing at first: the target is refused, nothing is made).
+        let inside = dir
+            .join("rootfs")
+            .join(outside.strip_prefix("/").expect("absolute"));
+        assert!(ensure_in(&root, Path::new("/abs/made"), true).is_err());
+        std::fs::create_dir_all(&inside).expect("inside");
+        std::fs::create_dir_all(dir.join("rootfs/outside")).expect("inside");
+        for link in ["/abs/made", "/rel/made"] {
+            ensure_in(&root, Path::new(link), true).expect("made within the root");
+        }
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("outside").count(),
+            0,
+            "nothing was made outside the root"
+        );
+        assert!(!dir.join("made").exists());
+        assert!(inside.join("made").is_dir(), "{}", inside.display());
+        assert!(
+            dir.join("rootfs/outside/made").is_dir(),
+            "`..` stops at the root"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

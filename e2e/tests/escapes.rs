@@ -1,0 +1,157 @@
+//! The ways out that real runtimes have been bitten by, tried from inside
+//! a zone under each preset (docs/security.md): writes to the host through
+//! `/proc` and `/sys`, device nodes, `open_by_handle_at`, keyrings,
+//! `userfaultfd`, `perf_event_open`, `bpf`; signals, ptrace and
+//! `/proc/PID/mem` against the zone's agent and rauhad. Each must fail, and
+//! the host must be as it was. (Pods default to `standard`: docs/shim.md.)
+
+use rauha_e2e::{ready, text, Daemon};
+
+/// The probe's operations, each of which must not print `: ok`.
+fn attempts(rauhad: u32) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "write /proc/sysrq-trigger",
+        "write /proc/sys/kernel/core_pattern",
+        "write /proc/sys/kernel/modprobe",
+        "read /proc/kcore",
+        "read /proc/kmsg",
+        "write /sys/kernel/mm/ksm/run",
+        "write /sys/fs/cgroup/cgroup.procs",
+        "read /sys/firmware/dmi/tables/DMI",
+        "mknod /tmp/null2",
+        "syscall open_by_handle_at",
+        "syscall keyctl",
+        "syscall userfaultfd",
+        "syscall perf_event_open",
+        "syscall bpf",
+        "ptrace 1",
+        "mem 1",
+        "read /proc/1/environ",
+    ]
+    .map(String::from)
+    .to_vec();
+    // rauhad's host pid names nothing in the zone's pid namespace.
+    a.extend([
+        format!("kill {rauhad}"),
+        format!("ptrace {rauhad}"),
+        format!("mem {rauhad}"),
+    ]);
+    a
+}
+
+#[test]
+fn nothing_of_the_host_is_reached_from_a_zone_under_each_preset() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let ws = d.dir.join("probe");
+    std::fs::create_dir_all(&ws).expect("workspace");
+    std::fs::copy(
+        rauha_e2e::bin_dir().join("rauha-probe"),
+        ws.join("rauha-probe"),
+    )
+    .expect("copy rauha-probe (cargo build -p rauha-e2e)");
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read");
+    // Absent on a kernel without modules.
+    let modprobe = std::fs::read_to_string("/proc/sys/kernel/modprobe").ok();
+    let tries = attempts(d.pid());
+    let script: String = tries
+        .iter()
+        .map(|t| format!("/workspace/rauha-probe {t}; "))
+        .chain(["ls /dev; echo end".to_string()])
+        .collect();
+    for preset in ["standard", "strict"] {
+        let out = d.cli(&[
+            "sandbox",
+            "--policy",
+            preset,
+            "--repo-path",
+            &ws.to_string_lossy(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success() && stdout.ends_with("end\n"),
+            "{preset}: the probe ran: {stdout}{}",
+            text(&out.stderr)
+        );
+        for t in &tries {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{t}:")))
+                .unwrap_or_else(|| panic!("{preset}: no answer for {t}: {stdout}"));
+            assert!(!line.ends_with(": ok"), "{preset}: {line}");
+        }
+        // Device nodes: the default set only.
+        let devices: Vec<&str> = stdout
+            .lines()
+            .skip(tries.len())
+            .take_while(|l| *l != "end")
+            .collect();
+        for dev in &devices {
+            assert!(
+                [
+                    "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+                    "stdout", "tty", "urandom", "zero"
+                ]
+                .contains(dev),
+                "{preset}: /dev/{dev} is beyond the default set: {devices:?}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read"),
+        core_pattern
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/modprobe").ok(),
+        modprobe
+    );
+}
+
+/// A task that signals its zone's PID 1 (the agent) does not end the zone:
+/// SIGKILL is ignored by the kernel, SIGTERM and SIGINT by the agent unless
+/// they come from the host. Before, `kill -TERM 1` lost every result of
+/// the zone ("the zone's agent died before the task ended").
+#[test]
+fn a_task_cannot_end_its_zones_agent() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    for preset in ["standard", "strict"] {
+        let out = d.cli(&[
+            "sandbox",
+            "--policy",
+            preset,
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "for s in TERM INT KILL HUP QUIT USR1 STOP; do kill -$s 1; done; sleep 0.2; echo alive",
+        ]);
+        let result = rauha_e2e::json(&out);
+        assert_eq!(
+            result["status"],
+            "succeeded",
+            "{preset}: {result}\n{}",
+            text(&out.stderr)
+        );
+        assert_eq!(result["stdout"], "alive\n", "{preset}: {result}");
+    }
+    // A kept zone answers after its task signalled PID 1.
+    let out = d.cli(&["zone", "create", "sig"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.cli(&["exec", "sig", "--", "sh", "-c", "kill -TERM 1; kill -INT 1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = d.cli(&["exec", "sig", "--", "echo", "still-here"]);
+    assert_eq!(text(&out.stdout), "still-here\n", "{}", text(&out.stderr));
+    // The host still stops it.
+    let out = d.cli(&["zone", "delete", "--force", "sig"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
