@@ -17,6 +17,7 @@ fn attempts(rauhad: u32) -> Vec<String> {
         "read /proc/kmsg",
         "write /sys/kernel/mm/ksm/run",
         "write /sys/fs/cgroup/cgroup.procs",
+        "write /sys/fs/cgroup/memory/release_agent",
         "read /sys/firmware/dmi/tables/DMI",
         "mknod /tmp/null2",
         "syscall open_by_handle_at",

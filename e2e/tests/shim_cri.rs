@@ -6,7 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use rauha_e2e::containerd::{containerd_ready, Containerd, ContainerdOpts, Registry};
-use rauha_e2e::{bin_dir, prerequisite, ready, text, Daemon};
+use rauha_e2e::{
+    assert_only_fds, bin_dir, host_fds, prerequisite, ready, text, Daemon, LIST_OWN_FDS,
+};
 
 /// Where the tests' pods put their cgroups, as kubelet gives each pod
 /// `linux.cgroup_parent` (removed by `Cri`'s drop).
@@ -410,6 +412,17 @@ fn cri_containers_of_a_pod_share_its_zone() {
             "container {id} is in the pod's zone"
         );
     }
+    // Each container's process holds its stdio and nothing else: not the
+    // container's init, not an exec (docs/security.md).
+    for id in [&a, &b] {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&cri.crictl(&["inspect", id])).expect("inspect JSON");
+        let pid = inspect["info"]["pid"].as_u64().expect("pid") as u32;
+        let fds: Vec<i32> = host_fds(pid).into_keys().collect();
+        assert_eq!(fds, [0, 1, 2], "container {id}'s init: {:?}", host_fds(pid));
+    }
+    let listing = cri.crictl(&["exec", &b, "sh", "-c", LIST_OWN_FDS]);
+    assert_only_fds(&listing, &[0, 1, 2], "crictl exec");
     // They see each other's processes: one pid namespace, the zone's.
     let ps = cri.crictl(&["exec", &a, "ps"]);
     assert!(ps.contains("sleep 601"), "a sees b: {ps}");

@@ -7,7 +7,7 @@ use std::process::Output;
 use rauha_e2e::containerd::{
     containerd_ready, mounts_under, processes_mentioning, Containerd, ContainerdOpts, Registry,
 };
-use rauha_e2e::{bin_dir, prerequisite, ready, text, Daemon};
+use rauha_e2e::{assert_only_fds, bin_dir, prerequisite, ready, text, Daemon, LIST_OWN_FDS};
 
 const RUNTIME: &str = "io.containerd.rauha.v2";
 
@@ -112,6 +112,21 @@ fn ctr_runs_containers_as_zones() {
     assert_eq!(text(&out.stdout), "out\n");
     assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
 
+    // The container's process holds its stdio and nothing of containerd's,
+    // the shim's, rauhad's or the agent's (docs/security.md).
+    let out = ctd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "c5",
+        "sh",
+        "-c",
+        LIST_OWN_FDS,
+    ]);
+    assert_only_fds(&out, &[0, 1, 2], "ctr run");
+
     // stdin goes in, and its end reaches the process.
     let mut child = ctd.ctr_attached(&[
         "run",
@@ -192,6 +207,17 @@ fn ctr_runs_containers_as_zones() {
         "exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e3",
+        "c4",
+        "sh",
+        "-c",
+        LIST_OWN_FDS,
+    ]);
+    assert_only_fds(&out, &[0, 1, 2], "ctr task exec");
 
     let ps = ctd.ctr_ok(&["task", "ps", "c4"]);
     let pids: Vec<u32> = ps

@@ -21,6 +21,8 @@ const SUITES: &[&str] = &[
     "workspace",
     "agent_tasks",
     "concurrency",
+    "descriptors",
+    "escapes",
 ];
 
 /// The newest test binary cargo built for a suite (`deps/<suite>-<hash>`).
