@@ -619,3 +619,108 @@ pub fn assert_only_fds(listing: &str, expected: &[RawFd], what: &str) {
         "{what}: a zone process holds exactly {expected:?}; it held {found:?}\n{listing}"
     );
 }
+
+/// Descriptors a careless parent leaves open in rauhad: a writable host
+/// file (rauhad's fd 7), a pipe's write end (8) and a socket (9), none
+/// close-on-exec. [`Leaks::untouched`] checks that no zone wrote to them.
+pub struct Leaks {
+    pub file_path: PathBuf,
+    file: std::fs::File,
+    pipe_r: std::os::fd::OwnedFd,
+    pipe_w: std::os::fd::OwnedFd,
+    sock_ours: std::os::unix::net::UnixStream,
+    sock_theirs: std::os::unix::net::UnixStream,
+}
+
+impl Leaks {
+    /// The numbers rauhad gets them at.
+    pub const NUMBERS: [RawFd; 3] = [7, 8, 9];
+
+    pub fn new(dir: &Path) -> Leaks {
+        use std::os::fd::FromRawFd;
+        std::fs::create_dir_all(dir).expect("dir");
+        let file_path = dir.join("host-file");
+        let file = std::fs::File::create(&file_path).expect("host file");
+        let mut ends = [0; 2];
+        // SAFETY: pipe fills two fds we then own (not close-on-exec).
+        assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+        // SAFETY: both were just created.
+        let (pipe_r, pipe_w) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(ends[0]),
+                std::os::fd::OwnedFd::from_raw_fd(ends[1]),
+            )
+        };
+        let (sock_ours, sock_theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        Leaks {
+            file_path,
+            file,
+            pipe_r,
+            pipe_w,
+            sock_ours,
+            sock_theirs,
+        }
+    }
+
+    /// `(ours, number in rauhad)` for [`Daemon::start_inheriting`].
+    pub fn inherit(&self) -> [(RawFd, RawFd); 3] {
+        use std::os::fd::AsRawFd;
+        [
+            (self.file.as_raw_fd(), 7),
+            (self.pipe_w.as_raw_fd(), 8),
+            (self.sock_theirs.as_raw_fd(), 9),
+        ]
+    }
+
+    /// What each leaked descriptor is, as `/proc/PID/fd` names it.
+    pub fn targets(&self) -> Vec<String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let ino = |fd: RawFd| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .expect("fstat")
+                .ino()
+        };
+        vec![
+            self.file_path.to_string_lossy().into_owned(),
+            format!("pipe:[{}]", ino(self.pipe_w.as_raw_fd())),
+            format!("socket:[{}]", ino(self.sock_theirs.as_raw_fd())),
+        ]
+    }
+
+    /// Asserts that nothing was written to any of them.
+    pub fn untouched(&self) {
+        use std::os::fd::AsRawFd;
+        assert_eq!(
+            std::fs::read_to_string(&self.file_path).expect("host file"),
+            "",
+            "a zone wrote to a host file it was never given"
+        );
+        for (fd, what) in [
+            (self.pipe_r.as_raw_fd(), "pipe"),
+            (self.sock_ours.as_raw_fd(), "socket"),
+        ] {
+            let mut buf = [0u8; 64];
+            // SAFETY: a non-blocking read into our buffer.
+            let n = unsafe {
+                libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                libc::read(fd, buf.as_mut_ptr().cast(), buf.len())
+            };
+            let e = std::io::Error::last_os_error();
+            assert!(
+                n < 0 && e.kind() == std::io::ErrorKind::WouldBlock,
+                "inherited {what}: nothing came from a zone, got {n} bytes ({:?})",
+                String::from_utf8_lossy(&buf[..n.max(0) as usize])
+            );
+        }
+    }
+}
+
+impl Drop for Leaks {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file_path);
+        if let Some(dir) = self.file_path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}

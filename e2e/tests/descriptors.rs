@@ -5,48 +5,15 @@
 //! binary (CVE-2019-5736).
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rauha_e2e::{assert_only_fds, host_fds, ready, text, Daemon, LIST_OWN_FDS};
+use rauha_e2e::{assert_only_fds, host_fds, ready, text, Daemon, Leaks, LIST_OWN_FDS};
 
 /// Tries to write to each of rauhad's inherited numbers from the zone.
 const WRITE_INHERITED: &str =
     "for n in 7 8 9; do (echo injected >&$n) 2>/dev/null && echo wrote-$n; done; true";
-
-/// A pipe whose ends are not close-on-exec, as a careless parent leaves one.
-fn leaky_pipe() -> (OwnedFd, OwnedFd) {
-    let mut ends = [0; 2];
-    // SAFETY: pipe fills two fds we then own.
-    assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
-    // SAFETY: both were just created.
-    unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) }
-}
-
-fn nothing_to_read(fd: &impl AsRawFd, what: &str) {
-    let mut buf = [0u8; 64];
-    // SAFETY: a non-blocking read into our buffer.
-    let n = unsafe {
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
-        libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-    };
-    let e = std::io::Error::last_os_error();
-    assert!(
-        n < 0 && e.kind() == std::io::ErrorKind::WouldBlock,
-        "{what}: nothing came from a zone, got {n} bytes ({:?})",
-        String::from_utf8_lossy(&buf[..n.max(0) as usize])
-    );
-}
-
-fn inode_of(fd: &impl AsRawFd) -> u64 {
-    std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .expect("fstat")
-        .ino()
-}
 
 /// The zone agents' host pids (launcher and PID 1) of this daemon.
 fn agent_pids(d: &Daemon) -> Vec<u32> {
@@ -79,23 +46,12 @@ fn a_zone_holds_no_descriptor_that_rauhad_inherited() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("rauha-fds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let host_file_path = dir.join("host-file");
-    let host_file = File::create(&host_file_path).expect("host file");
-    let (pipe_r, pipe_w) = leaky_pipe();
-    let (sock_ours, sock_theirs) = UnixStream::pair().expect("socketpair");
-    // fds 7, 8, 9 in rauhad: a writable host file, a pipe, a socket.
-    let inherited: [(RawFd, RawFd); 3] = [
-        (host_file.as_raw_fd(), 7),
-        (pipe_w.as_raw_fd(), 8),
-        (sock_theirs.as_raw_fd(), 9),
-    ];
-    let d = Daemon::start_inheriting(&inherited);
-    drop((pipe_w, sock_theirs));
+    let leaks = Leaks::new(&dir);
+    let d = Daemon::start_inheriting(&leaks.inherit());
 
     // rauhad keeps them (they are not its to close) but marks them
     // close-on-exec: O_CLOEXEC is 02000000 in fdinfo's octal flags.
-    for (_, n) in inherited {
+    for n in Leaks::NUMBERS {
         let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{n}", d.pid()))
             .expect("rauhad's fdinfo");
         let flags = info
@@ -141,36 +97,19 @@ fn a_zone_holds_no_descriptor_that_rauhad_inherited() {
     // The agent (launcher and PID 1) holds none of them either.
     let agents = agent_pids(&d);
     assert_eq!(agents.len(), 2, "launcher and PID 1: {agents:?}");
-    let pipe_ino = format!("pipe:[{}]", inode_of(&pipe_r));
-    let sock_ino = format!("socket:[{}]", {
-        std::fs::metadata(format!("/proc/{}/fd/9", d.pid()))
-            .expect("rauhad's socket")
-            .ino()
-    });
+    let leaked = leaks.targets();
     for pid in &agents {
         let fds = host_fds(*pid);
         for target in fds.values() {
             assert!(
-                target != &host_file_path.to_string_lossy()
-                    && target != &pipe_ino
-                    && target != &sock_ino,
+                !leaked.contains(target),
                 "agent {pid} holds an inherited descriptor: {fds:?}"
             );
         }
     }
 
     d.cli(&["zone", "delete", "--force", "fds"]);
-    let mut content = String::new();
-    File::open(&host_file_path)
-        .expect("host file")
-        .read_to_string(&mut content)
-        .expect("read");
-    assert_eq!(
-        content, "",
-        "a zone wrote to a host file it was never given"
-    );
-    nothing_to_read(&pipe_r, "inherited pipe");
-    nothing_to_read(&sock_ours, "inherited socket");
+    leaks.untouched();
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use rauha_e2e::containerd::{containerd_ready, Containerd, ContainerdOpts, Registry};
 use rauha_e2e::{
-    assert_only_fds, bin_dir, host_fds, prerequisite, ready, text, Daemon, LIST_OWN_FDS,
+    assert_only_fds, bin_dir, host_fds, prerequisite, ready, text, Daemon, Leaks, LIST_OWN_FDS,
 };
 
 /// Where the tests' pods put their cgroups, as kubelet gives each pod
@@ -47,6 +47,8 @@ struct Cri {
     _reg: Registry,
     d: Daemon,
     app: String,
+    /// What rauhad inherited by mistake (its fds 7-9).
+    leaks: Leaks,
 }
 
 impl Cri {
@@ -224,7 +226,10 @@ fn start() -> Option<Cri> {
     if !cri_ready() {
         return None;
     }
-    let d = Daemon::start();
+    // rauhad inherits descriptors it was never meant to have: no container
+    // may see them (docs/security.md).
+    let leaks = Leaks::new(&std::env::temp_dir().join(format!("rauha-cri-{}", std::process::id())));
+    let d = Daemon::start_inheriting(&leaks.inherit());
     let reg = Registry::start();
     let pause = reg.push_busybox_image("e2e/pause:1", &["sleep", "3600"]);
     let app = reg.push_busybox_image("e2e/app:1", &["sh"]);
@@ -235,6 +240,7 @@ fn start() -> Option<Cri> {
         _reg: reg,
         d,
         app,
+        leaks,
     })
 }
 
@@ -423,6 +429,7 @@ fn cri_containers_of_a_pod_share_its_zone() {
     }
     let listing = cri.crictl(&["exec", &b, "sh", "-c", LIST_OWN_FDS]);
     assert_only_fds(&listing, &[0, 1, 2], "crictl exec");
+    cri.leaks.untouched();
     // They see each other's processes: one pid namespace, the zone's.
     let ps = cri.crictl(&["exec", &a, "ps"]);
     assert!(ps.contains("sleep 601"), "a sees b: {ps}");

@@ -7,7 +7,7 @@ use std::process::Output;
 use rauha_e2e::containerd::{
     containerd_ready, mounts_under, processes_mentioning, Containerd, ContainerdOpts, Registry,
 };
-use rauha_e2e::{assert_only_fds, bin_dir, prerequisite, ready, text, Daemon, LIST_OWN_FDS};
+use rauha_e2e::{assert_only_fds, bin_dir, prerequisite, ready, text, Daemon, Leaks, LIST_OWN_FDS};
 
 const RUNTIME: &str = "io.containerd.rauha.v2";
 
@@ -69,7 +69,10 @@ fn ctr_runs_containers_as_zones() {
     if !shim_ready() {
         return;
     }
-    let d = Daemon::start();
+    // rauhad inherits descriptors it was never meant to have: no container
+    // may see them (docs/security.md).
+    let leaks = Leaks::new(&std::env::temp_dir().join(format!("rauha-ctr-{}", std::process::id())));
+    let d = Daemon::start_inheriting(&leaks.inherit());
     let reg = Registry::start();
     let image = reg.push_busybox_image("e2e/busybox:1", &["sh"]);
     let ctd = Containerd::start(ContainerdOpts::for_rauha(&d, &reg));
@@ -218,6 +221,7 @@ fn ctr_runs_containers_as_zones() {
         LIST_OWN_FDS,
     ]);
     assert_only_fds(&out, &[0, 1, 2], "ctr task exec");
+    leaks.untouched();
 
     let ps = ctd.ctr_ok(&["task", "ps", "c4"]);
     let pids: Vec<u32> = ps
