@@ -1,16 +1,17 @@
 //! PID 1 of the zone: sets the zone up from inside its namespaces, says
 //! `ready`, then hands over to the supervisor.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use rauha_guest_agent::config::ZoneConfig;
+use rauha_guest_agent::handshake::Report;
 
 use crate::hardening::{Prepared, ZoneCgroups};
 use crate::kernel::{check, mount};
-use crate::{launch, rootfs, supervisor};
+use crate::{report, rootfs, supervisor};
 
 pub fn run(config: ZoneConfig) -> io::Result<()> {
     // Not dumpable: no process of the zone can ptrace the agent or read its
@@ -51,11 +52,8 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
     )?;
     rootfs::pivot(&root)?;
     let prepared = Prepared::new(&config.hardening)?.with_cgroups(cgroups);
-    let ready = prepared.ready();
-    let line = serde_json::to_string(&ready).map_err(io::Error::other)?;
-    println!("ready {line}");
-    io::stdout().flush()?;
-    launch::release_stdio();
+    report::send(&Report::Ready(prepared.ready()))?;
+    report::release_stdio();
     supervisor::run(listener, prepared, config.hardening)
 }
 

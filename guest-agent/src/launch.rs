@@ -3,11 +3,13 @@
 //! parent (outside the zone's pid namespace, inside its cgroup) until PID 1
 //! ends, so rauhad can tell when a zone dies.
 
-use std::io::{self, Write};
+use std::io;
 
 use rauha_guest_agent::config::ZoneConfig;
+use rauha_guest_agent::handshake::Report;
 
 use crate::kernel::check;
+use crate::report;
 
 pub fn run(config: ZoneConfig) -> io::Result<i32> {
     let pid = std::process::id().to_string();
@@ -42,16 +44,14 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
         let code = match crate::init::run(config) {
             Ok(()) => 0,
             Err(e) => {
-                println!("error {e}");
-                let _ = io::stdout().flush();
+                let _ = report::send(&Report::Error(e.to_string()));
                 1
             }
         };
         std::process::exit(code);
     }
-    println!("pid {child}");
-    io::stdout().flush()?;
-    release_stdio();
+    report::send(&Report::Pid(child as u32))?;
+    report::release_stdio();
     let mut status = 0;
     loop {
         // SAFETY: status points to a valid c_int.
@@ -88,21 +88,4 @@ fn join_netns(path: &str) -> io::Result<()> {
                 format!("cannot join network namespace {path}: {e}"),
             )
         })
-}
-
-/// Points stdin and stdout at /dev/null so that rauhad's pipe closes when
-/// the zone has said what it had to say.
-pub fn release_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 on valid descriptors.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-        }
-    }
 }

@@ -7,9 +7,11 @@
 //!
 //! This library holds what both ends share and nothing that does I/O on
 //! its own: the messages ([`protocol`]), their framing over any byte stream
-//! ([`frame`]) and the zone's set-up description ([`config`]). The transport
+//! ([`frame`]), the zone's set-up description ([`config`]) and the start-up
+//! report to rauhad ([`handshake`]). The transport
 //! is the caller's: the framing works on `Read`/`Write` and on byte buffers.
 
 pub mod config;
 pub mod frame;
+pub mod handshake;
 pub mod protocol;

@@ -34,12 +34,7 @@ use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::rauhad::Rauhad;
-use crate::service::Service;
-
-/// The metadata key a replayed request carries (a request the dead shim
-/// read and did not answer): handlers that make things treat "already
-/// there" as their own earlier work.
-pub const REPLAY_KEY: &str = "rauha-replay";
+use crate::service::{Service, REPLAY_KEY};
 
 const HEADER: usize = 10;
 const MAX_MESSAGE: usize = 4 << 20;

@@ -35,6 +35,11 @@ use tonic::transport::Channel;
 use crate::convert::{self, error, ttrpc_error, Role};
 use crate::rauhad::Rauhad;
 
+/// The metadata key a replayed request carries (a request the dead shim
+/// read and did not answer): handlers that make things treat "already
+/// there" as their own earlier work.
+pub const REPLAY_KEY: &str = "rauha-replay";
+
 /// How a process ended: its exit status and when (ms since the epoch).
 #[derive(Debug, Clone, Copy)]
 struct Exit {
@@ -698,7 +703,7 @@ impl Task for Service {
         ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        let replay = ctx.metadata.contains_key(crate::serve::REPLAY_KEY);
+        let replay = ctx.metadata.contains_key(REPLAY_KEY);
         if !req.checkpoint.is_empty() {
             return Err(error(
                 Code::UNIMPLEMENTED,

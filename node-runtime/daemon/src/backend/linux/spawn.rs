@@ -1,9 +1,9 @@
 //! Starts a zone's agent and waits for it to say `ready`.
 //!
 //! The agent's launcher reads the zone's configuration (one frame) on
-//! stdin and writes lines on stdout: `pid <host pid of PID 1>`, then
-//! `ready <json>` or `error <reason>`. Its stderr goes to the zone's
-//! `agent.log`, which outlives this daemon.
+//! stdin and reports on stdout (`rauha_guest_agent::handshake`): the host
+//! pid of the zone's PID 1, then ready or an error. Its stderr goes to the
+//! zone's `agent.log`, which outlives this daemon.
 
 use std::path::Path;
 
@@ -11,8 +11,9 @@ use super::sealed::SealedBinary;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rauha_guest_agent::config::{Ready, ZoneConfig};
+use rauha_guest_agent::config::ZoneConfig;
 use rauha_guest_agent::frame;
+use rauha_guest_agent::handshake::Report;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::host;
@@ -72,14 +73,11 @@ pub async fn start_agent(
             .await
             .map_err(|e| BackendError::Agent(e.to_string()))?
         {
-            if let Some(pid) = line.strip_prefix("pid ") {
-                agent_pid = pid.trim().parse::<u32>().ok();
-            } else if let Some(json) = line.strip_prefix("ready ") {
-                let r: Ready = serde_json::from_str(json)
-                    .map_err(|e| BackendError::Agent(format!("bad ready line: {e}")))?;
-                ready = Some(r);
-            } else if let Some(reason) = line.strip_prefix("error ") {
-                return Err(BackendError::Setup(reason.to_string()));
+            match Report::parse(&line).map_err(|e| BackendError::Agent(e.to_string()))? {
+                Some(Report::Pid(pid)) => agent_pid = Some(pid),
+                Some(Report::Ready(r)) => ready = Some(r),
+                Some(Report::Error(reason)) => return Err(BackendError::Setup(reason)),
+                None => {}
             }
             if let (Some(r), Some(_)) = (&ready, agent_pid) {
                 return Ok(r.clone());
