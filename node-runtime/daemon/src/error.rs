@@ -3,8 +3,8 @@
 //! Every message is one line saying what is wrong and what to do.
 
 use crate::agent_link::LinkError;
-use crate::backend::BackendError;
 use crate::store::StoreError;
+use rauha_backend::{BackendError, FailureKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -79,12 +79,14 @@ impl From<DaemonError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             DaemonError::Backend(BackendError::NoRoot(_)) => tonic::Status::not_found(message),
-            DaemonError::Backend(BackendError::Cgroup(
-                crate::backend::linux::cgroup::CgroupError::UnifiedOnV1 { .. },
-            )) => tonic::Status::failed_precondition(message),
-            DaemonError::Backend(BackendError::Cgroup(
-                crate::backend::linux::cgroup::CgroupError::NameTaken { .. },
-            )) => tonic::Status::invalid_argument(message),
+            DaemonError::Backend(BackendError::Resources {
+                kind: FailureKind::Unsupported,
+                ..
+            }) => tonic::Status::failed_precondition(message),
+            DaemonError::Backend(BackendError::Resources {
+                kind: FailureKind::InvalidInput,
+                ..
+            }) => tonic::Status::invalid_argument(message),
             DaemonError::Backend(_) => tonic::Status::internal(format!(
                 "{message}; see the zone's agent.log under RAUHA_ROOT and rauhad's log"
             )),

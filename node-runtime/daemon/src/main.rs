@@ -6,7 +6,6 @@
 
 mod agent_link;
 mod api;
-mod backend;
 mod error;
 mod events;
 mod redact;
@@ -14,7 +13,6 @@ mod secrets;
 mod shim_keeper;
 mod store;
 mod validate;
-mod workspace;
 mod zone;
 
 use std::net::SocketAddr;
@@ -33,14 +31,14 @@ use rauha_spec::enforcement::{EnforcementMode, Layer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::backend::linux::cgroup::CgroupFs;
-use crate::backend::linux::sealed::SealedBinary;
-use crate::backend::linux::LinuxBackend;
-use crate::backend::IsolationBackend;
 use crate::events::EventBus;
 use crate::secrets::SecretStore;
 use crate::store::Store;
 use crate::zone::{Retention, ZoneRegistry};
+use rauha_backend::IsolationBackend;
+use rauha_backend_linux::cgroup::CgroupFs;
+use rauha_backend_linux::sealed::SealedBinary;
+use rauha_backend_linux::LinuxBackend;
 
 const MAX_MESSAGE: usize = 32 << 20;
 

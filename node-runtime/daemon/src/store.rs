@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backend::ZoneHandle;
+use rauha_backend::ZoneHandle;
 
 const ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
 const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");

@@ -3,8 +3,8 @@
 use rauha_api::v1;
 use rauha_spec::RootSpec;
 
-use crate::backend::{Check, Usage};
 use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
+use rauha_backend::{Check, Usage};
 
 pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcement) -> v1::Zone {
     v1::Zone {
@@ -76,11 +76,11 @@ pub fn process_extras(
 
 /// A container root's wire limits as policy resources (checked by the
 /// registry).
-pub fn root_limits(l: Option<&v1::RootLimits>) -> crate::backend::RootLimits {
+pub fn root_limits(l: Option<&v1::RootLimits>) -> rauha_backend::RootLimits {
     let Some(l) = l else {
         return Default::default();
     };
-    crate::backend::RootLimits {
+    rauha_backend::RootLimits {
         resources: rauha_spec::policy::ResourcesSection {
             cpu_shares: l.cpu_shares,
             cpu_limit: l.cpus,

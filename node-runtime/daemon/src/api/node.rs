@@ -8,18 +8,17 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::backend::IsolationBackend;
 use crate::zone::ZoneRegistry;
 
-pub struct NodeService<B: IsolationBackend> {
-    pub registry: Arc<ZoneRegistry<B>>,
+pub struct NodeService {
+    pub registry: Arc<ZoneRegistry>,
     pub root: String,
 }
 
 type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<B: IsolationBackend> Node for NodeService<B> {
+impl Node for NodeService {
     type WatchStream = WatchStream;
 
     async fn watch(

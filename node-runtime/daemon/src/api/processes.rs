@@ -10,7 +10,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::validate::{parse_id, process_spec};
 use crate::zone::stdio::HostStdio;
@@ -18,11 +17,11 @@ use crate::zone::{OutputChunk, ZoneRegistry};
 
 const ID_HINT: &str = "use an id printed by `rauha run` or `rauha ps`";
 
-pub struct ProcessesService<B: IsolationBackend> {
-    pub registry: Arc<ZoneRegistry<B>>,
+pub struct ProcessesService {
+    pub registry: Arc<ZoneRegistry>,
 }
 
-impl<B: IsolationBackend> ProcessesService<B> {
+impl ProcessesService {
     fn wire(&self, p: &crate::store::ProcessRecord) -> v1::Process {
         let name = self
             .registry
@@ -51,7 +50,7 @@ fn chunk(c: OutputChunk) -> v1::ExecEvent {
 type ExecStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExecEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<B: IsolationBackend> Processes for ProcessesService<B> {
+impl Processes for ProcessesService {
     async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::Process>, Status> {
         let req = request.into_inner();
         let wire = req.spec.unwrap_or_default();

@@ -11,7 +11,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::zones::bundle_root;
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::secrets::{Delivery, Secret};
 use crate::validate::{netns, parse_id, process_spec};
@@ -21,11 +20,11 @@ const DEFAULT_DIFF_CAP: u64 = 64 * 1024;
 const MAX_DIFF_CAP: u64 = 16 << 20;
 const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
 
-pub struct SandboxService<B: IsolationBackend> {
-    pub registry: Arc<ZoneRegistry<B>>,
+pub struct SandboxService {
+    pub registry: Arc<ZoneRegistry>,
 }
 
-impl<B: IsolationBackend> SandboxService<B> {
+impl SandboxService {
     /// Checks a request and turns it into a run.
     fn prepare(&self, req: v1::SandboxRequest) -> Result<SandboxRun, DaemonError> {
         let workspace = workspace(&req)?;
@@ -160,7 +159,7 @@ type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SandboxEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<B: IsolationBackend> Sandbox for SandboxService<B> {
+impl Sandbox for SandboxService {
     async fn run_sandbox(
         &self,
         request: Request<v1::SandboxRequest>,

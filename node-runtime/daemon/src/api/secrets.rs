@@ -4,11 +4,10 @@ use rauha_api::v1;
 use rauha_api::v1::secrets_server::Secrets;
 use tonic::{Request, Response, Status};
 
-use crate::backend::IsolationBackend;
 use crate::zone::ZoneRegistry;
 
-pub struct SecretsService<B: IsolationBackend> {
-    pub registry: Arc<ZoneRegistry<B>>,
+pub struct SecretsService {
+    pub registry: Arc<ZoneRegistry>,
 }
 
 fn wire(i: crate::secrets::SecretInfo) -> v1::SecretInfo {
@@ -20,7 +19,7 @@ fn wire(i: crate::secrets::SecretInfo) -> v1::SecretInfo {
 }
 
 #[tonic::async_trait]
-impl<B: IsolationBackend> Secrets for SecretsService<B> {
+impl Secrets for SecretsService {
     async fn set(
         &self,
         request: Request<v1::SetSecretRequest>,

@@ -6,16 +6,15 @@ use rauha_spec::RootSpec;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::validate::{cgroup_parent, netns};
 use crate::zone::{resolve_policy, NewZone, ZoneRegistry};
 
-pub struct ZonesService<B: IsolationBackend> {
-    pub registry: Arc<ZoneRegistry<B>>,
+pub struct ZonesService {
+    pub registry: Arc<ZoneRegistry>,
 }
 
-impl<B: IsolationBackend> ZonesService<B> {
+impl ZonesService {
     fn wire(&self, z: &crate::store::ZoneRecord) -> v1::Zone {
         let mut wire = convert::zone(
             z,
@@ -43,7 +42,7 @@ pub fn bundle_root(bundle: &str) -> Result<RootSpec, DaemonError> {
 }
 
 #[tonic::async_trait]
-impl<B: IsolationBackend> Zones for ZonesService<B> {
+impl Zones for ZonesService {
     async fn create(
         &self,
         request: Request<v1::CreateZoneRequest>,
@@ -165,7 +164,7 @@ impl<B: IsolationBackend> Zones for ZonesService<B> {
         let mounts = req
             .mounts
             .into_iter()
-            .map(|m| crate::backend::RootMount {
+            .map(|m| rauha_backend::RootMount {
                 destination: m.destination.into(),
                 kind: m.r#type,
                 source: m.source.into(),

@@ -7,10 +7,10 @@ use rauha_spec::{Policy, RootSpec, WorkspaceSpec, ZoneState};
 use uuid::Uuid;
 
 use super::ZoneRegistry;
-use crate::backend::{IsolationBackend, ZoneSetup};
 use crate::error::DaemonError;
 use crate::events::now_ms;
 use crate::store::{StoreError, ZoneRecord};
+use rauha_backend::ZoneSetup;
 
 /// What a new zone is for.
 pub struct NewZone {
@@ -27,7 +27,7 @@ pub struct NewZone {
     pub cgroup_parent: Option<String>,
 }
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub async fn create_zone(&self, new: NewZone) -> Result<ZoneRecord, DaemonError> {
         validate_zone_name(&new.name).map_err(|e| DaemonError::invalid("name", e.to_string()))?;
         let joined = new.policy.network.mode == rauha_spec::policy::NetworkMode::Joined;

@@ -4,11 +4,10 @@ use rauha_spec::event::EventKind;
 use rauha_spec::ZoneState;
 
 use super::{ProcessEnd, ZoneRegistry};
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::store::ZoneRecord;
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub async fn delete_zone(&self, zone: &str, force: bool) -> Result<(), DaemonError> {
         let record = self.find_zone(zone)?;
         let running = self.running_in(&record.id);

@@ -9,16 +9,16 @@ use rauha_spec::EnforcementEvent;
 use uuid::Uuid;
 
 use super::ZoneRegistry;
-use crate::backend::{EnforceZone, IsolationBackend};
 use crate::error::DaemonError;
 use crate::events::now_ms;
+use rauha_backend::EnforceZone;
 
 /// How often deny events are collected (reading the ring is a memory read).
 const DENIAL_TICK: Duration = Duration::from_millis(100);
 /// Denials kept per zone for its task result.
 const MAX_DENIALS_PER_ZONE: usize = 1000;
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     /// Gives the enforcement layers every zone that has kernel objects.
     pub fn sync_enforcement(&self) -> Result<(), DaemonError> {
         let zones = self.store.zones()?;

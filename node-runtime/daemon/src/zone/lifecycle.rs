@@ -6,11 +6,10 @@ use rauha_spec::event::EventKind;
 use rauha_spec::ZoneState;
 
 use super::{ProcessEnd, ZoneRegistry};
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::store::ZoneRecord;
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     /// Persists a new state and publishes the transition.
     pub(crate) fn transition(
         &self,

@@ -32,11 +32,11 @@ use self::output::Capture;
 pub use self::policy::resolve_policy;
 pub use self::sandbox::{SandboxRun, WorkspaceRun};
 use crate::agent_link::{AgentEvent, AgentLink, EventHandler};
-use crate::backend::{IsolationBackend, ZoneHandle};
 use crate::error::DaemonError;
 use crate::events::{now_ms, EventBus};
 use crate::secrets::SecretStore;
 use crate::store::{ProcessRecord, ProcessState, Store, ZoneRecord};
+use rauha_backend::{IsolationBackend, ZoneHandle};
 
 /// A zone whose agent the daemon is connected to.
 pub struct LiveZone {
@@ -137,8 +137,8 @@ impl LiveProcess {
     }
 }
 
-pub struct ZoneRegistry<B: IsolationBackend> {
-    pub backend: Arc<B>,
+pub struct ZoneRegistry {
+    pub backend: Arc<dyn IsolationBackend>,
     pub store: Arc<Store>,
     pub events: EventBus,
     pub mode: EnforcementMode,
@@ -150,7 +150,7 @@ pub struct ZoneRegistry<B: IsolationBackend> {
     idle_since: Mutex<HashMap<Uuid, u64>>,
     /// Kernel denials per zone, until its task result takes them.
     denied: Mutex<HashMap<Uuid, Vec<rauha_spec::EnforcementEvent>>>,
-    me: Weak<ZoneRegistry<B>>,
+    me: Weak<ZoneRegistry>,
 }
 
 /// How much task history the daemon keeps.
@@ -162,9 +162,9 @@ pub struct Retention {
     pub max_age: Option<std::time::Duration>,
 }
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub fn new(
-        backend: Arc<B>,
+        backend: Arc<dyn IsolationBackend>,
         store: Arc<Store>,
         events: EventBus,
         mode: EnforcementMode,

@@ -11,12 +11,11 @@ use std::time::Duration;
 use rauha_api::keeper::Orphan;
 
 use super::ZoneRegistry;
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 
 const TICK: Duration = Duration::from_secs(5);
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     /// Removes the orphans in `dir` now, then every few seconds until the
     /// registry is dropped.
     pub fn spawn_orphan_collector(self: &Arc<Self>, dir: PathBuf) {

@@ -7,7 +7,6 @@ use rauha_spec::event::EventKind;
 use rauha_spec::{presets, Policy};
 
 use super::ZoneRegistry;
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::store::ZoneRecord;
 
@@ -44,7 +43,7 @@ fn parse_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
     }
 }
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub async fn update_policy(
         &self,
         zone: &str,

@@ -13,13 +13,12 @@ use tokio::sync::broadcast;
 
 use super::stdio::{self, HostStdio};
 use super::{LiveProcess, OutputChunk, ProcessEnd, ZoneRegistry};
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::events::now_ms;
 use crate::redact::Redactor;
 use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     /// Starts a process and returns, with it, a receiver of its output that
     /// was subscribed before the process could write anything.
     pub async fn start_process_streamed(

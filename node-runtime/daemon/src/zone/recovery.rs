@@ -14,9 +14,9 @@ use rauha_spec::ZoneState;
 use uuid::Uuid;
 
 use super::{ProcessEnd, ZoneRegistry};
-use crate::backend::{IsolationBackend, ZoneSetup};
 use crate::error::DaemonError;
 use crate::store::{ProcessState, TaskRecord, TaskState, ZoneRecord};
+use rauha_backend::ZoneSetup;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -49,7 +49,7 @@ pub fn plan(zones: &[ZoneRecord], tasks: &[TaskRecord], alive: &HashSet<Uuid>) -
     actions
 }
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub async fn recover(&self) -> Result<(), DaemonError> {
         let zones = self.store.zones()?;
         let tasks = self.store.tasks()?;

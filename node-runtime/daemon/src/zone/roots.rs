@@ -5,10 +5,10 @@ use std::path::Path;
 use rauha_guest_agent::config::valid_root_name;
 
 use super::ZoneRegistry;
-use crate::backend::{IsolationBackend, RootLimits, RootMount};
 use crate::error::DaemonError;
+use rauha_backend::{RootLimits, RootMount};
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub fn add_root(
         &self,
         zone: &str,
@@ -88,7 +88,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         Ok(self.backend.set_root_limits(record.id, name, limits)?)
     }
 
-    pub fn root_usage(&self, zone: &str, name: &str) -> Result<crate::backend::Usage, DaemonError> {
+    pub fn root_usage(&self, zone: &str, name: &str) -> Result<rauha_backend::Usage, DaemonError> {
         existing_root_name(name)?;
         let record = self.find_zone(zone)?;
         Ok(self.backend.root_usage(record.id, name)?)

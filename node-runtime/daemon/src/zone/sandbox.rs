@@ -18,7 +18,6 @@ use uuid::Uuid;
 use super::create::NewZone;
 use super::output::Capture;
 use super::{OutputChunk, ProcessEnd, ZoneRegistry};
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::events::now_ms;
 use crate::redact::{Redactor, StreamRedactor};
@@ -54,7 +53,7 @@ pub struct SandboxRun {
     pub live_output: Option<mpsc::Sender<OutputChunk>>,
 }
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub async fn run_sandbox(&self, run: SandboxRun) -> Result<TaskResult, DaemonError> {
         let task_id = Uuid::new_v4();
         let started = Instant::now();
@@ -230,7 +229,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
         let upper = self.backend.workspace_upper(zone.id);
         let diff_cap = w.diff_cap;
         let scanned = tokio::task::spawn_blocking(move || {
-            crate::workspace::scan(&lower, &upper, diff_cap).map_err(|e| e.to_string())
+            rauha_workspace::scan(&lower, &upper, diff_cap).map_err(|e| e.to_string())
         })
         .await;
         let changes = match scanned {
@@ -256,7 +255,7 @@ impl<B: IsolationBackend> ZoneRegistry<B> {
             let upper = self.backend.workspace_upper(zone.id);
             let to_apply = changes.clone();
             let committed = tokio::task::spawn_blocking(move || {
-                crate::workspace::commit(&repo, &upper, &to_apply).map_err(|e| e.to_string())
+                rauha_workspace::commit(&repo, &upper, &to_apply).map_err(|e| e.to_string())
             })
             .await;
             outcome = match committed {

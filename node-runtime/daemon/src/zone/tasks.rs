@@ -3,12 +3,11 @@
 use rauha_spec::event::EventKind;
 
 use super::ZoneRegistry;
-use crate::backend::IsolationBackend;
 use crate::error::DaemonError;
 use crate::events::now_ms;
 use crate::store::TaskRecord;
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     /// Tasks, newest first; at most `limit` when given.
     pub fn list_tasks(&self, limit: Option<usize>) -> Result<Vec<TaskRecord>, DaemonError> {
         let mut tasks = self.store.tasks()?;

@@ -8,13 +8,12 @@ use std::time::Duration;
 use rauha_spec::event::EventKind;
 
 use super::ZoneRegistry;
-use crate::backend::IsolationBackend;
 use crate::events::now_ms;
 use crate::store::ZoneRecord;
 
 const TICK: Duration = Duration::from_millis(200);
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     /// Time left before an idle kept zone is deleted (the whole TTL while
     /// it is busy); `None` without a TTL.
     pub fn ttl_remaining_ms(&self, zone: &ZoneRecord) -> Option<u64> {

@@ -3,11 +3,11 @@
 use rauha_spec::enforcement::Enforcement;
 
 use super::ZoneRegistry;
-use crate::backend::{Check, IsolationBackend};
 use crate::error::DaemonError;
 use crate::store::ZoneRecord;
+use rauha_backend::Check;
 
-impl<B: IsolationBackend> ZoneRegistry<B> {
+impl ZoneRegistry {
     pub fn enforcement_of(&self, record: &ZoneRecord) -> Enforcement {
         match &record.handle {
             Some(h) => self.backend.zone_enforcement(h, &record.policy),

@@ -5,7 +5,7 @@ use std::fs;
 use rauha_spec::result::ChangeKind;
 
 use super::*;
-use crate::workspace::fixture::{
+use crate::fixture::{
     mkdir, only, set_opaque, set_trusted_xattr, summary, symlink, whiteout, write, Scratch,
 };
 

@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn walk_refuses_a_symlinked_component() {
-        let scratch = crate::workspace::fixture::Scratch::new("dirfd");
+        let scratch = crate::fixture::Scratch::new("dirfd");
         let root = scratch.root.join("lower");
         std::fs::create_dir_all(root.join("real/sub")).unwrap();
         std::os::unix::fs::symlink("real", root.join("link")).unwrap();

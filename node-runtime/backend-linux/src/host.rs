@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::backend::BackendError;
+use rauha_backend::BackendError;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
     let what = what.into();

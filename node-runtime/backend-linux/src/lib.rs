@@ -1,6 +1,11 @@
-//! The Linux backend: a zone is a cgroup, six namespaces, a root built by
-//! the zone agent (PID 1 of the zone), and the per-process hardening the
-//! agent applies (capabilities, `no_new_privs`, Landlock, seccomp).
+//! `rauha-backend-linux`: the Linux isolation backend. A zone is a cgroup,
+//! six namespaces, a root built by the zone agent (PID 1 of the zone), and
+//! the per-process hardening the agent applies (capabilities,
+//! `no_new_privs`, Landlock, seccomp), with BPF programs keyed by zone where
+//! the kernel takes them.
+//!
+//! It implements `rauha_backend::IsolationBackend` and nothing above it: it
+//! knows no store, no API and no registry.
 
 mod bpf;
 pub mod cgroup;
@@ -24,7 +29,9 @@ use uuid::Uuid;
 
 use self::cgroup::CgroupDriver;
 use self::sealed::SealedBinary;
-use super::{BackendError, Check, IsolationBackend, Usage, ZoneHandle, ZoneSetup};
+use rauha_backend::{
+    AgentStream, BackendError, Check, IsolationBackend, Usage, ZoneHandle, ZoneSetup,
+};
 
 /// A bundle zone's directory of container roots, in its state dir.
 const CONTAINERS: &str = "containers";
@@ -125,9 +132,8 @@ impl LinuxBackend {
     }
 }
 
+#[async_trait::async_trait]
 impl IsolationBackend for LinuxBackend {
-    type Stream = UnixStream;
-
     fn name(&self) -> &'static str {
         "linux"
     }
@@ -267,13 +273,14 @@ impl IsolationBackend for LinuxBackend {
         host::start_ticks(handle.agent_pid) == Some(handle.agent_start_ticks)
     }
 
-    async fn connect(&self, handle: &ZoneHandle) -> Result<UnixStream, BackendError> {
-        UnixStream::connect(&handle.socket).await.map_err(|e| {
+    async fn connect(&self, handle: &ZoneHandle) -> Result<Box<dyn AgentStream>, BackendError> {
+        let stream = UnixStream::connect(&handle.socket).await.map_err(|e| {
             BackendError::Agent(format!(
                 "cannot connect to {}: {e}",
                 handle.socket.display()
             ))
-        })
+        })?;
+        Ok(Box::new(stream))
     }
 
     fn update_limits(&self, zone_id: Uuid, policy: &Policy) -> Result<(), BackendError> {
@@ -347,8 +354,8 @@ impl IsolationBackend for LinuxBackend {
         name: &str,
         rootfs: &Path,
         readonly: bool,
-        mounts: &[super::RootMount],
-        limits: &super::RootLimits,
+        mounts: &[rauha_backend::RootMount],
+        limits: &rauha_backend::RootLimits,
     ) -> Result<bool, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.is_dir() {
@@ -376,7 +383,7 @@ impl IsolationBackend for LinuxBackend {
         &self,
         zone_id: Uuid,
         name: &str,
-        limits: &super::RootLimits,
+        limits: &rauha_backend::RootLimits,
     ) -> Result<bool, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.join(name).is_dir() {
@@ -407,7 +414,7 @@ impl IsolationBackend for LinuxBackend {
         roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)
     }
 
-    fn enforce(&self, zones: &[super::EnforceZone<'_>]) -> Result<(), BackendError> {
+    fn enforce(&self, zones: &[rauha_backend::EnforceZone<'_>]) -> Result<(), BackendError> {
         // The cgroup programs hang off rauhad's parent; a zone placed in
         // another cgroup gets them on its own.
         let outside: Vec<(Uuid, PathBuf)> = zones
@@ -422,7 +429,7 @@ impl IsolationBackend for LinuxBackend {
             .sync(zones, |id| self.cgroups.unified_ids(&self.cgroup_key(id)))
     }
 
-    fn denials(&self) -> Vec<super::Denial> {
+    fn denials(&self) -> Vec<rauha_backend::Denial> {
         self.bpf.denials()
     }
 

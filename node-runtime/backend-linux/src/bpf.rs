@@ -11,7 +11,7 @@ use rauha_ebpf::policy::{zone_pairs, ZoneRef, ZoneRules};
 use rauha_spec::enforcement::{Layer, LayerStatus};
 use uuid::Uuid;
 
-use crate::backend::{BackendError, Check, Denial, EnforceZone};
+use rauha_backend::{BackendError, Check, Denial, EnforceZone};
 
 pub struct Bpf {
     enforcer: Option<Mutex<Enforcer>>,

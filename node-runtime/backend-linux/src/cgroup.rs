@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rauha_spec::policy::ResourcesSection;
 
-use crate::backend::{RootLimits, Usage};
+use rauha_backend::{RootLimits, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -32,6 +32,22 @@ pub enum CgroupError {
     UnifiedOnV1 { keys: Vec<String> },
     #[error("container root name {name:?} is the name of a cgroup file ({path}); give the container another name")]
     NameTaken { name: String, path: String },
+}
+
+impl From<CgroupError> for rauha_backend::BackendError {
+    fn from(e: CgroupError) -> Self {
+        use rauha_backend::FailureKind;
+        let kind = match &e {
+            CgroupError::UnifiedOnV1 { .. } => FailureKind::Unsupported,
+            CgroupError::NameTaken { .. } => FailureKind::InvalidInput,
+            _ => FailureKind::Node,
+        };
+        rauha_backend::BackendError::Resources {
+            layer: "cgroup",
+            kind,
+            source: Box::new(e),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {

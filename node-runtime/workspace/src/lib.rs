@@ -1,9 +1,9 @@
-//! A task's workspace: what the task changed in a repository, and applying
+//! `rauha-workspace`: what a task changed in a repository, and applying
 //! those changes to it.
 //!
 //! The repository is shown in the zone through overlayfs: `lowerdir` is the
 //! repository (never written while the task runs), `upperdir` a private
-//! directory of the daemon that receives every write. This module reads the
+//! directory of the daemon that receives every write. This crate reads the
 //! upper layer against the lower one ([`scan`]) and applies a list of
 //! changes to the repository ([`commit`]). It never mounts anything and
 //! never reads outside the two layers.

@@ -6,11 +6,11 @@ use std::os::unix::fs::MetadataExt;
 use rauha_spec::result::{ChangeKind, FileChange, FileType};
 
 use super::*;
-use crate::workspace::fixture::{
+use crate::fixture::{
     merged_digest, mkdir, require_root, set_opaque, summary, symlink, tree_digest, whiteout, write,
     Scratch,
 };
-use crate::workspace::scan;
+use crate::scan;
 
 const CAP: usize = 64 * 1024;
 

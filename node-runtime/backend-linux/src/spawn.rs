@@ -17,7 +17,7 @@ use rauha_guest_agent::handshake::Report;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::host;
-use crate::backend::{BackendError, ZoneHandle};
+use rauha_backend::{BackendError, ZoneHandle};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,10 +1,19 @@
-//! The `IsolationBackend` trait: everything platform-specific about a zone
-//! sits behind it, so the registry and the API above never know which OS
-//! (or which kind of boundary: namespaces, a VM) they run on.
+//! `rauha-backend`: the `IsolationBackend` trait. Everything
+//! platform-specific about a zone sits behind it, so the registry and the
+//! API above never know which OS (or which kind of boundary: namespaces, a
+//! VM) they run on.
+//!
+//! This crate holds the trait, what crosses it (the zone's set-up, its
+//! handle, usage, checks, denials) and an OS-neutral [`BackendError`]. It
+//! must not name a platform: a backend lives in a crate of its own
+//! (`rauha-backend-linux`) and only the daemon's `main` constructs one.
+//! The trait is dyn-compatible, so a node can hold zones of different
+//! backends side by side (`Arc<dyn IsolationBackend>`). With the `testing`
+//! feature, [`fake::FakeBackend`] runs zones in memory for unit tests.
 
-pub mod linux;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use rauha_guest_agent::config::{Hardening, Ready};
@@ -14,6 +23,12 @@ use rauha_spec::{Policy, RootSpec, WorkspaceSpec};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
+
+/// The byte stream to a zone's agent (a Unix socket, a vsock, an in-memory
+/// pipe in tests).
+pub trait AgentStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AgentStream for T {}
 
 /// What a zone is made from, as the backend needs it.
 #[derive(Debug, Clone)]
@@ -107,8 +122,16 @@ pub struct Check {
 pub enum BackendError {
     #[error("zone set-up failed: {0}")]
     Setup(String),
-    #[error("cgroup: {0}")]
-    Cgroup(#[from] linux::cgroup::CgroupError),
+    /// The zone's resource controls (cgroups on Linux) failed; `kind`
+    /// says whose fault it is.
+    #[error("{layer}: {source}")]
+    Resources {
+        /// Which control, for the message (`cgroup`).
+        layer: &'static str,
+        kind: FailureKind,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("zone agent: {0}")]
     Agent(String),
     #[error("{what}: {source}")]
@@ -122,6 +145,17 @@ pub enum BackendError {
     NoRoot(String),
 }
 
+/// Whose fault a backend failure is, for the caller's error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The node's: the kernel or the host refused.
+    Node,
+    /// The request asks for what this node cannot do (valid elsewhere).
+    Unsupported,
+    /// The request itself is wrong (a name the backend cannot take).
+    InvalidInput,
+}
+
 /// A mount of a container root: bind (a host source) or tmpfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootMount {
@@ -131,10 +165,8 @@ pub struct RootMount {
     pub options: Vec<String>,
 }
 
+#[async_trait::async_trait]
 pub trait IsolationBackend: Send + Sync + 'static {
-    /// The byte stream to a zone's agent.
-    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
-
     fn name(&self) -> &'static str;
 
     /// The cgroup layout or boundary kind, for reports.
@@ -144,26 +176,21 @@ pub trait IsolationBackend: Send + Sync + 'static {
     fn node_layers(&self) -> Vec<LayerStatus>;
 
     /// Builds the zone's kernel objects and starts its agent.
-    fn create_zone(
-        &self,
-        setup: &ZoneSetup,
-    ) -> impl Future<Output = Result<ZoneHandle, BackendError>> + Send;
+    async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError>;
 
     /// Kills everything in the zone and removes its kernel objects; works
     /// on half-made zones (no handle) too.
-    fn destroy_zone(
+    async fn destroy_zone(
         &self,
         zone_id: Uuid,
         handle: Option<&ZoneHandle>,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    ) -> Result<(), BackendError>;
 
     /// Whether the zone's agent is the same live process the handle names.
     fn is_alive(&self, handle: &ZoneHandle) -> bool;
 
-    fn connect(
-        &self,
-        handle: &ZoneHandle,
-    ) -> impl Future<Output = Result<Self::Stream, BackendError>> + Send;
+    /// A new connection to the zone's agent.
+    async fn connect(&self, handle: &ZoneHandle) -> Result<Box<dyn AgentStream>, BackendError>;
 
     /// Applies a new policy's limits to a running zone.
     fn update_limits(&self, zone_id: Uuid, policy: &Policy) -> Result<(), BackendError>;

@@ -5,7 +5,7 @@ use rauha_spec::enforcement::{Enforcement, Layer, LayerStatus};
 use rauha_spec::Policy;
 
 use super::cgroup::CgroupDriver;
-use crate::backend::{Check, ZoneHandle};
+use rauha_backend::{Check, ZoneHandle};
 
 /// The kernel's LSM list, when securityfs is mounted.
 fn lsm_list() -> Option<String> {

@@ -8,10 +8,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::workspace::fixture::{
+use crate::fixture::{
     merged_digest, mkdir, require_root, summary, symlink, tree_digest, write, Scratch,
 };
-use crate::workspace::{commit, scan};
+use crate::{commit, scan};
 
 /// A mounted overlay, unmounted on drop (also when the test fails).
 struct OverlayMount {
