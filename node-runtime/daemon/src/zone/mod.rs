@@ -17,6 +17,9 @@ mod tasks;
 mod ttl;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 

@@ -1,0 +1,376 @@
+//! The registry against `FakeBackend`: every branch of zone and process
+//! life, without root (the real backend is tested as root in `e2e/`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rauha_backend::fake::{FakeBackend, Step};
+use rauha_backend::IsolationBackend;
+use rauha_spec::enforcement::EnforcementMode;
+use rauha_spec::result::TaskStatus;
+use rauha_spec::zone::ProcessSpec;
+use rauha_spec::{Policy, RootSpec, ZoneState};
+use uuid::Uuid;
+
+use super::{LiveProcess, NewZone, ProcessEnd, Retention, SandboxRun, ZoneRegistry};
+use crate::error::DaemonError;
+use crate::events::EventBus;
+use crate::redact::Redactor;
+use crate::secrets::SecretStore;
+use crate::store::{ProcessState, Store};
+
+/// A registry on a fresh store in a temp dir, over a fake backend.
+struct Node {
+    registry: Arc<ZoneRegistry>,
+    backend: Arc<FakeBackend>,
+    dir: std::path::PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = std::env::temp_dir().join(format!("rauhad-unit-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let backend = FakeBackend::new();
+        let registry = Node::registry_on(&dir, &backend);
+        Node {
+            registry,
+            backend,
+            dir,
+        }
+    }
+
+    fn registry_on(dir: &std::path::Path, backend: &Arc<FakeBackend>) -> Arc<ZoneRegistry> {
+        let store = Arc::new(Store::open(&dir.join("rauhad.redb")).expect("store"));
+        let secrets = SecretStore::open(dir).expect("secrets");
+        let backend: Arc<dyn IsolationBackend> = backend.clone();
+        ZoneRegistry::new(
+            backend,
+            store,
+            EventBus::new(),
+            EnforcementMode::Preferred,
+            Retention::default(),
+            secrets,
+        )
+    }
+
+    /// The daemon starts again on the same store and the same zones. redb
+    /// opens a file once per process, so the old registry (and its store)
+    /// goes first: it is swapped for one on a scratch directory.
+    fn restart(&mut self) {
+        let scratch = self.dir.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        let old = std::mem::replace(
+            &mut self.registry,
+            Node::registry_on(&scratch, &self.backend),
+        );
+        drop(old);
+        self.registry = Node::registry_on(&self.dir, &self.backend);
+    }
+
+    async fn zone(&self, name: &str) -> Result<crate::store::ZoneRecord, DaemonError> {
+        self.registry
+            .create_zone(NewZone {
+                name: name.into(),
+                policy: Policy::default(),
+                root: RootSpec::HostView,
+                task_id: None,
+                ephemeral: false,
+                workspace: None,
+                ttl_ms: None,
+                netns: None,
+                cgroup_parent: None,
+            })
+            .await
+    }
+
+    /// Starts `args` in zone `name`.
+    async fn start(&self, name: &str, args: &[&str]) -> Result<Arc<LiveProcess>, DaemonError> {
+        let zone = self.registry.find_zone(name)?;
+        let (process, _rx) = self
+            .registry
+            .start_process_streamed(
+                &zone,
+                spec(args),
+                Vec::new(),
+                &Redactor::new(&[]),
+                &Default::default(),
+                None,
+            )
+            .await?;
+        Ok(process)
+    }
+
+    /// Starts `args` in zone `name` and waits for its end.
+    async fn exec(&self, name: &str, args: &[&str]) -> (ProcessEnd, String) {
+        let process = self.start(name, args).await.expect("start");
+        let end = tokio::time::timeout(Duration::from_secs(5), process.wait())
+            .await
+            .expect("the process ends");
+        process.wait_relayed(Duration::from_secs(1)).await;
+        let out = String::from_utf8_lossy(&process.stdout().data).into_owned();
+        (end, out)
+    }
+
+    async fn sandbox(&self, args: &[&str], timeout: Option<Duration>) -> rauha_spec::TaskResult {
+        self.registry
+            .run_sandbox(SandboxRun {
+                spec: spec(args),
+                policy: Policy::default(),
+                root: RootSpec::HostView,
+                timeout,
+                keep_zone: false,
+                ttl: None,
+                workspace: None,
+                secrets: Vec::new(),
+                netns: None,
+                live_output: None,
+            })
+            .await
+            .expect("a sandbox result")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spec(args: &[&str]) -> ProcessSpec {
+    ProcessSpec {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn code(end: &ProcessEnd) -> Option<i32> {
+    match end {
+        ProcessEnd::Exited(s) => Some(s.shell_code()),
+        ProcessEnd::Lost => None,
+    }
+}
+
+#[tokio::test]
+async fn a_zone_is_made_recorded_and_removed() {
+    let node = Node::new();
+    let zone = node.zone("web").await.expect("create");
+    assert_eq!(zone.state, ZoneState::Created);
+    assert_eq!(node.backend.zones(), vec![zone.id]);
+    assert!(node.registry.live_zone(&zone.id).is_some(), "connected");
+    assert!(matches!(
+        node.zone("web").await,
+        Err(DaemonError::AlreadyExists(_))
+    ));
+    node.registry
+        .delete_zone("web", false)
+        .await
+        .expect("delete");
+    assert!(node.backend.zones().is_empty());
+    assert!(node.registry.store.zones().expect("zones").is_empty());
+    assert!(matches!(
+        node.registry.delete_zone("web", false).await,
+        Err(DaemonError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_of_create_leaves_no_half_made_zone() {
+    let node = Node::new();
+    for step in [Step::Create, Step::Enforce, Step::Connect] {
+        node.backend.fail_next(step);
+        let err = node.zone("half").await.expect_err("injected failure");
+        assert!(err.to_string().contains("injected"), "{step:?}: {err}");
+        assert!(
+            node.registry.store.zones().expect("zones").is_empty(),
+            "{step:?}: no record left"
+        );
+        assert!(node.backend.zones().is_empty(), "{step:?}: no zone left");
+    }
+    // The name is free again.
+    node.zone("half").await.expect("create after failures");
+}
+
+#[tokio::test]
+async fn processes_start_exit_and_are_stopped() {
+    let node = Node::new();
+    node.zone("p").await.expect("create");
+    let (end, out) = node.exec("p", &["echo", "hello"]).await;
+    assert_eq!((code(&end), out.as_str()), (Some(0), "hello\n"));
+    let (end, _) = node.exec("p", &["exit", "3"]).await;
+    assert_eq!(code(&end), Some(3));
+    // A program that is not there: a clear error, no record left running.
+    let zone = node.registry.find_zone("p").expect("zone");
+    let Err(err) = node.start("p", &["nope"]).await else {
+        panic!("a program that is not in the zone started");
+    };
+    assert!(err.to_string().contains("not found"), "{err}");
+    // A long one, stopped: SIGTERM first.
+    let process = node.start("p", &["sleep", "600"]).await.expect("start");
+    let id = process.record().id;
+    assert_eq!(node.backend.running(zone.id).len(), 1);
+    node.registry
+        .stop_process(&id, Duration::from_secs(1))
+        .await
+        .expect("stop");
+    let end = process.wait().await;
+    assert_eq!(code(&end), Some(128 + libc::SIGTERM));
+    assert_eq!(
+        node.registry.find_process(&id).expect("record").state,
+        ProcessState::Exited
+    );
+    node.registry.delete_process(&id).expect("delete");
+}
+
+#[tokio::test]
+async fn a_busy_zone_is_deleted_only_with_force() {
+    let node = Node::new();
+    let zone = node.zone("busy").await.expect("create");
+    let process = node.start("busy", &["sleep", "600"]).await.expect("start");
+    let err = node
+        .registry
+        .delete_zone("busy", false)
+        .await
+        .expect_err("busy");
+    assert!(matches!(err, DaemonError::FailedPrecondition(_)), "{err}");
+    assert_eq!(node.backend.zones(), vec![zone.id], "nothing removed");
+    node.registry
+        .delete_zone("busy", true)
+        .await
+        .expect("force");
+    assert!(node.backend.zones().is_empty());
+    let end = tokio::time::timeout(Duration::from_secs(5), process.wait())
+        .await
+        .expect("the process ends with its zone");
+    assert!(matches!(end, ProcessEnd::Exited(_) | ProcessEnd::Lost));
+}
+
+#[tokio::test]
+async fn a_sandbox_reports_success_failure_timeout_and_oom() {
+    let node = Node::new();
+    let r = node.sandbox(&["echo", "out"], None).await;
+    assert_eq!(r.status, TaskStatus::Succeeded, "{r:?}");
+    assert_eq!(r.stdout, "out\n");
+    let r = node.sandbox(&["exit", "7"], None).await;
+    assert_eq!((r.status, r.exit_code), (TaskStatus::Failed, Some(7)));
+    let r = node
+        .sandbox(&["sleep", "600"], Some(Duration::from_millis(100)))
+        .await;
+    assert_eq!(r.status, TaskStatus::TimedOut, "{r:?}");
+    let r = node.sandbox(&["oom"], None).await;
+    assert_eq!(r.status, TaskStatus::OomKilled, "{r:?}");
+    // Each task's zone is gone; each task is recorded.
+    assert!(node.backend.zones().is_empty());
+    assert_eq!(node.registry.list_tasks(None).expect("tasks").len(), 4);
+}
+
+#[tokio::test]
+async fn a_sandbox_whose_agent_dies_is_an_error_not_a_success() {
+    let node = Node::new();
+    let registry = Arc::clone(&node.registry);
+    let backend = Arc::clone(&node.backend);
+    let task = tokio::spawn(async move {
+        registry
+            .run_sandbox(SandboxRun {
+                spec: spec(&["sleep", "600"]),
+                policy: Policy::default(),
+                root: RootSpec::HostView,
+                timeout: None,
+                keep_zone: false,
+                ttl: None,
+                workspace: None,
+                secrets: Vec::new(),
+                netns: None,
+                live_output: None,
+            })
+            .await
+    });
+    // Wait for the task's zone, then kill its agent.
+    let zone = loop {
+        if let Some(z) = backend.zones().first().copied() {
+            if !backend.running(z).is_empty() {
+                break z;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    backend.kill_agent(zone);
+    let r = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the sandbox ends")
+        .expect("joined")
+        .expect("a result");
+    assert_eq!(r.status, TaskStatus::Error, "{r:?}");
+    assert!(r.error.is_some_and(|e| e.contains("agent died")));
+}
+
+#[tokio::test]
+async fn pause_and_resume_reach_the_backend_and_a_failure_changes_nothing() {
+    let node = Node::new();
+    let zone = node.zone("pz").await.expect("create");
+    let err = node.registry.pause_zone("pz").await.expect_err("idle");
+    assert!(err.to_string().contains("only a running zone"), "{err}");
+    node.start("pz", &["sleep", "600"]).await.expect("start");
+    let paused = node.registry.pause_zone("pz").await.expect("pause");
+    assert_eq!(paused.state, ZoneState::Paused);
+    assert!(node.backend.is_paused(zone.id));
+    node.backend.fail_next(Step::Pause);
+    assert!(node.registry.resume_zone("pz").await.is_err());
+    assert_eq!(
+        node.registry.find_zone("pz").expect("zone").state,
+        ZoneState::Paused,
+        "a failed resume leaves the zone as it was"
+    );
+    let resumed = node.registry.resume_zone("pz").await.expect("resume");
+    assert_ne!(resumed.state, ZoneState::Paused);
+    assert!(!node.backend.is_paused(zone.id));
+}
+
+#[tokio::test]
+async fn a_kept_zone_counts_down_its_ttl() {
+    let node = Node::new();
+    let zone = node
+        .registry
+        .create_zone(NewZone {
+            name: "kept".into(),
+            policy: Policy::default(),
+            root: RootSpec::HostView,
+            task_id: None,
+            ephemeral: false,
+            workspace: None,
+            ttl_ms: Some(60_000),
+            netns: None,
+            cgroup_parent: None,
+        })
+        .await
+        .expect("create");
+    let left = node.registry.ttl_remaining_ms(&zone).expect("a TTL");
+    assert!(left <= 60_000 && left > 50_000, "{left}");
+    let other = node.zone("no-ttl").await.expect("create");
+    assert_eq!(node.registry.ttl_remaining_ms(&other), None);
+}
+
+#[tokio::test]
+async fn recovery_adopts_live_zones_and_rebuilds_dead_ones() {
+    let mut node = Node::new();
+    let live = node.zone("live").await.expect("create");
+    let dead = node.zone("dead").await.expect("create");
+    node.backend.kill_agent(dead.id);
+    node.restart();
+    node.registry.recover().await.expect("recover");
+    // The live zone is adopted: the same zone in the backend, and it runs work.
+    assert!(node.backend.zones().contains(&live.id));
+    let (end, out) = node.exec("live", &["echo", "again"]).await;
+    assert_eq!((code(&end), out.as_str()), (Some(0), "again\n"));
+    // The dead one is built again under its id, and runs work too.
+    let calls = node.backend.calls();
+    assert!(
+        calls
+            .iter()
+            .filter(|c| *c == &format!("create {}", dead.id))
+            .count()
+            == 2,
+        "{calls:?}"
+    );
+    let (end, _) = node.exec("dead", &["exit", "0"]).await;
+    assert_eq!(code(&end), Some(0));
+}
