@@ -146,6 +146,13 @@ impl IsolationBackend for LinuxBackend {
         self.node_layers.clone()
     }
 
+    fn check_policy(&self, policy: &Policy) -> Result<(), BackendError> {
+        // What the BPF maps cannot hold.
+        rauha_ebpf::policy::ZoneRules::from_policy(policy)
+            .map(drop)
+            .map_err(|e| BackendError::Policy(Box::new(e)))
+    }
+
     async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError> {
         let root = self.root_config(&setup.policy, &setup.root)?;
         let state_dir = self.state_dir(setup.id);

@@ -369,6 +369,10 @@ impl IsolationBackend for FakeBackend {
         }]
     }
 
+    fn check_policy(&self, _policy: &Policy) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError> {
         self.step(Some(Step::Create), format!("create {}", setup.id))?;
         let (pushed, _) = broadcast::channel(1024);

@@ -143,6 +143,9 @@ pub enum BackendError {
     Bundle { path: String, message: String },
     #[error("container root {0:?} is not in this zone; it is added with AddRoot when its container is created")]
     NoRoot(String),
+    /// A policy this backend cannot enforce as written.
+    #[error("{0}")]
+    Policy(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Whose fault a backend failure is, for the caller's error code.
@@ -174,6 +177,10 @@ pub trait IsolationBackend: Send + Sync + 'static {
 
     /// Which enforcement layers this node can apply at all.
     fn node_layers(&self) -> Vec<LayerStatus>;
+
+    /// Refuses a policy this backend cannot hold (e.g. more rules than its
+    /// kernel maps take), before anything is built.
+    fn check_policy(&self, policy: &Policy) -> Result<(), BackendError>;
 
     /// Builds the zone's kernel objects and starts its agent.
     async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError>;

@@ -14,7 +14,7 @@ use super::zones::bundle_root;
 use crate::error::DaemonError;
 use crate::secrets::{Delivery, Secret};
 use crate::validate::{netns, parse_id, process_spec};
-use crate::zone::{resolve_policy, SandboxRun, WorkspaceRun, ZoneRegistry};
+use crate::zone::{SandboxRun, WorkspaceRun, ZoneRegistry};
 
 const DEFAULT_DIFF_CAP: u64 = 64 * 1024;
 const MAX_DIFF_CAP: u64 = 16 << 20;
@@ -30,7 +30,7 @@ impl SandboxService {
         let workspace = workspace(&req)?;
         let spec = req.spec.unwrap_or_default();
         let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
-        let policy = resolve_policy(req.policy.as_ref())?;
+        let policy = self.registry.resolve_policy(req.policy.as_ref())?;
         let root = bundle_root(&req.bundle)?;
         if req.timeout_ms > WEEK_MS {
             return Err(DaemonError::invalid(

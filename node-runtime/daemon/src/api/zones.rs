@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::error::DaemonError;
 use crate::validate::{cgroup_parent, netns};
-use crate::zone::{resolve_policy, NewZone, ZoneRegistry};
+use crate::zone::{NewZone, ZoneRegistry};
 
 pub struct ZonesService {
     pub registry: Arc<ZoneRegistry>,
@@ -48,7 +48,7 @@ impl Zones for ZonesService {
         request: Request<v1::CreateZoneRequest>,
     ) -> Result<Response<v1::Zone>, Status> {
         let req = request.into_inner();
-        let policy = resolve_policy(req.policy.as_ref())?;
+        let policy = self.registry.resolve_policy(req.policy.as_ref())?;
         let root = bundle_root(&req.bundle)?;
         let record = self
             .registry
@@ -117,7 +117,7 @@ impl Zones for ZonesService {
                 DaemonError::invalid("policy", "is missing; give a preset or a TOML file").into(),
             );
         }
-        let policy = resolve_policy(req.policy.as_ref())?;
+        let policy = self.registry.resolve_policy(req.policy.as_ref())?;
         let record = self.registry.update_policy(&req.zone, policy).await?;
         Ok(Response::new(self.wire(&record)))
     }

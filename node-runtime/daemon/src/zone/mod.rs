@@ -32,7 +32,6 @@ use uuid::Uuid;
 
 pub use self::create::NewZone;
 use self::output::Capture;
-pub use self::policy::resolve_policy;
 pub use self::sandbox::{SandboxRun, WorkspaceRun};
 use crate::agent_link::{AgentEvent, AgentLink, EventHandler};
 use crate::error::DaemonError;

@@ -10,13 +10,16 @@ use super::ZoneRegistry;
 use crate::error::DaemonError;
 use crate::store::ZoneRecord;
 
-/// The policy a request names; `standard` when it names none.
-pub fn resolve_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
-    let policy = parse_policy(source)?;
-    // What the BPF maps cannot hold is refused before anything is built.
-    rauha_ebpf::policy::ZoneRules::from_policy(&policy)
-        .map_err(|e| DaemonError::invalid("policy", e.to_string()))?;
-    Ok(policy)
+impl ZoneRegistry {
+    /// The policy a request names (`standard` when it names none), checked
+    /// against what the backend can hold before anything is built.
+    pub fn resolve_policy(&self, source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
+        let policy = parse_policy(source)?;
+        self.backend
+            .check_policy(&policy)
+            .map_err(|e| DaemonError::invalid("policy", e.to_string()))?;
+        Ok(policy)
+    }
 }
 
 fn parse_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
