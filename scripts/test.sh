@@ -4,30 +4,45 @@
 # fails the run (RAUHA_E2E_REQUIRE=1) instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's minutes, printed when the next begins (CI's budget: 70 min).
+stage_name="" stage_start=$SECONDS run_start=$SECONDS
+stage() {
+    if [ -n "$stage_name" ]; then
+        awk -v s=$((SECONDS - stage_start)) -v n="$stage_name" 'BEGIN { printf "   (%s: %.1f min)\n", n, s / 60 }'
+    fi
+    stage_name="$1" stage_start=$SECONDS
+    [ -n "$1" ] && echo "== $1"
+    return 0
+}
+stage "install what is needed"
 source scripts/install-deps.sh
 export RAUHA_E2E_REQUIRE="${RAUHA_E2E_REQUIRE:-1}"
 # QEMU and Debian's 6.1 kernel, for the tests that need a kernel with BPF-LSM
 # and a pure cgroup v2 layout (e2e/src/vm.rs).
+stage "QEMU and the VM kernel"
 scripts/vm-kernel.sh
 # crictl from its Go module (e2e/go/go.mod), for the CRI tests of the shim.
+stage "crictl and containerd 2.x"
 scripts/build-crictl.sh
 # containerd 2.x from its Go module (e2e/go/containerd2), for the shim's test
 # against it (the other shim tests run Debian's containerd 1.6).
 scripts/build-containerd2.sh
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy -D warnings"
+stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== build"
+stage "build"
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-echo "== unit tests"
+stage "unit tests"
 cargo test --workspace --exclude rauha-e2e 2>&1 | tee -a "$log"
-echo "== the shim, statically linked as deployed"
+stage "the shim, statically linked as deployed"
 scripts/build-shim.sh
-echo "== end-to-end tests (root, real rauhad)"
+stage "end-to-end tests (root, real rauhad)"
 # One at a time: they measure timeouts and host responsiveness on 2 cores.
 cargo test -p rauha-e2e --tests -- --test-threads=1 2>&1 | tee -a "$log"
+stage ""
+awk -v s=$((SECONDS - run_start)) 'BEGIN { printf "== whole run: %.1f min\n", s / 60 }'
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log"
