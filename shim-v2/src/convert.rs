@@ -1,11 +1,10 @@
 //! Every conversion at the shim's edge, in one place: the OCI bundle's
-//! `config.json` and containerd's wire types to rauhad's, rauhad's errors
-//! to ttrpc codes, and zone usage to containerd's cgroup metrics.
+//! `config.json` and containerd's wire types to rauhad's, and zone usage
+//! to containerd's cgroup metrics. (Errors map to ttrpc in `error`.)
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::Message;
-use containerd_shim::protos::ttrpc;
 use rauha_api::v1;
 use rauha_spec::policy::{NetworkMode, Policy, ResourcesSection};
 use serde_json::Value;
@@ -17,26 +16,17 @@ pub const ZONE_ANNOTATION: &str = "rauha.dev/zone";
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
-/// rauhad's error as containerd expects it: the same code, the same text.
-pub fn ttrpc_error(s: tonic::Status) -> ttrpc::Error {
-    use ttrpc::Code;
-    let code = match s.code() {
-        tonic::Code::NotFound => Code::NOT_FOUND,
-        tonic::Code::AlreadyExists => Code::ALREADY_EXISTS,
-        tonic::Code::InvalidArgument => Code::INVALID_ARGUMENT,
-        tonic::Code::FailedPrecondition => Code::FAILED_PRECONDITION,
-        tonic::Code::Unavailable => Code::UNAVAILABLE,
-        tonic::Code::PermissionDenied => Code::PERMISSION_DENIED,
-        tonic::Code::ResourceExhausted => Code::RESOURCE_EXHAUSTED,
-        tonic::Code::DeadlineExceeded => Code::DEADLINE_EXCEEDED,
-        tonic::Code::Unimplemented => Code::UNIMPLEMENTED,
-        _ => Code::INTERNAL,
-    };
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, s.message()))
-}
-
-pub fn error(code: ttrpc::Code, message: impl Into<String>) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.into()))
+/// What containerd handed over that the shim cannot run as given.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("the OCI process has no args; give the image a command")]
+    NoArgs,
+    #[error("the exec spec is not an OCI process in JSON: {0}")]
+    ExecNotJson(serde_json::Error),
+    #[error("annotation {POLICY_ANNOTATION}: {0:?} is neither a preset ({presets}) nor a TOML policy", presets = rauha_spec::presets::names().join(", "))]
+    NotAPolicy(String),
+    #[error("{0}")]
+    Policy(#[from] rauha_spec::PolicyError),
 }
 
 /// A zone name (lowercase letters, digits, '-', at most 63) for a
@@ -158,7 +148,7 @@ pub fn cgroup_parent(spec: &Value) -> Option<String> {
 }
 
 /// An OCI `process` object as rauhad's process spec.
-pub fn process(p: &Value) -> Result<v1::ProcessSpec, String> {
+pub fn process(p: &Value) -> Result<v1::ProcessSpec, SpecError> {
     let strings = |key: &str| -> Vec<String> {
         p.get(key)
             .and_then(Value::as_array)
@@ -171,7 +161,7 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, String> {
     };
     let args = strings("args");
     if args.is_empty() {
-        return Err("the OCI process has no args; give the image a command".into());
+        return Err(SpecError::NoArgs);
     }
     let user = p.get("user").map(|u| {
         let num = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
@@ -205,16 +195,15 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, String> {
 }
 
 /// An `Any` holding a JSON-encoded OCI process (ExecProcessRequest.spec).
-pub fn exec_process(spec: &Any) -> Result<v1::ProcessSpec, String> {
-    let value: Value = serde_json::from_slice(&spec.value)
-        .map_err(|e| format!("the exec spec is not an OCI process in JSON: {e}"))?;
+pub fn exec_process(spec: &Any) -> Result<v1::ProcessSpec, SpecError> {
+    let value: Value = serde_json::from_slice(&spec.value).map_err(SpecError::ExecNotJson)?;
     process(&value)
 }
 
 /// The zone's policy: the annotation's preset or inline TOML (the preset
 /// `standard` without one), with the container's resource limits, and the
 /// pod's network namespace joined when CNI made one.
-pub fn policy(spec: &Value) -> Result<v1::PolicySource, String> {
+pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
     let (file, text) = match annotation(spec, POLICY_ANNOTATION).map(str::trim) {
         None | Some("") => (
             "policies/standard.toml".to_string(),
@@ -232,14 +221,9 @@ pub fn policy(spec: &Value) -> Result<v1::PolicySource, String> {
             format!("annotation {POLICY_ANNOTATION}"),
             inline.to_string(),
         ),
-        Some(other) => {
-            return Err(format!(
-            "annotation {POLICY_ANNOTATION}: {other:?} is neither a preset ({}) nor a TOML policy",
-            rauha_spec::presets::names().join(", ")
-        ))
-        }
+        Some(other) => return Err(SpecError::NotAPolicy(other.to_string())),
     };
-    let mut policy = Policy::parse(&file, &text).map_err(|e| e.to_string())?;
+    let mut policy = Policy::parse(&file, &text)?;
     if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {
         apply_resources(&mut policy.resources, r);
     }
@@ -359,7 +343,7 @@ pub fn now() -> Timestamp {
 
 /// A zone's usage as containerd's cgroup v1 metrics (what `ctr task
 /// metrics` and the CRI stats read).
-pub fn metrics(u: &v1::Usage) -> Result<Any, String> {
+pub fn metrics(u: &v1::Usage) -> Result<Any, crate::error::Error> {
     use containerd_shim::protos::cgroups::metrics::{
         CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
     };
@@ -383,7 +367,12 @@ pub fn metrics(u: &v1::Usage) -> Result<Any, String> {
     m.memory = Some(mem).into();
     let mut any = Any::new();
     any.type_url = "io.containerd.cgroups.v1.Metrics".to_string();
-    any.value = m.write_to_bytes().map_err(|e| e.to_string())?;
+    any.value = m
+        .write_to_bytes()
+        .map_err(|source| crate::error::Error::Encode {
+            what: "metrics",
+            source,
+        })?;
     Ok(any)
 }
 
@@ -502,8 +491,8 @@ mod tests {
     fn bad_policy_annotation_fails_with_the_parsers_message() {
         let spec = json!({"annotations": {"rauha.dev/policy": "[network]\nmode = \"warp\"\n"}});
         let e = policy(&spec).expect_err("bad mode");
-        assert!(e.contains("mode"), "{e}");
+        assert!(e.to_string().contains("mode"), "{e}");
         let e = policy(&json!({"annotations": {"rauha.dev/policy": "nope"}})).expect_err("name");
-        assert!(e.contains("neither a preset"), "{e}");
+        assert!(e.to_string().contains("neither a preset"), "{e}");
     }
 }

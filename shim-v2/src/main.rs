@@ -4,6 +4,7 @@
 //! over its Unix socket; OCI and ttrpc types are converted in `convert`.
 
 mod convert;
+mod error;
 mod rauhad;
 mod serve;
 mod service;

@@ -47,7 +47,8 @@ impl Shim for RauhaShim {
         std::io::stdin()
             .read_to_end(&mut ignored)
             .map_err(|e| Error::Other(format!("cannot read the start parameters: {e}")))?;
-        let spec = read_bundle_spec(std::path::Path::new(".")).map_err(Error::InvalidArgument)?;
+        let spec = read_bundle_spec(std::path::Path::new("."))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let grouping = convert::grouping(&spec, &opts.id);
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // containerd finds the shim of a task again (after it restarts) by

@@ -3,12 +3,29 @@
 
 use super::*;
 
+/// An OCI bundle's `config.json` that cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not JSON: {source}", path.display())]
+    NotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
 /// Reads `config.json` of an OCI bundle.
-pub fn read_bundle_spec(bundle: &Path) -> Result<Value, String> {
+pub fn read_bundle_spec(bundle: &Path) -> Result<Value, BundleError> {
     let path = bundle.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(source) => return Err(BundleError::Read { path, source }),
+    };
+    serde_json::from_str(&text).map_err(|source| BundleError::NotJson { path, source })
 }
 
 /// Whether `path` is on another filesystem than its parent.
@@ -71,19 +88,21 @@ impl Service {
             // Mounted by the shim that died before it answered.
             return Ok(());
         }
-        std::fs::create_dir_all(&rootfs).map_err(|e| {
-            error(
-                Code::INTERNAL,
-                format!("cannot create {}: {e}", rootfs.display()),
-            )
-        })?;
+        if let Err(source) = std::fs::create_dir_all(&rootfs) {
+            return Err(Error::RootfsDir {
+                path: rootfs,
+                source,
+            }
+            .into());
+        }
         for m in &req.rootfs {
             if let Err(e) = containerd_shim::util::mount_rootfs(m, &rootfs).await {
                 unmount_rootfs(Path::new(&req.bundle));
-                return Err(error(
-                    Code::INTERNAL,
-                    format!("cannot mount the root filesystem ({}): {e}", m.type_),
-                ));
+                return Err(Error::Mount {
+                    kind: m.type_.clone(),
+                    source: e,
+                }
+                .into());
             }
         }
         Ok(())

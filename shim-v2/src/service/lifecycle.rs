@@ -11,15 +11,12 @@ impl Service {
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let replay = ctx.metadata.contains_key(REPLAY_KEY);
         if !req.checkpoint.is_empty() {
-            return Err(error(
-                Code::UNIMPLEMENTED,
-                "rauha cannot restore checkpoints; create the task without --checkpoint",
-            ));
+            return Err(Error::Checkpoint.into());
         }
         let bundle = PathBuf::from(&req.bundle);
-        let spec = read_bundle_spec(&bundle).map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
-        let mut init = convert::process(spec.get("process").unwrap_or(&Value::Null))
-            .map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
+        let spec = read_bundle_spec(&bundle).map_err(Error::from)?;
+        let mut init =
+            convert::process(spec.get("process").unwrap_or(&Value::Null)).map_err(Error::from)?;
         init.terminal = req.terminal;
         let mut root = None;
         let (zone, owns_zone) = match convert::role(&spec) {
@@ -46,11 +43,9 @@ impl Service {
             Role::Member { sandbox_id } => {
                 let zone = self
                     .with(&sandbox_id, |c| Ok(c.zone.clone()))
-                    .map_err(|_| {
-                        error(
-                            Code::NOT_FOUND,
-                            format!("pod sandbox {sandbox_id} of container {} is not served by this shim", req.id),
-                        )
+                    .map_err(|_| Error::SandboxNotServed {
+                        sandbox: sandbox_id.clone(),
+                        container: req.id.clone(),
                     })?;
                 self.mount_rootfs(&req, replay).await?;
                 let added = self.add_root(&zone, &req.id, &bundle, &spec, replay).await;
@@ -118,10 +113,7 @@ impl Service {
                 return Ok(Err(p.pid));
             }
             if p.exited().is_some() {
-                return Err(error(
-                    Code::FAILED_PRECONDITION,
-                    format!("process {} was already started", req.id),
-                ));
+                return Err(Error::AlreadyStarted(req.id.clone()).into());
             }
             let run_id = match &p.run_id {
                 Some(id) => id.clone(),
@@ -190,17 +182,12 @@ impl Service {
         let (rauha_id, pid, exit, zone, owns_zone, bundle) = self.with(&req.id, |c| {
             let p = c.proc(&req.exec_id)?;
             if p.rauha_id.is_some() && p.exited().is_none() {
-                return Err(error(
-                    Code::FAILED_PRECONDITION,
-                    format!(
-                        "process {} is running; kill it before deleting it",
-                        if req.exec_id.is_empty() {
-                            &req.id
-                        } else {
-                            &req.exec_id
-                        }
-                    ),
-                ));
+                let id = if req.exec_id.is_empty() {
+                    &req.id
+                } else {
+                    &req.exec_id
+                };
+                return Err(Error::Running(id.clone()).into());
             }
             Ok((
                 p.rauha_id.clone(),

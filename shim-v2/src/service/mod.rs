@@ -21,7 +21,6 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim_async::Events;
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::Code;
 use containerd_shim::protos::types::task::{ProcessInfo, Status};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, TtrpcContext, TtrpcResult};
@@ -32,7 +31,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::convert::{self, error, ttrpc_error, Role};
+use crate::convert::{self, Role};
+use crate::error::{ttrpc_error, Error};
 use crate::rauhad::Rauhad;
 
 mod bundle;
@@ -45,10 +45,10 @@ mod task;
 mod zone;
 
 use self::bundle::*;
-pub use self::bundle::{read_bundle_spec, unmount_rootfs};
+pub use self::bundle::{read_bundle_spec, unmount_rootfs, BundleError};
 use self::model::*;
-pub use self::persist::saved_zone_id;
 use self::persist::*;
+pub use self::persist::{saved_zone_id, StateError};
 
 /// The metadata key a replayed request carries (a request the dead shim
 /// read and did not answer): handlers that make things treat "already
@@ -81,7 +81,13 @@ pub struct Service {
 fn fresh_id() -> TtrpcResult<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_string())
-        .map_err(|e| error(Code::INTERNAL, format!("cannot make a process id: {e}")))
+        .map_err(|source| {
+            Error::Io {
+                what: "cannot make a process id",
+                source,
+            }
+            .into()
+        })
 }
 
 fn now_ms() -> u64 {
@@ -142,9 +148,7 @@ impl Service {
             .containers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let c = all
-            .get_mut(id)
-            .ok_or_else(|| error(Code::NOT_FOUND, format!("container {id} not found")))?;
+        let c = all.get_mut(id).ok_or_else(|| Error::container(id))?;
         f(c)
     }
 }

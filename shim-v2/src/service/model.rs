@@ -79,7 +79,7 @@ impl Container {
         }
         self.execs
             .get(exec_id)
-            .ok_or_else(|| error(Code::NOT_FOUND, format!("exec {exec_id} not found")))
+            .ok_or_else(|| Error::exec(exec_id).into())
     }
 
     pub(super) fn proc_mut(&mut self, exec_id: &str) -> TtrpcResult<&mut Proc> {
@@ -88,6 +88,6 @@ impl Container {
         }
         self.execs
             .get_mut(exec_id)
-            .ok_or_else(|| error(Code::NOT_FOUND, format!("exec {exec_id} not found")))
+            .ok_or_else(|| Error::exec(exec_id).into())
     }
 }

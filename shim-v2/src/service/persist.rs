@@ -40,16 +40,61 @@ pub(super) fn hex<M: prost::Message>(m: &M) -> String {
         .collect()
 }
 
-pub(super) fn unhex<M: prost::Message + Default>(s: &str) -> Result<M, String> {
+/// A saved state the shim cannot take back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a saved pod state: {source}", path.display())]
+    NotState {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("container {id} in {}: {field:?} is not hex", path.display())]
+    NotHex {
+        id: String,
+        path: PathBuf,
+        field: String,
+    },
+    #[error("container {id} in {}: {source}", path.display())]
+    Decode {
+        id: String,
+        path: PathBuf,
+        source: prost::DecodeError,
+    },
+}
+
+/// Why a saved field does not decode (placed in a [`StateError`] by the
+/// caller, which knows the container and the file).
+#[derive(Debug)]
+pub(super) enum FieldError {
+    NotHex(String),
+    Decode(prost::DecodeError),
+}
+
+impl FieldError {
+    fn at(self, id: &str, path: &Path) -> StateError {
+        let (id, path) = (id.to_string(), path.to_path_buf());
+        match self {
+            FieldError::NotHex(field) => StateError::NotHex { id, path, field },
+            FieldError::Decode(source) => StateError::Decode { id, path, source },
+        }
+    }
+}
+
+pub(super) fn unhex<M: prost::Message + Default>(s: &str) -> Result<M, FieldError> {
     let bytes = (0..s.len())
         .step_by(2)
         .map(|i| {
             s.get(i..i + 2)
                 .and_then(|b| u8::from_str_radix(b, 16).ok())
-                .ok_or_else(|| format!("{s:?} is not hex"))
+                .ok_or_else(|| FieldError::NotHex(s.to_string()))
         })
-        .collect::<Result<Vec<u8>, String>>()?;
-    M::decode(bytes.as_slice()).map_err(|e| e.to_string())
+        .collect::<Result<Vec<u8>, FieldError>>()?;
+    M::decode(bytes.as_slice()).map_err(FieldError::Decode)
 }
 
 impl SavedProc {
@@ -64,7 +109,7 @@ impl SavedProc {
         }
     }
 
-    pub(super) fn to_proc(&self) -> Result<Proc, String> {
+    pub(super) fn to_proc(&self) -> Result<Proc, FieldError> {
         let mut p = Proc::new(unhex(&self.spec)?, unhex(&self.stdio)?);
         p.run_id = self.run_id.clone();
         p.rauha_id = self.rauha_id.clone();
@@ -96,7 +141,7 @@ impl SavedContainer {
         }
     }
 
-    pub(super) fn to_container(&self) -> Result<Container, String> {
+    pub(super) fn to_container(&self) -> Result<Container, FieldError> {
         Ok(Container {
             bundle: self.bundle.clone(),
             zone: self.zone.clone(),
@@ -110,7 +155,7 @@ impl SavedContainer {
                 .execs
                 .iter()
                 .map(|(k, p)| Ok((k.clone(), p.to_proc()?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, FieldError>>()?,
         })
     }
 }
@@ -158,14 +203,21 @@ impl Service {
     /// from the state file, holds the running processes' output FIFOs
     /// again and waits for their ends (a process that ended meanwhile is
     /// reported now).
-    pub async fn restore(&self) -> Result<(), String> {
+    pub async fn restore(&self) -> Result<(), StateError> {
         let path = &self.inner.state_file;
         let saved: Vec<SavedContainer> = match std::fs::read(path) {
-            Ok(text) => serde_json::from_slice(&text)
-                .map_err(|e| format!("{} is not a saved pod state: {e}", path.display()))?,
+            Ok(text) => serde_json::from_slice(&text).map_err(|source| StateError::NotState {
+                path: path.clone(),
+                source,
+            })?,
             // The shim died before its first container was made.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
         };
         let mut watch = Vec::new();
         {
@@ -175,9 +227,7 @@ impl Service {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for s in &saved {
-                let mut c = s
-                    .to_container()
-                    .map_err(|e| format!("container {} in {}: {e}", s.id, path.display()))?;
+                let mut c = s.to_container().map_err(|e| e.at(&s.id, path))?;
                 for (exec_id, p) in std::iter::once((String::new(), &mut c.init))
                     .chain(c.execs.iter_mut().map(|(k, p)| (k.clone(), p)))
                 {
@@ -206,13 +256,10 @@ impl Service {
             let p = c.proc(exec_id)?;
             match (&p.rauha_id, p.exited()) {
                 (Some(r), None) => Ok(r.clone()),
-                _ => Err(error(
-                    Code::FAILED_PRECONDITION,
-                    format!(
-                        "process {} is not running",
-                        if exec_id.is_empty() { id } else { exec_id }
-                    ),
-                )),
+                _ => Err(Error::NotRunning(
+                    (if exec_id.is_empty() { id } else { exec_id }).to_string(),
+                )
+                .into()),
             }
         })
     }

@@ -95,7 +95,7 @@ impl Task for Service {
             ))
         })?;
         if exited.is_some() {
-            return Err(error(Code::NOT_FOUND, "process already finished"));
+            return Err(Error::Finished.into());
         }
         let Some(rauha_id) = rauha_id else {
             // Never started: it ends here, killed by the signal.
@@ -153,27 +153,16 @@ impl Task for Service {
         let mut spec = req
             .spec
             .as_ref()
-            .ok_or_else(|| {
-                error(
-                    Code::INVALID_ARGUMENT,
-                    "the exec request has no process spec",
-                )
-            })
-            .and_then(|s| convert::exec_process(s).map_err(|e| error(Code::INVALID_ARGUMENT, e)))?;
+            .ok_or(Error::NoExecSpec)
+            .and_then(|s| Ok(convert::exec_process(s)?))?;
         spec.terminal = req.terminal;
         self.with(&req.id, |c| {
             spec.root = c.root.clone().unwrap_or_default();
             if c.init.exited().is_some() {
-                return Err(error(
-                    Code::FAILED_PRECONDITION,
-                    format!("container {} is stopped; exec needs a running task", req.id),
-                ));
+                return Err(Error::Stopped(req.id.clone()).into());
             }
             if c.execs.contains_key(&req.exec_id) {
-                return Err(error(
-                    Code::ALREADY_EXISTS,
-                    format!("exec {} already exists", req.exec_id),
-                ));
+                return Err(Error::ExecExists(req.exec_id.clone()).into());
             }
             c.execs.insert(
                 req.exec_id.clone(),
@@ -240,12 +229,7 @@ impl Task for Service {
             .as_ref()
             .map(|r| serde_json::from_slice(&r.value))
             .transpose()
-            .map_err(|e| {
-                error(
-                    Code::INVALID_ARGUMENT,
-                    format!("resources are not OCI LinuxResources in JSON: {e}"),
-                )
-            })?
+            .map_err(Error::ResourcesNotJson)?
             .unwrap_or(Value::Null);
         // A pod's container: its own limits, and its new memory limit
         // changes the pod's total. As runc does, what the update leaves out
@@ -283,8 +267,8 @@ impl Task for Service {
             .map_err(ttrpc_error)?
             .into_inner();
         let text = current.policy.map(|p| p.toml).unwrap_or_default();
-        let mut policy = rauha_spec::policy::Policy::parse("zone policy", &text)
-            .map_err(|e| error(Code::INTERNAL, e.to_string()))?;
+        let mut policy =
+            rauha_spec::policy::Policy::parse("zone policy", &text).map_err(Error::from)?;
         convert::apply_resources(&mut policy.resources, &resources);
         zones
             .update_policy(v1::UpdatePolicyRequest {
@@ -312,7 +296,7 @@ impl Task for Service {
                 break e;
             }
             if rx.changed().await.is_err() {
-                return Err(error(Code::NOT_FOUND, format!("{} was deleted", req.id)));
+                return Err(Error::Deleted(req.id.clone()).into());
             }
         };
         let mut resp = api::WaitResponse::new();
@@ -353,7 +337,7 @@ impl Task for Service {
     ) -> TtrpcResult<api::StatsResponse> {
         let usage = self.usage_of(&req.id).await?;
         let mut resp = api::StatsResponse::new();
-        resp.stats = Some(convert::metrics(&usage).map_err(|e| error(Code::INTERNAL, e))?).into();
+        resp.stats = Some(convert::metrics(&usage)?).into();
         Ok(resp)
     }
 

@@ -11,7 +11,7 @@ impl Service {
         spec: &Value,
         replay: bool,
     ) -> TtrpcResult<String> {
-        let policy = convert::policy(spec).map_err(|e| error(Code::INVALID_ARGUMENT, e))?;
+        let policy = convert::policy(spec).map_err(Error::from)?;
         let name = convert::zone_name(&self.inner.namespace, id);
         let mut zones = self.zones().await?;
         let created = zones
@@ -233,10 +233,11 @@ impl Service {
             if c.owns_zone {
                 Ok(c.zone.clone())
             } else {
-                Err(error(
-                    Code::FAILED_PRECONDITION,
-                    format!("container {id} shares its zone with its pod; {what} the pod's sandbox instead"),
-                ))
+                Err(Error::SharesPodZone {
+                    id: id.to_string(),
+                    what: what.to_string(),
+                }
+                .into())
             }
         })
     }
