@@ -22,8 +22,49 @@ pub enum DaemonError {
         "zone {0:?} already exists; pick another name or delete it with `rauha zone delete {0}`"
     )]
     AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// A zone in a state the request cannot act on; `rule` says which
+    /// state it needs.
+    #[error("zone {zone:?} is {state}; {rule}")]
+    ZoneState {
+        zone: String,
+        state: &'static str,
+        rule: String,
+    },
+    /// A zone whose agent is gone (it died, or an earlier rauhad's did).
+    #[error("zone {zone:?} has no live agent{hint}")]
+    NoAgent { zone: String, hint: &'static str },
+    /// The zone of a running process lost its agent.
+    #[error("the process's zone has no live agent")]
+    ProcessZoneGone,
+    #[error(
+        "zone {zone:?} has {count} running process(es); stop them first or delete with --force"
+    )]
+    ZoneBusy { zone: String, count: usize },
+    #[error("enforcement is required but BPF-LSM is not in force: {detail}")]
+    EnforcementMissing { detail: String },
+    /// The agent refused to start a process.
+    #[error("cannot start the command in zone {zone:?}: {source}")]
+    Start { zone: String, source: LinkError },
+    #[error("process {id} is {state}; it takes no signals or input")]
+    ProcessEnded { id: uuid::Uuid, state: &'static str },
+    #[error("process {id} is running; stop it first with `rauha stop {id}`")]
+    ProcessRunning { id: uuid::Uuid },
+    #[error("the output of process {id} was kept in memory by an earlier rauhad and is gone")]
+    OutputGone { id: uuid::Uuid },
+    #[error("task {id} is still running; ask again when it ends")]
+    TaskRunning { id: uuid::Uuid },
+    /// The secrets directory could not be read or written.
+    #[error("{what}: {source}")]
+    Secrets {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A failure, and the cleanup after it that failed too: both are kept.
+    #[error("{primary}; cleaning up after it failed too: {cleanup}")]
+    Cleanup {
+        primary: Box<DaemonError>,
+        cleanup: Box<DaemonError>,
+    },
     #[error("{0}")]
     Backend(#[from] BackendError),
     #[error("{0}")]
@@ -74,7 +115,21 @@ impl From<DaemonError> for tonic::Status {
             }
             DaemonError::NotFound { .. } => tonic::Status::not_found(message),
             DaemonError::AlreadyExists(_) => tonic::Status::already_exists(message),
-            DaemonError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            DaemonError::ZoneState { .. }
+            | DaemonError::NoAgent { .. }
+            | DaemonError::ProcessZoneGone
+            | DaemonError::ZoneBusy { .. }
+            | DaemonError::EnforcementMissing { .. }
+            | DaemonError::Start { .. }
+            | DaemonError::ProcessEnded { .. }
+            | DaemonError::ProcessRunning { .. }
+            | DaemonError::OutputGone { .. }
+            | DaemonError::TaskRunning { .. }
+            | DaemonError::Secrets { .. } => tonic::Status::failed_precondition(message),
+            DaemonError::Cleanup { primary, .. } => {
+                let code = tonic::Status::from(*primary).code();
+                tonic::Status::new(code, message)
+            }
             DaemonError::Backend(BackendError::Bundle { .. }) => {
                 tonic::Status::invalid_argument(message)
             }
@@ -117,8 +172,18 @@ mod tests {
                 tonic::Code::AlreadyExists,
             ),
             (
-                DaemonError::FailedPrecondition("busy".into()),
+                DaemonError::ZoneBusy {
+                    zone: "z".into(),
+                    count: 1,
+                },
                 tonic::Code::FailedPrecondition,
+            ),
+            (
+                DaemonError::Cleanup {
+                    primary: Box::new(DaemonError::invalid("name", "bad")),
+                    cleanup: Box::new(DaemonError::ProcessZoneGone),
+                },
+                tonic::Code::InvalidArgument,
             ),
             (DaemonError::Link(LinkError::Gone), tonic::Code::Unavailable),
         ];

@@ -76,8 +76,9 @@ pub fn validate_env(field: &str, env: &str) -> Result<(), DaemonError> {
 impl SecretStore {
     pub fn open(root: &Path) -> Result<SecretStore, DaemonError> {
         let dir = root.join("secrets");
-        let io = |e: std::io::Error| {
-            DaemonError::FailedPrecondition(format!("cannot prepare {}: {e}", dir.display()))
+        let io = |source: std::io::Error| DaemonError::Secrets {
+            what: format!("cannot prepare {}", dir.display()),
+            source,
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
@@ -114,9 +115,10 @@ impl SecretStore {
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(DaemonError::FailedPrecondition(format!(
-                "cannot store secret {name}: {e}"
-            )));
+            return Err(DaemonError::Secrets {
+                what: format!("cannot store secret {name}"),
+                source: e,
+            });
         }
         self.info(name)
     }
@@ -142,8 +144,10 @@ impl SecretStore {
 
     pub fn list(&self) -> Result<Vec<SecretInfo>, DaemonError> {
         let mut out = Vec::new();
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| DaemonError::FailedPrecondition(format!("cannot list secrets: {e}")))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| DaemonError::Secrets {
+            what: "cannot list secrets".into(),
+            source,
+        })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') {
@@ -157,8 +161,9 @@ impl SecretStore {
     pub fn remove(&self, name: &str) -> Result<(), DaemonError> {
         validate_name("name", name)?;
         self.info(name)?;
-        std::fs::remove_file(self.dir.join(name)).map_err(|e| {
-            DaemonError::FailedPrecondition(format!("cannot remove secret {name}: {e}"))
+        std::fs::remove_file(self.dir.join(name)).map_err(|source| DaemonError::Secrets {
+            what: format!("cannot remove secret {name}"),
+            source,
         })
     }
 

@@ -191,11 +191,7 @@ impl Processes for ProcessesService {
         let id = parse_id("id", &request.into_inner().id, ID_HINT)?;
         let record = self.registry.find_process(&id)?;
         let Some(p) = self.registry.live_process(&id) else {
-            return Err(DaemonError::FailedPrecondition(format!(
-                "the output of process {} was kept in memory by an earlier rauhad and is gone",
-                record.id
-            ))
-            .into());
+            return Err(DaemonError::OutputGone { id: record.id }.into());
         };
         let (out, err) = (p.stdout(), p.stderr());
         Ok(Response::new(v1::LogsResponse {

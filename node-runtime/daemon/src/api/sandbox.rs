@@ -221,10 +221,7 @@ impl Sandbox for SandboxService {
         let task = self.registry.get_task(&id)?;
         match task.result {
             Some(r) => Ok(Response::new((&r).into())),
-            None => Err(DaemonError::FailedPrecondition(format!(
-                "task {id} is still running; ask again when it ends"
-            ))
-            .into()),
+            None => Err(DaemonError::TaskRunning { id }.into()),
         }
     }
 

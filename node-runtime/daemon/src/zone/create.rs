@@ -47,10 +47,9 @@ impl ZoneRegistry {
                 .iter()
                 .find(|l| l.layer == Layer::BpfLsm && !l.in_force)
             {
-                return Err(DaemonError::FailedPrecondition(format!(
-                    "enforcement is required but BPF-LSM is not in force: {}",
-                    missing.detail
-                )));
+                return Err(DaemonError::EnforcementMissing {
+                    detail: missing.detail.clone(),
+                });
             }
         }
         let mut record = ZoneRecord {
@@ -93,19 +92,30 @@ impl ZoneRegistry {
         }
         .await;
         if let Err(e) = built {
-            let cleanup = self
+            // Undo everything; report the failure and, if undoing failed
+            // too, that as well. Kernel objects a failed destroy leaves are
+            // orphans that the next start removes.
+            let destroyed = self
                 .backend
                 .destroy_zone(record.id, record.handle.as_ref())
-                .await;
-            if let Err(c) = &cleanup {
-                tracing::error!(zone = %record.name, error = %c, "cleanup after a failed create also failed");
-            }
+                .await
+                .map_err(DaemonError::from);
             self.take_live(&record.id);
-            self.store.remove_zone(&record.id)?;
-            if let Err(s) = self.sync_enforcement() {
-                tracing::error!(zone = %record.name, error = %s, "cannot drop a failed zone from the BPF maps");
-            }
-            return Err(e);
+            let removed = self
+                .store
+                .remove_zone(&record.id)
+                .map_err(DaemonError::from);
+            let cleanup = destroyed.and(removed).and(self.sync_enforcement());
+            return Err(match cleanup {
+                Ok(()) => e,
+                Err(c) => {
+                    tracing::error!(zone = %record.name, error = %c, "cleanup after a failed create also failed");
+                    DaemonError::Cleanup {
+                        primary: Box::new(e),
+                        cleanup: Box::new(c),
+                    }
+                }
+            });
         }
         record.state = ZoneState::Created;
         self.store.put_zone(&record)?;

@@ -12,11 +12,10 @@ impl ZoneRegistry {
         let record = self.find_zone(zone)?;
         let running = self.running_in(&record.id);
         if !running.is_empty() && !force {
-            return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} has {} running process(es); stop them first or delete with --force",
-                record.name,
-                running.len()
-            )));
+            return Err(DaemonError::ZoneBusy {
+                zone: record.name.clone(),
+                count: running.len(),
+            });
         }
         self.destroy(record).await
     }

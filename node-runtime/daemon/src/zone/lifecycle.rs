@@ -32,11 +32,11 @@ impl ZoneRegistry {
     }
 
     fn refuse(record: &ZoneRecord, action: &str, allowed: &str) -> DaemonError {
-        DaemonError::FailedPrecondition(format!(
-            "zone {:?} is {}; only a {allowed} zone can be {action}",
-            record.name,
-            record.state.as_str()
-        ))
+        DaemonError::ZoneState {
+            zone: record.name.clone(),
+            state: record.state.as_str(),
+            rule: format!("only a {allowed} zone can be {action}"),
+        }
     }
 
     /// Freezes every process of the zone's work; the agent keeps answering.
@@ -71,12 +71,12 @@ impl ZoneRegistry {
                 "created, running or paused",
             ));
         }
-        let live = self.live_zone(&record.id).ok_or_else(|| {
-            DaemonError::FailedPrecondition(format!(
-                "zone {:?} has no live agent; delete it",
-                record.name
-            ))
-        })?;
+        let live = self
+            .live_zone(&record.id)
+            .ok_or_else(|| DaemonError::NoAgent {
+                zone: record.name.clone(),
+                hint: "; delete it",
+            })?;
         if record.state == ZoneState::Paused {
             self.backend.set_paused(record.id, false)?;
         }

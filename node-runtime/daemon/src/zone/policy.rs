@@ -54,18 +54,18 @@ impl ZoneRegistry {
     ) -> Result<ZoneRecord, DaemonError> {
         let mut record = self.find_zone(zone)?;
         if !record.state.is_live() {
-            return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} is {}; its policy can change only while it is built",
-                record.name,
-                record.state.as_str()
-            )));
+            return Err(DaemonError::ZoneState {
+                zone: record.name.clone(),
+                state: record.state.as_str(),
+                rule: "its policy can change only while it is built".into(),
+            });
         }
-        let live = self.live_zone(&record.id).ok_or_else(|| {
-            DaemonError::FailedPrecondition(format!(
-                "zone {:?} has no live agent; delete and re-create it",
-                record.name
-            ))
-        })?;
+        let live = self
+            .live_zone(&record.id)
+            .ok_or_else(|| DaemonError::NoAgent {
+                zone: record.name.clone(),
+                hint: "; delete and re-create it",
+            })?;
         if policy.network.mode != record.policy.network.mode {
             return Err(DaemonError::invalid(
                 "policy.network.mode",

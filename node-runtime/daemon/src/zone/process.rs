@@ -31,23 +31,25 @@ impl ZoneRegistry {
         id: Option<Uuid>,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
-            return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} is {}; work starts only in a created, running or stopped zone{}",
-                zone.name,
-                zone.state.as_str(),
-                if zone.state == rauha_spec::ZoneState::Paused {
-                    " (resume it first)"
-                } else {
-                    ""
-                }
-            )));
+            return Err(DaemonError::ZoneState {
+                zone: zone.name.clone(),
+                state: zone.state.as_str(),
+                rule: format!(
+                    "work starts only in a created, running or stopped zone{}",
+                    if zone.state == rauha_spec::ZoneState::Paused {
+                        " (resume it first)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
         }
-        let live = self.live_zone(&zone.id).ok_or_else(|| {
-            DaemonError::FailedPrecondition(format!(
-                "zone {:?} has no live agent; delete and re-create it",
-                zone.name
-            ))
-        })?;
+        let live = self
+            .live_zone(&zone.id)
+            .ok_or_else(|| DaemonError::NoAgent {
+                zone: zone.name.clone(),
+                hint: "; delete and re-create it",
+            })?;
         let record = ProcessRecord {
             id: id.unwrap_or_else(Uuid::new_v4),
             zone_id: zone.id,
@@ -125,10 +127,10 @@ impl ZoneRegistry {
                     .unwrap_or_else(|e| e.into_inner())
                     .take();
                 self.untrack(&record.id);
-                Err(DaemonError::FailedPrecondition(format!(
-                    "cannot start the command in zone {:?}: {e}",
-                    zone.name
-                )))
+                Err(DaemonError::Start {
+                    zone: zone.name.clone(),
+                    source: e,
+                })
             }
         }
     }
@@ -171,9 +173,9 @@ impl ZoneRegistry {
         if process.end.borrow().is_some() {
             return Ok(process.record());
         }
-        let zone = self.live_zone(&record.zone_id).ok_or_else(|| {
-            DaemonError::FailedPrecondition("the process's zone has no live agent".into())
-        })?;
+        let zone = self
+            .live_zone(&record.zone_id)
+            .ok_or_else(|| DaemonError::ProcessZoneGone)?;
         zone.link.signal(&id.to_string(), libc::SIGTERM).await?;
         if tokio::time::timeout(grace, process.wait()).await.is_err() {
             zone.link.signal(&id.to_string(), libc::SIGKILL).await?;
@@ -232,24 +234,20 @@ impl ZoneRegistry {
         let process = self
             .live_process(id)
             .filter(|p| p.end.borrow().is_none())
-            .ok_or_else(|| {
-                DaemonError::FailedPrecondition(format!(
-                    "process {id} is {}; it takes no signals or input",
-                    record.state.as_str()
-                ))
+            .ok_or_else(|| DaemonError::ProcessEnded {
+                id: *id,
+                state: record.state.as_str(),
             })?;
-        let zone = self.live_zone(&record.zone_id).ok_or_else(|| {
-            DaemonError::FailedPrecondition("the process's zone has no live agent".into())
-        })?;
+        let zone = self
+            .live_zone(&record.zone_id)
+            .ok_or_else(|| DaemonError::ProcessZoneGone)?;
         Ok((process, zone))
     }
 
     pub fn delete_process(&self, id: &Uuid) -> Result<(), DaemonError> {
         let record = self.find_process(id)?;
         if record.state == ProcessState::Running {
-            return Err(DaemonError::FailedPrecondition(format!(
-                "process {id} is running; stop it first with `rauha stop {id}`"
-            )));
+            return Err(DaemonError::ProcessRunning { id: *id });
         }
         self.untrack(id);
         self.store.remove_process(id)?;

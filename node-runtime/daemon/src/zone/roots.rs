@@ -48,11 +48,11 @@ impl ZoneRegistry {
         }
         let record = self.find_zone(zone)?;
         if !record.state.can_run() {
-            return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} is {}; container roots are added to a live zone",
-                record.name,
-                record.state.as_str()
-            )));
+            return Err(DaemonError::ZoneState {
+                zone: record.name.clone(),
+                state: record.state.as_str(),
+                rule: "container roots are added to a live zone".into(),
+            });
         }
         let own = self.backend.add_root(
             record.id,
@@ -108,9 +108,12 @@ impl ZoneRegistry {
             ));
         }
         let record = self.find_zone(zone)?;
-        let live = self.live_zone(&record.id).ok_or_else(|| {
-            DaemonError::FailedPrecondition(format!("zone {:?} has no live agent", record.name))
-        })?;
+        let live = self
+            .live_zone(&record.id)
+            .ok_or_else(|| DaemonError::NoAgent {
+                zone: record.name.clone(),
+                hint: "",
+            })?;
         live.link.signal_root(name, signal).await?;
         Ok(())
     }
@@ -120,10 +123,11 @@ impl ZoneRegistry {
         let record = self.find_zone(zone)?;
         if record.state == rauha_spec::ZoneState::Paused {
             // Frozen processes do not die of SIGKILL (cgroup v1).
-            return Err(DaemonError::FailedPrecondition(format!(
-                "zone {:?} is paused; resume it before removing container root {name:?}",
-                record.name
-            )));
+            return Err(DaemonError::ZoneState {
+                zone: record.name.clone(),
+                state: record.state.as_str(),
+                rule: format!("resume it before removing container root {name:?}"),
+            });
         }
         Ok(self.backend.remove_root(record.id, name)?)
     }

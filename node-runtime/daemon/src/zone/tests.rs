@@ -191,6 +191,27 @@ async fn a_failure_at_each_step_of_create_leaves_no_half_made_zone() {
 }
 
 #[tokio::test]
+async fn a_failed_cleanup_after_a_failed_create_reports_both() {
+    let node = Node::new();
+    node.backend.fail_next(Step::Connect);
+    node.backend.fail_next(Step::Destroy);
+    let err = node.zone("twice").await.expect_err("injected failures");
+    match &err {
+        DaemonError::Cleanup { primary, cleanup } => {
+            assert!(primary.to_string().contains("connect"), "{err}");
+            assert!(cleanup.to_string().contains("destroy"), "{err}");
+        }
+        other => panic!("both failures are reported: {other}"),
+    }
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::Internal,
+        "the primary failure's code"
+    );
+    assert!(node.registry.store.zones().expect("zones").is_empty());
+}
+
+#[tokio::test]
 async fn processes_start_exit_and_are_stopped() {
     let node = Node::new();
     node.zone("p").await.expect("create");
@@ -231,7 +252,10 @@ async fn a_busy_zone_is_deleted_only_with_force() {
         .delete_zone("busy", false)
         .await
         .expect_err("busy");
-    assert!(matches!(err, DaemonError::FailedPrecondition(_)), "{err}");
+    assert!(
+        matches!(err, DaemonError::ZoneBusy { count: 1, .. }),
+        "{err}"
+    );
     assert_eq!(node.backend.zones(), vec![zone.id], "nothing removed");
     node.registry
         .delete_zone("busy", true)
