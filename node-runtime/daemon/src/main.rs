@@ -36,7 +36,6 @@ use crate::secrets::SecretStore;
 use crate::store::Store;
 use crate::zone::{Retention, ZoneRegistry};
 use rauha_backend::IsolationBackend;
-use rauha_backend_linux::cgroup::CgroupFs;
 use rauha_backend_linux::sealed::SealedBinary;
 use rauha_backend_linux::LinuxBackend;
 
@@ -173,13 +172,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.root)
         .with_context(|| format!("cannot create {}", args.root.display()))?;
     std::fs::set_permissions(&args.root, std::fs::Permissions::from_mode(0o700))?;
-    let cgroups = CgroupFs::new(&args.cgroup_root, &args.cgroup_parent).context("cgroups")?;
+    let cgroups = rauha_backend_linux::cgroup::open(&args.cgroup_root, &args.cgroup_parent)
+        .context("cgroups")?;
     let agent = SealedBinary::copy(&agent)
         .with_context(|| format!("cannot copy the zone agent {}", agent.display()))?;
     let backend = Arc::new(LinuxBackend::new(
         &args.root,
         agent,
-        Arc::new(cgroups),
+        cgroups,
         &args.bpf_pin_dir,
     ));
     let mode = match args.enforcement {

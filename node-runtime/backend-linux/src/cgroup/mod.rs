@@ -1,0 +1,245 @@
+//! cgroups for zones, on a unified (v2) host and on a v1 or hybrid host.
+//!
+//! Every zone gets `<parent>/<zone-id>`: one directory in the unified
+//! hierarchy ([`v2::V2Cgroups`]), or one per controller (memory, pids, cpu,
+//! cpuacct, freezer) in v1 ([`v1::V1Cgroups`]). [`open`] picks the manager
+//! for the host; both sit behind [`CgroupDriver`], so nothing above them
+//! branches on the version. What each controller's files mean is in one
+//! file per controller (`memory`, `pids`, `cpu`, `freezer`), and what both
+//! versions do to a tree of cgroups (kill, remove, list pids) in
+//! `hierarchy`. The cgroup root is a parameter, so tests run against a
+//! temp dir (as youki's libcgroups tests do).
+//!
+//! The managers write cgroupfs themselves rather than through `cgroups-rs`:
+//! a hybrid host's controller-less unified mount (the cgroup ids BPF keys
+//! on), `cgroup.kill`, the v1 freezer's retry while tasks fork, and the
+//! containers' own cgroups under a zone's `work` are each a few lines here
+//! and outside what that crate's managers model (docs/dev/architecture.md).
+
+mod cpu;
+mod freezer;
+mod hierarchy;
+mod memory;
+mod pids;
+pub mod v1;
+pub mod v2;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rauha_backend::{RootLimits, Usage};
+use rauha_spec::policy::ResourcesSection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no usable cgroup hierarchy under {root}: neither cgroup.controllers (v2) nor a v1 memory controller")]
+    NoHierarchy { root: String },
+    #[error("cgroup {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("cgroup {path} still has processes after {waited_ms} ms")]
+    Busy { path: String, waited_ms: u128 },
+    #[error("cgroup {path} did not reach the {state} state within {waited_ms} ms")]
+    Freeze {
+        path: String,
+        state: &'static str,
+        waited_ms: u128,
+    },
+    #[error("this host has no cgroup freezer (v1 freezer controller or v2 cgroup.freeze); zones cannot be paused")]
+    NoFreezer,
+    #[error("unified (cgroup v2) resources {keys:?} need a cgroup v2 host; this one runs the v1 controllers")]
+    UnifiedOnV1 { keys: Vec<String> },
+    #[error("container root name {name:?} is the name of a cgroup file ({path}); give the container another name")]
+    NameTaken { name: String, path: String },
+}
+
+impl From<CgroupError> for rauha_backend::BackendError {
+    fn from(e: CgroupError) -> Self {
+        use rauha_backend::FailureKind;
+        let kind = match &e {
+            CgroupError::UnifiedOnV1 { .. } => FailureKind::Unsupported,
+            CgroupError::NameTaken { .. } => FailureKind::InvalidInput,
+            _ => FailureKind::Node,
+        };
+        rauha_backend::BackendError::Resources {
+            layer: "cgroup",
+            kind,
+            source: Box::new(e),
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A zone's cgroup: where its agent joins, and where the agent puts the
+/// work it starts (a child cgroup, so pausing the work leaves the agent
+/// able to answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneCgroup {
+    /// `cgroup.procs` files the agent writes its pid to.
+    pub join: Vec<PathBuf>,
+    /// v2: the `cgroup.procs` of the agent's own leaf, which it moves to
+    /// once it made its cgroup namespace.
+    pub agent_procs: Option<PathBuf>,
+    /// The work child's `cgroup.procs` (in the freezer hierarchy on v1).
+    pub work_procs: Option<PathBuf>,
+    /// Where containers' own cgroups are made (`DIR/NAME`), one per
+    /// hierarchy.
+    pub containers: Vec<PathBuf>,
+}
+
+const WORK: &str = "work";
+/// The CPU quota's period, in microseconds.
+const PERIOD_US: u64 = 100_000;
+
+/// What the daemon needs from cgroups: [`v1::V1Cgroups`] or
+/// [`v2::V2Cgroups`], chosen by [`open`].
+pub trait CgroupDriver: Send + Sync {
+    /// `"v2"` or `"v1"`, for reports.
+    fn layout(&self) -> &'static str;
+    /// Creates the zone's cgroup with limits; returns the `cgroup.procs`
+    /// files a process writes its pid to in order to join it.
+    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError>;
+    /// Once the zone's agent left the zone's cgroup for its leaf (v2):
+    /// enables the controllers below the zone and its work, so that
+    /// containers can have limits of their own. Nothing on v1.
+    fn delegate(&self, zone: &str) -> Result<(), CgroupError>;
+    /// Freezes or thaws the zone's work (not its agent), and waits until
+    /// the kernel reports the new state.
+    fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError>;
+    fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
+    fn usage(&self, zone: &str) -> Result<Usage, CgroupError>;
+    /// A container root's own cgroup in the zone (`work/NAME`), with its
+    /// limits. `false`: this zone gives containers none (a v2 zone made
+    /// before they had them), and they share the zone's.
+    fn create_root(&self, zone: &str, name: &str, limits: &RootLimits)
+        -> Result<bool, CgroupError>;
+    /// `false`: the container has no cgroup of its own (see `create_root`).
+    fn set_root_limits(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &RootLimits,
+    ) -> Result<bool, CgroupError>;
+    /// A container root's use, from its own cgroup.
+    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError>;
+    /// Kills what is left in a container root's cgroup and removes it.
+    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError>;
+    /// Host pids in the zone's cgroup and the cgroups below it.
+    fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError>;
+    /// Kills every process of the zone's cgroup and removes it.
+    fn remove(&self, zone: &str) -> Result<(), CgroupError>;
+    /// Names of the zone cgroups under the parent.
+    fn list(&self) -> Result<Vec<String>, CgroupError>;
+    /// The zone's cgroup ids in the unified (v2) hierarchy, which is what
+    /// BPF programs see; empty when the host has no unified hierarchy.
+    fn unified_ids(&self, zone: &str) -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = self.unified_dir(zone) else {
+            return Vec::new();
+        };
+        // A cgroup2 directory's inode number is its cgroup id: the zone's,
+        // its agent's, its work's and each container's.
+        hierarchy::tree(&[dir])
+            .iter()
+            .filter_map(|d| std::fs::metadata(d).ok())
+            .map(|m| m.ino())
+            .collect()
+    }
+    /// The zone's directory in the unified (v2) hierarchy, if there is one.
+    fn unified_dir(&self, zone: &str) -> Option<PathBuf>;
+    /// The parent directory in the unified hierarchy, where cgroup-BPF
+    /// programs attach to cover every zone.
+    fn unified_parent(&self) -> Option<PathBuf>;
+}
+
+/// The cgroup manager for the hierarchy mounted at `root` (normally
+/// `/sys/fs/cgroup`), with rauhad's `parent` cgroup prepared in it.
+pub fn open(root: &Path, parent: &str) -> Result<Arc<dyn CgroupDriver>, CgroupError> {
+    if root.join("cgroup.controllers").exists() {
+        Ok(Arc::new(v2::V2Cgroups::new(root, parent)?))
+    } else if root.join("memory").join("cgroup.procs").exists() {
+        Ok(Arc::new(v1::V1Cgroups::new(root, parent)?))
+    } else {
+        Err(CgroupError::NoHierarchy {
+            root: root.display().to_string(),
+        })
+    }
+}
+
+/// A zone's cgroup below a hierarchy's root: `parent/ZONE`, or the key
+/// itself when it is a path from the root (`/kubepods/.../ZONE`).
+fn rel(parent: &str, zone: &str) -> PathBuf {
+    match zone.strip_prefix('/') {
+        Some(from_root) => PathBuf::from(from_root),
+        None => Path::new(parent).join(zone),
+    }
+}
+
+/// A container root's own cgroup, as a zone key (a path below the zone).
+fn root_key(zone: &str, name: &str) -> String {
+    format!("{zone}/{WORK}/{name}")
+}
+
+/// The names of the directories in `base` (none when it is missing), added
+/// to `names` once each.
+fn names_in(base: &Path, names: &mut Vec<String>) -> Result<(), CgroupError> {
+    let entries = match std::fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(base)(e)),
+    };
+    for entry in entries.flatten() {
+        if entry.path().is_dir() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a container root's directories (one per hierarchy); a name that
+/// is a cgroup file's (`tasks`, `cgroup.procs`) is refused.
+fn make_root_dirs(dirs: &[PathBuf], name: &str) -> Result<(), CgroupError> {
+    for d in dirs {
+        match std::fs::create_dir(d) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(CgroupError::NameTaken {
+                    name: name.to_string(),
+                    path: d.display().to_string(),
+                })
+            }
+            other => other.map_err(io_err(d))?,
+        }
+    }
+    Ok(())
+}
+
+/// Creates a container root's cgroup with `make` and its limits with
+/// `limit`; removes what was made when either fails.
+fn create_root_with(
+    driver: &dyn CgroupDriver,
+    zone: &str,
+    name: &str,
+    dirs: &[PathBuf],
+    limits: &RootLimits,
+) -> Result<bool, CgroupError> {
+    if dirs.is_empty() {
+        return Ok(false);
+    }
+    let made = make_root_dirs(dirs, name).and_then(|()| driver.set_root_limits(zone, name, limits));
+    if made.is_err() {
+        let _ = driver.remove_root(zone, name);
+    }
+    made
+}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+//! The managers against a temp-dir cgroupfs (files where the kernel's
+//! would be): what each writes where, and what it reads back.
+
+use super::*;
+
+fn rl(r: &ResourcesSection) -> RootLimits {
+    RootLimits {
+        resources: r.clone(),
+        ..Default::default()
+    }
+}
+
+fn fake_v1() -> PathBuf {
+    let root = std::env::temp_dir().join(format!("rauha-cg-{}", uuid::Uuid::new_v4()));
+    for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+        std::fs::create_dir_all(root.join(c)).expect("dir");
+        std::fs::write(root.join(c).join("cgroup.procs"), "").expect("procs");
+    }
+    root
+}
+
+#[test]
+fn v1_limits_land_in_each_controller() {
+    let root = fake_v1();
+    let fs = open(&root, "rauha").expect("v1");
+    assert_eq!(fs.layout(), "v1");
+    let limits = ResourcesSection {
+        cpu_shares: Some(512),
+        cpu_limit: Some(0.5),
+        memory_limit: Some(64 << 20),
+        pids_max: Some(32),
+    };
+    let cg = fs.create("z1", &limits).expect("create");
+    assert_eq!(cg.join.len(), 5);
+    assert_eq!(
+        cg.work_procs,
+        Some(root.join("freezer/rauha/z1/work/cgroup.procs"))
+    );
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    assert_eq!(
+        read("memory/rauha/z1/memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read("pids/rauha/z1/pids.max"), "32");
+    assert_eq!(read("cpu/rauha/z1/cpu.shares"), "512");
+    assert_eq!(read("cpu/rauha/z1/cpu.cfs_quota_us"), "50000");
+    assert_eq!(fs.list().expect("list"), vec!["z1".to_string()]);
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[test]
+fn v1_container_roots_get_cgroups_of_their_own() {
+    let root = fake_v1();
+    let fs = open(&root, "rauha").expect("v1");
+    let zone = ResourcesSection {
+        cpu_limit: Some(1.0),
+        ..Default::default()
+    };
+    fs.create("z", &zone).expect("create");
+    let own = ResourcesSection {
+        cpu_limit: Some(2.0),
+        memory_limit: Some(32 << 20),
+        pids_max: Some(16),
+        cpu_shares: None,
+    };
+    assert!(fs.create_root("z", "c1", &rl(&own)).expect("create root"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    assert_eq!(
+        read("memory/rauha/z/work/c1/memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read("pids/rauha/z/work/c1/pids.max"), "16");
+    // Above the zone's quota: the zone's is the ceiling (v1 refuses more).
+    assert_eq!(read("cpu/rauha/z/work/c1/cpu.cfs_quota_us"), "100000");
+    assert!(root.join("freezer/rauha/z/work/c1").is_dir());
+    // No quota of its own stays none; a lower zone quota lowers the
+    // container's first (v1 would refuse it otherwise).
+    let plain = ResourcesSection {
+        memory_limit: Some(16 << 20),
+        ..Default::default()
+    };
+    assert!(fs.create_root("z", "c2", &rl(&plain)).expect("create root"));
+    assert_eq!(read("cpu/rauha/z/work/c2/cpu.cfs_quota_us"), "-1");
+    // A name that is a cgroup file's: a clear error, nothing made.
+    std::fs::write(root.join("memory/rauha/z/work/tasks"), "").expect("w");
+    assert!(matches!(
+        fs.create_root("z", "tasks", &rl(&plain)),
+        Err(CgroupError::NameTaken { .. })
+    ));
+    assert!(!root.join("pids/rauha/z/work/tasks").exists());
+    // unified (v2) files on a v1 host: refused, naming them.
+    let mut with_unified = rl(&plain);
+    with_unified
+        .unified
+        .insert("memory.oom.group".into(), "1".into());
+    assert!(matches!(
+        fs.set_root_limits("z", "c2", &with_unified),
+        Err(CgroupError::UnifiedOnV1 { .. })
+    ));
+    let lower = ResourcesSection {
+        cpu_limit: Some(0.5),
+        ..Default::default()
+    };
+    fs.set_limits("z", &lower).expect("lower the zone's quota");
+    assert_eq!(read("cpu/rauha/z/work/c1/cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("cpu/rauha/z/work/c2/cpu.cfs_quota_us"), "-1");
+    assert_eq!(read("cpu/rauha/z/cpu.cfs_quota_us"), "50000");
+    // A zone made before containers had cgroups (no `work` in memory):
+    // its containers share the zone's.
+    std::fs::create_dir_all(root.join("memory/rauha/old")).expect("dir");
+    std::fs::create_dir_all(root.join("freezer/rauha/old/work")).expect("dir");
+    assert!(!fs.create_root("old", "c1", &rl(&plain)).expect("old zone"));
+    // The zone's pids include its containers' cgroups.
+    std::fs::write(root.join("memory/rauha/z/work/c1/cgroup.procs"), "4242\n").expect("w");
+    // A kill in a container counts for the zone too (v1 counts it only
+    // in the victim's cgroup).
+    std::fs::write(
+        root.join("memory/rauha/z/work/c1/memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+    )
+    .expect("w");
+    assert_eq!(fs.usage("z").expect("usage").oom_kills, 1);
+    assert!(fs.pids("z").expect("pids").contains(&4242));
+    std::fs::write(
+        root.join("memory/rauha/z/work/c1/memory.usage_in_bytes"),
+        "8192\n",
+    )
+    .expect("w");
+    assert_eq!(fs.root_usage("z", "c1").expect("usage").memory_bytes, 8192);
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[test]
+fn v2_zones_leave_their_cgroup_free_to_hand_down_limits() {
+    let root = std::env::temp_dir().join(format!("rauha-cg2r-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&root).expect("dir");
+    std::fs::write(root.join("cgroup.controllers"), "cpu memory pids").expect("w");
+    let fs = open(&root, "rauha").expect("v2");
+    let cg = fs
+        .create("z", &ResourcesSection::default())
+        .expect("create");
+    // The agent makes its namespace in the zone's cgroup, then moves
+    // to a leaf; the work outside containers is in a leaf too; then the
+    // zone and its work hand the controllers down.
+    assert_eq!(cg.join, vec![root.join("rauha/z/cgroup.procs")]);
+    assert_eq!(
+        cg.agent_procs,
+        Some(root.join("rauha/z/agent/cgroup.procs"))
+    );
+    assert_eq!(
+        cg.work_procs,
+        Some(root.join("rauha/z/work/@zone/cgroup.procs"))
+    );
+    assert_eq!(cg.containers, vec![root.join("rauha/z/work")]);
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    let own = ResourcesSection {
+        memory_limit: Some(32 << 20),
+        cpu_limit: Some(0.5),
+        ..Default::default()
+    };
+    assert!(!fs.create_root("z", "early", &rl(&own)).expect("before"));
+    fs.delegate("z").expect("delegate");
+    assert_eq!(read("rauha/z/cgroup.subtree_control"), v2::CONTROLLERS);
+    assert_eq!(read("rauha/z/work/cgroup.subtree_control"), v2::CONTROLLERS);
+    assert!(fs.create_root("z", "c1", &rl(&own)).expect("create root"));
+    assert_eq!(
+        read("rauha/z/work/c1/memory.max"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read("rauha/z/work/c1/cpu.max"), "50000 100000");
+    // unified files land in the container's cgroup (kubelet's
+    // memory.oom.group).
+    let mut with_unified = rl(&own);
+    with_unified
+        .unified
+        .insert("memory.oom.group".into(), "1".into());
+    assert!(fs
+        .set_root_limits("z", "c1", &with_unified)
+        .expect("unified"));
+    assert_eq!(read("rauha/z/work/c1/memory.oom.group"), "1");
+    // BPF learns every cgroup of the zone as the zone's.
+    assert_eq!(fs.unified_ids("z").len(), 5, "z, agent, work, @zone, c1");
+
+    // A zone made before (its agent in the zone's cgroup): containers
+    // share the zone's cgroup, as they did.
+    std::fs::create_dir_all(root.join("rauha/old/work")).expect("dir");
+    assert!(!fs.create_root("old", "c1", &rl(&own)).expect("create root"));
+    assert!(!root.join("rauha/old/work/c1").exists());
+    assert!(!fs.set_root_limits("old", "c1", &rl(&own)).expect("set"));
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[test]
+fn v1_usage_reads_back() {
+    let root = fake_v1();
+    let fs = open(&root, "rauha").expect("v1");
+    fs.create("z", &ResourcesSection::default())
+        .expect("create");
+    std::fs::write(root.join("memory/rauha/z/memory.usage_in_bytes"), "4096\n").expect("w");
+    std::fs::write(
+        root.join("memory/rauha/z/memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+    )
+    .expect("w");
+    std::fs::write(root.join("cpuacct/rauha/z/cpuacct.usage"), "5000000\n").expect("w");
+    std::fs::write(root.join("pids/rauha/z/pids.current"), "3\n").expect("w");
+    let u = fs.usage("z").expect("usage");
+    assert_eq!(
+        (u.memory_bytes, u.oom_kills, u.cpu_time_us, u.pids),
+        (4096, 2, 5000, 3)
+    );
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[test]
+fn v2_writes_unified_files() {
+    let root = std::env::temp_dir().join(format!("rauha-cg2-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&root).expect("dir");
+    std::fs::write(root.join("cgroup.controllers"), "cpu memory pids").expect("w");
+    let fs = open(&root, "rauha").expect("v2");
+    assert_eq!(fs.layout(), "v2");
+    let limits = ResourcesSection {
+        cpu_shares: Some(1024),
+        cpu_limit: Some(2.0),
+        memory_limit: Some(1 << 30),
+        pids_max: None,
+    };
+    fs.create("z", &limits).expect("create");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    assert_eq!(read("rauha/z/memory.max"), (1u64 << 30).to_string());
+    assert_eq!(read("rauha/z/pids.max"), "max");
+    assert_eq!(read("rauha/z/cpu.max"), "200000 100000");
+    assert_eq!(read("rauha/cgroup.subtree_control"), v2::CONTROLLERS);
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[test]
+fn no_hierarchy_is_a_clear_error() {
+    let root = std::env::temp_dir().join(format!("rauha-cg0-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&root).expect("dir");
+    assert!(matches!(
+        open(&root, "rauha"),
+        Err(CgroupError::NoHierarchy { .. })
+    ));
+    std::fs::remove_dir_all(root).expect("cleanup");
+}

@@ -1,0 +1,214 @@
+//! The cgroup v2 manager: one directory per zone in the unified hierarchy.
+//!
+//! cgroup v2 hands controllers down only from a cgroup without processes:
+//! the zone's agent moves to a leaf of its own (`agent`, after it made its
+//! cgroup namespace at the zone's cgroup), and the work outside containers
+//! has one too (`work/@zone`), so that the zone and its work can give each
+//! container (`work/NAME`) its own limits ([`CgroupDriver::delegate`]).
+
+use std::path::{Path, PathBuf};
+
+use rauha_backend::{RootLimits, Usage};
+use rauha_spec::policy::ResourcesSection;
+
+use super::freezer::Freezer;
+use super::hierarchy::{kill_and_remove, pids_in, write};
+use super::{
+    cpu, create_root_with, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
+    CgroupError, ZoneCgroup, WORK,
+};
+
+/// The controllers enabled for zones and below them.
+pub(super) const CONTROLLERS: &str = "+memory +pids +cpu";
+/// The zone agent's leaf, and the leaf in `work` for the work outside
+/// containers (a name no container root can have).
+const AGENT: &str = "agent";
+const ZONE_WORK: &str = "@zone";
+
+/// cgroup v2 under `root` (normally `/sys/fs/cgroup`).
+pub struct V2Cgroups {
+    root: PathBuf,
+    parent: String,
+}
+
+impl V2Cgroups {
+    /// Makes rauhad's parent cgroup with the controllers enabled for zones.
+    pub fn new(root: &Path, parent: &str) -> Result<V2Cgroups, CgroupError> {
+        let dir = root.join(parent);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), CONTROLLERS);
+        write(&dir, "cgroup.subtree_control", CONTROLLERS)?;
+        Ok(V2Cgroups {
+            root: root.to_path_buf(),
+            parent: parent.to_string(),
+        })
+    }
+
+    fn dir(&self, zone: &str) -> PathBuf {
+        self.root.join(rel(&self.parent, zone))
+    }
+
+    /// A container root's own directory; none for a zone made before
+    /// containers had cgroups of their own (its agent is in the zone's
+    /// cgroup, so its work has no controllers to hand down).
+    fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
+        let work = self.dir(zone).join(WORK);
+        let delegated = std::fs::read_to_string(work.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.contains("memory"));
+        if work.is_dir() && delegated {
+            vec![work.join(name)]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl CgroupDriver for V2Cgroups {
+    fn layout(&self) -> &'static str {
+        "v2"
+    }
+
+    fn unified_dir(&self, zone: &str) -> Option<PathBuf> {
+        Some(self.dir(zone))
+    }
+
+    fn unified_parent(&self) -> Option<PathBuf> {
+        Some(self.root.join(&self.parent))
+    }
+
+    fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError> {
+        let dir = self.dir(zone);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        if zone.starts_with('/') {
+            // Under a parent rauhad did not prepare: the controllers must be
+            // enabled on the way down (kubelet's pod cgroups already are).
+            let mut on_the_way = self.root.clone();
+            for part in rel(&self.parent, zone)
+                .parent()
+                .into_iter()
+                .flat_map(|p| p.components())
+            {
+                on_the_way = on_the_way.join(part);
+                let _ = std::fs::write(on_the_way.join("cgroup.subtree_control"), CONTROLLERS);
+            }
+        }
+        self.set_limits(zone, limits)?;
+        let work = dir.join(WORK);
+        let agent = dir.join(AGENT);
+        let plain = work.join(ZONE_WORK);
+        for d in [&work, &agent, &plain] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        Ok(ZoneCgroup {
+            join: vec![dir.join("cgroup.procs")],
+            agent_procs: Some(agent.join("cgroup.procs")),
+            work_procs: Some(plain.join("cgroup.procs")),
+            containers: vec![work],
+        })
+    }
+
+    fn delegate(&self, zone: &str) -> Result<(), CgroupError> {
+        let dir = self.dir(zone);
+        for d in [dir.clone(), dir.join(WORK)] {
+            write(&d, "cgroup.subtree_control", CONTROLLERS)?;
+        }
+        Ok(())
+    }
+
+    fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError> {
+        Freezer::V2.set(&self.dir(zone).join(WORK), frozen)
+    }
+
+    fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError> {
+        let dir = self.dir(zone);
+        memory::set_v2(&dir, limits.memory_limit)?;
+        pids::set(&dir, limits.pids_max)?;
+        cpu::set_v2(&dir, limits.cpu_shares, limits.cpu_limit)
+    }
+
+    fn usage(&self, zone: &str) -> Result<Usage, CgroupError> {
+        let dir = self.dir(zone);
+        if !dir.exists() {
+            return Err(io_err(&dir)(std::io::ErrorKind::NotFound.into()));
+        }
+        let mem = memory::use_v2(&dir);
+        let (pids, pids_max) = pids::current_and_max(&dir);
+        Ok(Usage {
+            memory_bytes: mem.current,
+            memory_limit_bytes: mem.limit,
+            peak_memory_bytes: mem.peak,
+            cpu_time_us: cpu::used_us_v2(&dir),
+            pids,
+            pids_max,
+            oom_kills: mem.oom_kills,
+        })
+    }
+
+    fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
+        pids_in(&[self.dir(zone)])
+    }
+
+    fn create_root(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &RootLimits,
+    ) -> Result<bool, CgroupError> {
+        create_root_with(self, zone, name, &self.root_dirs(zone, name), limits)
+    }
+
+    fn set_root_limits(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &RootLimits,
+    ) -> Result<bool, CgroupError> {
+        let dirs = self.root_dirs(zone, name);
+        if dirs.is_empty() {
+            return Ok(false);
+        }
+        self.set_limits(&root_key(zone, name), &limits.resources)?;
+        // Last, as runc does: a unified file has the final word. The
+        // registry checked the names: files of the memory, pids and cpu
+        // controllers only (never cgroup.procs and its kind).
+        for (file, value) in &limits.unified {
+            for d in &dirs {
+                write(d, file, value)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError> {
+        if self.root_dirs(zone, name).is_empty() {
+            return self.usage(zone);
+        }
+        self.usage(&root_key(zone, name))
+    }
+
+    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
+        kill_and_remove(&self.root_dirs(zone, name), |_| {})
+    }
+
+    fn remove(&self, zone: &str) -> Result<(), CgroupError> {
+        let dir = self.dir(zone);
+        if !dir.exists() {
+            return Ok(());
+        }
+        // Frozen processes cannot fork while they are killed; thawing
+        // thaws a paused work cgroup too.
+        kill_and_remove(std::slice::from_ref(&dir), |frozen| {
+            Freezer::V2.ask(&dir, frozen);
+            if !frozen {
+                Freezer::V2.ask(&dir.join(WORK), false);
+            }
+        })
+    }
+
+    fn list(&self) -> Result<Vec<String>, CgroupError> {
+        let mut names = Vec::new();
+        names_in(&self.root.join(&self.parent), &mut names)?;
+        names.sort();
+        Ok(names)
+    }
+}
