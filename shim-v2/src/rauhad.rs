@@ -18,8 +18,13 @@ pub struct Rauhad {
 
 impl Rauhad {
     pub fn from_env() -> Rauhad {
+        Rauhad::at(std::env::var("RAUHA_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_string()))
+    }
+
+    /// rauhad at `addr` (`unix:///path/to/rauhad.sock`).
+    pub fn at(addr: String) -> Rauhad {
         Rauhad {
-            addr: std::env::var("RAUHA_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_string()),
+            addr,
             channel: Mutex::new(None),
         }
     }

@@ -2,6 +2,33 @@
 
 use super::*;
 
+use containerd_shim::protos::shim::events::ForwardRequest;
+
+/// Where the shim's events go: containerd's event service
+/// (`RemotePublisher`), or a recorder in tests.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    async fn forward(&self, req: ForwardRequest) -> Result<(), String>;
+}
+
+#[async_trait]
+impl EventSink for RemotePublisher {
+    async fn forward(&self, req: ForwardRequest) -> Result<(), String> {
+        // `forward` queues the envelope on the publisher's retrying queue;
+        // the context is not read.
+        let ctx = TtrpcContext {
+            fd: -1,
+            mh: Default::default(),
+            metadata: Default::default(),
+            timeout_nano: 0,
+        };
+        Events::forward(self, &ctx, req)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The type URL containerd decodes an event by: its full protobuf name
 /// (every task event is in package `containerd.events`).
 pub(super) fn event_type_url<E: Message>() -> String {
@@ -32,23 +59,15 @@ impl Service {
                 return;
             }
         };
-        let mut req = containerd_shim::protos::shim::events::ForwardRequest::new();
+        let mut req = ForwardRequest::new();
         req.set_envelope(envelope);
-        // `forward` queues the envelope on the publisher's retrying queue;
-        // the context is not read.
-        let ctx = TtrpcContext {
-            fd: -1,
-            mh: Default::default(),
-            metadata: Default::default(),
-            timeout_nano: 0,
-        };
         let publisher = loop {
             match self.inner.publisher.get() {
                 Some(p) => break p,
                 None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        if let Err(e) = publisher.forward(&ctx, req).await {
+        if let Err(e) = publisher.forward(req).await {
             log::warn!("cannot publish {topic}: {e}");
         }
     }

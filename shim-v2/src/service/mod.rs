@@ -44,8 +44,12 @@ mod processes;
 mod task;
 mod zone;
 
+#[cfg(test)]
+mod tests;
+
 use self::bundle::*;
 pub use self::bundle::{read_bundle_spec, unmount_rootfs, BundleError};
+use self::events::EventSink;
 use self::model::*;
 use self::persist::*;
 pub use self::persist::{saved_zone_id, StateError};
@@ -60,7 +64,7 @@ struct Inner {
     rauhad: Rauhad,
     /// containerd's event service; set once connected (a restarted shim
     /// may serve before containerd is back).
-    publisher: tokio::sync::OnceCell<RemotePublisher>,
+    publisher: tokio::sync::OnceCell<Box<dyn EventSink>>,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Container>>,
     /// Where the containers' state is saved for a restarted shim
@@ -117,14 +121,25 @@ impl Service {
     }
 
     pub fn new(namespace: String, exit: Arc<ExitSignal>) -> Service {
+        let state_file = std::env::current_dir().unwrap_or_default().join(STATE_FILE);
+        Service::on(namespace, exit, Rauhad::from_env(), state_file)
+    }
+
+    /// A service on `rauhad`, saving its state in `state_file`.
+    fn on(
+        namespace: String,
+        exit: Arc<ExitSignal>,
+        rauhad: Rauhad,
+        state_file: PathBuf,
+    ) -> Service {
         Service {
             inner: Arc::new(Inner {
                 namespace,
-                rauhad: Rauhad::from_env(),
+                rauhad,
                 publisher: tokio::sync::OnceCell::new(),
                 exit,
                 containers: Mutex::new(HashMap::new()),
-                state_file: std::env::current_dir().unwrap_or_default().join(STATE_FILE),
+                state_file,
                 saving: Mutex::new(()),
                 pod_memory: tokio::sync::Mutex::new(()),
             }),
@@ -132,8 +147,8 @@ impl Service {
     }
 
     /// Events go out from now on.
-    pub fn set_publisher(&self, publisher: RemotePublisher) {
-        if self.inner.publisher.set(publisher).is_err() {
+    pub fn set_publisher(&self, publisher: impl EventSink + 'static) {
+        if self.inner.publisher.set(Box::new(publisher)).is_err() {
             log::warn!("the event publisher was set twice");
         }
     }
