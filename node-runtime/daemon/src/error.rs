@@ -59,6 +59,9 @@ pub enum DaemonError {
         what: String,
         source: std::io::Error,
     },
+    /// A zone recorded by a backend this rauhad does not run.
+    #[error("zone {zone:?} was made by the {backend:?} isolation backend, which this rauhad does not run; start rauhad with it, or delete the zone with --force")]
+    UnknownBackend { zone: String, backend: String },
     /// A failure, and the cleanup after it that failed too: both are kept.
     #[error("{primary}; cleaning up after it failed too: {cleanup}")]
     Cleanup {
@@ -125,7 +128,8 @@ impl From<DaemonError> for tonic::Status {
             | DaemonError::ProcessRunning { .. }
             | DaemonError::OutputGone { .. }
             | DaemonError::TaskRunning { .. }
-            | DaemonError::Secrets { .. } => tonic::Status::failed_precondition(message),
+            | DaemonError::Secrets { .. }
+            | DaemonError::UnknownBackend { .. } => tonic::Status::failed_precondition(message),
             DaemonError::Cleanup { primary, .. } => {
                 let code = tonic::Status::from(*primary).code();
                 tonic::Status::new(code, message)

@@ -34,7 +34,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::events::EventBus;
 use crate::secrets::SecretStore;
 use crate::store::Store;
-use crate::zone::{Retention, ZoneRegistry};
+use crate::zone::{Backends, Retention, ZoneRegistry};
 use rauha_backend::IsolationBackend;
 use rauha_backend_linux::sealed::SealedBinary;
 use rauha_backend_linux::LinuxBackend;
@@ -218,7 +218,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         keep_last: Some(args.task_history),
         max_age: (!args.task_max_age.is_zero()).then_some(args.task_max_age),
     };
-    let registry = ZoneRegistry::new(backend, store, EventBus::new(), mode, retention, secrets);
+    let registry = ZoneRegistry::new(
+        Backends::new(backend, Vec::new()),
+        store,
+        EventBus::new(),
+        mode,
+        retention,
+        secrets,
+    );
     registry.recover().await.context("recovery")?;
     registry
         .prune_tasks()

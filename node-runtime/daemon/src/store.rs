@@ -73,6 +73,10 @@ pub struct ZoneRecord {
     /// under rauhad's own parent.
     #[serde(default)]
     pub cgroup_parent: Option<String>,
+    /// The isolation backend that built the zone (`linux`, ...); empty in
+    /// records from before backends were named: the node's default.
+    #[serde(default)]
+    pub backend: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +357,7 @@ mod tests {
             ttl_ms: None,
             netns: None,
             cgroup_parent: None,
+            backend: String::new(),
         }
     }
 

@@ -56,6 +56,8 @@ pub enum Step {
 /// An in-memory backend; see the module's documentation.
 #[derive(Default)]
 pub struct FakeBackend {
+    /// `fake` unless made with [`FakeBackend::named`].
+    name: Option<&'static str>,
     state: Mutex<State>,
 }
 
@@ -93,6 +95,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl FakeBackend {
     pub fn new() -> Arc<FakeBackend> {
         Arc::new(FakeBackend::default())
+    }
+
+    /// A fake backend of another name (a node with two backends).
+    pub fn named(name: &'static str) -> Arc<FakeBackend> {
+        Arc::new(FakeBackend {
+            name: Some(name),
+            ..FakeBackend::default()
+        })
     }
 
     /// The next call of `step` fails (once).
@@ -176,7 +186,7 @@ use self::agent::serve;
 #[async_trait::async_trait]
 impl IsolationBackend for FakeBackend {
     fn name(&self) -> &'static str {
-        "fake"
+        self.name.unwrap_or("fake")
     }
 
     fn layout(&self) -> &'static str {

@@ -162,6 +162,7 @@ mod tests {
             ttl_ms: None,
             netns: None,
             cgroup_parent: None,
+            backend: String::new(),
         };
         let w = zone(&z, 3, &rauha_spec::Enforcement::default());
         assert_eq!(w.root, "bundle:/b");

@@ -59,7 +59,7 @@ impl Node for NodeService {
         &self,
         _: Request<v1::NodeInfoRequest>,
     ) -> Result<Response<v1::NodeInfo>, Status> {
-        let layers = self.registry.backend.node_layers();
+        let layers = self.registry.backends.default_backend().node_layers();
         let enforcement = Enforcement::new(layers, &rauha_spec::Policy::default());
         Ok(Response::new(v1::NodeInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -68,7 +68,12 @@ impl Node for NodeService {
                 EnforcementMode::Preferred => "preferred".into(),
             },
             enforcement: Some((&enforcement).into()),
-            cgroup_layout: self.registry.backend.layout().to_string(),
+            cgroup_layout: self
+                .registry
+                .backends
+                .default_backend()
+                .layout()
+                .to_string(),
             root: self.root.clone(),
         }))
     }

@@ -131,9 +131,10 @@ impl Zones for ZonesService {
                 zone: Some(self.wire(z)),
                 usage: self
                     .registry
-                    .backend
-                    .usage(z.id)
+                    .backends
+                    .of(z)
                     .ok()
+                    .and_then(|b| b.usage(z.id).ok())
                     .map(|u| convert::usage(&u)),
             })
             .collect();
@@ -147,7 +148,8 @@ impl Zones for ZonesService {
         let zone = self.registry.find_zone(&request.into_inner().zone)?;
         let usage = self
             .registry
-            .backend
+            .backends
+            .of(&zone)?
             .usage(zone.id)
             .map_err(DaemonError::from)?;
         Ok(Response::new(v1::ZoneUsage {

@@ -41,8 +41,11 @@ impl ZoneRegistry {
                 },
             ));
         }
+        // New zones go to the node's default backend; the record names it,
+        // so every later operation reaches the same one.
+        let backend = std::sync::Arc::clone(self.backends.default_backend());
         if self.mode == EnforcementMode::Required {
-            let node = self.backend.node_layers();
+            let node = backend.node_layers();
             if let Some(missing) = node
                 .iter()
                 .find(|l| l.layer == Layer::BpfLsm && !l.in_force)
@@ -66,6 +69,7 @@ impl ZoneRegistry {
             ttl_ms: new.ttl_ms,
             netns: new.netns,
             cgroup_parent: new.cgroup_parent,
+            backend: backend.name().to_string(),
         };
         match self.store.insert_zone(&record) {
             Ok(()) => {}
@@ -82,12 +86,13 @@ impl ZoneRegistry {
             cgroup_parent: record.cgroup_parent.clone(),
         };
         let built = async {
-            let handle = self.backend.create_zone(&setup).await?;
+            let handle = backend.create_zone(&setup).await?;
             record.handle = Some(handle.clone());
             self.store.put_zone(&record)?;
             // In the maps before any work starts in the zone.
             self.sync_enforcement()?;
-            self.connect(record.id, &record.name, &handle).await?;
+            self.connect(backend.as_ref(), record.id, &record.name, &handle)
+                .await?;
             Ok::<_, DaemonError>(())
         }
         .await;
@@ -95,8 +100,7 @@ impl ZoneRegistry {
             // Undo everything; report the failure and, if undoing failed
             // too, that as well. Kernel objects a failed destroy leaves are
             // orphans that the next start removes.
-            let destroyed = self
-                .backend
+            let destroyed = backend
                 .destroy_zone(record.id, record.handle.as_ref())
                 .await
                 .map_err(DaemonError::from);

@@ -25,7 +25,8 @@ impl ZoneRegistry {
         record.state = ZoneState::Deleting;
         self.store.put_zone(&record)?;
         self.take_live(&record.id);
-        self.backend
+        self.backends
+            .of(&record)?
             .destroy_zone(record.id, record.handle.as_ref())
             .await?;
         for p in self.running_in(&record.id) {

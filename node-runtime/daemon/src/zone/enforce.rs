@@ -22,25 +22,32 @@ impl ZoneRegistry {
     /// Gives the enforcement layers every zone that has kernel objects.
     pub fn sync_enforcement(&self) -> Result<(), DaemonError> {
         let zones = self.store.zones()?;
-        let live: Vec<EnforceZone<'_>> = zones
-            .iter()
-            .filter_map(|z| {
-                z.handle.as_ref().map(|handle| EnforceZone {
-                    id: z.id,
-                    name: &z.name,
-                    policy: &z.policy,
-                    handle,
+        for backend in self.backends.all() {
+            let live: Vec<EnforceZone<'_>> = zones
+                .iter()
+                .filter(|z| {
+                    self.backends
+                        .of(z)
+                        .is_ok_and(|b| std::sync::Arc::ptr_eq(b, backend))
                 })
-            })
-            .collect();
-        self.backend.enforce(&live)?;
+                .filter_map(|z| {
+                    z.handle.as_ref().map(|handle| EnforceZone {
+                        id: z.id,
+                        name: &z.name,
+                        policy: &z.policy,
+                        handle,
+                    })
+                })
+                .collect();
+            backend.enforce(&live)?;
+        }
         Ok(())
     }
 
     /// Collects the denials reported so far: one event each on the watch
     /// stream, and kept for the zone's task result.
     pub fn collect_denials(&self) {
-        let denials = self.backend.denials();
+        let denials: Vec<_> = self.backends.all().flat_map(|b| b.denials()).collect();
         if denials.is_empty() {
             return;
         }

@@ -45,7 +45,7 @@ impl ZoneRegistry {
         if !record.state.can_pause() {
             return Err(Self::refuse(&record, "paused", "running"));
         }
-        self.backend.set_paused(record.id, true)?;
+        self.backends.of(&record)?.set_paused(record.id, true)?;
         self.transition(&mut record, ZoneState::Paused)?;
         Ok(record)
     }
@@ -55,7 +55,7 @@ impl ZoneRegistry {
         if !record.state.can_resume() {
             return Err(Self::refuse(&record, "resumed", "paused"));
         }
-        self.backend.set_paused(record.id, false)?;
+        self.backends.of(&record)?.set_paused(record.id, false)?;
         self.transition(&mut record, ZoneState::Running)?;
         Ok(record)
     }
@@ -78,7 +78,7 @@ impl ZoneRegistry {
                 hint: "; delete it",
             })?;
         if record.state == ZoneState::Paused {
-            self.backend.set_paused(record.id, false)?;
+            self.backends.of(&record)?.set_paused(record.id, false)?;
         }
         live.link.signal_all(libc::SIGKILL).await?;
         for p in self.running_in(&record.id) {

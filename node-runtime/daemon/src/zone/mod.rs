@@ -1,6 +1,7 @@
 //! The zone registry: zone and process lifecycles on top of the store (the
 //! source of truth) and the isolation backend. One file per operation.
 
+mod backends;
 mod create;
 mod delete;
 mod enforce;
@@ -30,6 +31,7 @@ use rauha_spec::names::validate_zone_name;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
+pub use self::backends::Backends;
 pub use self::create::NewZone;
 use self::output::Capture;
 pub use self::sandbox::{SandboxRun, WorkspaceRun};
@@ -140,7 +142,7 @@ impl LiveProcess {
 }
 
 pub struct ZoneRegistry {
-    pub backend: Arc<dyn IsolationBackend>,
+    pub backends: Backends,
     pub store: Arc<Store>,
     pub events: EventBus,
     pub mode: EnforcementMode,
@@ -166,7 +168,7 @@ pub struct Retention {
 
 impl ZoneRegistry {
     pub fn new(
-        backend: Arc<dyn IsolationBackend>,
+        backends: Backends,
         store: Arc<Store>,
         events: EventBus,
         mode: EnforcementMode,
@@ -174,7 +176,7 @@ impl ZoneRegistry {
         secrets: SecretStore,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| ZoneRegistry {
-            backend,
+            backends,
             store,
             events,
             mode,
@@ -287,11 +289,12 @@ impl ZoneRegistry {
     /// Returns the zone and the host ids of the processes the agent still runs.
     async fn connect(
         &self,
+        backend: &dyn IsolationBackend,
         zone_id: Uuid,
         name: &str,
         handle: &ZoneHandle,
     ) -> Result<(Arc<LiveZone>, Vec<String>), DaemonError> {
-        let stream = self.backend.connect(handle).await?;
+        let stream = backend.connect(handle).await?;
         let me = self.me.clone();
         let handler: EventHandler = Arc::new(move |event| {
             if let Some(registry) = me.upgrade() {

@@ -15,7 +15,8 @@ impl ZoneRegistry {
     /// against what the backend can hold before anything is built.
     pub fn resolve_policy(&self, source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
         let policy = parse_policy(source)?;
-        self.backend
+        self.backends
+            .default_backend()
             .check_policy(&policy)
             .map_err(|e| DaemonError::invalid("policy", e.to_string()))?;
         Ok(policy)
@@ -78,13 +79,10 @@ impl ZoneRegistry {
                 "cannot change while the zone runs (its root is already built); create a new zone",
             ));
         }
-        self.backend.update_limits(record.id, &policy)?;
+        let backend = self.backends.of(&record)?;
+        backend.update_limits(record.id, &policy)?;
         live.link
-            .update_hardening(self.backend.hardening(
-                &policy,
-                &record.root,
-                record.workspace.as_ref(),
-            ))
+            .update_hardening(backend.hardening(&policy, &record.root, record.workspace.as_ref()))
             .await?;
         record.policy = policy;
         self.store.put_zone(&record)?;

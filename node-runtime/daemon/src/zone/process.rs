@@ -95,7 +95,12 @@ impl ZoneRegistry {
         };
         match live.link.spawn(spawn).await {
             Ok(pid) => {
-                let host_pid = self.backend.host_pid(zone.id, pid).unwrap_or(0);
+                let host_pid = self
+                    .backends
+                    .of(zone)
+                    .ok()
+                    .and_then(|b| b.host_pid(zone.id, pid))
+                    .unwrap_or(0);
                 let rec = {
                     let mut r = process.record.lock().unwrap_or_else(|e| e.into_inner());
                     r.pid = pid;

@@ -55,7 +55,12 @@ impl ZoneRegistry {
         let tasks = self.store.tasks()?;
         let alive: HashSet<Uuid> = zones
             .iter()
-            .filter(|z| z.handle.as_ref().is_some_and(|h| self.backend.is_alive(h)))
+            .filter(|z| {
+                let backend = self.backends.of(z);
+                z.handle
+                    .as_ref()
+                    .is_some_and(|h| backend.is_ok_and(|b| b.is_alive(h)))
+            })
             .map(|z| z.id)
             .collect();
         // The maps (kept pinned across the restart) get the recorded zones
@@ -84,9 +89,11 @@ impl ZoneRegistry {
             }
         }
         let known: Vec<Uuid> = self.store.zones()?.iter().map(|z| z.id).collect();
-        for removed in self.backend.cleanup_orphans(&known)? {
-            self.events
-                .emit(EventKind::OrphanRemoved, None, None, removed);
+        for backend in self.backends.all() {
+            for removed in backend.cleanup_orphans(&known)? {
+                self.events
+                    .emit(EventKind::OrphanRemoved, None, None, removed);
+            }
         }
         self.sync_enforcement()?;
         Ok(())
@@ -125,7 +132,11 @@ impl ZoneRegistry {
             }
             tracked.push((process, stdin));
         }
-        let (live, running) = match self.connect(zone.id, &zone.name, &handle).await {
+        let backend = std::sync::Arc::clone(self.backends.of(&zone)?);
+        let (live, running) = match self
+            .connect(backend.as_ref(), zone.id, &zone.name, &handle)
+            .await
+        {
             Ok(connected) => connected,
             Err(e) => {
                 for (p, _) in &tracked {
@@ -159,9 +170,8 @@ impl ZoneRegistry {
 
     async fn rebuild(&self, zone: Option<ZoneRecord>) -> Result<(), DaemonError> {
         let Some(mut zone) = zone else { return Ok(()) };
-        self.backend
-            .destroy_zone(zone.id, zone.handle.as_ref())
-            .await?;
+        let backend = std::sync::Arc::clone(self.backends.of(&zone)?);
+        backend.destroy_zone(zone.id, zone.handle.as_ref()).await?;
         for mut p in self
             .store
             .processes()?
@@ -180,11 +190,12 @@ impl ZoneRegistry {
             netns: zone.netns.clone(),
             cgroup_parent: zone.cgroup_parent.clone(),
         };
-        let handle = self.backend.create_zone(&setup).await?;
+        let handle = backend.create_zone(&setup).await?;
         zone.handle = Some(handle.clone());
         zone.state = ZoneState::Created;
         self.store.put_zone(&zone)?;
-        self.connect(zone.id, &zone.name, &handle).await?;
+        self.connect(backend.as_ref(), zone.id, &zone.name, &handle)
+            .await?;
         self.events.emit(
             EventKind::ZoneRecovered,
             Some((zone.id, &zone.name)),
@@ -233,6 +244,7 @@ mod tests {
             ttl_ms: None,
             netns: None,
             cgroup_parent: None,
+            backend: String::new(),
         }
     }
 

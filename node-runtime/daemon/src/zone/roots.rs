@@ -54,7 +54,7 @@ impl ZoneRegistry {
                 rule: "container roots are added to a live zone".into(),
             });
         }
-        let own = self.backend.add_root(
+        let own = self.backends.of(&record)?.add_root(
             record.id,
             name,
             Path::new(rootfs),
@@ -62,12 +62,12 @@ impl ZoneRegistry {
             &mounts,
             limits,
         )?;
-        if own && self.backend.root_cgroups_are_unified() {
+        if own && self.backends.of(&record)?.root_cgroups_are_unified() {
             // On a unified host the container's cgroup is a new cgroup id:
             // the BPF layers learn it as the zone's before any process of
             // the container runs in it. (On v1 it has none: nothing to learn.)
             if let Err(e) = self.sync_enforcement() {
-                let _ = self.backend.remove_root(record.id, name);
+                let _ = self.backends.of(&record)?.remove_root(record.id, name);
                 return Err(e);
             }
         }
@@ -85,13 +85,16 @@ impl ZoneRegistry {
         existing_root_name(name)?;
         check_limits(limits)?;
         let record = self.find_zone(zone)?;
-        Ok(self.backend.set_root_limits(record.id, name, limits)?)
+        Ok(self
+            .backends
+            .of(&record)?
+            .set_root_limits(record.id, name, limits)?)
     }
 
     pub fn root_usage(&self, zone: &str, name: &str) -> Result<rauha_backend::Usage, DaemonError> {
         existing_root_name(name)?;
         let record = self.find_zone(zone)?;
-        Ok(self.backend.root_usage(record.id, name)?)
+        Ok(self.backends.of(&record)?.root_usage(record.id, name)?)
     }
 
     pub async fn signal_root(
@@ -129,7 +132,7 @@ impl ZoneRegistry {
                 rule: format!("resume it before removing container root {name:?}"),
             });
         }
-        Ok(self.backend.remove_root(record.id, name)?)
+        Ok(self.backends.of(&record)?.remove_root(record.id, name)?)
     }
 }
 

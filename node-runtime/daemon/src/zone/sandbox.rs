@@ -94,7 +94,8 @@ impl ZoneRegistry {
         )];
         let mut result = TaskResult::not_run(task_id, zone.id, command, self.enforcement_of(&zone));
         let oom_before = self
-            .backend
+            .backends
+            .of(&zone)?
             .usage(zone.id)
             .map(|u| u.oom_kills)
             .unwrap_or(0);
@@ -142,7 +143,7 @@ impl ZoneRegistry {
                         format!("killed after {limit}"),
                     ));
                 }
-                let usage = self.backend.usage(zone.id).ok();
+                let usage = self.backends.of(&zone)?.usage(zone.id).ok();
                 let oom = usage.is_some_and(|u| u.oom_kills > oom_before);
                 result.peak_memory_bytes = usage.map(|u| u.peak_memory_bytes).filter(|p| *p > 0);
                 result.cpu_time_us = usage.map(|u| u.cpu_time_us);
@@ -226,10 +227,18 @@ impl ZoneRegistry {
             }
         }
         let lower = PathBuf::from(&w.spec.repo_path);
-        let upper = self.backend.workspace_upper(zone.id);
+        let upper = match self.backends.of(zone) {
+            Ok(backend) => backend.workspace_upper(zone.id),
+            Err(e) => {
+                result.workspace = Some(WorkspaceOutcome::Discarded);
+                result.error.get_or_insert(e.to_string());
+                return;
+            }
+        };
         let diff_cap = w.diff_cap;
+        let scan_upper = upper.clone();
         let scanned = tokio::task::spawn_blocking(move || {
-            rauha_workspace::scan(&lower, &upper, diff_cap).map_err(|e| e.to_string())
+            rauha_workspace::scan(&lower, &scan_upper, diff_cap).map_err(|e| e.to_string())
         })
         .await;
         let changes = match scanned {
@@ -252,7 +261,7 @@ impl ZoneRegistry {
         let mut outcome = WorkspaceOutcome::Discarded;
         if w.commit && result.status == TaskStatus::Succeeded && !changes.is_empty() {
             let repo = PathBuf::from(&w.spec.repo_path);
-            let upper = self.backend.workspace_upper(zone.id);
+            let upper = upper.clone();
             let to_apply = changes.clone();
             let committed = tokio::task::spawn_blocking(move || {
                 rauha_workspace::commit(&repo, &upper, &to_apply).map_err(|e| e.to_string())
@@ -305,7 +314,9 @@ impl ZoneRegistry {
             Err(_) => {
                 // The agent did not answer: take the whole zone down.
                 if let Some(h) = &zone.handle {
-                    let _ = self.backend.destroy_zone(zone.id, Some(h)).await;
+                    if let Ok(backend) = self.backends.of(zone) {
+                        let _ = backend.destroy_zone(zone.id, Some(h)).await;
+                    }
                 }
                 (process.wait().await, true)
             }

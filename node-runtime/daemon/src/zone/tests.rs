@@ -12,7 +12,7 @@ use rauha_spec::zone::ProcessSpec;
 use rauha_spec::{Policy, RootSpec, ZoneState};
 use uuid::Uuid;
 
-use super::{LiveProcess, NewZone, ProcessEnd, Retention, SandboxRun, ZoneRegistry};
+use super::{Backends, LiveProcess, NewZone, ProcessEnd, Retention, SandboxRun, ZoneRegistry};
 use crate::error::DaemonError;
 use crate::events::EventBus;
 use crate::redact::Redactor;
@@ -44,7 +44,7 @@ impl Node {
         let secrets = SecretStore::open(dir).expect("secrets");
         let backend: Arc<dyn IsolationBackend> = backend.clone();
         ZoneRegistry::new(
-            backend,
+            Backends::new(backend, Vec::new()),
             store,
             EventBus::new(),
             EnforcementMode::Preferred,
@@ -397,4 +397,65 @@ async fn recovery_adopts_live_zones_and_rebuilds_dead_ones() {
     );
     let (end, _) = node.exec("dead", &["exit", "0"]).await;
     assert_eq!(code(&end), Some(0));
+}
+
+#[tokio::test]
+async fn each_zone_stays_with_the_backend_that_made_it() {
+    let dir = std::env::temp_dir().join(format!("rauhad-unit-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (first, second) = (FakeBackend::named("first"), FakeBackend::named("second"));
+    let registry_with = |default: &Arc<FakeBackend>, other: &Arc<FakeBackend>| {
+        let store = Arc::new(Store::open(&dir.join("rauhad.redb")).expect("store"));
+        let (default, other): (Arc<dyn IsolationBackend>, Arc<dyn IsolationBackend>) =
+            (default.clone(), other.clone());
+        ZoneRegistry::new(
+            Backends::new(default, vec![other]),
+            store,
+            EventBus::new(),
+            EnforcementMode::Preferred,
+            Retention::default(),
+            SecretStore::open(&dir).expect("secrets"),
+        )
+    };
+    let new_zone = |name: &str| NewZone {
+        name: name.into(),
+        policy: Policy::default(),
+        root: RootSpec::HostView,
+        task_id: None,
+        ephemeral: false,
+        workspace: None,
+        ttl_ms: None,
+        netns: None,
+        cgroup_parent: None,
+    };
+    // A zone made while `first` is the default...
+    let registry = registry_with(&first, &second);
+    let a = registry.create_zone(new_zone("a")).await.expect("create");
+    assert_eq!(a.backend, "first");
+    drop(registry);
+    // ...is run by `first` after a restart that made `second` the default;
+    // a new zone goes to `second`.
+    let registry = registry_with(&second, &first);
+    registry.recover().await.expect("recover");
+    let b = registry.create_zone(new_zone("b")).await.expect("create");
+    assert_eq!(b.backend, "second");
+    assert_eq!(first.zones(), vec![a.id]);
+    assert_eq!(second.zones(), vec![b.id]);
+    registry.delete_zone("a", false).await.expect("delete a");
+    assert!(
+        first.zones().is_empty(),
+        "deleted by the backend that made it"
+    );
+    assert_eq!(second.zones(), vec![b.id]);
+    // A zone of a backend this rauhad does not run: one clear error.
+    let mut orphan = registry.find_zone("b").expect("b");
+    orphan.backend = "vm".into();
+    registry.store.put_zone(&orphan).expect("put");
+    let Err(err) = registry.verify_zone("b").await else {
+        panic!("a zone of an unknown backend is verified");
+    };
+    assert!(matches!(err, DaemonError::UnknownBackend { .. }), "{err}");
+    assert!(err.to_string().contains("\"vm\""), "{err}");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,9 +9,9 @@ use rauha_backend::Check;
 
 impl ZoneRegistry {
     pub fn enforcement_of(&self, record: &ZoneRecord) -> Enforcement {
-        match &record.handle {
-            Some(h) => self.backend.zone_enforcement(h, &record.policy),
-            None => Enforcement::default(),
+        match (&record.handle, self.backends.of(record)) {
+            (Some(h), Ok(backend)) => backend.zone_enforcement(h, &record.policy),
+            _ => Enforcement::default(),
         }
     }
 
@@ -22,7 +22,7 @@ impl ZoneRegistry {
         let record = self.find_zone(zone)?;
         let enforcement = self.enforcement_of(&record);
         let mut checks = match &record.handle {
-            Some(h) => self.backend.verify(h, &record.policy),
+            Some(h) => self.backends.of(&record)?.verify(h, &record.policy),
             None => vec![Check {
                 name: "zone".into(),
                 ok: false,
