@@ -59,6 +59,19 @@ pub enum DaemonError {
         what: String,
         source: std::io::Error,
     },
+    /// A process id the caller chose that a process of another zone has.
+    #[error("process {id} exists in another zone; choose a fresh id")]
+    ProcessIdTaken { id: uuid::Uuid },
+    /// Work rauhad ran apart from the call ended without an answer (it
+    /// panicked or was cancelled).
+    #[error("{what} failed: {source}")]
+    Aborted {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
+    /// A watcher that read events slower than they came lost some.
+    #[error("{dropped} events were dropped because this watcher fell behind; watch again")]
+    WatchLagged { dropped: u64 },
     /// A zone recorded by a backend this rauhad does not run.
     #[error("zone {zone:?} was made by the {backend:?} isolation backend, which this rauhad does not run; start rauhad with it, or delete the zone with --force")]
     UnknownBackend { zone: String, backend: String },
@@ -117,7 +130,11 @@ impl From<DaemonError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             DaemonError::NotFound { .. } => tonic::Status::not_found(message),
-            DaemonError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            DaemonError::AlreadyExists(_) | DaemonError::ProcessIdTaken { .. } => {
+                tonic::Status::already_exists(message)
+            }
+            DaemonError::Aborted { .. } => tonic::Status::internal(message),
+            DaemonError::WatchLagged { .. } => tonic::Status::data_loss(message),
             DaemonError::ZoneState { .. }
             | DaemonError::NoAgent { .. }
             | DaemonError::ProcessZoneGone

@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::error::DaemonError;
 use crate::zone::ZoneRegistry;
 
 pub struct NodeService {
@@ -45,7 +46,9 @@ impl Node for NodeService {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!("{n} events were dropped because this watcher fell behind; watch again")))).await;
+                        let _ = tx
+                            .send(Err(DaemonError::WatchLagged { dropped: n }.into()))
+                            .await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

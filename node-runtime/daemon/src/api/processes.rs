@@ -76,10 +76,7 @@ impl Processes for ProcessesService {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while let Ok(existing) = self.registry.find_process(&id) {
                 if existing.zone_id != zone.id {
-                    return Err(Status::already_exists(format!(
-                        "process {} exists in another zone; choose a fresh id",
-                        existing.id
-                    )));
+                    return Err(DaemonError::ProcessIdTaken { id: existing.id }.into());
                 }
                 let starting = existing.pid == 0
                     && existing.state == crate::store::ProcessState::Running
@@ -100,7 +97,10 @@ impl Processes for ProcessesService {
                 .map(|(process, _)| process.record())
         })
         .await
-        .map_err(|e| Status::internal(format!("starting the process failed: {e}")))??;
+        .map_err(|source| DaemonError::Aborted {
+            what: "starting the process",
+            source,
+        })??;
         Ok(Response::new(self.wire(&started)))
     }
 

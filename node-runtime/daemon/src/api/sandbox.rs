@@ -202,7 +202,11 @@ impl Sandbox for SandboxService {
                     event: Some(v1::sandbox_event::Event::Result((&result).into())),
                 }),
                 Ok(Err(e)) => Err(Status::from(e)),
-                Err(e) => Err(Status::internal(format!("the sandbox task failed: {e}"))),
+                Err(source) => Err(DaemonError::Aborted {
+                    what: "the sandbox task",
+                    source,
+                }
+                .into()),
             };
             let _ = tx.send(event).await;
         });
