@@ -3,54 +3,58 @@
 
 use std::path::Path;
 
+use super::files::CgroupFiles;
 use super::hierarchy::{keyed, read_u64, tree, write};
 use super::{io_err, CgroupError, PERIOD_US};
 
 /// v2: `cpu.weight` from v1's shares scale (2-262144 onto 1-10000), and
 /// `cpu.max` (`max` without a limit).
 pub(super) fn set_v2(
+    fs: &dyn CgroupFiles,
     dir: &Path,
     shares: Option<u64>,
     limit: Option<f64>,
 ) -> Result<(), CgroupError> {
     if let Some(shares) = shares {
         let weight = 1 + (shares.saturating_sub(2) * 9999) / 262_142;
-        write(dir, "cpu.weight", &weight.to_string())?;
+        write(fs, dir, "cpu.weight", &weight.to_string())?;
     }
     let max = limit.map_or("max".to_string(), |c| {
         format!("{}", (c * PERIOD_US as f64) as u64)
     });
-    write(dir, "cpu.max", &format!("{max} {PERIOD_US}"))
+    write(fs, dir, "cpu.max", &format!("{max} {PERIOD_US}"))
 }
 
 /// v1: `cpu.shares` (1024 by default), the period and the quota (-1
 /// without a limit). A quota below a container's is refused while the
 /// container's stands: theirs are lowered first.
 pub(super) fn set_v1(
+    fs: &dyn CgroupFiles,
     dir: &Path,
     shares: Option<u64>,
     limit: Option<f64>,
 ) -> Result<(), CgroupError> {
-    write(dir, "cpu.shares", &shares.unwrap_or(1024).to_string())?;
-    write(dir, "cpu.cfs_period_us", &PERIOD_US.to_string())?;
+    write(fs, dir, "cpu.shares", &shares.unwrap_or(1024).to_string())?;
+    write(fs, dir, "cpu.cfs_period_us", &PERIOD_US.to_string())?;
     let quota = limit.map_or(-1, |c| (c * PERIOD_US as f64) as i64);
     if quota > 0 {
-        for d in tree(&[dir.to_path_buf()]) {
+        for d in tree(fs, &[dir.to_path_buf()]) {
             let file = d.join("cpu.cfs_quota_us");
-            let theirs = std::fs::read_to_string(&file)
+            let theirs = fs
+                .read(&file)
                 .ok()
                 .and_then(|q| q.trim().parse::<i64>().ok());
             if d != dir && theirs.is_some_and(|t| t > quota) {
-                std::fs::write(&file, quota.to_string()).map_err(io_err(&file))?;
+                fs.write(&file, &quota.to_string()).map_err(io_err(&file))?;
             }
         }
     }
-    write(dir, "cpu.cfs_quota_us", &quota.to_string())
+    write(fs, dir, "cpu.cfs_quota_us", &quota.to_string())
 }
 
 /// v1: the cgroup's own quota in cores, when it has one.
-pub(super) fn quota_v1(dir: &Path) -> Option<f64> {
-    std::fs::read_to_string(dir.join("cpu.cfs_quota_us"))
+pub(super) fn quota_v1(fs: &dyn CgroupFiles, dir: &Path) -> Option<f64> {
+    fs.read(&dir.join("cpu.cfs_quota_us"))
         .ok()
         .and_then(|q| q.trim().parse::<i64>().ok())
         .filter(|q| *q > 0)
@@ -58,11 +62,11 @@ pub(super) fn quota_v1(dir: &Path) -> Option<f64> {
 }
 
 /// CPU time used, in microseconds.
-pub(super) fn used_us_v2(dir: &Path) -> u64 {
-    keyed(dir, "cpu.stat", "usage_usec").unwrap_or(0)
+pub(super) fn used_us_v2(fs: &dyn CgroupFiles, dir: &Path) -> u64 {
+    keyed(fs, dir, "cpu.stat", "usage_usec").unwrap_or(0)
 }
 
 /// v1: from `cpuacct.usage` (nanoseconds) in the cpuacct directory.
-pub(super) fn used_us_v1(cpuacct: &Path) -> u64 {
-    read_u64(cpuacct, "cpuacct.usage").unwrap_or(0) / 1000
+pub(super) fn used_us_v1(fs: &dyn CgroupFiles, cpuacct: &Path) -> u64 {
+    read_u64(fs, cpuacct, "cpuacct.usage").unwrap_or(0) / 1000
 }

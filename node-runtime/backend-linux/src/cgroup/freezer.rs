@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::files::CgroupFiles;
 use super::{io_err, CgroupError};
 
 /// Which version's freezer.
@@ -26,14 +27,15 @@ impl Freezer {
     }
 
     /// Whether the kernel's report says the state was reached.
-    fn reached(self, dir: &Path, frozen: bool) -> bool {
+    fn reached(self, fs: &dyn CgroupFiles, dir: &Path, frozen: bool) -> bool {
         match self {
-            Freezer::V2 => std::fs::read_to_string(dir.join("cgroup.events"))
+            Freezer::V2 => fs
+                .read(&dir.join("cgroup.events"))
                 .unwrap_or_default()
                 .lines()
                 .any(|l| l == if frozen { "frozen 1" } else { "frozen 0" }),
             Freezer::V1 => {
-                std::fs::read_to_string(dir.join("freezer.state"))
+                fs.read(&dir.join("freezer.state"))
                     .unwrap_or_default()
                     .trim()
                     == if frozen { "FROZEN" } else { "THAWED" }
@@ -42,35 +44,40 @@ impl Freezer {
     }
 
     /// Asks for the state, without waiting (a teardown's freeze).
-    pub(super) fn ask(self, dir: &Path, frozen: bool) {
+    pub(super) fn ask(self, fs: &dyn CgroupFiles, dir: &Path, frozen: bool) {
         let (file, value) = self.request(frozen);
-        let _ = std::fs::write(dir.join(file), value);
+        let _ = fs.write(&dir.join(file), value);
     }
 
     /// Freezes or thaws `dir` and waits (5 s at most) until the kernel
     /// reports it. A v1 freezer can stay in FREEZING while tasks fork (the
     /// new child escapes the pass): as runc does, it thaws and freezes
     /// again. A freeze that does not finish is undone.
-    pub(super) fn set(self, dir: &Path, frozen: bool) -> Result<(), CgroupError> {
+    pub(super) fn set(
+        self,
+        fs: &dyn CgroupFiles,
+        dir: &Path,
+        frozen: bool,
+    ) -> Result<(), CgroupError> {
         let (file, value) = self.request(frozen);
         let path = dir.join(file);
-        std::fs::write(&path, value).map_err(io_err(&path))?;
+        fs.write(&path, value).map_err(io_err(&path))?;
         let started = Instant::now();
         let mut tried = Instant::now();
         loop {
-            if self.reached(dir, frozen) {
+            if self.reached(fs, dir, frozen) {
                 return Ok(());
             }
             if self == Freezer::V1 && frozen && tried.elapsed() > Duration::from_millis(200) {
-                let _ = std::fs::write(&path, "THAWED");
+                let _ = fs.write(&path, "THAWED");
                 std::thread::sleep(Duration::from_millis(2));
-                std::fs::write(&path, value).map_err(io_err(&path))?;
+                fs.write(&path, value).map_err(io_err(&path))?;
                 tried = Instant::now();
             }
             if started.elapsed() > Duration::from_secs(5) {
                 if frozen {
                     // Never leave the work half-frozen behind an error.
-                    let _ = std::fs::write(&path, self.request(false).1);
+                    let _ = fs.write(&path, self.request(false).1);
                 }
                 return Err(CgroupError::Freeze {
                     path: dir.display().to_string(),

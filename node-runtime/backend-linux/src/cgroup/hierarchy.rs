@@ -5,19 +5,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::files::CgroupFiles;
 use super::{io_err, CgroupError};
 
 /// `tops` and every cgroup below them, deepest first.
-pub(super) fn tree(tops: &[PathBuf]) -> Vec<PathBuf> {
+pub(super) fn tree(fs: &dyn CgroupFiles, tops: &[PathBuf]) -> Vec<PathBuf> {
     let mut all = Vec::new();
-    let mut next: Vec<PathBuf> = tops.iter().filter(|d| d.is_dir()).cloned().collect();
+    let mut next: Vec<PathBuf> = tops.iter().filter(|d| fs.is_dir(d)).cloned().collect();
     while let Some(d) = next.pop() {
-        if let Ok(entries) = std::fs::read_dir(&d) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    next.push(e.path());
-                }
-            }
+        if let Ok(children) = fs.subdirs(&d) {
+            next.extend(children);
         }
         all.push(d);
     }
@@ -31,25 +28,29 @@ pub(super) fn tree(tops: &[PathBuf]) -> Vec<PathBuf> {
 /// leave. v2 kills a whole cgroup at once with `cgroup.kill` (a forking
 /// process cannot outrun it); otherwise pid by pid, with `freeze(true)`
 /// before each pass and `freeze(false)` after it.
-pub(super) fn kill_and_remove(dirs: &[PathBuf], freeze: impl Fn(bool)) -> Result<(), CgroupError> {
+pub(super) fn kill_and_remove(
+    fs: &dyn CgroupFiles,
+    dirs: &[PathBuf],
+    freeze: impl Fn(bool),
+) -> Result<(), CgroupError> {
     for d in dirs {
         let kill = d.join("cgroup.kill");
-        if kill.exists() {
-            let _ = std::fs::write(&kill, "1");
+        if fs.exists(&kill) {
+            let _ = fs.write(&kill, "1");
         }
     }
     let started = Instant::now();
     let mut pause = Duration::from_micros(500);
     loop {
         freeze(true);
-        for pid in pids_in(dirs)? {
+        for pid in pids_in(fs, dirs)? {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
         freeze(false);
         let mut left = false;
-        for d in tree(dirs) {
-            match std::fs::remove_dir(&d) {
+        for d in tree(fs, dirs) {
+            match fs.remove_dir(&d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(_) => left = true,
@@ -71,11 +72,11 @@ pub(super) fn kill_and_remove(dirs: &[PathBuf], freeze: impl Fn(bool)) -> Result
 }
 
 /// Host pids in the cgroups of `tops` and below them.
-pub(super) fn pids_in(tops: &[PathBuf]) -> Result<Vec<u32>, CgroupError> {
+pub(super) fn pids_in(fs: &dyn CgroupFiles, tops: &[PathBuf]) -> Result<Vec<u32>, CgroupError> {
     let mut all = Vec::new();
-    for d in tree(tops) {
+    for d in tree(fs, tops) {
         let path = d.join("cgroup.procs");
-        match std::fs::read_to_string(&path) {
+        match fs.read(&path) {
             Ok(s) => all.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path)(e)),
@@ -87,26 +88,28 @@ pub(super) fn pids_in(tops: &[PathBuf]) -> Result<Vec<u32>, CgroupError> {
 }
 
 /// Writes one cgroup file.
-pub(super) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+pub(super) fn write(
+    fs: &dyn CgroupFiles,
+    dir: &Path,
+    file: &str,
+    value: &str,
+) -> Result<(), CgroupError> {
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(io_err(&path))
+    fs.write(&path, value).map_err(io_err(&path))
 }
 
 /// A file holding one number; `None` when absent or not a number (`max`).
-pub(super) fn read_u64(dir: &Path, file: &str) -> Option<u64> {
-    std::fs::read_to_string(dir.join(file))
+pub(super) fn read_u64(fs: &dyn CgroupFiles, dir: &Path, file: &str) -> Option<u64> {
+    fs.read(&dir.join(file))
         .ok()
         .and_then(|s| s.trim().parse().ok())
 }
 
 /// The value of `key` in a flat-keyed file (`usage_usec 12`).
-pub(super) fn keyed(dir: &Path, file: &str, key: &str) -> Option<u64> {
-    std::fs::read_to_string(dir.join(file))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)
-                .and_then(|r| r.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
+pub(super) fn keyed(fs: &dyn CgroupFiles, dir: &Path, file: &str, key: &str) -> Option<u64> {
+    fs.read(&dir.join(file)).ok()?.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }

@@ -17,10 +17,13 @@
 //! and outside what that crate's managers model (docs/dev/architecture.md).
 
 mod cpu;
+pub mod files;
 mod freezer;
 mod hierarchy;
 mod memory;
 mod pids;
+#[cfg(test)]
+mod recording;
 pub mod v1;
 pub mod v2;
 
@@ -138,19 +141,7 @@ pub trait CgroupDriver: Send + Sync {
     fn list(&self) -> Result<Vec<String>, CgroupError>;
     /// The zone's cgroup ids in the unified (v2) hierarchy, which is what
     /// BPF programs see; empty when the host has no unified hierarchy.
-    fn unified_ids(&self, zone: &str) -> Vec<u64> {
-        use std::os::unix::fs::MetadataExt;
-        let Some(dir) = self.unified_dir(zone) else {
-            return Vec::new();
-        };
-        // A cgroup2 directory's inode number is its cgroup id: the zone's,
-        // its agent's, its work's and each container's.
-        hierarchy::tree(&[dir])
-            .iter()
-            .filter_map(|d| std::fs::metadata(d).ok())
-            .map(|m| m.ino())
-            .collect()
-    }
+    fn unified_ids(&self, zone: &str) -> Vec<u64>;
     /// The zone's directory in the unified (v2) hierarchy, if there is one.
     fn unified_dir(&self, zone: &str) -> Option<PathBuf>;
     /// The parent directory in the unified hierarchy, where cgroup-BPF
@@ -161,10 +152,19 @@ pub trait CgroupDriver: Send + Sync {
 /// The cgroup manager for the hierarchy mounted at `root` (normally
 /// `/sys/fs/cgroup`), with rauhad's `parent` cgroup prepared in it.
 pub fn open(root: &Path, parent: &str) -> Result<Arc<dyn CgroupDriver>, CgroupError> {
-    if root.join("cgroup.controllers").exists() {
-        Ok(Arc::new(v2::V2Cgroups::new(root, parent)?))
-    } else if root.join("memory").join("cgroup.procs").exists() {
-        Ok(Arc::new(v1::V1Cgroups::new(root, parent)?))
+    open_with(root, parent, Arc::new(files::HostFiles))
+}
+
+/// [`open`], making its file operations through `fs`.
+pub fn open_with(
+    root: &Path,
+    parent: &str,
+    fs: Arc<dyn files::CgroupFiles>,
+) -> Result<Arc<dyn CgroupDriver>, CgroupError> {
+    if fs.exists(&root.join("cgroup.controllers")) {
+        Ok(Arc::new(v2::V2Cgroups::new(root, parent, fs)?))
+    } else if fs.exists(&root.join("memory").join("cgroup.procs")) {
+        Ok(Arc::new(v1::V1Cgroups::new(root, parent, fs)?))
     } else {
         Err(CgroupError::NoHierarchy {
             root: root.display().to_string(),
@@ -188,29 +188,51 @@ fn root_key(zone: &str, name: &str) -> String {
 
 /// The names of the directories in `base` (none when it is missing), added
 /// to `names` once each.
-fn names_in(base: &Path, names: &mut Vec<String>) -> Result<(), CgroupError> {
-    let entries = match std::fs::read_dir(base) {
-        Ok(e) => e,
+fn names_in(
+    fs: &dyn files::CgroupFiles,
+    base: &Path,
+    names: &mut Vec<String>,
+) -> Result<(), CgroupError> {
+    let dirs = match fs.subdirs(base) {
+        Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err(base)(e)),
     };
-    for entry in entries.flatten() {
-        if entry.path().is_dir() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !names.contains(&name) {
-                names.push(name);
-            }
+    for d in dirs {
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     Ok(())
 }
 
+/// The cgroup ids of `dir` and every cgroup below it: a cgroup2
+/// directory's inode number is its id (the zone's, its agent's, its
+/// work's and each container's), which is what BPF programs see.
+fn ids_below(fs: &dyn files::CgroupFiles, dir: Option<PathBuf>) -> Vec<u64> {
+    let Some(dir) = dir else {
+        return Vec::new();
+    };
+    hierarchy::tree(fs, &[dir])
+        .iter()
+        .filter_map(|d| fs.ino(d))
+        .collect()
+}
+
 /// Makes a container root's directories (one per hierarchy); a name that
 /// is a cgroup file's (`tasks`, `cgroup.procs`) is refused.
-fn make_root_dirs(dirs: &[PathBuf], name: &str) -> Result<(), CgroupError> {
+fn make_root_dirs(
+    fs: &dyn files::CgroupFiles,
+    dirs: &[PathBuf],
+    name: &str,
+) -> Result<(), CgroupError> {
     for d in dirs {
-        match std::fs::create_dir(d) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+        match fs.create_dir(d) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && fs.is_dir(d) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(CgroupError::NameTaken {
                     name: name.to_string(),
@@ -226,6 +248,7 @@ fn make_root_dirs(dirs: &[PathBuf], name: &str) -> Result<(), CgroupError> {
 /// Creates a container root's cgroup with `make` and its limits with
 /// `limit`; removes what was made when either fails.
 fn create_root_with(
+    fs: &dyn files::CgroupFiles,
     driver: &dyn CgroupDriver,
     zone: &str,
     name: &str,
@@ -235,7 +258,8 @@ fn create_root_with(
     if dirs.is_empty() {
         return Ok(false);
     }
-    let made = make_root_dirs(dirs, name).and_then(|()| driver.set_root_limits(zone, name, limits));
+    let made =
+        make_root_dirs(fs, dirs, name).and_then(|()| driver.set_root_limits(zone, name, limits));
     if made.is_err() {
         let _ = driver.remove_root(zone, name);
     }

@@ -244,3 +244,167 @@ fn no_hierarchy_is_a_clear_error() {
     ));
     std::fs::remove_dir_all(root).expect("cleanup");
 }
+
+// The managers against the recording cgroupfs: the order of what they do.
+
+use super::files::CgroupFiles;
+use super::recording::RecordingFiles;
+
+const ROOT: &str = "/cg";
+
+/// A v1 host with memsw (swap accounting) and a freezer.
+fn recorded_v1() -> (Arc<RecordingFiles>, Arc<dyn CgroupDriver>) {
+    let fs = Arc::new(RecordingFiles::default());
+    for c in ["memory", "pids", "cpu,cpuacct", "freezer"] {
+        fs.file(&Path::new(ROOT).join(c).join("cgroup.procs"), "");
+    }
+    let files: Arc<dyn files::CgroupFiles> = fs.clone();
+    let cg = open_with(Path::new(ROOT), "rauha", files).expect("v1");
+    (fs, cg)
+}
+
+fn recorded_v2() -> (Arc<RecordingFiles>, Arc<dyn CgroupDriver>) {
+    let fs = Arc::new(RecordingFiles::default());
+    fs.file(
+        &Path::new(ROOT).join("cgroup.controllers"),
+        "cpu memory pids",
+    );
+    let files: Arc<dyn files::CgroupFiles> = fs.clone();
+    let cg = open_with(Path::new(ROOT), "rauha", files).expect("v2");
+    (fs, cg)
+}
+
+#[test]
+fn v1_lifts_memsw_before_it_lowers_memory() {
+    let (fs, cg) = recorded_v1();
+    let limits = ResourcesSection {
+        memory_limit: Some(64 << 20),
+        ..Default::default()
+    };
+    cg.create("z", &ResourcesSection::default())
+        .expect("create");
+    let dir = Path::new(ROOT).join("memory/rauha/z");
+    fs.file(&dir.join("memory.memsw.limit_in_bytes"), "-1");
+    cg.set_limits("z", &limits).expect("limits");
+    let mem = |f: &str, v: &str| format!("write {} {v}", dir.join(f).display());
+    let log = fs.log();
+    let at = |line: &str| {
+        log.iter()
+            .rposition(|l| l == line)
+            .unwrap_or_else(|| panic!("{line} not in {log:#?}"))
+    };
+    let n = (64u64 << 20).to_string();
+    assert!(at(&mem("memory.memsw.limit_in_bytes", "-1")) < at(&mem("memory.limit_in_bytes", &n)));
+    assert!(at(&mem("memory.limit_in_bytes", &n)) < at(&mem("memory.memsw.limit_in_bytes", &n)));
+}
+
+#[test]
+fn v1_lowers_containers_quotas_before_the_zones() {
+    let (fs, cg) = recorded_v1();
+    cg.create("z", &ResourcesSection::default())
+        .expect("create");
+    let two_cores = ResourcesSection {
+        cpu_limit: Some(2.0),
+        ..Default::default()
+    };
+    assert!(cg.create_root("z", "c1", &rl(&two_cores)).expect("root"));
+    let half = ResourcesSection {
+        cpu_limit: Some(0.5),
+        ..Default::default()
+    };
+    cg.set_limits("z", &half).expect("lower");
+    let quotas = fs.writes_to("cpu.cfs_quota_us");
+    let zone = Path::new(ROOT).join("cpu,cpuacct/rauha/z");
+    let last_two: Vec<&String> = quotas.iter().rev().take(2).rev().collect();
+    assert_eq!(
+        last_two,
+        [
+            &format!(
+                "write {} 50000",
+                zone.join("work/c1/cpu.cfs_quota_us").display()
+            ),
+            &format!("write {} 50000", zone.join("cpu.cfs_quota_us").display()),
+        ],
+        "{quotas:#?}"
+    );
+}
+
+#[test]
+fn v1_freezing_that_stalls_is_retried_as_runc_does() {
+    let (fs, cg) = recorded_v1();
+    cg.create("z", &ResourcesSection::default())
+        .expect("create");
+    fs.freeze_slowly(1);
+    cg.set_frozen("z", true).expect("frozen after a retry");
+    let work = Path::new(ROOT).join("freezer/rauha/z/work/freezer.state");
+    let state = |v: &str| format!("write {} {v}", work.display());
+    assert_eq!(
+        fs.writes_to("freezer.state"),
+        [state("FROZEN"), state("THAWED"), state("FROZEN")]
+    );
+    assert_eq!(fs.content(&work).as_deref(), Some("FROZEN"));
+    cg.set_frozen("z", false).expect("thawed");
+    assert_eq!(fs.content(&work).as_deref(), Some("THAWED"));
+}
+
+#[test]
+fn v2_waits_for_the_kernel_to_report_frozen() {
+    let (fs, cg) = recorded_v2();
+    cg.create("z", &ResourcesSection::default())
+        .expect("create");
+    cg.set_frozen("z", true).expect("frozen");
+    let work = Path::new(ROOT).join("rauha/z/work");
+    assert!(fs
+        .content(&work.join("cgroup.events"))
+        .is_some_and(|e| e.contains("frozen 1")));
+    cg.set_frozen("z", false).expect("thawed");
+}
+
+#[test]
+fn v2_makes_the_agent_and_work_leaves_after_the_limits() {
+    let (fs, cg) = recorded_v2();
+    let limits = ResourcesSection {
+        memory_limit: Some(1 << 30),
+        pids_max: Some(64),
+        ..Default::default()
+    };
+    let zone = cg.create("z", &limits).expect("create");
+    let dir = Path::new(ROOT).join("rauha/z");
+    assert_eq!(zone.agent_procs, Some(dir.join("agent/cgroup.procs")));
+    let log = fs.log();
+    let at = |line: String| {
+        log.iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("{line} not in {log:#?}"))
+    };
+    let limit = at(format!("write {} 64", dir.join("pids.max").display()));
+    let agent = at(format!("mkdir {}", dir.join("agent").display()));
+    let plain = at(format!("mkdir {}", dir.join("work/@zone").display()));
+    assert!(limit < agent && limit < plain, "{log:#?}");
+}
+
+#[test]
+fn removal_kills_then_removes_the_deepest_cgroups_first() {
+    let (fs, cg) = recorded_v2();
+    cg.create("z", &ResourcesSection::default())
+        .expect("create");
+    cg.delegate("z").expect("delegate");
+    assert!(cg
+        .create_root("z", "c1", &rl(&ResourcesSection::default()))
+        .expect("root"));
+    let dir = Path::new(ROOT).join("rauha/z");
+    fs.file(&dir.join("cgroup.kill"), "0");
+    cg.remove("z").expect("remove");
+    let log = fs.log();
+    let at = |line: String| {
+        log.iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("{line} not in {log:#?}"))
+    };
+    let kill = at(format!("write {} 1", dir.join("cgroup.kill").display()));
+    let c1 = at(format!("rmdir {}", dir.join("work/c1").display()));
+    let work = at(format!("rmdir {}", dir.join("work").display()));
+    let zone = at(format!("rmdir {}", dir.display()));
+    assert!(kill < c1 && c1 < work && work < zone, "{log:#?}");
+    assert!(!fs.is_dir(&dir));
+}

@@ -5,14 +5,16 @@
 //! controller; the work outside them is the freezer's `work`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rauha_backend::{RootLimits, Usage};
 use rauha_spec::policy::ResourcesSection;
 
+use super::files::CgroupFiles;
 use super::freezer::Freezer;
 use super::hierarchy::{kill_and_remove, pids_in};
 use super::{
-    cpu, create_root_with, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
+    cpu, create_root_with, ids_below, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
     CgroupError, ZoneCgroup, WORK,
 };
 
@@ -32,18 +34,23 @@ const CONTROLLERS: &[&[&str]] = &[
 pub struct V1Cgroups {
     root: PathBuf,
     parent: String,
+    fs: Arc<dyn CgroupFiles>,
     /// The controller directories in use, e.g. `memory`, `cpu,cpuacct`.
     controllers: Vec<String>,
 }
 
 impl V1Cgroups {
     /// Finds the mounted controllers and makes rauhad's parent in each.
-    pub fn new(root: &Path, parent: &str) -> Result<V1Cgroups, CgroupError> {
+    pub fn new(
+        root: &Path,
+        parent: &str,
+        fs: Arc<dyn CgroupFiles>,
+    ) -> Result<V1Cgroups, CgroupError> {
         let mut controllers: Vec<String> = Vec::new();
         for choices in CONTROLLERS {
             if let Some(dir) = choices
                 .iter()
-                .find(|c| root.join(c).join("cgroup.procs").exists())
+                .find(|c| fs.exists(&root.join(c).join("cgroup.procs")))
             {
                 if !controllers.iter().any(|c| c == dir) {
                     controllers.push(dir.to_string());
@@ -52,11 +59,12 @@ impl V1Cgroups {
         }
         for c in &controllers {
             let dir = root.join(c).join(parent);
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            fs.create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         Ok(V1Cgroups {
             root: root.to_path_buf(),
             parent: parent.to_string(),
+            fs,
             controllers,
         })
     }
@@ -108,7 +116,7 @@ impl V1Cgroups {
     /// and its agent was told of none).
     fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
         let parents = self.container_parents(zone);
-        if !parents.iter().all(|p| p.is_dir()) {
+        if !parents.iter().all(|p| self.fs.is_dir(p)) {
             return Vec::new();
         }
         parents.into_iter().map(|p| p.join(name)).collect()
@@ -125,6 +133,10 @@ impl CgroupDriver for V1Cgroups {
             .then(|| self.root.join("unified").join(rel(&self.parent, zone)))
     }
 
+    fn unified_ids(&self, zone: &str) -> Vec<u64> {
+        ids_below(&*self.fs, self.unified_dir(zone))
+    }
+
     fn unified_parent(&self) -> Option<PathBuf> {
         self.has("unified")
             .then(|| self.root.join("unified").join(&self.parent))
@@ -133,13 +145,13 @@ impl CgroupDriver for V1Cgroups {
     fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError> {
         let dirs = self.dirs(zone);
         for d in &dirs {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+            self.fs.create_dir_all(d).map_err(io_err(d))?;
         }
         self.set_limits(zone, limits)?;
         let work = self.work_dir(zone);
         let containers = self.container_parents(zone);
         for d in work.iter().chain(&containers) {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+            self.fs.create_dir_all(d).map_err(io_err(d))?;
         }
         Ok(ZoneCgroup {
             join: dirs.iter().map(|d| d.join("cgroup.procs")).collect(),
@@ -156,27 +168,32 @@ impl CgroupDriver for V1Cgroups {
 
     fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError> {
         let work = self.work_dir(zone).ok_or(CgroupError::NoFreezer)?;
-        Freezer::V1.set(&work, frozen)
+        Freezer::V1.set(&*self.fs, &work, frozen)
     }
 
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError> {
-        memory::set_v1(&self.dir(zone, "memory"), limits.memory_limit)?;
-        pids::set(&self.dir(zone, "pids"), limits.pids_max)?;
-        cpu::set_v1(&self.dir(zone, "cpu"), limits.cpu_shares, limits.cpu_limit)
+        memory::set_v1(&*self.fs, &self.dir(zone, "memory"), limits.memory_limit)?;
+        pids::set(&*self.fs, &self.dir(zone, "pids"), limits.pids_max)?;
+        cpu::set_v1(
+            &*self.fs,
+            &self.dir(zone, "cpu"),
+            limits.cpu_shares,
+            limits.cpu_limit,
+        )
     }
 
     fn usage(&self, zone: &str) -> Result<Usage, CgroupError> {
         let probe = self.dirs(zone).into_iter().next().unwrap_or_default();
-        if !probe.exists() {
+        if !self.fs.exists(&probe) {
             return Err(io_err(&probe)(std::io::ErrorKind::NotFound.into()));
         }
-        let mem = memory::use_v1(&self.dir(zone, "memory"));
-        let (pids, pids_max) = pids::current_and_max(&self.dir(zone, "pids"));
+        let mem = memory::use_v1(&*self.fs, &self.dir(zone, "memory"));
+        let (pids, pids_max) = pids::current_and_max(&*self.fs, &self.dir(zone, "pids"));
         Ok(Usage {
             memory_bytes: mem.current,
             memory_limit_bytes: mem.limit,
             peak_memory_bytes: mem.peak,
-            cpu_time_us: cpu::used_us_v1(&self.dir(zone, "cpuacct")),
+            cpu_time_us: cpu::used_us_v1(&*self.fs, &self.dir(zone, "cpuacct")),
             pids,
             pids_max,
             oom_kills: mem.oom_kills,
@@ -184,7 +201,7 @@ impl CgroupDriver for V1Cgroups {
     }
 
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
-        pids_in(&self.dirs(zone))
+        pids_in(&*self.fs, &self.dirs(zone))
     }
 
     fn create_root(
@@ -193,7 +210,14 @@ impl CgroupDriver for V1Cgroups {
         name: &str,
         limits: &RootLimits,
     ) -> Result<bool, CgroupError> {
-        create_root_with(self, zone, name, &self.root_dirs(zone, name), limits)
+        create_root_with(
+            &*self.fs,
+            self,
+            zone,
+            name,
+            &self.root_dirs(zone, name),
+            limits,
+        )
     }
 
     fn set_root_limits(
@@ -214,9 +238,10 @@ impl CgroupDriver for V1Cgroups {
         // quota is the ceiling (it throttles the container anyway). No
         // quota of its own stays none (-1: the zone's holds).
         let mut resources = limits.resources.clone();
-        if let (Some(zone_cores), Some(c)) =
-            (cpu::quota_v1(&self.dir(zone, "cpu")), resources.cpu_limit)
-        {
+        if let (Some(zone_cores), Some(c)) = (
+            cpu::quota_v1(&*self.fs, &self.dir(zone, "cpu")),
+            resources.cpu_limit,
+        ) {
             resources.cpu_limit = Some(c.min(zone_cores));
         }
         self.set_limits(&root_key(zone, name), &resources)?;
@@ -231,12 +256,12 @@ impl CgroupDriver for V1Cgroups {
     }
 
     fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
-        kill_and_remove(&self.root_dirs(zone, name), |_| {})
+        kill_and_remove(&*self.fs, &self.root_dirs(zone, name), |_| {})
     }
 
     fn remove(&self, zone: &str) -> Result<(), CgroupError> {
         let dirs = self.dirs(zone);
-        if dirs.iter().all(|d| !d.exists()) {
+        if dirs.iter().all(|d| !self.fs.exists(d)) {
             return Ok(());
         }
         // Frozen processes cannot fork while they are killed. Thawing also
@@ -245,10 +270,10 @@ impl CgroupDriver for V1Cgroups {
         // SIGKILL.
         let freezer = self.dir(zone, "freezer");
         let work = self.work_dir(zone);
-        kill_and_remove(&dirs, |frozen| {
-            Freezer::V1.ask(&freezer, frozen);
+        kill_and_remove(&*self.fs, &dirs, |frozen| {
+            Freezer::V1.ask(&*self.fs, &freezer, frozen);
             if let (false, Some(w)) = (frozen, &work) {
-                Freezer::V1.ask(w, false);
+                Freezer::V1.ask(&*self.fs, w, false);
             }
         })
     }
@@ -258,10 +283,14 @@ impl CgroupDriver for V1Cgroups {
         match self.controllers.first() {
             Some(_) => {
                 for c in &self.controllers {
-                    names_in(&self.root.join(c).join(&self.parent), &mut names)?;
+                    names_in(&*self.fs, &self.root.join(c).join(&self.parent), &mut names)?;
                 }
             }
-            None => names_in(&self.root.join("memory").join(&self.parent), &mut names)?,
+            None => names_in(
+                &*self.fs,
+                &self.root.join("memory").join(&self.parent),
+                &mut names,
+            )?,
         }
         names.sort();
         Ok(names)

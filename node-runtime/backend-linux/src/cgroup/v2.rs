@@ -7,14 +7,16 @@
 //! container (`work/NAME`) its own limits ([`CgroupDriver::delegate`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rauha_backend::{RootLimits, Usage};
 use rauha_spec::policy::ResourcesSection;
 
+use super::files::CgroupFiles;
 use super::freezer::Freezer;
 use super::hierarchy::{kill_and_remove, pids_in, write};
 use super::{
-    cpu, create_root_with, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
+    cpu, create_root_with, ids_below, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
     CgroupError, ZoneCgroup, WORK,
 };
 
@@ -29,18 +31,24 @@ const ZONE_WORK: &str = "@zone";
 pub struct V2Cgroups {
     root: PathBuf,
     parent: String,
+    fs: Arc<dyn CgroupFiles>,
 }
 
 impl V2Cgroups {
     /// Makes rauhad's parent cgroup with the controllers enabled for zones.
-    pub fn new(root: &Path, parent: &str) -> Result<V2Cgroups, CgroupError> {
+    pub fn new(
+        root: &Path,
+        parent: &str,
+        fs: Arc<dyn CgroupFiles>,
+    ) -> Result<V2Cgroups, CgroupError> {
         let dir = root.join(parent);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let _ = std::fs::write(root.join("cgroup.subtree_control"), CONTROLLERS);
-        write(&dir, "cgroup.subtree_control", CONTROLLERS)?;
+        fs.create_dir_all(&dir).map_err(io_err(&dir))?;
+        let _ = fs.write(&root.join("cgroup.subtree_control"), CONTROLLERS);
+        write(&*fs, &dir, "cgroup.subtree_control", CONTROLLERS)?;
         Ok(V2Cgroups {
             root: root.to_path_buf(),
             parent: parent.to_string(),
+            fs,
         })
     }
 
@@ -53,9 +61,11 @@ impl V2Cgroups {
     /// cgroup, so its work has no controllers to hand down).
     fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf> {
         let work = self.dir(zone).join(WORK);
-        let delegated = std::fs::read_to_string(work.join("cgroup.subtree_control"))
+        let delegated = self
+            .fs
+            .read(&work.join("cgroup.subtree_control"))
             .is_ok_and(|c| c.contains("memory"));
-        if work.is_dir() && delegated {
+        if self.fs.is_dir(&work) && delegated {
             vec![work.join(name)]
         } else {
             Vec::new()
@@ -76,9 +86,13 @@ impl CgroupDriver for V2Cgroups {
         Some(self.root.join(&self.parent))
     }
 
+    fn unified_ids(&self, zone: &str) -> Vec<u64> {
+        ids_below(&*self.fs, self.unified_dir(zone))
+    }
+
     fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError> {
         let dir = self.dir(zone);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        self.fs.create_dir_all(&dir).map_err(io_err(&dir))?;
         if zone.starts_with('/') {
             // Under a parent rauhad did not prepare: the controllers must be
             // enabled on the way down (kubelet's pod cgroups already are).
@@ -89,7 +103,9 @@ impl CgroupDriver for V2Cgroups {
                 .flat_map(|p| p.components())
             {
                 on_the_way = on_the_way.join(part);
-                let _ = std::fs::write(on_the_way.join("cgroup.subtree_control"), CONTROLLERS);
+                let _ = self
+                    .fs
+                    .write(&on_the_way.join("cgroup.subtree_control"), CONTROLLERS);
             }
         }
         self.set_limits(zone, limits)?;
@@ -97,7 +113,7 @@ impl CgroupDriver for V2Cgroups {
         let agent = dir.join(AGENT);
         let plain = work.join(ZONE_WORK);
         for d in [&work, &agent, &plain] {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+            self.fs.create_dir_all(d).map_err(io_err(d))?;
         }
         Ok(ZoneCgroup {
             join: vec![dir.join("cgroup.procs")],
@@ -110,34 +126,34 @@ impl CgroupDriver for V2Cgroups {
     fn delegate(&self, zone: &str) -> Result<(), CgroupError> {
         let dir = self.dir(zone);
         for d in [dir.clone(), dir.join(WORK)] {
-            write(&d, "cgroup.subtree_control", CONTROLLERS)?;
+            write(&*self.fs, &d, "cgroup.subtree_control", CONTROLLERS)?;
         }
         Ok(())
     }
 
     fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError> {
-        Freezer::V2.set(&self.dir(zone).join(WORK), frozen)
+        Freezer::V2.set(&*self.fs, &self.dir(zone).join(WORK), frozen)
     }
 
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError> {
         let dir = self.dir(zone);
-        memory::set_v2(&dir, limits.memory_limit)?;
-        pids::set(&dir, limits.pids_max)?;
-        cpu::set_v2(&dir, limits.cpu_shares, limits.cpu_limit)
+        memory::set_v2(&*self.fs, &dir, limits.memory_limit)?;
+        pids::set(&*self.fs, &dir, limits.pids_max)?;
+        cpu::set_v2(&*self.fs, &dir, limits.cpu_shares, limits.cpu_limit)
     }
 
     fn usage(&self, zone: &str) -> Result<Usage, CgroupError> {
         let dir = self.dir(zone);
-        if !dir.exists() {
+        if !self.fs.exists(&dir) {
             return Err(io_err(&dir)(std::io::ErrorKind::NotFound.into()));
         }
-        let mem = memory::use_v2(&dir);
-        let (pids, pids_max) = pids::current_and_max(&dir);
+        let mem = memory::use_v2(&*self.fs, &dir);
+        let (pids, pids_max) = pids::current_and_max(&*self.fs, &dir);
         Ok(Usage {
             memory_bytes: mem.current,
             memory_limit_bytes: mem.limit,
             peak_memory_bytes: mem.peak,
-            cpu_time_us: cpu::used_us_v2(&dir),
+            cpu_time_us: cpu::used_us_v2(&*self.fs, &dir),
             pids,
             pids_max,
             oom_kills: mem.oom_kills,
@@ -145,7 +161,7 @@ impl CgroupDriver for V2Cgroups {
     }
 
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
-        pids_in(&[self.dir(zone)])
+        pids_in(&*self.fs, &[self.dir(zone)])
     }
 
     fn create_root(
@@ -154,7 +170,14 @@ impl CgroupDriver for V2Cgroups {
         name: &str,
         limits: &RootLimits,
     ) -> Result<bool, CgroupError> {
-        create_root_with(self, zone, name, &self.root_dirs(zone, name), limits)
+        create_root_with(
+            &*self.fs,
+            self,
+            zone,
+            name,
+            &self.root_dirs(zone, name),
+            limits,
+        )
     }
 
     fn set_root_limits(
@@ -173,7 +196,7 @@ impl CgroupDriver for V2Cgroups {
         // controllers only (never cgroup.procs and its kind).
         for (file, value) in &limits.unified {
             for d in &dirs {
-                write(d, file, value)?;
+                write(&*self.fs, d, file, value)?;
             }
         }
         Ok(true)
@@ -187,27 +210,27 @@ impl CgroupDriver for V2Cgroups {
     }
 
     fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
-        kill_and_remove(&self.root_dirs(zone, name), |_| {})
+        kill_and_remove(&*self.fs, &self.root_dirs(zone, name), |_| {})
     }
 
     fn remove(&self, zone: &str) -> Result<(), CgroupError> {
         let dir = self.dir(zone);
-        if !dir.exists() {
+        if !self.fs.exists(&dir) {
             return Ok(());
         }
         // Frozen processes cannot fork while they are killed; thawing
         // thaws a paused work cgroup too.
-        kill_and_remove(std::slice::from_ref(&dir), |frozen| {
-            Freezer::V2.ask(&dir, frozen);
+        kill_and_remove(&*self.fs, std::slice::from_ref(&dir), |frozen| {
+            Freezer::V2.ask(&*self.fs, &dir, frozen);
             if !frozen {
-                Freezer::V2.ask(&dir.join(WORK), false);
+                Freezer::V2.ask(&*self.fs, &dir.join(WORK), false);
             }
         })
     }
 
     fn list(&self) -> Result<Vec<String>, CgroupError> {
         let mut names = Vec::new();
-        names_in(&self.root.join(&self.parent), &mut names)?;
+        names_in(&*self.fs, &self.root.join(&self.parent), &mut names)?;
         names.sort();
         Ok(names)
     }
