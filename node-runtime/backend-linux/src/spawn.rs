@@ -39,11 +39,13 @@ pub async fn start_agent(
         .stdout(Stdio::piped())
         .stderr(log)
         .env_clear();
-    // SAFETY: `cloexec_from` makes system calls only (no allocation, no
-    // lock), as a child of a multi-threaded process requires. The agent
-    // gets stdin (its configuration), stdout (its report) and stderr (its
-    // log), and nothing of rauhad's.
-    unsafe { command.pre_exec(|| rauha_fd::cloexec_from(3)) };
+    // The agent gets stdin (its configuration), stdout (its report) and
+    // stderr (its log), and nothing of rauhad's: rauhad's own descriptors
+    // are close-on-exec (what it inherited is marked so at start), and the
+    // agent closes everything above stdio before it reads its
+    // configuration. No `pre_exec` here on purpose: it would make the
+    // spawn a fork of all of rauhad (its page tables copied, milliseconds
+    // per zone) instead of a vfork-style posix_spawn.
     let mut child = command.spawn().map_err(|source| BackendError::Io {
         what: format!(
             "cannot start the zone agent (sealed copy of {})",
