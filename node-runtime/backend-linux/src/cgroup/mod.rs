@@ -117,11 +117,31 @@ pub trait CgroupDriver: Send + Sync {
     fn set_frozen(&self, zone: &str, frozen: bool) -> Result<(), CgroupError>;
     fn set_limits(&self, zone: &str, limits: &ResourcesSection) -> Result<(), CgroupError>;
     fn usage(&self, zone: &str) -> Result<Usage, CgroupError>;
-    /// A container root's own cgroup in the zone (`work/NAME`), with its
-    /// limits. `false`: this zone gives containers none (a v2 zone made
-    /// before they had them), and they share the zone's.
-    fn create_root(&self, zone: &str, name: &str, limits: &RootLimits)
-        -> Result<bool, CgroupError>;
+    /// The file operations the manager makes.
+    fn files(&self) -> &dyn files::CgroupFiles;
+    /// A container root's own directories (`work/NAME`, one per
+    /// hierarchy); none when the zone gives containers no cgroups of
+    /// their own (a zone made before they had them).
+    fn root_dirs(&self, zone: &str, name: &str) -> Vec<PathBuf>;
+    /// A container root's own cgroup in the zone, with its limits.
+    /// `false`: this zone gives containers none, and they share the zone's.
+    fn create_root(
+        &self,
+        zone: &str,
+        name: &str,
+        limits: &RootLimits,
+    ) -> Result<bool, CgroupError> {
+        let dirs = self.root_dirs(zone, name);
+        if dirs.is_empty() {
+            return Ok(false);
+        }
+        let made = make_root_dirs(self.files(), &dirs, name)
+            .and_then(|()| self.set_root_limits(zone, name, limits));
+        if made.is_err() {
+            let _ = self.remove_root(zone, name);
+        }
+        made
+    }
     /// `false`: the container has no cgroup of its own (see `create_root`).
     fn set_root_limits(
         &self,
@@ -129,10 +149,18 @@ pub trait CgroupDriver: Send + Sync {
         name: &str,
         limits: &RootLimits,
     ) -> Result<bool, CgroupError>;
-    /// A container root's use, from its own cgroup.
-    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError>;
+    /// A container root's use: its own cgroup's, or the zone's where it
+    /// has none.
+    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError> {
+        if self.root_dirs(zone, name).is_empty() {
+            return self.usage(zone);
+        }
+        self.usage(&root_key(zone, name))
+    }
     /// Kills what is left in a container root's cgroup and removes it.
-    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError>;
+    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
+        hierarchy::kill_and_remove(self.files(), &self.root_dirs(zone, name), |_| {})
+    }
     /// Host pids in the zone's cgroup and the cgroups below it.
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError>;
     /// Kills every process of the zone's cgroup and removes it.
@@ -245,25 +273,5 @@ fn make_root_dirs(
     Ok(())
 }
 
-/// Creates a container root's cgroup with `make` and its limits with
-/// `limit`; removes what was made when either fails.
-fn create_root_with(
-    fs: &dyn files::CgroupFiles,
-    driver: &dyn CgroupDriver,
-    zone: &str,
-    name: &str,
-    dirs: &[PathBuf],
-    limits: &RootLimits,
-) -> Result<bool, CgroupError> {
-    if dirs.is_empty() {
-        return Ok(false);
-    }
-    let made =
-        make_root_dirs(fs, dirs, name).and_then(|()| driver.set_root_limits(zone, name, limits));
-    if made.is_err() {
-        let _ = driver.remove_root(zone, name);
-    }
-    made
-}
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,8 @@ use super::files::CgroupFiles;
 use super::freezer::Freezer;
 use super::hierarchy::{kill_and_remove, pids_in};
 use super::{
-    cpu, create_root_with, ids_below, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
-    CgroupError, ZoneCgroup, WORK,
+    cpu, ids_below, io_err, memory, names_in, pids, rel, root_key, CgroupDriver, CgroupError,
+    ZoneCgroup, WORK,
 };
 
 /// The controllers used, each by the directory names it may be mounted at.
@@ -110,6 +110,12 @@ impl V1Cgroups {
             .map(|c| self.root.join(c).join(rel(&self.parent, zone)).join(WORK))
             .collect()
     }
+}
+
+impl CgroupDriver for V1Cgroups {
+    fn files(&self) -> &dyn CgroupFiles {
+        &*self.fs
+    }
 
     /// A container root's own directories; none for a zone made before
     /// containers had cgroups of their own (no `work` in every controller,
@@ -121,9 +127,7 @@ impl V1Cgroups {
         }
         parents.into_iter().map(|p| p.join(name)).collect()
     }
-}
 
-impl CgroupDriver for V1Cgroups {
     fn layout(&self) -> &'static str {
         "v1"
     }
@@ -204,22 +208,6 @@ impl CgroupDriver for V1Cgroups {
         pids_in(&*self.fs, &self.dirs(zone))
     }
 
-    fn create_root(
-        &self,
-        zone: &str,
-        name: &str,
-        limits: &RootLimits,
-    ) -> Result<bool, CgroupError> {
-        create_root_with(
-            &*self.fs,
-            self,
-            zone,
-            name,
-            &self.root_dirs(zone, name),
-            limits,
-        )
-    }
-
     fn set_root_limits(
         &self,
         zone: &str,
@@ -246,17 +234,6 @@ impl CgroupDriver for V1Cgroups {
         }
         self.set_limits(&root_key(zone, name), &resources)?;
         Ok(true)
-    }
-
-    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError> {
-        if self.root_dirs(zone, name).is_empty() {
-            return self.usage(zone);
-        }
-        self.usage(&root_key(zone, name))
-    }
-
-    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
-        kill_and_remove(&*self.fs, &self.root_dirs(zone, name), |_| {})
     }
 
     fn remove(&self, zone: &str) -> Result<(), CgroupError> {

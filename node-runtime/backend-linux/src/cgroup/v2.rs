@@ -16,8 +16,8 @@ use super::files::CgroupFiles;
 use super::freezer::Freezer;
 use super::hierarchy::{kill_and_remove, pids_in, write};
 use super::{
-    cpu, create_root_with, ids_below, io_err, memory, names_in, pids, rel, root_key, CgroupDriver,
-    CgroupError, ZoneCgroup, WORK,
+    cpu, ids_below, io_err, memory, names_in, pids, rel, root_key, CgroupDriver, CgroupError,
+    ZoneCgroup, WORK,
 };
 
 /// The controllers enabled for zones and below them.
@@ -55,6 +55,12 @@ impl V2Cgroups {
     fn dir(&self, zone: &str) -> PathBuf {
         self.root.join(rel(&self.parent, zone))
     }
+}
+
+impl CgroupDriver for V2Cgroups {
+    fn files(&self) -> &dyn CgroupFiles {
+        &*self.fs
+    }
 
     /// A container root's own directory; none for a zone made before
     /// containers had cgroups of their own (its agent is in the zone's
@@ -71,9 +77,7 @@ impl V2Cgroups {
             Vec::new()
         }
     }
-}
 
-impl CgroupDriver for V2Cgroups {
     fn layout(&self) -> &'static str {
         "v2"
     }
@@ -164,22 +168,6 @@ impl CgroupDriver for V2Cgroups {
         pids_in(&*self.fs, &[self.dir(zone)])
     }
 
-    fn create_root(
-        &self,
-        zone: &str,
-        name: &str,
-        limits: &RootLimits,
-    ) -> Result<bool, CgroupError> {
-        create_root_with(
-            &*self.fs,
-            self,
-            zone,
-            name,
-            &self.root_dirs(zone, name),
-            limits,
-        )
-    }
-
     fn set_root_limits(
         &self,
         zone: &str,
@@ -200,17 +188,6 @@ impl CgroupDriver for V2Cgroups {
             }
         }
         Ok(true)
-    }
-
-    fn root_usage(&self, zone: &str, name: &str) -> Result<Usage, CgroupError> {
-        if self.root_dirs(zone, name).is_empty() {
-            return self.usage(zone);
-        }
-        self.usage(&root_key(zone, name))
-    }
-
-    fn remove_root(&self, zone: &str, name: &str) -> Result<(), CgroupError> {
-        kill_and_remove(&*self.fs, &self.root_dirs(zone, name), |_| {})
     }
 
     fn remove(&self, zone: &str) -> Result<(), CgroupError> {
