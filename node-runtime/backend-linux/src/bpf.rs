@@ -197,8 +197,11 @@ impl Bpf {
         };
         let mut entries = Vec::new();
         for z in zones.iter().filter(|z| z.handle.bpf_zone != 0) {
-            let rules = ZoneRules::from_policy(z.policy)
-                .map_err(|e| BackendError::Setup(format!("zone {}: {e}", z.name)))?;
+            let rules =
+                ZoneRules::from_policy(z.policy).map_err(|e| BackendError::Enforcement {
+                    what: format!("zone {}", z.name),
+                    source: Box::new(e),
+                })?;
             let owned = [z.handle.state_dir.as_path()]
                 .iter()
                 .filter_map(|p| std::fs::metadata(p).ok())
@@ -225,7 +228,10 @@ impl Bpf {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .sync(&entries, &pairs)
-            .map_err(|e| BackendError::Setup(format!("BPF maps: {e}")))
+            .map_err(|e| BackendError::Enforcement {
+                what: "BPF maps".into(),
+                source: Box::new(e),
+            })
     }
 
     /// Attaches the cgroup programs to the cgroups of zones outside rauhad's

@@ -239,9 +239,10 @@ impl IsolationBackend for LinuxBackend {
                 let cleanup = self.destroy_zone(setup.id, None).await;
                 Err(match cleanup {
                     Ok(()) => primary,
-                    Err(c) => BackendError::Setup(format!(
-                        "{primary}; cleaning up after it also failed: {c}"
-                    )),
+                    Err(c) => BackendError::Cleanup {
+                        primary: Box::new(primary),
+                        cleanup: Box::new(c),
+                    },
                 })
             }
         }
@@ -267,7 +268,10 @@ impl IsolationBackend for LinuxBackend {
         let id = self.cgroup_key(zone_id);
         tokio::task::spawn_blocking(move || cgroups.remove(&id))
             .await
-            .map_err(|e| BackendError::Setup(format!("cgroup removal task: {e}")))??;
+            .map_err(|e| BackendError::Task {
+                what: "cgroup removal task",
+                source: Box::new(e),
+            })??;
         self.cgroup_paths
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -281,12 +285,12 @@ impl IsolationBackend for LinuxBackend {
     }
 
     async fn connect(&self, handle: &ZoneHandle) -> Result<Box<dyn AgentStream>, BackendError> {
-        let stream = UnixStream::connect(&handle.socket).await.map_err(|e| {
-            BackendError::Agent(format!(
-                "cannot connect to {}: {e}",
-                handle.socket.display()
-            ))
-        })?;
+        let stream = UnixStream::connect(&handle.socket)
+            .await
+            .map_err(|source| BackendError::Connect {
+                socket: handle.socket.clone(),
+                source,
+            })?;
         Ok(Box::new(stream))
     }
 
@@ -366,9 +370,7 @@ impl IsolationBackend for LinuxBackend {
     ) -> Result<bool, BackendError> {
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.is_dir() {
-            return Err(BackendError::Setup(
-                "this zone has no container roots: only zones made from a bundle do".into(),
-            ));
+            return Err(BackendError::NoContainerRoots);
         }
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
         roots::add(&containers, name, rootfs, readonly, mounts)?;

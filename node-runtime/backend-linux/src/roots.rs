@@ -315,9 +315,7 @@ pub fn add(
     match std::fs::create_dir(&base) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(BackendError::Setup(format!(
-                "container root {name} already exists in the zone"
-            )))
+            return Err(BackendError::RootExists(name.to_string()))
         }
         Err(e) => return Err(err(format!("cannot create {}", base.display()))(e)),
     }
@@ -462,10 +460,7 @@ pub fn remove(containers: &Path, name: &str) -> Result<(), BackendError> {
     };
     if !meta.is_dir() {
         // Not made by add (which only makes directories): leave it alone.
-        return Err(BackendError::Setup(format!(
-            "{} is not a container root directory; not removing it",
-            base.display()
-        )));
+        return Err(BackendError::NotARoot(base));
     }
     let base = base
         .canonicalize()
@@ -475,10 +470,10 @@ pub fn remove(containers: &Path, name: &str) -> Result<(), BackendError> {
     }
     let left = super::host::mounts_under(&base);
     if !left.is_empty() {
-        return Err(BackendError::Setup(format!(
-            "container root {name}: {} still mounted; not removing its directory",
-            left[0].display()
-        )));
+        return Err(BackendError::StillMounted {
+            name: name.to_string(),
+            mount: left[0].clone(),
+        });
     }
     remove_same_device(&base, meta.dev()).map_err(err(format!("cannot remove {}", base.display())))
 }

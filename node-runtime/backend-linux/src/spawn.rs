@@ -53,17 +53,23 @@ pub async fn start_agent(
         ),
         source,
     })?;
-    let bytes = frame::encode(config).map_err(|e| BackendError::Agent(e.to_string()))?;
+    let bytes = frame::encode(config).map_err(|e| BackendError::Handshake {
+        what: "cannot encode the zone configuration",
+        source: Box::new(e),
+    })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(&bytes)
             .await
-            .map_err(|e| BackendError::Agent(format!("cannot send the zone configuration: {e}")))?;
+            .map_err(|e| BackendError::Handshake {
+                what: "cannot send the zone configuration",
+                source: Box::new(e),
+            })?;
     }
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| BackendError::Agent("no stdout pipe".into()))?;
+        .ok_or(BackendError::Incomplete("no stdout pipe"))?;
     let mut lines = BufReader::new(stdout).lines();
     let mut agent_pid = None;
     let outcome = tokio::time::timeout(READY_TIMEOUT, async {
@@ -73,12 +79,19 @@ pub async fn start_agent(
         while let Some(line) = lines
             .next_line()
             .await
-            .map_err(|e| BackendError::Agent(e.to_string()))?
+            .map_err(|e| BackendError::Handshake {
+                what: "cannot read the report",
+                source: Box::new(e),
+            })?
         {
-            match Report::parse(&line).map_err(|e| BackendError::Agent(e.to_string()))? {
+            let report = Report::parse(&line).map_err(|e| BackendError::Handshake {
+                what: "bad report",
+                source: Box::new(e),
+            })?;
+            match report {
                 Some(Report::Pid(pid)) => agent_pid = Some(pid),
                 Some(Report::Ready(r)) => ready = Some(r),
-                Some(Report::Error(reason)) => return Err(BackendError::Setup(reason)),
+                Some(Report::Error(reason)) => return Err(BackendError::AgentRefused { reason }),
                 None => {}
             }
             if let (Some(r), Some(_)) = (&ready, agent_pid) {
@@ -87,9 +100,9 @@ pub async fn start_agent(
         }
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail = log.lines().last().unwrap_or("no output");
-        Err(BackendError::Setup(format!(
-            "the zone agent exited during set-up ({tail})"
-        )))
+        Err(BackendError::AgentExited {
+            log: tail.to_string(),
+        })
     })
     .await;
     // The launcher lives as long as the zone; reap it when it ends.
@@ -99,21 +112,19 @@ pub async fn start_agent(
     let ready = match outcome {
         Ok(r) => r?,
         Err(_) => {
-            return Err(BackendError::Setup(format!(
-                "the zone agent was not ready within {}s",
-                READY_TIMEOUT.as_secs()
-            )))
+            return Err(BackendError::AgentNotReady {
+                secs: READY_TIMEOUT.as_secs(),
+            })
         }
     };
     let agent_pid =
-        agent_pid.ok_or_else(|| BackendError::Agent("the agent did not report its pid".into()))?;
-    let agent_start_ticks = host::start_ticks(agent_pid)
-        .ok_or_else(|| BackendError::Setup("the zone agent ended right after set-up".into()))?;
+        agent_pid.ok_or(BackendError::Incomplete("the agent did not report its pid"))?;
+    let agent_start_ticks = host::start_ticks(agent_pid).ok_or(BackendError::AgentGone)?;
     Ok(ZoneHandle {
         zone_id: config
             .zone_id
             .parse()
-            .map_err(|_| BackendError::Agent("zone id is not a UUID".into()))?,
+            .map_err(|_| BackendError::Incomplete("zone id is not a UUID"))?,
         agent_pid,
         agent_start_ticks,
         socket: state_dir.join("agent.sock"),

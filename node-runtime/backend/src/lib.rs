@@ -120,8 +120,63 @@ pub struct Check {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("zone set-up failed: {0}")]
-    Setup(String),
+    /// The zone's agent could not set the zone up; `reason` is its own
+    /// one-line report.
+    #[error("zone set-up failed: {reason}")]
+    AgentRefused { reason: String },
+    /// The agent ended before it said it was ready; `log` is the last line
+    /// of its log.
+    #[error("zone set-up failed: the zone agent exited during set-up ({log})")]
+    AgentExited { log: String },
+    #[error("zone set-up failed: the zone agent was not ready within {secs}s")]
+    AgentNotReady { secs: u64 },
+    #[error("zone set-up failed: the zone agent ended right after set-up")]
+    AgentGone,
+    /// The start-up exchange with the agent broke.
+    #[error("zone agent: {what}: {source}")]
+    Handshake {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The agent's answer lacked something it must hold.
+    #[error("zone agent: {0}")]
+    Incomplete(&'static str),
+    #[error("zone agent: cannot connect to {}: {source}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    /// Work moved off the async runtime ended without an answer.
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A failure, and the cleanup after it that failed too.
+    #[error("{primary}; cleaning up after it also failed: {cleanup}")]
+    Cleanup {
+        primary: Box<BackendError>,
+        cleanup: Box<BackendError>,
+    },
+    #[error(
+        "zone set-up failed: this zone has no container roots: only zones made from a bundle do"
+    )]
+    NoContainerRoots,
+    #[error("zone set-up failed: container root {0} already exists in the zone")]
+    RootExists(String),
+    /// Something at a container root's place that Rauha did not make.
+    #[error("zone set-up failed: {} is not a container root directory; not removing it", .0.display())]
+    NotARoot(PathBuf),
+    #[error("zone set-up failed: container root {name}: {} still mounted; not removing its directory", mount.display())]
+    StillMounted { name: String, mount: PathBuf },
+    /// The kernel enforcement layer (the BPF maps) refused an update.
+    #[error("zone set-up failed: {what}: {source}")]
+    Enforcement {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The zone's resource controls (cgroups on Linux) failed; `kind`
     /// says whose fault it is.
     #[error("{layer}: {source}")]
@@ -132,8 +187,6 @@ pub enum BackendError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("zone agent: {0}")]
-    Agent(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -173,8 +173,7 @@ impl FakeBackend {
     }
 
     fn live(&self, zone: Uuid) -> Result<Arc<FakeZone>, BackendError> {
-        self.zone(zone)
-            .ok_or_else(|| BackendError::Agent(format!("no zone {zone} in the fake backend")))
+        self.zone(zone).ok_or(BackendError::AgentGone)
     }
 }
 
@@ -261,7 +260,7 @@ impl IsolationBackend for FakeBackend {
         self.step(Some(Step::Connect), format!("connect {}", handle.zone_id))?;
         let zone = self.live(handle.zone_id)?;
         if !lock(&zone.agent).alive {
-            return Err(BackendError::Agent("the fake agent is dead".into()));
+            return Err(BackendError::AgentGone);
         }
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         tokio::spawn(serve(zone, theirs));

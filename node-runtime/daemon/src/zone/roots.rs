@@ -54,7 +54,8 @@ impl ZoneRegistry {
                 rule: "container roots are added to a live zone".into(),
             });
         }
-        let own = self.backends.of(&record)?.add_root(
+        let backend = self.backends.of(&record)?;
+        let own = backend.add_root(
             record.id,
             name,
             Path::new(rootfs),
@@ -62,13 +63,18 @@ impl ZoneRegistry {
             &mounts,
             limits,
         )?;
-        if own && self.backends.of(&record)?.root_cgroups_are_unified() {
+        if own && backend.root_cgroups_are_unified() {
             // On a unified host the container's cgroup is a new cgroup id:
             // the BPF layers learn it as the zone's before any process of
             // the container runs in it. (On v1 it has none: nothing to learn.)
             if let Err(e) = self.sync_enforcement() {
-                let _ = self.backends.of(&record)?.remove_root(record.id, name);
-                return Err(e);
+                return Err(match backend.remove_root(record.id, name) {
+                    Ok(()) => e,
+                    Err(c) => DaemonError::Cleanup {
+                        primary: Box::new(e),
+                        cleanup: Box::new(c.into()),
+                    },
+                });
             }
         }
         Ok(own)
