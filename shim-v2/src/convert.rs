@@ -6,6 +6,8 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::Message;
 use rauha_api::v1;
+
+use crate::error::SpecError;
 use rauha_spec::policy::{NetworkMode, Policy, ResourcesSection};
 use serde_json::Value;
 
@@ -15,19 +17,6 @@ pub const POLICY_ANNOTATION: &str = "rauha.dev/policy";
 pub const ZONE_ANNOTATION: &str = "rauha.dev/zone";
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
-/// What containerd handed over that the shim cannot run as given.
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("the OCI process has no args; give the image a command")]
-    NoArgs,
-    #[error("the exec spec is not an OCI process in JSON: {0}")]
-    ExecNotJson(serde_json::Error),
-    #[error("annotation {POLICY_ANNOTATION}: {0:?} is neither a preset ({presets}) nor a TOML policy", presets = rauha_spec::presets::names().join(", "))]
-    NotAPolicy(String),
-    #[error("{0}")]
-    Policy(#[from] rauha_spec::PolicyError),
-}
 
 /// A zone name (lowercase letters, digits, '-', at most 63) for a
 /// container of a containerd namespace; long ids keep a hash of the whole.
@@ -221,7 +210,12 @@ pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
             format!("annotation {POLICY_ANNOTATION}"),
             inline.to_string(),
         ),
-        Some(other) => return Err(SpecError::NotAPolicy(other.to_string())),
+        Some(other) => {
+            return Err(SpecError::NotAPolicy {
+                annotation: POLICY_ANNOTATION,
+                value: other.to_string(),
+            })
+        }
     };
     let mut policy = Policy::parse(&file, &text)?;
     if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {

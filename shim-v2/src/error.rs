@@ -2,6 +2,8 @@
 //! (`From<Error> for ttrpc::Error`). rauhad's gRPC codes map one to one
 //! onto ttrpc's (`rauhad_code`), so containerd sees what rauhad said.
 
+use std::path::PathBuf;
+
 use containerd_shim::protos::ttrpc;
 use ttrpc::Code;
 
@@ -49,10 +51,10 @@ pub enum Error {
     /// What containerd handed over (the bundle's spec, an exec's process)
     /// is not what the shim can run.
     #[error("{0}")]
-    Spec(#[from] crate::convert::SpecError),
+    Spec(#[from] SpecError),
     /// The bundle's `config.json` cannot be read.
     #[error("{0}")]
-    Bundle(#[from] crate::service::BundleError),
+    Bundle(#[from] BundleError),
     /// A zone policy rauhad gave back does not parse.
     #[error("{0}")]
     Policy(#[from] rauha_spec::PolicyError),
@@ -70,6 +72,64 @@ pub enum Error {
     /// What rauhad answered.
     #[error("{}", .0.message())]
     Rauhad(#[from] tonic::Status),
+}
+
+/// What containerd handed over that the shim cannot run as given.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("the OCI process has no args; give the image a command")]
+    NoArgs,
+    #[error("the exec spec is not an OCI process in JSON: {0}")]
+    ExecNotJson(serde_json::Error),
+    #[error("annotation {annotation}: {value:?} is neither a preset ({presets}) nor a TOML policy", presets = rauha_spec::presets::names().join(", "))]
+    NotAPolicy {
+        annotation: &'static str,
+        value: String,
+    },
+    #[error("{0}")]
+    Policy(#[from] rauha_spec::PolicyError),
+}
+
+/// An OCI bundle's `config.json` that cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not JSON: {source}", path.display())]
+    NotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// A saved state the shim cannot take back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a saved pod state: {source}", path.display())]
+    NotState {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("container {id} in {}: {field:?} is not hex", path.display())]
+    NotHex {
+        id: String,
+        path: PathBuf,
+        field: String,
+    },
+    #[error("container {id} in {}: {source}", path.display())]
+    Decode {
+        id: String,
+        path: PathBuf,
+        source: prost::DecodeError,
+    },
 }
 
 /// rauhad's gRPC code as ttrpc's.

@@ -65,7 +65,7 @@ pub enum ServeError {
     #[error("the inherited {what} (fd {fd}) is not open")]
     NotOpen { what: &'static str, fd: RawFd },
     #[error("{0}")]
-    State(#[from] crate::service::StateError),
+    State(#[from] crate::error::StateError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {

@@ -3,21 +3,6 @@
 
 use super::*;
 
-/// An OCI bundle's `config.json` that cannot be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not JSON: {source}", path.display())]
-    NotJson {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
-
 /// Reads `config.json` of an OCI bundle.
 pub fn read_bundle_spec(bundle: &Path) -> Result<Value, BundleError> {
     let path = bundle.join("config.json");

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::convert::{self, Role};
-use crate::error::{ttrpc_error, Error};
+use crate::error::{ttrpc_error, BundleError, Error, StateError};
 use crate::rauhad::Rauhad;
 
 mod bundle;
@@ -48,11 +48,11 @@ mod zone;
 mod tests;
 
 use self::bundle::*;
-pub use self::bundle::{read_bundle_spec, unmount_rootfs, BundleError};
+pub use self::bundle::{read_bundle_spec, unmount_rootfs};
 use self::events::EventSink;
 use self::model::*;
+pub use self::persist::saved_zone_id;
 use self::persist::*;
-pub use self::persist::{saved_zone_id, StateError};
 
 /// The metadata key a replayed request carries (a request the dead shim
 /// read and did not answer): handlers that make things treat "already

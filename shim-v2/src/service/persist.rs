@@ -40,33 +40,6 @@ pub(super) fn hex<M: prost::Message>(m: &M) -> String {
         .collect()
 }
 
-/// A saved state the shim cannot take back.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a saved pod state: {source}", path.display())]
-    NotState {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("container {id} in {}: {field:?} is not hex", path.display())]
-    NotHex {
-        id: String,
-        path: PathBuf,
-        field: String,
-    },
-    #[error("container {id} in {}: {source}", path.display())]
-    Decode {
-        id: String,
-        path: PathBuf,
-        source: prost::DecodeError,
-    },
-}
-
 /// Why a saved field does not decode (placed in a [`StateError`] by the
 /// caller, which knows the container and the file).
 #[derive(Debug)]
