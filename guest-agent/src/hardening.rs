@@ -10,19 +10,78 @@ use std::sync::Arc;
 
 use rauha_guest_agent::config::{Hardening, Ready};
 use rauha_guest_agent::protocol::User;
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 use crate::landlock;
 
 /// x32 system calls share x86_64's audit arch; deny their numbers too.
 const X32_BIT: i64 = 0x4000_0000;
 
+/// The `clone` flags that make a namespace (`CLONE_NEWTIME` included).
+const NAMESPACE_FLAGS: [u64; 8] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    0x80, // CLONE_NEWTIME
+];
+
+/// A policy that denies `unshare` denies every other way to a new
+/// namespace too: `clone` with a namespace flag fails with EPERM, and
+/// `clone3`, whose flags sit in memory a seccomp filter cannot read, fails
+/// with ENOSYS, so that libc falls back to the filterable `clone` (runc's
+/// and Docker's default profiles do the same). A user namespace is the
+/// usual first step of a kernel privilege escalation.
+fn namespace_rules() -> io::Result<Vec<SeccompRule>> {
+    NAMESPACE_FLAGS
+        .iter()
+        .map(|&flag| {
+            let set = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .map_err(|e| io::Error::other(format!("seccomp clone condition: {e}")))?;
+            SeccompRule::new(vec![set])
+                .map_err(|e| io::Error::other(format!("seccomp clone rule: {e}")))
+        })
+        .collect()
+}
+
+/// One compiled filter: `rules` match with `action`, everything else is
+/// allowed (x32 aliases included).
+fn filter(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    action: SeccompAction,
+) -> io::Result<Arc<BpfProgram>> {
+    let mut all = BTreeMap::new();
+    for (nr, r) in rules {
+        all.insert(nr | X32_BIT, r.clone());
+        all.insert(nr, r);
+    }
+    let filter = SeccompFilter::new(all, SeccompAction::Allow, action, TargetArch::x86_64)
+        .map_err(|e| io::Error::other(format!("cannot build the seccomp filter: {e}")))?;
+    let program: BpfProgram = filter
+        .try_into()
+        .map_err(|e| io::Error::other(format!("cannot compile the seccomp filter: {e:?}")))?;
+    Ok(Arc::new(program))
+}
+
 /// Hardening ready to apply in a forked child.
 #[derive(Clone)]
 pub struct Prepared {
     keep_caps: u64,
     last_cap: u32,
-    seccomp: Option<Arc<BpfProgram>>,
+    /// The seccomp filters, installed in this order (`clone3`'s ENOSYS
+    /// where namespaces are denied, then the policy's EPERM list).
+    seccomp: Vec<Arc<BpfProgram>>,
     landlock: Option<Arc<OwnedFd>>,
     landlock_abi: u32,
     notes: Vec<String>,
@@ -146,27 +205,26 @@ impl Prepared {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);
-        let seccomp = if h.deny_syscalls.is_empty() {
+        let mut seccomp = Vec::new();
+        if h.deny_syscalls.is_empty() {
             notes.push("seccomp: the policy denies no system calls".to_string());
-            None
         } else {
-            let mut rules = BTreeMap::new();
-            for nr in &h.deny_syscalls {
-                rules.insert(i64::from(*nr), vec![]);
-                rules.insert(i64::from(*nr) | X32_BIT, vec![]);
+            let mut rules: BTreeMap<i64, Vec<SeccompRule>> = h
+                .deny_syscalls
+                .iter()
+                .map(|nr| (i64::from(*nr), vec![]))
+                .collect();
+            let no_namespaces = h.deny_syscalls.contains(&(libc::SYS_unshare as u32));
+            if no_namespaces {
+                rules.entry(libc::SYS_clone).or_insert(namespace_rules()?);
             }
-            let filter = SeccompFilter::new(
-                rules,
-                SeccompAction::Allow,
-                SeccompAction::Errno(libc::EPERM as u32),
-                TargetArch::x86_64,
-            )
-            .map_err(|e| io::Error::other(format!("cannot build the seccomp filter: {e}")))?;
-            let program: BpfProgram = filter.try_into().map_err(|e| {
-                io::Error::other(format!("cannot compile the seccomp filter: {e:?}"))
-            })?;
-            Some(Arc::new(program))
-        };
+            // clone3's filter first: the policy's may deny seccomp(2) itself.
+            if no_namespaces {
+                let clone3 = BTreeMap::from([(libc::SYS_clone3, vec![])]);
+                seccomp.push(filter(clone3, SeccompAction::Errno(libc::ENOSYS as u32))?);
+            }
+            seccomp.push(filter(rules, SeccompAction::Errno(libc::EPERM as u32))?);
+        }
         let abi = landlock::abi();
         let landlock = if abi == 0 {
             notes.push("landlock: not available in this kernel".to_string());
@@ -201,7 +259,7 @@ impl Prepared {
     pub fn ready(&self) -> Ready {
         Ready {
             landlock_abi: self.landlock_abi,
-            seccomp: self.seccomp.is_some(),
+            seccomp: !self.seccomp.is_empty(),
             notes: self.notes.clone(),
         }
     }
@@ -276,7 +334,7 @@ impl Prepared {
         if let Some(fd) = &self.landlock {
             landlock::restrict_self(fd.as_raw_fd())?;
         }
-        if let Some(program) = &self.seccomp {
+        for program in &self.seccomp {
             seccompiler::apply_filter(program).map_err(|e| io::Error::other(e.to_string()))?;
         }
         Ok(())

@@ -16,7 +16,11 @@
 //! rauha-probe mem PID              open /proc/PID/mem for reading
 //! rauha-probe syscall NAME         a harmless call of a dangerous system call:
 //!                                  open_by_handle_at, keyctl, userfaultfd,
-//!                                  perf_event_open, bpf
+//!                                  perf_event_open, bpf; clone_newuser,
+//!                                  clone_newnet, clone3, unshare_user (a new
+//!                                  namespace each: the child exits at once)
+//! rauha-probe thread               start and join a thread (libc's clone3,
+//!                                  or its fallback to clone)
 //! ```
 //! Always exits 0 after printing, except `exec` and `join` on success.
 
@@ -223,6 +227,37 @@ fn main() {
                         attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
                         libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0)
                     }
+                    "clone_newuser" | "clone_newnet" => {
+                        let ns = if name == "clone_newuser" {
+                            libc::CLONE_NEWUSER
+                        } else {
+                            libc::CLONE_NEWNET
+                        };
+                        let flags = (ns | libc::SIGCHLD) as libc::c_ulong;
+                        let r = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+                        if r == 0 {
+                            libc::_exit(0);
+                        }
+                        if r > 0 {
+                            libc::waitpid(r as libc::pid_t, std::ptr::null_mut(), 0);
+                        }
+                        r
+                    }
+                    "clone3" => {
+                        // struct clone_args: flags, pidfd, child_tid,
+                        // parent_tid, exit_signal, stack, stack_size, tls.
+                        let mut args = [0u64; 8];
+                        args[4] = libc::SIGCHLD as u64;
+                        let r = libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 64usize);
+                        if r == 0 {
+                            libc::_exit(0);
+                        }
+                        if r > 0 {
+                            libc::waitpid(r as libc::pid_t, std::ptr::null_mut(), 0);
+                        }
+                        r
+                    }
+                    "unshare_user" => libc::unshare(libc::CLONE_NEWUSER).into(),
                     "bpf" => {
                         // BPF_MAP_CREATE of an array: type 2, key 4, value 4, 1 entry.
                         let mut attr = [0u32; 30];
@@ -240,6 +275,13 @@ fn main() {
             };
             report(&format!("syscall {name}"), check(r));
         }
+        "thread" => report(
+            "thread",
+            std::thread::Builder::new().spawn(|| ()).and_then(|t| {
+                t.join()
+                    .map_err(|_| std::io::Error::other("the thread panicked"))
+            }),
+        ),
         other => {
             eprintln!("rauha-probe: unknown operation {other:?}");
             std::process::exit(2)

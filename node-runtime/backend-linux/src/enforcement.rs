@@ -104,7 +104,15 @@ pub fn for_zone(
             layer: Layer::Seccomp,
             in_force: ready.seccomp,
             detail: if ready.seccomp {
-                format!("{} system calls fail with EPERM", policy.syscalls.deny.len())
+                format!(
+                    "{} system calls fail with EPERM{}",
+                    policy.syscalls.deny.len(),
+                    if policy.syscalls.deny.iter().any(|c| c == "unshare") {
+                        "; no new namespaces (clone's namespace flags fail with EPERM, clone3 with ENOSYS)"
+                    } else {
+                        ""
+                    }
+                )
             } else {
                 note("seccomp").unwrap_or_else(|| node_detail(Layer::Seccomp))
             },
