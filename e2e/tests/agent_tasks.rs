@@ -253,6 +253,66 @@ echo "$TOKEN" > /tmp/copy; cat /tmp/copy"#;
     assert!(!text(&d.cli(&["secret", "list"]).stdout).contains("API_TOKEN"));
 }
 
+/// A task may write a secret into a file's name or a link's target as
+/// well as into output: the result, the task record and the store hold
+/// neither.
+#[test]
+fn a_secret_in_a_file_name_is_redacted() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let value = "sk-name-SECRET-91c2";
+    set_secret(&d, "API_TOKEN", value);
+    let repo = d.dir.join("repo");
+    std::fs::create_dir_all(&repo).expect("repo");
+    std::fs::write(repo.join("README"), "hi\n").expect("file");
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--repo-path",
+        &repo.to_string_lossy(),
+        "--secret",
+        "API_TOKEN=TOKEN",
+        "--",
+        "sh",
+        "-c",
+        r#"touch "n-$TOKEN"; ln -s "t-$TOKEN" "l-$TOKEN""#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = text(&out.stdout);
+    assert!(!raw.contains(value), "the result names the secret: {raw}");
+    let r = json(&out);
+    let paths: Vec<&str> = r["files_changed"]
+        .as_array()
+        .expect("files_changed")
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["l-[REDACTED:API_TOKEN]", "n-[REDACTED:API_TOKEN]"],
+        "{raw}"
+    );
+    let task = d.cli(&[
+        "task",
+        "get",
+        r["task_id"].as_str().expect("task id"),
+        "--json",
+    ]);
+    assert!(task.status.success(), "{}", text(&task.stderr));
+    assert!(
+        !text(&task.stdout).contains(value),
+        "{}",
+        text(&task.stdout)
+    );
+    let store = std::fs::read(d.root.join("rauhad.redb")).expect("store");
+    assert!(
+        !store.windows(value.len()).any(|w| w == value.as_bytes()),
+        "the store never holds the value"
+    );
+}
+
 #[test]
 fn task_history_is_kept_and_retention_removes_the_oldest() {
     if !ready() {

@@ -245,9 +245,9 @@ impl ZoneRegistry {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 result.workspace = Some(WorkspaceOutcome::Discarded);
-                result
-                    .error
-                    .get_or_insert(format!("cannot read the workspace's changes: {e}"));
+                result.error.get_or_insert(
+                    redactor.text(&format!("cannot read the workspace's changes: {e}")),
+                );
                 return;
             }
             Err(e) => {
@@ -285,6 +285,9 @@ impl ZoneRegistry {
         result.files_changed = changes
             .into_iter()
             .map(|mut c| {
+                // A task may write a secret into a name as well as into
+                // content: nothing of a change leaves unredacted.
+                c.path = redactor.text(&c.path);
                 c.diff = c.diff.map(|d| redactor.text(&d));
                 c.link_target = c.link_target.map(|t| redactor.text(&t));
                 c
