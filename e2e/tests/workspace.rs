@@ -162,6 +162,68 @@ fn commit_applies_exactly_the_changes_and_failures_change_nothing() {
     );
 }
 
+/// A commit never applies what the host would run: a git hook or a
+/// `core.fsmonitor` planted under `.git/` is listed, marked held back, and
+/// left out; the policy's `task.hold_back = []` is the explicit way in.
+#[test]
+fn a_commit_holds_back_git_metadata() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    std::fs::create_dir_all(repo.join(".git/hooks")).expect(".git");
+    std::fs::write(repo.join(".git/config"), "[core]\n\tbare = false\n").expect("config");
+    let git_before = tree_snapshot(&repo.join(".git"));
+    let plant =
+        "cd /workspace && printf '#!/bin/sh\\necho ran > /tmp/hook\\n' > .git/hooks/post-checkout \
+         && chmod 755 .git/hooks/post-checkout \
+         && printf '\\tfsmonitor = echo ran\\n' >> .git/config && echo new > src/added.txt";
+    let r = sandbox(&d, &repo, &["--on-success", "commit"], plant);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["workspace"], "committed", "{r}");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("src/added.txt")).expect("the rest is committed"),
+        "new\n"
+    );
+    assert_eq!(
+        tree_snapshot(&repo.join(".git")),
+        git_before,
+        "nothing under .git changed on the host: {r}"
+    );
+    assert!(!repo.join(".git/hooks/post-checkout").exists());
+    let held: Vec<&str> = r["files_changed"]
+        .as_array()
+        .expect("files_changed")
+        .iter()
+        .filter(|c| c["held_back"].is_string())
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(
+        held,
+        [".git/config", ".git/hooks/post-checkout"],
+        "each .git change is listed as held back: {r}"
+    );
+    // A policy that holds nothing back commits them: the explicit choice.
+    let policy = d.dir.join("commit-git.toml");
+    std::fs::write(&policy, "[task]\nhold_back = []\n").expect("policy");
+    let r = sandbox(
+        &d,
+        &repo,
+        &[
+            "--on-success",
+            "commit",
+            "--policy",
+            policy.to_str().expect("utf8"),
+        ],
+        "cd /workspace && echo '# reviewed' >> .git/config",
+    );
+    assert_eq!(r["workspace"], "committed", "{r}");
+    assert!(std::fs::read_to_string(repo.join(".git/config"))
+        .expect("config")
+        .ends_with("# reviewed\n"));
+}
+
 #[test]
 fn a_planted_symlink_cannot_make_the_commit_write_outside_the_repo() {
     if !ready() {

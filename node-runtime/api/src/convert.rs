@@ -170,6 +170,7 @@ impl From<&FileChange> for v1::FileChange {
             link_target: c.link_target.clone(),
             diff: c.diff.clone(),
             diff_truncated: c.diff_truncated,
+            held_back: c.held_back.clone().unwrap_or_default(),
         }
     }
 }
@@ -202,6 +203,7 @@ impl TryFrom<&v1::FileChange> for FileChange {
             link_target: c.link_target.clone(),
             diff: c.diff.clone(),
             diff_truncated: c.diff_truncated,
+            held_back: (!c.held_back.is_empty()).then(|| c.held_back.clone()),
         })
     }
 }
@@ -358,6 +360,7 @@ mod tests {
                 link_target: None,
                 diff: Some("@@ -0,0 +1 @@\n+x\n".into()),
                 diff_truncated: false,
+                held_back: Some("under .git".into()),
             }],
             workspace: Some(WorkspaceOutcome::Discarded),
             error: None,

@@ -317,7 +317,10 @@ fn write_changes(r: &TaskResult) -> io::Result<()> {
             rauha_spec::result::ChangeKind::Modified => 'M',
             rauha_spec::result::ChangeKind::Deleted => 'D',
         };
-        writeln!(err, "  {mark} {}", c.path)?;
+        match &c.held_back {
+            Some(why) => writeln!(err, "  {mark} {} (held back: {why})", c.path.escape_debug())?,
+            None => writeln!(err, "  {mark} {}", c.path.escape_debug())?,
+        }
     }
     if outcome == "discarded" {
         for d in r.files_changed.iter().filter_map(|c| c.diff.as_deref()) {

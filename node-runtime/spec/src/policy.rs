@@ -153,6 +153,35 @@ pub struct TaskSection {
     #[serde(with = "size_serde", skip_serializing_if = "Option::is_none", default)]
     #[schemars(with = "Option<String>")]
     pub max_output: Option<u64>,
+    /// Workspace paths a commit holds back (relative, `/`-separated; a
+    /// directory holds back everything under it): they are listed in the
+    /// result, marked held back, and never applied. `[".git"]` when
+    /// omitted (a hook or a `core.fsmonitor` is code the host runs);
+    /// `[]` commits everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_back: Option<Vec<String>>,
+}
+
+/// What a commit holds back when the policy says nothing.
+pub const DEFAULT_HOLD_BACK: &[&str] = &[".git"];
+
+impl TaskSection {
+    /// The paths a commit holds back.
+    pub fn hold_back(&self) -> Vec<String> {
+        match &self.hold_back {
+            Some(list) => list.clone(),
+            None => DEFAULT_HOLD_BACK.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+/// Whether workspace path `path` is `entry` or below it.
+pub fn under(path: &str, entry: &str) -> bool {
+    let entry = entry.trim_end_matches('/');
+    path == entry
+        || path
+            .strip_prefix(entry)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Default cap on each of stdout and stderr in a result.
@@ -222,6 +251,20 @@ impl Policy {
                 return err(
                     "zone.hostname",
                     e.to_string().replace("zone name", "hostname"),
+                );
+            }
+        }
+        for entry in self.task.hold_back.iter().flatten() {
+            let clean = entry.trim_end_matches('/');
+            if clean.is_empty()
+                || clean.starts_with('/')
+                || clean
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
+            {
+                return err(
+                    "task.hold_back",
+                    format!("{entry:?} is not a relative path in the workspace; give one such as \".git\" or \".vscode\""),
                 );
             }
         }

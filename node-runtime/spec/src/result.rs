@@ -117,6 +117,10 @@ pub struct FileChange {
     pub diff: Option<String>,
     #[serde(default)]
     pub diff_truncated: bool,
+    /// Why a commit did not apply this change (the policy's
+    /// `task.hold_back`); none when it was applied or could have been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
 }
 
 /// What happened to the workspace's changes after the task.

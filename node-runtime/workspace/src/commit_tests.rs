@@ -26,6 +26,7 @@ fn added_file(path: &str, size: u64) -> FileChange {
         link_target: None,
         diff: None,
         diff_truncated: false,
+        held_back: None,
     }
 }
 

@@ -114,6 +114,7 @@ fn change(path: &str, kind: ChangeKind, file_type: FileType) -> FileChange {
         link_target: None,
         diff: None,
         diff_truncated: false,
+        held_back: None,
     }
 }
 

@@ -241,7 +241,7 @@ impl ZoneRegistry {
             rauha_workspace::scan(&lower, &scan_upper, diff_cap).map_err(|e| e.to_string())
         })
         .await;
-        let changes = match scanned {
+        let mut changes = match scanned {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 result.workspace = Some(WorkspaceOutcome::Discarded);
@@ -258,11 +258,28 @@ impl ZoneRegistry {
                 return;
             }
         };
+        // What a commit must not apply: code the host would run (a git
+        // hook, `core.fsmonitor`), or whatever else the policy names.
+        let hold_back = zone.policy.task.hold_back();
+        for c in &mut changes {
+            if let Some(entry) = hold_back
+                .iter()
+                .find(|e| rauha_spec::policy::under(&c.path, e))
+            {
+                c.held_back = Some(format!(
+                    "under {entry:?}, which a commit holds back (policy task.hold_back)"
+                ));
+            }
+        }
+        let to_apply: Vec<_> = changes
+            .iter()
+            .filter(|c| c.held_back.is_none())
+            .cloned()
+            .collect();
         let mut outcome = WorkspaceOutcome::Discarded;
-        if w.commit && result.status == TaskStatus::Succeeded && !changes.is_empty() {
+        if w.commit && result.status == TaskStatus::Succeeded && !to_apply.is_empty() {
             let repo = PathBuf::from(&w.spec.repo_path);
             let upper = upper.clone();
-            let to_apply = changes.clone();
             let committed = tokio::task::spawn_blocking(move || {
                 rauha_workspace::commit(&repo, &upper, &to_apply).map_err(|e| e.to_string())
             })

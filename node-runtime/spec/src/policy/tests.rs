@@ -157,3 +157,27 @@ fn json_round_trips() {
     let back: Policy = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(p, back);
 }
+
+#[test]
+fn a_commit_holds_back_git_by_default_and_what_the_policy_names() {
+    let default = Policy::parse("p.toml", "").expect("empty policy");
+    assert_eq!(default.task.hold_back(), [".git"]);
+    let none = Policy::parse("p.toml", "[task]\nhold_back = []\n").expect("explicit");
+    assert!(none.task.hold_back().is_empty());
+    let more = Policy::parse(
+        "p.toml",
+        "[task]\nhold_back = [\".git\", \".vscode/\", \".envrc\"]\n",
+    )
+    .expect("a list");
+    assert_eq!(more.task.hold_back().len(), 3);
+    assert!(under(".git", ".git"));
+    assert!(under(".git/hooks/post-checkout", ".git"));
+    assert!(under(".vscode/settings.json", ".vscode/"));
+    assert!(!under(".github/workflows/ci.yml", ".git"));
+    assert!(!under("src/.git", ".git"));
+    for bad in ["/etc", "../up", "", "a//b", "./x"] {
+        let text = format!("[task]\nhold_back = [{bad:?}]\n");
+        let err = Policy::parse("p.toml", &text).expect_err(bad).to_string();
+        assert!(err.contains("task.hold_back"), "{bad}: {err}");
+    }
+}
