@@ -162,6 +162,47 @@ fn commit_applies_exactly_the_changes_and_failures_change_nothing() {
     );
 }
 
+/// A commit that fails (a setuid bit is refused) fails the task: status
+/// `failed`, the reason in `error`, a non-zero exit, and nothing applied.
+#[test]
+fn a_failed_commit_fails_the_task() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let before = tree_snapshot(&repo);
+    let script = "cd /workspace && echo x > setuid && chmod 4755 setuid && echo y > other";
+    let r = sandbox(&d, &repo, &["--on-success", "commit"], script);
+    assert_eq!(r["workspace"], "commit_failed", "{r}");
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["exit_code"], 0, "the task's own code stays: {r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("commit failed")),
+        "{r}"
+    );
+    assert_eq!(tree_snapshot(&repo), before, "nothing was applied");
+    let out = d.cli(&[
+        "sandbox",
+        "--repo-path",
+        repo.to_str().expect("utf8"),
+        "--on-success",
+        "commit",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed commit exits non-zero: {}",
+        text(&out.stderr)
+    );
+}
+
 /// A commit never applies what the host would run: a git hook or a
 /// `core.fsmonitor` planted under `.git/` is listed, marked held back, and
 /// left out; the policy's `task.hold_back = []` is the explicit way in.

@@ -12,11 +12,14 @@ pub const TIMED_OUT: u8 = 124;
 pub const RAUHA_ERROR: u8 = 125;
 /// The kernel's OOM killer ended the task (128 + SIGKILL).
 pub const OOM_KILLED: u8 = 137;
+/// A task that exited 0 but failed: its changes could not be committed.
+pub const COMMIT_FAILED: u8 = 1;
 
 /// The exit codes as `rauha sandbox --help` lists them.
 pub const SANDBOX_HELP: &str = "\
 Exit codes:
   N      succeeded or failed: the task's own exit code
+  1      the task exited 0 but its --on-success commit failed (nothing applied)
   128+S  killed by signal S
   124    timed out
   137    killed by the OOM killer
@@ -29,7 +32,14 @@ Exit codes:
 /// falls back to its exit code (which rauhad already sets to 128 + signal).
 pub fn for_task(status: TaskStatus, exit_code: Option<i32>, signal: Option<i32>) -> u8 {
     match status {
-        TaskStatus::Succeeded | TaskStatus::Failed => exit_code.map_or(RAUHA_ERROR, clamp),
+        TaskStatus::Succeeded => exit_code.map_or(RAUHA_ERROR, clamp),
+        // A failed task never exits 0: one whose own code was 0 failed
+        // after it (its commit).
+        TaskStatus::Failed => match exit_code {
+            Some(0) => COMMIT_FAILED,
+            Some(c) => clamp(c),
+            None => RAUHA_ERROR,
+        },
         TaskStatus::Killed => signal
             .map(for_signal)
             .or(exit_code.map(clamp))
@@ -71,6 +81,13 @@ mod tests {
         assert_eq!(for_task(TaskStatus::Succeeded, Some(0), None), 0);
         assert_eq!(for_task(TaskStatus::Failed, Some(3), None), 3);
         assert_eq!(for_task(TaskStatus::Failed, Some(255), None), 255);
+    }
+
+    #[test]
+    fn a_failed_task_never_exits_0() {
+        // It exited 0, and its commit failed.
+        assert_eq!(for_task(TaskStatus::Failed, Some(0), None), COMMIT_FAILED);
+        assert_ne!(COMMIT_FAILED, 0);
     }
 
     #[test]

@@ -310,6 +310,11 @@ impl ZoneRegistry {
                 c
             })
             .collect();
+        if outcome == WorkspaceOutcome::CommitFailed {
+            // What was asked of the task did not happen: it failed, whatever
+            // its own exit code (the CLI exits non-zero).
+            result.status = TaskStatus::Failed;
+        }
         result.workspace = Some(outcome);
     }
 
