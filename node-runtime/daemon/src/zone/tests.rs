@@ -68,19 +68,7 @@ impl Node {
     }
 
     async fn zone(&self, name: &str) -> Result<crate::store::ZoneRecord, DaemonError> {
-        self.registry
-            .create_zone(NewZone {
-                name: name.into(),
-                policy: Policy::default(),
-                root: RootSpec::HostView,
-                task_id: None,
-                ephemeral: false,
-                workspace: None,
-                ttl_ms: None,
-                netns: None,
-                cgroup_parent: None,
-            })
-            .await
+        self.registry.create_zone(plain_zone(name)).await
     }
 
     /// Starts `args` in zone `name`.
@@ -133,6 +121,21 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A kept zone on the host view with the default policy.
+fn plain_zone(name: &str) -> NewZone {
+    NewZone {
+        name: name.into(),
+        policy: Policy::default(),
+        root: RootSpec::HostView,
+        task_id: None,
+        ephemeral: false,
+        workspace: None,
+        ttl_ms: None,
+        netns: None,
+        cgroup_parent: None,
     }
 }
 
@@ -355,15 +358,8 @@ async fn a_kept_zone_counts_down_its_ttl() {
     let zone = node
         .registry
         .create_zone(NewZone {
-            name: "kept".into(),
-            policy: Policy::default(),
-            root: RootSpec::HostView,
-            task_id: None,
-            ephemeral: false,
-            workspace: None,
             ttl_ms: Some(60_000),
-            netns: None,
-            cgroup_parent: None,
+            ..plain_zone("kept")
         })
         .await
         .expect("create");
@@ -417,27 +413,16 @@ async fn each_zone_stays_with_the_backend_that_made_it() {
             SecretStore::open(&dir).expect("secrets"),
         )
     };
-    let new_zone = |name: &str| NewZone {
-        name: name.into(),
-        policy: Policy::default(),
-        root: RootSpec::HostView,
-        task_id: None,
-        ephemeral: false,
-        workspace: None,
-        ttl_ms: None,
-        netns: None,
-        cgroup_parent: None,
-    };
     // A zone made while `first` is the default...
     let registry = registry_with(&first, &second);
-    let a = registry.create_zone(new_zone("a")).await.expect("create");
+    let a = registry.create_zone(plain_zone("a")).await.expect("create");
     assert_eq!(a.backend, "first");
     drop(registry);
     // ...is run by `first` after a restart that made `second` the default;
     // a new zone goes to `second`.
     let registry = registry_with(&second, &first);
     registry.recover().await.expect("recover");
-    let b = registry.create_zone(new_zone("b")).await.expect("create");
+    let b = registry.create_zone(plain_zone("b")).await.expect("create");
     assert_eq!(b.backend, "second");
     assert_eq!(first.zones(), vec![a.id]);
     assert_eq!(second.zones(), vec![b.id]);
