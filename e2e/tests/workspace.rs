@@ -203,6 +203,56 @@ fn a_failed_commit_fails_the_task() {
     );
 }
 
+/// The diff is the commit: a background process of the task keeps
+/// rewriting a file at the same size while the task ends; what the result
+/// reports of that file is byte for byte what lands in the repository, in
+/// 50 runs, with and without `--keep-zone` (whose processes live on).
+#[test]
+fn the_reported_diff_is_what_was_committed() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let script = "cd /workspace && (i=0; while :; do i=$((i+1)); printf '%08d\\n' $i > flip.txt; done) & sleep 0.2";
+    for run in 0..50 {
+        let _ = std::fs::remove_file(repo.join("flip.txt"));
+        let keep = run % 2 == 1;
+        let mut extra = vec!["--on-success", "commit"];
+        if keep {
+            extra.push("--keep-zone");
+        }
+        let r = sandbox(&d, &repo, &extra, script);
+        if keep {
+            let zone = r["zone_id"].as_str().expect("zone_id");
+            let out = d.cli(&["zone", "delete", "--force", zone]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        assert_eq!(r["status"], "succeeded", "run {run}: {r}");
+        assert_eq!(r["workspace"], "committed", "run {run}: {r}");
+        let flip = r["files_changed"]
+            .as_array()
+            .expect("files_changed")
+            .iter()
+            .find(|c| c["path"] == "flip.txt")
+            .unwrap_or_else(|| panic!("run {run}: flip.txt is listed: {r}"))
+            .clone();
+        let reported: String = flip["diff"]
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let committed = std::fs::read_to_string(repo.join("flip.txt")).expect("committed");
+        assert_eq!(
+            reported, committed,
+            "run {run} (keep_zone {keep}): the diff reports what was committed: {flip}"
+        );
+        assert_eq!(flip["size"], committed.len(), "run {run}: {flip}");
+    }
+}
+
 /// A commit never applies what the host would run: a git hook or a
 /// `core.fsmonitor` planted under `.git/` is listed, marked held back, and
 /// left out; the policy's `task.hold_back = []` is the explicit way in.

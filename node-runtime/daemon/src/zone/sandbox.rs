@@ -220,12 +220,65 @@ impl ZoneRegistry {
         redactor: &Redactor,
         result: &mut TaskResult,
     ) {
-        if !keep_zone {
-            // No process of the task may write while its changes are read.
-            if let Some(live) = self.live_zone(&zone.id) {
-                let _ = live.link.signal_all(libc::SIGKILL).await;
+        let backend = match self.backends.of(zone) {
+            Ok(backend) => backend,
+            Err(e) => {
+                result.workspace = Some(WorkspaceOutcome::Discarded);
+                result.error.get_or_insert(e.to_string());
+                return;
+            }
+        };
+        // No process of the task may write while its changes are read and
+        // committed, so that what the result lists is what lands: the
+        // zone's work is frozen (a background process the task left behind
+        // included) until the commit is done, and thawed after it when the
+        // zone is kept.
+        let frozen = match backend.set_paused(zone.id, true) {
+            Ok(()) => true,
+            Err(e) if !keep_zone => {
+                tracing::warn!(zone = %zone.id, error = %e, "cannot freeze the zone for its scan; killing its processes instead");
+                if let Some(live) = self.live_zone(&zone.id) {
+                    let _ = live.link.signal_all(libc::SIGKILL).await;
+                }
+                false
+            }
+            Err(e) => {
+                result.workspace = Some(WorkspaceOutcome::Discarded);
+                result.error.get_or_insert(format!(
+                    "cannot freeze the zone's processes to read its changes ({e}); nothing was committed"
+                ));
+                if w.commit && result.status == TaskStatus::Succeeded {
+                    result.workspace = Some(WorkspaceOutcome::CommitFailed);
+                    result.status = TaskStatus::Failed;
+                }
+                return;
+            }
+        };
+        self.settle_frozen_workspace(zone, w, redactor, result)
+            .await;
+        if frozen && keep_zone {
+            let paused_by_user = self
+                .store
+                .zone(&zone.id)
+                .ok()
+                .flatten()
+                .is_some_and(|z| z.state == rauha_spec::zone::ZoneState::Paused);
+            if !paused_by_user {
+                if let Err(e) = backend.set_paused(zone.id, false) {
+                    tracing::error!(zone = %zone.id, error = %e, "cannot thaw a kept zone after its scan");
+                }
             }
         }
+    }
+
+    /// [`Self::settle_workspace`] once nothing in the zone can write.
+    async fn settle_frozen_workspace(
+        &self,
+        zone: &ZoneRecord,
+        w: &WorkspaceRun,
+        redactor: &Redactor,
+        result: &mut TaskResult,
+    ) {
         let lower = PathBuf::from(&w.spec.repo_path);
         let upper = match self.backends.of(zone) {
             Ok(backend) => backend.workspace_upper(zone.id),

@@ -444,3 +444,77 @@ async fn each_zone_stays_with_the_backend_that_made_it() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn workspace_run(commit: bool) -> super::sandbox::WorkspaceRun {
+    super::sandbox::WorkspaceRun {
+        spec: rauha_spec::WorkspaceSpec {
+            repo_path: "/nonexistent-repo".into(),
+            target: "/workspace".into(),
+        },
+        commit,
+        diff_cap: 1024,
+    }
+}
+
+fn sandbox_with_workspace(keep_zone: bool) -> SandboxRun {
+    SandboxRun {
+        spec: spec(&["echo", "done"]),
+        policy: Policy::default(),
+        root: RootSpec::HostView,
+        timeout: None,
+        keep_zone,
+        ttl: None,
+        workspace: Some(workspace_run(true)),
+        secrets: Vec::new(),
+        netns: None,
+        live_output: None,
+    }
+}
+
+/// The workspace is read with the zone's work frozen, and a kept zone is
+/// thawed after it: nothing of the task writes between the scan and the
+/// commit.
+#[tokio::test]
+async fn the_workspace_is_read_with_the_zone_frozen() {
+    let node = Node::new();
+    let r = node
+        .registry
+        .run_sandbox(sandbox_with_workspace(true))
+        .await
+        .expect("a result");
+    let calls = node.backend.calls();
+    let zone = r.zone_id;
+    let frozen = calls
+        .iter()
+        .position(|c| *c == format!("set_paused {zone} true"))
+        .unwrap_or_else(|| panic!("frozen before the scan: {calls:?}"));
+    let thawed = calls
+        .iter()
+        .position(|c| *c == format!("set_paused {zone} false"))
+        .unwrap_or_else(|| panic!("a kept zone is thawed: {calls:?}"));
+    assert!(frozen < thawed, "{calls:?}");
+}
+
+/// A kept zone that cannot be frozen commits nothing: the task fails and
+/// says why, rather than committing what may be changing under the scan.
+#[tokio::test]
+async fn a_zone_that_cannot_be_frozen_commits_nothing() {
+    let node = Node::new();
+    node.backend.fail_next(Step::Pause);
+    let r = node
+        .registry
+        .run_sandbox(sandbox_with_workspace(true))
+        .await
+        .expect("a result");
+    assert_eq!(r.status, TaskStatus::Failed, "{r:?}");
+    assert_eq!(
+        r.workspace,
+        Some(rauha_spec::result::WorkspaceOutcome::CommitFailed)
+    );
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot freeze")),
+        "{r:?}"
+    );
+}
