@@ -253,6 +253,44 @@ fn the_reported_diff_is_what_was_committed() {
     }
 }
 
+/// Every file type is listed or refused: a fifo the task made is listed as
+/// `special`, held back, and the rest of the commit lands.
+#[test]
+fn a_fifo_is_listed_and_held_back() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let r = sandbox(
+        &d,
+        &repo,
+        &["--on-success", "commit"],
+        "cd /workspace && mkfifo pipe && echo x > beside.txt",
+    );
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["workspace"], "committed", "{r}");
+    let fifo = r["files_changed"]
+        .as_array()
+        .expect("files_changed")
+        .iter()
+        .find(|c| c["path"] == "pipe")
+        .unwrap_or_else(|| panic!("the fifo is listed: {r}"))
+        .clone();
+    assert_eq!(fifo["file_type"], "special", "{fifo}");
+    assert!(
+        fifo["held_back"]
+            .as_str()
+            .is_some_and(|h| h.contains("never committed")),
+        "{fifo}"
+    );
+    assert!(!repo.join("pipe").exists(), "the fifo was not committed");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("beside.txt")).expect("committed"),
+        "x\n"
+    );
+}
+
 /// A commit never applies what the host would run: a git hook or a
 /// `core.fsmonitor` planted under `.git/` is listed, marked held back, and
 /// left out; the policy's `task.hold_back = []` is the explicit way in.

@@ -146,6 +146,7 @@ fn type_str(t: FileType) -> &'static str {
         FileType::File => "file",
         FileType::Dir => "dir",
         FileType::Symlink => "symlink",
+        FileType::Special => "special",
     }
 }
 
@@ -185,13 +186,18 @@ impl TryFrom<&v1::FileChange> for FileChange {
                 field: "files_changed.kind",
                 value: c.kind.clone(),
             })?;
-        let file_type = [FileType::File, FileType::Dir, FileType::Symlink]
-            .into_iter()
-            .find(|t| type_str(*t) == c.file_type)
-            .ok_or_else(|| ConvertError::Unknown {
-                field: "files_changed.file_type",
-                value: c.file_type.clone(),
-            })?;
+        let file_type = [
+            FileType::File,
+            FileType::Dir,
+            FileType::Symlink,
+            FileType::Special,
+        ]
+        .into_iter()
+        .find(|t| type_str(*t) == c.file_type)
+        .ok_or_else(|| ConvertError::Unknown {
+            field: "files_changed.file_type",
+            value: c.file_type.clone(),
+        })?;
         Ok(FileChange {
             path: c.path.clone(),
             kind,

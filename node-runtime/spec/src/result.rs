@@ -89,6 +89,9 @@ pub enum FileType {
     File,
     Dir,
     Symlink,
+    /// A fifo, a socket or a device node: listed, never committed (its
+    /// change is always `held_back`).
+    Special,
 }
 
 /// One change a task made to its workspace.

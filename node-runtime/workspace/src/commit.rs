@@ -156,6 +156,11 @@ impl Transaction<'_> {
             (_, FileType::Symlink) => self.put_symlink(&parent, step),
             (ChangeKind::Added, FileType::Dir) => self.make_dir(&parent, step),
             (ChangeKind::Modified, FileType::Dir) => self.chmod_dir(&parent, step),
+            // The plan refuses these before anything is written.
+            (_, FileType::Special) => Err(WorkspaceError::unsafe_path(
+                path,
+                "a fifo, socket or device node is never committed",
+            )),
         }
     }
 

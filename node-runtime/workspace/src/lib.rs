@@ -26,8 +26,10 @@
 //!   file, ...) is reported twice under the same path: `Deleted` with the
 //!   old type (with, for a directory, everything under it), then `Added`
 //!   with the new type.
-//! - Fifos, sockets and device nodes (other than whiteouts) are not
-//!   reported; one that replaces a lower entry reports that entry deleted.
+//! - A fifo, socket or device node (other than a whiteout) in the upper
+//!   layer is reported as an added `special` entry, `held_back` (a commit
+//!   refuses one); one that replaces a lower entry reports that entry
+//!   deleted first. Those of the lower layer are not reported.
 //! - Redirected directories (`redirect_dir`) and metadata-only copy-ups
 //!   (`metacopy`) are refused with an error rather than misread.
 //!

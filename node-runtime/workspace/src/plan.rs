@@ -103,6 +103,7 @@ pub(super) fn entry_kind(t: FileType) -> EntryKind {
         FileType::File => EntryKind::File,
         FileType::Dir => EntryKind::Dir,
         FileType::Symlink => EntryKind::Symlink,
+        FileType::Special => EntryKind::Other,
     }
 }
 
@@ -286,6 +287,12 @@ fn check_new(c: &FileChange) -> Result<(), WorkspaceError> {
             }
             Some(_) => {}
         },
+        FileType::Special => {
+            return Err(WorkspaceError::unsafe_path(
+                &c.path,
+                "a fifo, socket or device node is never committed",
+            ))
+        }
     }
     Ok(())
 }

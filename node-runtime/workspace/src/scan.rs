@@ -24,6 +24,9 @@ const OPAQUE: &CStr = c"trusted.overlay.opaque";
 const REDIRECT: &CStr = c"trusted.overlay.redirect";
 const METACOPY: &CStr = c"trusted.overlay.metacopy";
 
+/// Why a fifo, socket or device node the task made is not committed.
+pub(super) const SPECIAL_HELD_BACK: &str = "a fifo, socket or device node: listed, never committed";
+
 /// The deepest directory the scan enters. The walk is recursive and holds
 /// two descriptors per level, so a task must not be able to make it
 /// arbitrarily deep.
@@ -206,11 +209,18 @@ impl Scan<'_> {
                 // Shown through from the lower layer: unchanged.
                 (Some(_), None) if merged => {}
                 (Some((l, o)), None) => self.deleted(l, &name, &path, o)?,
-                // A whiteout, or a fifo/socket/device: the old entry is gone
-                // and nothing describable replaces it.
+                // A whiteout, or a fifo/socket/device: the old entry is gone;
+                // a fifo, socket or device node is listed in its place, held
+                // back (a commit never makes one).
                 (old, Some((_, n))) if !described(n.kind) => {
                     if let Some((l, o)) = old {
                         self.deleted(l, &name, &path, o)?;
+                    }
+                    if n.kind == EntryKind::Other {
+                        let mut c = change(&path, ChangeKind::Added, FileType::Special);
+                        c.mode = Some(n.mode);
+                        c.held_back = Some(SPECIAL_HELD_BACK.to_string());
+                        self.changes.push(c);
                     }
                 }
                 (None, Some((u, n))) => self.added(u, &name, &path, n)?,

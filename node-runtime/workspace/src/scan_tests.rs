@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use rauha_spec::result::ChangeKind;
+use rauha_spec::result::{ChangeKind, FileType};
 
 use super::*;
 use crate::fixture::{
@@ -299,7 +299,7 @@ fn diff_cap_applies_to_each_file() {
 }
 
 #[test]
-fn fifos_are_not_reported_but_what_they_replace_is() {
+fn fifos_are_listed_held_back_after_what_they_replace() {
     let s = Scratch::new("scan-fifo");
     let (l, u) = (s.lower(), s.upper());
     write(&l.join("q"), b"q\n", 0o644);
@@ -309,7 +309,26 @@ fn fifos_are_not_reported_but_what_they_replace_is() {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     }
     let changes = scan(&l, &u, CAP).unwrap();
-    assert_eq!(summary(&changes), ["Deleted File q"]);
+    assert_eq!(
+        summary(&changes),
+        ["Added Special p", "Deleted File q", "Added Special q"]
+    );
+    for c in changes.iter().filter(|c| c.file_type == FileType::Special) {
+        assert_eq!(c.mode, Some(0o644));
+        assert!(c
+            .held_back
+            .as_deref()
+            .is_some_and(|r| r.contains("never committed")));
+    }
+    // Handed to a commit anyway, it is refused.
+    let special: Vec<_> = changes
+        .into_iter()
+        .filter(|c| c.file_type == FileType::Special && c.path == "p")
+        .collect();
+    let repo = s.root.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let err = crate::commit(&repo, &u, &special).unwrap_err();
+    assert!(err.to_string().contains("never committed"), "{err}");
 }
 
 #[test]
