@@ -445,3 +445,44 @@ fn dry_run_prints_the_changes_for_people() {
     );
     assert!(err.contains("+rauha"), "the diff is shown: {err}");
 }
+
+/// A zone's `/proc/self/mountinfo` names no host path that its policy did
+/// not give it: not the repository's, not the state dir's, not the zone's
+/// id, on the host view and in a bundle zone (whose root shows the bundle's
+/// own path, which the user gave it, as under runc).
+#[test]
+fn the_zones_mountinfo_names_no_host_path() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let bundle = busybox_bundle(&d.dir, true).expect("busybox bundle");
+    let bundle_arg = bundle.to_str().expect("utf8").to_string();
+    for extra in [vec![], vec!["--bundle", bundle_arg.as_str()]] {
+        let r = sandbox(
+            &d,
+            &repo,
+            &extra,
+            "PATH=/bin:/usr/bin; cat /proc/self/mountinfo",
+        );
+        assert_eq!(r["status"], "succeeded", "{r}");
+        let mountinfo = r["stdout"].as_str().expect("stdout");
+        assert!(mountinfo.contains(" /workspace "), "{mountinfo}");
+        let zone = r["zone_id"].as_str().expect("zone_id");
+        let root = d.root.to_str().expect("utf8");
+        let repo_path = repo.to_str().expect("utf8");
+        if extra.is_empty() {
+            assert!(
+                !mountinfo.contains(d.dir.to_str().expect("utf8")),
+                "{mountinfo}"
+            );
+        }
+        for secret in [root, repo_path, zone] {
+            assert!(
+                !mountinfo.contains(secret),
+                "{secret} shows in the zone's mountinfo ({extra:?}):\n{mountinfo}"
+            );
+        }
+    }
+}

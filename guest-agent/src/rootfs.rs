@@ -203,13 +203,34 @@ fn mount_workspace(root: &Path, workspace: Option<&WorkspaceMount>) -> io::Resul
     let Some(w) = workspace else { return Ok(()) };
     let target = inside(root, &w.target);
     make_mount_point(&target, true)?;
-    let options = format!(
-        // Renames and metadata-only changes must show up in the upper
-        // layer as whole files, which is what the daemon's scan reads.
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
-        w.lower, w.upper, w.work
-    );
-    mount("overlay", &target, "overlay", RW, &options)
+    // overlayfs shows its layers' paths in the zone's mountinfo as they
+    // were given: given relative to the directory that holds the upper and
+    // work directories, with the repository bound there as `lower`, they
+    // name no host path (not the repository's, not the state dir's).
+    let upper = Path::new(&w.upper);
+    let layers = upper
+        .parent()
+        .filter(|p| Path::new(&w.work).parent() == Some(*p))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the workspace's upper ({}) and work ({}) directories are not side by side",
+                    w.upper, w.work
+                ),
+            )
+        })?;
+    let lower = layers.join("lower");
+    make_mount_point(&lower, true)?;
+    bind(Path::new(&w.lower), &lower, RO)?;
+    std::env::set_current_dir(layers).map_err(|e| context("cannot enter", layers, e))?;
+    // Renames and metadata-only changes must show up in the upper layer as
+    // whole files, which is what the daemon's scan reads.
+    let options =
+        "lowerdir=lower,upperdir=upper,workdir=work,redirect_dir=off,metacopy=off,index=off";
+    let mounted = mount("overlay", &target, "overlay", RW, options);
+    std::env::set_current_dir("/").map_err(|e| context("cannot enter", Path::new("/"), e))?;
+    mounted
 }
 
 /// Makes everything in the zone's root private (no host mount reaches it

@@ -64,19 +64,21 @@ fn check(r: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-/// `zone_state/containers`, bound on itself and shared.
+/// `zone_state/containers`: a small tmpfs of its own, shared. A tmpfs
+/// rather than the directory bound on itself, so that the zone's
+/// mountinfo shows its root as `/`, not the host's state dir path.
 pub fn make_shared_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let c = cstr(dir)?;
-    // SAFETY: mount(2) with NUL-terminated paths we own.
+    // SAFETY: mount(2) with NUL-terminated strings we own.
     unsafe {
         check(
             libc::mount(
+                c"tmpfs".as_ptr(),
                 c.as_ptr(),
-                c.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"mode=0700,size=64k".as_ptr().cast(),
             )
             .into(),
         )?;
