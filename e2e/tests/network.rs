@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use rauha_e2e::{json, ready, text, Daemon};
+use rauha_e2e::{cgroup_dirs, json, ready, text, Daemon};
 
 /// `busybox nc` from inside a zone: the host's /bin is in the zone's view.
 const NC: &str = "/bin/busybox nc";
@@ -206,6 +206,74 @@ fn egress_outside_the_allow_list_is_refused_and_reported() {
         .find(|l| l["layer"] == "cgroup_bpf")
         .expect("cgroup_bpf layer");
     assert_eq!(cgroup_bpf["in_force"], true, "{cgroup_bpf}");
+}
+
+/// The cgroup_bpf layer as the result reports it.
+fn cgroup_bpf(r: &serde_json::Value) -> serde_json::Value {
+    r["enforcement"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["layer"] == "cgroup_bpf")
+        .expect("cgroup_bpf layer")
+        .clone()
+}
+
+/// Reported enforcement is verified enforcement. A rauhad started on the
+/// pin dir of an earlier rauhad that had another cgroup parent does not
+/// adopt that rauhad's links (they run for the other parent): its zone's
+/// egress outside the allow-list is refused. Then, with the node's cgroup
+/// links unpinned under the running rauhad (the kernel no longer runs the
+/// programs), a new zone reports cgroup_bpf not in force, naming them.
+#[test]
+fn reported_cgroup_bpf_is_what_the_kernel_runs_for_the_zone() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let first_parent = d.cgroup_parent.clone();
+    d.kill9();
+    d.cgroup_parent = format!("{first_parent}-b");
+    d.spawn(&[]);
+    for dir in cgroup_dirs(&first_parent) {
+        let _ = std::fs::remove_dir(dir);
+    }
+    let ns = Netns::new("adopt");
+    let policy = write_policy(&d, "joined.toml", JOINED);
+    let script = format!("{NC} -w 2 10.99.0.1 9090 </dev/null; echo denied=$?");
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--policy",
+        &policy,
+        "--netns",
+        &ns.path(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let r = json(&out);
+    assert!(
+        r["stderr"]
+            .as_str()
+            .is_some_and(|e| e.contains("Operation not permitted")),
+        "egress outside the allow-list is refused under the second rauhad: {r}"
+    );
+    assert_eq!(cgroup_bpf(&r)["in_force"], true, "{r}");
+
+    for name in ["post_bind4", "post_bind6", "connect4", "connect6"] {
+        let _ = std::fs::remove_file(d.bpffs.join("rauha/links").join(name));
+    }
+    let out = d.cli(&["sandbox", "--json", "--", "true"]);
+    let layer = cgroup_bpf(&json(&out));
+    assert_eq!(layer["in_force"], false, "{layer}");
+    assert!(
+        layer["detail"].as_str().is_some_and(
+            |t| t.contains("not attached to the zone's cgroup") && t.contains("connect4")
+        ),
+        "{layer}"
+    );
 }
 
 #[test]

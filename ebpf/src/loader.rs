@@ -100,6 +100,9 @@ pub struct Enforcer {
     /// cgroup programs' links of a zone whose cgroup is outside the node's
     /// parent.
     links_dir: std::path::PathBuf,
+    /// Each live cgroup program's attach type and the id of the program
+    /// its node link runs (the kernel's word, read back from the link).
+    cgroup_programs: Vec<(&'static str, u32, u32)>,
 }
 
 /// The cgroup socket programs and where each attaches.
@@ -112,6 +115,11 @@ const CGROUP_PROGRAMS: [(&str, u32); 4] = [
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_F_QUERY_EFFECTIVE: u32 = 1;
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_CGROUP_INET4_POST_BIND: u32 = 12;
 const BPF_CGROUP_INET6_POST_BIND: u32 = 13;
@@ -152,6 +160,106 @@ fn cgroup_link(prog: &impl AsFd, cgroup: &impl AsFd, attach_type: u32) -> io::Re
     }
     // SAFETY: a new fd the kernel gave us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `bpf(BPF_OBJ_GET)`: a descriptor of a pinned object.
+fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in pin path"))?;
+    // union bpf_attr, obj_pin: pathname (u64), bpf_fd (u32), file_flags.
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: the kernel reads `attr.len()` bytes; `c` outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd the kernel gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What the kernel says of a cgroup link: the program it runs and the id
+/// of the cgroup it is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLinkInfo {
+    pub prog_id: u32,
+    pub cgroup_id: u64,
+}
+
+/// `bpf(BPF_OBJ_GET_INFO_BY_FD)` on a link; `None` for a link that is not
+/// a cgroup link.
+fn cgroup_link_info(link: &impl AsFd) -> io::Result<Option<CgroupLinkInfo>> {
+    // struct bpf_link_info: type, id, prog_id (u32 each), then a union
+    // (8-aligned) whose cgroup member is cgroup_id (u64), attach_type.
+    let mut info = [0u8; 64];
+    // union bpf_attr, info: bpf_fd (u32), info_len (u32), info (u64).
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(link.as_fd().as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().unwrap_or_default());
+    if u32_at(0) != BPF_LINK_TYPE_CGROUP {
+        return Ok(None);
+    }
+    Ok(Some(CgroupLinkInfo {
+        prog_id: u32_at(8),
+        cgroup_id: u64::from_ne_bytes(info[16..24].try_into().unwrap_or_default()),
+    }))
+}
+
+/// The ids of the programs of `attach_type` that run for `cgroup`'s
+/// processes: attached to it or inherited from an ancestor
+/// (`bpf(BPF_PROG_QUERY)` with `BPF_F_QUERY_EFFECTIVE`).
+pub fn effective_programs(cgroup: &Path, attach_type: u32) -> io::Result<Vec<u32>> {
+    let dir = std::fs::File::open(cgroup)?;
+    let mut ids = [0u32; 64];
+    // union bpf_attr, query: target_fd, attach_type, query_flags,
+    // attach_flags (u32 each), prog_ids (u64), prog_cnt (u32).
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(dir.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&attach_type.to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_F_QUERY_EFFECTIVE.to_ne_bytes());
+    attr[16..24].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&(ids.len() as u32).to_ne_bytes());
+    // SAFETY: the kernel writes at most `prog_cnt` ids into `ids`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let count = u32::from_ne_bytes(attr[24..28].try_into().unwrap_or_default()) as usize;
+    Ok(ids[..count.min(ids.len())].to_vec())
+}
+
+/// A cgroup's id: its inode number on the unified hierarchy.
+fn cgroup_id(dir: &std::fs::File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    dir.metadata().map(|m| m.ino())
 }
 
 /// `bpf(BPF_OBJ_PIN)`: the object stays alive while the file exists.
@@ -220,6 +328,7 @@ impl Enforcer {
             ),
             None => None,
         };
+        let mut cgroup_programs = Vec::new();
         for (name, attach_type) in CGROUP_PROGRAMS {
             let status = match &cgroup_dir {
                 None => HookStatus {
@@ -234,7 +343,22 @@ impl Enforcer {
                     live: false,
                     detail: "not attached: lsm/socket_connect decides connects".into(),
                 },
-                Some(dir) => attach_cgroup(&mut ebpf, name, attach_type, dir, &links_dir),
+                Some(dir) => {
+                    let mut status = attach_cgroup(&mut ebpf, name, attach_type, dir, &links_dir);
+                    // Live only if the kernel says the pinned link runs for
+                    // this cgroup.
+                    match attached_here(&links_dir.join(name), dir) {
+                        Ok(prog_id) if status.live => {
+                            cgroup_programs.push((name, attach_type, prog_id))
+                        }
+                        Ok(_) => {}
+                        Err(why) => {
+                            status.live = false;
+                            status.detail = why;
+                        }
+                    }
+                    status
+                }
             };
             hooks.push(status);
         }
@@ -243,6 +367,7 @@ impl Enforcer {
             hooks,
             synced: BTreeSet::new(),
             links_dir,
+            cgroup_programs,
         })
     }
 
@@ -293,15 +418,46 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Whether a zone's own cgroup links are all pinned.
-    pub fn zone_attached(&self, key: &str) -> bool {
-        let Some(dir) = std::fs::read_dir(self.links_dir.join("zones"))
+    /// Which live cgroup programs do not run for `cgroup`'s processes, by
+    /// the kernel's own list of its effective programs; empty when all do.
+    /// `zone_key`: the zone has links of its own on its cgroup
+    /// ([`Enforcer::attach_zone`]), whose programs count as well.
+    pub fn missing_on(
+        &self,
+        cgroup: &Path,
+        zone_key: Option<&str>,
+    ) -> io::Result<Vec<&'static str>> {
+        let own = zone_key.and_then(|key| self.zone_links(key));
+        let mut missing = Vec::new();
+        for (name, attach_type, node_prog) in &self.cgroup_programs {
+            let mut expected = vec![*node_prog];
+            if let Some(dir) = &own {
+                if let Ok(Some(info)) = obj_get(&dir.join(name)).and_then(|l| cgroup_link_info(&l))
+                {
+                    expected.push(info.prog_id);
+                }
+            }
+            let effective = effective_programs(cgroup, *attach_type)?;
+            if !expected.iter().any(|id| effective.contains(id)) {
+                missing.push(*name);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The directory of a zone's own links, if it has one.
+    fn zone_links(&self, key: &str) -> Option<std::path::PathBuf> {
+        std::fs::read_dir(self.links_dir.join("zones"))
             .into_iter()
             .flatten()
             .flatten()
             .find(|e| e.file_name().to_string_lossy().split('@').next() == Some(key))
             .map(|e| e.path())
-        else {
+    }
+
+    /// Whether a zone's own cgroup links are all pinned.
+    pub fn zone_attached(&self, key: &str) -> bool {
+        let Some(dir) = self.zone_links(key) else {
             return false;
         };
         self.hooks
@@ -638,7 +794,53 @@ fn program_fd(ebpf: &mut Ebpf, name: &str) -> Result<aya::programs::ProgramFd, S
     fd.map_err(|e| e.to_string())
 }
 
+/// The program id of the link pinned at `pin`, checked to be attached to
+/// `cgroup`.
+fn attached_here(pin: &Path, cgroup: &std::fs::File) -> Result<u32, String> {
+    let link = obj_get(pin).map_err(|e| format!("cannot open the pinned link: {e}"))?;
+    let info = cgroup_link_info(&link)
+        .map_err(|e| format!("cannot read the pinned link: {e}"))?
+        .ok_or("the pinned link is not a cgroup link")?;
+    let here = cgroup_id(cgroup).map_err(|e| format!("cannot stat the cgroup: {e}"))?;
+    if info.cgroup_id != here {
+        return Err(format!(
+            "the pinned link is attached to cgroup {}, not this node's ({here})",
+            info.cgroup_id
+        ));
+    }
+    Ok(info.prog_id)
+}
+
 fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    attach_type: u32,
+    cgroup: &std::fs::File,
+    links: &Path,
+) -> HookStatus {
+    // A link an earlier rauhad pinned here for another cgroup parent (the
+    // same pin dir, another `--cgroup-parent`) enforces nothing for this
+    // node's zones: it is not adopted. Its pin goes (its zones, if any are
+    // left, belong to no running rauhad) and a link to this cgroup
+    // replaces it.
+    let pin = links.join(name);
+    let mut replaced = None;
+    if pin.exists() {
+        if let Err(why) = attached_here(&pin, cgroup) {
+            let _ = std::fs::remove_file(&pin);
+            replaced = Some(why);
+        }
+    }
+    let mut status = attach_cgroup_pinned(ebpf, name, attach_type, cgroup, links);
+    if let Some(why) = replaced {
+        if status.live {
+            status.detail = format!("attached (replaced a pinned link: {why})");
+        }
+    }
+    status
+}
+
+fn attach_cgroup_pinned(
     ebpf: &mut Ebpf,
     name: &'static str,
     attach_type: u32,

@@ -92,7 +92,7 @@ impl Bpf {
         for h in self
             .hooks
             .iter()
-            .filter(|h| h.live && h.detail == "attached")
+            .filter(|h| h.live && !h.detail.starts_with("attached (kept"))
         {
             let _ = std::fs::remove_file(pin_dir.join("links").join(h.name));
         }
@@ -252,6 +252,36 @@ impl Bpf {
             }
         }
         Ok(())
+    }
+
+    /// Whether the node's cgroup programs run for the processes of the
+    /// zone's cgroup (`dir`, on the unified hierarchy), by the kernel's
+    /// list of its effective programs: `Err` says which do not.
+    /// `own_links`: the zone is outside rauhad's parent, with links of
+    /// its own.
+    pub fn verify_attached(&self, dir: &Path, zone: Uuid, own_links: bool) -> Result<(), String> {
+        let Some(enforcer) = &self.enforcer else {
+            return Ok(());
+        };
+        let key = zone.to_string();
+        let missing = enforcer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .missing_on(dir, own_links.then_some(key.as_str()))
+            .map_err(|e| {
+                format!(
+                    "cannot list the programs attached to the zone's cgroup {}: {e}",
+                    dir.display()
+                )
+            })?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not attached to the zone's cgroup (the kernel does not run them for it): {}",
+                missing.join(", ")
+            ))
+        }
     }
 
     /// Whether a zone outside rauhad's parent has the cgroup programs on

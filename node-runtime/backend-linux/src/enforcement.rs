@@ -79,7 +79,7 @@ pub fn for_zone(
     layout: &str,
     handle: &ZoneHandle,
     policy: &Policy,
-    cgroup_programs_here: bool,
+    cgroup_programs: Result<(), String>,
 ) -> Enforcement {
     let ready = &handle.ready;
     let caps = if policy.capabilities.allowed.is_empty() {
@@ -126,40 +126,34 @@ pub fn for_zone(
                 note("landlock").unwrap_or_else(|| node_detail(Layer::Landlock))
             },
         },
-        bpf_layer(node, Layer::CgroupBpf, handle, cgroup_programs_here),
-        bpf_layer(node, Layer::BpfLsm, handle, true),
+        bpf_layer(node, Layer::CgroupBpf, handle, cgroup_programs),
+        bpf_layer(node, Layer::BpfLsm, handle, Ok(())),
     ];
     Enforcement::new(layers, policy)
 }
 
-/// A BPF layer is in force in a zone when it is on the node and the zone
-/// has its entry in the maps.
-/// `attached`: the layer's programs reach the zone's cgroup (the cgroup
-/// programs are attached at rauhad's parent, and on their own to a zone
-/// placed elsewhere, such as a kubelet pod cgroup).
+/// A BPF layer is in force in a zone when it is on the node, the zone has
+/// its entry in the maps, and its programs run for the zone's cgroup
+/// (`attached`: `Err` says why not, as the kernel reports it).
 fn bpf_layer(
     node: &[LayerStatus],
     layer: Layer,
     handle: &ZoneHandle,
-    attached: bool,
+    attached: Result<(), String>,
 ) -> LayerStatus {
     let on_node = node.iter().find(|l| l.layer == layer);
-    let outside = handle.cgroup.as_ref().filter(|_| !attached);
-    let in_force = on_node.is_some_and(|l| l.in_force) && handle.bpf_zone != 0 && outside.is_none();
+    let in_force = on_node.is_some_and(|l| l.in_force) && handle.bpf_zone != 0 && attached.is_ok();
     LayerStatus {
         layer,
         in_force,
-        detail: match on_node {
-            Some(l) if l.in_force && outside.is_some() => format!(
-                "the cgroup programs are not attached to the zone's cgroup {} (outside rauhad's cgroup parent)",
-                outside.map(String::as_str).unwrap_or_default()
-            ),
-            Some(l) if l.in_force && handle.bpf_zone == 0 => {
+        detail: match (on_node, attached) {
+            (Some(l), Err(why)) if l.in_force => why,
+            (Some(l), _) if l.in_force && handle.bpf_zone == 0 => {
                 "the zone has no entry in the BPF maps (made before the programs were loaded)"
                     .into()
             }
-            Some(l) => l.detail.clone(),
-            None => String::new(),
+            (Some(l), _) => l.detail.clone(),
+            (None, _) => String::new(),
         },
     }
 }

@@ -443,14 +443,28 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement {
-        let cgroup_programs_here =
-            handle.cgroup.is_none() || self.bpf.attached_outside(handle.zone_id);
+        let outside = handle.cgroup.as_ref();
+        let cgroup_programs = if outside.is_some() && !self.bpf.attached_outside(handle.zone_id) {
+            Err(format!(
+                "the cgroup programs are not attached to the zone's cgroup {} (outside rauhad's cgroup parent)",
+                outside.map(String::as_str).unwrap_or_default()
+            ))
+        } else {
+            // What is reported is what the kernel runs for this zone's
+            // cgroup, not what rauhad believes it attached.
+            match self.cgroups.unified_dir(&self.cgroup_key(handle.zone_id)) {
+                Some(dir) => self
+                    .bpf
+                    .verify_attached(&dir, handle.zone_id, outside.is_some()),
+                None => Ok(()),
+            }
+        };
         enforcement::for_zone(
             &self.node_layers,
             self.cgroups.layout(),
             handle,
             policy,
-            cgroup_programs_here,
+            cgroup_programs,
         )
     }
 
