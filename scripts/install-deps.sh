@@ -6,8 +6,9 @@ set -euo pipefail
 # clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h
 # from the kernel's BTF) build the BPF programs in ebpf/. containerd, skopeo,
 # umoci, docker-registry and the CNI plugins run the containerd shim's e2e
-# tests (e2e/src/containerd.rs).
-need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static
+# tests (e2e/src/containerd.rs). e2fsprogs (mkfs.ext4) makes each workspace's
+# disk-limited filesystem, at run time as well.
+need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static e2fsprogs
   clang llvm libbpf-dev bpftool
   containerd skopeo umoci docker-registry containernetworking-plugins)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then

@@ -486,3 +486,76 @@ fn the_zones_mountinfo_names_no_host_path() {
         }
     }
 }
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: statvfs writes into the zeroed struct we own.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0, "statvfs");
+        st.f_bavail * st.f_frsize
+    }
+}
+
+/// Loop devices whose backing file is under `dir`.
+fn loops_under(dir: &Path) -> Vec<String> {
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|f| f.starts_with(dir.to_str().expect("utf8")))
+        .collect()
+}
+
+/// A zone's workspace holds at most its policy's `disk_limit` on the host:
+/// a 3 GiB write under a 512Mi limit stops with ENOSPC, the result says the
+/// limit was reached, the host's free space drops by at most the limit, and
+/// nothing of it is left once the zone is gone.
+#[test]
+fn a_full_workspace_stops_at_its_disk_limit() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    let policy = d.dir.join("disk.toml");
+    std::fs::write(&policy, "[resources]\ndisk_limit = \"512Mi\"\n").expect("policy");
+    let before = free_bytes(&d.root);
+    let r = sandbox(
+        &d,
+        &repo,
+        &["--policy", policy.to_str().expect("utf8"), "--keep-zone"],
+        "dd if=/dev/zero of=/workspace/fill bs=1M count=3072 2>&1; echo rc=$?",
+    );
+    let during = free_bytes(&d.root);
+    let zone = r["zone_id"].as_str().expect("zone_id").to_string();
+    let stdout = r["stdout"].as_str().expect("stdout");
+    assert!(
+        stdout.contains("No space left on device") && stdout.contains("rc=1"),
+        "{r}"
+    );
+    let events: Vec<&str> = r["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(events.contains(&"disk_limit_reached"), "{r}");
+    let used = before.saturating_sub(during);
+    assert!(
+        used <= (512 << 20) + (32 << 20),
+        "the host lost {} MiB for a 512 MiB limit",
+        used >> 20
+    );
+    assert!(d
+        .cli(&["zone", "delete", "--force", &zone])
+        .status
+        .success());
+    assert!(
+        loops_under(&d.root).is_empty(),
+        "{:?}",
+        loops_under(&d.root)
+    );
+}

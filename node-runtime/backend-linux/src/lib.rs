@@ -9,6 +9,7 @@
 
 mod bpf;
 pub mod cgroup;
+mod disk;
 mod enforcement;
 
 mod host;
@@ -160,6 +161,11 @@ impl IsolationBackend for LinuxBackend {
             host::make_private_dir(&state_dir)?;
             let workspace = match &setup.workspace {
                 Some(w) => {
+                    disk::mount_limited(
+                        &state_dir.join("workspace"),
+                        &state_dir.join("workspace.img"),
+                        setup.policy.resources.disk_limit_or_default(),
+                    )?;
                     let upper = self.workspace_upper(setup.id);
                     let work = state_dir.join("workspace/work");
                     host::make_private_dir(&upper)?;

@@ -26,10 +26,13 @@ pub enum EventKind {
     TasksPruned,
     /// A kernel enforcement layer denied an operation in the zone.
     EnforcementDenied,
+    /// The zone's workspace filled its disk limit (writes failed with
+    /// ENOSPC).
+    DiskLimitReached,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::ZoneCreated,
         EventKind::ZoneDeleted,
         EventKind::ZonePolicyUpdated,
@@ -45,6 +48,7 @@ impl EventKind {
         EventKind::ZoneExpired,
         EventKind::TasksPruned,
         EventKind::EnforcementDenied,
+        EventKind::DiskLimitReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl EventKind {
             EventKind::ZoneExpired => "zone_expired",
             EventKind::TasksPruned => "tasks_pruned",
             EventKind::EnforcementDenied => "enforcement_denied",
+            EventKind::DiskLimitReached => "disk_limit_reached",
         }
     }
 

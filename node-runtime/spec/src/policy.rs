@@ -73,6 +73,24 @@ pub struct ResourcesSection {
     /// Most processes and threads the zone may hold at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
+    /// Most bytes the zone's workspace may hold on the host's disk (its
+    /// copy-on-write layer: `512Mi`, `4Gi`); past it a write fails with
+    /// ENOSPC in the zone. [`DEFAULT_DISK_LIMIT`] when unset.
+    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none", default)]
+    #[schemars(with = "Option<String>")]
+    pub disk_limit: Option<u64>,
+}
+
+/// A zone's disk limit when its policy sets none.
+pub const DEFAULT_DISK_LIMIT: u64 = 4 << 30;
+/// The least disk limit a workspace's filesystem can be made with.
+pub const MIN_DISK_LIMIT: u64 = 16 << 20;
+
+impl ResourcesSection {
+    /// The disk limit in force: the policy's, or [`DEFAULT_DISK_LIMIT`].
+    pub fn disk_limit_or_default(&self) -> u64 {
+        self.disk_limit.unwrap_or(DEFAULT_DISK_LIMIT)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -318,6 +336,17 @@ impl Policy {
                     format!(
                         "{} is below 4Mi, the least a zone can start with; use 4Mi or more",
                         crate::size::format_size(mem)
+                    ),
+                );
+            }
+        }
+        if let Some(disk) = r.disk_limit {
+            if !(MIN_DISK_LIMIT..=(16u64 << 40)).contains(&disk) {
+                return err(
+                    "resources.disk_limit",
+                    format!(
+                        "{} is out of range; use 16Mi to 16Ti, e.g. 512Mi or 4Gi",
+                        crate::size::format_size(disk)
                     ),
                 );
             }

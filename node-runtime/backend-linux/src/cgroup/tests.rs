@@ -29,6 +29,7 @@ fn v1_limits_land_in_each_controller() {
         cpu_limit: Some(0.5),
         memory_limit: Some(64 << 20),
         pids_max: Some(32),
+        disk_limit: None,
     };
     let cg = fs.create("z1", &limits).expect("create");
     assert_eq!(cg.join.len(), 5);
@@ -62,6 +63,7 @@ fn v1_container_roots_get_cgroups_of_their_own() {
         memory_limit: Some(32 << 20),
         pids_max: Some(16),
         cpu_shares: None,
+        disk_limit: None,
     };
     assert!(fs.create_root("z", "c1", &rl(&own)).expect("create root"));
     let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
@@ -224,6 +226,7 @@ fn v2_writes_unified_files() {
         cpu_limit: Some(2.0),
         memory_limit: Some(1 << 30),
         pids_max: None,
+        disk_limit: None,
     };
     fs.create("z", &limits).expect("create");
     let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);

@@ -86,6 +86,7 @@ pub fn root_limits(l: Option<&v1::RootLimits>) -> rauha_backend::RootLimits {
             cpu_limit: l.cpus,
             memory_limit: l.memory_bytes,
             pids_max: l.pids_max,
+            disk_limit: None,
         },
         unified: l
             .unified

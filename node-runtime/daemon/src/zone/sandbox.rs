@@ -181,6 +181,14 @@ impl ZoneRegistry {
             }
         }
         if let Some(w) = &run.workspace {
+            if let Some(full) = self.workspace_full(&zone) {
+                events.push(self.events.emit(
+                    EventKind::DiskLimitReached,
+                    Some((zone.id, &zone.name)),
+                    Some(task_id),
+                    full,
+                ));
+            }
             self.settle_workspace(&zone, w, run.keep_zone, &redactor, &mut result)
                 .await;
         }
@@ -208,6 +216,25 @@ impl ZoneRegistry {
             }
         }
         Ok(result)
+    }
+
+    /// Whether the zone's workspace filled its disk limit (under 1 MiB or
+    /// no inode left), and if so the line that says it.
+    fn workspace_full(&self, zone: &ZoneRecord) -> Option<String> {
+        let upper = self.backends.of(zone).ok()?.workspace_upper(zone.id);
+        let dir = std::ffi::CString::new(upper.parent()?.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: statvfs writes into the zeroed struct we own.
+        let st = unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            (libc::statvfs(dir.as_ptr(), &mut st) == 0).then_some(st)
+        }?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        (free < 1 << 20 || st.f_favail == 0).then(|| {
+            format!(
+                "the workspace reached its disk limit ({}): writes failed with ENOSPC; raise resources.disk_limit",
+                rauha_spec::size::format_size(zone.policy.resources.disk_limit_or_default())
+            )
+        })
     }
 
     /// Scans the workspace's changes into the result and commits them when

@@ -52,7 +52,11 @@ fn bad_policies_give_exact_messages() {
         ),
         (
             "[resources]\nmemry_limit = \"4Gi\"\n",
-            "p.toml:2: resources.memry_limit: is not a policy key; expected one of `cpu_shares`, `cpu_limit`, `memory_limit`, `pids_max`",
+            "p.toml:2: resources.memry_limit: is not a policy key; expected one of `cpu_shares`, `cpu_limit`, `memory_limit`, `pids_max`, `disk_limit`",
+        ),
+        (
+            "[resources]\ndisk_limit = \"1Mi\"\n",
+            "p.toml:2: resources.disk_limit: 1Mi is out of range; use 16Mi to 16Ti, e.g. 512Mi or 4Gi",
         ),
         (
             "[resourcez]\n",
