@@ -559,3 +559,66 @@ fn a_full_workspace_stops_at_its_disk_limit() {
         loops_under(&d.root)
     );
 }
+
+/// rauhad's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// 150,000 files with long names: rauhad's memory stays within 64 MiB of
+/// before, the result lists the policy's `task.max_changes` (10,000) and
+/// counts the rest, its stored record stays small, and a commit is refused
+/// whole rather than applied in part.
+#[test]
+fn a_huge_change_set_is_capped_and_counted() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let repo = repo(&d);
+    // Warm up: the first task loads what every task needs.
+    assert!(d.cli(&["sandbox", "--", "true"]).status.success());
+    let before = rss(d.pid());
+    let tree = tree_snapshot(&repo);
+    let long = "x".repeat(180);
+    let script =
+        format!("cd /workspace && seq -f '%06.0f-{long}' 150000 | xargs touch && echo made");
+    let r = sandbox(&d, &repo, &["--on-success", "commit"], &script);
+    let after = rss(d.pid());
+    assert_eq!(r["stdout"], "made\n", "{}", r["stderr"]);
+    assert_eq!(
+        r["files_changed"].as_array().expect("files_changed").len(),
+        10_000
+    );
+    assert_eq!(r["files_changed_unlisted"], 140_000, "{}", r["error"]);
+    assert_eq!(r["workspace"], "commit_failed");
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("task.max_changes")),
+        "{}",
+        r["error"]
+    );
+    assert_eq!(tree_snapshot(&repo), tree, "nothing was committed");
+    assert!(
+        after < before + (64 << 20),
+        "rauhad grew from {} to {} MiB",
+        before >> 20,
+        after >> 20
+    );
+    let task = r["task_id"].as_str().expect("task_id");
+    let out = d.cli(&["task", "get", task, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        out.stdout.len() < 8 << 20,
+        "the stored record is {} bytes",
+        out.stdout.len()
+    );
+}

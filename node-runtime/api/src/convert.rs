@@ -240,6 +240,7 @@ impl From<&TaskResult> for v1::TaskResult {
             enforcement: Some((&r.enforcement).into()),
             error: r.error.clone().unwrap_or_default(),
             files_changed: r.files_changed.iter().map(Into::into).collect(),
+            files_changed_unlisted: r.files_changed_unlisted,
             workspace: r.workspace.map(outcome_str).unwrap_or_default().to_string(),
         }
     }
@@ -289,6 +290,7 @@ impl TryFrom<&v1::TaskResult> for TaskResult {
                 .iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
+            files_changed_unlisted: r.files_changed_unlisted,
             workspace: match r.workspace.as_str() {
                 "" => None,
                 w => Some(
@@ -368,6 +370,7 @@ mod tests {
                 diff_truncated: false,
                 held_back: Some("under .git".into()),
             }],
+            files_changed_unlisted: 7,
             workspace: Some(WorkspaceOutcome::Discarded),
             error: None,
         }

@@ -306,9 +306,13 @@ fn write_changes(r: &TaskResult) -> io::Result<()> {
         rauha_spec::result::WorkspaceOutcome::Discarded => "discarded",
         rauha_spec::result::WorkspaceOutcome::CommitFailed => "commit failed, nothing applied",
     };
+    let unlisted = match r.files_changed_unlisted {
+        0 => String::new(),
+        n => format!(" ({n} more not listed: past the policy's task.max_changes)"),
+    };
     writeln!(
         err,
-        "rauha: {} change(s) in the workspace, {outcome}",
+        "rauha: {} change(s) in the workspace{unlisted}, {outcome}",
         r.files_changed.len()
     )?;
     for c in &r.files_changed {

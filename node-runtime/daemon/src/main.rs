@@ -82,9 +82,18 @@ struct Args {
     /// Keep at most this many finished task results (the newest).
     #[arg(long, default_value_t = 10_000)]
     task_history: usize,
+    /// Keep only the newest finished task results that fit in this many
+    /// bytes of the store together (512Mi, 2Gi).
+    #[arg(long, default_value = "512Mi", value_parser = parse_size)]
+    task_history_bytes: u64,
     /// Forget finished task results older than this (30s, 10m, 24h; 0 = never).
     #[arg(long, default_value = "168h", value_parser = parse_age)]
     task_max_age: std::time::Duration,
+}
+
+/// A size such as 512Mi or 2Gi.
+fn parse_size(s: &str) -> Result<u64, String> {
+    rauha_spec::size::parse_size(s).ok_or_else(|| format!("{s:?} is not a size; use 512Mi or 2Gi"))
 }
 
 /// A duration, or `0` for "never" (a zero duration).
@@ -217,6 +226,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let retention = Retention {
         keep_last: Some(args.task_history),
         max_age: (!args.task_max_age.is_zero()).then_some(args.task_max_age),
+        max_bytes: Some(args.task_history_bytes),
     };
     let registry = ZoneRegistry::new(
         Backends::new(backend, Vec::new()),

@@ -243,27 +243,47 @@ impl Store {
         self.all(TASKS)
     }
 
-    /// Forgets finished tasks beyond the newest `keep_last` and older than
-    /// `min_started_ms`; running tasks are never removed. Returns how many.
+    /// Forgets finished tasks beyond the newest `keep_last`, older than
+    /// `min_started_ms`, or beyond the newest that fit in `max_bytes`
+    /// together; running tasks are never removed. Returns how many. Reads
+    /// one record at a time, and of each only its id, state and start.
     pub fn prune_tasks(
         &self,
         keep_last: Option<usize>,
         min_started_ms: Option<u64>,
+        max_bytes: Option<u64>,
     ) -> Result<usize, StoreError> {
-        let mut finished: Vec<TaskRecord> = self
-            .tasks()?
-            .into_iter()
-            .filter(|t| t.state == TaskState::Finished)
-            .collect();
-        finished.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
+        /// What pruning needs of a record (the rest is skipped unread).
+        #[derive(Deserialize)]
+        struct Head {
+            id: Uuid,
+            state: TaskState,
+            started_ms: u64,
+        }
+        let mut finished: Vec<(Head, u64)> = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(TASKS)?;
+            for item in table.iter()? {
+                let (key, value) = item?;
+                let head: Head = decode(key.value(), value.value())?;
+                if head.state == TaskState::Finished {
+                    finished.push((head, value.value().len() as u64));
+                }
+            }
+        }
+        finished.sort_by(|(a, _), (b, _)| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
+        let mut bytes = 0u64;
         let doomed: Vec<Uuid> = finished
             .iter()
             .enumerate()
-            .filter(|(i, t)| {
+            .filter(|(i, (t, size))| {
+                bytes = bytes.saturating_add(*size);
                 keep_last.is_some_and(|k| *i >= k)
                     || min_started_ms.is_some_and(|m| t.started_ms < m)
+                    || max_bytes.is_some_and(|m| bytes > m)
             })
-            .map(|(_, t)| t.id)
+            .map(|(_, (t, _))| t.id)
             .collect();
         if doomed.is_empty() {
             return Ok(0);
@@ -426,15 +446,45 @@ mod tests {
         for t in [&old, &mid, &new, &running] {
             store.put_task(t).expect("put");
         }
-        assert_eq!(store.prune_tasks(Some(2), None).expect("prune"), 1);
+        assert_eq!(store.prune_tasks(Some(2), None, None).expect("prune"), 1);
         assert!(store.task(&old.id).expect("read").is_none());
-        assert_eq!(store.prune_tasks(None, Some(250)).expect("prune"), 1);
+        assert_eq!(store.prune_tasks(None, Some(250), None).expect("prune"), 1);
         assert!(store.task(&mid.id).expect("read").is_none());
         assert!(store.task(&new.id).expect("read").is_some());
         assert!(
             store.task(&running.id).expect("read").is_some(),
             "a running task is never pruned"
         );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    /// Records are bounded by bytes as well as count: a few large results
+    /// push the oldest out.
+    #[test]
+    fn pruning_keeps_the_newest_that_fit_in_the_byte_budget() {
+        let (store, dir) = temp_store();
+        let task = |started_ms, bytes: usize| TaskRecord {
+            id: Uuid::new_v4(),
+            zone_id: Uuid::new_v4(),
+            command: vec!["x".repeat(bytes)],
+            state: TaskState::Finished,
+            started_ms,
+            result: None,
+        };
+        let tasks: Vec<_> = (0..5).map(|i| task(100 + i, 100_000)).collect();
+        for t in &tasks {
+            store.put_task(t).expect("put");
+        }
+        // Room for two records of ~100 KB each, not three.
+        assert_eq!(
+            store.prune_tasks(None, None, Some(250_000)).expect("prune"),
+            3
+        );
+        let kept: Vec<bool> = tasks
+            .iter()
+            .map(|t| store.task(&t.id).expect("read").is_some())
+            .collect();
+        assert_eq!(kept, [false, false, false, true, true]);
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

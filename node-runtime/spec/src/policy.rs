@@ -178,12 +178,24 @@ pub struct TaskSection {
     /// `[]` commits everything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_back: Option<Vec<String>>,
+    /// Most workspace changes a result lists (and a commit applies);
+    /// beyond, they are counted in `files_changed_unlisted` and a commit
+    /// is refused. [`DEFAULT_MAX_CHANGES`] when omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_changes: Option<u64>,
 }
 
 /// What a commit holds back when the policy says nothing.
 pub const DEFAULT_HOLD_BACK: &[&str] = &[".git"];
+/// Most changes a result lists when the policy says nothing.
+pub const DEFAULT_MAX_CHANGES: u64 = 10_000;
 
 impl TaskSection {
+    /// Most changes a result lists.
+    pub fn max_changes_or_default(&self) -> u64 {
+        self.max_changes.unwrap_or(DEFAULT_MAX_CHANGES)
+    }
+
     /// The paths a commit holds back.
     pub fn hold_back(&self) -> Vec<String> {
         match &self.hold_back {
@@ -269,6 +281,14 @@ impl Policy {
                 return err(
                     "zone.hostname",
                     e.to_string().replace("zone name", "hostname"),
+                );
+            }
+        }
+        if let Some(n) = self.task.max_changes {
+            if !(1..=1_000_000).contains(&n) {
+                return err(
+                    "task.max_changes",
+                    format!("{n} is out of range; use 1 to 1000000 (default 10000)"),
                 );
             }
         }

@@ -165,9 +165,14 @@ pub struct TaskResult {
     pub events: Vec<Event>,
     pub enforcement_events: Vec<EnforcementEvent>,
     pub enforcement: Enforcement,
-    /// Changes to the workspace (`--repo-path`), sorted by path.
+    /// Changes to the workspace (`--repo-path`), sorted by path: at most
+    /// the policy's `task.max_changes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_changed: Vec<FileChange>,
+    /// Changes beyond `task.max_changes`: counted, not listed (a commit
+    /// is then refused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_changed_unlisted: u64,
     /// What became of those changes; none without a workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceOutcome>,
@@ -205,10 +210,15 @@ impl TaskResult {
             enforcement_events: Vec::new(),
             enforcement,
             files_changed: Vec::new(),
+            files_changed_unlisted: 0,
             workspace: None,
             error: None,
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -87,4 +87,4 @@ mod overlay_tests;
 
 pub use commit::commit;
 pub use error::WorkspaceError;
-pub use scan::scan;
+pub use scan::{scan, scan_capped, Limits, Scanned};

@@ -40,13 +40,56 @@ pub fn scan(
     upper: &Path,
     diff_cap: usize,
 ) -> Result<Vec<FileChange>, WorkspaceError> {
+    let limits = Limits {
+        diff_cap,
+        ..Limits::default()
+    };
+    Ok(scan_capped(lower, upper, &limits)?.changes)
+}
+
+/// How much of a scan is kept: a task may change any number of files, and
+/// what it changed is held in memory, stored and sent.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most bytes of one file's diff.
+    pub diff_cap: usize,
+    /// Most bytes of all diffs together; past it, files get no diff (and
+    /// `diff_truncated`).
+    pub diff_total: usize,
+    /// Most changes listed; past it they are counted, not kept.
+    pub max_changes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            diff_cap: 64 << 10,
+            diff_total: usize::MAX,
+            max_changes: usize::MAX,
+        }
+    }
+}
+
+/// What a capped scan found.
+#[derive(Debug, Clone, Default)]
+pub struct Scanned {
+    /// The first `max_changes` changes in walk order, sorted by path.
+    pub changes: Vec<FileChange>,
+    /// Changes found beyond `max_changes`: counted, not listed.
+    pub unlisted: u64,
+}
+
+/// [`scan`] within `limits`: memory stays bounded whatever the task made.
+pub fn scan_capped(lower: &Path, upper: &Path, limits: &Limits) -> Result<Scanned, WorkspaceError> {
     let lower_root = DirFd::open(lower).map_err(|e| WorkspaceError::read(lower, e))?;
     let upper_root = DirFd::open(upper).map_err(|e| WorkspaceError::read(upper, e))?;
     let mut scan = Scan {
         lower,
         upper,
-        diff_cap,
+        limits,
+        diff_spent: 0,
         changes: Vec::new(),
+        unlisted: 0,
     };
     let merged = !scan.opaque(&upper_root, "")?;
     scan.dir(Some(&lower_root), Some(&upper_root), merged, "")?;
@@ -56,7 +99,10 @@ pub fn scan(
             .cmp(&b.path)
             .then(kind_rank(a.kind).cmp(&kind_rank(b.kind)))
     });
-    Ok(changes)
+    Ok(Scanned {
+        changes,
+        unlisted: scan.unlisted,
+    })
 }
 
 fn kind_rank(kind: ChangeKind) -> u8 {
@@ -93,8 +139,11 @@ impl Content {
 struct Scan<'a> {
     lower: &'a Path,
     upper: &'a Path,
-    diff_cap: usize,
+    limits: &'a Limits,
+    /// Bytes of diffs kept so far.
+    diff_spent: usize,
     changes: Vec<FileChange>,
+    unlisted: u64,
 }
 
 fn join(rel: &str, name: &str) -> String {
@@ -220,7 +269,7 @@ impl Scan<'_> {
                         let mut c = change(&path, ChangeKind::Added, FileType::Special);
                         c.mode = Some(n.mode);
                         c.held_back = Some(SPECIAL_HELD_BACK.to_string());
-                        self.changes.push(c);
+                        self.push(c);
                     }
                 }
                 (None, Some((u, n))) => self.added(u, &name, &path, n)?,
@@ -248,7 +297,7 @@ impl Scan<'_> {
         c.old_mode = Some(old.mode);
         match old.kind {
             EntryKind::Dir => {
-                self.changes.push(c);
+                self.push(c);
                 let sub = dir.open_dir(name).map_err(self.err(Layer::Lower, path))?;
                 return self.dir(Some(&sub), None, false, path);
             }
@@ -260,7 +309,7 @@ impl Scan<'_> {
             }
             _ => c.old_size = Some(old.size),
         }
-        self.changes.push(c);
+        self.push(c);
         Ok(())
     }
 
@@ -279,7 +328,7 @@ impl Scan<'_> {
                 self.supported(&sub, path)?;
                 let mut c = change(path, ChangeKind::Added, FileType::Dir);
                 c.mode = Some(new.mode);
-                self.changes.push(c);
+                self.push(c);
                 self.dir(None, Some(&sub), false, path)
             }
             EntryKind::Symlink => {
@@ -287,7 +336,7 @@ impl Scan<'_> {
                 c.size = Some(new.size);
                 c.mode = Some(new.mode);
                 c.link_target = Some(self.link_target(dir, name, path)?);
-                self.changes.push(c);
+                self.push(c);
                 Ok(())
             }
             _ => {
@@ -296,7 +345,7 @@ impl Scan<'_> {
                 c.size = Some(entry.size);
                 c.mode = Some(entry.mode);
                 self.set_diff(&mut c, Side::Absent, content.side());
-                self.changes.push(c);
+                self.push(c);
                 Ok(())
             }
         }
@@ -329,7 +378,7 @@ impl Scan<'_> {
                     let mut c = change(path, ChangeKind::Modified, FileType::Dir);
                     c.mode = Some(new.mode);
                     c.old_mode = Some(old.mode);
-                    self.changes.push(c);
+                    self.push(c);
                 }
                 let lower_sub = lower.open_dir(name).map_err(self.err(Layer::Lower, path))?;
                 self.dir(Some(&lower_sub), Some(&upper_sub), merged && !opaque, path)
@@ -346,7 +395,7 @@ impl Scan<'_> {
                     c.old_size = Some(old.size);
                     c.old_mode = Some(old.mode);
                     c.link_target = Some(new_target);
-                    self.changes.push(c);
+                    self.push(c);
                 }
                 Ok(())
             }
@@ -369,14 +418,29 @@ impl Scan<'_> {
                 if !same {
                     self.set_diff(&mut c, old_content.side(), new_content.side());
                 }
-                self.changes.push(c);
+                self.push(c);
                 Ok(())
             }
         }
     }
 
-    fn set_diff(&self, c: &mut FileChange, old: Side<'_>, new: Side<'_>) {
-        let d = diff::unified(&c.path, old, new, self.diff_cap);
+    /// Lists a change, or counts it past the cap.
+    fn push(&mut self, c: FileChange) {
+        if self.changes.len() < self.limits.max_changes {
+            self.changes.push(c);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    fn set_diff(&mut self, c: &mut FileChange, old: Side<'_>, new: Side<'_>) {
+        if self.changes.len() >= self.limits.max_changes {
+            // Counted, not listed: no diff to make.
+            return;
+        }
+        let left = self.limits.diff_total.saturating_sub(self.diff_spent);
+        let d = diff::unified(&c.path, old, new, self.limits.diff_cap.min(left));
+        self.diff_spent += d.text.as_ref().map_or(0, String::len);
         c.diff = d.text;
         c.diff_truncated = d.truncated;
     }

@@ -388,3 +388,29 @@ fn a_missing_layer_is_a_read_error() {
     assert!(matches!(err, WorkspaceError::Read { .. }), "{err}");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[test]
+fn a_capped_scan_lists_the_first_changes_and_counts_the_rest() {
+    let s = Scratch::new("scan-cap");
+    let (l, u) = (s.lower(), s.upper());
+    for i in 0..10 {
+        write(&u.join(format!("f{i}")), b"0123456789\n", 0o644);
+    }
+    let limits = crate::Limits {
+        diff_cap: 1 << 10,
+        diff_total: 100,
+        max_changes: 4,
+    };
+    let scanned = crate::scan_capped(&l, &u, &limits).unwrap();
+    assert_eq!(scanned.changes.len(), 4);
+    assert_eq!(scanned.unlisted, 6);
+    // Each diff is ~45 bytes: two fit in the 100-byte budget, the third is
+    // cut, the fourth has none left.
+    let spent: usize = scanned
+        .changes
+        .iter()
+        .filter_map(|c| c.diff.as_ref().map(String::len))
+        .sum();
+    assert!(spent <= 100, "{spent}");
+    assert!(scanned.changes.iter().any(|c| c.diff_truncated));
+}

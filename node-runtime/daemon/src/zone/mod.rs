@@ -164,6 +164,9 @@ pub struct Retention {
     pub keep_last: Option<usize>,
     /// Forget finished tasks older than this.
     pub max_age: Option<std::time::Duration>,
+    /// Keep only the newest finished tasks whose records fit in this many
+    /// bytes together.
+    pub max_bytes: Option<u64>,
 }
 
 impl ZoneRegistry {

@@ -25,6 +25,10 @@ use crate::secrets::{Delivery, Secret};
 use crate::store::{TaskRecord, TaskState, ZoneRecord};
 use rauha_guest_agent::protocol::FdData;
 
+/// Most bytes of all the diffs of one result together (each file's is also
+/// cut at the task's diff cap): the rest of the files get none.
+const DIFF_TOTAL: usize = 4 << 20;
+
 /// After a timeout, how long the zone's processes get to die.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -315,14 +319,19 @@ impl ZoneRegistry {
                 return;
             }
         };
-        let diff_cap = w.diff_cap;
+        let limits = rauha_workspace::Limits {
+            diff_cap: w.diff_cap,
+            diff_total: DIFF_TOTAL,
+            max_changes: usize::try_from(zone.policy.task.max_changes_or_default())
+                .unwrap_or(usize::MAX),
+        };
         let scan_upper = upper.clone();
         let scanned = tokio::task::spawn_blocking(move || {
-            rauha_workspace::scan(&lower, &scan_upper, diff_cap).map_err(|e| e.to_string())
+            rauha_workspace::scan_capped(&lower, &scan_upper, &limits).map_err(|e| e.to_string())
         })
         .await;
-        let mut changes = match scanned {
-            Ok(Ok(c)) => c,
+        let (mut changes, unlisted) = match scanned {
+            Ok(Ok(s)) => (s.changes, s.unlisted),
             Ok(Err(e)) => {
                 result.workspace = Some(WorkspaceOutcome::Discarded);
                 result.error.get_or_insert(
@@ -356,8 +365,16 @@ impl ZoneRegistry {
             .filter(|c| c.held_back.is_none())
             .cloned()
             .collect();
+        result.files_changed_unlisted = unlisted;
         let mut outcome = WorkspaceOutcome::Discarded;
-        if w.commit && result.status == TaskStatus::Succeeded && !to_apply.is_empty() {
+        if w.commit && result.status == TaskStatus::Succeeded && unlisted > 0 {
+            result.error = Some(format!(
+                "the commit was refused and changed nothing: the task changed {} paths, more than the {} a result lists (policy task.max_changes)",
+                changes.len() as u64 + unlisted,
+                changes.len()
+            ));
+            outcome = WorkspaceOutcome::CommitFailed;
+        } else if w.commit && result.status == TaskStatus::Succeeded && !to_apply.is_empty() {
             let repo = PathBuf::from(&w.spec.repo_path);
             let upper = upper.clone();
             let committed = tokio::task::spawn_blocking(move || {

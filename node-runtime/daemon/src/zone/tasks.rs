@@ -24,9 +24,11 @@ impl ZoneRegistry {
             .retention
             .max_age
             .map(|age| now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
-        let removed = self
-            .store
-            .prune_tasks(self.retention.keep_last, min_started)?;
+        let removed = self.store.prune_tasks(
+            self.retention.keep_last,
+            min_started,
+            self.retention.max_bytes,
+        )?;
         if removed > 0 {
             self.events.emit(
                 EventKind::TasksPruned,
