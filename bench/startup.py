@@ -5,6 +5,8 @@ Runs, in one session and interleaved round by round so that drift on a
 shared machine hits every command alike:
   rauha sandbox -- /bin/true                      (host view, standard policy)
   rauha sandbox --bundle BUNDLE -- /bin/true      (busybox OCI bundle)
+  both again with `zone.user_namespace = false`   (the zone's root host root:
+                                                   the cost of the user namespace)
   bwrap --unshare-all on the same busybox rootfs
   runc run on the same bundle
   sandlock run (if `sandlock` from `cargo install sandlock-cli` is found)
@@ -108,9 +110,15 @@ def main():
     daemon, addr = start_rauhad(base, args.bin_dir)
     env = dict(os.environ, RAUHA_ADDR=addr)
     rauha = os.path.join(args.bin_dir, "rauha")
+    host_users = os.path.join(base, "host-users.toml")
+    with open(host_users, "w") as f:
+        f.write("[zone]\nuser_namespace = false\n")
     commands = {
         "rauha sandbox (host view)": lambda i: [rauha, "sandbox", "--", "/bin/true"],
         "rauha sandbox (bundle)": lambda i: [rauha, "sandbox", "--bundle", bundle, "--", "/bin/true"],
+        "  same, host view, no userns": lambda i: [rauha, "sandbox", "--policy", host_users, "--", "/bin/true"],
+        "  same, bundle, no userns": lambda i: [rauha, "sandbox", "--policy", host_users, "--bundle", bundle,
+                                                "--", "/bin/true"],
         "bwrap --unshare-all": lambda i: ["bwrap", "--unshare-all", "--ro-bind", rootfs, "/", "--proc", "/proc",
                                           "--dev", "/dev", "/bin/true"],
         "runc run": lambda i: ["runc", "--root", os.path.join(base, "runc"), "run", "--bundle", bundle,

@@ -5,7 +5,7 @@
 //! `/proc/PID/mem` against the zone's agent and rauhad. Each must fail, and
 //! the host must be as it was. (Pods default to `standard`: docs/shim.md.)
 
-use rauha_e2e::{ready, text, Daemon};
+use rauha_e2e::{json, ready, text, Daemon};
 
 /// The probe's operations, each of which must not print `: ok`.
 fn attempts(rauhad: u32) -> Vec<String> {
@@ -160,7 +160,16 @@ fn a_task_cannot_end_its_zones_agent() {
     // A kept zone answers after its task signalled PID 1.
     let out = d.cli(&["zone", "create", "sig"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = d.cli(&["exec", "sig", "--", "sh", "-c", "kill -TERM 1; kill -INT 1"]);
+    // Refused (EPERM: the agent is host root, the zone's root is not) or
+    // ignored (a zone without a user namespace): either way PID 1 stays.
+    let out = d.cli(&[
+        "exec",
+        "sig",
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM 1 2>/dev/null; kill -INT 1 2>/dev/null; true",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = d.cli(&["exec", "sig", "--", "echo", "still-here"]);
@@ -168,4 +177,105 @@ fn a_task_cannot_end_its_zones_agent() {
     // The host still stops it.
     let out = d.cli(&["zone", "delete", "--force", "sig"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Removes a file when dropped (a test's host fixture).
+struct HostFile(std::path::PathBuf);
+
+impl Drop for HostFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Zone processes are not host root: a host file readable only by root is
+/// unreadable in a zone under every preset (and `/etc/shadow-`, where the
+/// host has one and the preset shows `/etc`), each zone's root is a host uid range of its own, and the
+/// workspace stays writable by the zone's root. A policy's
+/// `zone.user_namespace = false` is the explicit way back.
+#[test]
+fn a_zones_root_is_not_host_root() {
+    use std::os::unix::fs::PermissionsExt;
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    // In /usr, which every preset shows.
+    let secret = HostFile(format!("/usr/local/rauha-e2e-root-only-{}", std::process::id()).into());
+    std::fs::write(&secret.0, "s3cret\n").expect("write");
+    std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let path = secret.0.to_str().expect("utf8");
+    let mut files = vec![path];
+    if std::path::Path::new("/etc/shadow-").exists() {
+        files.push("/etc/shadow-");
+    }
+    let repo = d.dir.join("repo");
+    std::fs::create_dir_all(&repo).expect("repo");
+    std::fs::write(repo.join("f"), "a\n").expect("f");
+    for preset in ["minimal", "standard", "strict"] {
+        // strict shows no /etc at all.
+        for file in files
+            .iter()
+            .filter(|f| preset != "strict" || !f.starts_with("/etc"))
+        {
+            let out = d.cli(&[
+                "sandbox",
+                "--json",
+                "--policy",
+                preset,
+                "--repo-path",
+                repo.to_str().expect("utf8"),
+                "--",
+                "sh",
+                "-c",
+                &format!("cat {file}; echo more >> /workspace/f && echo wrote"),
+            ]);
+            let r = json(&out);
+            let stderr = r["stderr"].as_str().expect("stderr");
+            assert!(
+                stderr.contains("Permission denied")
+                    && !r["stdout"].as_str().unwrap_or("").contains("s3cret"),
+                "{preset}: {file} is readable in the zone: {r}"
+            );
+            assert_eq!(
+                r["stdout"], "wrote\n",
+                "{preset}: the workspace is writable: {r}"
+            );
+            let ns = &r["enforcement"]["layers"][0]["detail"];
+            assert!(
+                ns.as_str()
+                    .is_some_and(|t| t.starts_with("user (the zone's root is host uid")),
+                "{preset}: {ns}"
+            );
+        }
+    }
+    // Two live zones: two ranges.
+    let map = |zone: &str| {
+        assert!(d.cli(&["zone", "create", zone]).status.success());
+        let out = d.cli(&["exec", zone, "--", "cat", "/proc/self/uid_map"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let (a, b) = (map("ua"), map("ub"));
+    assert_ne!(a, b, "each zone has host ids of its own");
+    for m in [&a, &b] {
+        let fields: Vec<&str> = m.split_whitespace().collect();
+        assert_eq!(fields[0], "0");
+        assert_ne!(fields[1], "0", "the zone's root is not host root: {m}");
+        assert_eq!(fields[2], "65536");
+    }
+    // Asked for explicitly, the zone's root is host root again (without
+    // capabilities): the file reads.
+    let policy = d.dir.join("host-users.toml");
+    std::fs::write(&policy, "[zone]\nuser_namespace = false\n").expect("policy");
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--policy",
+        policy.to_str().expect("utf8"),
+        "--",
+        "cat",
+        path,
+    ]);
+    assert_eq!(json(&out)["stdout"], "s3cret\n");
 }

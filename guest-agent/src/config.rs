@@ -54,6 +54,10 @@ pub struct ZoneConfig {
     /// zone's containers appear in the zone (see `CONTAINERS_DIR`).
     #[serde(default)]
     pub containers_dir: Option<String>,
+    /// Run the zone's processes in a user namespace mapping its ids
+    /// 0-65535 to host ids from this one on (uid and gid alike).
+    #[serde(default)]
+    pub user_namespace: Option<u32>,
     pub hardening: Hardening,
 }
 
@@ -108,4 +112,8 @@ pub struct Ready {
     pub seccomp: bool,
     /// Detail for layers that could not be applied.
     pub notes: Vec<String>,
+    /// The host uid (and gid) the zone's root maps to, when its processes
+    /// run in a user namespace of their own.
+    #[serde(default)]
+    pub user_namespace: Option<u32>,
 }

@@ -72,6 +72,7 @@ mod tests {
             landlock_abi: 4,
             seccomp: true,
             notes: vec!["a note".into()],
+            user_namespace: Some(1 << 30),
         };
         for r in [
             Report::Pid(4242),

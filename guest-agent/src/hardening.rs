@@ -90,6 +90,8 @@ pub struct Prepared {
     /// A container's own cgroups (`cgroup.procs` in each hierarchy); when
     /// empty, the process joins the zone's work cgroup.
     own: Arc<Vec<OwnedFd>>,
+    /// The zone's user namespace and the host id its root maps to.
+    userns: Option<(Arc<OwnedFd>, u32)>,
 }
 
 /// Where started processes go, opened before pivot_root (the host paths
@@ -180,6 +182,33 @@ impl Prepared {
         self
     }
 
+    /// Processes enter the zone's user namespace (`base`: the host id its
+    /// root maps to) before their capabilities are cut.
+    pub fn with_userns(mut self, userns: Option<(Arc<OwnedFd>, u32)>) -> Prepared {
+        self.userns = userns;
+        self
+    }
+
+    /// Adds the detail of a layer that could not be applied.
+    pub fn with_note(mut self, note: Option<String>) -> Prepared {
+        self.notes.extend(note);
+        self
+    }
+
+    pub fn userns(&self) -> Option<(Arc<OwnedFd>, u32)> {
+        self.userns.clone()
+    }
+
+    /// Runs in the child between fork and exec, after it entered its root
+    /// and directory (which take the host's privileges): into the zone's
+    /// user namespace, as its root unless `user` is asked for.
+    pub fn enter_userns(&self, user: Option<&User>) -> io::Result<()> {
+        match &self.userns {
+            Some((fd, _)) => crate::userns::enter(fd.as_raw_fd(), user.is_none()),
+            None => Ok(()),
+        }
+    }
+
     /// A process of container root `name`: it joins the container's own
     /// cgroups, when rauhad made them, and gets a cgroup namespace rooted
     /// there (its /sys/fs/cgroup shows its own limits, as under runc).
@@ -249,6 +278,7 @@ impl Prepared {
             notes,
             cgroups: Arc::default(),
             own: Arc::default(),
+            userns: None,
         })
     }
 
@@ -261,6 +291,7 @@ impl Prepared {
             landlock_abi: self.landlock_abi,
             seccomp: !self.seccomp.is_empty(),
             notes: self.notes.clone(),
+            user_namespace: self.userns.as_ref().map(|(_, base)| *base),
         }
     }
 

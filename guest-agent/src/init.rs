@@ -9,11 +9,15 @@ use std::path::Path;
 use rauha_guest_agent::config::ZoneConfig;
 use rauha_guest_agent::handshake::Report;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use crate::hardening::{Prepared, ZoneCgroups};
 use crate::kernel::{check, mount};
-use crate::{report, rootfs, supervisor};
+use crate::{report, rootfs, supervisor, userns};
 
-pub fn run(config: ZoneConfig) -> io::Result<()> {
+/// `userns`: the zone's user namespace, made by the launcher when rauhad
+/// asked for one (or why it could not be).
+pub fn run(config: ZoneConfig, userns: Option<Result<(OwnedFd, u32), String>>) -> io::Result<()> {
     // Not dumpable: no process of the zone can ptrace the agent or read its
     // /proc files, whatever its policy allows.
     // SAFETY: prctl with integer arguments.
@@ -43,18 +47,69 @@ pub fn run(config: ZoneConfig) -> io::Result<()> {
         config.work_cgroup_procs.as_deref(),
         &config.container_cgroups,
     )?);
+    let (userns, userns_note) = user_namespace(&config, userns);
+    // The zone's own network namespace belongs to the host's user
+    // namespace, where a process of the zone's has no capability: what
+    // CAP_NET_BIND_SERVICE would allow, the namespace allows everyone.
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    if userns.is_some()
+        && config.netns.is_none()
+        && config
+            .hardening
+            .capabilities
+            .contains(&CAP_NET_BIND_SERVICE)
+    {
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0").map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open the zone's low ports to its root: {e}"),
+            )
+        })?;
+    }
     let root = state.join("root");
     rootfs::build(
         &config.root,
         config.workspace.as_ref(),
         config.containers_dir.as_deref(),
         &root,
+        userns.as_ref().map(|(fd, base)| rootfs::Idmap {
+            userns: fd.as_raw_fd(),
+            base: *base,
+        }),
     )?;
     rootfs::pivot(&root)?;
-    let prepared = Prepared::new(&config.hardening)?.with_cgroups(cgroups);
+    let prepared = Prepared::new(&config.hardening)?
+        .with_cgroups(cgroups)
+        .with_userns(userns.map(|(fd, base)| (std::sync::Arc::new(fd), base)))
+        .with_note(userns_note);
     report::send(&Report::Ready(prepared.ready()))?;
     report::release_stdio();
     supervisor::run(listener, prepared, config.hardening)
+}
+
+/// The zone's user namespace, when rauhad asked for one and the kernel can
+/// have it: every path the zone must write has to allow an idmapped mount.
+/// Otherwise none, and the note that says why.
+fn user_namespace(
+    config: &ZoneConfig,
+    made: Option<Result<(OwnedFd, u32), String>>,
+) -> (Option<(OwnedFd, u32)>, Option<String>) {
+    let (fd, base) = match made {
+        None => return (None, Some("user namespace: not asked for (the zone's root is host root, without capabilities the policy does not give)".into())),
+        Some(Err(why)) => return (None, Some(why)),
+        Some(Ok(made)) => made,
+    };
+    for (source, recursive) in rootfs::idmapped_sources(&config.root, config.workspace.as_ref()) {
+        if let Err(e) = userns::can_idmap(Path::new(&source), fd.as_raw_fd(), recursive) {
+            return (
+                None,
+                Some(format!(
+                    "user namespace: not in force: {source} cannot be shown idmapped ({e}; its filesystem or this kernel has no idmapped mounts), so the zone's root is host root"
+                )),
+            );
+        }
+    }
+    (Some((fd, base)), None)
 }
 
 /// Brings `lo` up in the zone's fresh network namespace.

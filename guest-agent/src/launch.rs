@@ -17,6 +17,14 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
         std::fs::write(procs, &pid)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot join cgroup {procs}: {e}")))?;
     }
+    // Made here, in the host's pid namespace (its /proc names the helper
+    // it forks), before the zone's pid namespace exists (the next fork
+    // after that unshare is the zone's PID 1); PID 1 inherits it.
+    let userns = config.user_namespace.map(|base| {
+        crate::userns::create(base)
+            .map(|fd| (fd, base))
+            .map_err(|e| format!("user namespace: {e}"))
+    });
     let mut flags = libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
@@ -41,7 +49,7 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
     // arbitrary code after fork.
     let child = check(unsafe { libc::fork() })?;
     if child == 0 {
-        let code = match crate::init::run(config) {
+        let code = match crate::init::run(config, userns) {
             Ok(()) => 0,
             Err(e) => {
                 let _ = report::send(&Report::Error(e.to_string()));

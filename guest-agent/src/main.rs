@@ -13,6 +13,7 @@ mod launch;
 mod report;
 mod rootfs;
 mod supervisor;
+mod userns;
 
 use std::io::Read;
 use std::process::ExitCode;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rauha_guest_agent::config::{RootConfig, WorkspaceMount};
 
 use crate::kernel::{bind, check, context, cpath, mount};
+use crate::userns;
 
 const RO: libc::c_ulong = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
 const RW: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
@@ -29,12 +30,48 @@ pub(crate) const PROC_MASKED: &[&str] = &[
 ];
 pub(crate) const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
+/// The zone's user namespace, for what must stay writable by its root.
+#[derive(Debug, Clone, Copy)]
+pub struct Idmap {
+    pub userns: std::os::fd::RawFd,
+    /// The host id the zone's root maps to.
+    pub base: u32,
+}
+
+/// The host paths [`build`] shows idmapped, and whether recursively: each
+/// must be on a filesystem that allows it, or the zone runs without a user
+/// namespace.
+pub fn idmapped_sources(
+    root_config: &RootConfig,
+    workspace: Option<&WorkspaceMount>,
+) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = workspace
+        .map(|w| (w.lower.clone(), false))
+        .into_iter()
+        .collect();
+    match root_config {
+        RootConfig::HostView { writable, .. } => out.extend(
+            writable
+                .iter()
+                .filter(|p| p.as_str() != "/tmp" && Path::new(p).exists())
+                .map(|p| (p.clone(), false)),
+        ),
+        RootConfig::Rootfs { path, .. } => out.push((path.clone(), true)),
+    }
+    out
+}
+
 pub fn build(
     root_config: &RootConfig,
     workspace: Option<&WorkspaceMount>,
     containers: Option<&str>,
     root: &Path,
+    idmap: Option<Idmap>,
 ) -> io::Result<()> {
+    ZONE_ROOT_ID.store(
+        idmap.map_or(0, |m| m.base),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     std::fs::create_dir_all(root).map_err(|e| context("cannot create", root, e))?;
     match root_config {
         RootConfig::HostView {
@@ -69,10 +106,15 @@ pub fn build(
                     std::fs::metadata(host).map_err(|e| context("writable path", host, e))?;
                 let inside = inside(root, path);
                 make_mount_point(&inside, meta.is_dir())?;
-                bind(host, &inside, RW)?;
+                match idmap {
+                    // The policy gave the path: the zone's root owns there
+                    // what host root owns.
+                    Some(m) => userns::bind_idmapped(host, &inside, m.userns, false, false)?,
+                    None => bind(host, &inside, RW)?,
+                }
             }
             common_mounts(root)?;
-            mount_workspace(root, workspace)?;
+            mount_workspace(root, workspace, idmap)?;
             mask(root, denied)?;
             mount_containers(root, containers)?;
             mount("", root, "", libc::MS_REMOUNT | RO, "")?;
@@ -84,22 +126,28 @@ pub fn build(
             denied,
         } => {
             let source = Path::new(path);
-            mount(
-                &source.to_string_lossy(),
-                root,
-                "",
-                libc::MS_BIND | libc::MS_REC,
-                "",
-            )?;
+            match idmap {
+                Some(m) => userns::bind_idmapped(source, root, m.userns, false, true)?,
+                None => mount(
+                    &source.to_string_lossy(),
+                    root,
+                    "",
+                    libc::MS_BIND | libc::MS_REC,
+                    "",
+                )?,
+            }
             common_mounts(root)?;
+            let owner = idmap
+                .map(|m| format!(",uid={0},gid={0}", m.base))
+                .unwrap_or_default();
             for path in writable.iter().filter(|p| p.as_str() != "/tmp") {
                 let inside = inside(root, path);
                 if *readonly {
                     make_mount_point(&inside, true)?;
-                    mount("tmpfs", &inside, "tmpfs", RW, "mode=0755")?;
+                    mount("tmpfs", &inside, "tmpfs", RW, &format!("mode=0755{owner}"))?;
                 }
             }
-            mount_workspace(root, workspace)?;
+            mount_workspace(root, workspace, idmap)?;
             mask(root, denied)?;
             mount_containers(root, containers)?;
             if *readonly {
@@ -199,7 +247,11 @@ fn common_mounts(root: &Path) -> io::Result<()> {
 
 /// The workspace overlay: the zone's writes land in `upper`, the
 /// repository (`lower`) is never written while the task runs.
-fn mount_workspace(root: &Path, workspace: Option<&WorkspaceMount>) -> io::Result<()> {
+fn mount_workspace(
+    root: &Path,
+    workspace: Option<&WorkspaceMount>,
+    idmap: Option<Idmap>,
+) -> io::Result<()> {
     let Some(w) = workspace else { return Ok(()) };
     let target = inside(root, &w.target);
     make_mount_point(&target, true)?;
@@ -222,7 +274,12 @@ fn mount_workspace(root: &Path, workspace: Option<&WorkspaceMount>) -> io::Resul
         })?;
     let lower = layers.join("lower");
     make_mount_point(&lower, true)?;
-    bind(Path::new(&w.lower), &lower, RO)?;
+    match idmap {
+        // The repository's files show as the zone root's where they are
+        // host root's (what the zone writes lands as the host's ids).
+        Some(m) => userns::bind_idmapped(Path::new(&w.lower), &lower, m.userns, true, false)?,
+        None => bind(Path::new(&w.lower), &lower, RO)?,
+    }
     std::env::set_current_dir(layers).map_err(|e| context("cannot enter", layers, e))?;
     // Renames and metadata-only changes must show up in the upper layer as
     // whole files, which is what the daemon's scan reads.
@@ -269,22 +326,93 @@ fn inside(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
 }
 
+/// The host id of the zone's root while [`build`] runs with an idmapped
+/// root filesystem (0: none).
+static ZONE_ROOT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Runs `create`; where it fails with EOVERFLOW (the agent, host root, has
+/// no id on an idmapped mount: a mount point in a bundle's root), makes
+/// `path` (and its missing parents) again as the zone's root, which owns
+/// there what host root owns on disk.
+fn create_as_needed(path: &Path, dir: bool, create: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EOVERFLOW) => {
+            let id = ZONE_ROOT_ID.load(std::sync::atomic::Ordering::Relaxed);
+            if id == 0 {
+                return Err(e);
+            }
+            let mut missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+            missing.reverse();
+            for p in missing {
+                create_as(p, dir || p != path, id)?;
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Makes one directory or empty file as `id`. The parent is opened as host
+/// root first: `id` may not search the state dir above the zone's root.
+fn create_as(path: &Path, dir: bool, id: u32) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let parent = cpath(path.parent().unwrap_or(Path::new("/")))?;
+    let name = cpath(Path::new(path.file_name().unwrap_or_default()))?;
+    // SAFETY: open with a NUL-terminated path; the fd is owned below.
+    let fd = check(unsafe {
+        libc::open(
+            parent.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: a new fd the kernel gave us.
+    let parent = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain system calls; the agent is single-threaded while it
+    // builds the root, and returns to host root's ids before anything else.
+    unsafe {
+        libc::setfsgid(id);
+        libc::setfsuid(id);
+        let made = if dir {
+            libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755)
+        } else {
+            let f = libc::openat(
+                parent.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            if f >= 0 {
+                libc::close(f);
+            }
+            f
+        };
+        let err = io::Error::last_os_error();
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+        if made < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 fn make_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(parent) => {
-            std::fs::create_dir_all(parent).map_err(|e| context("cannot create", parent, e))
-        }
+        Some(parent) => create_as_needed(parent, true, || std::fs::create_dir_all(parent))
+            .map_err(|e| context("cannot create", parent, e)),
         None => Ok(()),
     }
 }
 
 fn make_mount_point(path: &Path, dir: bool) -> io::Result<()> {
     if dir {
-        std::fs::create_dir_all(path).map_err(|e| context("cannot create", path, e))
+        create_as_needed(path, true, || std::fs::create_dir_all(path))
+            .map_err(|e| context("cannot create", path, e))
     } else {
         make_parent(path)?;
         if !path.exists() {
-            std::fs::File::create(path).map_err(|e| context("cannot create", path, e))?;
+            create_as_needed(path, false, || std::fs::File::create(path).map(drop))
+                .map_err(|e| context("cannot create", path, e))?;
         }
         Ok(())
     }

@@ -586,6 +586,7 @@ impl Supervisor {
         let hardening = match &root {
             Some(r) => Prepared::new_in(&self.raw, Some(r))?
                 .with_cgroups(self.hardening.cgroups())
+                .with_userns(self.hardening.userns())
                 .in_root_cgroup(spec.root.as_deref().unwrap_or_default())?,
             None => self.hardening.clone(),
         };
@@ -604,6 +605,7 @@ impl Supervisor {
                     Some(e) => e.enter()?,
                     None => chdir_no_magic_links(&cwd_c)?,
                 }
+                hardening.enter_userns(user.as_ref())?;
                 // The process gets stdin, stdout and stderr (or the
                 // terminal), and the pipes of its `fd:N` secrets: nothing
                 // else of the agent's crosses the exec. Marked before

@@ -224,12 +224,29 @@ pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
     if netns(spec).is_some() {
         policy.network.mode = NetworkMode::Joined;
     }
+    // A pod's zone follows Kubernetes' switch, `hostUsers`: a user
+    // namespace only when the pod asks for one (`hostUsers: false` puts a
+    // `user` namespace in the spec). With the host's users, a pod keeps
+    // binding its ports in the network namespace CNI made.
+    policy.zone.user_namespace = Some(wants_user_namespace(spec));
     Ok(v1::PolicySource {
         source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
             file,
             toml: policy.to_toml(),
         })),
     })
+}
+
+/// Whether the spec asks for a user namespace (`linux.namespaces` holds
+/// one of type `user`).
+fn wants_user_namespace(spec: &Value) -> bool {
+    spec.get("linux")
+        .and_then(|l| l.get("namespaces"))
+        .and_then(Value::as_array)
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.get("type").and_then(Value::as_str) == Some("user"))
+        })
 }
 
 /// OCI `linux.resources` onto a policy's resources: what the container
@@ -479,6 +496,21 @@ mod tests {
         assert_eq!(parsed.resources.pids_max, Some(64));
         assert_eq!(parsed.network.mode, NetworkMode::Joined);
         assert_eq!(netns(&spec).as_deref(), Some("/var/run/netns/cni-1"));
+        assert_eq!(
+            parsed.zone.user_namespace,
+            Some(false),
+            "a pod with the host's users (hostUsers' default) gets no user namespace"
+        );
+    }
+
+    #[test]
+    fn a_pod_without_the_hosts_users_gets_a_user_namespace() {
+        let spec = json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "user"}]}});
+        let Some(v1::policy_source::Source::Inline(p)) = policy(&spec).expect("ok").source else {
+            panic!("inline")
+        };
+        let parsed = Policy::parse("x", &p.toml).expect("renders valid TOML");
+        assert_eq!(parsed.zone.user_namespace, Some(true));
     }
 
     #[test]

@@ -94,11 +94,19 @@ pub fn for_zone(
             .unwrap_or_default()
     };
     let note = |prefix: &str| ready.notes.iter().find(|n| n.starts_with(prefix)).cloned();
+    let user = match (ready.user_namespace, note("user namespace")) {
+        (Some(base), _) => format!(
+            "user (the zone's root is host uid {base}, ids {base}-{}), ",
+            base + 65_535
+        ),
+        (None, Some(why)) => format!("{why}; "),
+        (None, None) => String::new(),
+    };
     let layers = vec![
         LayerStatus {
             layer: Layer::NamespacesCgroups,
             in_force: true,
-            detail: format!("pid, mount, uts, ipc, net, cgroup namespaces; cgroup {layout}; capabilities kept: {caps}; no_new_privs"),
+            detail: format!("{user}pid, mount, uts, ipc, net, cgroup namespaces; cgroup {layout}; capabilities kept: {caps}; no_new_privs"),
         },
         LayerStatus {
             layer: Layer::Seccomp,

@@ -50,6 +50,8 @@ pub struct LinuxBackend {
     cgroup_paths: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
     /// Container roots are added and removed one at a time.
     roots_lock: std::sync::Mutex<()>,
+    /// The host id ranges of zones in a user namespace of their own.
+    id_ranges: IdRanges,
 }
 
 impl LinuxBackend {
@@ -78,6 +80,7 @@ impl LinuxBackend {
             bpf,
             cgroup_paths: Default::default(),
             roots_lock: Default::default(),
+            id_ranges: IdRanges::default(),
         }
     }
 
@@ -98,8 +101,11 @@ impl LinuxBackend {
             .unwrap_or_else(|| zone_id.to_string())
     }
 
-    /// Remembers a live zone's cgroup path from its handle.
+    /// Remembers a live zone's cgroup path and id range from its handle.
     fn learn(&self, handle: &ZoneHandle) {
+        if let Some(base) = handle.ready.user_namespace {
+            self.id_ranges.hold(handle.zone_id, base);
+        }
         if let Some(path) = &handle.cgroup {
             self.cgroup_paths
                 .lock()
@@ -157,6 +163,15 @@ impl IsolationBackend for LinuxBackend {
     async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError> {
         let root = self.root_config(&setup.policy, &setup.root)?;
         let state_dir = self.state_dir(setup.id);
+        // A host id range of its own, distinct from every live zone's, so
+        // that no zone can touch another's files.
+        let user_namespace = setup
+            .policy
+            .zone
+            .user_namespace
+            .unwrap_or(true)
+            .then(|| self.id_ranges.allocate(setup.id))
+            .transpose()?;
         let result = async {
             host::make_private_dir(&state_dir)?;
             let workspace = match &setup.workspace {
@@ -170,6 +185,10 @@ impl IsolationBackend for LinuxBackend {
                     let work = state_dir.join("workspace/work");
                     host::make_private_dir(&upper)?;
                     host::make_private_dir(&work)?;
+                    // The workspace's root in the zone takes the upper
+                    // layer's owner and mode: the repository's, as the
+                    // zone sees its ids.
+                    host::like_repo_root(&upper, Path::new(&w.repo_path), user_namespace)?;
                     Some(WorkspaceMount {
                         lower: w.repo_path.clone(),
                         upper: upper.display().to_string(),
@@ -229,6 +248,7 @@ impl IsolationBackend for LinuxBackend {
                 netns: setup.netns.clone(),
                 workspace,
                 containers_dir,
+                user_namespace,
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
             let mut handle = spawn::start_agent(&self.agent, &config, &state_dir).await?;
@@ -282,7 +302,11 @@ impl IsolationBackend for LinuxBackend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&zone_id);
-        host::remove_state_dir(&self.state_dir(zone_id))
+        host::remove_state_dir(&self.state_dir(zone_id))?;
+        // Only once nothing of the zone is left may another zone have its
+        // host ids.
+        self.id_ranges.release(zone_id);
+        Ok(())
     }
 
     fn is_alive(&self, handle: &ZoneHandle) -> bool {
@@ -510,5 +534,70 @@ impl IsolationBackend for LinuxBackend {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Host id ranges of zones in a user namespace: zone ids 0-65535 map to
+/// `FIRST_ID + slot * 65536` onwards, one slot per live zone. Above the
+/// ranges `/etc/subuid` hands out in practice, below 2^31.
+#[derive(Default)]
+struct IdRanges {
+    held: std::sync::Mutex<std::collections::HashMap<Uuid, u32>>,
+}
+
+const FIRST_ID: u32 = 1 << 30;
+const ID_SLOTS: u32 = (1 << 30) / 65_536;
+
+impl IdRanges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, u32>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The zone's range's first host id: its own if it has one, else the
+    /// lowest free.
+    fn allocate(&self, zone: Uuid) -> Result<u32, BackendError> {
+        let mut held = self.lock();
+        if let Some(base) = held.get(&zone) {
+            return Ok(*base);
+        }
+        let used: std::collections::HashSet<u32> = held.values().copied().collect();
+        let base = (0..ID_SLOTS)
+            .map(|slot| FIRST_ID + slot * 65_536)
+            .find(|b| !used.contains(b))
+            .ok_or(BackendError::Incomplete("every host id range is in use"))?;
+        held.insert(zone, base);
+        Ok(base)
+    }
+
+    /// A live zone's range, learnt again (after a restart).
+    fn hold(&self, zone: Uuid, base: u32) {
+        self.lock().insert(zone, base);
+    }
+
+    fn release(&self, zone: Uuid) {
+        self.lock().remove(&zone);
+    }
+}
+
+#[cfg(test)]
+mod id_range_tests {
+    use super::*;
+
+    #[test]
+    fn each_live_zone_has_a_range_of_its_own() {
+        let r = IdRanges::default();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let ra = r.allocate(a).unwrap();
+        let rb = r.allocate(b).unwrap();
+        assert_eq!(ra, FIRST_ID);
+        assert_eq!(rb, FIRST_ID + 65_536);
+        assert_eq!(r.allocate(a).unwrap(), ra, "a zone keeps its range");
+        r.release(a);
+        assert_eq!(r.allocate(c).unwrap(), ra, "a released range is reused");
+        // After a restart the ranges of live zones are learnt again first.
+        let again = IdRanges::default();
+        again.hold(b, rb);
+        assert_eq!(again.allocate(a).unwrap(), FIRST_ID);
+        assert_ne!(again.allocate(c).unwrap(), rb);
     }
 }

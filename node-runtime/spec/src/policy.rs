@@ -39,6 +39,11 @@ pub struct ZoneSection {
     /// Hostname inside the zone; defaults to the zone's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Run the zone's processes in a user namespace of their own, whose
+    /// root is an unprivileged host uid (true when omitted). A pod's zone
+    /// follows the pod's `hostUsers` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -230,6 +230,7 @@ impl IsolationBackend for FakeBackend {
                 landlock_abi: 0,
                 seccomp: false,
                 notes: Vec::new(),
+                user_namespace: None,
             },
             bpf_zone: 0,
             cgroup: None,
