@@ -351,6 +351,17 @@ fn a_commit_holds_back_git_metadata() {
     assert!(std::fs::read_to_string(repo.join(".git/config"))
         .expect("config")
         .ends_with("# reviewed\n"));
+    // So does the flag, for one task, under the default policy.
+    let r = sandbox(
+        &d,
+        &repo,
+        &["--on-success", "commit", "--commit-git-metadata"],
+        "cd /workspace && echo '# flagged' >> .git/config",
+    );
+    assert_eq!(r["workspace"], "committed", "{r}");
+    assert!(std::fs::read_to_string(repo.join(".git/config"))
+        .expect("config")
+        .ends_with("# flagged\n"));
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub fn probe_node(layout: &str) -> Vec<LayerStatus> {
             in_force: true,
             detail: format!("pid, mount, uts, ipc, net and cgroup namespaces; cgroup {layout} limits; capabilities bounded; no_new_privs"),
         },
+        user_namespaces_on_node(),
         LayerStatus {
             layer: Layer::Seccomp,
             in_force: seccomp,
@@ -70,6 +71,22 @@ pub fn probe_node(layout: &str) -> Vec<LayerStatus> {
         },
         LayerStatus { layer: Layer::BpfLsm, in_force: false, detail: bpf_lsm_reason() },
     ]
+}
+
+/// Whether this kernel lets rauhad make user namespaces.
+fn user_namespaces_on_node() -> LayerStatus {
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    LayerStatus {
+        layer: Layer::UserNamespace,
+        in_force: max.is_some_and(|m| m > 0),
+        detail: match max {
+            Some(0) => "user namespaces are off (user.max_user_namespaces = 0)".into(),
+            Some(_) => "user namespaces available".into(),
+            None => "the kernel has no user namespaces".into(),
+        },
+    }
 }
 
 /// The layers in force in one zone: the node's, narrowed by what the zone's
@@ -94,19 +111,24 @@ pub fn for_zone(
             .unwrap_or_default()
     };
     let note = |prefix: &str| ready.notes.iter().find(|n| n.starts_with(prefix)).cloned();
-    let user = match (ready.user_namespace, note("user namespace")) {
-        (Some(base), _) => format!(
-            "user (the zone's root is host uid {base}, ids {base}-{}), ",
-            base + 65_535
-        ),
-        (None, Some(why)) => format!("{why}; "),
-        (None, None) => String::new(),
-    };
     let layers = vec![
         LayerStatus {
             layer: Layer::NamespacesCgroups,
             in_force: true,
-            detail: format!("{user}pid, mount, uts, ipc, net, cgroup namespaces; cgroup {layout}; capabilities kept: {caps}; no_new_privs"),
+            detail: format!("pid, mount, uts, ipc, net, cgroup namespaces; cgroup {layout}; capabilities kept: {caps}; no_new_privs"),
+        },
+        LayerStatus {
+            layer: Layer::UserNamespace,
+            in_force: ready.user_namespace.is_some(),
+            detail: match ready.user_namespace {
+                Some(base) => format!(
+                    "the zone's root is host uid {base} (zone ids 0-65535 are host ids {base}-{})",
+                    base + 65_535
+                ),
+                None => note("user namespace")
+                    .map(|n| n.trim_start_matches("user namespace: ").to_string())
+                    .unwrap_or_else(|| "the zone's root is host root".into()),
+            },
         },
         LayerStatus {
             layer: Layer::Seccomp,

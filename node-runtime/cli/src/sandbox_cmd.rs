@@ -55,6 +55,11 @@ pub struct SandboxArgs {
     /// repository, all or nothing) or discard.
     #[arg(long, value_name = "commit|discard", default_value = "discard", value_parser = ["commit", "discard"], requires = "repo_path")]
     on_success: String,
+    /// Commit changes under .git/ too: hooks, config and the like are code
+    /// that git on the host runs, and a commit holds them back by default.
+    /// Review them first (--dry-run lists them).
+    #[arg(long, requires = "repo_path")]
+    commit_git_metadata: bool,
     /// Never commit; print the changes.
     #[arg(long, requires = "repo_path", conflicts_with = "on_success")]
     dry_run: bool,
@@ -127,6 +132,7 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
             args.on_success.clone()
         },
         dry_run: args.dry_run,
+        commit_git_metadata: args.commit_git_metadata,
         diff_cap_bytes: args
             .diff_cap
             .as_deref()

@@ -16,6 +16,9 @@ pub enum Layer {
     /// pid, mount, uts, ipc, cgroup and net namespaces, cgroup limits,
     /// capabilities dropped to the policy and `no_new_privs`.
     NamespacesCgroups,
+    /// The zone's processes in a user namespace of their own, whose root
+    /// is an unprivileged host uid.
+    UserNamespace,
     /// The policy's system call filter.
     Seccomp,
     /// The policy's filesystem rules as Landlock rules.
@@ -27,8 +30,9 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub const ALL: [Layer; 5] = [
+    pub const ALL: [Layer; 6] = [
         Layer::NamespacesCgroups,
+        Layer::UserNamespace,
         Layer::Seccomp,
         Layer::Landlock,
         Layer::CgroupBpf,
@@ -38,6 +42,7 @@ impl Layer {
     pub fn as_str(self) -> &'static str {
         match self {
             Layer::NamespacesCgroups => "namespaces_cgroups",
+            Layer::UserNamespace => "user_namespace",
             Layer::Seccomp => "seccomp",
             Layer::Landlock => "landlock",
             Layer::CgroupBpf => "cgroup_bpf",
@@ -52,7 +57,8 @@ impl Layer {
     /// Points this layer adds to the strength score when in force.
     fn weight(self) -> u8 {
         match self {
-            Layer::NamespacesCgroups => 40,
+            Layer::NamespacesCgroups => 30,
+            Layer::UserNamespace => 10,
             Layer::Seccomp => 15,
             Layer::Landlock => 10,
             Layer::CgroupBpf => 5,

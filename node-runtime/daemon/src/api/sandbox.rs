@@ -152,6 +152,7 @@ fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonErr
         },
         commit,
         diff_cap: usize::try_from(diff_cap).unwrap_or(usize::MAX),
+        commit_git_metadata: req.commit_git_metadata,
     }))
 }
 

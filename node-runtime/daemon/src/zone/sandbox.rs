@@ -40,6 +40,8 @@ pub struct WorkspaceRun {
     pub commit: bool,
     /// Cap of one file's diff in the result.
     pub diff_cap: usize,
+    /// Commit changes under `.git/` too (asked for explicitly).
+    pub commit_git_metadata: bool,
 }
 
 pub struct SandboxRun {
@@ -349,7 +351,10 @@ impl ZoneRegistry {
         };
         // What a commit must not apply: code the host would run (a git
         // hook, `core.fsmonitor`), or whatever else the policy names.
-        let hold_back = zone.policy.task.hold_back();
+        let mut hold_back = zone.policy.task.hold_back();
+        if w.commit_git_metadata {
+            hold_back.retain(|e| !rauha_spec::policy::under(e, ".git"));
+        }
         for c in &mut changes {
             if let Some(entry) = hold_back
                 .iter()

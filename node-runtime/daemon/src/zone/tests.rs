@@ -453,6 +453,7 @@ fn workspace_run(commit: bool) -> super::sandbox::WorkspaceRun {
         },
         commit,
         diff_cap: 1024,
+        commit_git_metadata: false,
     }
 }
 
