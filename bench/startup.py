@@ -7,6 +7,8 @@ shared machine hits every command alike:
   rauha sandbox --bundle BUNDLE -- /bin/true      (busybox OCI bundle)
   both again with `zone.user_namespace = false`   (the zone's root host root:
                                                    the cost of the user namespace)
+  rauha sandbox --repo-path REPO -- /bin/true     (a workspace: its overlay on a
+                                                   disk-limited ext4 of its own)
   bwrap --unshare-all on the same busybox rootfs
   runc run on the same bundle
   sandlock run (if `sandlock` from `cargo install sandlock-cli` is found)
@@ -113,8 +115,13 @@ def main():
     host_users = os.path.join(base, "host-users.toml")
     with open(host_users, "w") as f:
         f.write("[zone]\nuser_namespace = false\n")
+    repo = os.path.join(base, "repo")
+    os.makedirs(repo)
+    with open(os.path.join(repo, "README"), "w") as f:
+        f.write("bench\n")
     commands = {
         "rauha sandbox (host view)": lambda i: [rauha, "sandbox", "--", "/bin/true"],
+        "  same, with a workspace": lambda i: [rauha, "sandbox", "--repo-path", repo, "--", "/bin/true"],
         "rauha sandbox (bundle)": lambda i: [rauha, "sandbox", "--bundle", bundle, "--", "/bin/true"],
         "  same, host view, no userns": lambda i: [rauha, "sandbox", "--policy", host_users, "--", "/bin/true"],
         "  same, bundle, no userns": lambda i: [rauha, "sandbox", "--policy", host_users, "--bundle", bundle,

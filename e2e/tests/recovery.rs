@@ -1,4 +1,6 @@
-//! `kill -9` of rauhad loses no finished result and leaves no orphan.
+//! `kill -9` of rauhad loses no task: finished results stay, running tasks
+//! are taken over by the restarted rauhad and end with their real result,
+//! no client reports success without one, and no orphan is left.
 
 use std::time::Duration;
 
@@ -6,7 +8,7 @@ use rauha_api::v1;
 use rauha_e2e::{processes_in, ready, reap_orphans, sandbox, sandbox_request, Daemon};
 
 #[tokio::test]
-async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan() {
+async fn kill_nine_while_tasks_run_loses_no_task_and_leaves_no_orphan() {
     if !ready() {
         return;
     }
@@ -29,16 +31,20 @@ async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan()
     let keeper_proc = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
     let mut running = Vec::new();
-    for _ in 0..5 {
+    for i in 0..5 {
         let mut client = d.sandbox_client().await;
-        let req = sandbox_request(&["sleep", "30"], None, 60_000);
+        let req = sandbox_request(
+            &["sh", "-c", &format!("sleep 3; echo done{i}")],
+            None,
+            60_000,
+        );
         running.push(tokio::spawn(async move { client.run_sandbox(req).await }));
     }
-    // Wait until the 5 task zones exist, then kill rauhad outright.
+    // Wait until the 5 tasks run, then kill rauhad outright.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while processes_in(&d.cgroup_parent)
         .iter()
-        .filter(|(_, c)| c.trim() == "sleep 30")
+        .filter(|(_, c)| c.trim() == "sleep 3")
         .count()
         < 5
     {
@@ -59,6 +65,49 @@ async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan()
 
     // Every finished result is there, unchanged.
     let mut client = d.sandbox_client().await;
+    // The five tasks went on while rauhad was away: each ends with its
+    // real result, taken over by the restarted rauhad.
+    let tasks = client
+        .list_tasks(v1::ListTasksRequest { limit: 0 })
+        .await
+        .expect("list")
+        .into_inner()
+        .tasks;
+    let resumed: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.command.len() == 3 && t.command[2].starts_with("sleep 3"))
+        .collect();
+    assert_eq!(resumed.len(), 5, "{tasks:?}");
+    for t in resumed {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let result = loop {
+            match client
+                .get_task(v1::TaskRef {
+                    task_id: t.task_id.clone(),
+                })
+                .await
+            {
+                Ok(r) => break r.into_inner(),
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "task {} never ended",
+                        t.task_id
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("{s}"),
+            }
+        };
+        assert_eq!(result.status, "succeeded", "{result:?}");
+        let i = t.command[2].trim_start_matches("sleep 3; echo done");
+        assert_eq!(result.stdout, format!("done{i}\n"), "{result:?}");
+        assert!(
+            result.events.iter().any(|e| e.kind == "task_resumed"),
+            "{:?}",
+            result.events
+        );
+    }
     for r in &finished {
         let got = client
             .get_task(v1::TaskRef {
@@ -73,7 +122,7 @@ async fn kill_nine_while_tasks_run_loses_nothing_finished_and_leaves_no_orphan()
     reap_orphans();
     let procs = processes_in(&d.cgroup_parent);
     assert!(
-        procs.iter().all(|(_, c)| c.trim() != "sleep 30"),
+        procs.iter().all(|(_, c)| c.trim() != "sleep 3"),
         "orphans: {procs:?}"
     );
     let zones: std::collections::BTreeSet<_> = d
@@ -154,4 +203,79 @@ async fn orphaned_kernel_state_is_removed_at_start() {
         !d.root.join("zones").join(&orphan).exists(),
         "the orphan state dir was removed"
     );
+}
+
+/// The repro: five `rauha sandbox --json` clients whose rauhad is
+/// killed mid-task exit 125 with a JSON error naming their task (never 0
+/// with nothing); after the restart each task is `succeeded` with its own
+/// output, and `rauha task get ID --wait` returns it and exits 0.
+#[test]
+fn a_client_whose_rauhad_dies_fails_and_its_task_ends_after_the_restart() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+                .args(["sandbox", "--json", "--", "sh", "-c"])
+                .arg(format!("sleep 3; echo done{i}"))
+                .env("RAUHA_ADDR", d.addr())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("rauha")
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_in(&d.cgroup_parent)
+        .iter()
+        .filter(|(_, c)| c.trim() == "sleep 3")
+        .count()
+        < 5
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 5 tasks did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    let mut ids = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let out = c.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "client {i}: stdout={} stderr={}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = rauha_e2e::json(&out);
+        let id = v["task_id"].as_str().expect("the task's id").to_string();
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("rauha task get {id} --wait"))),
+            "{v}"
+        );
+        ids.push(id);
+    }
+    d.spawn(&[]);
+    let mut outputs = Vec::new();
+    for id in &ids {
+        let out = d.cli(&["task", "get", id, "--wait", "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = rauha_e2e::json(&out);
+        assert_eq!(r["status"], "succeeded", "{r}");
+        outputs.push(r["stdout"].as_str().expect("stdout").to_string());
+    }
+    outputs.sort();
+    let expected: Vec<String> = (0..5).map(|i| format!("done{i}\n")).collect();
+    assert_eq!(outputs, expected);
 }

@@ -109,6 +109,19 @@ fn user_namespace(
             );
         }
     }
+    // The workspace's root shows the upper layer's owner: the zone's ids
+    // for the repository root's (rauhad gave it the repository's).
+    if let Some(w) = &config.workspace {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::metadata(&w.upper) {
+            let shift = |id: u32| if id < userns::SIZE { base + id } else { id };
+            if let Err(e) =
+                std::os::unix::fs::chown(&w.upper, Some(shift(meta.uid())), Some(shift(meta.gid())))
+            {
+                return (None, Some(format!("user namespace: not in force: cannot give the workspace to the zone's root ({e})")));
+            }
+        }
+    }
     (Some((fd, base)), None)
 }
 

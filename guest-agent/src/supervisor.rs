@@ -65,6 +65,10 @@ struct Supervisor {
     tracked: HashMap<i32, Tracked>,
     /// Exits not yet forgotten by the host, by host id.
     exited: Vec<(String, ExitStatus)>,
+    /// Processes that ended while no host was connected: their output is
+    /// still in their pipes, read (and their exit reported) once a host
+    /// greets the agent again, so that nothing of it is lost.
+    held: Vec<(Tracked, ExitStatus)>,
     hardening: Prepared,
     /// The hardening as the host gave it: processes in a container root
     /// get it with its paths moved under that root.
@@ -84,6 +88,7 @@ pub fn run(
         clients: Vec::new(),
         tracked: HashMap::new(),
         exited: Vec::new(),
+        held: Vec::new(),
         hardening,
         raw,
     };
@@ -145,7 +150,11 @@ impl Supervisor {
             }
             watch(c.stream.as_raw_fd(), ev, Source::Client(i));
         }
-        for (pid, t) in &self.tracked {
+        // With no host to send output to, the pipes are not read: output
+        // waits in them (a process that fills its pipe waits too) until
+        // rauhad is back.
+        let host = self.clients.iter().any(|c| c.greeted && !c.closed);
+        for (pid, t) in self.tracked.iter().filter(|_| host) {
             if let Some(f) = &t.stdout {
                 watch(
                     f.as_raw_fd(),
@@ -234,8 +243,11 @@ impl Supervisor {
                 break;
             }
             if self.tracked.contains_key(&pid) {
-                self.on_pipe(pid, Stream::Stdout, true);
-                self.on_pipe(pid, Stream::Stderr, true);
+                let host = self.clients.iter().any(|c| c.greeted && !c.closed);
+                if host {
+                    self.on_pipe(pid, Stream::Stdout, true);
+                    self.on_pipe(pid, Stream::Stderr, true);
+                }
                 let Some(t) = self.tracked.remove(&pid) else {
                     continue;
                 };
@@ -250,12 +262,47 @@ impl Supervisor {
                         signal: Some(libc::WTERMSIG(status)),
                     }
                 };
+                if !host {
+                    self.held.push((t, exit));
+                    continue;
+                }
                 self.exited.push((t.id.clone(), exit));
                 self.broadcast(&Message::Exited {
                     id: t.id,
                     status: exit,
                 });
             }
+        }
+    }
+
+    /// A host is connected again: the output of processes that ended while
+    /// none was goes to it, then their exits.
+    fn release_held(&mut self) {
+        for (mut t, exit) in std::mem::take(&mut self.held) {
+            for (stream, file) in [
+                (Stream::Stdout, t.stdout.take()),
+                (Stream::Stderr, t.stderr.take()),
+            ] {
+                let Some(mut file) = file else { continue };
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => self.broadcast(&Message::Output {
+                            id: t.id.clone(),
+                            stream,
+                            data: buf[..n].to_vec(),
+                        }),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.exited.push((t.id.clone(), exit));
+            self.broadcast(&Message::Exited {
+                id: t.id,
+                status: exit,
+            });
         }
     }
 
@@ -401,7 +448,14 @@ impl Supervisor {
                     return;
                 }
                 self.clients[i].greeted = true;
-                let running = self.tracked.values().map(|t| t.id.clone()).collect();
+                // Held processes are running still, as far as the host is
+                // told: their output and exit follow the greeting.
+                let running = self
+                    .tracked
+                    .values()
+                    .map(|t| t.id.clone())
+                    .chain(self.held.iter().map(|(t, _)| t.id.clone()))
+                    .collect();
                 let exited = self.exited.clone();
                 self.send(
                     i,
@@ -411,6 +465,7 @@ impl Supervisor {
                         exited,
                     },
                 );
+                self.release_held();
             }
             Request::Spawn(spec) => {
                 let id = spec.id.clone();

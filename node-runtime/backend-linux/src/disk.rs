@@ -80,8 +80,7 @@ fn make_fs(file: &File, image: &Path, bytes: u64) -> Result<(), BackendError> {
         image.display()
     )))?;
     // No journal and no metadata checksums (scratch, thrown away with the
-    // zone; checksums would also need the kernel's crc32c, a module on some
-    // kernels), no reserved blocks (the limit is the limit), an inode per
+    // zone), no reserved blocks (the limit is the limit), an inode per
     // 8 KiB (trees of small files), inode tables initialised lazily
     // (milliseconds, not seconds).
     let out = Command::new("mkfs.ext4")

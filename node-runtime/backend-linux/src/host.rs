@@ -18,19 +18,13 @@ pub fn make_private_dir(dir: &Path) -> Result<(), BackendError> {
         .map_err(io_err(format!("cannot restrict {}", dir.display())))
 }
 
-/// Gives the workspace's upper layer the repository root's mode and owner
-/// (shifted to the zone's host ids under a user namespace whose root is
-/// `base`): overlayfs shows the workspace's root with the upper layer's.
-pub fn like_repo_root(upper: &Path, repo: &Path, base: Option<u32>) -> Result<(), BackendError> {
+/// Gives the workspace's upper layer the repository root's mode and owner:
+/// overlayfs shows the workspace's root with the upper layer's.
+pub fn like_repo_root(upper: &Path, repo: &Path) -> Result<(), BackendError> {
     use std::os::unix::fs::MetadataExt;
     let meta =
         std::fs::metadata(repo).map_err(io_err(format!("cannot inspect {}", repo.display())))?;
-    let shift = |id: u32| match base {
-        Some(b) if id < 65_536 => b + id,
-        // An id the zone has no name for stays what it is on the host.
-        _ => id,
-    };
-    std::os::unix::fs::chown(upper, Some(shift(meta.uid())), Some(shift(meta.gid())))
+    std::os::unix::fs::chown(upper, Some(meta.uid()), Some(meta.gid()))
         .map_err(io_err(format!("cannot give {} its owner", upper.display())))?;
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(
         io_err(format!("cannot set the mode of {}", upper.display())),

@@ -186,9 +186,10 @@ impl IsolationBackend for LinuxBackend {
                     host::make_private_dir(&upper)?;
                     host::make_private_dir(&work)?;
                     // The workspace's root in the zone takes the upper
-                    // layer's owner and mode: the repository's, as the
-                    // zone sees its ids.
-                    host::like_repo_root(&upper, Path::new(&w.repo_path), user_namespace)?;
+                    // layer's owner and mode: the repository's (the agent
+                    // shifts the owner to the zone's ids when the zone's
+                    // user namespace is in force).
+                    host::like_repo_root(&upper, Path::new(&w.repo_path))?;
                     Some(WorkspaceMount {
                         lower: w.repo_path.clone(),
                         upper: upper.display().to_string(),

@@ -16,11 +16,23 @@ pub fn error_line(error: &anyhow::Error) -> String {
 
 /// Whether the error is stdout or stderr being closed under us (`rauha ps |
 /// head`): not a failure worth a message.
+/// A connection to rauhad that broke is not one of those: it is a
+/// failure, and says so.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<io::Error>())
-        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    let from_rauhad = error.chain().any(|e| {
+        e.downcast_ref::<tonic::Status>().is_some()
+            || e.downcast_ref::<tonic::transport::Error>().is_some()
+    });
+    !from_rauhad
+        && error
+            .chain()
+            .filter_map(|e| e.downcast_ref::<io::Error>())
+            .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// One line for a status of a stream that broke.
+pub fn status_line(status: &tonic::Status) -> String {
+    single_line(&status_text(status))
 }
 
 fn status_text(status: &tonic::Status) -> String {
@@ -56,6 +68,20 @@ mod tests {
         assert_eq!(
             error_line(&anyhow::Error::new(status)),
             "rauha: zone \"nope\" not found; list zones with `rauha zone list`"
+        );
+    }
+
+    #[test]
+    fn a_broken_connection_to_rauhad_is_a_failure_not_a_closed_stdout() {
+        let stdout = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&stdout), "`rauha ps | head`");
+        // A stream from rauhad that broke: a Status whose source is the
+        // connection's broken pipe.
+        let status =
+            tonic::Status::from_error(Box::new(io::Error::from(io::ErrorKind::BrokenPipe)));
+        assert!(
+            !is_broken_pipe(&anyhow::Error::new(status)),
+            "a dropped connection exits 125"
         );
     }
 

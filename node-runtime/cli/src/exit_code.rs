@@ -23,7 +23,7 @@ Exit codes:
   128+S  killed by signal S
   124    timed out
   137    killed by the OOM killer
-  125    rauha error (daemon unreachable, bad input, refused request, task status error)
+  125    rauha error (daemon unreachable, bad input, refused request, task status error or interrupted, a lost connection to rauhad)
   2      usage error";
 
 /// The exit code for a finished task.
@@ -46,7 +46,7 @@ pub fn for_task(status: TaskStatus, exit_code: Option<i32>, signal: Option<i32>)
             .unwrap_or(RAUHA_ERROR),
         TaskStatus::TimedOut => TIMED_OUT,
         TaskStatus::OomKilled => OOM_KILLED,
-        TaskStatus::Error => RAUHA_ERROR,
+        TaskStatus::Error | TaskStatus::Interrupted => RAUHA_ERROR,
     }
 }
 

@@ -98,6 +98,10 @@ pub enum TaskCommand {
         task_id: String,
         #[arg(long)]
         json: bool,
+        /// Wait until the task has its result (also through a restart of
+        /// rauhad), then show it and exit with the task's code.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -152,12 +156,11 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
             .unwrap_or(0),
     };
     let mut sandbox = Connection::open(addr).await?.sandbox();
-    let wire = if args.stream {
-        stream_task(&mut sandbox, request, args.json).await?
-    } else {
-        sandbox.run_sandbox(request).await?.into_inner()
+    let wire = match stream_task(&mut sandbox, request, args.stream, args.json).await? {
+        Streamed::Result(wire) => wire,
+        Streamed::Lost { task_id, reason } => return Ok(report_lost(&task_id, &reason, args.json)),
     };
-    let result = decode(TaskResult::try_from(&wire))?;
+    let result = decode(TaskResult::try_from(&*wire))?;
     if args.json {
         print_json(&result)?;
     } else {
@@ -178,22 +181,99 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
 }
 
 pub async fn task(command: TaskCommand, addr: &str) -> anyhow::Result<u8> {
-    let (task_id, json) = match command {
-        TaskCommand::Get { task_id, json } => (task_id, json),
+    let (task_id, json, wait) = match command {
+        TaskCommand::Get {
+            task_id,
+            json,
+            wait,
+        } => (task_id, json, wait),
         TaskCommand::List { limit, json } => return list_tasks(limit, json, addr).await,
     };
-    let mut sandbox = Connection::open(addr).await?.sandbox();
-    let wire = sandbox
-        .get_task(v1::TaskRef { task_id })
-        .await?
-        .into_inner();
+    let wire = if wait {
+        wait_for_result(&task_id, addr).await?
+    } else {
+        let mut sandbox = Connection::open(addr).await?.sandbox();
+        sandbox
+            .get_task(v1::TaskRef { task_id })
+            .await?
+            .into_inner()
+    };
     let result = decode(TaskResult::try_from(&wire))?;
     if json {
         print_json(&result)?;
     } else {
         task_table(&result).write_to(&mut io::stdout().lock())?;
     }
-    Ok(0)
+    Ok(if wait {
+        exit_code::for_task(result.status, result.exit_code, result.signal)
+    } else {
+        0
+    })
+}
+
+/// Polls until the task has its result. A rauhad that is away (restarting)
+/// is waited for as well: the task's result outlives it.
+async fn wait_for_result(task_id: &str, addr: &str) -> anyhow::Result<v1::TaskResult> {
+    let mut announced = false;
+    loop {
+        let answer = match Connection::open(addr).await {
+            Ok(connection) => connection
+                .sandbox()
+                .get_task(v1::TaskRef {
+                    task_id: task_id.to_string(),
+                })
+                .await
+                .map(tonic::Response::into_inner),
+            Err(e) => {
+                if !announced {
+                    writeln!(io::stderr(), "rauha: waiting for rauhad ({e})")?;
+                    announced = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match answer {
+            Ok(result) => return Ok(result),
+            // Still running, or the daemon went away between two calls.
+            Err(s)
+                if s.code() == tonic::Code::FailedPrecondition
+                    || s.code() == tonic::Code::Unavailable
+                    || s.code() == tonic::Code::Unknown =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+}
+
+/// What came of a task's stream.
+enum Streamed {
+    Result(Box<v1::TaskResult>),
+    /// The stream broke after the task was recorded: its result is kept.
+    Lost {
+        task_id: String,
+        reason: String,
+    },
+}
+
+/// The one line (or, with `--json`, the JSON object) of a task whose
+/// stream broke; the exit code of "rauha could not run it".
+fn report_lost(task_id: &str, reason: &str, json: bool) -> u8 {
+    let line = format!(
+        "lost rauhad while task {task_id} ran ({reason}); the task goes on: run `rauha task get {task_id} --wait` once rauhad is back"
+    );
+    if json {
+        let _ = print_json(&serde_json::json!({
+            "task_id": task_id,
+            "status": "unknown",
+            "error": line,
+        }));
+    } else {
+        let _ = writeln!(io::stderr(), "rauha: {line}");
+    }
+    exit_code::RAUHA_ERROR
 }
 
 async fn list_tasks(limit: Option<u32>, json: bool, addr: &str) -> anyhow::Result<u8> {
@@ -272,16 +352,41 @@ fn report_error(result: &TaskResult) -> io::Result<()> {
     }
 }
 
-/// Runs the task with its output streamed as it comes; returns the result.
+/// Runs the task, its output printed as it comes when `live`; returns the
+/// result, or, once the task is recorded, that the stream was lost.
 async fn stream_task(
     sandbox: &mut rauha_api::v1::sandbox_client::SandboxClient<tonic::transport::Channel>,
     request: v1::SandboxRequest,
+    live: bool,
     json: bool,
-) -> anyhow::Result<v1::TaskResult> {
+) -> anyhow::Result<Streamed> {
     use tokio_stream::StreamExt;
     let mut events = sandbox.run_sandbox_stream(request).await?.into_inner();
-    while let Some(event) = events.next().await {
-        match event?.event {
+    let mut task_id: Option<String> = None;
+    loop {
+        let event = match (events.next().await, &task_id) {
+            (Some(Ok(event)), _) => event,
+            // Before the task is recorded, an error is the request's own.
+            (Some(Err(status)), None) => return Err(status.into()),
+            (Some(Err(status)), Some(id)) => {
+                return Ok(Streamed::Lost {
+                    task_id: id.clone(),
+                    reason: crate::error_line::status_line(&status),
+                })
+            }
+            (None, Some(id)) => {
+                return Ok(Streamed::Lost {
+                    task_id: id.clone(),
+                    reason: "the stream ended without the result".into(),
+                })
+            }
+            (None, None) => {
+                bail!("rauhad ended the stream before the task started; see rauhad's log")
+            }
+        };
+        match event.event {
+            Some(v1::sandbox_event::Event::Started(s)) => task_id = Some(s.task_id),
+            Some(v1::sandbox_event::Event::Output(_)) if !live => {}
             Some(v1::sandbox_event::Event::Output(o)) => {
                 if o.stream == 2 || json {
                     let mut err = io::stderr().lock();
@@ -293,11 +398,10 @@ async fn stream_task(
                     out.flush()?;
                 }
             }
-            Some(v1::sandbox_event::Event::Result(r)) => return Ok(r),
+            Some(v1::sandbox_event::Event::Result(r)) => return Ok(Streamed::Result(Box::new(r))),
             None => {}
         }
     }
-    bail!("rauhad ended the stream without a result; see `rauha task list`")
 }
 
 /// The workspace's changes, for people: one line each, then the diffs of a

@@ -51,7 +51,7 @@ pub enum DaemonError {
     ProcessRunning { id: uuid::Uuid },
     #[error("the output of process {id} was kept in memory by an earlier rauhad and is gone")]
     OutputGone { id: uuid::Uuid },
-    #[error("task {id} is still running; ask again when it ends")]
+    #[error("task {id} is still running; ask again when it ends, or wait for it with `rauha task get {id} --wait`")]
     TaskRunning { id: uuid::Uuid },
     /// The secrets directory could not be read or written.
     #[error("{what}: {source}")]

@@ -140,6 +140,41 @@ pub struct TaskRecord {
     pub state: TaskState,
     pub started_ms: u64,
     pub result: Option<TaskResult>,
+    /// While it runs: what a restarted rauhad needs to finish the task and
+    /// store its one result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<TaskResume>,
+}
+
+/// A running task as a restarted rauhad takes it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResume {
+    /// The task's process in its zone (its output is spilled to the zone's
+    /// state dir, `task/<id>.stdout` and `.stderr`).
+    pub process_id: Uuid,
+    /// 0: none. Counted from `started_ms`, across restarts.
+    pub timeout_ms: u64,
+    pub keep_zone: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceResume>,
+    /// The names of its secrets (their values are read again from the
+    /// secret store, to redact what the task printed).
+    pub secret_names: Vec<String>,
+    /// The zone's OOM kill count when the task started.
+    pub oom_before: u64,
+    /// The events of the task so far.
+    pub events: Vec<rauha_spec::Event>,
+}
+
+/// A task's workspace settlement, as a restarted rauhad does it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceResume {
+    pub repo_path: String,
+    pub target: String,
+    pub commit: bool,
+    pub diff_cap: u64,
+    #[serde(default)]
+    pub commit_git_metadata: bool,
 }
 
 pub struct Store {
@@ -438,6 +473,7 @@ mod tests {
             state,
             started_ms,
             result: None,
+            resume: None,
         };
         let old = task(100, TaskState::Finished);
         let mid = task(200, TaskState::Finished);
@@ -470,6 +506,7 @@ mod tests {
             state: TaskState::Finished,
             started_ms,
             result: None,
+            resume: None,
         };
         let tasks: Vec<_> = (0..5).map(|i| task(100 + i, 100_000)).collect();
         for t in &tasks {

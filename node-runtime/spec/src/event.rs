@@ -29,10 +29,12 @@ pub enum EventKind {
     /// The zone's workspace filled its disk limit (writes failed with
     /// ENOSPC).
     DiskLimitReached,
+    /// A restarted rauhad took over a task that ran while it was away.
+    TaskResumed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::ZoneCreated,
         EventKind::ZoneDeleted,
         EventKind::ZonePolicyUpdated,
@@ -49,6 +51,7 @@ impl EventKind {
         EventKind::TasksPruned,
         EventKind::EnforcementDenied,
         EventKind::DiskLimitReached,
+        EventKind::TaskResumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +72,7 @@ impl EventKind {
             EventKind::TasksPruned => "tasks_pruned",
             EventKind::EnforcementDenied => "enforcement_denied",
             EventKind::DiskLimitReached => "disk_limit_reached",
+            EventKind::TaskResumed => "task_resumed",
         }
     }
 

@@ -23,6 +23,9 @@ pub enum TaskStatus {
     Killed,
     /// Rauha could not run the task; `error` says why.
     Error,
+    /// The task could not finish: rauhad was killed while its zone was
+    /// being made, or the zone's agent died with rauhad; `error` says which.
+    Interrupted,
 }
 
 impl TaskStatus {
@@ -34,6 +37,7 @@ impl TaskStatus {
             TaskStatus::OomKilled => "oom_killed",
             TaskStatus::Killed => "killed",
             TaskStatus::Error => "error",
+            TaskStatus::Interrupted => "interrupted",
         }
     }
 
@@ -45,6 +49,7 @@ impl TaskStatus {
             TaskStatus::OomKilled,
             TaskStatus::Killed,
             TaskStatus::Error,
+            TaskStatus::Interrupted,
         ]
         .into_iter()
         .find(|t| t.as_str() == s)

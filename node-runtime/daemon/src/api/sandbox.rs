@@ -82,6 +82,7 @@ impl SandboxService {
             secrets,
             netns: netns("netns", &req.netns)?,
             live_output: None,
+            started: None,
         })
     }
 }
@@ -179,10 +180,24 @@ impl Sandbox for SandboxService {
         let mut run = self.prepare(request.into_inner())?;
         let (chunks_tx, mut chunks_rx) = mpsc::channel(256);
         run.live_output = Some(chunks_tx);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        run.started = Some(started_tx);
         let (tx, rx) = mpsc::channel(256);
         let registry = Arc::clone(&self.registry);
         tokio::spawn(async move {
             let task = tokio::spawn(async move { registry.run_sandbox(run).await });
+            // The id first: a client that loses this stream still knows
+            // where the result is kept. (No output comes before it.)
+            if let Ok((task_id, zone_id)) = started_rx.await {
+                let _ = tx
+                    .send(Ok(v1::SandboxEvent {
+                        event: Some(v1::sandbox_event::Event::Started(v1::TaskStarted {
+                            task_id: task_id.to_string(),
+                            zone_id: zone_id.to_string(),
+                        })),
+                    }))
+                    .await;
+            }
             while let Some(c) = chunks_rx.recv().await {
                 let output = v1::Output {
                     stream: match c.stream {

@@ -85,6 +85,15 @@ pub struct LiveProcess {
     /// in the path, so that it never overtakes them.
     pub(super) stdin_relay: std::sync::atomic::AtomicBool,
     pub(super) stdin_close: tokio::sync::Notify,
+    /// A task's kept output, also written to files as it comes (stdout,
+    /// stderr), redacted, so that a restarted rauhad has what came before.
+    spill: Mutex<Option<Spill>>,
+}
+
+/// Where a task's output is spilled, one file and one redactor per stream.
+struct Spill {
+    files: [std::fs::File; 2],
+    redactors: [crate::redact::StreamRedactor; 2],
 }
 
 impl LiveProcess {
@@ -93,6 +102,53 @@ impl LiveProcess {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Writes the output kept from now on, redacted, to `dir/<id>.stdout`
+    /// and `.stderr` as well, after what they hold, which is read back
+    /// first (a task taken over after a restart). What a redactor holds
+    /// back (the start of what may be a secret) is lost if rauhad dies.
+    pub fn spill_to(
+        &self,
+        dir: &std::path::Path,
+        redactor: &crate::redact::Redactor,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mut files = Vec::new();
+        let mut redactors = Vec::new();
+        for (suffix, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            use std::io::Write;
+            let path = dir.join(format!("{}.{suffix}", self.id));
+            let before = std::fs::read(&path).unwrap_or_default();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            let mut stream = crate::redact::StreamRedactor::new(redactor.clone());
+            let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
+            // What came before the restart, then what came since.
+            let mut restored = Capture::new(c.cap);
+            restored.push(&before);
+            let kept = restored.push(&c.data);
+            file.write_all(&stream.push(&c.data[..kept]))?;
+            restored.dropped += c.dropped;
+            *c = restored;
+            files.push(file);
+            redactors.push(stream);
+        }
+        let files: [std::fs::File; 2] = files
+            .try_into()
+            .map_err(|_| std::io::Error::other("two files"))?;
+        let redactors: [crate::redact::StreamRedactor; 2] = redactors
+            .try_into()
+            .map_err(|_| std::io::Error::other("two redactors"))?;
+        *self.spill.lock().unwrap_or_else(|e| e.into_inner()) = Some(Spill { files, redactors });
+        Ok(())
     }
 
     pub fn stdout(&self) -> Capture {
@@ -273,6 +329,7 @@ impl ZoneRegistry {
             sink_pending: Default::default(),
             stdin_relay: Default::default(),
             stdin_close: Default::default(),
+            spill: Mutex::new(None),
         });
         self.processes
             .lock()
@@ -334,10 +391,24 @@ impl ZoneRegistry {
                     Stream::Stdout => &p.stdout,
                     Stream::Stderr => &p.stderr,
                 };
-                capture
+                let kept = capture
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(&data);
+                if kept > 0 {
+                    if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+                    {
+                        use std::io::Write;
+                        let i = match stream {
+                            Stream::Stdout => 0,
+                            Stream::Stderr => 1,
+                        };
+                        let safe = spill.redactors[i].push(&data[..kept]);
+                        if let Err(e) = spill.files[i].write_all(&safe) {
+                            tracing::warn!(process = %p.id, error = %e, "cannot spill a task's output");
+                        }
+                    }
+                }
                 if let Some(tx) = p.sink.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     use std::sync::atomic::Ordering;
                     let pending = p.sink_pending.load(Ordering::Relaxed);

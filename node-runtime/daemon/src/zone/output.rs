@@ -16,11 +16,14 @@ impl Capture {
         }
     }
 
-    pub fn push(&mut self, chunk: &[u8]) {
+    /// Keeps what fits under the cap; returns how many bytes it kept (the
+    /// head of `chunk`).
+    pub fn push(&mut self, chunk: &[u8]) -> usize {
         let room = self.cap.saturating_sub(self.data.len());
         let keep = room.min(chunk.len());
         self.data.extend_from_slice(&chunk[..keep]);
         self.dropped += (chunk.len() - keep) as u64;
+        keep
     }
 
     pub fn truncated(&self) -> bool {

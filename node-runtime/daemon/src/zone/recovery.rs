@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use rauha_spec::event::EventKind;
-use rauha_spec::result::TaskResult;
 use rauha_spec::ZoneState;
 use uuid::Uuid;
 
@@ -26,25 +25,40 @@ pub enum Action {
     Rebuild(Uuid),
     /// A zone that cannot continue (a task zone, or half made or deleted).
     Remove(Uuid),
-    /// A task that was running: its result is an error now.
+    /// A task that was running and cannot go on: it ends `interrupted`.
     FailTask(Uuid),
+    /// A task that was running in a zone that is adopted: the restarted
+    /// rauhad waits for it and stores its real result.
+    ResumeTask(Uuid),
 }
 
 pub fn plan(zones: &[ZoneRecord], tasks: &[TaskRecord], alive: &HashSet<Uuid>) -> Vec<Action> {
+    // A task goes on where it was running, in a zone whose agent lives.
+    let resumable = |t: &TaskRecord| {
+        t.state == TaskState::Running
+            && t.resume.is_some()
+            && alive.contains(&t.zone_id)
+            && zones.iter().any(|z| {
+                z.id == t.zone_id && !matches!(z.state, ZoneState::Creating | ZoneState::Deleting)
+            })
+    };
     let mut actions = Vec::new();
     for z in zones {
+        let runs_a_task = tasks.iter().any(|t| t.zone_id == z.id && resumable(t));
         let action = match z.state {
             ZoneState::Creating | ZoneState::Deleting => Action::Remove(z.id),
-            _ if z.ephemeral => Action::Remove(z.id),
+            _ if z.ephemeral && !runs_a_task => Action::Remove(z.id),
             _ if alive.contains(&z.id) => Action::Adopt(z.id),
             _ => Action::Rebuild(z.id),
         };
         actions.push(action);
     }
-    for t in tasks {
-        if t.state == TaskState::Running {
-            actions.push(Action::FailTask(t.id));
-        }
+    for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
+        actions.push(if resumable(t) {
+            Action::ResumeTask(t.id)
+        } else {
+            Action::FailTask(t.id)
+        });
     }
     actions
 }
@@ -68,8 +82,13 @@ impl ZoneRegistry {
         if let Err(e) = self.sync_enforcement() {
             tracing::error!(error = %e, "cannot bring the BPF maps in step with the store");
         }
+        let mut resumed = Vec::new();
         for action in plan(&zones, &tasks, &alive) {
             let outcome = match &action {
+                Action::ResumeTask(id) => {
+                    resumed.extend(tasks.iter().find(|t| t.id == *id).cloned());
+                    Ok(())
+                }
                 Action::Adopt(id) => {
                     self.adopt(zones.iter().find(|z| z.id == *id).cloned())
                         .await
@@ -96,6 +115,18 @@ impl ZoneRegistry {
             }
         }
         self.sync_enforcement()?;
+        // Each taken-over task ends on its own, once its process does.
+        if let Some(me) = self.me.upgrade() {
+            for task in resumed {
+                let me = Arc::clone(&me);
+                tokio::spawn(async move {
+                    let id = task.id;
+                    if let Err(e) = me.resume_task(task).await {
+                        tracing::error!(task = %id, error = %e, "cannot finish a task taken over after a restart");
+                    }
+                });
+            }
+        }
         Ok(())
     }
 
@@ -206,21 +237,13 @@ impl ZoneRegistry {
     }
 
     fn fail_task(&self, task: Option<TaskRecord>) -> Result<(), DaemonError> {
-        let Some(mut task) = task else { return Ok(()) };
-        task.state = TaskState::Finished;
-        let mut result = TaskResult::not_run(
-            task.id,
-            task.zone_id,
-            task.command.clone(),
-            Default::default(),
-        );
-        result.error = Some(
-            "rauhad restarted while the task ran; its zone was removed and its output is lost"
-                .into(),
-        );
-        task.result = Some(result);
-        self.store.put_task(&task)?;
-        Ok(())
+        let Some(task) = task else { return Ok(()) };
+        let reason = if task.resume.is_none() {
+            "rauhad stopped while the task's zone was being made; nothing of it ran"
+        } else {
+            "rauhad stopped while the task ran, and its zone's agent did not outlive it; its output is lost"
+        };
+        self.interrupt(task, reason).map(drop)
     }
 }
 
@@ -277,6 +300,45 @@ mod tests {
     }
 
     #[test]
+    fn a_running_task_in_a_live_zone_is_resumed_and_its_zone_adopted() {
+        let task_zone = zone(ZoneState::Running, true);
+        let dead_zone = zone(ZoneState::Running, true);
+        let resume = crate::store::TaskResume {
+            process_id: Uuid::new_v4(),
+            timeout_ms: 0,
+            keep_zone: false,
+            workspace: None,
+            secret_names: vec![],
+            oom_before: 0,
+            events: vec![],
+        };
+        let task = |zone_id| TaskRecord {
+            id: Uuid::new_v4(),
+            zone_id,
+            command: vec![],
+            state: TaskState::Running,
+            started_ms: 0,
+            result: None,
+            resume: Some(resume.clone()),
+        };
+        let (live, dead) = (task(task_zone.id), task(dead_zone.id));
+        let alive = HashSet::from([task_zone.id]);
+        assert_eq!(
+            plan(
+                &[task_zone.clone(), dead_zone.clone()],
+                &[live.clone(), dead.clone()],
+                &alive
+            ),
+            vec![
+                Action::Adopt(task_zone.id),
+                Action::Remove(dead_zone.id),
+                Action::ResumeTask(live.id),
+                Action::FailTask(dead.id),
+            ]
+        );
+    }
+
+    #[test]
     fn running_tasks_fail_and_finished_ones_stay() {
         let running = TaskRecord {
             id: Uuid::new_v4(),
@@ -285,6 +347,7 @@ mod tests {
             state: TaskState::Running,
             started_ms: 0,
             result: None,
+            resume: None,
         };
         let done = TaskRecord {
             state: TaskState::Finished,

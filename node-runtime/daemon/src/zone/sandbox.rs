@@ -6,7 +6,7 @@
 //! zone torn down, so a daemon killed during clean-up still has the result.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rauha_spec::event::EventKind;
 use rauha_spec::result::{TaskResult, TaskStatus, WorkspaceOutcome};
@@ -22,7 +22,7 @@ use crate::error::DaemonError;
 use crate::events::now_ms;
 use crate::redact::{Redactor, StreamRedactor};
 use crate::secrets::{Delivery, Secret};
-use crate::store::{TaskRecord, TaskState, ZoneRecord};
+use crate::store::{TaskRecord, TaskResume, TaskState, WorkspaceResume, ZoneRecord};
 use rauha_guest_agent::protocol::FdData;
 
 /// Most bytes of all the diffs of one result together (each file's is also
@@ -57,12 +57,42 @@ pub struct SandboxRun {
     pub netns: Option<String>,
     /// Receives the task's (redacted) output as it comes.
     pub live_output: Option<mpsc::Sender<OutputChunk>>,
+    /// Told the task's and its zone's ids once the task is recorded.
+    pub started: Option<tokio::sync::oneshot::Sender<(Uuid, Uuid)>>,
+}
+
+/// What the end of a task needs, whether it started in this rauhad or was
+/// taken over after a restart.
+struct Ending {
+    task: TaskRecord,
+    zone: ZoneRecord,
+    /// What is left of its timeout.
+    timeout: Option<Duration>,
+    keep_zone: bool,
+    workspace: Option<WorkspaceRun>,
+    redactor: Redactor,
+    oom_before: u64,
+    events: Vec<rauha_spec::Event>,
+}
+
+/// The task's process, and the forwarder of its live output (with the
+/// sender that tells it the process ended).
+struct Live {
+    process: std::sync::Arc<super::LiveProcess>,
+    forwarder: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
+}
+
+/// Where a task's output is spilled: the zone's state dir.
+fn task_output_dir(zone: &ZoneRecord) -> Option<PathBuf> {
+    zone.handle.as_ref().map(|h| h.state_dir.join("task"))
 }
 
 impl ZoneRegistry {
     pub async fn run_sandbox(&self, run: SandboxRun) -> Result<TaskResult, DaemonError> {
         let task_id = Uuid::new_v4();
-        let started = Instant::now();
         let timeout = run.timeout.or(run.policy.task.timeout);
         let redactor = Redactor::new(&run.secrets);
         // The command as it is recorded and reported: without secret values.
@@ -83,28 +113,57 @@ impl ZoneRegistry {
                 netns: run.netns.clone(),
             })
             .await?;
+        let process_id = Uuid::new_v4();
+        let started_ms = now_ms();
         let mut task = TaskRecord {
             id: task_id,
             zone_id: zone.id,
             command: command.clone(),
             state: TaskState::Running,
-            started_ms: now_ms(),
+            started_ms,
             result: None,
+            resume: Some(TaskResume {
+                process_id,
+                timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                keep_zone: run.keep_zone,
+                workspace: run.workspace.as_ref().map(|w| WorkspaceResume {
+                    repo_path: w.spec.repo_path.clone(),
+                    target: w.spec.target.clone(),
+                    commit: w.commit,
+                    diff_cap: w.diff_cap as u64,
+                    commit_git_metadata: w.commit_git_metadata,
+                }),
+                secret_names: run.secrets.iter().map(|s| s.name.clone()).collect(),
+                oom_before: 0,
+                events: Vec::new(),
+            }),
         };
-        self.store.put_task(&task)?;
-        let mut events = vec![self.events.emit(
+        let started_event = self.events.emit(
             EventKind::TaskStarted,
             Some((zone.id, &zone.name)),
             Some(task_id),
             command.join(" "),
-        )];
-        let mut result = TaskResult::not_run(task_id, zone.id, command, self.enforcement_of(&zone));
+        );
         let oom_before = self
             .backends
             .of(&zone)?
             .usage(zone.id)
             .map(|u| u.oom_kills)
             .unwrap_or(0);
+        if let Some(r) = task.resume.as_mut() {
+            r.oom_before = oom_before;
+            r.events = vec![started_event.clone()];
+        }
+        self.store.put_task(&task)?;
+        if let Some(started) = run.started {
+            let _ = started.send((task_id, zone.id));
+        }
+        let mut result = TaskResult::not_run(
+            task_id,
+            zone.id,
+            command.clone(),
+            self.enforcement_of(&zone),
+        );
         let mut spec = run.spec;
         let mut fds = Vec::new();
         for s in &run.secrets {
@@ -123,70 +182,247 @@ impl ZoneRegistry {
                 spec.cwd = w.spec.target.clone();
             }
         }
+        let ending = Ending {
+            task,
+            zone,
+            timeout,
+            keep_zone: run.keep_zone,
+            workspace: run.workspace,
+            redactor,
+            oom_before,
+            events: vec![started_event],
+        };
         match self
-            .start_process_streamed(&zone, spec, fds, &redactor, &Default::default(), None)
+            .start_process_streamed(
+                &ending.zone,
+                spec,
+                fds,
+                &ending.redactor,
+                &Default::default(),
+                Some(process_id),
+            )
             .await
         {
-            Err(e) => result.error = Some(redactor.text(&e.to_string())),
+            Err(e) => {
+                result.error = Some(ending.redactor.text(&e.to_string()));
+                self.conclude(ending, None, result).await
+            }
             Ok((process, output)) => {
+                // What the task prints is kept in the zone's state dir as
+                // well: a restarted rauhad finishes the task with it.
+                if let Some(dir) = task_output_dir(&ending.zone) {
+                    if let Err(e) = process.spill_to(&dir, &ending.redactor) {
+                        tracing::warn!(task = %task_id, error = %e, "cannot keep the task's output beside its zone");
+                    }
+                }
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                let forwarder = run
-                    .live_output
-                    .map(|sink| tokio::spawn(forward(output, sink, redactor.clone(), done_rx)));
-                let (end, timed_out) = self.wait_with_timeout(&zone, &process, timeout).await;
-                let _ = done_tx.send(());
-                if let Some(f) = forwarder {
-                    let _ = f.await;
-                }
-                if timed_out {
-                    let limit = timeout
-                        .map(rauha_spec::duration::format_duration)
-                        .unwrap_or_default();
-                    events.push(self.events.emit(
-                        EventKind::TimedOut,
-                        Some((zone.id, &zone.name)),
-                        Some(task_id),
-                        format!("killed after {limit}"),
-                    ));
-                }
-                let usage = self.backends.of(&zone)?.usage(zone.id).ok();
-                let oom = usage.is_some_and(|u| u.oom_kills > oom_before);
-                result.peak_memory_bytes = usage.map(|u| u.peak_memory_bytes).filter(|p| *p > 0);
-                result.cpu_time_us = usage.map(|u| u.cpu_time_us);
-                match end {
-                    ProcessEnd::Exited(s) => {
-                        result.exit_code = Some(s.shell_code());
-                        result.signal = s.signal;
-                        result.status =
-                            TaskStatus::classify(result.exit_code, s.signal, timed_out, oom);
-                        if result.status == TaskStatus::OomKilled {
-                            events.push(self.events.emit(
-                                EventKind::OomKilled,
-                                Some((zone.id, &zone.name)),
-                                Some(task_id),
-                                "killed by the zone's memory limit",
-                            ));
-                        }
-                    }
-                    ProcessEnd::Lost => {
-                        result.error = Some(
-                            "the zone's agent died before the task ended; see the zone's agent.log"
-                                .into(),
-                        )
-                    }
-                }
-                let cut =
-                    result.status != TaskStatus::Succeeded && result.status != TaskStatus::Failed;
-                fill_output(
-                    &mut result,
-                    &process.stdout(),
-                    &process.stderr(),
-                    &redactor,
-                    cut,
-                );
+                let forwarder = run.live_output.map(|sink| {
+                    tokio::spawn(forward(output, sink, ending.redactor.clone(), done_rx))
+                });
+                let live = Live {
+                    process,
+                    forwarder: forwarder.map(|f| (f, done_tx)),
+                };
+                self.conclude(ending, Some(live), result).await
             }
         }
-        if let Some(w) = &run.workspace {
+    }
+
+    /// Takes over a task that was running when rauhad stopped: its zone
+    /// was adopted with its process, whose output (what came before, from
+    /// the spill files, and since, from the agent) and exit make the
+    /// task's one result; its timeout counts from its start. A task whose
+    /// process is gone ends `interrupted`.
+    pub async fn resume_task(&self, mut task: TaskRecord) -> Result<TaskResult, DaemonError> {
+        let Some(resume) = task.resume.clone() else {
+            return self
+                .interrupt(task, "rauhad stopped while the task ran")
+                .map(|r| *r);
+        };
+        let Some(zone) = self.store.zone(&task.zone_id)? else {
+            return self
+                .interrupt(task, "its zone was gone when rauhad started again")
+                .map(|r| *r);
+        };
+        let mut secrets = Vec::new();
+        for name in &resume.secret_names {
+            match self.secrets.get(name, Delivery::Env(String::new())) {
+                Ok(s) => secrets.push(s),
+                Err(_) => {
+                    // Its output cannot be redacted any more: none of it is
+                    // kept, and the zone goes.
+                    let zone_record = zone.clone();
+                    let r = self.interrupt(task, &format!("its secret {name:?} was removed while rauhad was away, so its output could not be redacted and was dropped"))?;
+                    if !resume.keep_zone {
+                        let _ = self.destroy(zone_record).await;
+                    }
+                    return Ok(*r);
+                }
+            }
+        }
+        let redactor = Redactor::new(&secrets);
+        let process = self.live_process(&resume.process_id);
+        let mut events = resume.events.clone();
+        events.push(self.events.emit(
+            EventKind::TaskResumed,
+            Some((zone.id, &zone.name)),
+            Some(task.id),
+            "rauhad started again and took the task over",
+        ));
+        let result = TaskResult::not_run(
+            task.id,
+            zone.id,
+            task.command.clone(),
+            self.enforcement_of(&zone),
+        );
+        let elapsed = now_ms().saturating_sub(task.started_ms);
+        let timeout = (resume.timeout_ms > 0)
+            .then(|| Duration::from_millis(resume.timeout_ms.saturating_sub(elapsed).max(1)));
+        task.resume = Some(resume.clone());
+        let ending = Ending {
+            task,
+            zone: zone.clone(),
+            timeout,
+            keep_zone: resume.keep_zone,
+            workspace: resume.workspace.map(|w| WorkspaceRun {
+                spec: WorkspaceSpec {
+                    repo_path: w.repo_path,
+                    target: w.target,
+                },
+                commit: w.commit,
+                diff_cap: usize::try_from(w.diff_cap).unwrap_or(usize::MAX),
+                commit_git_metadata: w.commit_git_metadata,
+            }),
+            redactor,
+            oom_before: resume.oom_before,
+            events,
+        };
+        let live = match process {
+            Some(process) => {
+                if let Some(dir) = task_output_dir(&zone) {
+                    if let Err(e) = process.spill_to(&dir, &ending.redactor) {
+                        tracing::warn!(task = %ending.task.id, error = %e, "cannot read back the task's output");
+                    }
+                }
+                Some(Live {
+                    process,
+                    forwarder: None,
+                })
+            }
+            None => None,
+        };
+        let mut result = result;
+        if live.is_none() {
+            result.status = TaskStatus::Interrupted;
+            result.error = Some(
+                "the task's process was gone when rauhad started again (its zone's agent died too)"
+                    .into(),
+            );
+        }
+        self.conclude(ending, live, result).await
+    }
+
+    /// Stores `reason` as the result of a task that could not finish.
+    pub(super) fn interrupt(
+        &self,
+        mut task: TaskRecord,
+        reason: &str,
+    ) -> Result<Box<TaskResult>, DaemonError> {
+        let mut result = TaskResult::not_run(
+            task.id,
+            task.zone_id,
+            task.command.clone(),
+            Default::default(),
+        );
+        result.status = TaskStatus::Interrupted;
+        result.error = Some(reason.to_string());
+        result.duration_ms = now_ms().saturating_sub(task.started_ms);
+        task.state = TaskState::Finished;
+        task.result = Some(result.clone());
+        task.resume = None;
+        self.store.put_task(&task)?;
+        Ok(Box::new(result))
+    }
+
+    /// The end of a task, started here or taken over after a restart:
+    /// waits for its process (within what is left of its timeout), fills
+    /// the result, settles the workspace, stores the one result, and
+    /// removes the zone unless it is kept.
+    async fn conclude(
+        &self,
+        ending: Ending,
+        live: Option<Live>,
+        mut result: TaskResult,
+    ) -> Result<TaskResult, DaemonError> {
+        let Ending {
+            mut task,
+            zone,
+            timeout,
+            keep_zone,
+            workspace,
+            redactor,
+            oom_before,
+            mut events,
+        } = ending;
+        let task_id = task.id;
+        if let Some(Live { process, forwarder }) = live {
+            let (end, timed_out) = self.wait_with_timeout(&zone, &process, timeout).await;
+            if let Some((f, done_tx)) = forwarder {
+                let _ = done_tx.send(());
+                let _ = f.await;
+            }
+            if timed_out {
+                let limit = task
+                    .resume
+                    .as_ref()
+                    .filter(|r| r.timeout_ms > 0)
+                    .map(|r| {
+                        rauha_spec::duration::format_duration(Duration::from_millis(r.timeout_ms))
+                    })
+                    .unwrap_or_default();
+                events.push(self.events.emit(
+                    EventKind::TimedOut,
+                    Some((zone.id, &zone.name)),
+                    Some(task_id),
+                    format!("killed after {limit}"),
+                ));
+            }
+            let usage = self.backends.of(&zone)?.usage(zone.id).ok();
+            let oom = usage.is_some_and(|u| u.oom_kills > oom_before);
+            result.peak_memory_bytes = usage.map(|u| u.peak_memory_bytes).filter(|p| *p > 0);
+            result.cpu_time_us = usage.map(|u| u.cpu_time_us);
+            match end {
+                ProcessEnd::Exited(s) => {
+                    result.exit_code = Some(s.shell_code());
+                    result.signal = s.signal;
+                    result.status =
+                        TaskStatus::classify(result.exit_code, s.signal, timed_out, oom);
+                    if result.status == TaskStatus::OomKilled {
+                        events.push(self.events.emit(
+                            EventKind::OomKilled,
+                            Some((zone.id, &zone.name)),
+                            Some(task_id),
+                            "killed by the zone's memory limit",
+                        ));
+                    }
+                }
+                ProcessEnd::Lost => {
+                    result.error = Some(
+                        "the zone's agent died before the task ended; see the zone's agent.log"
+                            .into(),
+                    )
+                }
+            }
+            let cut = result.status != TaskStatus::Succeeded && result.status != TaskStatus::Failed;
+            fill_output(
+                &mut result,
+                &process.stdout(),
+                &process.stderr(),
+                &redactor,
+                cut,
+            );
+        }
+        if let Some(w) = &workspace {
             if let Some(full) = self.workspace_full(&zone) {
                 events.push(self.events.emit(
                     EventKind::DiskLimitReached,
@@ -195,10 +431,14 @@ impl ZoneRegistry {
                     full,
                 ));
             }
-            self.settle_workspace(&zone, w, run.keep_zone, &redactor, &mut result)
-                .await;
+            if result.status == TaskStatus::Interrupted {
+                result.workspace = Some(rauha_spec::result::WorkspaceOutcome::Discarded);
+            } else {
+                self.settle_workspace(&zone, w, keep_zone, &redactor, &mut result)
+                    .await;
+            }
         }
-        result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        result.duration_ms = now_ms().saturating_sub(task.started_ms);
         result.enforcement_events = self.take_denials(&zone.id);
         for d in &mut result.enforcement_events {
             d.target = redactor.text(&d.target);
@@ -212,11 +452,12 @@ impl ZoneRegistry {
         result.events = events;
         task.state = TaskState::Finished;
         task.result = Some(result.clone());
+        task.resume = None;
         self.store.put_task(&task)?;
         if let Err(e) = self.prune_tasks() {
             tracing::error!(error = %e, "task retention failed");
         }
-        if !run.keep_zone {
+        if !keep_zone {
             if let Err(e) = self.destroy(zone).await {
                 tracing::error!(task = %task_id, error = %e, "cannot remove a task zone; it will be removed at the next start");
             }

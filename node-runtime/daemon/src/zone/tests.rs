@@ -112,6 +112,7 @@ impl Node {
                 secrets: Vec::new(),
                 netns: None,
                 live_output: None,
+                started: None,
             })
             .await
             .expect("a sandbox result")
@@ -308,6 +309,7 @@ async fn a_sandbox_whose_agent_dies_is_an_error_not_a_success() {
                 secrets: Vec::new(),
                 netns: None,
                 live_output: None,
+                started: None,
             })
             .await
     });
@@ -469,6 +471,7 @@ fn sandbox_with_workspace(keep_zone: bool) -> SandboxRun {
         secrets: Vec::new(),
         netns: None,
         live_output: None,
+        started: None,
     }
 }
 
