@@ -279,3 +279,39 @@ fn a_client_whose_rauhad_dies_fails_and_its_task_ends_after_the_restart() {
     let expected: Vec<String> = (0..5).map(|i| format!("done{i}\n")).collect();
     assert_eq!(outputs, expected);
 }
+
+/// A `rauha` client killed mid-task leaves its task running; the result is
+/// stored, and `task get --wait` returns it.
+#[test]
+fn a_killed_client_leaves_its_task_running() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let mut client = std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+        .args(["sandbox", "--json", "--", "sh", "-c", "sleep 2; echo kept"])
+        .env("RAUHA_ADDR", d.addr())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rauha");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !processes_in(&d.cgroup_parent)
+        .iter()
+        .any(|(_, c)| c.trim() == "sleep 2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    client.kill().expect("kill the client");
+    let _ = client.wait();
+    let list = rauha_e2e::json(&d.cli(&["task", "list", "--json"]));
+    let id = list[0]["task_id"].as_str().expect("the task").to_string();
+    let out = d.cli(&["task", "get", &id, "--wait", "--json"]);
+    let r = rauha_e2e::json(&out);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["stdout"], "kept\n", "{r}");
+}

@@ -93,6 +93,13 @@ impl ZoneRegistry {
             terminal: spec.terminal,
             root: spec.root,
         };
+        // Recorded before the agent starts it: a rauhad killed between the
+        // two finds the process again when it adopts the zone (or learns
+        // from the agent that it never started).
+        if let Err(e) = self.store.put_process(&record) {
+            self.untrack(&record.id);
+            return Err(e.into());
+        }
         match live.link.spawn(spawn).await {
             Ok(pid) => {
                 let host_pid = self
@@ -132,6 +139,9 @@ impl ZoneRegistry {
                     .unwrap_or_else(|e| e.into_inner())
                     .take();
                 self.untrack(&record.id);
+                if let Err(e) = self.store.remove_process(&record.id) {
+                    tracing::warn!(process = %record.id, error = %e, "cannot forget a process that did not start");
+                }
                 Err(DaemonError::Start {
                     zone: zone.name.clone(),
                     source: e,
