@@ -42,7 +42,7 @@ stage "the shim, statically linked as deployed"
 scripts/build-shim.sh
 stage "end-to-end tests (root, real rauhad)"
 # One at a time: they measure timeouts and host responsiveness on 2 cores.
-cargo test -p rauha-e2e --tests -- --test-threads=1 \
+cargo test -p rauha-e2e --tests --no-fail-fast -- --test-threads=1 \
     --skip the_node_runtime_suites_pass_on_pure_cgroup_v2_with_bpf_lsm \
     --skip kill_nine_at_random_points_loses_no_task_and_leaves_no_orphan 2>&1 | tee -a "$log"
 stage "the node runtime suites in the VM (Linux 6.1, cgroup v2, BPF-LSM)"

@@ -287,6 +287,16 @@ impl VmSpec {
         self
     }
 
+    /// What a zone's workspace needs in the guest: overlayfs, and the
+    /// disk-limited ext4 on a loop device made with mkfs.ext4 (6.1's ext4
+    /// always loads crc32c).
+    pub fn workspace_support(self) -> Self {
+        ["overlay", "ext4", "crc32c_generic", "loop"]
+            .iter()
+            .fold(self, |spec, m| spec.kernel_module(*m))
+            .binary("/usr/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4")
+    }
+
     /// `rauha`, `rauhad`, `rauha-guest-agent` and `rauha-probe` from
     /// [`crate::bin_dir`], in `/usr/local/bin` (rauhad finds the agent
     /// beside itself).

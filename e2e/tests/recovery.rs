@@ -315,3 +315,86 @@ fn a_killed_client_leaves_its_task_running() {
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["stdout"], "kept\n", "{r}");
 }
+
+/// Every client that streams from rauhad fails, with what to do, when
+/// rauhad goes away under it: `exec` (naming its process), `events`, and
+/// `logs --follow`; none exits 0 with nothing. `logs --follow` of a
+/// process that ends prints all its output and exits with its code.
+#[test]
+fn streams_that_lose_rauhad_fail_with_what_to_do() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    assert!(d.cli(&["zone", "create", "s"]).status.success());
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "s",
+        "--",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two; exit 3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = d.cli(&["logs", &id, "--follow"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+            .args(args)
+            .env("RAUHA_ADDR", d.addr())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("rauha")
+    };
+    let exec = spawn(&["exec", "s", "--", "sh", "-c", "sleep 30"]);
+    let events = spawn(&["events"]);
+    let out = d.cli(&["run", "--zone", "s", "--", "sleep", "30"]);
+    let long = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let follow = spawn(&["logs", &long, "--follow"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_in(&d.cgroup_parent)
+        .iter()
+        .filter(|(_, c)| c.contains("sleep 30"))
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the processes did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    for (what, child, says) in [
+        ("exec", exec, "lost rauhad while process"),
+        ("events", events, "run `rauha events` again"),
+        ("logs --follow", follow, "once rauhad is back"),
+    ] {
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{what}: {stderr}");
+        assert!(stderr.contains(says), "{what}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{what}: one line: {stderr}"
+        );
+    }
+    d.spawn(&[]);
+    d.delete_all_zones();
+}

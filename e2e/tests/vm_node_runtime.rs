@@ -71,13 +71,7 @@ fn the_node_runtime_suites_pass_on_pure_cgroup_v2_with_bpf_lsm() {
     }
     let mut spec = VmSpec::new()
         .rauha_binaries()
-        .kernel_module("overlay")
-        // A workspace's disk-limited filesystem: an ext4 on a loop device,
-        // made with mkfs.ext4 (6.1's ext4 always loads crc32c).
-        .kernel_module("ext4")
-        .kernel_module("crc32c_generic")
-        .kernel_module("loop")
-        .binary("/usr/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4")
+        .workspace_support()
         .memory_mb(1536)
         .timeout(Duration::from_secs(1500));
     let mut script = String::from(

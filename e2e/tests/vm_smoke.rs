@@ -165,7 +165,7 @@ exit $rc
     );
     let out = VmSpec::new()
         .rauha_binaries()
-        .kernel_module("overlay")
+        .workspace_support()
         .memory_mb(1024)
         .timeout(Duration::from_secs(240))
         .script(script)

@@ -33,10 +33,16 @@ pub async fn events(args: EventsArgs, addr: &str) -> anyhow::Result<u8> {
     loop {
         let event = tokio::select! {
             _ = &mut ctrl_c => return Ok(0),
-            event = stream.message() => event?,
+            event = stream.message() => event.map_err(|s| anyhow::anyhow!(
+                "lost rauhad while watching events ({}); run `rauha events` again once it is back",
+                crate::error_line::status_line(&s)
+            ))?,
         };
         let Some(event) = event else {
-            return Ok(0);
+            // Only Ctrl-C ends a watch; a stream that ends is rauhad gone.
+            anyhow::bail!(
+                "rauhad ended the event stream (did it stop?); run `rauha events` again once it is back"
+            );
         };
         let line = if args.json {
             serde_json::to_string(&decode(Event::try_from(&event))?)?

@@ -49,8 +49,12 @@ pub struct ExecArgs {
 pub struct LogsArgs {
     /// A process id printed by `rauha run` or `rauha ps`.
     id: String,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     json: bool,
+    /// Keep printing output as it comes until the process ends, then exit
+    /// with its code.
+    #[arg(long, short = 'f')]
+    follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -107,17 +111,36 @@ pub async fn exec(args: ExecArgs, addr: &str) -> anyhow::Result<u8> {
         spec: Some(spec),
     };
     let mut stream = processes.exec(request).await?.into_inner();
-    while let Some(event) = stream.message().await? {
+    let mut started: Option<String> = None;
+    loop {
+        let event = match (stream.message().await, &started) {
+            (Ok(Some(event)), _) => event,
+            // Before the process started, an error is the request's own.
+            (Err(status), None) => return Err(status.into()),
+            (Err(status), Some(id)) => bail!(
+                "lost rauhad while process {id} ran ({}); it goes on in its zone: see it with `rauha ps` once rauhad is back",
+                crate::error_line::status_line(&status)
+            ),
+            (Ok(None), Some(id)) => bail!(
+                "rauhad ended the exec stream before process {id} exited (did it stop?); see it with `rauha ps` once rauhad is back"
+            ),
+            (Ok(None), None) => {
+                bail!("rauhad ended the exec stream before the process started; see rauhad's log")
+            }
+        };
         match event.event {
             Some(ExecEvent::Output(output)) => write_output(&output)?,
             Some(ExecEvent::Exited(process)) => return ended(&process),
-            Some(ExecEvent::Started(_)) | None => {}
+            Some(ExecEvent::Started(process)) => started = Some(process.id),
+            None => {}
         }
     }
-    bail!("rauhad ended the exec stream before the process exited; look for it with `rauha ps`")
 }
 
 pub async fn logs(args: LogsArgs, addr: &str) -> anyhow::Result<u8> {
+    if args.follow {
+        return follow(&args.id, addr).await;
+    }
     let mut processes = Connection::open(addr).await?.processes();
     let logs = processes
         .logs(v1::ProcessRef {
@@ -256,5 +279,61 @@ fn exit_cell(p: &v1::Process) -> String {
         p.exit_code.to_string()
     } else {
         "-".to_string()
+    }
+}
+
+/// `logs --follow`: prints what is new in the process's output until it
+/// ends, then the rest, and exits with its code. A rauhad that goes away
+/// is a failure that says what to do, never a quiet end.
+async fn follow(id: &str, addr: &str) -> anyhow::Result<u8> {
+    let connection = Connection::open(addr).await?;
+    let mut processes = connection.processes();
+    let mut waiter = connection.processes();
+    let wait_id = id.to_string();
+    let mut waiting = tokio::spawn(async move {
+        waiter
+            .wait(v1::ProcessRef { id: wait_id })
+            .await
+            .map(tonic::Response::into_inner)
+    });
+    let (mut out_at, mut err_at) = (0usize, 0usize);
+    let lost = |status: &tonic::Status| {
+        anyhow::anyhow!(
+            "lost rauhad while following process {id} ({}); it goes on in its zone: run `rauha logs {id} --follow` again once rauhad is back",
+            crate::error_line::status_line(status)
+        )
+    };
+    loop {
+        let done = tokio::select! {
+            r = &mut waiting => Some(r),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => None,
+        };
+        let logs = processes
+            .logs(v1::ProcessRef { id: id.to_string() })
+            .await
+            .map_err(|s| lost(&s))?
+            .into_inner();
+        write_flushed(
+            &mut io::stdout().lock(),
+            logs.stdout.get(out_at..).unwrap_or_default(),
+        )?;
+        write_flushed(
+            &mut io::stderr().lock(),
+            logs.stderr.get(err_at..).unwrap_or_default(),
+        )?;
+        out_at = out_at.max(logs.stdout.len());
+        err_at = err_at.max(logs.stderr.len());
+        if let Some(r) = done {
+            let process = r
+                .map_err(|e| anyhow::anyhow!("the wait for process {id} failed: {e}"))?
+                .map_err(|s| lost(&s))?;
+            if logs.truncated {
+                writeln!(
+                    io::stderr(),
+                    "rauha: the output of {id} was longer than rauhad keeps; some of it is missing"
+                )?;
+            }
+            return ended(&process);
+        }
     }
 }
