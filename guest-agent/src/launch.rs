@@ -62,8 +62,9 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
     report::release_stdio();
     let mut status = 0;
     loop {
+        // Any child: the user namespace's helper is reaped here too.
         // SAFETY: status points to a valid c_int.
-        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
         if r == child {
             break;
         }

@@ -106,10 +106,11 @@ pub fn create(base: u32) -> io::Result<OwnedFd> {
         // SAFETY: a new fd the kernel gave us.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     })();
+    // The helper exits once this end closes; it is not waited for here (a
+    // round trip through the scheduler on every zone's start): the
+    // launcher reaps it with the zone's PID 1 (`launch::run` waits for
+    // any child).
     drop(mapped_w);
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(child, &mut status, 0) };
     result
 }
 
