@@ -30,6 +30,24 @@ impl ZoneRegistry {
         stdio: &HostStdio,
         id: Option<Uuid>,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
+        self.start_process_spilled(zone, spec, fds, redactor, stdio, id, None)
+            .await
+    }
+
+    /// [`Self::start_process_streamed`], its kept output also written,
+    /// redacted, under `spill` from its first byte on (a task's: see
+    /// `LiveProcess::spill_to`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_process_spilled(
+        &self,
+        zone: &ZoneRecord,
+        spec: ProcessSpec,
+        fds: Vec<FdData>,
+        redactor: &Redactor,
+        stdio: &HostStdio,
+        id: Option<Uuid>,
+        spill: Option<&std::path::Path>,
+    ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
             return Err(DaemonError::ZoneState {
                 zone: zone.name.clone(),
@@ -69,6 +87,11 @@ impl ZoneRegistry {
         let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
         let process = self.track(record.clone(), max_output);
         let output = process.subscribe();
+        if let Some(dir) = spill {
+            if let Err(e) = process.spill_to(dir, redactor) {
+                tracing::warn!(process = %record.id, error = %e, "cannot keep the task's output beside its zone");
+            }
+        }
         if stdio.stdout.is_some() || stdio.stderr.is_some() {
             match stdio::open_outputs(stdio, &process) {
                 Ok(tx) => *process.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx),

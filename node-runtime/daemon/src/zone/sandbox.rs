@@ -73,6 +73,8 @@ struct Ending {
     redactor: Redactor,
     oom_before: u64,
     events: Vec<rauha_spec::Event>,
+    /// Taken over after a restart of rauhad.
+    resumed: bool,
 }
 
 /// The task's process, and the forwarder of its live output (with the
@@ -191,15 +193,20 @@ impl ZoneRegistry {
             redactor,
             oom_before,
             events: vec![started_event],
+            resumed: false,
         };
+        // What the task prints is kept in the zone's state dir as well, from
+        // its first byte: a restarted rauhad finishes the task with it.
+        let spill = task_output_dir(&ending.zone);
         match self
-            .start_process_streamed(
+            .start_process_spilled(
                 &ending.zone,
                 spec,
                 fds,
                 &ending.redactor,
                 &Default::default(),
                 Some(process_id),
+                spill.as_deref(),
             )
             .await
         {
@@ -208,13 +215,6 @@ impl ZoneRegistry {
                 self.conclude(ending, None, result).await
             }
             Ok((process, output)) => {
-                // What the task prints is kept in the zone's state dir as
-                // well: a restarted rauhad finishes the task with it.
-                if let Some(dir) = task_output_dir(&ending.zone) {
-                    if let Err(e) = process.spill_to(&dir, &ending.redactor) {
-                        tracing::warn!(task = %task_id, error = %e, "cannot keep the task's output beside its zone");
-                    }
-                }
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                 let forwarder = run.live_output.map(|sink| {
                     tokio::spawn(forward(output, sink, ending.redactor.clone(), done_rx))
@@ -296,6 +296,7 @@ impl ZoneRegistry {
             redactor,
             oom_before: resume.oom_before,
             events,
+            resumed: true,
         };
         let live = match process {
             Some(process) => {
@@ -363,6 +364,7 @@ impl ZoneRegistry {
             redactor,
             oom_before,
             mut events,
+            resumed,
         } = ending;
         let task_id = task.id;
         if let Some(Live { process, forwarder }) = live {
@@ -405,6 +407,15 @@ impl ZoneRegistry {
                             "killed by the zone's memory limit",
                         ));
                     }
+                }
+                // Taken over, the agent did not know the process: rauhad
+                // stopped between recording it and the agent starting it.
+                ProcessEnd::Lost if resumed => {
+                    result.status = TaskStatus::Interrupted;
+                    result.error = Some(
+                        "rauhad stopped while the task's process was being started; it did not run"
+                            .into(),
+                    )
                 }
                 ProcessEnd::Lost => {
                     result.error = Some(
