@@ -14,4 +14,5 @@
 pub mod config;
 pub mod frame;
 pub mod handshake;
+pub mod mount_api;
 pub mod protocol;

@@ -27,21 +27,10 @@ use crate::kernel::check;
 /// Ids each zone has: uid (and gid) 0-65535 inside.
 pub const SIZE: u32 = 65_536;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
-/// `struct mount_attr`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
+use rauha_guest_agent::mount_api::{
+    MountAttr, MOUNT_ATTR_IDMAP, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH, OPEN_TREE_CLONE,
+};
 
 /// Makes the zone's user namespace; returns a descriptor that keeps it.
 pub fn create(base: u32) -> io::Result<OwnedFd> {
