@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Start-up cost of one sandboxed `/bin/true`: rauha against its peers.
 
-Runs, in one session and interleaved round by round so that drift on a
-shared machine hits every command alike:
+Runs, in one session and interleaved round by round (each round in a
+random order) so that drift on a shared machine hits every command alike:
   rauha sandbox -- /bin/true                      (host view, standard policy)
   rauha sandbox --bundle BUNDLE -- /bin/true      (busybox OCI bundle)
   both again with `zone.user_namespace = false`   (the zone's root host root:
@@ -21,6 +21,7 @@ runc and to rauha. Needs root and a release build (cargo build --release).
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -139,9 +140,15 @@ def main():
     try:
         for name, argv in commands.items():  # warm up caches once each
             time_once(argv(-1 - len(name)), env)
+        # Each round in its own random order: a command always run after
+        # the same one would pay for what that one leaves behind (runc's
+        # teardown, a workspace's loop device) and skew its ratio.
+        order = random.Random(1)
         for i in range(args.runs):
-            for name, argv in commands.items():
-                times[name].append(time_once(argv(i), env))
+            names = list(commands)
+            order.shuffle(names)
+            for name in names:
+                times[name].append(time_once(commands[name](i), env))
     finally:
         daemon.terminate()
         daemon.wait()

@@ -101,6 +101,7 @@ fn user_namespace(
     };
     for (source, recursive) in rootfs::idmapped_sources(&config.root, config.workspace.as_ref()) {
         if let Err(e) = userns::can_idmap(Path::new(&source), fd.as_raw_fd(), recursive) {
+            userns::forget_probed();
             return (
                 None,
                 Some(format!(
@@ -118,6 +119,7 @@ fn user_namespace(
             if let Err(e) =
                 std::os::unix::fs::chown(&w.upper, Some(shift(meta.uid())), Some(shift(meta.gid())))
             {
+                userns::forget_probed();
                 return (None, Some(format!("user namespace: not in force: cannot give the workspace to the zone's root ({e})")));
             }
         }

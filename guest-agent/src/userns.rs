@@ -20,7 +20,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::kernel::check;
 
@@ -180,9 +180,66 @@ fn idmapped_tree(
     Ok(tree)
 }
 
-/// Whether `source` can be shown idmapped (its filesystem allows it).
+/// Trees [`can_idmap`] made, kept for [`bind_idmapped`] of the same
+/// source: a detached tree closed unattached costs an RCU grace period
+/// (the kernel's `namespace_unlock`), and making it twice costs two.
+static PROBED: std::sync::Mutex<Vec<(PathBuf, bool, OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+
+fn probed() -> std::sync::MutexGuard<'static, Vec<(PathBuf, bool, OwnedFd)>> {
+    PROBED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `source` can be shown idmapped (its filesystem allows it). The
+/// tree made to find out is kept for [`bind_idmapped`].
 pub fn can_idmap(source: &Path, userns: RawFd, recursive: bool) -> io::Result<()> {
-    idmapped_tree(source, userns, false, recursive).map(drop)
+    let tree = idmapped_tree(source, userns, false, recursive)?;
+    probed().push((source.to_path_buf(), recursive, tree));
+    Ok(())
+}
+
+/// Drops the trees [`can_idmap`] kept (the zone runs without its user
+/// namespace after all).
+pub fn forget_probed() {
+    probed().clear();
+}
+
+/// The tree [`can_idmap`] made of `source`, made read-only if asked.
+fn take_probed(source: &Path, recursive: bool, readonly: bool) -> Option<io::Result<OwnedFd>> {
+    let mut all = probed();
+    let at = all
+        .iter()
+        .position(|(p, r, _)| p == source && *r == recursive)?;
+    let (_, _, tree) = all.swap_remove(at);
+    if !readonly {
+        return Some(Ok(tree));
+    }
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let rec = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
+    // SAFETY: `attr` is a valid `struct mount_attr` of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | rec,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Some(if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(tree)
+    })
 }
 
 /// Binds `source` at `target`, idmapped through the zone's namespace.
@@ -193,7 +250,11 @@ pub fn bind_idmapped(
     readonly: bool,
     recursive: bool,
 ) -> io::Result<()> {
-    let tree = idmapped_tree(source, userns, readonly, recursive).map_err(|e| {
+    let tree = match take_probed(source, recursive, readonly) {
+        Some(tree) => tree,
+        None => idmapped_tree(source, userns, readonly, recursive),
+    }
+    .map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot idmap {} for the zone: {e}", source.display()),

@@ -272,7 +272,7 @@ pub fn apply_resources(to: &mut ResourcesSection, r: &Value) {
 
 /// OCI LinuxResources as a container root's own limits.
 pub fn root_limits(r: &Value) -> v1::RootLimits {
-    let mut section = ResourcesSection::default();
+    let mut section = ResourcesSection::unset();
     apply_resources(&mut section, r);
     v1::RootLimits {
         memory_bytes: section.memory_limit,

@@ -62,7 +62,7 @@ pub struct CapabilitiesSection {
     pub allowed: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourcesSection {
     /// Relative CPU weight (cgroup v1 `cpu.shares` scale, 2-262144).
@@ -72,7 +72,7 @@ pub struct ResourcesSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<f64>,
     /// Memory limit (`512Mi`, `4Gi`).
-    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none", default)]
+    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub memory_limit: Option<u64>,
     /// Most processes and threads the zone may hold at once.
@@ -81,9 +81,24 @@ pub struct ResourcesSection {
     /// Most bytes the zone's workspace may hold on the host's disk (its
     /// copy-on-write layer: `512Mi`, `4Gi`); past it a write fails with
     /// ENOSPC in the zone. [`DEFAULT_DISK_LIMIT`] when unset.
-    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none", default)]
+    #[serde(with = "size_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub disk_limit: Option<u64>,
+}
+
+/// An omitted `[resources]` section, or key, takes the `standard`
+/// preset's value: a policy that says nothing of memory or processes
+/// still gets a limit.
+impl Default for ResourcesSection {
+    fn default() -> Self {
+        Self {
+            cpu_shares: Some(1024),
+            cpu_limit: None,
+            memory_limit: Some(1 << 30),
+            pids_max: Some(512),
+            disk_limit: Some(DEFAULT_DISK_LIMIT),
+        }
+    }
 }
 
 /// A zone's disk limit when its policy sets none.
@@ -92,6 +107,18 @@ pub const DEFAULT_DISK_LIMIT: u64 = 4 << 30;
 pub const MIN_DISK_LIMIT: u64 = 16 << 20;
 
 impl ResourcesSection {
+    /// No value set at all (not even the defaults): what a container
+    /// inside a zone starts from, its limits only those its spec gives.
+    pub fn unset() -> Self {
+        Self {
+            cpu_shares: None,
+            cpu_limit: None,
+            memory_limit: None,
+            pids_max: None,
+            disk_limit: None,
+        }
+    }
+
     /// The disk limit in force: the policy's, or [`DEFAULT_DISK_LIMIT`].
     pub fn disk_limit_or_default(&self) -> u64 {
         self.disk_limit.unwrap_or(DEFAULT_DISK_LIMIT)
@@ -149,16 +176,73 @@ impl Default for FilesystemSection {
                 "/etc/shadow".into(),
                 "/etc/gshadow".into(),
                 "/etc/sudoers".into(),
+                "/etc/ssh".into(),
+                "/etc/ssl/private".into(),
             ],
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyscallsSection {
     /// System calls that fail with EPERM inside the zone.
     pub deny: Vec<String>,
+}
+
+/// What a policy denies when it has no `[syscalls]` section: the
+/// `standard` preset's list (`unshare` in it also denies `clone`'s
+/// namespace flags). A policy that wants none says `deny = []`.
+pub const STANDARD_DENIED_SYSCALLS: &[&str] = &[
+    "mount",
+    "umount2",
+    "pivot_root",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "bpf",
+    "perf_event_open",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "unshare",
+    "setns",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "userfaultfd",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+    "syslog",
+    "quotactl",
+    "lookup_dcookie",
+    "fanotify_init",
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+];
+
+impl Default for SyscallsSection {
+    fn default() -> Self {
+        Self {
+            deny: STANDARD_DENIED_SYSCALLS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

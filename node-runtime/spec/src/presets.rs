@@ -43,6 +43,27 @@ mod tests {
     }
 
     #[test]
+    fn what_a_policy_leaves_out_is_standards() {
+        let mut standard = load("standard").expect("listed").expect("valid");
+        standard.zone.name = None;
+        // Left out, the output limit is DEFAULT_MAX_OUTPUT: standard's 1Mi.
+        assert_eq!(
+            standard.task.max_output,
+            Some(crate::policy::DEFAULT_MAX_OUTPUT)
+        );
+        standard.task.max_output = None;
+        let empty = Policy::parse("empty.toml", "").expect("an empty policy is valid");
+        assert_eq!(empty, standard, "an empty policy is the standard preset");
+        assert_eq!(Policy::default(), standard);
+        let partial = Policy::parse("p.toml", "[resources]\ncpu_limit = 2.0\n").expect("valid");
+        assert_eq!(
+            partial.resources.memory_limit,
+            standard.resources.memory_limit
+        );
+        assert_eq!(partial.syscalls, standard.syscalls);
+    }
+
+    #[test]
     fn strict_is_stricter_than_standard() {
         let standard = load("standard").expect("listed").expect("valid");
         let strict = load("strict").expect("listed").expect("valid");
