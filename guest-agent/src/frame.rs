@@ -86,6 +86,7 @@ mod tests {
             Message::Output {
                 id: "a".into(),
                 stream: Stream::Stderr,
+                offset: 7,
                 data: b"err\n".to_vec(),
             },
             Message::Exited {

@@ -4,11 +4,17 @@
 //! from the agent. Replies that answer a request carry its `id`; `Output`
 //! and `Exited` are pushed to every connected host as they happen, so a
 //! host that reconnects after a restart keeps receiving them.
+//!
+//! Output is delivered at least once and placed exactly: each chunk
+//! carries its offset in its stream, the agent keeps what it sent until
+//! the host acknowledges it (`Ack`), and sends what is unacknowledged
+//! again to a host that greets it after a restart; the host skips what it
+//! already has. Bytes written to a host that died are not lost.
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; both ends refuse other versions.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A process the host asks the agent to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +99,13 @@ pub enum Request {
     CloseStdin { id: String },
     /// Set a process's terminal size.
     Resize { id: String, rows: u16, cols: u16 },
+    /// The host holds a process's stream up to byte `upto`: the agent
+    /// may drop what it kept of it before there.
+    Ack {
+        id: String,
+        stream: Stream,
+        upto: u64,
+    },
 }
 
 /// One process as seen from inside the zone.
@@ -129,7 +142,9 @@ impl ExitStatus {
 pub enum Message {
     Hello {
         version: u32,
-        /// Host ids of processes that are still running.
+        /// Host ids of processes whose end the host has not been told:
+        /// running ones, and ended ones whose output (sent again) and
+        /// `Exited` follow the greeting.
         running: Vec<String>,
         /// Processes that ended and whose exit the host has not forgotten.
         exited: Vec<(String, ExitStatus)>,
@@ -145,6 +160,9 @@ pub enum Message {
     Output {
         id: String,
         stream: Stream,
+        /// Where `data` starts in the stream (bytes since the process
+        /// started).
+        offset: u64,
         data: Vec<u8>,
     },
     Exited {

@@ -57,6 +57,33 @@ struct Input {
     terminal: bool,
 }
 
+/// What the agent sent of one stream of a process and the host has not
+/// acknowledged yet: sent again to a host that greets the agent after a
+/// restart (the one it went to may have died before reading it).
+#[derive(Default)]
+struct Unacked {
+    /// Where `data` starts in the stream.
+    offset: u64,
+    data: Vec<u8>,
+}
+
+impl Unacked {
+    fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+/// Past this much unacknowledged output of one stream, its pipe is not read
+/// until the host catches up (the process waits on a full pipe).
+const MAX_UNACKED: usize = 8 << 20;
+
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
 struct Supervisor {
     listener: UnixListener,
     signals: OwnedFd,
@@ -69,6 +96,8 @@ struct Supervisor {
     /// still in their pipes, read (and their exit reported) once a host
     /// greets the agent again, so that nothing of it is lost.
     held: Vec<(Tracked, ExitStatus)>,
+    /// Output sent and not acknowledged, by host id, stdout then stderr.
+    unacked: HashMap<String, [Unacked; 2]>,
     hardening: Prepared,
     /// The hardening as the host gave it: processes in a container root
     /// get it with its paths moved under that root.
@@ -89,6 +118,7 @@ pub fn run(
         tracked: HashMap::new(),
         exited: Vec::new(),
         held: Vec::new(),
+        unacked: HashMap::new(),
         hardening,
         raw,
     };
@@ -155,14 +185,20 @@ impl Supervisor {
         // rauhad is back.
         let host = self.clients.iter().any(|c| c.greeted && !c.closed);
         for (pid, t) in self.tracked.iter().filter(|_| host) {
-            if let Some(f) = &t.stdout {
+            // Nor while the host is behind acknowledging what it was sent.
+            let behind = |stream: Stream| {
+                self.unacked
+                    .get(&t.id)
+                    .is_some_and(|u| u[stream_index(stream)].data.len() >= MAX_UNACKED)
+            };
+            if let Some(f) = t.stdout.as_ref().filter(|_| !behind(Stream::Stdout)) {
                 watch(
                     f.as_raw_fd(),
                     libc::POLLIN,
                     Source::Pipe(*pid, Stream::Stdout),
                 );
             }
-            if let Some(f) = &t.stderr {
+            if let Some(f) = t.stderr.as_ref().filter(|_| !behind(Stream::Stderr)) {
                 watch(
                     f.as_raw_fd(),
                     libc::POLLIN,
@@ -288,11 +324,7 @@ impl Supervisor {
                 loop {
                     match file.read(&mut buf) {
                         Ok(0) => break,
-                        Ok(n) => self.broadcast(&Message::Output {
-                            id: t.id.clone(),
-                            stream,
-                            data: buf[..n].to_vec(),
-                        }),
+                        Ok(n) => self.output(&t.id, stream, &buf[..n]),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => break,
                     }
@@ -304,6 +336,20 @@ impl Supervisor {
                 status: exit,
             });
         }
+    }
+
+    /// Sends a chunk of a process's output to every host, and keeps it
+    /// until acknowledged.
+    fn output(&mut self, id: &str, stream: Stream, data: &[u8]) {
+        let kept = &mut self.unacked.entry(id.to_string()).or_default()[stream_index(stream)];
+        let offset = kept.end();
+        kept.data.extend_from_slice(data);
+        self.broadcast(&Message::Output {
+            id: id.to_string(),
+            stream,
+            offset,
+            data: data.to_vec(),
+        });
     }
 
     /// Reads what a pipe holds; with `drain`, until it is empty, then closes it.
@@ -325,11 +371,7 @@ impl Supervisor {
                 }
                 Ok(n) => {
                     let id = t.id.clone();
-                    self.broadcast(&Message::Output {
-                        id,
-                        stream,
-                        data: buf[..n].to_vec(),
-                    });
+                    self.output(&id, stream, &buf[..n]);
                     if !drain {
                         return;
                     }
@@ -449,14 +491,23 @@ impl Supervisor {
                 }
                 self.clients[i].greeted = true;
                 // Held processes are running still, as far as the host is
-                // told: their output and exit follow the greeting.
+                // told: their output and exit follow the greeting. So are
+                // ended ones with output the host has not acknowledged: it
+                // is sent again, then their exit.
+                let unacked = |id: &str| {
+                    self.unacked
+                        .get(id)
+                        .is_some_and(|u| u.iter().any(|s| !s.data.is_empty()))
+                };
+                let (exits_after, exited): (Vec<_>, Vec<_>) =
+                    self.exited.iter().cloned().partition(|(id, _)| unacked(id));
                 let running = self
                     .tracked
                     .values()
                     .map(|t| t.id.clone())
                     .chain(self.held.iter().map(|(t, _)| t.id.clone()))
+                    .chain(exits_after.iter().map(|(id, _)| id.clone()))
                     .collect();
-                let exited = self.exited.clone();
                 self.send(
                     i,
                     &Message::Hello {
@@ -465,6 +516,10 @@ impl Supervisor {
                         exited,
                     },
                 );
+                self.send_unacked(i);
+                for (id, status) in exits_after {
+                    self.send(i, &Message::Exited { id, status });
+                }
                 self.release_held();
             }
             Request::Spawn(spec) => {
@@ -509,7 +564,20 @@ impl Supervisor {
                 let list = self.list();
                 self.send(i, &Message::Processes { request, list });
             }
-            Request::Forget { id } => self.exited.retain(|(e, _)| *e != id),
+            Request::Forget { id } => {
+                self.exited.retain(|(e, _)| *e != id);
+                self.unacked.remove(&id);
+            }
+            Request::Ack { id, stream, upto } => {
+                if let Some(u) = self.unacked.get_mut(&id) {
+                    let kept = &mut u[stream_index(stream)];
+                    let n = upto
+                        .saturating_sub(kept.offset)
+                        .min(kept.data.len() as u64);
+                    kept.data.drain(..n as usize);
+                    kept.offset += n;
+                }
+            }
             Request::Stdin { id, data } => {
                 if let Some(pid) = self.tracked_pid(&id) {
                     self.write_input(pid, data);
@@ -550,6 +618,27 @@ impl Supervisor {
                     },
                 ),
             },
+        }
+    }
+
+    /// Sends client `i` (a host that just greeted the agent) what no host
+    /// acknowledged, each chunk at its offset.
+    fn send_unacked(&mut self, i: usize) {
+        let mut chunks = Vec::new();
+        for (id, streams) in &self.unacked {
+            for (stream, kept) in [Stream::Stdout, Stream::Stderr].into_iter().zip(streams) {
+                for (k, data) in kept.data.chunks(64 * 1024).enumerate() {
+                    chunks.push(Message::Output {
+                        id: id.clone(),
+                        stream,
+                        offset: kept.offset + (k * 64 * 1024) as u64,
+                        data: data.to_vec(),
+                    });
+                }
+            }
+        }
+        for msg in chunks {
+            self.send(i, &msg);
         }
     }
 

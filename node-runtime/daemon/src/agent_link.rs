@@ -3,6 +3,9 @@
 //! A reader task decodes the agent's messages: replies complete the
 //! request waiting for them; `Output` and `Exited` go to the handler the
 //! link was opened with. When the stream ends the handler hears `Closed`.
+//! What the handler says it holds of a process's output is acknowledged to
+//! the agent (batched: once no whole message is left to read), so that the
+//! agent can drop it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,7 @@ pub enum AgentEvent {
     Output {
         id: String,
         stream: Stream,
+        offset: u64,
         data: Vec<u8>,
     },
     Exited {
@@ -31,7 +35,16 @@ pub enum AgentEvent {
     Closed,
 }
 
-pub type EventHandler = Arc<dyn Fn(AgentEvent) + Send + Sync>;
+/// The handler holds a process's stream up to byte `upto` (for good: a
+/// restarted rauhad finds it), so the agent need not keep it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub id: String,
+    pub stream: Stream,
+    pub upto: u64,
+}
+
+pub type EventHandler = Arc<dyn Fn(AgentEvent) -> Option<Ack> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -119,9 +132,40 @@ impl AgentLink {
             next_request: AtomicU64::new(1),
         });
         let pending = Arc::clone(&link.pending);
+        let weak = Arc::downgrade(&link);
         tokio::spawn(async move {
-            while let Ok(Some(msg)) = read_message(&mut reader, &mut buf).await {
-                dispatch(&pending, &handler, msg);
+            let mut acks: HashMap<(String, bool), u64> = HashMap::new();
+            loop {
+                match frame::decode_from::<Message>(&mut buf) {
+                    Ok(Some(msg)) => {
+                        if let Some(ack) = dispatch(&pending, &handler, msg) {
+                            let key = (ack.id, ack.stream == Stream::Stderr);
+                            let upto = acks.entry(key).or_insert(0);
+                            *upto = (*upto).max(ack.upto);
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+                // Nothing whole left to read: acknowledge what was handled
+                // before waiting for more.
+                if let Some(link) = weak.upgrade() {
+                    for ((id, stderr), upto) in acks.drain() {
+                        let stream = if stderr {
+                            Stream::Stderr
+                        } else {
+                            Stream::Stdout
+                        };
+                        let _ = link.send(&Request::Ack { id, stream, upto }).await;
+                    }
+                }
+                acks.clear();
+                let mut chunk = [0u8; 64 * 1024];
+                match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
             }
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             p.closed = true;
@@ -229,7 +273,7 @@ impl AgentLink {
     }
 }
 
-fn dispatch(pending: &Mutex<Pending>, handler: &EventHandler, msg: Message) {
+fn dispatch(pending: &Mutex<Pending>, handler: &EventHandler, msg: Message) -> Option<Ack> {
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
     match msg {
         Message::Spawned { id, pid } => {
@@ -247,9 +291,19 @@ fn dispatch(pending: &Mutex<Pending>, handler: &EventHandler, msg: Message) {
                 let _ = tx.send(list);
             }
         }
-        Message::Output { id, stream, data } => {
+        Message::Output {
+            id,
+            stream,
+            offset,
+            data,
+        } => {
             drop(p);
-            handler(AgentEvent::Output { id, stream, data });
+            return handler(AgentEvent::Output {
+                id,
+                stream,
+                offset,
+                data,
+            });
         }
         Message::Exited { id, status } => {
             drop(p);
@@ -258,4 +312,5 @@ fn dispatch(pending: &Mutex<Pending>, handler: &EventHandler, msg: Message) {
         Message::Hello { .. } => {}
         Message::Error { message } => tracing::warn!(%message, "zone agent reported an error"),
     }
+    None
 }

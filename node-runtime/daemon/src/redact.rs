@@ -136,6 +136,11 @@ impl StreamRedactor {
         out
     }
 
+    /// How many bytes pushed are held back (not yet released).
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The held tail, at the end of the stream.
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.pending);

@@ -7,9 +7,11 @@ pub(super) fn start(agent: &mut Agent, spec: &SpawnSpec) -> Result<Vec<Message>,
     let program = spec.args.first().map(String::as_str).unwrap_or_default();
     let words = spec.args.get(1..).unwrap_or_default().join(" ");
     let id = spec.id.clone();
+    // One chunk per stream and process: each starts its stream.
     let out = |stream, data: String| Message::Output {
         id: id.clone(),
         stream,
+        offset: 0,
         data: data.into_bytes(),
     };
     let exit = |code: Option<i32>, signal: Option<i32>| Message::Exited {
@@ -150,6 +152,8 @@ pub(super) fn answer(zone: &FakeZone, req: Request) -> Vec<Message> {
             agent.exited.retain(|(e, _)| *e != id);
             Vec::new()
         }
+        // The fake keeps nothing it sent: nothing to drop.
+        Request::Ack { .. } => Vec::new(),
         Request::Stdin { id, data } => {
             if let Some((_, _, input)) = agent.running.get_mut(&id) {
                 input.extend_from_slice(&data);
@@ -161,6 +165,7 @@ pub(super) fn answer(zone: &FakeZone, req: Request) -> Vec<Message> {
                 push.push(Message::Output {
                     id: id.clone(),
                     stream: Stream::Stdout,
+                    offset: 0,
                     data: input.clone(),
                 });
                 push.push(Message::Exited {

@@ -466,6 +466,7 @@ mod tests {
         assert!(seen.contains(&Message::Output {
             id: "p1".into(),
             stream: Stream::Stdout,
+            offset: 0,
             data: b"hi\n".to_vec()
         }));
         assert!(seen

@@ -35,7 +35,7 @@ pub use self::backends::Backends;
 pub use self::create::NewZone;
 use self::output::Capture;
 pub use self::sandbox::{SandboxRun, WorkspaceRun};
-use crate::agent_link::{AgentEvent, AgentLink, EventHandler};
+use crate::agent_link::{Ack, AgentEvent, AgentLink, EventHandler};
 use crate::error::DaemonError;
 use crate::events::{now_ms, EventBus};
 use crate::secrets::SecretStore;
@@ -88,12 +88,54 @@ pub struct LiveProcess {
     /// A task's kept output, also written to files as it comes (stdout,
     /// stderr), redacted, so that a restarted rauhad has what came before.
     spill: Mutex<Option<Spill>>,
+    /// How far the host has each stream (stdout, stderr), in the agent's
+    /// offsets: output sent again after a restart is placed by them.
+    received: Mutex<[Received; 2]>,
 }
 
-/// Where a task's output is spilled, one file and one redactor per stream.
+/// How many bytes of a stream the host has (raw, before redaction).
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    end: u64,
+    /// False for a process taken over without a record of its position:
+    /// the first chunk that comes sets it.
+    known: bool,
+}
+
+/// Where a task's output is spilled, one file and one redactor per stream,
+/// and beside each file its position: how many raw bytes of the stream
+/// the file holds, redacted, and its length then (`<id>.stdout.pos`,
+/// sixteen bytes, rewritten in place after each write). A restarted rauhad
+/// cuts the file back to that length and has the agent send again what
+/// follows, so that no byte is lost or written twice.
 struct Spill {
     files: [std::fs::File; 2],
     redactors: [crate::redact::StreamRedactor; 2],
+    positions: [std::fs::File; 2],
+    written: [u64; 2],
+}
+
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+/// A spill file's position record: `(raw bytes, file length)`.
+fn read_position(path: &std::path::Path) -> Option<(u64, u64)> {
+    let bytes = std::fs::read(path).ok()?;
+    let raw = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((raw, len))
+}
+
+fn write_position(file: &std::fs::File, raw: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&raw.to_le_bytes());
+    bytes[8..].copy_from_slice(&len.to_le_bytes());
+    file.write_all_at(&bytes, 0)
 }
 
 impl LiveProcess {
@@ -104,10 +146,49 @@ impl LiveProcess {
             .clone()
     }
 
+    /// A process taken over after a restart: where its streams stand is
+    /// learnt from its spill's positions, or else from the agent.
+    fn taken_over(&self) {
+        for r in self.received.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+            r.known = false;
+        }
+    }
+
+    /// Places a chunk the agent sent at `offset`: returns what of it is
+    /// new (none when the host has it all), the stream's end after it.
+    fn place(&self, stream: Stream, offset: u64, mut data: Vec<u8>) -> (Vec<u8>, u64) {
+        let mut all = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &mut all[stream_index(stream)];
+        if !r.known {
+            *r = Received {
+                end: offset,
+                known: true,
+            };
+        }
+        let end = offset + data.len() as u64;
+        if end <= r.end {
+            return (Vec::new(), r.end);
+        }
+        if offset > r.end {
+            tracing::warn!(process = %self.id, missing = offset - r.end, "output lost before this chunk");
+        }
+        data.drain(..r.end.saturating_sub(offset) as usize);
+        r.end = end;
+        (data, end)
+    }
+
+    /// Whether its output is spilled already.
+    pub fn spilled(&self) -> bool {
+        self.spill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Writes the output kept from now on, redacted, to `dir/<id>.stdout`
     /// and `.stderr` as well, after what they hold, which is read back
-    /// first (a task taken over after a restart). What a redactor holds
-    /// back (the start of what may be a secret) is lost if rauhad dies.
+    /// first (a task taken over after a restart: each file cut back to its
+    /// recorded position, from where the agent sends the rest again).
     pub fn spill_to(
         &self,
         dir: &std::path::Path,
@@ -120,26 +201,59 @@ impl LiveProcess {
             .create(dir)?;
         let mut files = Vec::new();
         let mut redactors = Vec::new();
+        let mut positions = Vec::new();
+        let mut lengths = Vec::new();
         for (suffix, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             use std::io::Write;
             let path = dir.join(format!("{}.{suffix}", self.id));
+            let pos_path = dir.join(format!("{}.{suffix}.pos", self.id));
+            let i = files.len();
+            let recorded = read_position(&pos_path);
+            if let Some((raw, len)) = recorded {
+                // Written after the position was: the agent sends it again.
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    f.set_len(len)?;
+                }
+                let mut r = self.received.lock().unwrap_or_else(|e| e.into_inner());
+                if r[i].end == 0 {
+                    r[i] = Received {
+                        end: raw,
+                        known: true,
+                    };
+                }
+            }
             let before = std::fs::read(&path).unwrap_or_default();
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
                 .open(&path)?;
+            let position = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&pos_path)?;
             let mut stream = crate::redact::StreamRedactor::new(redactor.clone());
             let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
             // What came before the restart, then what came since.
             let mut restored = Capture::new(c.cap);
             restored.push(&before);
+            // The head of the stream is kept: what came past the cap
+            // before the restart was dropped.
+            restored.dropped += recorded.map_or(0, |(raw, _)| raw.saturating_sub(c.cap as u64));
             let kept = restored.push(&c.data);
-            file.write_all(&stream.push(&c.data[..kept]))?;
+            let safe = stream.push(&c.data[..kept]);
+            file.write_all(&safe)?;
+            let written = before.len() as u64 + safe.len() as u64;
+            let raw = self.received.lock().unwrap_or_else(|e| e.into_inner())[i].end;
+            write_position(&position, raw.saturating_sub(stream.held() as u64), written)?;
             restored.dropped += c.dropped;
             *c = restored;
             files.push(file);
             redactors.push(stream);
+            positions.push(position);
+            lengths.push(written);
         }
         let files: [std::fs::File; 2] = files
             .try_into()
@@ -147,7 +261,18 @@ impl LiveProcess {
         let redactors: [crate::redact::StreamRedactor; 2] = redactors
             .try_into()
             .map_err(|_| std::io::Error::other("two redactors"))?;
-        *self.spill.lock().unwrap_or_else(|e| e.into_inner()) = Some(Spill { files, redactors });
+        let positions: [std::fs::File; 2] = positions
+            .try_into()
+            .map_err(|_| std::io::Error::other("two files"))?;
+        let written: [u64; 2] = lengths
+            .try_into()
+            .map_err(|_| std::io::Error::other("two lengths"))?;
+        *self.spill.lock().unwrap_or_else(|e| e.into_inner()) = Some(Spill {
+            files,
+            redactors,
+            positions,
+            written,
+        });
         Ok(())
     }
 
@@ -330,6 +455,12 @@ impl ZoneRegistry {
             stdin_relay: Default::default(),
             stdin_close: Default::default(),
             spill: Mutex::new(None),
+            received: Mutex::new(
+                [Received {
+                    end: 0,
+                    known: true,
+                }; 2],
+            ),
         });
         self.processes
             .lock()
@@ -357,9 +488,8 @@ impl ZoneRegistry {
         let stream = backend.connect(handle).await?;
         let me = self.me.clone();
         let handler: EventHandler = Arc::new(move |event| {
-            if let Some(registry) = me.upgrade() {
-                registry.on_agent_event(zone_id, event);
-            }
+            me.upgrade()
+                .and_then(|registry| registry.on_agent_event(zone_id, event))
         });
         let (link, greeting) = AgentLink::open(stream, handler).await?;
         // Exits the agent saw while no daemon listened.
@@ -378,15 +508,27 @@ impl ZoneRegistry {
         Ok((zone, greeting.running))
     }
 
-    fn on_agent_event(&self, zone_id: Uuid, event: AgentEvent) {
+    fn on_agent_event(&self, zone_id: Uuid, event: AgentEvent) -> Option<Ack> {
         match event {
-            AgentEvent::Output { id, stream, data } => {
-                let Some(p) = Uuid::parse_str(&id)
+            AgentEvent::Output {
+                id,
+                stream,
+                offset,
+                data,
+            } => {
+                let p = Uuid::parse_str(&id)
                     .ok()
-                    .and_then(|u| self.live_process(&u))
-                else {
-                    return;
-                };
+                    .and_then(|u| self.live_process(&u))?;
+                let (data, end) = p.place(stream, offset, data);
+                // Acknowledged: what is in the spill file and its position
+                // (a task's), or else what was handed on.
+                let mut upto = end;
+                if data.is_empty() {
+                    if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        upto = end - spill.redactors[stream_index(stream)].held() as u64;
+                    }
+                    return Some(Ack { id, stream, upto });
+                }
                 let capture = match stream {
                     Stream::Stdout => &p.stdout,
                     Stream::Stderr => &p.stderr,
@@ -395,18 +537,17 @@ impl ZoneRegistry {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(&data);
-                if kept > 0 {
-                    if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
-                    {
-                        use std::io::Write;
-                        let i = match stream {
-                            Stream::Stdout => 0,
-                            Stream::Stderr => 1,
-                        };
-                        let safe = spill.redactors[i].push(&data[..kept]);
-                        if let Err(e) = spill.files[i].write_all(&safe) {
-                            tracing::warn!(process = %p.id, error = %e, "cannot spill a task's output");
-                        }
+                if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    use std::io::Write;
+                    let i = stream_index(stream);
+                    let safe = spill.redactors[i].push(&data[..kept]);
+                    let spilled = spill.files[i].write_all(&safe).and_then(|()| {
+                        spill.written[i] += safe.len() as u64;
+                        upto = end - spill.redactors[i].held() as u64;
+                        write_position(&spill.positions[i], upto, spill.written[i])
+                    });
+                    if let Err(e) = spilled {
+                        tracing::warn!(process = %p.id, error = %e, "cannot spill a task's output");
                     }
                 }
                 if let Some(tx) = p.sink.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -423,6 +564,7 @@ impl ZoneRegistry {
                     }
                 }
                 let _ = p.live.send(OutputChunk { stream, data });
+                Some(Ack { id, stream, upto })
             }
             AgentEvent::Exited { id, status } => {
                 if let Ok(pid) = Uuid::parse_str(&id) {
@@ -433,6 +575,7 @@ impl ZoneRegistry {
                         let _ = zone.link.forget(&id).await;
                     });
                 }
+                None
             }
             AgentEvent::Closed => {
                 let gone = self.take_live(&zone_id);
@@ -450,6 +593,7 @@ impl ZoneRegistry {
                 if let Some(zone) = gone {
                     tracing::info!(zone = %zone.name, "zone agent connection closed");
                 }
+                None
             }
         }
     }

@@ -138,6 +138,17 @@ impl ZoneRegistry {
         // Tracked before the link opens: an exit the agent reports the
         // moment it is connected must find its process to end.
         let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
+        // A task's process gets its spill back before the agent sends
+        // again what no rauhad acknowledged: it is placed after what the
+        // spill holds.
+        let resumes: Vec<crate::store::TaskResume> = self
+            .store
+            .tasks()?
+            .into_iter()
+            .filter(|t| t.zone_id == zone.id)
+            .filter_map(|t| t.resume)
+            .collect();
+        let output_dir = super::sandbox::task_output_dir(&zone);
         let mut tracked = Vec::new();
         for p in self
             .store
@@ -152,6 +163,15 @@ impl ZoneRegistry {
             };
             let stdin = p.stdin_path.clone();
             let process = self.track(p, max_output);
+            process.taken_over();
+            let resume = resumes.iter().find(|r| r.process_id == process.id);
+            if let (Some(dir), Some(resume)) = (&output_dir, resume) {
+                if let Ok(redactor) = self.task_redactor(resume) {
+                    if let Err(e) = process.spill_to(dir, &redactor) {
+                        tracing::warn!(process = %process.id, error = %e, "cannot read back the task's output");
+                    }
+                }
+            }
             // Output goes on to the paths it went to before the restart.
             if stdio.stdout.is_some() || stdio.stderr.is_some() {
                 match super::stdio::open_outputs(&stdio, &process) {

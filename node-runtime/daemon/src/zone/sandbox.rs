@@ -88,7 +88,7 @@ struct Live {
 }
 
 /// Where a task's output is spilled: the zone's state dir.
-fn task_output_dir(zone: &ZoneRecord) -> Option<PathBuf> {
+pub(super) fn task_output_dir(zone: &ZoneRecord) -> Option<PathBuf> {
     zone.handle.as_ref().map(|h| h.state_dir.join("task"))
 }
 
@@ -228,6 +228,19 @@ impl ZoneRegistry {
         }
     }
 
+    /// The redactor of a task taken over: its secrets read again from the
+    /// store. Err names a secret that is gone.
+    pub(super) fn task_redactor(&self, resume: &TaskResume) -> Result<Redactor, String> {
+        let mut secrets = Vec::new();
+        for name in &resume.secret_names {
+            match self.secrets.get(name, Delivery::Env(String::new())) {
+                Ok(s) => secrets.push(s),
+                Err(_) => return Err(name.clone()),
+            }
+        }
+        Ok(Redactor::new(&secrets))
+    }
+
     /// Takes over a task that was running when rauhad stopped: its zone
     /// was adopted with its process, whose output (what came before, from
     /// the spill files, and since, from the agent) and exit make the
@@ -244,23 +257,19 @@ impl ZoneRegistry {
                 .interrupt(task, "its zone was gone when rauhad started again")
                 .map(|r| *r);
         };
-        let mut secrets = Vec::new();
-        for name in &resume.secret_names {
-            match self.secrets.get(name, Delivery::Env(String::new())) {
-                Ok(s) => secrets.push(s),
-                Err(_) => {
-                    // Its output cannot be redacted any more: none of it is
-                    // kept, and the zone goes.
-                    let zone_record = zone.clone();
-                    let r = self.interrupt(task, &format!("its secret {name:?} was removed while rauhad was away, so its output could not be redacted and was dropped"))?;
-                    if !resume.keep_zone {
-                        let _ = self.destroy(zone_record).await;
-                    }
-                    return Ok(*r);
+        let redactor = match self.task_redactor(&resume) {
+            Ok(redactor) => redactor,
+            Err(name) => {
+                // Its output cannot be redacted any more: none of it is
+                // kept, and the zone goes.
+                let zone_record = zone.clone();
+                let r = self.interrupt(task, &format!("its secret {name:?} was removed while rauhad was away, so its output could not be redacted and was dropped"))?;
+                if !resume.keep_zone {
+                    let _ = self.destroy(zone_record).await;
                 }
+                return Ok(*r);
             }
-        }
-        let redactor = Redactor::new(&secrets);
+        };
         let process = self.live_process(&resume.process_id);
         let mut events = resume.events.clone();
         events.push(self.events.emit(
@@ -300,7 +309,9 @@ impl ZoneRegistry {
         };
         let live = match process {
             Some(process) => {
-                if let Some(dir) = task_output_dir(&zone) {
+                // Adopting the zone spilled it already, unless a secret was
+                // missing then.
+                if let Some(dir) = task_output_dir(&zone).filter(|_| !process.spilled()) {
                     if let Err(e) = process.spill_to(&dir, &ending.redactor) {
                         tracing::warn!(task = %ending.task.id, error = %e, "cannot read back the task's output");
                     }

@@ -522,3 +522,78 @@ async fn a_zone_that_cannot_be_frozen_commits_nothing() {
         "{r:?}"
     );
 }
+
+/// Output the agent sends again (to a rauhad that died before reading it,
+/// or before its spill recorded it) lands once: placed by its offset, the
+/// spill cut back to its recorded position after a restart.
+#[test]
+fn output_sent_again_lands_once() {
+    use crate::agent_link::{Ack, AgentEvent};
+    use rauha_guest_agent::protocol::Stream;
+    let node = Node::new();
+    let zone = Uuid::new_v4();
+    let record = crate::store::ProcessRecord {
+        id: Uuid::new_v4(),
+        zone_id: zone,
+        args: vec!["sh".into()],
+        state: ProcessState::Running,
+        pid: 2,
+        host_pid: 0,
+        stdout_path: None,
+        stderr_path: None,
+        stdin_path: None,
+        exit_code: None,
+        signal: None,
+        started_ms: 0,
+        ended_ms: 0,
+    };
+    let id = record.id.to_string();
+    let dir = node.dir.join("task");
+    let secret = crate::secrets::Secret {
+        name: "TOKEN".into(),
+        delivery: crate::secrets::Delivery::Env("TOKEN".into()),
+        value: b"sk-123".to_vec(),
+    };
+    let redactor = Redactor::new(&[secret]);
+    let send = |r: &ZoneRegistry, offset: u64, data: &str| {
+        r.on_agent_event(
+            zone,
+            AgentEvent::Output {
+                id: id.clone(),
+                stream: Stream::Stdout,
+                offset,
+                data: data.as_bytes().to_vec(),
+            },
+        )
+        .map(|a: Ack| a.upto)
+    };
+    let p = node.registry.track(record.clone(), 1 << 20);
+    p.spill_to(&dir, &redactor).expect("spill");
+    assert_eq!(send(&node.registry, 0, "hello "), Some(6));
+    assert_eq!(send(&node.registry, 6, "world\n"), Some(12));
+    // All of it again, then a chunk that overlaps: only what is new lands.
+    assert_eq!(send(&node.registry, 0, "hello world\n"), Some(12));
+    assert_eq!(send(&node.registry, 9, "ld\nmore sk-"), Some(17));
+    // "sk-" may start the secret: held back, not acknowledged.
+    assert_eq!(p.stdout().data, b"hello world\nmore sk-");
+    let spill = dir.join(format!("{id}.stdout"));
+    assert_eq!(std::fs::read(&spill).expect("spill"), b"hello world\nmore ");
+    // rauhad dies after writing more to the spill than its position says
+    // (a write, then the kill before the position's): the restarted one
+    // cuts it back and takes the rest as the agent sends it again.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&spill)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"half-writ"))
+        .expect("append");
+    node.registry.untrack(&record.id);
+    let again = node.registry.track(record, 1 << 20);
+    again.taken_over();
+    again.spill_to(&dir, &redactor).expect("spill again");
+    assert_eq!(send(&node.registry, 17, "sk-123 bye\n"), Some(28));
+    assert_eq!(
+        std::fs::read(&spill).expect("spill"),
+        b"hello world\nmore [REDACTED:TOKEN] bye\n"
+    );
+    assert_eq!(again.stdout().data, b"hello world\nmore sk-123 bye\n"[..]);
+}
