@@ -287,6 +287,90 @@ impl Daemon {
         pids
     }
 
+    /// The entries of one of this daemon's pinned BPF maps, as bpftool
+    /// formats them (`{"key": .., "value": ..}`); none when the map is not
+    /// there (no BPF layer on this host).
+    pub fn bpf_map(&self, name: &str) -> Vec<serde_json::Value> {
+        let pinned = self.bpffs.join("rauha/maps").join(name);
+        if !pinned.exists() {
+            return Vec::new();
+        }
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(&pinned)
+            .output()
+            .expect("bpftool (scripts/install-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "bpftool map dump {}: {}",
+            pinned.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).expect("bpftool json");
+        all.into_iter()
+            .filter_map(|e| e.get("formatted").cloned())
+            .collect()
+    }
+
+    /// BPF map entries that name no zone of this daemon: a zone index in
+    /// `zone_policies` beyond the zones it lists, a `zone_cgroups` key
+    /// that is no cgroup of a listed zone, and a value of `zone_cgroups` or
+    /// `inode_owners` without a policy.
+    pub fn bpf_orphans(&self, zone_ids: &std::collections::BTreeSet<String>) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut found = Vec::new();
+        let indexes: std::collections::BTreeSet<u64> = self
+            .bpf_map("zone_policies")
+            .iter()
+            .filter_map(|e| e["key"].as_u64())
+            .collect();
+        if indexes.len() > zone_ids.len() {
+            found.push(format!(
+                "zone_policies holds {} zones, rauhad lists {}",
+                indexes.len(),
+                zone_ids.len()
+            ));
+        }
+        // The cgroup ids (cgroup2 inodes) of the listed zones' cgroups.
+        let mut zone_cgroups = std::collections::BTreeSet::new();
+        let mut stack: Vec<PathBuf> = cgroup_dirs(&self.cgroup_parent)
+            .into_iter()
+            .filter(|p| is_cgroup2(p))
+            .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| zone_ids.contains(n.to_string_lossy().as_ref()))
+            })
+            .collect();
+        while let Some(dir) = stack.pop() {
+            if let Ok(meta) = std::fs::metadata(&dir) {
+                zone_cgroups.insert(meta.ino());
+            }
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        for e in self.bpf_map("zone_cgroups") {
+            let (key, value) = (e["key"].as_u64(), e["value"].as_u64());
+            if !key.is_some_and(|k| zone_cgroups.contains(&k)) {
+                found.push(format!("zone_cgroups entry of no zone's cgroup: {e}"));
+            }
+            if !value.is_some_and(|v| indexes.contains(&v)) {
+                found.push(format!("zone_cgroups entry of no zone's policy: {e}"));
+            }
+        }
+        for e in self.bpf_map("inode_owners") {
+            if !e["value"].as_u64().is_some_and(|v| indexes.contains(&v)) {
+                found.push(format!("inode_owners entry of no zone: {e}"));
+            }
+        }
+        found
+    }
+
     /// Mounts on the host under this daemon's root.
     pub fn host_mounts(&self) -> Vec<String> {
         let root = self.root.to_string_lossy().to_string();
@@ -378,6 +462,21 @@ pub fn cgroup_tree_pids(dir: &Path) -> Vec<u32> {
 }
 
 /// `<hierarchy>/<parent>` for each cgroup hierarchy that has it.
+/// Whether `path` is on the cgroup2 filesystem (where BPF's cgroup ids are
+/// the directories' inodes).
+fn is_cgroup2(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills a zeroed struct from a NUL-terminated path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+    }
+}
+
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     let mut out = Vec::new();

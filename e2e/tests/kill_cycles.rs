@@ -149,6 +149,7 @@ fn orphans(d: &Daemon) -> Vec<String> {
             found.push(format!("loop device {}", backing.trim()));
         }
     }
+    found.extend(d.bpf_orphans(&ids));
     found
 }
 

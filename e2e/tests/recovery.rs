@@ -398,3 +398,68 @@ fn streams_that_lose_rauhad_fail_with_what_to_do() {
     d.spawn(&[]);
     d.delete_all_zones();
 }
+
+/// A task's timeout keeps counting while rauhad is away: its zone's agent
+/// kills the zone's processes at the deadline, and the restarted rauhad
+/// records the task `timed_out` with the output it printed.
+#[test]
+fn a_timeout_is_kept_while_rauhad_is_away() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let client = std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+        .args(["sandbox", "--json", "--timeout", "2s", "--", "sh", "-c"])
+        .arg("echo started; sleep 30 & sleep 31")
+        .env("RAUHA_ADDR", d.addr())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rauha");
+    let running = |d: &Daemon| {
+        processes_in(&d.cgroup_parent)
+            .iter()
+            .filter(|(_, c)| c.trim().starts_with("sleep 3"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while running(&d) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    let out = client.wait_with_output().expect("client");
+    assert_eq!(out.status.code(), Some(125));
+    let id = rauha_e2e::json(&out)["task_id"]
+        .as_str()
+        .expect("the task's id")
+        .to_string();
+    // No rauhad: the agent ends the zone's processes at the deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running(&d) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task outlived its timeout while rauhad was away: {:?}",
+            processes_in(&d.cgroup_parent)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.spawn(&[]);
+    let out = d.cli(&["task", "get", &id, "--wait", "--json"]);
+    let r = rauha_e2e::json(&out);
+    assert_eq!(r["status"], "timed_out", "{r}");
+    assert_eq!(r["stdout"], "started\n", "{r}");
+    assert!(
+        r["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "timed_out")),
+        "{r}"
+    );
+    assert!(
+        r["duration_ms"].as_u64().is_some_and(|ms| ms < 5_000),
+        "ended at its deadline, not when rauhad came back: {r}"
+    );
+}

@@ -94,6 +94,7 @@ mod tests {
                 status: ExitStatus {
                     code: Some(3),
                     signal: None,
+                    deadline: false,
                 },
             },
         ];
@@ -140,6 +141,7 @@ mod tests {
             ExitStatus {
                 code: Some(3),
                 signal: None
+                deadline: false,
             }
             .shell_code(),
             3
@@ -148,6 +150,7 @@ mod tests {
             ExitStatus {
                 code: None,
                 signal: Some(9)
+                deadline: false,
             }
             .shell_code(),
             137

@@ -36,6 +36,12 @@ pub struct SpawnSpec {
     /// Give the process a terminal: stdin, stdout and stderr are its
     /// pseudo-terminal, and everything it prints comes back as `Stdout`.
     pub terminal: bool,
+    /// Wall-clock time (ms since the Unix epoch) past which the process
+    /// has run out of time: while no host is connected, the agent then
+    /// kills every process of the zone, as the host would (a connected
+    /// host enforces it itself).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
     /// Run in the container root of this name (under
     /// `config::CONTAINERS_DIR`), with its own mount namespace and /proc,
     /// instead of the zone's root.
@@ -124,6 +130,10 @@ pub struct ZoneProcess {
 pub struct ExitStatus {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// The agent killed it (and the zone's other processes) at its
+    /// deadline, while no host was connected to do so.
+    #[serde(default)]
+    pub deadline: bool,
 }
 
 impl ExitStatus {

@@ -43,6 +43,16 @@ struct Tracked {
     input: Option<Input>,
     /// The terminal's master side, for resizes.
     pty: Option<File>,
+    /// When it runs out of time (ms since the epoch), and whether the
+    /// agent killed it for that.
+    deadline_ms: Option<u64>,
+    out_of_time: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A process's input, written without blocking the agent: what the
@@ -209,8 +219,22 @@ impl Supervisor {
                 watch(i.file.as_raw_fd(), libc::POLLOUT, Source::Input(*pid));
             }
         }
+        // With no host, the agent keeps the deadlines: it wakes for the
+        // first.
+        let wait = if host {
+            -1
+        } else {
+            self.tracked
+                .values()
+                .filter(|t| !t.out_of_time)
+                .filter_map(|t| t.deadline_ms)
+                .min()
+                .map_or(-1, |d| {
+                    libc::c_int::try_from(d.saturating_sub(now_ms())).unwrap_or(libc::c_int::MAX)
+                })
+        };
         // SAFETY: fds is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -232,7 +256,29 @@ impl Supervisor {
             }
         }
         self.clients.retain(|c| !c.closed);
+        if !self.clients.iter().any(|c| c.greeted) {
+            self.enforce_deadlines();
+        }
         Ok(())
+    }
+
+    /// While no host is connected: a process past its deadline ends the
+    /// way the host would end it, with every process of the zone killed.
+    /// Its exit says so (`deadline`), for the host's result.
+    fn enforce_deadlines(&mut self) {
+        let now = now_ms();
+        let mut expired = false;
+        for t in self.tracked.values_mut() {
+            if !t.out_of_time && t.deadline_ms.is_some_and(|d| d <= now) {
+                t.out_of_time = true;
+                expired = true;
+            }
+        }
+        if expired {
+            // SAFETY: from the zone's PID 1, -1 is every other process of
+            // the zone and nothing outside it.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+        }
     }
 
     fn on_signals(&mut self) -> io::Result<()> {
@@ -291,11 +337,13 @@ impl Supervisor {
                     ExitStatus {
                         code: Some(libc::WEXITSTATUS(status)),
                         signal: None,
+                        deadline: t.out_of_time,
                     }
                 } else {
                     ExitStatus {
                         code: None,
                         signal: Some(libc::WTERMSIG(status)),
+                        deadline: t.out_of_time,
                     }
                 };
                 if !host {
@@ -571,9 +619,7 @@ impl Supervisor {
             Request::Ack { id, stream, upto } => {
                 if let Some(u) = self.unacked.get_mut(&id) {
                     let kept = &mut u[stream_index(stream)];
-                    let n = upto
-                        .saturating_sub(kept.offset)
-                        .min(kept.data.len() as u64);
+                    let n = upto.saturating_sub(kept.offset).min(kept.data.len() as u64);
                     kept.data.drain(..n as usize);
                     kept.offset += n;
                 }
@@ -800,6 +846,8 @@ impl Supervisor {
                 stderr,
                 input,
                 pty,
+                deadline_ms: spec.deadline_ms,
+                out_of_time: false,
             },
         );
         Ok(pid)

@@ -16,7 +16,12 @@ pub(super) fn start(agent: &mut Agent, spec: &SpawnSpec) -> Result<Vec<Message>,
     };
     let exit = |code: Option<i32>, signal: Option<i32>| Message::Exited {
         id: id.clone(),
-        status: ExitStatus { code, signal },
+        status: ExitStatus {
+            code,
+            signal,
+            deadline: false,
+            deadline: false,
+        },
     };
     Ok(match program {
         "echo" => vec![
@@ -113,6 +118,7 @@ pub(super) fn answer(zone: &FakeZone, req: Request) -> Vec<Message> {
                     status: ExitStatus {
                         code: None,
                         signal: Some(signal),
+                        deadline: false,
                     },
                 });
             }
@@ -125,6 +131,7 @@ pub(super) fn answer(zone: &FakeZone, req: Request) -> Vec<Message> {
                     status: ExitStatus {
                         code: None,
                         signal: Some(signal),
+                        deadline: false,
                     },
                 });
             }
@@ -173,6 +180,7 @@ pub(super) fn answer(zone: &FakeZone, req: Request) -> Vec<Message> {
                     status: ExitStatus {
                         code: Some(0),
                         signal: None,
+                        deadline: false,
                     },
                 });
             }

@@ -149,7 +149,12 @@ impl LiveProcess {
     /// A process taken over after a restart: where its streams stand is
     /// learnt from its spill's positions, or else from the agent.
     fn taken_over(&self) {
-        for r in self.received.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+        for r in self
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
             r.known = false;
         }
     }
@@ -524,7 +529,8 @@ impl ZoneRegistry {
                 // (a task's), or else what was handed on.
                 let mut upto = end;
                 if data.is_empty() {
-                    if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+                    {
                         upto = end - spill.redactors[stream_index(stream)].held() as u64;
                     }
                     return Some(Ack { id, stream, upto });

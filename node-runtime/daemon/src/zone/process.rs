@@ -30,13 +30,14 @@ impl ZoneRegistry {
         stdio: &HostStdio,
         id: Option<Uuid>,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
-        self.start_process_spilled(zone, spec, fds, redactor, stdio, id, None)
+        self.start_process_spilled(zone, spec, fds, redactor, stdio, id, None, None)
             .await
     }
 
     /// [`Self::start_process_streamed`], its kept output also written,
     /// redacted, under `spill` from its first byte on (a task's: see
-    /// `LiveProcess::spill_to`).
+    /// `LiveProcess::spill_to`); the agent kills the zone's processes at
+    /// `deadline_ms` if no rauhad is connected then to do it.
     #[allow(clippy::too_many_arguments)]
     pub async fn start_process_spilled(
         &self,
@@ -47,6 +48,7 @@ impl ZoneRegistry {
         stdio: &HostStdio,
         id: Option<Uuid>,
         spill: Option<&std::path::Path>,
+        deadline_ms: Option<u64>,
     ) -> Result<(Arc<LiveProcess>, broadcast::Receiver<OutputChunk>), DaemonError> {
         if !zone.state.can_run() {
             return Err(DaemonError::ZoneState {
@@ -114,6 +116,7 @@ impl ZoneRegistry {
             }),
             stdin: stdio.stdin.is_some(),
             terminal: spec.terminal,
+            deadline_ms,
             root: spec.root,
         };
         // Recorded before the agent starts it: a rauhad killed between the

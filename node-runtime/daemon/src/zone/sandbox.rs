@@ -198,6 +198,12 @@ impl ZoneRegistry {
         // What the task prints is kept in the zone's state dir as well, from
         // its first byte: a restarted rauhad finishes the task with it.
         let spill = task_output_dir(&ending.zone);
+        let deadline_ms = timeout.map(|t| {
+            ending
+                .task
+                .started_ms
+                .saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+        });
         match self
             .start_process_spilled(
                 &ending.zone,
@@ -207,6 +213,7 @@ impl ZoneRegistry {
                 &Default::default(),
                 Some(process_id),
                 spill.as_deref(),
+                deadline_ms,
             )
             .await
         {
@@ -380,6 +387,9 @@ impl ZoneRegistry {
         let task_id = task.id;
         if let Some(Live { process, forwarder }) = live {
             let (end, timed_out) = self.wait_with_timeout(&zone, &process, timeout).await;
+            // Or the agent killed it at its deadline while no rauhad was
+            // there to.
+            let timed_out = timed_out || matches!(end, ProcessEnd::Exited(s) if s.deadline);
             if let Some((f, done_tx)) = forwarder {
                 let _ = done_tx.send(());
                 let _ = f.await;
