@@ -20,7 +20,6 @@ pub(super) fn start(agent: &mut Agent, spec: &SpawnSpec) -> Result<Vec<Message>,
             code,
             signal,
             deadline: false,
-            deadline: false,
         },
     };
     Ok(match program {
