@@ -452,6 +452,7 @@ mod tests {
             user: None,
             stdin: false,
             terminal: false,
+            deadline_ms: None,
             root: None,
         };
         // The output and exit may be pushed before or after `Spawned`.
