@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(
             ExitStatus {
                 code: Some(3),
-                signal: None
+                signal: None,
                 deadline: false,
             }
             .shell_code(),
@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(
             ExitStatus {
                 code: None,
-                signal: Some(9)
+                signal: Some(9),
                 deadline: false,
             }
             .shell_code(),
