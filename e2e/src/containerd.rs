@@ -1120,7 +1120,8 @@ disabled_plugins = [{disabled}]
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn crictl_cmd(&self, crictl_bin: &Path, args: &[&str]) -> Command {
+    /// The `crictl` command line [`Self::crictl`] runs, to start in the background.
+    pub fn crictl_cmd(&self, crictl_bin: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(crictl_bin);
         cmd.arg("--config")
             .arg(self.dir.join("crictl.yaml"))

@@ -316,8 +316,14 @@ impl Daemon {
     /// BPF map entries that name no zone of this daemon: a zone index in
     /// `zone_policies` beyond the zones it lists, a `zone_cgroups` key
     /// that is no cgroup of a listed zone, and a value of `zone_cgroups` or
-    /// `inode_owners` without a policy.
-    pub fn bpf_orphans(&self, zone_ids: &std::collections::BTreeSet<String>) -> Vec<String> {
+    /// `inode_owners` without a policy. Pods' zones have their cgroups
+    /// under the pods' parent (kubelet's): every cgroup under
+    /// `pod_parents` counts as a zone's.
+    pub fn bpf_orphans(
+        &self,
+        zone_ids: &std::collections::BTreeSet<String>,
+        pod_parents: &[&str],
+    ) -> Vec<String> {
         use std::os::unix::fs::MetadataExt;
         let mut found = Vec::new();
         let indexes: std::collections::BTreeSet<u64> = self
@@ -343,6 +349,12 @@ impl Daemon {
                 p.file_name()
                     .is_some_and(|n| zone_ids.contains(n.to_string_lossy().as_ref()))
             })
+            .chain(
+                pod_parents
+                    .iter()
+                    .flat_map(|p| cgroup_dirs(p))
+                    .filter(|p| is_cgroup2(p)),
+            )
             .collect();
         while let Some(dir) = stack.pop() {
             if let Ok(meta) = std::fs::metadata(&dir) {

@@ -149,7 +149,7 @@ fn orphans(d: &Daemon) -> Vec<String> {
             found.push(format!("loop device {}", backing.trim()));
         }
     }
-    found.extend(d.bpf_orphans(&ids));
+    found.extend(d.bpf_orphans(&ids, &[]));
     found
 }
 

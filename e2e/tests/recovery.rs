@@ -463,3 +463,73 @@ fn a_timeout_is_kept_while_rauhad_is_away() {
         "ended at its deadline, not when rauhad came back: {r}"
     );
 }
+
+/// The zone's agent killed from the host mid-task: the task fails with a
+/// reason that names the agent (never a success, never a silent loss),
+/// and the daemon goes on serving.
+#[test]
+fn a_killed_zone_agent_fails_its_task_with_the_reason() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let client = std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+        .args([
+            "sandbox",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo begun; sleep 30",
+        ])
+        .env("RAUHA_ADDR", d.addr())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rauha");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let agent = loop {
+        let procs = processes_in(&d.cgroup_parent);
+        let started = procs.iter().any(|(_, c)| c.trim() == "sleep 30");
+        // The agent is the zone's PID 1 (its launcher, outside the zone's
+        // pid namespace, has the same command line).
+        let zone_init = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with("NSpid:"))
+                .is_some_and(|l| l.split_whitespace().last() == Some("1"))
+        };
+        if let Some((pid, _)) = procs
+            .iter()
+            .find(|(p, c)| started && c.starts_with("rauha-guest-agent") && zone_init(*p))
+        {
+            break *pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task did not start: {procs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+    let out = client.wait_with_output().expect("client");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a task whose agent died is no success"
+    );
+    let r = rauha_e2e::json(&out);
+    assert_ne!(r["status"], "succeeded", "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("agent")),
+        "the reason names the zone's agent: {r}"
+    );
+    let id = r["task_id"].as_str().expect("id");
+    let stored = rauha_e2e::json(&d.cli(&["task", "get", id, "--json"]));
+    assert_eq!(stored["status"], r["status"], "{stored}");
+    // The daemon serves on.
+    let again = d.cli(&["sandbox", "--", "echo", "ok"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "ok\n");
+}

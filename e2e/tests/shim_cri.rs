@@ -717,3 +717,125 @@ fn cri_pod_annotations_carry_rauhas_policy() {
     assert!(text(&out.stderr).contains("mode"), "{}", text(&out.stderr));
     assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
 }
+
+/// The pod part of the kill -9 suite (`bench/kill_cycles.sh` runs it
+/// longer: `RAUHA_POD_KILL_CYCLES`): rauhad is killed at a random point
+/// while a container of the pod is created and started and another is
+/// exec'd into. After each restart the pod is ready, its long-running
+/// container runs on and logs, an exec works, the container whose creation
+/// the kill may have cut either runs or is removed cleanly with its
+/// processes, the node has one zone and no BPF map entry of no zone.
+#[test]
+fn cri_pod_survives_kill_nine_cycles_of_rauhad() {
+    let Some(mut cri) = start() else { return };
+    let cycles: usize = std::env::var("RAUHA_POD_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let pod = cri.pod("cycles");
+    let tick = cri.container(
+        &pod,
+        "tick",
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done",
+        ],
+        None,
+    );
+    let random_below = |n: u64| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_nanos()))
+            .unwrap_or(0);
+        (nanos / 1000) % n.max(1)
+    };
+    for cycle in 0..cycles {
+        let name = format!("c{cycle}");
+        let config = cri.write(
+            &format!("{name}.json"),
+            serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": cri.app},
+                "command": ["sleep", format!("{}", 900 + cycle)],
+                "log_path": format!("{name}.log")
+            }),
+        );
+        let load = [
+            vec!["run_in".to_string()],
+            vec!["exec".into(), tick.clone(), "echo".into(), "in".into()],
+        ];
+        let mut children: Vec<std::process::Child> = load
+            .iter()
+            .map(|args| {
+                let args: Vec<&str> = if args[0] == "run_in" {
+                    vec!["create", &pod.0, &config, &pod.1]
+                } else {
+                    args.iter().map(String::as_str).collect()
+                };
+                cri.ctd
+                    .crictl_cmd(&crictl(), &args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("crictl")
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(random_below(600)));
+        cri.d.kill9();
+        let created = children
+            .remove(0)
+            .wait_with_output()
+            .expect("crictl create");
+        for c in children {
+            let _ = c.wait_with_output();
+        }
+        cri.d.spawn(&[]);
+        // The pod and its running container went on.
+        let inspect: serde_json::Value =
+            serde_json::from_str(&cri.crictl(&["inspectp", &pod.0])).expect("inspectp JSON");
+        assert_eq!(
+            inspect["status"]["state"], "SANDBOX_READY",
+            "cycle {cycle}: {inspect}"
+        );
+        let ticks = |cri: &Cri| cri.crictl(&["logs", &tick]).lines().count();
+        let before = ticks(&cri);
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        assert!(
+            ticks(&cri) >= before + 5,
+            "cycle {cycle}: the log stopped at {before} lines"
+        );
+        assert_eq!(
+            cri.crictl(&["exec", &tick, "echo", "after"]),
+            "after\n",
+            "cycle {cycle}"
+        );
+        // The cut container: started if its creation got through, and
+        // removed either way, its processes with it.
+        if created.status.success() {
+            let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+            let _ = cri.ctd.crictl(&crictl(), &["start", &id]);
+            cri.crictl(&["rm", "--force", &id]);
+        }
+        let ps = cri.crictl(&["ps", "-a", "-q"]);
+        assert_eq!(
+            ps.split_whitespace().collect::<Vec<_>>(),
+            vec![tick.as_str()],
+            "cycle {cycle}: containers left"
+        );
+        let zone_procs = cri.crictl(&["exec", &tick, "ps"]);
+        assert!(
+            !zone_procs.contains(&format!("sleep {}", 900 + cycle)),
+            "cycle {cycle}: {zone_procs}"
+        );
+        let listed = zones(&cri.d);
+        assert_eq!(listed.len(), 1, "cycle {cycle}: {listed:?}");
+        let ids = listed
+            .iter()
+            .filter_map(|z| z["id"].as_str().map(str::to_string))
+            .collect();
+        let orphans = cri.d.bpf_orphans(&ids, &[PODS_CGROUP]);
+        assert!(orphans.is_empty(), "cycle {cycle}: {orphans:?}");
+    }
+    eprintln!("{cycles} kill -9 cycles with a pod: the pod and its container went on through each");
+}
