@@ -7,10 +7,12 @@ set -euo pipefail
 # from the kernel's BTF) build the BPF programs in ebpf/. containerd, skopeo,
 # umoci, docker-registry and the CNI plugins run the containerd shim's e2e
 # tests (e2e/src/containerd.rs). e2fsprogs (mkfs.ext4) makes each workspace's
-# disk-limited filesystem, at run time as well.
+# disk-limited filesystem, at run time as well. etcd-server, openssl and
+# iptables run the one-node Kubernetes cluster (scripts/cluster.sh).
 need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static e2fsprogs
   clang llvm libbpf-dev bpftool
-  containerd skopeo umoci docker-registry containernetworking-plugins)
+  containerd skopeo umoci docker-registry containernetworking-plugins
+  etcd-server openssl iptables)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
   need+=(bubblewrap runc)
 fi
@@ -22,6 +24,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages' services (etcd, containerd, the registry) are not started:
+  # the tests and scripts/cluster.sh start private instances of their own.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -85,10 +85,18 @@ impl Service {
             // The OOM killer sends SIGKILL: an init that ended otherwise was
             // not its victim, even when another container of the pod was.
             let sigkilled = exit.status == 128 + libc::SIGKILL as u32;
-            if exec_id.is_empty() && sigkilled && svc.oom_killed(&container_id).await {
+            let oom = exec_id.is_empty() && sigkilled && svc.oom_killed(&container_id).await;
+            if oom {
                 let mut oom = TaskOOM::new();
                 oom.container_id = container_id.clone();
                 svc.publish(topics::TASK_OOM_EVENT_TOPIC, oom).await;
+            }
+            // Before containerd hears of the exit: kubelet reads the
+            // termination message once it sees the container ended.
+            if exec_id.is_empty() {
+                if let Some(ended) = &ended {
+                    svc.report_result(&container_id, ended, oom).await;
+                }
             }
             let sent = svc.with(&container_id, |c| {
                 let p = c.proc_mut(&exec_id)?;
@@ -114,4 +122,141 @@ impl Service {
             }
         });
     }
+}
+
+/// Most bytes of a termination message kubelet keeps (it reads the file's
+/// last 4096 bytes): the result is made to fit, whole.
+const TERMINATION_MESSAGE_MAX: usize = 4000;
+
+impl Service {
+    /// Writes a pod container's result envelope (the keys of `rauha
+    /// sandbox --json`'s: exit, duration, output, the zone's enforcement)
+    /// to its termination message file, where kubelet picks it up into the
+    /// pod's status and the operator into its task's: the node reports
+    /// results without any credential to the API server. Output is cut to
+    /// fit; `kubectl logs` has it whole.
+    pub(super) async fn report_result(&self, container_id: &str, ended: &v1::Process, oom: bool) {
+        let Ok((bundle, zone, member)) = self.with(container_id, |c| {
+            Ok((c.bundle.clone(), c.zone.clone(), c.root.is_some()))
+        }) else {
+            return;
+        };
+        // The pod's sandbox is no task of anyone's.
+        if !member {
+            return;
+        }
+        let Some(path) = termination_log(&bundle) else {
+            return;
+        };
+        let logs = match self.inner.rauhad.processes().await {
+            Ok(mut c) => c
+                .logs(v1::ProcessRef {
+                    id: ended.id.clone(),
+                })
+                .await
+                .map(|r| r.into_inner())
+                .ok(),
+            Err(_) => None,
+        };
+        let enforcement = match self.inner.rauhad.zones().await {
+            Ok(mut c) => c
+                .get(v1::ZoneRef { zone: zone.clone() })
+                .await
+                .ok()
+                .and_then(|z| z.into_inner().enforcement),
+            Err(_) => None,
+        };
+        let Some(enforcement) = enforcement else {
+            log::warn!("no result for container {container_id}: rauhad did not give its zone's enforcement");
+            return;
+        };
+        let message = result_envelope(ended, &zone, logs.as_ref(), &enforcement, oom);
+        if let Err(e) = std::fs::write(&path, message) {
+            log::warn!(
+                "cannot write container {container_id}'s result to {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The host file the spec mounts at `/dev/termination-log` (kubelet's).
+fn termination_log(bundle: &std::path::Path) -> Option<PathBuf> {
+    let spec = read_bundle_spec(bundle).ok()?;
+    spec.get("mounts")?
+        .as_array()?
+        .iter()
+        .find(|m| m.get("destination").and_then(Value::as_str) == Some("/dev/termination-log"))
+        .and_then(|m| m.get("source").and_then(Value::as_str))
+        .map(PathBuf::from)
+}
+
+/// The result as JSON of at most TERMINATION_MESSAGE_MAX bytes.
+pub(super) fn result_envelope(
+    p: &v1::Process,
+    zone: &str,
+    logs: Option<&v1::LogsResponse>,
+    enforcement: &v1::Enforcement,
+    oom: bool,
+) -> String {
+    let signal = (p.signal > 0).then_some(p.signal);
+    let code = if p.has_exit_code {
+        Some(p.exit_code)
+    } else {
+        None
+    };
+    let status = rauha_spec::result::TaskStatus::classify(code, signal, false, oom);
+    let text =
+        |b: Option<&Vec<u8>>| String::from_utf8_lossy(b.map_or(&[][..], |b| &b[..])).into_owned();
+    let mut stdout = text(logs.map(|l| &l.stdout));
+    let mut stderr = text(logs.map(|l| &l.stderr));
+    let truncated = logs.is_some_and(|l| l.truncated);
+    let render = |stdout: &str, stderr: &str, cut: bool| {
+        let mut v = serde_json::json!({
+            "task_id": p.id,
+            "zone_id": zone,
+            "command": p.args,
+            "status": status,
+            "exit_code": code,
+            "duration_ms": p.ended_ms.saturating_sub(p.started_ms),
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_truncated": truncated || cut,
+            "stderr_truncated": truncated || cut,
+            "enforcement": {
+                "layers": enforcement.layers.iter().map(|l| serde_json::json!({
+                    "layer": l.layer, "in_force": l.in_force, "detail": l.detail,
+                })).collect::<Vec<_>>(),
+                "score": enforcement.score,
+                "label": enforcement.label,
+            },
+        });
+        if let Some(sig) = signal {
+            v["signal"] = sig.into();
+        }
+        v.to_string()
+    };
+    let mut out = render(&stdout, &stderr, false);
+    // Cut the longer stream (on a character boundary) until it fits; the
+    // layers' details go last.
+    while out.len() > TERMINATION_MESSAGE_MAX {
+        let over = out.len() - TERMINATION_MESSAGE_MAX;
+        let longer = if stdout.len() >= stderr.len() {
+            &mut stdout
+        } else {
+            &mut stderr
+        };
+        if longer.is_empty() {
+            break;
+        }
+        // Escaping can make a byte two in JSON: cut half the excess at a
+        // time rather than overshoot.
+        let mut keep = longer.len().saturating_sub((over / 2).max(64));
+        while !longer.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        longer.truncate(keep);
+        out = render(&stdout, &stderr, true);
+    }
+    out
 }

@@ -551,3 +551,42 @@ async fn rauhad_down_is_unavailable() {
     let err = b.create("c1").await.expect_err("rauhad is down");
     assert_eq!(code(&err), ttrpc::Code::UNAVAILABLE);
 }
+
+/// A pod container's result fits kubelet's termination message whole,
+/// valid JSON with the envelope's keys, its output cut to fit.
+#[test]
+fn a_result_envelope_fits_a_termination_message() {
+    let p = v1::Process {
+        id: "p1".into(),
+        args: vec!["sh".into(), "-c".into(), "yes".into()],
+        has_exit_code: true,
+        exit_code: 3,
+        started_ms: 1_000,
+        ended_ms: 1_250,
+        ..Default::default()
+    };
+    let logs = v1::LogsResponse {
+        stdout: "y\n".repeat(10_000).into_bytes(),
+        stderr: b"oops\n".to_vec(),
+        truncated: false,
+    };
+    let enforcement = v1::Enforcement {
+        layers: vec![v1::LayerStatus {
+            layer: "seccomp".into(),
+            in_force: true,
+            detail: "38 system calls fail with EPERM".into(),
+        }],
+        score: 51,
+        label: "standard".into(),
+    };
+    let text = super::processes::result_envelope(&p, "z1", Some(&logs), &enforcement, false);
+    assert!(text.len() <= 4000, "{} bytes", text.len());
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["duration_ms"], 250);
+    assert_eq!(v["stderr"], "oops\n");
+    assert_eq!(v["stdout_truncated"], true);
+    assert!(v["stdout"].as_str().expect("stdout").starts_with("y\ny\n"));
+    assert_eq!(v["enforcement"]["score"], 51);
+}

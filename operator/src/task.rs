@@ -1,0 +1,807 @@
+//! The SandboxTask controller: places a task on a node as a pod under
+//! RuntimeClass `rauha`, follows the pod, and ends the task with the
+//! result its node reported.
+//!
+//! The reconcile is thin and idempotent: the pod's name comes from the
+//! task's (a restarted operator finds the pod it made, never makes a
+//! second), every status write is a server-side apply of the whole status,
+//! and what the task's pod says decides the phase.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar as PodEnvVar, Node, Pod, PodSpec, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as Finalized};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::crd::{Phase, SandboxTask, SandboxTaskStatus, Zone, POLICY_ANNOTATION, TASK_LABEL};
+use crate::metrics::Metrics;
+use crate::placement::{self, Load, NodeView, Request};
+
+pub const FINALIZER: &str = "rauha.dev/cleanup";
+pub const MANAGER: &str = "rauha-operator";
+/// Longest stdout or stderr a status keeps; `kubectl logs` has the rest.
+pub const MAX_STATUS_OUTPUT: usize = 1024;
+
+pub struct Ctx {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub async fn reconcile(
+    task: Arc<SandboxTask>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, kube::runtime::finalizer::Error<Error>> {
+    ctx.metrics.reconciled("sandboxtask");
+    let ns = task.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<SandboxTask> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, task, |event| async {
+        match event {
+            Finalized::Apply(task) => apply(&task, &ctx).await,
+            Finalized::Cleanup(task) => cleanup(&task, &ctx).await,
+        }
+    })
+    .await
+}
+
+pub fn error_policy(
+    _task: Arc<SandboxTask>,
+    err: &kube::runtime::finalizer::Error<Error>,
+    ctx: Arc<Ctx>,
+) -> Action {
+    ctx.metrics.failed("sandboxtask");
+    tracing::warn!(error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The pod a task runs in: its name is the task's, so a restarted
+/// operator finds it again.
+pub fn pod_name(task: &SandboxTask) -> String {
+    let name = task.name_any();
+    let uid = task.uid().unwrap_or_default();
+    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    let mut base: String = name.chars().take(240).collect();
+    while base.ends_with('-') || base.ends_with('.') {
+        base.pop();
+    }
+    format!("{base}-{short}")
+}
+
+async fn cleanup(task: &SandboxTask, ctx: &Ctx) -> Result<Action, Error> {
+    let ns = task.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    match pods
+        .delete(&pod_name(task), &DeleteParams::default().grace_period(0))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Time(now()),
+        observed_generation: generation,
+    }
+}
+
+/// Sets a condition, keeping its transition time when its status holds.
+fn set_condition(conditions: &mut Vec<Condition>, new: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(c) if c.status == new.status && c.reason == new.reason => {
+            c.message = new.message;
+            c.observed_generation = new.observed_generation;
+        }
+        Some(c) => *c = new,
+        None => conditions.push(new),
+    }
+}
+
+async fn write_status(
+    task: &SandboxTask,
+    ctx: &Ctx,
+    status: &SandboxTaskStatus,
+) -> Result<(), Error> {
+    let ns = task.namespace().unwrap_or_default();
+    let api: Api<SandboxTask> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "rauha.dev/v1alpha1",
+        "kind": "SandboxTask",
+        "status": status,
+    });
+    api.patch_status(
+        &task.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn event(task: &SandboxTask, ctx: &Ctx, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &task.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish an event");
+    }
+}
+
+/// Moves the task to `phase` (status written, event and metric on a change).
+async fn transition(
+    task: &SandboxTask,
+    ctx: &Ctx,
+    mut status: SandboxTaskStatus,
+    phase: Phase,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let changed = status.phase != Some(phase);
+    status.phase = Some(phase);
+    status.message = Some(message.clone());
+    status.observed_generation = task.metadata.generation;
+    if phase.finished() && status.completion_time.is_none() {
+        status.completion_time = Some(Time(now()));
+    }
+    set_condition(
+        &mut status.conditions,
+        condition(
+            "Finished",
+            phase.finished(),
+            reason,
+            &message,
+            task.metadata.generation,
+        ),
+    );
+    write_status(task, ctx, &status).await?;
+    if changed {
+        let warn = matches!(phase, Phase::Failed | Phase::TimedOut);
+        event(
+            task,
+            ctx,
+            if warn {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason,
+            message,
+        )
+        .await;
+        ctx.metrics.phase(phase);
+    }
+    Ok(())
+}
+
+async fn apply(task: &SandboxTask, ctx: &Ctx) -> Result<Action, Error> {
+    let status = task.status.clone().unwrap_or_default();
+    let phase = status.phase;
+    let ns = task.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = pod_name(task);
+
+    // A finished task waits for its TTL.
+    if let Some(p) = phase.filter(|p| p.finished()) {
+        let _ = p;
+        return ttl(task, ctx, &status).await;
+    }
+    // Its time is up: the pod (and with it the zone) goes.
+    if let Some(limit) = task.spec.timeout_seconds {
+        let since = status
+            .start_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| task.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        if let Some(since) = since {
+            let deadline = since + Duration::from_secs(limit as u64);
+            if now() >= deadline {
+                delete_pod(&pods, &name).await?;
+                transition(
+                    task,
+                    ctx,
+                    status,
+                    Phase::TimedOut,
+                    "TimedOut",
+                    format!("killed after its timeout of {limit}s"),
+                )
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+        }
+    }
+    let requeue = requeue_for_timeout(task, &status);
+    let pod = match pods.get_opt(&name).await? {
+        Some(pod) => pod,
+        None if matches!(phase, Some(Phase::Scheduled | Phase::Running)) => {
+            transition(
+                task,
+                ctx,
+                status,
+                Phase::Failed,
+                "PodGone",
+                format!("its pod {name} was deleted before the task ended"),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        None => return place(task, ctx, status, &pods, &name).await,
+    };
+    follow(task, ctx, status, &pod, &pods, &name, requeue).await
+}
+
+fn requeue_for_timeout(task: &SandboxTask, status: &SandboxTaskStatus) -> Action {
+    let Some(limit) = task.spec.timeout_seconds else {
+        return Action::await_change();
+    };
+    let since = status
+        .start_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| task.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(now);
+    let left = (since + Duration::from_secs(limit as u64)).duration_since(now());
+    let secs = left.as_secs_f64().max(0.0);
+    Action::requeue(Duration::from_secs_f64(secs + 0.05))
+}
+
+async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<(), Error> {
+    match pods
+        .delete(name, &DeleteParams::default().grace_period(0))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn ttl(task: &SandboxTask, ctx: &Ctx, status: &SandboxTaskStatus) -> Result<Action, Error> {
+    let (Some(ttl), Some(done)) = (
+        task.spec.ttl_seconds_after_finished,
+        &status.completion_time,
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let expiry = done.0 + Duration::from_secs(ttl as u64);
+    if now() >= expiry {
+        let api: Api<SandboxTask> =
+            Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+        match api.delete(&task.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(Action::await_change());
+    }
+    let left = expiry.duration_since(now()).as_secs_f64().max(0.0);
+    Ok(Action::requeue(Duration::from_secs_f64(left + 0.05)))
+}
+
+/// The policy annotation and placement of a task: its zone's, or its
+/// preset's.
+async fn zone_of(task: &SandboxTask, ctx: &Ctx) -> Result<(String, crate::crd::Placement), Error> {
+    let Some(zone_name) = &task.spec.zone_ref else {
+        let preset = task.spec.preset.map_or("standard", |p| p.name());
+        return Ok((preset.to_string(), Default::default()));
+    };
+    let zones: Api<Zone> =
+        Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    let zone = zones.get_opt(zone_name).await?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "its zoneRef names Zone {zone_name:?}, which does not exist in this namespace; create it or fix zoneRef"
+        ))
+    })?;
+    let policy = match (&zone.spec.policy, zone.spec.preset) {
+        (Some(policy), _) => policy.to_toml(),
+        (None, Some(preset)) => preset.name().to_string(),
+        (None, None) => "standard".to_string(),
+    };
+    Ok((policy, zone.spec.placement.clone()))
+}
+
+async fn place(
+    task: &SandboxTask,
+    ctx: &Ctx,
+    mut status: SandboxTaskStatus,
+    pods: &Api<Pod>,
+    name: &str,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let (policy, zone_placement) = match zone_of(task, ctx).await {
+        Ok(z) => z,
+        Err(Error::Invalid(why)) => {
+            transition(task, ctx, status, Phase::Failed, "InvalidZone", why).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let resources = task.spec.resources.clone().unwrap_or_default();
+    let req = Request {
+        millicpu: resources
+            .cpu
+            .as_deref()
+            .and_then(placement::millicpu)
+            .unwrap_or(0),
+        memory: resources
+            .memory
+            .as_deref()
+            .and_then(placement::bytes)
+            .unwrap_or(0),
+        node_selector: zone_placement.node_selector.clone(),
+        tolerations: zone_placement.tolerations.clone(),
+    };
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let views: Vec<NodeView> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(node_view)
+        .collect();
+    let all_pods: Api<Pod> = Api::all(ctx.client.clone());
+    let mut load: BTreeMap<String, Load> = BTreeMap::new();
+    for p in all_pods
+        .list(&ListParams::default().labels(TASK_LABEL))
+        .await?
+        .items
+    {
+        let done = matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if let (false, Some(node)) = (done, p.spec.as_ref().and_then(|s| s.node_name.clone())) {
+            let l = load.entry(node).or_default();
+            l.tasks += 1;
+            for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+                let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+                l.millicpu += limits
+                    .and_then(|m| m.get("cpu"))
+                    .and_then(|q| placement::millicpu(&q.0))
+                    .unwrap_or(0);
+                l.memory += limits
+                    .and_then(|m| m.get("memory"))
+                    .and_then(|q| placement::bytes(&q.0))
+                    .unwrap_or(0);
+            }
+        }
+    }
+    let node = match placement::choose(&views, &load, &req) {
+        Ok(node) => node,
+        Err(why) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    "Scheduled",
+                    false,
+                    "Unschedulable",
+                    &why,
+                    task.metadata.generation,
+                ),
+            );
+            transition(task, ctx, status, Phase::Pending, "Unschedulable", why).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    let pod = task_pod(task, name, &node, &policy, &zone_placement)?;
+    match pods.create(&PostParams::default(), &pod).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    ctx.metrics.placed(started.elapsed());
+    status.node = Some(node.clone());
+    status.pod = Some(name.to_string());
+    set_condition(
+        &mut status.conditions,
+        condition(
+            "Scheduled",
+            true,
+            "Placed",
+            &format!("pod {name} on node {node}"),
+            task.metadata.generation,
+        ),
+    );
+    transition(
+        task,
+        ctx,
+        status,
+        Phase::Scheduled,
+        "Scheduled",
+        format!("placed on node {node} as pod {name}"),
+    )
+    .await?;
+    Ok(requeue_for_timeout(
+        task,
+        &task.status.clone().unwrap_or_default(),
+    ))
+}
+
+fn node_view(n: &Node) -> NodeView {
+    let status = n.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let alloc = status.and_then(|s| s.allocatable.as_ref());
+    NodeView {
+        name: n.name_any(),
+        labels: n.labels().clone(),
+        ready,
+        unschedulable: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        taints: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|t| {
+                t.iter()
+                    .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        allocatable_millicpu: alloc
+            .and_then(|a| a.get("cpu"))
+            .and_then(|q| placement::millicpu(&q.0))
+            .unwrap_or(0),
+        allocatable_memory: alloc
+            .and_then(|a| a.get("memory"))
+            .and_then(|q| placement::bytes(&q.0))
+            .unwrap_or(0),
+    }
+}
+
+/// The task's pod: on `node`, under RuntimeClass `rauha`, owned by the
+/// task, with no service-account token and the policy as the shim's
+/// annotation.
+pub fn task_pod(
+    task: &SandboxTask,
+    name: &str,
+    node: &str,
+    policy: &str,
+    placement: &crate::crd::Placement,
+) -> Result<Pod, Error> {
+    let owner = task
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Invalid("the task has no uid yet".into()))?;
+    let mut limits = BTreeMap::new();
+    if let Some(r) = &task.spec.resources {
+        if let Some(cpu) = &r.cpu {
+            limits.insert("cpu".to_string(), Quantity(cpu.clone()));
+        }
+        if let Some(mem) = &r.memory {
+            limits.insert("memory".to_string(), Quantity(mem.clone()));
+        }
+    }
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: task.namespace(),
+            labels: Some(BTreeMap::from([(TASK_LABEL.to_string(), task.name_any())])),
+            annotations: Some(BTreeMap::from([(
+                POLICY_ANNOTATION.to_string(),
+                policy.to_string(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            runtime_class_name: Some("rauha".into()),
+            node_name: Some(node.to_string()),
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            tolerations: (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone()),
+            containers: vec![Container {
+                name: "task".into(),
+                image: Some(task.spec.image.clone()),
+                command: (!task.spec.command.is_empty()).then(|| task.spec.command.clone()),
+                args: (!task.spec.args.is_empty()).then(|| task.spec.args.clone()),
+                env: (!task.spec.env.is_empty()).then(|| {
+                    task.spec
+                        .env
+                        .iter()
+                        .map(|e| PodEnvVar {
+                            name: e.name.clone(),
+                            value: Some(e.value.clone()),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                resources: (!limits.is_empty()).then(|| ResourceRequirements {
+                    limits: Some(limits.clone()),
+                    requests: Some(limits),
+                    ..Default::default()
+                }),
+                termination_message_policy: Some("File".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Ok(pod)
+}
+
+/// Follows a placed task's pod to its end.
+async fn follow(
+    task: &SandboxTask,
+    ctx: &Ctx,
+    mut status: SandboxTaskStatus,
+    pod: &Pod,
+    pods: &Api<Pod>,
+    name: &str,
+    requeue: Action,
+) -> Result<Action, Error> {
+    let pod_status = pod.status.clone().unwrap_or_default();
+    let container = pod_status
+        .container_statuses
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.name == "task"));
+    let terminated = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    if let Some(t) = terminated {
+        status.start_time = status.start_time.or_else(|| t.started_at.clone());
+        status.completion_time = t.finished_at.clone().or_else(|| Some(Time(now())));
+        let result = t
+            .message
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .filter(|v| v.get("exit_code").is_some() && v.get("enforcement").is_some());
+        let code = t.exit_code;
+        let (phase, reason, message) = match result.as_ref().and_then(|r| r["status"].as_str()) {
+            Some("timed_out") => (
+                Phase::TimedOut,
+                "TimedOut",
+                format!("timed out (exit code {code})"),
+            ),
+            _ if code == 0 => (Phase::Succeeded, "Succeeded", "exited with 0".to_string()),
+            _ => (
+                Phase::Failed,
+                "Failed",
+                format!(
+                    "exited with {code}{}",
+                    t.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+            ),
+        };
+        match result {
+            Some(mut r) => {
+                cap(&mut r, "stdout");
+                cap(&mut r, "stderr");
+                status.result = Some(r);
+            }
+            None => {
+                set_condition(
+                    &mut status.conditions,
+                    condition(
+                        "ResultReported",
+                        false,
+                        "NoResult",
+                        "the node reported no result envelope (is its containerd handler `rauha` Rauha's shim?): the phase and exit code are the pod's",
+                        task.metadata.generation,
+                    ),
+                );
+            }
+        }
+        transition(task, ctx, status, phase, reason, message).await?;
+        let _ = pods;
+        let _ = name;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // The node it was placed on stopped answering: the task fails.
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let gone = match nodes.get_opt(&node).await? {
+            None => true,
+            Some(n) => {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready").cloned());
+                ready.is_some_and(|c| c.status != "True")
+            }
+        };
+        if gone {
+            delete_pod(pods, name).await?;
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    "NodeReady",
+                    false,
+                    "NodeNotReady",
+                    &format!("node {node} is not Ready"),
+                    task.metadata.generation,
+                ),
+            );
+            transition(
+                task,
+                ctx,
+                status,
+                Phase::Failed,
+                "NodeNotReady",
+                format!("its node {node} went NotReady while it ran"),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    }
+    let running = container
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_some());
+    if running && status.phase != Some(Phase::Running) {
+        status.start_time = container
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone())
+            .or_else(|| Some(Time(now())));
+        let node = status.node.clone().unwrap_or_default();
+        transition(
+            task,
+            ctx,
+            status,
+            Phase::Running,
+            "Running",
+            format!("running on node {node}"),
+        )
+        .await?;
+    }
+    Ok(requeue)
+}
+
+/// Keeps at most MAX_STATUS_OUTPUT bytes of a result's stream, on a
+/// character boundary, and says it was cut.
+fn cap(result: &mut serde_json::Value, stream: &str) {
+    let Some(text) = result
+        .get(stream)
+        .and_then(|s| s.as_str())
+        .map(str::to_string)
+    else {
+        return;
+    };
+    if text.len() <= MAX_STATUS_OUTPUT {
+        return;
+    }
+    let mut end = MAX_STATUS_OUTPUT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    result[stream] = serde_json::Value::String(text[..end].to_string());
+    result[format!("{stream}_truncated")] = serde_json::Value::Bool(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SandboxTaskSpec;
+
+    fn task() -> SandboxTask {
+        let mut t = SandboxTask::new(
+            "hello",
+            SandboxTaskSpec {
+                image: "127.0.0.1:15000/rauha/busybox:latest".into(),
+                command: vec!["sh".into(), "-c".into()],
+                args: vec!["echo hi".into()],
+                env: vec![crate::crd::EnvVar {
+                    name: "A".into(),
+                    value: "1".into(),
+                }],
+                zone_ref: None,
+                preset: None,
+                resources: Some(crate::crd::TaskResources {
+                    cpu: Some("500m".into()),
+                    memory: Some("64Mi".into()),
+                }),
+                timeout_seconds: Some(30),
+                ttl_seconds_after_finished: None,
+            },
+        );
+        t.metadata.namespace = Some("default".into());
+        t.metadata.uid = Some("0f8e2a1c-aaaa-bbbb-cccc-000000000000".into());
+        t
+    }
+
+    #[test]
+    fn the_pod_runs_under_rauha_with_no_token_and_the_policy() {
+        let t = task();
+        let name = pod_name(&t);
+        assert_eq!(name, "hello-0f8e2a1c");
+        let pod = task_pod(&t, &name, "node-a", "strict", &Default::default()).expect("pod");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("rauha"));
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let owner = &pod.metadata.owner_references.expect("owner")[0];
+        assert_eq!(owner.kind, "SandboxTask");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(
+            pod.metadata.annotations.expect("annotations")[POLICY_ANNOTATION],
+            "strict"
+        );
+        let c = &spec.containers[0];
+        assert_eq!(c.args.as_deref(), Some(&["echo hi".to_string()][..]));
+        let limits = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
+        assert_eq!(limits["memory"].0, "64Mi");
+    }
+
+    #[test]
+    fn long_output_is_capped_in_the_status() {
+        let mut r = serde_json::json!({"stdout": "é".repeat(MAX_STATUS_OUTPUT), "stderr": "short"});
+        cap(&mut r, "stdout");
+        cap(&mut r, "stderr");
+        assert!(r["stdout"].as_str().expect("text").len() <= MAX_STATUS_OUTPUT);
+        assert_eq!(r["stdout_truncated"], true);
+        assert_eq!(r["stderr"], "short");
+        assert!(r.get("stderr_truncated").is_none());
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_they_hold() {
+        let mut cs = Vec::new();
+        set_condition(
+            &mut cs,
+            condition("Scheduled", false, "Unschedulable", "a", None),
+        );
+        let first = cs[0].last_transition_time.clone();
+        set_condition(
+            &mut cs,
+            condition("Scheduled", false, "Unschedulable", "b", None),
+        );
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].last_transition_time, first);
+        assert_eq!(cs[0].message, "b");
+        set_condition(&mut cs, condition("Scheduled", true, "Placed", "c", None));
+        assert_eq!(cs[0].status, "True");
+    }
+}

@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# A real one-node Kubernetes cluster with Rauha, on this machine, as root:
+#
+#   eval "$(scripts/cluster.sh up)"   # then kubectl works
+#   scripts/cluster.sh status
+#   scripts/cluster.sh down           # removes everything up made
+#
+# Under one state dir ($RAUHA_CLUSTER_DIR, default /var/lib/rauha-cluster):
+# etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager,
+# kube-scheduler and a kubelet (upstream binaries built once per version by
+# scripts/build-kubernetes.sh), a private containerd 2.x with the `rauha`
+# runtime handler and the CNI bridge, a registry on 127.0.0.1 holding
+# rauha/busybox:latest and the pause image, rauhad, and the operator with
+# its CRDs. Everything listens on 127.0.0.1. `up` is idempotent: what runs
+# already is left alone. Progress goes to stderr; stdout is only the
+# `export` lines. A non-root user prefixes sudo.
+#
+# RAUHA_BIN_DIR: where rauhad, the shim and the operator are (default:
+# target/release, built with cargo build --release when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+dir=${RAUHA_CLUSTER_DIR:-/var/lib/rauha-cluster}
+bin=${RAUHA_BIN_DIR:-$repo/target/release}
+kube=$repo/target/tools/kubernetes
+ctrd=$repo/target/tools/containerd2
+node=$(hostname)
+# Subnets that overlap no host route (checked at `up`).
+pod_subnet=${RAUHA_CLUSTER_POD_SUBNET:-10.244.0.0/24}
+service_range=10.96.0.0/16
+etcd_port=23790
+api_port=16443
+registry_port=${RAUHA_CLUSTER_REGISTRY_PORT:-15000}
+bridge=rauha-cni0
+cgroup_parent=rauha-cluster
+pin_dir=/sys/fs/bpf/rauha-cluster
+
+say() { echo "cluster: $*" >&2; }
+die() { echo "cluster: $*" >&2; exit 1; }
+
+pidfile() { echo "$dir/run/$1.pid"; }
+running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
+
+# start NAME CMD...: runs CMD in the background (its own session), logging
+# to logs/NAME.log, unless NAME runs already.
+start() {
+    local name=$1; shift
+    if running "$name"; then return 0; fi
+    setsid "$@" </dev/null >>"$dir/logs/$name.log" 2>&1 &
+    echo $! >"$(pidfile "$name")"
+    say "started $name (pid $!; log $dir/logs/$name.log)"
+}
+
+stop() {
+    local name=$1 p
+    p=$(cat "$(pidfile "$name")" 2>/dev/null) || return 0
+    if kill -0 "$p" 2>/dev/null; then
+        kill "$p" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+    fi
+    rm -f "$(pidfile "$name")"
+}
+
+# wait_for WHAT SECONDS CMD...: until CMD succeeds.
+wait_for() {
+    local what=$1 secs=$2; shift 2
+    for _ in $(seq $((secs * 10))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    die "$what did not come up within ${secs}s; see $dir/logs/"
+}
+
+kubectl() { "$kube/kubectl" --kubeconfig "$dir/pki/admin.kubeconfig" "$@"; }
+
+# cert NAME CN [O] [SANS]: a key and a certificate signed by the cluster CA.
+cert() {
+    local name=$1 cn=$2 org=${3:-} sans=${4:-}
+    [[ -s "$dir/pki/$name.crt" ]] && return 0
+    local subj="/CN=$cn"
+    [[ -n "$org" ]] && subj="/O=$org$subj"
+    local ext="$dir/pki/$name.ext"
+    {
+        echo "basicConstraints=CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        if [[ -n "$sans" ]]; then
+            echo "extendedKeyUsage=serverAuth,clientAuth"
+            echo "subjectAltName=$sans"
+        else
+            echo "extendedKeyUsage=clientAuth"
+        fi
+    } >"$ext"
+    openssl genrsa -out "$dir/pki/$name.key" 2048 2>/dev/null
+    openssl req -new -key "$dir/pki/$name.key" -subj "$subj" -out "$dir/pki/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$dir/pki/$name.csr" -CA "$dir/pki/ca.crt" -CAkey "$dir/pki/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$ext" -out "$dir/pki/$name.crt" 2>/dev/null
+    rm -f "$dir/pki/$name.csr" "$ext"
+}
+
+# kubeconfig NAME: for the client certificate NAME.
+kubeconfig() {
+    local name=$1
+    cat >"$dir/pki/$name.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: rauha
+  cluster:
+    certificate-authority: $dir/pki/ca.crt
+    server: https://127.0.0.1:$api_port
+users:
+- name: $name
+  user:
+    client-certificate: $dir/pki/$name.crt
+    client-key: $dir/pki/$name.key
+contexts:
+- name: rauha
+  context: {cluster: rauha, user: $name}
+current-context: rauha
+EOF
+}
+
+overlaps_host_route() {
+    python3 - "$1" <<'EOF'
+import ipaddress, subprocess, sys
+net = ipaddress.ip_network(sys.argv[1])
+for line in subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout.splitlines():
+    dst = line.split()[0]
+    if dst == "default":
+        continue
+    if net.overlaps(ipaddress.ip_network(dst, strict=False)):
+        sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+up() {
+    [[ $(id -u) == 0 ]] || die "run as root (a non-root user prefixes sudo)"
+    for net in "$pod_subnet" "$service_range"; do
+        if overlaps_host_route "$net"; then die "$net overlaps a route of this host (ip route); set RAUHA_CLUSTER_POD_SUBNET"; fi
+    done
+    command -v etcd >/dev/null || die "etcd is missing: scripts/install-deps.sh installs it"
+    scripts/build-kubernetes.sh >&2
+    scripts/build-containerd2.sh >&2
+    if [[ ! -x "$bin/rauhad" || ! -x "$bin/rauha-operator" || ! -x "$bin/containerd-shim-rauha-v2" ]]; then
+        [[ -z "${RAUHA_BIN_DIR:-}" ]] || die "$bin has no rauhad, rauha-operator or containerd-shim-rauha-v2; build them"
+        say "building Rauha (cargo build --release)"
+        cargo build --release --bins >&2
+    fi
+    mkdir -p "$dir"/{run,logs,pki,etcd,registry,containerd,cni/net.d,kubelet,pod-logs,rauha}
+    chmod 700 "$dir"
+    host_state
+
+    # Certificates, once.
+    if [[ ! -s "$dir/pki/ca.crt" ]]; then
+        openssl genrsa -out "$dir/pki/ca.key" 2048 2>/dev/null
+        openssl req -x509 -new -key "$dir/pki/ca.key" -subj "/CN=rauha-cluster-ca" -days 3650 \
+            -out "$dir/pki/ca.crt" 2>/dev/null
+        openssl genrsa -out "$dir/pki/sa.key" 2048 2>/dev/null
+        openssl rsa -in "$dir/pki/sa.key" -pubout -out "$dir/pki/sa.pub" 2>/dev/null
+    fi
+    cert apiserver kube-apiserver "" \
+        "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:$node,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+    cert admin admin system:masters
+    cert controller-manager system:kube-controller-manager
+    cert scheduler system:kube-scheduler
+    cert node "system:node:$node" system:nodes
+    cert kubelet-serving "$node" "" "IP:127.0.0.1,DNS:$node,DNS:localhost"
+    cert operator rauha-operator
+    for k in admin controller-manager scheduler node operator; do kubeconfig "$k"; done
+
+    start etcd etcd --name rauha --data-dir "$dir/etcd" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls http://127.0.0.1:$((etcd_port + 10)) \
+        --initial-advertise-peer-urls http://127.0.0.1:$((etcd_port + 10)) \
+        --initial-cluster "rauha=http://127.0.0.1:$((etcd_port + 10))"
+    start kube-apiserver "$kube/kube-apiserver" \
+        --etcd-servers "http://127.0.0.1:$etcd_port" \
+        --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
+        --service-cluster-ip-range "$service_range" \
+        --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+        --client-ca-file "$dir/pki/ca.crt" --requestheader-client-ca-file "$dir/pki/ca.crt" \
+        --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
+        --kubelet-client-certificate "$dir/pki/apiserver-kubelet-client.crt" \
+        --kubelet-client-key "$dir/pki/apiserver-kubelet-client.key" \
+        --kubelet-certificate-authority "$dir/pki/ca.crt" \
+        --kubelet-preferred-address-types Hostname \
+        --service-account-key-file "$dir/pki/sa.pub" \
+        --service-account-signing-key-file "$dir/pki/sa.key" \
+        --service-account-issuer https://kubernetes.default.svc
+    wait_for kube-apiserver 60 kubectl get --raw /readyz
+    start kube-controller-manager "$kube/kube-controller-manager" \
+        --kubeconfig "$dir/pki/controller-manager.kubeconfig" \
+        --authentication-kubeconfig "$dir/pki/controller-manager.kubeconfig" \
+        --authorization-kubeconfig "$dir/pki/controller-manager.kubeconfig" \
+        --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
+        --service-account-private-key-file "$dir/pki/sa.key" --root-ca-file "$dir/pki/ca.crt" \
+        --cluster-signing-cert-file "$dir/pki/ca.crt" --cluster-signing-key-file "$dir/pki/ca.key" \
+        --use-service-account-credentials
+    start kube-scheduler "$kube/kube-scheduler" \
+        --kubeconfig "$dir/pki/scheduler.kubeconfig" \
+        --authentication-kubeconfig "$dir/pki/scheduler.kubeconfig" \
+        --authorization-kubeconfig "$dir/pki/scheduler.kubeconfig" \
+        --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false
+
+    # The registry, with the images the cluster runs.
+    cat >"$dir/registry/config.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $dir/registry/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$registry_port}
+EOF
+    start registry docker-registry serve "$dir/registry/config.yml"
+    wait_for registry 20 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$registry_port/v2/')"
+    local registry=127.0.0.1:$registry_port
+    scripts/push-busybox-image.py "$registry" rauha/busybox:latest sh >/dev/null
+    scripts/push-busybox-image.py "$registry" rauha/pause:latest sleep 2147483647 >/dev/null
+
+    # rauhad, then containerd with the `rauha` handler.
+    start rauhad "$bin/rauhad" --root "$dir/rauha" --socket "$dir/rauhad.sock" \
+        --cgroup-parent "$cgroup_parent" --bpf-pin-dir "$pin_dir"
+    wait_for rauhad 20 test -S "$dir/rauhad.sock"
+    write_containerd_config "$registry"
+    start containerd env PATH="$bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        RAUHA_ADDR="unix://$dir/rauhad.sock" "$ctrd/containerd" --config "$dir/containerd/config.toml"
+    wait_for containerd 30 "$ctrd/ctr" --address "$dir/containerd/containerd.sock" version
+
+    write_kubelet_config
+    start kubelet "$kube/kubelet" --config "$dir/kubelet/config.yaml" \
+        --kubeconfig "$dir/pki/node.kubeconfig" --root-dir "$dir/kubelet/root" \
+        --hostname-override "$node" --v 1
+    wait_for "node $node" 60 sh -c "'$kube/kubectl' --kubeconfig '$dir/pki/admin.kubeconfig' get node '$node' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+    kubectl apply -f deploy/kubernetes/runtimeclass.yaml >&2
+    kubectl label node "$node" rauha.dev/ready=true --overwrite >&2
+
+    # The operator: its CRDs, its RBAC identity, then the process.
+    kubectl apply -f crds/ >&2
+    kubectl apply -f deploy/kubernetes/operator-rbac.yaml >&2
+    kubectl create clusterrolebinding rauha-operator-user --clusterrole rauha-operator \
+        --user rauha-operator --dry-run=client -o yaml | kubectl apply -f - >&2
+    start operator "$bin/rauha-operator" --kubeconfig "$dir/pki/operator.kubeconfig" \
+        --metrics-address 127.0.0.1:18080
+    wait_for operator 30 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:18080/readyz')"
+
+    say "up: node $node Ready; kubectl, RAUHA_REGISTRY and KUBECONFIG below"
+    echo "export PATH=$kube:\$PATH"
+    echo "export RAUHA_REGISTRY=$registry"
+    echo "export KUBECONFIG=$dir/pki/admin.kubeconfig"
+}
+
+write_containerd_config() {
+    local registry=$1
+    mkdir -p "$dir/containerd/hosts/$registry"
+    cat >"$dir/containerd/hosts/$registry/hosts.toml" <<EOF
+server = "http://$registry"
+[host."http://$registry"]
+  capabilities = ["pull", "resolve"]
+EOF
+    cat >"$dir/cni/net.d/10-rauha-cluster.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "rauha-cluster", "plugins": [
+  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$pod_subnet"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$dir/cni/ipam"}},
+  {"type": "loopback"}]}
+EOF
+    cat >"$dir/containerd/config.toml" <<EOF
+version = 3
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+
+[grpc]
+  address = "$dir/containerd/containerd.sock"
+[ttrpc]
+  address = "$dir/containerd/ttrpc.sock"
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = "overlayfs"
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = "$registry/rauha/pause:latest"
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = "$dir/containerd/hosts"
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_selinux = false
+    disable_apparmor = true
+    netns_mounts_under_state_dir = true
+    # Without CAP_SYS_RESOURCE every sandbox fails otherwise (../shared/ENVIRONMENT.md).
+    restrict_oom_score_adj = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = "runc"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          Root = "$dir/containerd/runc"
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ["/usr/lib/cni"]
+      conf_dir = "$dir/cni/net.d"
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+$(sed '/^version/d; /^#/d' deploy/containerd/config-v3.toml)
+EOF
+}
+
+write_kubelet_config() {
+    mkdir -p "$dir/kubelet/root" "$dir/kubelet/volume-plugins"
+    echo "nameserver 127.0.0.1" >"$dir/kubelet/resolv.conf"
+    cat >"$dir/kubelet/config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: 10250
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+readOnlyPort: 0
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+resolvConf: $dir/kubelet/resolv.conf
+containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
+volumePluginDir: $dir/kubelet/volume-plugins
+podLogsDir: $dir/pod-logs
+tlsCertFile: $dir/pki/kubelet-serving.crt
+tlsPrivateKeyFile: $dir/pki/kubelet-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $dir/pki/ca.crt}
+authorization: {mode: Webhook}
+serializeImagePulls: false
+# A small CI disk must not taint the node.
+evictionHard: {memory.available: "50Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+EOF
+}
+
+# What the host looked like before the cluster: restored by `down`.
+host_state() {
+    [[ -s "$dir/host-state" ]] && return 0
+    {
+        for s in kernel.panic kernel.panic_on_oops vm.overcommit_memory; do
+            echo "sysctl $s $(sysctl -n "$s")"
+        done
+        for d in /var/log/containers /var/log/pods /var/lib/kubelet /var/lib/cni; do
+            [[ -e "$d" ]] && echo "existed $d"
+        done
+        for c in $(iptables -S 2>/dev/null | awk '$1 == "-N" {print $2}'); do echo "chain $c"; done
+    } >"$dir/host-state"
+}
+
+down() {
+    [[ $(id -u) == 0 ]] || die "run as root (a non-root user prefixes sudo)"
+    [[ -d "$dir" ]] || { say "nothing to remove ($dir does not exist)"; return 0; }
+    for p in operator kube-scheduler kube-controller-manager kubelet; do stop "$p"; done
+    # Containers and their shims (runc's and Rauha's) of this containerd.
+    stop containerd
+    pkill -9 -f "containerd-shim.*$dir/containerd" 2>/dev/null || true
+    if running rauhad; then
+        for z in $(RAUHA_ADDR="unix://$dir/rauhad.sock" "$bin/rauha" zone list --json 2>/dev/null |
+            python3 -c 'import json,sys; [print(z["name"]) for z in json.load(sys.stdin)]' 2>/dev/null); do
+            RAUHA_ADDR="unix://$dir/rauhad.sock" "$bin/rauha" zone delete "$z" >/dev/null 2>&1 || true
+        done
+    fi
+    stop rauhad
+    for p in registry kube-apiserver etcd; do stop "$p"; done
+    # Whatever still runs in the pods' cgroups (runc containers), then the
+    # cgroups themselves, deepest first, in every hierarchy.
+    for root in /sys/fs/cgroup /sys/fs/cgroup/*; do
+        for cg in "$root/kubepods" "$root/$cgroup_parent"; do
+            [[ -d "$cg" ]] || continue
+            find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+            sleep 0.2
+            find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        done
+    done
+    # Mounts under the state dir (containerd's rootfs, netns, kubelet's
+    # volumes), deepest first.
+    grep -o " $dir/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf "$pin_dir"
+    ip link del "$bridge" 2>/dev/null || true
+    # The veths CNI made (their host ends name the bridge as master).
+    for v in $(ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+        ip link del "$v" 2>/dev/null || true
+    done
+    if [[ -s "$dir/host-state" ]]; then
+        while read -r kind a b; do
+            [[ $kind == sysctl ]] && sysctl -qw "$a=$b" || true
+        done <"$dir/host-state"
+        for c in $(iptables -S 2>/dev/null | awk '$1 == "-N" {print $2}'); do
+            grep -qx "chain $c" "$dir/host-state" && continue
+            iptables -S | awk -v c="$c" '$1 == "-A" && $0 ~ ("-j " c "( |$)") {sub("^-A", "-D"); print}' |
+                while read -r rule; do eval "iptables $rule" 2>/dev/null || true; done
+            iptables -F "$c" 2>/dev/null || true
+            iptables -X "$c" 2>/dev/null || true
+        done
+        for d in /var/log/containers /var/log/pods /var/lib/kubelet /var/lib/cni; do
+            grep -qx "existed $d" "$dir/host-state" || rm -rf "$d"
+        done
+    fi
+    rm -rf "$dir"
+    say "down: every process, mount, veth and cgroup of the cluster is gone"
+}
+
+status() {
+    for p in etcd kube-apiserver kube-controller-manager kube-scheduler registry rauhad containerd kubelet operator; do
+        if running "$p"; then echo "$p: running (pid $(cat "$(pidfile "$p")"))"; else echo "$p: not running"; fi
+    done
+    if running kube-apiserver; then kubectl get nodes -o wide 2>&1 || true; fi
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) echo "usage: scripts/cluster.sh up|down|status  (eval \"\$(scripts/cluster.sh up)\" sets up kubectl)" >&2; exit 2 ;;
+esac
