@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds containerd 2.x and its ctr into target/tools/containerd2/ from the
-# version pinned in e2e/go/containerd2/go.mod, for the shim's e2e test
-# against containerd 2.x (the suites otherwise run Debian's containerd 1.6).
-# Skips the build when both binaries are newer than go.mod and go.sum.
+# Builds containerd 2.x and its ctr from the version pinned in
+# e2e/go/containerd2/go.mod, once per version, into $RAUHA_CACHE (default
+# /var/cache/rauha)/containerd/<version>/, linked from target/tools/containerd2,
+# for the shim's e2e test against containerd 2.x and scripts/cluster.sh (the
+# other suites run Debian's containerd 1.6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-out="$root/target/tools/containerd2"
 moddir="$root/e2e/go/containerd2"
+cache="${RAUHA_CACHE:-/var/cache/rauha}"
+link="$root/target/tools/containerd2"
 
 if [[ -x /usr/local/go/bin/go ]]; then
     go=/usr/local/go/bin/go
@@ -19,12 +21,13 @@ else
 fi
 export GOTOOLCHAIN=local
 
-fresh() { [[ -x "$out/$1" && "$out/$1" -nt "$moddir/go.sum" && "$out/$1" -nt "$moddir/go.mod" ]]; }
-if fresh containerd && fresh ctr; then
-    echo "== containerd 2.x up to date ($out)"
+cd "$moddir"
+version=$("$go" list -m -f '{{.Version}}' github.com/containerd/containerd/v2)
+# Built once per version, outside the clone: a fresh clone reuses it.
+out="$cache/containerd/$version"
+if [[ -x "$out/containerd" && -x "$out/ctr" ]]; then
+    echo "== containerd $version cached ($out)"
 else
-    cd "$moddir"
-    version=$("$go" list -m -f '{{.Version}}' github.com/containerd/containerd/v2)
     echo "== building containerd $version with $("$go" version)"
     mkdir -p "$out"
     start=$SECONDS
@@ -40,6 +43,10 @@ else
         trap - EXIT
     done
     echo "== built containerd $version in $((SECONDS - start))s"
-    cd "$root"
 fi
-"$out/containerd" --version
+cd "$root"
+mkdir -p "$root/target/tools"
+# A directory from before the cache: replaced by the link.
+[[ -L "$link" || ! -e "$link" ]] || rm -rf "$link"
+ln -sfn "$out" "$link"
+"$link/containerd" --version

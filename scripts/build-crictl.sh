@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds crictl (the CRI CLI) into target/tools/crictl from the version pinned
-# in e2e/go/go.mod (sigs.k8s.io/cri-tools, via e2e/go/tools.go). Skips the
-# build when target/tools/crictl is newer than e2e/go/go.mod and go.sum.
+# Builds crictl (the CRI CLI) from the version pinned in e2e/go/go.mod
+# (sigs.k8s.io/cri-tools, via e2e/go/tools.go), once per version, into
+# $RAUHA_CACHE (default /var/cache/rauha)/crictl/<version>/, linked from
+# target/tools/crictl.
 # GOPATH and GOCACHE stay at Go's defaults (outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,24 +24,27 @@ fi
 # fails loudly instead.
 export GOTOOLCHAIN=local
 
-if [[ -x "$out" && "$out" -nt "$moddir/go.sum" && "$out" -nt "$moddir/go.mod" ]]; then
-    echo "== crictl up to date ($out)"
+cd "$moddir"
+version=$("$go" list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)
+cd "$root"
+# Built once per version, outside the clone: a fresh clone reuses it.
+cached="${RAUHA_CACHE:-/var/cache/rauha}/crictl/$version/crictl"
+if [[ -x "$cached" ]]; then
+    echo "== crictl $version cached ($cached)"
 else
-    echo "== building crictl with $("$go" version)"
-    mkdir -p "$(dirname "$out")"
-    cd "$moddir"
-    version=$("$go" list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)
-    tmp="$out.tmp.$$"
+    echo "== building crictl $version with $("$go" version)"
+    mkdir -p "$(dirname "$cached")"
+    tmp="$cached.tmp.$$"
     trap 'rm -f "$tmp"' EXIT
     start=$SECONDS
-    "$go" build -mod=readonly -trimpath \
+    (cd "$moddir" && "$go" build -mod=readonly -trimpath \
         -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$version" \
-        -o "$tmp" "$pkg"
-    # Rename into place so an interrupted build never leaves a "fresh" binary.
-    mv -f "$tmp" "$out"
+        -o "$tmp" "$pkg")
+    # Renamed into place so an interrupted build never leaves a "fresh" binary.
+    mv -f "$tmp" "$cached"
     trap - EXIT
     echo "== built crictl $version in $((SECONDS - start))s"
-    cd "$root"
 fi
-
+mkdir -p "$(dirname "$out")"
+ln -sfn "$cached" "$out"
 "$out" --version

@@ -13,7 +13,8 @@
 # rauha/busybox:latest and the pause image, rauhad, and the operator with
 # its CRDs. Everything listens on 127.0.0.1. `up` is idempotent: what runs
 # already is left alone. Progress goes to stderr; stdout is only the
-# `export` lines. A non-root user prefixes sudo.
+# `export` lines (kubectl's PATH, KUBECONFIG, RAUHA_REGISTRY, and RAUHA_ADDR
+# for `rauha` against the node's rauhad). A non-root user prefixes sudo.
 #
 # RAUHA_BIN_DIR: where rauhad, the shim and the operator are (default:
 # target/release, built with cargo build --release when missing).
@@ -62,14 +63,19 @@ stop() {
     rm -f "$(pidfile "$name")"
 }
 
-# wait_for WHAT SECONDS CMD...: until CMD succeeds.
+# wait_for NAME SECONDS CMD...: until CMD succeeds; fails at once when the
+# process NAME started is gone (with the end of its log).
 wait_for() {
     local what=$1 secs=$2; shift 2
     for _ in $(seq $((secs * 10))); do
         if "$@" >/dev/null 2>&1; then return 0; fi
+        if [[ -f "$(pidfile "$what")" ]] && ! running "$what"; then
+            tail -5 "$dir/logs/$what.log" >&2
+            die "$what exited; its log: $dir/logs/$what.log"
+        fi
         sleep 0.1
     done
-    die "$what did not come up within ${secs}s; see $dir/logs/"
+    die "$what did not come up within ${secs}s; see $dir/logs/$what.log"
 }
 
 kubectl() { "$kube/kubectl" --kubeconfig "$dir/pki/admin.kubeconfig" "$@"; }
@@ -160,6 +166,13 @@ up() {
         openssl genrsa -out "$dir/pki/sa.key" 2048 2>/dev/null
         openssl rsa -in "$dir/pki/sa.key" -pubout -out "$dir/pki/sa.pub" 2>/dev/null
     fi
+    # A CA of its own for front-proxy (request header) clients: none of the
+    # cluster's client certificates can claim to be a proxy.
+    if [[ ! -s "$dir/pki/front-proxy-ca.crt" ]]; then
+        openssl genrsa -out "$dir/pki/front-proxy-ca.key" 2048 2>/dev/null
+        openssl req -x509 -new -key "$dir/pki/front-proxy-ca.key" -subj "/CN=rauha-front-proxy-ca" \
+            -days 3650 -out "$dir/pki/front-proxy-ca.crt" 2>/dev/null
+    fi
     cert apiserver kube-apiserver "" \
         "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:$node,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
@@ -181,7 +194,7 @@ up() {
         --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
         --service-cluster-ip-range "$service_range" \
         --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
-        --client-ca-file "$dir/pki/ca.crt" --requestheader-client-ca-file "$dir/pki/ca.crt" \
+        --client-ca-file "$dir/pki/ca.crt" --requestheader-client-ca-file "$dir/pki/front-proxy-ca.crt" \
         --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
         --kubelet-client-certificate "$dir/pki/apiserver-kubelet-client.crt" \
         --kubelet-client-key "$dir/pki/apiserver-kubelet-client.key" \
@@ -231,7 +244,7 @@ EOF
     start kubelet "$kube/kubelet" --config "$dir/kubelet/config.yaml" \
         --kubeconfig "$dir/pki/node.kubeconfig" --root-dir "$dir/kubelet/root" \
         --hostname-override "$node" --v 1
-    wait_for "node $node" 60 sh -c "'$kube/kubectl' --kubeconfig '$dir/pki/admin.kubeconfig' get node '$node' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+    wait_for kubelet 60 sh -c "'$kube/kubectl' --kubeconfig '$dir/pki/admin.kubeconfig' get node '$node' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
     kubectl apply -f deploy/kubernetes/runtimeclass.yaml >&2
     kubectl label node "$node" rauha.dev/ready=true --overwrite >&2
 
@@ -248,6 +261,7 @@ EOF
     echo "export PATH=$kube:\$PATH"
     echo "export RAUHA_REGISTRY=$registry"
     echo "export KUBECONFIG=$dir/pki/admin.kubeconfig"
+    echo "export RAUHA_ADDR=unix://$dir/rauhad.sock"
 }
 
 write_containerd_config() {
@@ -378,7 +392,7 @@ down() {
     done
     # Mounts under the state dir (containerd's rootfs, netns, kubelet's
     # volumes), deepest first.
-    grep -o " $dir/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do
+    { grep -o " $dir/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
     rm -rf "$pin_dir"
@@ -393,7 +407,7 @@ down() {
         done <"$dir/host-state"
         for c in $(iptables -S 2>/dev/null | awk '$1 == "-N" {print $2}'); do
             grep -qx "chain $c" "$dir/host-state" && continue
-            iptables -S | awk -v c="$c" '$1 == "-A" && $0 ~ ("-j " c "( |$)") {sub("^-A", "-D"); print}' |
+            { iptables -S || true; } | awk -v c="$c" '$1 == "-A" && $0 ~ ("-j " c "( |$)") {sub("^-A", "-D"); print}' |
                 while read -r rule; do eval "iptables $rule" 2>/dev/null || true; done
             iptables -F "$c" 2>/dev/null || true
             iptables -X "$c" 2>/dev/null || true

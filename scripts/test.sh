@@ -27,6 +27,10 @@ scripts/build-crictl.sh
 # containerd 2.x from its Go module (e2e/go/containerd2), for the shim's test
 # against it (the other shim tests run Debian's containerd 1.6).
 scripts/build-containerd2.sh
+# kube-apiserver, controller-manager, scheduler, kubelet and kubectl from
+# their Go modules (e2e/go/kubernetes), for the one-node cluster.
+stage "Kubernetes binaries (cached by version)"
+scripts/build-kubernetes.sh
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check
@@ -44,9 +48,15 @@ stage "end-to-end tests (root, real rauhad)"
 # One at a time: they measure timeouts and host responsiveness on 2 cores.
 cargo test -p rauha-e2e --tests --no-fail-fast -- --test-threads=1 \
     --skip the_node_runtime_suites_pass_on_pure_cgroup_v2_with_bpf_lsm \
-    --skip kill_nine_at_random_points_loses_no_task_and_leaves_no_orphan 2>&1 | tee -a "$log"
+    --skip kill_nine_at_random_points_loses_no_task_and_leaves_no_orphan \
+    --skip k8s_ 2>&1 | tee -a "$log"
 stage "the node runtime suites in the VM (Linux 6.1, cgroup v2, BPF-LSM)"
 cargo test -p rauha-e2e --test vm_node_runtime -- --test-threads=1 2>&1 | tee -a "$log"
+stage "Kubernetes: one shared cluster (scripts/cluster.sh) for every test"
+trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -f "$log"' EXIT
+eval "$(RAUHA_BIN_DIR="$PWD/target/debug" scripts/cluster.sh up)"
+cargo test -p rauha-e2e --test kubernetes -- --test-threads=1 2>&1 | tee -a "$log"
+scripts/cluster.sh down
 stage "kill -9 cycles"
 cargo test -p rauha-e2e --test kill_cycles -- --test-threads=1 --nocapture 2>&1 | tee -a "$log"
 stage ""

@@ -1,0 +1,500 @@
+//! The Kubernetes path against a real one-node cluster (`scripts/cluster.sh
+//! up`: etcd, kube-apiserver, controller-manager, scheduler, kubelet,
+//! containerd 2.x with the `rauha` handler, rauhad and the operator). The
+//! tests share one cluster: CI's stage brings it up once, exports its
+//! KUBECONFIG, PATH (kubectl) and RAUHA_REGISTRY, runs these, and takes it
+//! down.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rauha_e2e::prerequisite;
+use serde_json::Value;
+
+fn cluster() -> Option<String> {
+    let kubeconfig = std::env::var("KUBECONFIG")
+        .ok()
+        .filter(|k| std::path::Path::new(k).is_file());
+    let registry = std::env::var("RAUHA_REGISTRY").ok();
+    if !prerequisite(
+        kubeconfig.is_some() && registry.is_some(),
+        "a cluster: eval \"$(scripts/cluster.sh up)\" (sets KUBECONFIG, RAUHA_REGISTRY and kubectl's PATH)",
+    ) {
+        return None;
+    }
+    registry
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl (scripts/cluster.sh up puts it on PATH)")
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` of `doc`.
+fn apply(doc: &Value) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.to_string().as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("kubectl apply")
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}", nanos % 0xffff_ffff)
+}
+
+fn task(name: &str, image: &str, script: &str, extra: Value) -> Value {
+    let mut spec = serde_json::json!({
+        "image": image,
+        "command": ["sh", "-c"],
+        "args": [script],
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "apiVersion": "rauha.dev/v1alpha1",
+        "kind": "SandboxTask",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+fn get(kind: &str, name: &str) -> Option<Value> {
+    let out = kubectl(&["get", kind, name, "-n", "default", "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("JSON"))
+}
+
+/// Polls the task until `done` says so (at most `limit`).
+fn wait_task(name: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some(t) = get("sandboxtask", name) {
+            if done(&t) {
+                return t;
+            }
+            last = t;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "task {name} not there within {limit:?}: {}\nevents: {}",
+        serde_json::to_string_pretty(&last).unwrap_or_default(),
+        kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.name={name}")
+        ])
+    );
+}
+
+/// The node's zones, through its rauhad (`RAUHA_ADDR` from cluster.sh).
+fn node_zones() -> Vec<Value> {
+    let out = Command::new(rauha_e2e::bin_dir().join("rauha"))
+        .args(["zone", "list", "--json"])
+        .output()
+        .expect("rauha");
+    assert!(
+        out.status.success(),
+        "rauha zone list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("zone list JSON")
+}
+
+/// The CRI sandbox id of a pod, from the node's containerd.
+fn sandbox_of(pod: &str) -> String {
+    let endpoint = format!(
+        "unix://{}",
+        std::path::Path::new(&std::env::var("KUBECONFIG").expect("KUBECONFIG"))
+            .ancestors()
+            .nth(2)
+            .expect("the cluster's dir")
+            .join("containerd/containerd.sock")
+            .display()
+    );
+    let out = Command::new(rauha_e2e::bin_dir().join("../tools/crictl"))
+        .args(["--runtime-endpoint", &endpoint, "pods", "--name", pod, "-q"])
+        .output()
+        .expect("crictl (scripts/build-crictl.sh)");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no sandbox for pod {pod}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    id
+}
+
+/// Whether a zone of the node serves the CRI sandbox `id` (its root is
+/// the sandbox's bundle).
+fn has_zone(sandbox: &str) -> bool {
+    node_zones()
+        .iter()
+        .any(|z| z["root"].as_str().is_some_and(|r| r.ends_with(sandbox)))
+}
+
+/// Waits until no zone of the node serves the sandbox (at most 30 s).
+fn zone_gone(sandbox: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while has_zone(sandbox) {
+        assert!(
+            Instant::now() < deadline,
+            "the zone of sandbox {sandbox} outlived its pod: {:?}",
+            node_zones()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn phase(t: &Value) -> &str {
+    t["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn image(registry: &str) -> String {
+    format!("{registry}/rauha/busybox:latest")
+}
+
+#[test]
+fn k8s_a_sandbox_task_succeeds_with_the_nodes_result() {
+    let Some(registry) = cluster() else { return };
+    let name = unique("hello");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "echo hi; exit 0",
+        serde_json::json!({}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // While it runs (or once it is placed) its pod is under RuntimeClass
+    // rauha, with no service-account token.
+    let placed = wait_task(&name, Duration::from_secs(60), |t| {
+        t["status"]["pod"].is_string()
+    });
+    let pod_name = placed["status"]["pod"].as_str().expect("pod");
+    let pod = get("pod", pod_name).expect("the task's pod");
+    assert_eq!(pod["spec"]["runtimeClassName"], "rauha");
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "SandboxTask");
+    let t = wait_task(&name, Duration::from_secs(90), |t| {
+        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+    });
+    assert_eq!(phase(&t), "Succeeded", "{t}");
+    let r = &t["status"]["result"];
+    assert_eq!(r["exit_code"], 0, "{t}");
+    assert_eq!(r["stdout"], "hi\n", "{t}");
+    assert_eq!(r["status"], "succeeded", "{t}");
+    assert!(
+        r["enforcement"]["score"].as_u64().is_some(),
+        "the node's enforcement: {t}"
+    );
+    assert!(t["status"]["completionTime"].is_string(), "{t}");
+    kubectl_ok(&[
+        "delete",
+        "sandboxtask",
+        &name,
+        "-n",
+        "default",
+        "--wait=true",
+    ]);
+    assert!(get("pod", pod_name).is_none(), "the pod goes with its task");
+}
+
+#[test]
+fn k8s_a_failing_task_fails_with_its_exit_code() {
+    let Some(registry) = cluster() else { return };
+    let name = unique("fails");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "echo no >&2; exit 3",
+        serde_json::json!({}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_task(&name, Duration::from_secs(90), |t| {
+        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+    });
+    assert_eq!(phase(&t), "Failed", "{t}");
+    assert_eq!(t["status"]["result"]["exit_code"], 3, "{t}");
+    assert_eq!(t["status"]["result"]["stderr"], "no\n", "{t}");
+    kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
+}
+
+#[test]
+fn k8s_a_task_past_its_timeout_ends_timed_out_and_its_pod_goes() {
+    let Some(registry) = cluster() else { return };
+    let name = unique("slow");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "sleep 600",
+        serde_json::json!({"timeoutSeconds": 2}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = wait_task(&name, Duration::from_secs(60), |t| {
+        ["Running", "TimedOut"].contains(&phase(t))
+    });
+    let pod = running["status"]["pod"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sandbox = (phase(&running) == "Running").then(|| sandbox_of(&pod));
+    wait_task(&name, Duration::from_secs(60), |t| phase(t) == "TimedOut");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pod.is_empty() && get("pod", &pod).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod} outlived its task's timeout"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if let Some(sandbox) = sandbox {
+        zone_gone(&sandbox);
+    }
+    kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
+}
+
+#[test]
+fn k8s_deleting_a_running_task_removes_its_pod_and_ttl_deletes_finished_ones() {
+    let Some(registry) = cluster() else { return };
+    let name = unique("deleted");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "sleep 600",
+        serde_json::json!({}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_task(&name, Duration::from_secs(90), |t| phase(t) == "Running");
+    let pod = t["status"]["pod"].as_str().expect("pod").to_string();
+    // The pod is a zone of the node's rauhad while it runs.
+    let sandbox = sandbox_of(&pod);
+    assert!(
+        has_zone(&sandbox),
+        "no zone serves pod {pod}: {:?}",
+        node_zones()
+    );
+    kubectl_ok(&[
+        "delete",
+        "sandboxtask",
+        &name,
+        "-n",
+        "default",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(get("pod", &pod).is_none(), "its pod is gone with it");
+    zone_gone(&sandbox);
+
+    let short = unique("short-lived");
+    let out = apply(&task(
+        &short,
+        &image(&registry),
+        "true",
+        serde_json::json!({"ttlSecondsAfterFinished": 1}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if get("sandboxtask", &short).is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the finished task outlived its TTL"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn k8s_bad_tasks_and_edits_are_refused_by_the_schema() {
+    let Some(registry) = cluster() else { return };
+    let name = unique("bad");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "true",
+        serde_json::json!({"timeoutSeconds": 0}),
+    ));
+    assert!(!out.status.success(), "a zero timeout is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timeoutSeconds"), "{err}");
+
+    let name = unique("fixed");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "sleep 30",
+        serde_json::json!({}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let edited = apply(&task(
+        &name,
+        &image(&registry),
+        "echo changed",
+        serde_json::json!({}),
+    ));
+    assert!(
+        !edited.status.success(),
+        "an edit of a task's spec is refused"
+    );
+    let err = String::from_utf8_lossy(&edited.stderr);
+    assert!(err.contains("cannot change once it is created"), "{err}");
+    kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
+}
+
+#[test]
+fn k8s_a_plain_pod_under_runtimeclass_rauha_runs_with_logs_and_exec() {
+    let Some(registry) = cluster() else { return };
+    let name = unique("plain");
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "runtimeClassName": "rauha",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "app",
+                "image": image(&registry),
+                "command": ["sh", "-c", "echo up; sleep 600"],
+            }],
+        },
+    });
+    let out = apply(&pod);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "-n",
+        "default",
+        "--timeout=90s",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = kubectl_ok(&["logs", &name, "-n", "default"]);
+        if logs == "up\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {logs:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = kubectl_ok(&["exec", &name, "-n", "default", "--", "echo", "inside"]);
+    assert_eq!(out, "inside\n");
+    kubectl_ok(&[
+        "delete",
+        "pod",
+        &name,
+        "-n",
+        "default",
+        "--grace-period=1",
+        "--wait=true",
+    ]);
+}
+
+#[test]
+fn k8s_twenty_tasks_at_once_each_end_with_their_own_result() {
+    let Some(registry) = cluster() else { return };
+    let prefix = unique("many");
+    let names: Vec<String> = (0..20).map(|i| format!("{prefix}-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let out = apply(&task(
+            name,
+            &image(&registry),
+            &format!("echo task-{i}"),
+            serde_json::json!({}),
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        let t = wait_task(name, Duration::from_secs(180), |t| {
+            ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+        });
+        assert_eq!(phase(&t), "Succeeded", "{t}");
+        assert_eq!(
+            t["status"]["result"]["stdout"],
+            format!("task-{i}\n"),
+            "{t}"
+        );
+    }
+    for name in &names {
+        kubectl_ok(&[
+            "delete",
+            "sandboxtask",
+            name,
+            "-n",
+            "default",
+            "--wait=false",
+        ]);
+    }
+}
