@@ -54,7 +54,9 @@ stage "the node runtime suites in the VM (Linux 6.1, cgroup v2, BPF-LSM)"
 cargo test -p rauha-e2e --test vm_node_runtime -- --test-threads=1 2>&1 | tee -a "$log"
 stage "Kubernetes: one shared cluster (scripts/cluster.sh) for every test"
 trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -f "$log"' EXIT
-eval "$(RAUHA_BIN_DIR="$PWD/target/debug" scripts/cluster.sh up)"
+# An assignment, not `eval "$(...)"`: a failed `up` stops the run here.
+cluster_env=$(RAUHA_BIN_DIR="$PWD/target/debug" scripts/cluster.sh up)
+eval "$cluster_env"
 cargo test -p rauha-e2e --test kubernetes -- --test-threads=1 2>&1 | tee -a "$log"
 scripts/cluster.sh down
 stage "kill -9 cycles"
