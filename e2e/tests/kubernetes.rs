@@ -498,3 +498,226 @@ fn k8s_twenty_tasks_at_once_each_end_with_their_own_result() {
         ]);
     }
 }
+
+/// The cluster's state dir (scripts/cluster.sh), from KUBECONFIG.
+fn cluster_dir() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("KUBECONFIG").expect("KUBECONFIG"))
+        .ancestors()
+        .nth(2)
+        .expect("the cluster's dir")
+        .to_path_buf()
+}
+
+#[test]
+fn k8s_a_task_in_a_strict_zone_cannot_write_outside_its_paths() {
+    let Some(registry) = cluster() else { return };
+    let zone = unique("strict");
+    let out = apply(&serde_json::json!({
+        "apiVersion": "rauha.dev/v1alpha1",
+        "kind": "Zone",
+        "metadata": {"name": zone, "namespace": "default"},
+        "spec": {"preset": "strict"},
+    }));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = unique("writer");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "echo ok > /tmp/fine && echo owned > /etc/owned",
+        serde_json::json!({"zoneRef": zone}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_task(&name, Duration::from_secs(90), |t| {
+        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+    });
+    assert_eq!(phase(&t), "Failed", "{t}");
+    let stderr = t["status"]["result"]["stderr"].as_str().unwrap_or_default();
+    assert!(
+        stderr.contains("/etc/owned")
+            && (stderr.contains("denied") || stderr.contains("Read-only")),
+        "the denial is in the task's stderr: {t}"
+    );
+    // A task naming a zone that does not exist fails with the reason.
+    let orphan = unique("no-zone");
+    let out = apply(&task(
+        &orphan,
+        &image(&registry),
+        "true",
+        serde_json::json!({"zoneRef": "absent"}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_task(&orphan, Duration::from_secs(30), |t| phase(t) == "Failed");
+    assert!(
+        t["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"absent\"")),
+        "{t}"
+    );
+    for (kind, n) in [
+        ("sandboxtask", &name),
+        ("sandboxtask", &orphan),
+        ("zone", &zone),
+    ] {
+        kubectl_ok(&["delete", kind, n, "-n", "default"]);
+    }
+}
+
+/// kill -9 of the operator while tasks run, then a restart: every task
+/// ends with its own result and has exactly one pod. A second replica
+/// waits while the first holds the lease, and takes over once it is gone.
+#[test]
+fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
+    let Some(registry) = cluster() else { return };
+    let dir = cluster_dir();
+    let leader = || {
+        std::fs::read_to_string(dir.join("run/operator.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .expect("the operator's pid (cluster.sh)")
+    };
+    let prefix = unique("survives");
+    let names: Vec<String> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        let out = apply(&task(
+            n,
+            &image(&registry),
+            &format!("sleep 2; echo done-{i}"),
+            serde_json::json!({}),
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(leader(), libc::SIGKILL) };
+    // A standby, started while the killed leader's lease has not expired:
+    // it must wait, then take over.
+    let mut standby = Command::new(rauha_e2e::bin_dir().join("rauha-operator"))
+        .args(["--kubeconfig"])
+        .arg(dir.join("pki/operator.kubeconfig"))
+        .args([
+            "--metrics-address",
+            "127.0.0.1:18081",
+            "--identity",
+            "e2e-standby",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rauha-operator");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ = standby.try_wait();
+    let standby = Kill(standby);
+    for (i, n) in names.iter().enumerate() {
+        let t = wait_task(n, Duration::from_secs(120), |t| {
+            ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+        });
+        assert_eq!(phase(&t), "Succeeded", "{t}");
+        assert_eq!(
+            t["status"]["result"]["stdout"],
+            format!("done-{i}\n"),
+            "{t}"
+        );
+        let pods = kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            "default",
+            "-l",
+            &format!("rauha.dev/task={n}"),
+            "-o",
+            "name",
+        ]);
+        assert_eq!(pods.lines().count(), 1, "one pod for task {n}: {pods}");
+    }
+    let holder = kubectl_ok(&[
+        "get",
+        "lease",
+        "rauha-operator",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "e2e-standby", "the standby took the lease over");
+    // The cluster's own operator comes back (cluster.sh up starts what is
+    // not running) and waits as the standby now.
+    let out = Command::new("scripts/cluster.sh")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .arg("up")
+        .env("RAUHA_BIN_DIR", rauha_e2e::bin_dir())
+        .output()
+        .expect("cluster.sh up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = unique("after");
+    let out = apply(&task(
+        &n,
+        &image(&registry),
+        "echo after",
+        serde_json::json!({}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_task(&n, Duration::from_secs(60), |t| phase(t) == "Succeeded");
+    assert_eq!(t["status"]["result"]["stdout"], "after\n");
+    // The standby goes; the cluster's operator takes the lease again.
+    drop(standby);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let holder = kubectl_ok(&[
+            "get",
+            "lease",
+            "rauha-operator",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        if holder != "e2e-standby" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster's operator did not take the lease back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for name in names.iter().chain([&n]) {
+        kubectl_ok(&[
+            "delete",
+            "sandboxtask",
+            name,
+            "-n",
+            "default",
+            "--wait=false",
+        ]);
+    }
+}

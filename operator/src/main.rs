@@ -127,11 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             instance: Some(identity),
         },
     );
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-        metrics,
-    });
+    let ctx = Arc::new(Ctx::new(client.clone(), recorder, metrics));
     let tasks: Api<SandboxTask> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client);
     Controller::new(tasks, watcher::Config::default())

@@ -36,6 +36,33 @@ pub struct Ctx {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Failed reconciles in a row, by task (namespace/name): the backoff.
+    pub failures: std::sync::Mutex<BTreeMap<String, u32>>,
+}
+
+impl Ctx {
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Ctx {
+        Ctx {
+            client,
+            recorder,
+            metrics,
+            failures: Default::default(),
+        }
+    }
+}
+
+/// How long after its `n`th failure in a row a task is tried again: 1 s,
+/// doubling, at most 5 minutes.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+}
+
+fn key(task: &SandboxTask) -> String {
+    format!(
+        "{}/{}",
+        task.namespace().unwrap_or_default(),
+        task.name_any()
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,23 +80,38 @@ pub async fn reconcile(
     ctx.metrics.reconciled("sandboxtask");
     let ns = task.namespace().unwrap_or_else(|| "default".into());
     let api: Api<SandboxTask> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, task, |event| async {
+    let k = key(&task);
+    let r = finalizer(&api, FINALIZER, task, |event| async {
         match event {
             Finalized::Apply(task) => apply(&task, &ctx).await,
             Finalized::Cleanup(task) => cleanup(&task, &ctx).await,
         }
     })
-    .await
+    .await;
+    if r.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&k);
+    }
+    r
 }
 
 pub fn error_policy(
-    _task: Arc<SandboxTask>,
+    task: Arc<SandboxTask>,
     err: &kube::runtime::finalizer::Error<Error>,
     ctx: Arc<Ctx>,
 ) -> Action {
     ctx.metrics.failed("sandboxtask");
-    tracing::warn!(error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let n = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key(&task)).or_default();
+        *n += 1;
+        *n
+    };
+    let wait = backoff(n);
+    tracing::warn!(task = %key(&task), error = %err, failures = n, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }
 
 /// The pod a task runs in: its name is the task's, so a restarted
@@ -773,6 +815,16 @@ mod tests {
             .and_then(|r| r.limits.as_ref())
             .expect("limits");
         assert_eq!(limits["memory"].0, "64Mi");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_to_a_bound() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
     }
 
     #[test]
