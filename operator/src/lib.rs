@@ -8,3 +8,6 @@ pub mod lease;
 pub mod metrics;
 pub mod placement;
 pub mod task;
+
+#[cfg(test)]
+mod task_tests;

@@ -254,6 +254,13 @@ async fn transition(
     Ok(())
 }
 
+/// One reconcile of a task that holds its finalizer (what `reconcile`
+/// runs), for the tests against a scripted API server.
+#[cfg(test)]
+pub(crate) async fn apply_for_test(task: &SandboxTask, ctx: &Ctx) -> Result<Action, Error> {
+    apply(task, ctx).await
+}
+
 async fn apply(task: &SandboxTask, ctx: &Ctx) -> Result<Action, Error> {
     let status = task.status.clone().unwrap_or_default();
     let phase = status.phase;
