@@ -721,3 +721,52 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
         ]);
     }
 }
+
+/// A task's `secretRefs` entry: the process sees the Secret's value in its
+/// environment, the pod's spec never holds it, and the result is redacted.
+#[test]
+fn k8s_a_tasks_secret_reaches_it_and_is_redacted_from_its_result() {
+    let Some(registry) = cluster() else { return };
+    let secret = unique("token");
+    let value = format!("s3cret-{}", unique("v"));
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        &secret,
+        "-n",
+        "default",
+        &format!("--from-literal=token={value}"),
+    ]);
+    let name = unique("with-secret");
+    let out = apply(&task(
+        &name,
+        &image(&registry),
+        "echo \"token is $GH_TOKEN\"; test \"${#GH_TOKEN}\" -gt 10 && echo long",
+        serde_json::json!({"secretRefs": [{"name": secret, "key": "token", "env": "GH_TOKEN"}]}),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_task(&name, Duration::from_secs(90), |t| {
+        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+    });
+    assert_eq!(phase(&t), "Succeeded", "{t}");
+    assert_eq!(
+        t["status"]["result"]["stdout"], "token is [REDACTED:GH_TOKEN]\nlong\n",
+        "{t}"
+    );
+    assert!(
+        !t.to_string().contains(&value),
+        "the value is nowhere in the task"
+    );
+    let pod = get("pod", t["status"]["pod"].as_str().expect("pod")).expect("pod");
+    assert!(
+        !pod.to_string().contains(&value),
+        "the value is not in the pod: {pod}"
+    );
+    kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
+    kubectl_ok(&["delete", "secret", &secret, "-n", "default"]);
+}

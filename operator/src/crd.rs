@@ -19,6 +19,10 @@ pub const READY_LABEL: &str = "rauha.dev/ready";
 pub const TASK_LABEL: &str = "rauha.dev/task";
 /// The shim's policy annotation (docs/shim.md).
 pub const POLICY_ANNOTATION: &str = "rauha.dev/policy";
+/// The shim's annotation of secrets read from mounted files (docs/shim.md).
+pub const SECRET_ENV_ANNOTATION: &str = "rauha.dev/secret-env";
+/// Where a task's pod mounts each of its secrets (`<dir>/<env>/value`).
+pub const SECRETS_DIR: &str = "/run/rauha/secrets";
 
 /// A preset policy by name, as `rauha sandbox --policy NAME` takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -121,6 +125,26 @@ pub struct EnvVar {
     pub value: String,
 }
 
+/// A Kubernetes Secret's key given to the task as an environment
+/// variable, the way `rauha sandbox --secret` does: the value is never in
+/// the pod's spec (the pod mounts the Secret; the node reads the file) and
+/// is redacted from the result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretRef {
+    /// The Secret, in the task's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its key.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// The environment variable the task sees it as.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub env: String,
+}
+
 /// What the task's process may use.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskResources {
@@ -173,6 +197,8 @@ pub struct SandboxTaskSpec {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_refs: Vec<SecretRef>,
     /// A `Zone` of this namespace whose policy and placement the task takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_ref: Option<String>,

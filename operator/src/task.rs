@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar as PodEnvVar, Node, Pod, PodSpec, ResourceRequirements,
+    Container, EnvVar as PodEnvVar, KeyToPath, Node, Pod, PodSpec, ResourceRequirements,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -23,7 +24,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalized};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::crd::{Phase, SandboxTask, SandboxTaskStatus, Zone, POLICY_ANNOTATION, TASK_LABEL};
+use crate::crd::{
+    Phase, SandboxTask, SandboxTaskStatus, Zone, POLICY_ANNOTATION, SECRETS_DIR,
+    SECRET_ENV_ANNOTATION, TASK_LABEL,
+};
 use crate::metrics::Metrics;
 use crate::placement::{self, Load, NodeView, Request};
 
@@ -563,15 +567,49 @@ pub fn task_pod(
             limits.insert("memory".to_string(), Quantity(mem.clone()));
         }
     }
+    // Each secret: a Secret volume of its one key, mounted read-only, and
+    // the path the shim reads it from in the annotation. No value here.
+    let mut annotations = BTreeMap::from([(POLICY_ANNOTATION.to_string(), policy.to_string())]);
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut secret_env = BTreeMap::new();
+    for (i, s) in task.spec.secret_refs.iter().enumerate() {
+        let volume = format!("rauha-secret-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: s.key.clone(),
+                    path: "value".into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o400),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+        let dir = format!("{SECRETS_DIR}/{}", s.env);
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: dir.clone(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        secret_env.insert(s.env.clone(), format!("{dir}/value"));
+    }
+    if !secret_env.is_empty() {
+        annotations.insert(
+            SECRET_ENV_ANNOTATION.to_string(),
+            serde_json::to_string(&secret_env).unwrap_or_default(),
+        );
+    }
     let pod = Pod {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_string()),
             namespace: task.namespace(),
             labels: Some(BTreeMap::from([(TASK_LABEL.to_string(), task.name_any())])),
-            annotations: Some(BTreeMap::from([(
-                POLICY_ANNOTATION.to_string(),
-                policy.to_string(),
-            )])),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -604,8 +642,10 @@ pub fn task_pod(
                     ..Default::default()
                 }),
                 termination_message_policy: Some("File".into()),
+                volume_mounts: (!mounts.is_empty()).then_some(mounts),
                 ..Default::default()
             }],
+            volumes: (!volumes.is_empty()).then_some(volumes),
             ..Default::default()
         }),
         status: None,
@@ -789,6 +829,7 @@ mod tests {
                 }),
                 timeout_seconds: Some(30),
                 ttl_seconds_after_finished: None,
+                secret_refs: Vec::new(),
             },
         );
         t.metadata.namespace = Some("default".into());
@@ -822,6 +863,38 @@ mod tests {
             .and_then(|r| r.limits.as_ref())
             .expect("limits");
         assert_eq!(limits["memory"].0, "64Mi");
+    }
+
+    #[test]
+    fn secrets_reach_the_pod_as_mounted_files_never_as_values() {
+        let mut t = task();
+        t.spec.secret_refs = vec![crate::crd::SecretRef {
+            name: "gh".into(),
+            key: "token".into(),
+            env: "GH_TOKEN".into(),
+        }];
+        let pod = task_pod(&t, "p", "n", "standard", &Default::default()).expect("pod");
+        let annotations = pod.metadata.annotations.expect("annotations");
+        assert_eq!(
+            annotations[SECRET_ENV_ANNOTATION],
+            r#"{"GH_TOKEN":"/run/rauha/secrets/GH_TOKEN/value"}"#
+        );
+        let spec = pod.spec.expect("spec");
+        let volume = &spec.volumes.as_ref().expect("volumes")[0];
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("gh"));
+        assert_eq!(secret.items.as_ref().expect("items")[0].key, "token");
+        let c = &spec.containers[0];
+        let mount = &c.volume_mounts.as_ref().expect("mounts")[0];
+        assert_eq!(mount.mount_path, "/run/rauha/secrets/GH_TOKEN");
+        assert_eq!(mount.read_only, Some(true));
+        assert!(
+            c.env
+                .iter()
+                .flatten()
+                .all(|e| e.name != "GH_TOKEN" && e.value_from.is_none()),
+            "no secret in the pod's env"
+        );
     }
 
     #[test]

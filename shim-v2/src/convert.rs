@@ -10,6 +10,7 @@ use rauha_api::v1;
 use crate::error::SpecError;
 use rauha_spec::policy::{NetworkMode, Policy, ResourcesSection};
 use serde_json::Value;
+use std::path::PathBuf;
 
 /// Pod annotations (CRI passes them when containerd's runtime config lists
 /// them in `pod_annotations` / `container_annotations`).
@@ -61,6 +62,62 @@ pub enum Role {
     Member { sandbox_id: String },
     /// A container placed into an existing named zone.
     Named { zone: String },
+}
+
+/// Secrets a container's process gets as environment variables, its value
+/// read from a file the pod mounts (a Kubernetes Secret volume): JSON
+/// `{"ENV": "/path/in/the/container"}`. The operator sets it; the values
+/// are never in the pod's spec, and the result envelope is redacted of them.
+pub const SECRET_ENV_ANNOTATION: &str = "rauha.dev/secret-env";
+
+/// The secrets of [`SECRET_ENV_ANNOTATION`]: each variable's name and the
+/// host file its container path is mounted from.
+pub fn secret_env(spec: &Value) -> Result<Vec<(String, PathBuf)>, SpecError> {
+    let Some(text) = annotation(spec, SECRET_ENV_ANNOTATION) else {
+        return Ok(Vec::new());
+    };
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| SpecError::SecretEnv(format!("not a JSON object of strings ({e})")))?;
+    let mounts = spec
+        .get("mounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    map.into_iter()
+        .map(|(env, path)| {
+            if env.is_empty() || env.contains('=') {
+                return Err(SpecError::SecretEnv(format!("{env:?} is no variable name")));
+            }
+            let dir = std::path::Path::new(&path);
+            // A Secret volume mounts a directory; the item is a file in it.
+            let source = mounts.iter().find_map(|m| {
+                let dest = std::path::Path::new(m.get("destination")?.as_str()?);
+                let src = std::path::Path::new(m.get("source")?.as_str()?);
+                if dest == dir {
+                    Some(src.to_path_buf())
+                } else {
+                    dir.strip_prefix(dest).ok().map(|rest| src.join(rest))
+                }
+            });
+            source
+                .map(|s| (env.clone(), s))
+                .ok_or_else(|| SpecError::SecretEnv(format!("{env}: no mount holds {path}")))
+        })
+        .collect()
+}
+
+/// The secrets' names and values, read from their files.
+pub fn secret_values(spec: &Value) -> Result<Vec<(String, String)>, SpecError> {
+    secret_env(spec)?
+        .into_iter()
+        .map(|(env, file)| {
+            std::fs::read_to_string(&file)
+                .map(|v| (env.clone(), v))
+                .map_err(|e| {
+                    SpecError::SecretEnv(format!("{env}: cannot read {}: {e}", file.display()))
+                })
+        })
+        .collect()
 }
 
 pub fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
@@ -385,6 +442,34 @@ pub fn metrics(u: &v1::Usage) -> Result<Any, crate::error::Error> {
             source,
         })?;
     Ok(any)
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_env_maps_each_variable_to_its_mounted_file() {
+        let dir = std::env::temp_dir().join(format!("rauha-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("token"), "s3cret").expect("write");
+        let spec = json!({
+            "annotations": {SECRET_ENV_ANNOTATION: r#"{"GH_TOKEN": "/run/rauha/secrets/gh/token"}"#},
+            "mounts": [{"destination": "/run/rauha/secrets/gh", "source": dir.display().to_string()}],
+        });
+        assert_eq!(
+            secret_values(&spec).expect("values"),
+            vec![("GH_TOKEN".to_string(), "s3cret".to_string())]
+        );
+        let unmounted = json!({"annotations": {SECRET_ENV_ANNOTATION: r#"{"A": "/nowhere"}"#}});
+        assert!(secret_env(&unmounted).is_err());
+        let bad = json!({"annotations": {SECRET_ENV_ANNOTATION: "not json"}});
+        let err = secret_env(&bad).expect_err("refused").to_string();
+        assert!(err.contains("rauha.dev/secret-env"), "{err}");
+        assert!(secret_env(&json!({})).expect("none").is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
 
 #[cfg(test)]

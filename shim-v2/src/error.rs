@@ -88,6 +88,8 @@ pub enum SpecError {
     },
     #[error("{0}")]
     Policy(#[from] rauha_spec::PolicyError),
+    #[error("annotation rauha.dev/secret-env: {0}; it maps environment variable names to the paths where the pod mounts each Secret's file")]
+    SecretEnv(String),
 }
 
 /// An OCI bundle's `config.json` that cannot be taken.

@@ -18,6 +18,13 @@ impl Service {
         let mut init =
             convert::process(spec.get("process").unwrap_or(&Value::Null)).map_err(Error::from)?;
         init.terminal = req.terminal;
+        // Secrets reach the process's environment from the files the pod
+        // mounts, never through the pod's spec.
+        for (env, value) in convert::secret_values(&spec).map_err(Error::from)? {
+            init.env
+                .retain(|e| e.split('=').next() != Some(env.as_str()));
+            init.env.push(format!("{env}={value}"));
+        }
         let mut root = None;
         let (zone, owns_zone) = match convert::role(&spec) {
             Role::Owner => {

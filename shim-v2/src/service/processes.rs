@@ -170,6 +170,16 @@ impl Service {
             log::warn!("no result for container {container_id}: rauhad did not give its zone's enforcement");
             return;
         };
+        // What leaves the node is redacted of the pod's secrets.
+        let secrets = read_bundle_spec(&bundle)
+            .ok()
+            .and_then(|spec| convert::secret_values(&spec).ok())
+            .unwrap_or_default();
+        let logs = logs.map(|mut l| {
+            l.stdout = redact(&l.stdout, &secrets);
+            l.stderr = redact(&l.stderr, &secrets);
+            l
+        });
         let message = result_envelope(ended, &zone, logs.as_ref(), &enforcement, oom);
         if let Err(e) = std::fs::write(&path, message) {
             log::warn!(
@@ -178,6 +188,28 @@ impl Service {
             );
         }
     }
+}
+
+/// `bytes` with each secret's value replaced by `[REDACTED:NAME]`.
+pub(super) fn redact(bytes: &[u8], secrets: &[(String, String)]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for (name, value) in secrets.iter().filter(|(_, v)| !v.is_empty()) {
+        let marker = format!("[REDACTED:{name}]");
+        let v = value.as_bytes();
+        let mut next = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(v) {
+                next.extend_from_slice(marker.as_bytes());
+                i += v.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
 }
 
 /// The host file the spec mounts at `/dev/termination-log` (kubelet's).

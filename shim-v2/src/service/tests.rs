@@ -590,3 +590,16 @@ fn a_result_envelope_fits_a_termination_message() {
     assert!(v["stdout"].as_str().expect("stdout").starts_with("y\ny\n"));
     assert_eq!(v["enforcement"]["score"], 51);
 }
+
+#[test]
+fn a_pods_secrets_are_redacted_from_its_result() {
+    let secrets = vec![("GH_TOKEN".to_string(), "s3cret".to_string())];
+    assert_eq!(
+        super::processes::redact(b"token=s3cret; again s3cret", &secrets),
+        b"token=[REDACTED:GH_TOKEN]; again [REDACTED:GH_TOKEN]".to_vec()
+    );
+    assert_eq!(
+        super::processes::redact(b"nothing", &secrets),
+        b"nothing".to_vec()
+    );
+}
