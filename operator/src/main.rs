@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Config};
 use rauha_operator::crd::{SandboxTask, TASK_LABEL};
 use rauha_operator::lease::Elector;
 use rauha_operator::metrics::Metrics;
-use rauha_operator::task::{self, Ctx};
+use rauha_operator::task::{self, Caches, Ctx};
 
 #[derive(Parser)]
 #[command(
@@ -127,7 +128,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
             instance: Some(identity),
         },
     );
-    let ctx = Arc::new(Ctx::new(client.clone(), recorder, metrics));
+    // Watch caches of nodes and task pods: placement reads them rather
+    // than listing the cluster for every task.
+    let (nodes, nodes_writer) = reflector::store::<Node>();
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    tokio::spawn(
+        reflector(
+            nodes_writer,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(|_| std::future::ready(())),
+    );
+    tokio::spawn(
+        reflector(
+            pods_writer,
+            watcher(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().labels(TASK_LABEL),
+            ),
+        )
+        .default_backoff()
+        .for_each(|_| std::future::ready(())),
+    );
+    nodes.wait_until_ready().await?;
+    pods.wait_until_ready().await?;
+    let ctx =
+        Arc::new(Ctx::new(client.clone(), recorder, metrics).with_caches(Caches { nodes, pods }));
     let tasks: Api<SandboxTask> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client);
     Controller::new(tasks, watcher::Config::default())

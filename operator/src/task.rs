@@ -36,10 +36,18 @@ pub const MANAGER: &str = "rauha-operator";
 /// Longest stdout or stderr a status keeps; `kubectl logs` has the rest.
 pub const MAX_STATUS_OUTPUT: usize = 1024;
 
+/// The operator's watch caches of nodes and of task pods.
+pub struct Caches {
+    pub nodes: kube::runtime::reflector::Store<Node>,
+    pub pods: kube::runtime::reflector::Store<Pod>,
+}
+
 pub struct Ctx {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// None in the tests against a scripted API server.
+    pub caches: Option<Caches>,
     /// Failed reconciles in a row, by task (namespace/name): the backoff.
     pub failures: std::sync::Mutex<BTreeMap<String, u32>>,
 }
@@ -50,8 +58,14 @@ impl Ctx {
             client,
             recorder,
             metrics,
+            caches: None,
             failures: Default::default(),
         }
+    }
+
+    pub fn with_caches(mut self, caches: Caches) -> Ctx {
+        self.caches = Some(caches);
+        self
     }
 }
 
@@ -422,21 +436,36 @@ async fn place(
         node_selector: zone_placement.node_selector.clone(),
         tolerations: zone_placement.tolerations.clone(),
     };
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let views: Vec<NodeView> = nodes
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(node_view)
-        .collect();
-    let all_pods: Api<Pod> = Api::all(ctx.client.clone());
+    // From the watch caches when the operator runs (no list per task),
+    // from the API server otherwise.
+    let views: Vec<NodeView> = match &ctx.caches {
+        Some(c) => c.nodes.state().iter().map(|n| node_view(n)).collect(),
+        None => {
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            nodes
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(node_view)
+                .collect()
+        }
+    };
+    let task_pods: Vec<Arc<Pod>> = match &ctx.caches {
+        Some(c) => c.pods.state(),
+        None => {
+            let all_pods: Api<Pod> = Api::all(ctx.client.clone());
+            all_pods
+                .list(&ListParams::default().labels(TASK_LABEL))
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        }
+    };
     let mut load: BTreeMap<String, Load> = BTreeMap::new();
-    for p in all_pods
-        .list(&ListParams::default().labels(TASK_LABEL))
-        .await?
-        .items
-    {
+    for p in task_pods {
         let done = matches!(
             p.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
