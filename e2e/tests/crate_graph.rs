@@ -40,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("rauha-cli", &["rauha-api", "rauha-spec"]),
     ("rauha-shim-v2", &["rauha-api", "rauha-spec", "rauha-fd"]),
+    ("rauha-operator", &["rauha-spec"]),
 ];
 
 /// Crates that may depend on anything (they test or measure the rest).
