@@ -1169,7 +1169,7 @@ disabled_plugins = [{disabled}]
 
     /// Removes pods (when a crictl was used), then every task and container
     /// in every namespace.
-    fn remove_workloads(&mut self) {
+    pub fn remove_workloads(&mut self) {
         if !self.running() {
             return;
         }

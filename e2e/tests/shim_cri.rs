@@ -122,6 +122,9 @@ impl Cri {
 
 impl Drop for Cri {
     fn drop(&mut self) {
+        // Pods a test left go first, while rauhad runs: a shim killed with
+        // its pod still there would be started again by rauhad's keeper.
+        self.ctd.remove_workloads();
         // The pods' parents (kubelet would own them): deepest first, in
         // every hierarchy, once containerd and rauhad removed the zones.
         self.ctd.stop();
@@ -837,5 +840,8 @@ fn cri_pod_survives_kill_nine_cycles_of_rauhad() {
         let orphans = cri.d.bpf_orphans(&ids, &[PODS_CGROUP]);
         assert!(orphans.is_empty(), "cycle {cycle}: {orphans:?}");
     }
+    cri.crictl(&["stopp", &pod.0]);
+    cri.crictl(&["rmp", &pod.0]);
+    assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
     eprintln!("{cycles} kill -9 cycles with a pod: the pod and its container went on through each");
 }
