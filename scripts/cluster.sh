@@ -133,7 +133,8 @@ import ipaddress, subprocess, sys
 net = ipaddress.ip_network(sys.argv[1])
 for line in subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout.splitlines():
     dst = line.split()[0]
-    if dst == "default":
+    # The cluster's own bridge (a second `up`) is no conflict.
+    if dst == "default" or " dev rauha-cni0 " in f" {line} ":
         continue
     if net.overlaps(ipaddress.ip_network(dst, strict=False)):
         sys.exit(0)

@@ -19,8 +19,13 @@ impl Service {
             convert::process(spec.get("process").unwrap_or(&Value::Null)).map_err(Error::from)?;
         init.terminal = req.terminal;
         // Secrets reach the process's environment from the files the pod
-        // mounts, never through the pod's spec.
-        for (env, value) in convert::secret_values(&spec).map_err(Error::from)? {
+        // mounts, never through the pod's spec. The pod's own sandbox (its
+        // zone) runs no task and mounts no secret.
+        let secrets = match convert::role(&spec) {
+            Role::Owner => Vec::new(),
+            _ => convert::secret_values(&spec).map_err(Error::from)?,
+        };
+        for (env, value) in secrets {
             init.env
                 .retain(|e| e.split('=').next() != Some(env.as_str()));
             init.env.push(format!("{env}={value}"));
