@@ -183,6 +183,13 @@ fn zone_gone(sandbox: &str) {
     }
 }
 
+/// Polls the task until it has finished (at most `limit`).
+fn wait_finished(name: &str, limit: Duration) -> Value {
+    wait_task(name, limit, |t| {
+        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
+    })
+}
+
 fn phase(t: &Value) -> &str {
     t["status"]["phase"].as_str().unwrap_or("")
 }
@@ -216,9 +223,7 @@ fn k8s_a_sandbox_task_succeeds_with_the_nodes_result() {
     assert_eq!(pod["spec"]["runtimeClassName"], "rauha");
     assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
     assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "SandboxTask");
-    let t = wait_task(&name, Duration::from_secs(90), |t| {
-        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
-    });
+    let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Succeeded", "{t}");
     let r = &t["status"]["result"];
     assert_eq!(r["exit_code"], 0, "{t}");
@@ -255,9 +260,7 @@ fn k8s_a_failing_task_fails_with_its_exit_code() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = wait_task(&name, Duration::from_secs(90), |t| {
-        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
-    });
+    let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Failed", "{t}");
     assert_eq!(t["status"]["result"]["exit_code"], 3, "{t}");
     assert_eq!(t["status"]["result"]["stderr"], "no\n", "{t}");
@@ -477,9 +480,7 @@ fn k8s_twenty_tasks_at_once_each_end_with_their_own_result() {
         );
     }
     for (i, name) in names.iter().enumerate() {
-        let t = wait_task(name, Duration::from_secs(180), |t| {
-            ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
-        });
+        let t = wait_finished(name, Duration::from_secs(180));
         assert_eq!(phase(&t), "Succeeded", "{t}");
         assert_eq!(
             t["status"]["result"]["stdout"],
@@ -535,9 +536,7 @@ fn k8s_a_task_in_a_strict_zone_cannot_write_outside_its_paths() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = wait_task(&name, Duration::from_secs(90), |t| {
-        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
-    });
+    let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Failed", "{t}");
     let stderr = t["status"]["result"]["stderr"].as_str().unwrap_or_default();
     assert!(
@@ -630,9 +629,7 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     let _ = standby.try_wait();
     let standby = Kill(standby);
     for (i, n) in names.iter().enumerate() {
-        let t = wait_task(n, Duration::from_secs(120), |t| {
-            ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
-        });
+        let t = wait_finished(n, Duration::from_secs(120));
         assert_eq!(phase(&t), "Succeeded", "{t}");
         assert_eq!(
             t["status"]["result"]["stdout"],
@@ -750,9 +747,7 @@ fn k8s_a_tasks_secret_reaches_it_and_is_redacted_from_its_result() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = wait_task(&name, Duration::from_secs(90), |t| {
-        ["Succeeded", "Failed", "TimedOut"].contains(&phase(t))
-    });
+    let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Succeeded", "{t}");
     assert_eq!(
         t["status"]["result"]["stdout"], "token is [REDACTED:GH_TOKEN]\nlong\n",

@@ -157,26 +157,7 @@ fn idmapped_tree(
     if readonly {
         set |= MOUNT_ATTR_RDONLY;
     }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns as u64,
-    };
-    // SAFETY: `attr` is a valid `struct mount_attr` of the size given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | rec,
-            &attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_attr(&tree, set, userns as u64, recursive)?;
     Ok(tree)
 }
 
@@ -213,11 +194,17 @@ fn take_probed(source: &Path, recursive: bool, readonly: bool) -> Option<io::Res
     if !readonly {
         return Some(Ok(tree));
     }
+    Some(set_attr(&tree, MOUNT_ATTR_RDONLY, 0, recursive).map(|()| tree))
+}
+
+/// `mount_setattr` on a detached tree: sets `set` (with `userns_fd` for
+/// MOUNT_ATTR_IDMAP), on its whole subtree when `recursive`.
+fn set_attr(tree: &OwnedFd, set: u64, userns_fd: u64, recursive: bool) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd,
     };
     let rec = if recursive {
         libc::AT_RECURSIVE as libc::c_uint
@@ -235,11 +222,10 @@ fn take_probed(source: &Path, recursive: bool, readonly: bool) -> Option<io::Res
             std::mem::size_of::<MountAttr>(),
         )
     };
-    Some(if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(tree)
-    })
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Binds `source` at `target`, idmapped through the zone's namespace.
