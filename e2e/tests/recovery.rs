@@ -458,10 +458,9 @@ fn a_timeout_is_kept_while_rauhad_is_away() {
             .is_some_and(|e| e.iter().any(|e| e["kind"] == "timed_out")),
         "{r}"
     );
-    assert!(
-        r["duration_ms"].as_u64().is_some_and(|ms| ms < 5_000),
-        "ended at its deadline, not when rauhad came back: {r}"
-    );
+    // (The zone's processes were gone before rauhad came back: checked
+    // above. `duration_ms` counts until the restarted rauhad concluded the
+    // task, so it includes the time rauhad was away.)
 }
 
 /// The zone's agent killed from the host mid-task: the task fails with a
