@@ -63,6 +63,16 @@ fn apply(doc: &Value) -> Output {
     child.wait_with_output().expect("kubectl apply")
 }
 
+/// [`apply`], which must succeed.
+fn apply_ok(doc: &Value) {
+    let out = apply(doc);
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -271,17 +281,12 @@ fn k8s_a_failing_task_fails_with_its_exit_code() {
 fn k8s_a_task_past_its_timeout_ends_timed_out_and_its_pod_goes() {
     let Some(registry) = cluster() else { return };
     let name = unique("slow");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "sleep 600",
         serde_json::json!({"timeoutSeconds": 2}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let running = wait_task(&name, Duration::from_secs(60), |t| {
         ["Running", "TimedOut"].contains(&phase(t))
     });
@@ -309,17 +314,12 @@ fn k8s_a_task_past_its_timeout_ends_timed_out_and_its_pod_goes() {
 fn k8s_deleting_a_running_task_removes_its_pod_and_ttl_deletes_finished_ones() {
     let Some(registry) = cluster() else { return };
     let name = unique("deleted");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "sleep 600",
         serde_json::json!({}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = wait_task(&name, Duration::from_secs(90), |t| phase(t) == "Running");
     let pod = t["status"]["pod"].as_str().expect("pod").to_string();
     // The pod is a zone of the node's rauhad while it runs.
@@ -342,17 +342,12 @@ fn k8s_deleting_a_running_task_removes_its_pod_and_ttl_deletes_finished_ones() {
     zone_gone(&sandbox);
 
     let short = unique("short-lived");
-    let out = apply(&task(
+    apply_ok(&task(
         &short,
         &image(&registry),
         "true",
         serde_json::json!({"ttlSecondsAfterFinished": 1}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if get("sandboxtask", &short).is_none() {
@@ -381,17 +376,12 @@ fn k8s_bad_tasks_and_edits_are_refused_by_the_schema() {
     assert!(err.contains("timeoutSeconds"), "{err}");
 
     let name = unique("fixed");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "sleep 30",
         serde_json::json!({}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let edited = apply(&task(
         &name,
         &image(&registry),
@@ -425,12 +415,7 @@ fn k8s_a_plain_pod_under_runtimeclass_rauha_runs_with_logs_and_exec() {
             }],
         },
     });
-    let out = apply(&pod);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_ok(&pod);
     kubectl_ok(&[
         "wait",
         "--for=condition=Ready",
@@ -467,17 +452,12 @@ fn k8s_twenty_tasks_at_once_each_end_with_their_own_result() {
     let prefix = unique("many");
     let names: Vec<String> = (0..20).map(|i| format!("{prefix}-{i}")).collect();
     for (i, name) in names.iter().enumerate() {
-        let out = apply(&task(
+        apply_ok(&task(
             name,
             &image(&registry),
             &format!("echo task-{i}"),
             serde_json::json!({}),
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
     for (i, name) in names.iter().enumerate() {
         let t = wait_finished(name, Duration::from_secs(180));
@@ -513,29 +493,19 @@ fn cluster_dir() -> std::path::PathBuf {
 fn k8s_a_task_in_a_strict_zone_cannot_write_outside_its_paths() {
     let Some(registry) = cluster() else { return };
     let zone = unique("strict");
-    let out = apply(&serde_json::json!({
+    apply_ok(&serde_json::json!({
         "apiVersion": "rauha.dev/v1alpha1",
         "kind": "Zone",
         "metadata": {"name": zone, "namespace": "default"},
         "spec": {"preset": "strict"},
     }));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let name = unique("writer");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "echo ok > /tmp/fine && echo owned > /etc/owned",
         serde_json::json!({"zoneRef": zone}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Failed", "{t}");
     let stderr = t["status"]["result"]["stderr"].as_str().unwrap_or_default();
@@ -546,17 +516,12 @@ fn k8s_a_task_in_a_strict_zone_cannot_write_outside_its_paths() {
     );
     // A task naming a zone that does not exist fails with the reason.
     let orphan = unique("no-zone");
-    let out = apply(&task(
+    apply_ok(&task(
         &orphan,
         &image(&registry),
         "true",
         serde_json::json!({"zoneRef": "absent"}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = wait_task(&orphan, Duration::from_secs(30), |t| phase(t) == "Failed");
     assert!(
         t["status"]["message"]
@@ -672,17 +637,12 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
         String::from_utf8_lossy(&out.stderr)
     );
     let n = unique("after");
-    let out = apply(&task(
+    apply_ok(&task(
         &n,
         &image(&registry),
         "echo after",
         serde_json::json!({}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = wait_task(&n, Duration::from_secs(60), |t| phase(t) == "Succeeded");
     assert_eq!(t["status"]["result"]["stdout"], "after\n");
     // The standby goes; the cluster's operator takes the lease again.
