@@ -212,17 +212,12 @@ fn image(registry: &str) -> String {
 fn k8s_a_sandbox_task_succeeds_with_the_nodes_result() {
     let Some(registry) = cluster() else { return };
     let name = unique("hello");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "echo hi; exit 0",
         serde_json::json!({}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // While it runs (or once it is placed) its pod is under RuntimeClass
     // rauha, with no service-account token.
     let placed = wait_task(&name, Duration::from_secs(60), |t| {
@@ -259,17 +254,12 @@ fn k8s_a_sandbox_task_succeeds_with_the_nodes_result() {
 fn k8s_a_failing_task_fails_with_its_exit_code() {
     let Some(registry) = cluster() else { return };
     let name = unique("fails");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "echo no >&2; exit 3",
         serde_json::json!({}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Failed", "{t}");
     assert_eq!(t["status"]["result"]["exit_code"], 3, "{t}");
@@ -554,17 +544,12 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     let prefix = unique("survives");
     let names: Vec<String> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
     for (i, n) in names.iter().enumerate() {
-        let out = apply(&task(
+        apply_ok(&task(
             n,
             &image(&registry),
             &format!("sleep 2; echo done-{i}"),
             serde_json::json!({}),
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
     std::thread::sleep(Duration::from_millis(700));
     // SAFETY: kill with plain integers.
@@ -696,17 +681,12 @@ fn k8s_a_tasks_secret_reaches_it_and_is_redacted_from_its_result() {
         &format!("--from-literal=token={value}"),
     ]);
     let name = unique("with-secret");
-    let out = apply(&task(
+    apply_ok(&task(
         &name,
         &image(&registry),
         "echo \"token is $GH_TOKEN\"; test \"${#GH_TOKEN}\" -gt 10 && echo long",
         serde_json::json!({"secretRefs": [{"name": secret, "key": "token", "env": "GH_TOKEN"}]}),
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = wait_finished(&name, Duration::from_secs(90));
     assert_eq!(phase(&t), "Succeeded", "{t}");
     assert_eq!(

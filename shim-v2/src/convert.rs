@@ -78,32 +78,42 @@ pub fn secret_env(spec: &Value) -> Result<Vec<(String, PathBuf)>, SpecError> {
     };
     let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
         .map_err(|e| SpecError::SecretEnv(format!("not a JSON object of strings ({e})")))?;
-    let mounts = spec
-        .get("mounts")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     map.into_iter()
         .map(|(env, path)| {
             if env.is_empty() || env.contains('=') {
                 return Err(SpecError::SecretEnv(format!("{env:?} is no variable name")));
             }
-            let dir = std::path::Path::new(&path);
-            // A Secret volume mounts a directory; the item is a file in it.
-            let source = mounts.iter().find_map(|m| {
-                let dest = std::path::Path::new(m.get("destination")?.as_str()?);
-                let src = std::path::Path::new(m.get("source")?.as_str()?);
-                if dest == dir {
-                    Some(src.to_path_buf())
-                } else {
-                    dir.strip_prefix(dest).ok().map(|rest| src.join(rest))
-                }
-            });
-            source
+            host_path(spec, std::path::Path::new(&path))
                 .map(|s| (env.clone(), s))
                 .ok_or_else(|| SpecError::SecretEnv(format!("{env}: no mount holds {path}")))
         })
         .collect()
+}
+
+/// The host path a container path comes from, through the spec's mounts:
+/// a mount's source, or a file under a mounted directory (a Secret
+/// volume's item).
+/// The mount that covers it most closely wins (`/dev/termination-log`'s own
+/// bind, not the `/dev` tmpfs); only binds (an absolute source) count.
+pub fn host_path(spec: &Value, path: &std::path::Path) -> Option<PathBuf> {
+    spec.get("mounts")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| {
+            let dest = std::path::Path::new(m.get("destination")?.as_str()?);
+            let src = std::path::Path::new(m.get("source")?.as_str()?);
+            let rest = path.strip_prefix(dest).ok()?;
+            // (`join` of an empty rest would add a trailing slash.)
+            let host = if rest.as_os_str().is_empty() {
+                src.to_path_buf()
+            } else {
+                src.join(rest)
+            };
+            src.is_absolute()
+                .then_some((dest.components().count(), host))
+        })
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, p)| p)
 }
 
 /// The secrets' names and values, read from their files.

@@ -145,7 +145,12 @@ impl Service {
         if !member {
             return;
         }
-        let Some(path) = termination_log(&bundle) else {
+        let Ok(spec) = read_bundle_spec(&bundle) else {
+            return;
+        };
+        // kubelet's termination message file.
+        let Some(path) = convert::host_path(&spec, std::path::Path::new("/dev/termination-log"))
+        else {
             return;
         };
         let logs = match self.inner.rauhad.processes().await {
@@ -171,10 +176,7 @@ impl Service {
             return;
         };
         // What leaves the node is redacted of the pod's secrets.
-        let secrets = read_bundle_spec(&bundle)
-            .ok()
-            .and_then(|spec| convert::secret_values(&spec).ok())
-            .unwrap_or_default();
+        let secrets = convert::secret_values(&spec).unwrap_or_default();
         let logs = logs.map(|mut l| {
             l.stdout = redact(&l.stdout, &secrets);
             l.stderr = redact(&l.stderr, &secrets);
@@ -210,17 +212,6 @@ pub(super) fn redact(bytes: &[u8], secrets: &[(String, String)]) -> Vec<u8> {
         out = next;
     }
     out
-}
-
-/// The host file the spec mounts at `/dev/termination-log` (kubelet's).
-fn termination_log(bundle: &std::path::Path) -> Option<PathBuf> {
-    let spec = read_bundle_spec(bundle).ok()?;
-    spec.get("mounts")?
-        .as_array()?
-        .iter()
-        .find(|m| m.get("destination").and_then(Value::as_str) == Some("/dev/termination-log"))
-        .and_then(|m| m.get("source").and_then(Value::as_str))
-        .map(PathBuf::from)
 }
 
 /// The result as JSON of at most TERMINATION_MESSAGE_MAX bytes.

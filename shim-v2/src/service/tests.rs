@@ -603,3 +603,17 @@ fn a_pods_secrets_are_redacted_from_its_result() {
         b"nothing".to_vec()
     );
 }
+
+#[test]
+fn the_termination_log_is_its_own_bind_not_the_dev_tmpfs() {
+    let spec = serde_json::json!({"mounts": [
+        {"destination": "/dev", "source": "tmpfs", "type": "tmpfs"},
+        {"destination": "/dev/termination-log", "source": "/var/lib/kubelet/pods/u/containers/c/1"},
+        {"destination": "/", "source": "/rootfs"},
+    ]});
+    let found = crate::convert::host_path(&spec, std::path::Path::new("/dev/termination-log"))
+        .expect("found");
+    // As text: PathBuf's == ignores a trailing slash, which makes a file
+    // path unwritable.
+    assert_eq!(found.as_os_str(), "/var/lib/kubelet/pods/u/containers/c/1");
+}
