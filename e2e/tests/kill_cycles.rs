@@ -248,6 +248,21 @@ fn kill_nine_at_random_points_loses_no_task_and_leaves_no_orphan() {
                             want.as_str(),
                             "cycle {cycle} (taken over: {resumed}): {r}"
                         );
+                        // A commit, even one rauhad's kill cut (undone and
+                        // made again, or finished), reports what it wrote.
+                        if want == "wrote\n" {
+                            assert_eq!(r["workspace"], "committed", "cycle {cycle}: {r}");
+                            let paths: Vec<&str> = r["files_changed"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|c| c["path"].as_str())
+                                .collect();
+                            assert!(
+                                paths.len() == 1 && paths[0].starts_with('c'),
+                                "cycle {cycle}: {r}"
+                            );
+                        }
                     }
                 }
                 other => panic!("cycle {cycle}: task {id} ended {other:?}: {r}"),

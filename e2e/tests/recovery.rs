@@ -532,3 +532,101 @@ fn a_killed_zone_agent_fails_its_task_with_the_reason() {
     let again = d.cli(&["sandbox", "--", "echo", "ok"]);
     assert_eq!(String::from_utf8_lossy(&again.stdout), "ok\n");
 }
+
+/// rauhad killed in the middle of a workspace commit: the restarted rauhad
+/// undoes the half-made commit from its journal, makes it again from the
+/// zone it took over, and the task's one result lists every change; the
+/// repository holds all of them and nothing of the commit's own.
+#[test]
+fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
+    if !ready() {
+        return;
+    }
+    const FILES: usize = 9000;
+    let mut d = Daemon::start();
+    let repo = d.dir.join("cut-repo");
+    std::fs::create_dir_all(&repo).expect("repo");
+    std::fs::write(repo.join("README"), "before\n").expect("README");
+    // Each file one more step of the commit (and two journal lines): long
+    // enough that the kill lands in the middle.
+    let script = format!(
+        "mkdir /workspace/many && cd /workspace/many && i=0; \
+         while [ $i -lt {FILES} ]; do printf '%s\\n' $i > f$i; i=$((i+1)); done; \
+         echo > /workspace/README; echo wrote"
+    );
+    let client = std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
+        .args(["sandbox", "--json", "--repo-path"])
+        .arg(&repo)
+        .args(["--on-success", "commit", "--", "sh", "-c", &script])
+        .env("RAUHA_ADDR", d.addr())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rauha");
+    let staging = |repo: &std::path::Path| {
+        std::fs::read_dir(repo).expect("repo").flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".rauha-commit-")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !staging(&repo) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit did not start: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    d.kill9();
+    assert!(staging(&repo), "the commit ended before the kill");
+    let half = std::fs::read_dir(repo.join("many"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(half < FILES, "the kill came after the last file");
+    let out = client.wait_with_output().expect("client");
+    assert_eq!(out.status.code(), Some(125));
+    let id = rauha_e2e::json(&out)["task_id"]
+        .as_str()
+        .expect("the task's id")
+        .to_string();
+
+    d.spawn(&[]);
+    let out = d.cli(&["task", "get", &id, "--wait", "--json"]);
+    let r = rauha_e2e::json(&out);
+    assert_eq!(r["status"], "succeeded", "{}", r["error"]);
+    assert_eq!(r["stdout"], "wrote\n");
+    assert_eq!(r["workspace"], "committed", "{}", r["error"]);
+    assert!(
+        d.log().contains("a commit cut by rauhad's stop was undone"),
+        "{}",
+        d.log()
+    );
+    let listed = r["files_changed"].as_array().map_or(0, Vec::len);
+    // The directory, its files, and README.
+    assert_eq!(listed, FILES + 2, "{}", r["error"]);
+    let many: Vec<_> = std::fs::read_dir(repo.join("many"))
+        .expect("many")
+        .flatten()
+        .collect();
+    assert_eq!(many.len(), FILES, "files {half} at the kill");
+    for i in [0, FILES / 2, FILES - 1] {
+        assert_eq!(
+            std::fs::read_to_string(repo.join(format!("many/f{i}"))).expect("file"),
+            format!("{i}\n")
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README")).expect("README"),
+        "\n"
+    );
+    let left: Vec<String> = std::fs::read_dir(&repo)
+        .expect("repo")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rauha-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?} left in the repository");
+    reap_orphans();
+}

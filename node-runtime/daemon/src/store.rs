@@ -120,6 +120,10 @@ pub struct ProcessRecord {
     pub stdin_path: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// The zone's agent killed it at its deadline (while no rauhad was
+    /// there to).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deadline: bool,
     pub started_ms: u64,
     pub ended_ms: u64,
 }
@@ -450,6 +454,7 @@ mod tests {
                     stderr_path: None,
                     exit_code: None,
                     signal: None,
+                    deadline: false,
                     started_ms: 0,
                     ended_ms: 0,
                 })

@@ -34,7 +34,7 @@ fn added_file(path: &str, size: u64) -> FileChange {
 /// not move.
 fn refused(s: &Scratch, changes: &[FileChange]) -> WorkspaceError {
     let before = tree_digest(&s.lower());
-    let err = commit(&s.lower(), &s.upper(), changes).unwrap_err();
+    let err = commit(&s.lower(), &s.upper(), changes, &s.journal()).unwrap_err();
     assert_eq!(
         tree_digest(&s.lower()),
         before,
@@ -118,7 +118,7 @@ fn commit_applies_exactly_the_scanned_changes() {
             "Added File was-file/inner",
         ]
     );
-    commit(&l, &u, &changes).unwrap();
+    commit(&l, &u, &changes, &s.journal()).unwrap();
     assert_eq!(tree_digest(&l), merged);
     assert!(
         fs::read_dir(&outside).unwrap().next().is_none(),
@@ -211,7 +211,7 @@ fn a_failed_step_rolls_everything_back() {
     changes.push(added_file("zzz.txt", 3));
 
     let before = tree_digest(&l);
-    let err = commit(&l, &u, &changes).unwrap_err();
+    let err = commit(&l, &u, &changes, &s.journal()).unwrap_err();
     match &err {
         WorkspaceError::Apply { path, step, .. } => {
             assert_eq!(
@@ -306,7 +306,7 @@ fn commit_of_nothing_writes_nothing() {
     let s = Scratch::new("commit-empty");
     write(&s.lower().join("a"), b"a\n", 0o644);
     let before = tree_digest(&s.lower());
-    commit(&s.lower(), &s.upper(), &[]).unwrap();
+    commit(&s.lower(), &s.upper(), &[], &s.journal()).unwrap();
     assert_eq!(tree_digest(&s.lower()), before);
 }
 
@@ -326,7 +326,7 @@ fn new_entries_take_the_owner_they_replace_or_their_directory() {
     symlink("new", &u.join("d/link"));
     write(&u.join("d/sub/f"), b"f\n", 0o644);
     let changes = scan(&l, &u, CAP).unwrap();
-    commit(&l, &u, &changes).unwrap();
+    commit(&l, &u, &changes, &s.journal()).unwrap();
     let owner = |p: &str| {
         let m = fs::symlink_metadata(l.join(p)).unwrap();
         (m.uid(), m.gid())
@@ -343,6 +343,9 @@ fn a_failed_undo_keeps_going_and_keeps_the_staging_directory() {
     let l = s.lower();
     let staging_name = ".rauha-commit-test";
     write(&l.join(staging_name).join("0"), b"old a\n", 0o644);
+    write(&l.join(staging_name).join("1"), b"old b\n", 0o644);
+    // Something took b's place: its backup cannot go back.
+    write(&l.join("b"), b"someone else's\n", 0o644);
     let repo = DirFd::open(&l).unwrap();
     let upper = DirFd::open(&s.upper()).unwrap();
     let mut tx = Transaction {
@@ -350,13 +353,14 @@ fn a_failed_undo_keeps_going_and_keeps_the_staging_directory() {
         upper: &upper,
         staging: repo.open_dir(std::ffi::OsStr::new(staging_name)).unwrap(),
         staging_name,
-        undo: vec![
-            Undo::Restore {
+        journal: crate::journal::Journal::create(&s.journal()).unwrap(),
+        intended: vec![
+            Record::Backup {
                 path: "a".into(),
                 backup: "0".into(),
             },
-            // Undone first, and fails: its backup is not there.
-            Undo::Restore {
+            // Undone first, and fails.
+            Record::Backup {
                 path: "b".into(),
                 backup: "1".into(),
             },
@@ -371,5 +375,129 @@ fn a_failed_undo_keeps_going_and_keeps_the_staging_directory() {
     // The undo after the failed one still ran, and the staging directory
     // stays for whatever could not be put back.
     assert_eq!(fs::read(l.join("a")).unwrap(), b"old a\n");
-    assert!(l.join(staging_name).is_dir());
+    assert_eq!(fs::read(l.join("b")).unwrap(), b"someone else's\n");
+    assert!(l.join(staging_name).join("1").is_file());
+}
+
+/// The repository of [`a_commit_killed_at_any_point_is_undone_or_finished`]
+/// and what its task did: every kind of step (backups, temporary files and
+/// symlinks put in place, new and chmodded directories, deletions).
+fn kill_layers(s: &Scratch) -> Vec<FileChange> {
+    let (l, u) = (s.lower(), s.upper());
+    write(&l.join("README"), b"hello\n", 0o644);
+    write(&l.join("src/old.rs"), b"old\n", 0o644);
+    write(&l.join("gone/a"), b"a\n", 0o644);
+    symlink("README", &l.join("link"));
+    mkdir(&l.join("modes"), 0o755);
+    write(&u.join("README"), b"hello\nworld\n", 0o644);
+    mkdir(&u.join("src"), 0o755);
+    whiteout(&u.join("src/old.rs"));
+    write(&u.join("src/new/mod.rs"), b"pub mod x;\n", 0o644);
+    whiteout(&u.join("gone"));
+    symlink("src", &u.join("link"));
+    mkdir(&u.join("modes"), 0o700);
+    symlink("README", &u.join("new-link"));
+    let changes = scan(&l, &u, CAP).unwrap();
+    assert_eq!(changes.len(), 9, "{:?}", summary(&changes));
+    changes
+}
+
+/// A killed commit, at each point where the kill can fall: `recover`
+/// brings the repository back to exactly before (then the commit, run
+/// again, makes exactly after) or, once the commit is whole, exactly
+/// after, and nothing of the commit is left in the repository.
+#[test]
+fn a_commit_killed_at_any_point_is_undone_or_finished() {
+    require_root("making whiteouts");
+    let (before, after) = {
+        let s = Scratch::new("commit-kill-ref");
+        let changes = kill_layers(&s);
+        let before = tree_digest(&s.lower());
+        commit(&s.lower(), &s.upper(), &changes, &s.journal()).unwrap();
+        (before, tree_digest(&s.lower()))
+    };
+    assert_ne!(before, after);
+    let (mut finished, mut undone) = (0, 0);
+    for at in 0.. {
+        let s = Scratch::new("commit-kill");
+        let (l, u, j) = (s.lower(), s.upper(), s.journal());
+        let changes = kill_layers(&s);
+        killer::PASSED.set(0);
+        killer::AT.set(Some(at));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit(&l, &u, &changes, &j)
+        }));
+        killer::AT.set(None);
+        match run {
+            Ok(done) => {
+                // Past the last point: the commit ran whole.
+                done.unwrap();
+                assert_eq!(tree_digest(&l), after);
+                // Before the staging directory is made, then before and
+                // after each of the 15 steps' records; once whole, before
+                // the clean-up and half way through it.
+                assert_eq!((undone, finished), (31, 2), "at {at}");
+                break;
+            }
+            Err(payload) => assert!(payload.is::<killer::Killed>(), "at {at}: a real panic"),
+        }
+        let recovered = recover(&l, &j).unwrap();
+        // Again, as a second restart would: no change, and the same answer
+        // (nothing left to undo, once undone).
+        let digest = tree_digest(&l);
+        let again = match &recovered {
+            Recovered::Finished(_) => recovered.clone(),
+            _ => Recovered::Nothing,
+        };
+        assert_eq!(recover(&l, &j).unwrap(), again, "at {at}");
+        assert_eq!(tree_digest(&l), digest, "at {at}");
+        match recovered {
+            Recovered::Finished(listed) => {
+                finished += 1;
+                assert_eq!(listed, changes, "at {at}");
+                assert_eq!(digest, after, "at {at}: finished");
+            }
+            Recovered::RolledBack | Recovered::Nothing => {
+                undone += 1;
+                assert_eq!(finished, 0, "at {at}: undone after a whole one");
+                assert_eq!(digest, before, "at {at}: undone");
+                assert!(
+                    !j.exists(),
+                    "at {at}: the journal of an undone commit stays"
+                );
+                commit(&l, &u, &changes, &j).unwrap();
+                assert_eq!(tree_digest(&l), after, "at {at}: committed again");
+            }
+        }
+        let left: Vec<_> = fs::read_dir(&l)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".rauha-"))
+            .collect();
+        assert!(left.is_empty(), "at {at}: {left:?} left");
+    }
+}
+
+#[test]
+fn held_back_changes_are_journaled_but_not_applied() {
+    let s = Scratch::new("commit-held");
+    let (l, u) = (s.lower(), s.upper());
+    write(&u.join("a"), b"a\n", 0o644);
+    write(&u.join(".git/hooks/post-commit"), b"#!/bin/sh\n", 0o755);
+    let mut changes = scan(&l, &u, CAP).unwrap();
+    for c in &mut changes {
+        if c.path.starts_with(".git") {
+            c.held_back = Some("policy".into());
+        }
+    }
+    commit(&l, &u, &changes, &s.journal()).unwrap();
+    assert!(l.join("a").is_file());
+    assert!(!l.join(".git").exists());
+    // Until the caller removes the journal, a restart finishes nothing
+    // more and answers with every change.
+    assert_eq!(
+        recover(&l, &s.journal()).unwrap(),
+        Recovered::Finished(changes)
+    );
 }

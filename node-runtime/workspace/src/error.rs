@@ -40,6 +40,12 @@ pub enum WorkspaceError {
         rollback: Box<WorkspaceError>,
         staging: PathBuf,
     },
+    #[error("cannot bring back the repository a commit left half done (journal {journal}): {source}; what the commit replaced is kept in {staging}")]
+    Recover {
+        journal: PathBuf,
+        staging: PathBuf,
+        source: Box<WorkspaceError>,
+    },
 }
 
 impl WorkspaceError {
@@ -99,6 +105,11 @@ mod tests {
                 primary: Box::new(WorkspaceError::conflict("a", "x")),
                 rollback: Box::new(WorkspaceError::conflict("b", "y")),
                 staging: "/repo/.rauha-commit-1".into(),
+            },
+            WorkspaceError::Recover {
+                journal: "/state/commit-1.journal".into(),
+                staging: "/repo/.rauha-commit-1".into(),
+                source: Box::new(WorkspaceError::conflict("b", "y")),
             },
         ];
         for e in errors {

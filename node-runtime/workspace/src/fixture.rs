@@ -32,6 +32,11 @@ impl Scratch {
     pub fn upper(&self) -> PathBuf {
         self.root.join("upper")
     }
+
+    /// Where a commit of these layers keeps its journal.
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("commit.journal")
+    }
 }
 
 impl Drop for Scratch {

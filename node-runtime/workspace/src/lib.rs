@@ -67,16 +67,26 @@
 //!   is then removed. If undoing fails too, both errors are returned and the
 //!   staging directory is kept, with the backups in it.
 //! - New entries take the owner of the entry they replace, or else of their
-//!   directory. Setuid and setgid bits on files are refused.
+//!   directory. Setuid and setgid bits on files are refused. A change that
+//!   is `held_back` is not applied.
 //!
-//! The guarantee holds against failures the process sees. It does not hold
-//! against a crash in the middle of a commit, which can leave some changes
-//! applied and the staging directory in the repository.
+//! The guarantee holds against the death of the process too. Before each
+//! step the commit appends what it is about to do to a journal, a file the
+//! caller names outside the repository (the first line, synced, names the
+//! staging directory and the changes; a last line, `done`, synced, says
+//! every step was taken). [`recover`], run by whoever starts next, reads
+//! it: a commit without `done` is undone step by step (each undo checks
+//! what its step left, so a step the kill came before is no harm) and the
+//! journal removed; a commit with `done` only has its backups removed, and
+//! its changes are returned, so the caller can report what was committed.
+//! Steps between the two synced lines are not synced one by one: a power
+//! loss (not a killed process) can lose the record of the last steps.
 
 mod commit;
 mod diff;
 mod dirfd;
 mod error;
+mod journal;
 mod plan;
 mod scan;
 
@@ -85,6 +95,6 @@ mod fixture;
 #[cfg(test)]
 mod overlay_tests;
 
-pub use commit::commit;
+pub use commit::{commit, journal_path, recover, Recovered};
 pub use error::WorkspaceError;
 pub use scan::{scan, scan_capped, Limits, Scanned};

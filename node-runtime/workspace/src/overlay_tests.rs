@@ -159,6 +159,6 @@ fn changes_made_through_a_real_overlay_round_trip() {
         Some("--- a/a.txt\n+++ b/a.txt\n@@ -1,2 +1,3 @@\n one\n-two\n+TWO\n+three\n")
     );
 
-    commit(&l, &u, &changes).unwrap();
+    commit(&l, &u, &changes, &s.journal()).unwrap();
     assert_eq!(tree_digest(&l), shown);
 }

@@ -320,14 +320,24 @@ fn fifos_are_listed_held_back_after_what_they_replace() {
             .as_deref()
             .is_some_and(|r| r.contains("never committed")));
     }
-    // Handed to a commit anyway, it is refused.
+    // Held back, a commit skips it; handed to a commit as if it were not,
+    // it is refused.
     let special: Vec<_> = changes
         .into_iter()
         .filter(|c| c.file_type == FileType::Special && c.path == "p")
         .collect();
     let repo = s.root.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let err = crate::commit(&repo, &u, &special).unwrap_err();
+    crate::commit(&repo, &u, &special, &s.journal()).unwrap();
+    assert!(!repo.join("p").exists());
+    let special: Vec<_> = special
+        .into_iter()
+        .map(|c| FileChange {
+            held_back: None,
+            ..c
+        })
+        .collect();
+    let err = crate::commit(&repo, &u, &special, &s.journal()).unwrap_err();
     assert!(err.to_string().contains("never committed"), "{err}");
 }
 

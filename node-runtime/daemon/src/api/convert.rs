@@ -136,6 +136,7 @@ mod tests {
             stderr_path: None,
             exit_code: Some(0),
             signal: None,
+            deadline: false,
             started_ms: 1,
             ended_ms: 2,
         };

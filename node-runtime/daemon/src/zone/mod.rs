@@ -662,6 +662,7 @@ fn apply_end(rec: &mut ProcessRecord, end: ProcessEnd) {
             rec.state = ProcessState::Exited;
             rec.exit_code = Some(s.shell_code());
             rec.signal = s.signal;
+            rec.deadline = s.deadline;
         }
         ProcessEnd::Lost => rec.state = ProcessState::Lost,
     }

@@ -83,6 +83,7 @@ impl ZoneRegistry {
             stderr_path: stdio.stderr.as_ref().map(|p| p.display().to_string()),
             exit_code: None,
             signal: None,
+            deadline: false,
             started_ms: now_ms(),
             ended_ms: 0,
         };

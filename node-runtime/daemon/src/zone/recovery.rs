@@ -16,6 +16,7 @@ use super::{ProcessEnd, ZoneRegistry};
 use crate::error::DaemonError;
 use crate::store::{ProcessState, TaskRecord, TaskState, ZoneRecord};
 use rauha_backend::ZoneSetup;
+use rauha_guest_agent::protocol::ExitStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -154,8 +155,23 @@ impl ZoneRegistry {
             .store
             .processes()?
             .into_iter()
-            .filter(|p| p.zone_id == zone.id && p.state == ProcessState::Running)
+            .filter(|p| p.zone_id == zone.id)
         {
+            // A task's process that ended before the kill, its exit
+            // recorded but its task not yet concluded (rauhad was killed
+            // while it settled the workspace or stored the result): taken
+            // over as ended, with its output from the spill.
+            let ended = match p.state {
+                ProcessState::Running => None,
+                ProcessState::Exited if resumes.iter().any(|r| r.process_id == p.id) => {
+                    Some(ExitStatus {
+                        code: p.exit_code.filter(|_| p.signal.is_none()),
+                        signal: p.signal,
+                        deadline: p.deadline,
+                    })
+                }
+                _ => continue,
+            };
             let stdio = super::stdio::HostStdio {
                 stdin: None,
                 stdout: p.stdout_path.as_ref().map(Into::into),
@@ -164,6 +180,9 @@ impl ZoneRegistry {
             let stdin = p.stdin_path.clone();
             let process = self.track(p, max_output);
             process.taken_over();
+            if let Some(status) = ended {
+                process.end.send_replace(Some(ProcessEnd::Exited(status)));
+            }
             let resume = resumes.iter().find(|r| r.process_id == process.id);
             if let (Some(dir), Some(resume)) = (&output_dir, resume) {
                 if let Ok(redactor) = self.task_redactor(resume) {

@@ -75,6 +75,11 @@ struct Ending {
     events: Vec<rauha_spec::Event>,
     /// Taken over after a restart of rauhad.
     resumed: bool,
+    /// Taken over: what the killed rauhad left of the task's commit.
+    cut_commit: Option<Result<rauha_workspace::Recovered, String>>,
+    /// Taken over past its timeout: a process found killed (SIGKILL) was
+    /// killed by it, by the rauhad that was killed before it said so.
+    overdue: bool,
 }
 
 /// The task's process, and the forwarder of its live output (with the
@@ -90,6 +95,14 @@ struct Live {
 /// Where a task's output is spilled: the zone's state dir.
 pub(super) fn task_output_dir(zone: &ZoneRecord) -> Option<PathBuf> {
     zone.handle.as_ref().map(|h| h.state_dir.join("task"))
+}
+
+/// The journal of a task's workspace commit, beside its output: outside
+/// the repository and out of the zone's sight. It stays until the task's
+/// result is stored, so that a rauhad killed between the two can tell what
+/// the commit did.
+fn commit_journal(zone: &ZoneRecord, task: Uuid) -> Option<PathBuf> {
+    task_output_dir(zone).map(|d| rauha_workspace::journal_path(&d, &task.to_string()))
 }
 
 impl ZoneRegistry {
@@ -194,6 +207,8 @@ impl ZoneRegistry {
             oom_before,
             events: vec![started_event],
             resumed: false,
+            cut_commit: None,
+            overdue: false,
         };
         // What the task prints is kept in the zone's state dir as well, from
         // its first byte: a restarted rauhad finishes the task with it.
@@ -264,6 +279,12 @@ impl ZoneRegistry {
                 .interrupt(task, "its zone was gone when rauhad started again")
                 .map(|r| *r);
         };
+        // A commit the killed rauhad was making is undone (or, if whole,
+        // finished) before anything else looks at the repository.
+        let cut_commit = match &resume.workspace {
+            Some(w) => Some(self.recover_commit(&zone, task.id, &w.repo_path).await),
+            None => None,
+        };
         let redactor = match self.task_redactor(&resume) {
             Ok(redactor) => redactor,
             Err(name) => {
@@ -313,6 +334,8 @@ impl ZoneRegistry {
             oom_before: resume.oom_before,
             events,
             resumed: true,
+            cut_commit,
+            overdue: resume.timeout_ms > 0 && elapsed >= resume.timeout_ms,
         };
         let live = match process {
             Some(process) => {
@@ -383,13 +406,17 @@ impl ZoneRegistry {
             oom_before,
             mut events,
             resumed,
+            cut_commit,
+            overdue,
         } = ending;
         let task_id = task.id;
         if let Some(Live { process, forwarder }) = live {
             let (end, timed_out) = self.wait_with_timeout(&zone, &process, timeout).await;
             // Or the agent killed it at its deadline while no rauhad was
             // there to.
-            let timed_out = timed_out || matches!(end, ProcessEnd::Exited(s) if s.deadline);
+            let timed_out = timed_out
+                || matches!(end, ProcessEnd::Exited(s)
+                    if s.deadline || (overdue && s.signal == Some(libc::SIGKILL)));
             if let Some((f, done_tx)) = forwarder {
                 let _ = done_tx.send(());
                 let _ = f.await;
@@ -463,11 +490,26 @@ impl ZoneRegistry {
                     full,
                 ));
             }
-            if result.status == TaskStatus::Interrupted {
-                result.workspace = Some(rauha_spec::result::WorkspaceOutcome::Discarded);
-            } else {
-                self.settle_workspace(&zone, w, keep_zone, &redactor, &mut result)
-                    .await;
+            match cut_commit {
+                // Whole before rauhad was killed: what it committed.
+                Some(Ok(rauha_workspace::Recovered::Finished(changes))) => {
+                    result.files_changed = redacted_changes(changes, &redactor);
+                    result.workspace = Some(WorkspaceOutcome::Committed);
+                }
+                Some(Err(e)) => {
+                    result.error = Some(redactor.text(&e));
+                    result.workspace = Some(WorkspaceOutcome::CommitFailed);
+                    if result.status != TaskStatus::Interrupted {
+                        result.status = TaskStatus::Failed;
+                    }
+                }
+                _ if result.status == TaskStatus::Interrupted => {
+                    result.workspace = Some(WorkspaceOutcome::Discarded);
+                }
+                _ => {
+                    self.settle_workspace(&zone, w, keep_zone, &redactor, &mut result)
+                        .await
+                }
             }
         }
         result.duration_ms = now_ms().saturating_sub(task.started_ms);
@@ -486,6 +528,15 @@ impl ZoneRegistry {
         task.result = Some(result.clone());
         task.resume = None;
         self.store.put_task(&task)?;
+        if workspace.is_some() {
+            if let Some(journal) = commit_journal(&zone, task_id) {
+                if let Err(e) = std::fs::remove_file(&journal) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(journal = %journal.display(), error = %e, "cannot remove a stored commit's journal");
+                    }
+                }
+            }
+        }
         if let Err(e) = self.prune_tasks() {
             tracing::error!(error = %e, "task retention failed");
         }
@@ -655,8 +706,16 @@ impl ZoneRegistry {
         } else if w.commit && result.status == TaskStatus::Succeeded && !to_apply.is_empty() {
             let repo = PathBuf::from(&w.spec.repo_path);
             let upper = upper.clone();
+            let journal = commit_journal(zone, result.task_id);
+            let all = changes.clone();
             let committed = tokio::task::spawn_blocking(move || {
-                rauha_workspace::commit(&repo, &upper, &to_apply).map_err(|e| e.to_string())
+                let journal =
+                    journal.ok_or("the zone has no state directory for the commit's journal")?;
+                if let Some(dir) = journal.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+                }
+                rauha_workspace::commit(&repo, &upper, &all, &journal).map_err(|e| e.to_string())
             })
             .await;
             outcome = match committed {
@@ -674,23 +733,47 @@ impl ZoneRegistry {
         } else if w.commit && result.status == TaskStatus::Succeeded {
             outcome = WorkspaceOutcome::Committed;
         }
-        result.files_changed = changes
-            .into_iter()
-            .map(|mut c| {
-                // A task may write a secret into a name as well as into
-                // content: nothing of a change leaves unredacted.
-                c.path = redactor.text(&c.path);
-                c.diff = c.diff.map(|d| redactor.text(&d));
-                c.link_target = c.link_target.map(|t| redactor.text(&t));
-                c
-            })
-            .collect();
+        result.files_changed = redacted_changes(changes, redactor);
         if outcome == WorkspaceOutcome::CommitFailed {
             // What was asked of the task did not happen: it failed, whatever
             // its own exit code (the CLI exits non-zero).
             result.status = TaskStatus::Failed;
         }
         result.workspace = Some(outcome);
+    }
+
+    /// Brings the repository of a task taken over after a restart back to
+    /// before or after the commit the killed rauhad was making, if any.
+    async fn recover_commit(
+        &self,
+        zone: &ZoneRecord,
+        task: Uuid,
+        repo: &str,
+    ) -> Result<rauha_workspace::Recovered, String> {
+        let Some(journal) = commit_journal(zone, task) else {
+            return Ok(rauha_workspace::Recovered::Nothing);
+        };
+        let repo = PathBuf::from(repo);
+        let recovered =
+            tokio::task::spawn_blocking(move || rauha_workspace::recover(&repo, &journal))
+                .await
+                .map_err(|e| format!("the commit's recovery failed: {e}"))?
+                .map_err(|e| e.to_string());
+        match &recovered {
+            Ok(rauha_workspace::Recovered::Nothing) => {}
+            Ok(r) => {
+                let what = if matches!(r, rauha_workspace::Recovered::RolledBack) {
+                    "undone; the task's commit is made again"
+                } else {
+                    "whole; its clean-up finished"
+                };
+                tracing::info!(%task, "a commit cut by rauhad's stop was {what}");
+            }
+            Err(e) => {
+                tracing::error!(%task, error = %e, "cannot recover a commit cut by rauhad's stop")
+            }
+        }
+        recovered
     }
 
     /// Waits for the process; on timeout kills every process of the zone.
@@ -808,4 +891,21 @@ async fn forward(
             let _ = sink.send(OutputChunk { stream, data }).await;
         }
     }
+}
+
+/// The changes as a result shows them. A task may write a secret into a
+/// name as well as into content: nothing of a change leaves unredacted.
+fn redacted_changes(
+    changes: Vec<rauha_spec::result::FileChange>,
+    redactor: &Redactor,
+) -> Vec<rauha_spec::result::FileChange> {
+    changes
+        .into_iter()
+        .map(|mut c| {
+            c.path = redactor.text(&c.path);
+            c.diff = c.diff.map(|d| redactor.text(&d));
+            c.link_target = c.link_target.map(|t| redactor.text(&t));
+            c
+        })
+        .collect()
 }

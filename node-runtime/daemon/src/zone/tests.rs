@@ -544,6 +544,7 @@ fn output_sent_again_lands_once() {
         stdin_path: None,
         exit_code: None,
         signal: None,
+        deadline: false,
         started_ms: 0,
         ended_ms: 0,
     };
