@@ -248,6 +248,13 @@ EOF
     wait_for kubelet 60 sh -c "'$kube/kubectl' --kubeconfig '$dir/pki/admin.kubeconfig' get node '$node' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
     kubectl apply -f deploy/kubernetes/runtimeclass.yaml >&2
     kubectl label node "$node" rauha.dev/ready=true --overwrite >&2
+    # The enforcement this node's rauhad applies, for Zones' status.
+    local info level score
+    info=$("$bin/rauha" --addr "unix://$dir/rauhad.sock" info --json)
+    level=$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["enforcement"]["label"])')
+    score=$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["enforcement"]["score"])')
+    kubectl annotate node "$node" --overwrite rauha.dev/enforcement="$level" \
+        rauha.dev/enforcement-score="$score" >&2
 
     # The operator: its CRDs, its RBAC identity, then the process.
     kubectl apply -f crds/ >&2
@@ -255,7 +262,7 @@ EOF
     kubectl create clusterrolebinding rauha-operator-user --clusterrole rauha-operator \
         --user rauha-operator --dry-run=client -o yaml | kubectl apply -f - >&2
     start operator "$bin/rauha-operator" --kubeconfig "$dir/pki/operator.kubeconfig" \
-        --metrics-address 127.0.0.1:18080
+        --metrics-address 127.0.0.1:18080 --zone-holder-image "$registry/rauha/pause:latest"
     wait_for operator 30 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:18080/readyz')"
 
     say "up: node $node Ready; kubectl, RAUHA_REGISTRY and KUBECONFIG below"

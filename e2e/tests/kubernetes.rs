@@ -564,6 +564,8 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
             "127.0.0.1:18081",
             "--identity",
             "e2e-standby",
+            "--zone-holder-image",
+            &format!("{registry}/rauha/pause:latest"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -704,4 +706,95 @@ fn k8s_a_tasks_secret_reaches_it_and_is_redacted_from_its_result() {
     );
     kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
     kubectl_ok(&["delete", "secret", &secret, "-n", "default"]);
+}
+
+/// A `shared` Zone is one zone on one node, held by a pod of its own, with
+/// the node's enforcement in its status; tasks that name it run in that
+/// zone (one sees the other's process), make no zone of their own, and
+/// the zone goes with the Zone.
+#[test]
+fn k8s_tasks_of_a_shared_zone_run_together_in_its_one_zone() {
+    let Some(registry) = cluster() else { return };
+    let zone = unique("shared");
+    apply_ok(&serde_json::json!({
+        "apiVersion": "rauha.dev/v1alpha1",
+        "kind": "Zone",
+        "metadata": {"name": zone, "namespace": "default"},
+        "spec": {"mode": "shared", "preset": "standard"},
+    }));
+    let ready = |z: &Value| {
+        z["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let z = loop {
+        let z = get("zone", &zone).expect("the zone");
+        if ready(&z) {
+            break z;
+        }
+        assert!(Instant::now() < deadline, "the zone is not ready: {z}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        z["status"]["node"].as_str().is_some_and(|n| !n.is_empty()),
+        "{z}"
+    );
+    assert!(
+        z["status"]["enforcement"]["level"]
+            .as_str()
+            .is_some_and(|l| !l.is_empty()),
+        "the node's enforcement: {z}"
+    );
+    let in_rauhad = format!("shared-default-{zone}");
+    let named = |name: &str| {
+        node_zones()
+            .iter()
+            .filter(|z| z["name"].as_str() == Some(name))
+            .count()
+    };
+    assert_eq!(named(&in_rauhad), 1, "{:?}", node_zones());
+
+    // One task holds a process; the other sees it (one pid namespace:
+    // one zone), then ends.
+    let holder = unique("holds");
+    apply_ok(&task(
+        &holder,
+        &image(&registry),
+        "sleep 37",
+        serde_json::json!({"zoneRef": zone}),
+    ));
+    let seer = unique("sees");
+    apply_ok(&task(
+        &seer,
+        &image(&registry),
+        "for i in $(seq 120); do ps | grep -q '[s]leep 37' && { echo seen; exit 0; }; sleep 0.5; done; ps; exit 1",
+        serde_json::json!({"zoneRef": zone}),
+    ));
+    let t = wait_finished(&seer, Duration::from_secs(120));
+    assert_eq!(phase(&t), "Succeeded", "{t}");
+    assert_eq!(t["status"]["result"]["stdout"], "seen\n", "{t}");
+    assert_eq!(
+        t["status"]["node"], z["status"]["node"],
+        "on the zone's node"
+    );
+    // Neither task pod made a zone of its own.
+    let h = get("sandboxtask", &holder).expect("holder task");
+    let pod = h["status"]["pod"].as_str().expect("the holder task's pod");
+    assert!(!has_zone(&sandbox_of(pod)), "{:?}", node_zones());
+    assert_eq!(named(&in_rauhad), 1);
+    kubectl_ok(&["delete", "sandboxtask", &holder, &seer, "-n", "default"]);
+
+    // The Zone deleted: its holder pod, and the zone, go.
+    kubectl_ok(&["delete", "zone", &zone, "-n", "default"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while named(&in_rauhad) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the shared zone outlived its Zone: {:?}",
+            node_zones()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

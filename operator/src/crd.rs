@@ -23,6 +23,18 @@ pub const POLICY_ANNOTATION: &str = "rauha.dev/policy";
 pub const SECRET_ENV_ANNOTATION: &str = "rauha.dev/secret-env";
 /// Where a task's pod mounts each of its secrets (`<dir>/<env>/value`).
 pub const SECRETS_DIR: &str = "/run/rauha/secrets";
+/// The label of a shared zone's holder pod: the Zone's name.
+pub const ZONE_LABEL: &str = "rauha.dev/zone-holder";
+/// The shim's annotation of a pod whose zone is a shared one of its
+/// namespace, by this name (the holder pod's).
+pub const ZONE_NAME_ANNOTATION: &str = "rauha.dev/zone-name";
+/// The shim's annotation of a pod that joins a shared zone of its
+/// namespace (a task's pod).
+pub const ZONE_ANNOTATION: &str = "rauha.dev/zone";
+/// The enforcement a node's rauhad applies (`rauha info`: its label and
+/// score), set on the Node by the node side as `rauha.dev/ready` is.
+pub const ENFORCEMENT_ANNOTATION: &str = "rauha.dev/enforcement";
+pub const ENFORCEMENT_SCORE_ANNOTATION: &str = "rauha.dev/enforcement-score";
 
 /// A preset policy by name, as `rauha sandbox --policy NAME` takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -79,6 +91,12 @@ pub enum ZoneMode {
     doc = "A Rauha zone: an isolation policy (the policy TOML's keys, or a preset) and where the tasks that use it run",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Preset", type_ = "string", json_path = ".spec.preset"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(
+        name = "Enforcement",
+        type_ = "string",
+        json_path = ".status.enforcement.level"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -114,6 +132,24 @@ pub struct ZoneStatus {
     /// The node a shared zone lives on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The pod that holds a shared zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The enforcement in force on a shared zone's node, as the node
+    /// reports it (its rauhad's layers' label and score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<NodeEnforcement>,
+}
+
+/// The enforcement a node's rauhad applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeEnforcement {
+    /// The label of its layers (`rauha info`: e.g. `landlock+seccomp`).
+    pub level: String,
+    /// Its score, 0-100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u32>,
 }
 
 /// An environment variable of the task's process.

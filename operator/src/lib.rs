@@ -8,6 +8,9 @@ pub mod lease;
 pub mod metrics;
 pub mod placement;
 pub mod task;
+pub mod zone;
 
 #[cfg(test)]
 mod task_tests;
+#[cfg(test)]
+mod zone_tests;

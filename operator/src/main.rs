@@ -15,10 +15,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Config};
-use rauha_operator::crd::{SandboxTask, TASK_LABEL};
+use rauha_operator::crd::{SandboxTask, Zone, TASK_LABEL, ZONE_LABEL};
 use rauha_operator::lease::Elector;
 use rauha_operator::metrics::Metrics;
 use rauha_operator::task::{self, Caches, Ctx};
+use rauha_operator::zone;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,9 @@ struct Args {
     /// This replica's name in the lease (default: host name and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// The image of the pod that holds a shared Zone (one that sleeps).
+    #[arg(long, default_value = rauha_operator::task::DEFAULT_HOLDER_IMAGE)]
+    zone_holder_image: String,
 }
 
 #[tokio::main]
@@ -153,20 +157,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     nodes.wait_until_ready().await?;
     pods.wait_until_ready().await?;
-    let ctx =
-        Arc::new(Ctx::new(client.clone(), recorder, metrics).with_caches(Caches { nodes, pods }));
-    let tasks: Api<SandboxTask> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client);
-    Controller::new(tasks, watcher::Config::default())
-        .owns(pods, watcher::Config::default().labels(TASK_LABEL))
+    let ctx = Arc::new(
+        Ctx::new(client.clone(), recorder, metrics)
+            .with_caches(Caches { nodes, pods })
+            .with_holder_image(args.zone_holder_image.clone()),
+    );
+    let tasks = Controller::new(
+        Api::<SandboxTask>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels(TASK_LABEL),
+    )
+    .shutdown_on_signal()
+    .run(task::reconcile, task::error_policy, Arc::clone(&ctx))
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "task reconcile");
+        }
+    });
+    let zones = Controller::new(Api::<Zone>::all(client.clone()), watcher::Config::default())
+        .owns(
+            Api::<Pod>::all(client),
+            watcher::Config::default().labels(ZONE_LABEL),
+        )
         .shutdown_on_signal()
-        .run(task::reconcile, task::error_policy, ctx)
+        .run(zone::reconcile, zone::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "reconcile");
+                tracing::debug!(error = %e, "zone reconcile");
             }
-        })
-        .await;
+        });
+    futures::join!(tasks, zones);
     tracing::info!("stopped");
     Ok(())
 }

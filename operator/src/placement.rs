@@ -16,6 +16,8 @@ use k8s_openapi::api::core::v1::Toleration;
 pub struct NodeView {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// (What a Zone's status reads of its node: its enforcement.)
+    pub annotations: BTreeMap<String, String>,
     pub ready: bool,
     pub unschedulable: bool,
     /// `(key, value, effect)`.
@@ -155,6 +157,7 @@ mod tests {
 
     fn node(name: &str) -> NodeView {
         NodeView {
+            annotations: Default::default(),
             name: name.into(),
             labels: BTreeMap::from([(crate::crd::READY_LABEL.to_string(), "true".to_string())]),
             ready: true,

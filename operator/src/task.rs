@@ -26,7 +26,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::crd::{
     Phase, SandboxTask, SandboxTaskStatus, Zone, POLICY_ANNOTATION, SECRETS_DIR,
-    SECRET_ENV_ANNOTATION, TASK_LABEL,
+    SECRET_ENV_ANNOTATION, TASK_LABEL, ZONE_ANNOTATION,
 };
 use crate::metrics::Metrics;
 use crate::placement::{self, Load, NodeView, Request};
@@ -50,7 +50,12 @@ pub struct Ctx {
     pub caches: Option<Caches>,
     /// Failed reconciles in a row, by task (namespace/name): the backoff.
     pub failures: std::sync::Mutex<BTreeMap<String, u32>>,
+    /// The image of a shared zone's holder pod (one that sleeps).
+    pub holder_image: String,
 }
+
+/// The holder image when none is given: Kubernetes' own pause image.
+pub const DEFAULT_HOLDER_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 impl Ctx {
     pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Ctx {
@@ -60,7 +65,13 @@ impl Ctx {
             metrics,
             caches: None,
             failures: Default::default(),
+            holder_image: DEFAULT_HOLDER_IMAGE.into(),
         }
+    }
+
+    pub fn with_holder_image(mut self, image: String) -> Ctx {
+        self.holder_image = image;
+        self
     }
 
     pub fn with_caches(mut self, caches: Caches) -> Ctx {
@@ -159,11 +170,11 @@ async fn cleanup(task: &SandboxTask, ctx: &Ctx) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     Timestamp::now()
 }
 
-fn condition(
+pub(crate) fn condition(
     type_: &str,
     status: bool,
     reason: &str,
@@ -181,7 +192,7 @@ fn condition(
 }
 
 /// Sets a condition, keeping its transition time when its status holds.
-fn set_condition(conditions: &mut Vec<Condition>, new: Condition) {
+pub(crate) fn set_condition(conditions: &mut Vec<Condition>, new: Condition) {
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(c) if c.status == new.status && c.reason == new.reason => {
             c.message = new.message;
@@ -213,7 +224,13 @@ async fn write_status(
     Ok(())
 }
 
-async fn event(task: &SandboxTask, ctx: &Ctx, type_: EventType, reason: &str, note: String) {
+pub(crate) async fn event<K: Resource<DynamicType = ()>>(
+    object: &K,
+    ctx: &Ctx,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let ev = Event {
         type_,
         reason: reason.into(),
@@ -221,7 +238,7 @@ async fn event(task: &SandboxTask, ctx: &Ctx, type_: EventType, reason: &str, no
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &task.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&ev, &object.object_ref(&())).await {
         tracing::warn!(error = %e, "cannot publish an event");
     }
 }
@@ -350,7 +367,7 @@ fn requeue_for_timeout(task: &SandboxTask, status: &SandboxTaskStatus) -> Action
     Action::requeue(Duration::from_secs_f64(secs + 0.05))
 }
 
-async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<(), Error> {
+pub(crate) async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<(), Error> {
     match pods
         .delete(name, &DeleteParams::default().grace_period(0))
         .await
@@ -383,12 +400,28 @@ async fn ttl(task: &SandboxTask, ctx: &Ctx, status: &SandboxTaskStatus) -> Resul
     Ok(Action::requeue(Duration::from_secs_f64(left + 0.05)))
 }
 
-/// The policy annotation and placement of a task: its zone's, or its
-/// preset's.
-async fn zone_of(task: &SandboxTask, ctx: &Ctx) -> Result<(String, crate::crd::Placement), Error> {
+/// Where a task's pod runs, as its zone says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodZone {
+    /// A zone of its own, made with this policy (a preset's name or the
+    /// policy TOML), on a node placement chooses.
+    Own {
+        policy: String,
+        placement: crate::crd::Placement,
+    },
+    /// The shared zone of this Zone, on its node.
+    Shared { zone: String, node: String },
+}
+
+/// The zone a task's pod uses: its Zone's, or its preset's. `Ok(Err(why))`
+/// when it must wait (a shared zone not ready yet).
+async fn zone_of(task: &SandboxTask, ctx: &Ctx) -> Result<Result<PodZone, String>, Error> {
     let Some(zone_name) = &task.spec.zone_ref else {
         let preset = task.spec.preset.map_or("standard", |p| p.name());
-        return Ok((preset.to_string(), Default::default()));
+        return Ok(Ok(PodZone::Own {
+            policy: preset.to_string(),
+            placement: Default::default(),
+        }));
     };
     let zones: Api<Zone> =
         Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
@@ -397,12 +430,29 @@ async fn zone_of(task: &SandboxTask, ctx: &Ctx) -> Result<(String, crate::crd::P
             "its zoneRef names Zone {zone_name:?}, which does not exist in this namespace; create it or fix zoneRef"
         ))
     })?;
+    if zone.spec.mode == crate::crd::ZoneMode::Shared {
+        let status = zone.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        return Ok(match (ready, status.node) {
+            (true, Some(node)) => Ok(PodZone::Shared {
+                zone: zone_name.clone(),
+                node,
+            }),
+            _ => Err(format!("its shared Zone {zone_name:?} is not ready yet")),
+        });
+    }
     let policy = match (&zone.spec.policy, zone.spec.preset) {
         (Some(policy), _) => policy.to_toml(),
         (None, Some(preset)) => preset.name().to_string(),
         (None, None) => "standard".to_string(),
     };
-    Ok((policy, zone.spec.placement.clone()))
+    Ok(Ok(PodZone::Own {
+        policy,
+        placement: zone.spec.placement.clone(),
+    }))
 }
 
 async fn place(
@@ -413,13 +463,31 @@ async fn place(
     name: &str,
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let (policy, zone_placement) = match zone_of(task, ctx).await {
-        Ok(z) => z,
+    let pod_zone = match zone_of(task, ctx).await {
+        Ok(Ok(z)) => z,
+        Ok(Err(wait)) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    "Scheduled",
+                    false,
+                    "ZoneNotReady",
+                    &wait,
+                    task.metadata.generation,
+                ),
+            );
+            transition(task, ctx, status, Phase::Pending, "ZoneNotReady", wait).await?;
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
         Err(Error::Invalid(why)) => {
             transition(task, ctx, status, Phase::Failed, "InvalidZone", why).await?;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
+    };
+    let zone_placement = match &pod_zone {
+        PodZone::Own { placement, .. } => placement.clone(),
+        PodZone::Shared { .. } => Default::default(),
     };
     let resources = task.spec.resources.clone().unwrap_or_default();
     let req = Request {
@@ -436,9 +504,70 @@ async fn place(
         node_selector: zone_placement.node_selector.clone(),
         tolerations: zone_placement.tolerations.clone(),
     };
-    // From the watch caches when the operator runs (no list per task),
-    // from the API server otherwise.
-    let views: Vec<NodeView> = match &ctx.caches {
+    let chosen = match &pod_zone {
+        // A shared zone's tasks go where it is.
+        PodZone::Shared { node, .. } => Ok(node.clone()),
+        PodZone::Own { .. } => {
+            let views = node_views(ctx).await?;
+            let load = node_load(ctx).await?;
+            placement::choose(&views, &load, &req)
+        }
+    };
+    let node = match chosen {
+        Ok(node) => node,
+        Err(why) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    "Scheduled",
+                    false,
+                    "Unschedulable",
+                    &why,
+                    task.metadata.generation,
+                ),
+            );
+            transition(task, ctx, status, Phase::Pending, "Unschedulable", why).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    let pod = task_pod(task, name, &node, &pod_zone)?;
+    match pods.create(&PostParams::default(), &pod).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    ctx.metrics.placed(started.elapsed());
+    status.node = Some(node.clone());
+    status.pod = Some(name.to_string());
+    set_condition(
+        &mut status.conditions,
+        condition(
+            "Scheduled",
+            true,
+            "Placed",
+            &format!("pod {name} on node {node}"),
+            task.metadata.generation,
+        ),
+    );
+    transition(
+        task,
+        ctx,
+        status,
+        Phase::Scheduled,
+        "Scheduled",
+        format!("placed on node {node} as pod {name}"),
+    )
+    .await?;
+    Ok(requeue_for_timeout(
+        task,
+        &task.status.clone().unwrap_or_default(),
+    ))
+}
+
+/// Every node, as placement sees it: from the watch cache when the
+/// operator runs (no list per task), from the API server otherwise.
+pub(crate) async fn node_views(ctx: &Ctx) -> Result<Vec<NodeView>, Error> {
+    Ok(match &ctx.caches {
         Some(c) => c.nodes.state().iter().map(|n| node_view(n)).collect(),
         None => {
             let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -450,7 +579,11 @@ async fn place(
                 .map(node_view)
                 .collect()
         }
-    };
+    })
+}
+
+/// What the task pods not yet finished take of each node.
+pub(crate) async fn node_load(ctx: &Ctx) -> Result<BTreeMap<String, Load>, Error> {
     let task_pods: Vec<Arc<Pod>> = match &ctx.caches {
         Some(c) => c.pods.state(),
         None => {
@@ -486,58 +619,10 @@ async fn place(
             }
         }
     }
-    let node = match placement::choose(&views, &load, &req) {
-        Ok(node) => node,
-        Err(why) => {
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    "Scheduled",
-                    false,
-                    "Unschedulable",
-                    &why,
-                    task.metadata.generation,
-                ),
-            );
-            transition(task, ctx, status, Phase::Pending, "Unschedulable", why).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-    };
-    let pod = task_pod(task, name, &node, &policy, &zone_placement)?;
-    match pods.create(&PostParams::default(), &pod).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
-    ctx.metrics.placed(started.elapsed());
-    status.node = Some(node.clone());
-    status.pod = Some(name.to_string());
-    set_condition(
-        &mut status.conditions,
-        condition(
-            "Scheduled",
-            true,
-            "Placed",
-            &format!("pod {name} on node {node}"),
-            task.metadata.generation,
-        ),
-    );
-    transition(
-        task,
-        ctx,
-        status,
-        Phase::Scheduled,
-        "Scheduled",
-        format!("placed on node {node} as pod {name}"),
-    )
-    .await?;
-    Ok(requeue_for_timeout(
-        task,
-        &task.status.clone().unwrap_or_default(),
-    ))
+    Ok(load)
 }
 
-fn node_view(n: &Node) -> NodeView {
+pub(crate) fn node_view(n: &Node) -> NodeView {
     let status = n.status.as_ref();
     let ready = status
         .and_then(|s| s.conditions.as_ref())
@@ -547,6 +632,7 @@ fn node_view(n: &Node) -> NodeView {
     NodeView {
         name: n.name_any(),
         labels: n.labels().clone(),
+        annotations: n.annotations().clone(),
         ready,
         unschedulable: n
             .spec
@@ -575,15 +661,9 @@ fn node_view(n: &Node) -> NodeView {
 }
 
 /// The task's pod: on `node`, under RuntimeClass `rauha`, owned by the
-/// task, with no service-account token and the policy as the shim's
-/// annotation.
-pub fn task_pod(
-    task: &SandboxTask,
-    name: &str,
-    node: &str,
-    policy: &str,
-    placement: &crate::crd::Placement,
-) -> Result<Pod, Error> {
+/// task, with no service-account token and its zone in the shim's
+/// annotations (its policy, or the shared zone it joins).
+pub fn task_pod(task: &SandboxTask, name: &str, node: &str, zone: &PodZone) -> Result<Pod, Error> {
     let owner = task
         .controller_owner_ref(&())
         .ok_or_else(|| Error::Invalid("the task has no uid yet".into()))?;
@@ -598,7 +678,16 @@ pub fn task_pod(
     }
     // Each secret: a Secret volume of its one key, mounted read-only, and
     // the path the shim reads it from in the annotation. No value here.
-    let mut annotations = BTreeMap::from([(POLICY_ANNOTATION.to_string(), policy.to_string())]);
+    let (mut annotations, tolerations) = match zone {
+        PodZone::Own { policy, placement } => (
+            BTreeMap::from([(POLICY_ANNOTATION.to_string(), policy.clone())]),
+            placement.tolerations.clone(),
+        ),
+        PodZone::Shared { zone, .. } => (
+            BTreeMap::from([(ZONE_ANNOTATION.to_string(), zone.clone())]),
+            Vec::new(),
+        ),
+    };
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut secret_env = BTreeMap::new();
@@ -648,7 +737,7 @@ pub fn task_pod(
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            tolerations: (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone()),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
             containers: vec![Container {
                 name: "task".into(),
                 image: Some(task.spec.image.clone()),
@@ -839,6 +928,30 @@ mod tests {
     use super::*;
     use crate::crd::SandboxTaskSpec;
 
+    fn own(policy: &str) -> PodZone {
+        PodZone::Own {
+            policy: policy.into(),
+            placement: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_task_in_a_shared_zone_joins_it_and_carries_no_policy() {
+        let t = task();
+        let shared = PodZone::Shared {
+            zone: "builds".into(),
+            node: "node-a".into(),
+        };
+        let pod = task_pod(&t, "p", "node-a", &shared).expect("pod");
+        let a = pod.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(a.get(ZONE_ANNOTATION).map(String::as_str), Some("builds"));
+        assert!(!a.contains_key(POLICY_ANNOTATION), "{a:?}");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("rauha"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+    }
+
     fn task() -> SandboxTask {
         let mut t = SandboxTask::new(
             "hello",
@@ -871,7 +984,7 @@ mod tests {
         let t = task();
         let name = pod_name(&t);
         assert_eq!(name, "hello-0f8e2a1c");
-        let pod = task_pod(&t, &name, "node-a", "strict", &Default::default()).expect("pod");
+        let pod = task_pod(&t, &name, "node-a", &own("strict")).expect("pod");
         let spec = pod.spec.expect("spec");
         assert_eq!(spec.runtime_class_name.as_deref(), Some("rauha"));
         assert_eq!(spec.node_name.as_deref(), Some("node-a"));
@@ -902,7 +1015,7 @@ mod tests {
             key: "token".into(),
             env: "GH_TOKEN".into(),
         }];
-        let pod = task_pod(&t, "p", "n", "standard", &Default::default()).expect("pod");
+        let pod = task_pod(&t, "p", "n", &own("standard")).expect("pod");
         let annotations = pod.metadata.annotations.expect("annotations");
         assert_eq!(
             annotations[SECRET_ENV_ANNOTATION],

@@ -14,11 +14,11 @@ use crate::metrics::Metrics;
 use crate::task::{apply_for_test, Ctx};
 
 /// One call the reconcile made: method, path (with query), body.
-type Call = (String, String, Value);
-type Calls = Arc<Mutex<Vec<Call>>>;
+pub(crate) type Call = (String, String, Value);
+pub(crate) type Calls = Arc<Mutex<Vec<Call>>>;
 
 /// Answers by `route`; records every call.
-fn cluster(
+pub(crate) fn cluster(
     route: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync + 'static,
 ) -> (Ctx, Calls) {
     let calls: Calls = Arc::default();
@@ -61,14 +61,14 @@ fn cluster(
     )
 }
 
-fn not_found() -> (u16, Value) {
+pub(crate) fn not_found() -> (u16, Value) {
     (
         404,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
     )
 }
 
-fn task(spec: Value, status: Value) -> SandboxTask {
+pub(crate) fn task(spec: Value, status: Value) -> SandboxTask {
     let mut full =
         json!({"image": "reg/rauha/busybox:latest", "command": ["sh", "-c"], "args": ["echo hi"]});
     for (k, v) in spec.as_object().expect("spec") {
@@ -100,12 +100,12 @@ fn node(ready: bool) -> Value {
     })
 }
 
-fn list(items: Vec<Value>) -> Value {
+pub(crate) fn list(items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
 /// The status the reconcile wrote last (server-side apply on /status).
-fn written_status(calls: &[Call]) -> Value {
+pub(crate) fn written_status(calls: &[Call]) -> Value {
     calls
         .iter()
         .rev()
@@ -114,7 +114,7 @@ fn written_status(calls: &[Call]) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn called(calls: &[Call], method: &str, path: &str) -> bool {
+pub(crate) fn called(calls: &[Call], method: &str, path: &str) -> bool {
     calls
         .iter()
         .any(|(m, p, _)| m == method && p.starts_with(path))
@@ -122,7 +122,7 @@ fn called(calls: &[Call], method: &str, path: &str) -> bool {
 
 /// Echoes status patches and accepts events; the rest as `route` says,
 /// or 404.
-fn with_defaults(
+pub(crate) fn with_defaults(
     route: impl Fn(&str, &str, &Value) -> Option<(u16, Value)> + Send + Sync + 'static,
 ) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync + 'static {
     move |m: &str, p: &str, b: &Value| {

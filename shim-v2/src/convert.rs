@@ -16,8 +16,31 @@ use std::path::PathBuf;
 /// them in `pod_annotations` / `container_annotations`).
 pub const POLICY_ANNOTATION: &str = "rauha.dev/policy";
 pub const ZONE_ANNOTATION: &str = "rauha.dev/zone";
+/// On a pod: its zone is a shared one of its namespace, by this name, which
+/// other pods of the namespace join with `rauha.dev/zone`.
+pub const ZONE_NAME_ANNOTATION: &str = "rauha.dev/zone-name";
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+
+/// The rauhad name of the shared zone `name` of the Kubernetes namespace
+/// `pod_namespace`: a pod names a shared zone within its own namespace
+/// only, so no pod can join (or take the name of) another namespace's.
+pub fn shared_zone_name(pod_namespace: &str, name: &str) -> String {
+    zone_name(&format!("shared-{pod_namespace}"), name)
+}
+
+/// The name of the zone a sandbox (or a container outside any pod) makes:
+/// its pod's shared zone when it names one, else one of its own.
+pub fn own_zone_name(spec: &Value, containerd_namespace: &str, id: &str) -> String {
+    match (
+        annotation(spec, ZONE_NAME_ANNOTATION).filter(|n| !n.is_empty()),
+        annotation(spec, CRI_SANDBOX_NAMESPACE),
+    ) {
+        (Some(name), Some(pod_namespace)) => shared_zone_name(pod_namespace, name),
+        _ => zone_name(containerd_namespace, id),
+    }
+}
 
 /// A zone name (lowercase letters, digits, '-', at most 63) for a
 /// container of a containerd namespace; long ids keep a hash of the whole.
@@ -60,7 +83,8 @@ pub enum Role {
     Owner,
     /// A container of the pod whose sandbox has this id.
     Member { sandbox_id: String },
-    /// A container placed into an existing named zone.
+    /// Placed into an existing zone by name: a pod's sandbox into a shared
+    /// zone of its namespace, or a container outside any pod into any.
     Named { zone: String },
 }
 
@@ -135,19 +159,23 @@ pub fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 pub fn role(spec: &Value) -> Role {
-    if let Some(zone) = annotation(spec, ZONE_ANNOTATION).filter(|z| !z.is_empty()) {
-        return Role::Named {
-            zone: zone.to_string(),
-        };
-    }
-    match (
+    // A pod's container goes where its sandbox went, a joined zone too.
+    if let (Some("container"), Some(sandbox)) = (
         annotation(spec, CRI_CONTAINER_TYPE),
         annotation(spec, CRI_SANDBOX_ID),
     ) {
-        (Some("container"), Some(sandbox)) => Role::Member {
+        return Role::Member {
             sandbox_id: sandbox.to_string(),
+        };
+    }
+    match annotation(spec, ZONE_ANNOTATION).filter(|z| !z.is_empty()) {
+        Some(zone) => Role::Named {
+            zone: match annotation(spec, CRI_SANDBOX_NAMESPACE) {
+                Some(pod_namespace) => shared_zone_name(pod_namespace, zone),
+                None => zone.to_string(),
+            },
         },
-        _ => Role::Owner,
+        None => Role::Owner,
     }
 }
 
@@ -545,6 +573,71 @@ mod tests {
         );
         assert_eq!(grouping(&member, "c1"), "s1");
         assert_eq!(role(&json!({})), Role::Owner);
+    }
+
+    #[test]
+    fn a_pod_joins_and_names_shared_zones_of_its_own_namespace_only() {
+        // The holder pod of Zone "builds" in namespace "team-a".
+        let holder = json!({"annotations": {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-id": "s1",
+            "io.kubernetes.cri.sandbox-namespace": "team-a",
+            "rauha.dev/zone-name": "builds"}});
+        assert_eq!(role(&holder), Role::Owner);
+        let shared = own_zone_name(&holder, "k8s.io", "s1");
+        assert_eq!(shared, "shared-team-a-builds");
+        assert_eq!(shared, shared_zone_name("team-a", "builds"));
+        // A task pod of the same namespace joins it, its sandbox by name
+        // and its containers as members of that sandbox, as in any pod.
+        let joiner = |ns: &str| {
+            json!({"annotations": {
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": "s2",
+                "io.kubernetes.cri.sandbox-namespace": ns,
+                "rauha.dev/zone": "builds"}})
+        };
+        assert_eq!(
+            role(&joiner("team-a")),
+            Role::Named {
+                zone: shared.clone()
+            }
+        );
+        let container = json!({"annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-id": "s2",
+            "io.kubernetes.cri.sandbox-namespace": "team-a",
+            "rauha.dev/zone": "builds"}});
+        assert_eq!(
+            role(&container),
+            Role::Member {
+                sandbox_id: "s2".into()
+            }
+        );
+        // Another namespace's pod asking for the same name, or for the
+        // rauhad name of team-a's zone or of another pod's zone, gets a
+        // zone of its own namespace's, never theirs.
+        for asked in ["builds", "shared-team-a-builds", "k8s-io-s1"] {
+            let mut other = joiner("team-b");
+            other["annotations"]["rauha.dev/zone"] = json!(asked);
+            match role(&other) {
+                Role::Named { zone } => {
+                    assert!(zone.starts_with("shared-team-b-"), "{asked}: {zone}")
+                }
+                r => panic!("{r:?}"),
+            }
+        }
+        // Without a pod (`ctr run`, root on the node): any zone, by its name.
+        let plain = json!({"annotations": {"rauha.dev/zone": "k8s-io-s1"}});
+        assert_eq!(
+            role(&plain),
+            Role::Named {
+                zone: "k8s-io-s1".into()
+            }
+        );
+        assert_eq!(
+            own_zone_name(&json!({}), "k8s.io", "s1"),
+            zone_name("k8s.io", "s1")
+        );
     }
 
     #[test]

@@ -74,10 +74,12 @@ impl Shim for RauhaShim {
                         .unwrap_or_else(|| name.clone()),
                     root: Some(self.id.clone()),
                 };
+                // (By the id the sandbox saved: its zone may be a shared
+                // one, whose name is not the sandbox's.)
                 let r = match rauhad.zones().await {
                     Ok(mut zones) => zones
                         .remove_root(rauha_api::v1::RootRef {
-                            zone: name,
+                            zone: orphan.zone.clone(),
                             name: self.id.clone(),
                         })
                         .await
@@ -87,7 +89,7 @@ impl Shim for RauhaShim {
                 settle(&rauhad, orphan, r);
             }
             if convert::role(&spec) == convert::Role::Owner {
-                let name = convert::zone_name(&self.namespace, &self.id);
+                let name = convert::own_zone_name(&spec, &self.namespace, &self.id);
                 let orphan = Orphan {
                     zone: saved_zone_id(&bundle, &self.id).unwrap_or_else(|| name.clone()),
                     root: None,

@@ -12,7 +12,7 @@ impl Service {
         replay: bool,
     ) -> TtrpcResult<String> {
         let policy = convert::policy(spec).map_err(Error::from)?;
-        let name = convert::zone_name(&self.inner.namespace, id);
+        let name = convert::own_zone_name(spec, &self.inner.namespace, id);
         let mut zones = self.zones().await?;
         let created = zones
             .create(v1::CreateZoneRequest {
