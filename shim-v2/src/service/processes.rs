@@ -163,13 +163,23 @@ impl Service {
                 .ok(),
             Err(_) => None,
         };
-        let enforcement = match self.inner.rauhad.zones().await {
-            Ok(mut c) => c
-                .get(v1::ZoneRef { zone: zone.clone() })
-                .await
-                .ok()
-                .and_then(|z| z.into_inner().enforcement),
-            Err(_) => None,
+        let (enforcement, denials) = match self.inner.rauhad.zones().await {
+            Ok(mut c) => {
+                let enforcement = c
+                    .get(v1::ZoneRef { zone: zone.clone() })
+                    .await
+                    .ok()
+                    .and_then(|z| z.into_inner().enforcement);
+                // What the kernel denied in the zone since the last result
+                // (where BPF-LSM is in force: elsewhere there is none).
+                let denials = c
+                    .take_denials(v1::ZoneRef { zone: zone.clone() })
+                    .await
+                    .map(|d| d.into_inner().events)
+                    .unwrap_or_default();
+                (enforcement, denials)
+            }
+            Err(_) => (None, Vec::new()),
         };
         let Some(enforcement) = enforcement else {
             log::warn!("no result for container {container_id}: rauhad did not give its zone's enforcement");
@@ -182,7 +192,14 @@ impl Service {
             l.stderr = redact(&l.stderr, &secrets);
             l
         });
-        let message = result_envelope(ended, &zone, logs.as_ref(), &enforcement, oom);
+        let denials: Vec<v1::EnforcementEvent> = denials
+            .into_iter()
+            .map(|mut d| {
+                d.target = String::from_utf8_lossy(&redact(d.target.as_bytes(), &secrets)).into();
+                d
+            })
+            .collect();
+        let message = result_envelope(ended, &zone, logs.as_ref(), &enforcement, &denials, oom);
         if let Err(e) = std::fs::write(&path, message) {
             log::warn!(
                 "cannot write container {container_id}'s result to {}: {e}",
@@ -214,12 +231,18 @@ pub(super) fn redact(bytes: &[u8], secrets: &[(String, String)]) -> Vec<u8> {
     out
 }
 
+/// The most denials a result lists (the rest are counted), and the longest
+/// target of one.
+const MAX_DENIALS: usize = 8;
+const MAX_DENIAL_TARGET: usize = 160;
+
 /// The result as JSON of at most TERMINATION_MESSAGE_MAX bytes.
 pub(super) fn result_envelope(
     p: &v1::Process,
     zone: &str,
     logs: Option<&v1::LogsResponse>,
     enforcement: &v1::Enforcement,
+    denials: &[v1::EnforcementEvent],
     oom: bool,
 ) -> String {
     let signal = (p.signal > 0).then_some(p.signal);
@@ -253,7 +276,19 @@ pub(super) fn result_envelope(
                 "score": enforcement.score,
                 "label": enforcement.label,
             },
+            // At most MAX_DENIALS, each target cut: the message has 4 KiB.
+            "enforcement_events": denials.iter().take(MAX_DENIALS).map(|d| serde_json::json!({
+                "time_ms": d.time_ms,
+                "zone_id": d.zone_id,
+                "pid": d.pid,
+                "hook": d.hook,
+                "target": d.target.chars().take(MAX_DENIAL_TARGET).collect::<String>(),
+                "errno": d.errno,
+            })).collect::<Vec<_>>(),
         });
+        if denials.len() > MAX_DENIALS {
+            v["enforcement_events_unlisted"] = (denials.len() - MAX_DENIALS).into();
+        }
         if let Some(sig) = signal {
             v["signal"] = sig.into();
         }

@@ -138,6 +138,10 @@ impl Zones for FakeRauhad {
         unused("Zones.Top")
     }
 
+    async fn take_denials(&self, r: Request<v1::ZoneRef>) -> Rpc<v1::Denials> {
+        self.zone(&r.into_inner().zone)?;
+        Ok(Response::new(v1::Denials::default()))
+    }
     async fn usage(&self, r: Request<v1::ZoneRef>) -> Rpc<v1::ZoneUsage> {
         let zone = self.zone(&r.into_inner().zone)?;
         Ok(Response::new(v1::ZoneUsage {
@@ -579,7 +583,19 @@ fn a_result_envelope_fits_a_termination_message() {
         score: 51,
         label: "standard".into(),
     };
-    let text = super::processes::result_envelope(&p, "z1", Some(&logs), &enforcement, false);
+    // More denials than a result lists, one with a long target.
+    let denials: Vec<v1::EnforcementEvent> = (0..12)
+        .map(|i| v1::EnforcementEvent {
+            time_ms: 5,
+            zone_id: "z1".into(),
+            pid: 40 + i,
+            hook: "file_open".into(),
+            target: format!("/etc/{}", "x".repeat(if i == 0 { 1000 } else { 3 })),
+            errno: 13,
+        })
+        .collect();
+    let text =
+        super::processes::result_envelope(&p, "z1", Some(&logs), &enforcement, &denials, false);
     assert!(text.len() <= 4000, "{} bytes", text.len());
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(v["status"], "failed");
@@ -589,6 +605,13 @@ fn a_result_envelope_fits_a_termination_message() {
     assert_eq!(v["stdout_truncated"], true);
     assert!(v["stdout"].as_str().expect("stdout").starts_with("y\ny\n"));
     assert_eq!(v["enforcement"]["score"], 51);
+    let listed = v["enforcement_events"].as_array().expect("denials");
+    assert_eq!(listed.len(), 8);
+    assert_eq!(v["enforcement_events_unlisted"], 4);
+    assert_eq!(listed[1]["hook"], "file_open");
+    assert_eq!(listed[1]["target"], "/etc/xxx");
+    assert_eq!(listed[1]["errno"], 13);
+    assert_eq!(listed[0]["target"].as_str().map(str::len), Some(160));
 }
 
 #[test]

@@ -158,6 +158,20 @@ impl Zones for ZonesService {
         }))
     }
 
+    async fn take_denials(
+        &self,
+        request: Request<v1::ZoneRef>,
+    ) -> Result<Response<v1::Denials>, Status> {
+        let zone = self.registry.find_zone(&request.into_inner().zone)?;
+        let events = self
+            .registry
+            .take_denials(&zone.id)
+            .iter()
+            .map(Into::into)
+            .collect();
+        Ok(Response::new(v1::Denials { events }))
+    }
+
     async fn add_root(
         &self,
         request: Request<v1::AddRootRequest>,
