@@ -261,6 +261,8 @@ EOF
     kubectl apply -f deploy/kubernetes/operator-rbac.yaml >&2
     kubectl create clusterrolebinding rauha-operator-user --clusterrole rauha-operator \
         --user rauha-operator --dry-run=client -o yaml | kubectl apply -f - >&2
+    kubectl create rolebinding rauha-operator-lease -n default --role rauha-operator-lease \
+        --user rauha-operator --dry-run=client -o yaml | kubectl apply -f - >&2
     start operator "$bin/rauha-operator" --kubeconfig "$dir/pki/operator.kubeconfig" \
         --metrics-address 127.0.0.1:18080 --zone-holder-image "$registry/rauha/pause:latest"
     wait_for operator 30 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:18080/readyz')"
