@@ -39,7 +39,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("rauha-cli", &["rauha-api", "rauha-spec"]),
-    ("rauha-shim-v2", &["rauha-api", "rauha-spec", "rauha-fd"]),
+    (
+        "rauha-shim-v2",
+        &["rauha-api", "rauha-spec", "rauha-fd", "rauha-workspace"],
+    ),
     ("rauha-operator", &["rauha-spec"]),
 ];
 

@@ -798,3 +798,50 @@ fn k8s_tasks_of_a_shared_zone_run_together_in_its_one_zone() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A task's inputs (a ConfigMap's files) are in its workspace when it
+/// starts, and what it changed there is listed in its result.
+#[test]
+fn k8s_a_tasks_inputs_are_in_its_workspace_and_its_changes_in_its_result() {
+    let Some(registry) = cluster() else { return };
+    let cm = unique("inputs");
+    apply_ok(&serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": cm, "namespace": "default"},
+        "data": {"greeting.txt": "hello\n", "keep.txt": "same\n"},
+    }));
+    let name = unique("workspace");
+    apply_ok(&task(
+        &name,
+        &image(&registry),
+        "pwd; cat in/greeting.txt; echo bye > out.txt; echo more >> in/greeting.txt",
+        serde_json::json!({"inputs": [{"configMap": cm, "path": "in"}]}),
+    ));
+    let t = wait_finished(&name, Duration::from_secs(90));
+    assert_eq!(phase(&t), "Succeeded", "{t}");
+    let r = &t["status"]["result"];
+    assert_eq!(r["stdout"], "/workspace\nhello\n", "{t}");
+    let changed: Vec<(String, String)> = r["files_changed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap_or_default().to_string(),
+                c["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            ("modified".to_string(), "in/greeting.txt".to_string()),
+            ("added".to_string(), "out.txt".to_string()),
+        ],
+        "{r}"
+    );
+    assert_eq!(r["files_changed_unlisted"], 0);
+    kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
+    kubectl_ok(&["delete", "configmap", &cm, "-n", "default"]);
+}

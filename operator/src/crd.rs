@@ -23,6 +23,14 @@ pub const POLICY_ANNOTATION: &str = "rauha.dev/policy";
 pub const SECRET_ENV_ANNOTATION: &str = "rauha.dev/secret-env";
 /// Where a task's pod mounts each of its secrets (`<dir>/<env>/value`).
 pub const SECRETS_DIR: &str = "/run/rauha/secrets";
+/// A task's workspace: its working directory, the inputs' files, and what
+/// its result lists the changes of (an emptyDir).
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// Where a task's pod mounts each input ConfigMap (`<dir>/<index>`).
+pub const INPUTS_DIR: &str = "/run/rauha/inputs";
+/// The shim's annotation of a task's workspace: the directory, and where
+/// each input's files go in it (docs/shim.md).
+pub const WORKSPACE_ANNOTATION: &str = "rauha.dev/workspace";
 /// The label of a shared zone's holder pod: the Zone's name.
 pub const ZONE_LABEL: &str = "rauha.dev/zone-holder";
 /// The shim's annotation of a pod whose zone is a shared one of its
@@ -181,6 +189,23 @@ pub struct SecretRef {
     pub env: String,
 }
 
+/// A ConfigMap's files placed in the task's workspace before it starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInput {
+    /// The ConfigMap, in the task's namespace: each key a file.
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
+    /// The directory under the workspace its files go to (the workspace
+    /// itself when empty): relative, with no `.` or `..` component.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(
+        length(max = 255),
+        regex(pattern = r"^([A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*)?$")
+    )]
+    pub path: String,
+}
+
 /// What the task's process may use.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskResources {
@@ -235,6 +260,12 @@ pub struct SandboxTaskSpec {
     pub env: Vec<EnvVar>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_refs: Vec<SecretRef>,
+    /// Files placed in the task's workspace (`/workspace`, its working
+    /// directory) before it starts; what it changes there is listed in its
+    /// result (`files_changed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub inputs: Vec<TaskInput>,
     /// A `Zone` of this namespace whose policy and placement the task takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_ref: Option<String>,

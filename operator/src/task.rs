@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar as PodEnvVar, KeyToPath, Node, Pod, PodSpec, ResourceRequirements,
-    SecretVolumeSource, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar as PodEnvVar, KeyToPath, Node,
+    Pod, PodSpec, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -25,14 +25,17 @@ use kube::runtime::finalizer::{finalizer, Event as Finalized};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::crd::{
-    Phase, SandboxTask, SandboxTaskStatus, Zone, POLICY_ANNOTATION, SECRETS_DIR,
-    SECRET_ENV_ANNOTATION, TASK_LABEL, ZONE_ANNOTATION,
+    Phase, SandboxTask, SandboxTaskStatus, Zone, INPUTS_DIR, POLICY_ANNOTATION, SECRETS_DIR,
+    SECRET_ENV_ANNOTATION, TASK_LABEL, WORKSPACE_ANNOTATION, WORKSPACE_DIR, ZONE_ANNOTATION,
 };
 use crate::metrics::Metrics;
 use crate::placement::{self, Load, NodeView, Request};
 
 pub const FINALIZER: &str = "rauha.dev/cleanup";
 pub const MANAGER: &str = "rauha-operator";
+/// The most a task's workspace may hold (kubelet evicts the pod past it):
+/// the `standard` policy's disk limit.
+pub const WORKSPACE_SIZE_LIMIT: &str = "4Gi";
 /// Longest stdout or stderr a status keeps; `kubectl logs` has the rest.
 pub const MAX_STATUS_OUTPUT: usize = 1024;
 
@@ -722,6 +725,47 @@ pub fn task_pod(task: &SandboxTask, name: &str, node: &str, zone: &PodZone) -> R
             serde_json::to_string(&secret_env).unwrap_or_default(),
         );
     }
+    // The workspace: an emptyDir the task starts in; the shim puts each
+    // input ConfigMap's files (mounted read-only) in it before the task
+    // starts, and lists what the task changed there in its result.
+    volumes.push(Volume {
+        name: "rauha-workspace".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(Quantity(WORKSPACE_SIZE_LIMIT.into())),
+        }),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "rauha-workspace".into(),
+        mount_path: WORKSPACE_DIR.into(),
+        ..Default::default()
+    });
+    let mut inputs = Vec::new();
+    for (i, input) in task.spec.inputs.iter().enumerate() {
+        let volume = format!("rauha-input-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: input.config_map.clone(),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let from = format!("{INPUTS_DIR}/{i}");
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: from.clone(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        inputs.push(serde_json::json!({"from": from, "to": input.path}));
+    }
+    annotations.insert(
+        WORKSPACE_ANNOTATION.to_string(),
+        serde_json::json!({"dir": WORKSPACE_DIR, "inputs": inputs}).to_string(),
+    );
     let pod = Pod {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_string()),
@@ -760,10 +804,11 @@ pub fn task_pod(task: &SandboxTask, name: &str, node: &str, zone: &PodZone) -> R
                     ..Default::default()
                 }),
                 termination_message_policy: Some("File".into()),
-                volume_mounts: (!mounts.is_empty()).then_some(mounts),
+                working_dir: Some(WORKSPACE_DIR.into()),
+                volume_mounts: Some(mounts),
                 ..Default::default()
             }],
-            volumes: (!volumes.is_empty()).then_some(volumes),
+            volumes: Some(volumes),
             ..Default::default()
         }),
         status: None,
@@ -936,6 +981,65 @@ mod tests {
     }
 
     #[test]
+    fn inputs_are_mounted_configmaps_the_shim_copies_into_the_workspace() {
+        let mut t = task();
+        t.spec.inputs = vec![
+            crate::crd::TaskInput {
+                config_map: "conf".into(),
+                path: String::new(),
+            },
+            crate::crd::TaskInput {
+                config_map: "data".into(),
+                path: "in/data".into(),
+            },
+        ];
+        let pod = task_pod(&t, "p", "n", &own("standard")).expect("pod");
+        let spec = pod.spec.clone().expect("spec");
+        let c = &spec.containers[0];
+        assert_eq!(c.working_dir.as_deref(), Some("/workspace"));
+        let mounts: Vec<(String, String, bool)> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.mount_path.clone(),
+                    m.read_only == Some(true),
+                )
+            })
+            .collect();
+        assert!(mounts.contains(&("rauha-workspace".into(), "/workspace".into(), false)));
+        assert!(mounts.contains(&("rauha-input-1".into(), "/run/rauha/inputs/1".into(), true)));
+        let volumes = spec.volumes.expect("volumes");
+        let data = volumes
+            .iter()
+            .find(|v| v.name == "rauha-input-1")
+            .expect("input");
+        assert_eq!(
+            data.config_map.as_ref().map(|c| c.name.as_str()),
+            Some("data")
+        );
+        let ws = volumes
+            .iter()
+            .find(|v| v.name == "rauha-workspace")
+            .expect("ws");
+        assert!(ws
+            .empty_dir
+            .as_ref()
+            .is_some_and(|e| e.size_limit.is_some()));
+        let a = pod.metadata.annotations.expect("annotations");
+        let w: serde_json::Value =
+            serde_json::from_str(&a[WORKSPACE_ANNOTATION]).expect("workspace JSON");
+        assert_eq!(w["dir"], "/workspace");
+        assert_eq!(
+            w["inputs"][0],
+            serde_json::json!({"from": "/run/rauha/inputs/0", "to": ""})
+        );
+        assert_eq!(w["inputs"][1]["to"], "in/data");
+    }
+
+    #[test]
     fn a_task_in_a_shared_zone_joins_it_and_carries_no_policy() {
         let t = task();
         let shared = PodZone::Shared {
@@ -972,6 +1076,7 @@ mod tests {
                 timeout_seconds: Some(30),
                 ttl_seconds_after_finished: None,
                 secret_refs: Vec::new(),
+                inputs: Vec::new(),
             },
         );
         t.metadata.namespace = Some("default".into());

@@ -391,6 +391,43 @@ impl DirFd {
         check(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode as libc::mode_t) })
     }
 
+    /// Opens `name` below this directory for reading, following symlinks
+    /// only while they stay beneath it (`openat2` with `RESOLVE_BENEATH`
+    /// and no magic links): a regular file, or an error.
+    pub fn open_beneath(&self, name: &OsStr) -> io::Result<File> {
+        let c = c_name(name)?;
+        // (Declared here: libc's is non-exhaustive.)
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: open directory, nul-terminated name, `how` of its size.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &how,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        let fd = owned(i32::try_from(fd).unwrap_or(-1))?;
+        if fstat(fd.as_raw_fd())?.kind != EntryKind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(File::from(fd))
+    }
+
     /// Sets this directory's owner.
     pub fn chown_self(&self, uid: u32, gid: u32) -> io::Result<()> {
         // SAFETY: the descriptor is open.

@@ -87,6 +87,7 @@ mod diff;
 mod dirfd;
 mod error;
 mod journal;
+mod place;
 mod plan;
 mod scan;
 
@@ -97,4 +98,5 @@ mod overlay_tests;
 
 pub use commit::{commit, journal_path, recover, Recovered};
 pub use error::WorkspaceError;
-pub use scan::{scan, scan_capped, Limits, Scanned};
+pub use place::{place_file, read_files_beneath, relative_components};
+pub use scan::{compare_capped, scan, scan_capped, Limits, Scanned};

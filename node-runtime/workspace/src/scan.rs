@@ -81,6 +81,28 @@ pub struct Scanned {
 
 /// [`scan`] within `limits`: memory stays bounded whatever the task made.
 pub fn scan_capped(lower: &Path, upper: &Path, limits: &Limits) -> Result<Scanned, WorkspaceError> {
+    walk(lower, upper, limits, true)
+}
+
+/// What a task changed in a plain directory `after`, given a copy of it
+/// as it was before (`before`): every entry missing from `after` was
+/// deleted, every one missing from `before` added (no overlay rules: a
+/// character device is a special entry like any other). Neither tree's
+/// symlinks are followed; the limits are [`scan_capped`]'s.
+pub fn compare_capped(
+    before: &Path,
+    after: &Path,
+    limits: &Limits,
+) -> Result<Scanned, WorkspaceError> {
+    walk(before, after, limits, false)
+}
+
+fn walk(
+    lower: &Path,
+    upper: &Path,
+    limits: &Limits,
+    overlay: bool,
+) -> Result<Scanned, WorkspaceError> {
     let lower_root = DirFd::open(lower).map_err(|e| WorkspaceError::read(lower, e))?;
     let upper_root = DirFd::open(upper).map_err(|e| WorkspaceError::read(upper, e))?;
     let mut scan = Scan {
@@ -90,8 +112,10 @@ pub fn scan_capped(lower: &Path, upper: &Path, limits: &Limits) -> Result<Scanne
         diff_spent: 0,
         changes: Vec::new(),
         unlisted: 0,
+        overlay,
     };
-    let merged = !scan.opaque(&upper_root, "")?;
+    // A plain tree is compared whole: nothing of `before` shows through.
+    let merged = overlay && !scan.opaque(&upper_root, "")?;
     scan.dir(Some(&lower_root), Some(&upper_root), merged, "")?;
     let mut changes = scan.changes;
     changes.sort_by(|a, b| {
@@ -144,6 +168,9 @@ struct Scan<'a> {
     diff_spent: usize,
     changes: Vec<FileChange>,
     unlisted: u64,
+    /// An overlay's upper layer (a character device 0/0 is a whiteout), or
+    /// a plain tree (it is a device like any other).
+    overlay: bool,
 }
 
 fn join(rel: &str, name: &str) -> String {
@@ -265,7 +292,9 @@ impl Scan<'_> {
                     if let Some((l, o)) = old {
                         self.deleted(l, &name, &path, o)?;
                     }
-                    if n.kind == EntryKind::Other {
+                    if n.kind == EntryKind::Other
+                        || (!self.overlay && n.kind == EntryKind::Whiteout)
+                    {
                         let mut c = change(&path, ChangeKind::Added, FileType::Special);
                         c.mode = Some(n.mode);
                         c.held_back = Some(SPECIAL_HELD_BACK.to_string());

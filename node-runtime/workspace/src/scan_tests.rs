@@ -424,3 +424,45 @@ fn a_capped_scan_lists_the_first_changes_and_counts_the_rest() {
     assert!(spent <= 100, "{spent}");
     assert!(scanned.changes.iter().any(|c| c.diff_truncated));
 }
+
+#[test]
+fn two_plain_trees_compare_whole_and_never_through_a_symlink() {
+    let s = Scratch::new("compare");
+    let (before, after) = (s.lower(), s.upper());
+    write(&before.join("kept"), b"same\n", 0o644);
+    write(&before.join("edited"), b"one\n", 0o644);
+    write(&before.join("gone/a"), b"a\n", 0o644);
+    write(&after.join("kept"), b"same\n", 0o644);
+    write(&after.join("edited"), b"two\n", 0o644);
+    write(&after.join("new/b"), b"b\n", 0o600);
+    // A symlink out of the tree is listed as itself, never followed.
+    let outside = Scratch::new("compare-outside");
+    write(&outside.lower().join("secret"), b"s\n", 0o600);
+    symlink(outside.lower().to_str().unwrap(), &after.join("out"));
+    let limits = crate::Limits::default();
+    let found = crate::compare_capped(&before, &after, &limits).unwrap();
+    assert_eq!(
+        summary(&found.changes),
+        [
+            "Modified File edited",
+            "Deleted Dir gone",
+            "Deleted File gone/a",
+            "Added Dir new",
+            "Added File new/b",
+            "Added Symlink out",
+        ]
+    );
+    let edited = only(&found.changes, "edited");
+    assert!(edited.diff.as_deref().is_some_and(|d| d.contains("+two")));
+    // Capped like a scan: the rest counted.
+    let capped = crate::compare_capped(
+        &before,
+        &after,
+        &crate::Limits {
+            max_changes: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((capped.changes.len(), capped.unlisted), (2, 4));
+}

@@ -59,6 +59,10 @@ impl Service {
                         sandbox: sandbox_id.clone(),
                         container: req.id.clone(),
                     })?;
+                // A task pod's inputs, in its workspace before it starts.
+                if let Some(ws) = workspace::of(&spec).map_err(Error::from)? {
+                    workspace::prepare(&ws, std::path::Path::new(&bundle)).map_err(Error::from)?;
+                }
                 self.mount_rootfs(&req, replay).await?;
                 let added = self.add_root(&zone, &req.id, &bundle, &spec, replay).await;
                 if let Err(e) = added {

@@ -42,6 +42,7 @@ mod model;
 mod persist;
 mod processes;
 mod task;
+mod workspace;
 mod zone;
 
 #[cfg(test)]

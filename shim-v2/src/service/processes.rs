@@ -199,7 +199,30 @@ impl Service {
                 d
             })
             .collect();
-        let message = result_envelope(ended, &zone, logs.as_ref(), &enforcement, &denials, oom);
+        // What the task changed in its workspace, its names redacted too.
+        let files = workspace::of(&spec)
+            .ok()
+            .flatten()
+            .and_then(|ws| workspace::changes(&ws, std::path::Path::new(&bundle), MAX_FILES))
+            .map(|mut found| {
+                for c in &mut found.changes {
+                    c.path = String::from_utf8_lossy(&redact(c.path.as_bytes(), &secrets)).into();
+                    c.link_target = c
+                        .link_target
+                        .take()
+                        .map(|t| String::from_utf8_lossy(&redact(t.as_bytes(), &secrets)).into());
+                }
+                found
+            });
+        let message = result_envelope(
+            ended,
+            &zone,
+            logs.as_ref(),
+            &enforcement,
+            &denials,
+            files.as_ref(),
+            oom,
+        );
         if let Err(e) = std::fs::write(&path, message) {
             log::warn!(
                 "cannot write container {container_id}'s result to {}: {e}",
@@ -231,6 +254,9 @@ pub(super) fn redact(bytes: &[u8], secrets: &[(String, String)]) -> Vec<u8> {
     out
 }
 
+/// The most workspace changes a result lists (the rest are counted).
+const MAX_FILES: usize = 64;
+
 /// The most denials a result lists (the rest are counted), and the longest
 /// target of one.
 const MAX_DENIALS: usize = 8;
@@ -243,6 +269,7 @@ pub(super) fn result_envelope(
     logs: Option<&v1::LogsResponse>,
     enforcement: &v1::Enforcement,
     denials: &[v1::EnforcementEvent],
+    files: Option<&rauha_workspace::Scanned>,
     oom: bool,
 ) -> String {
     let signal = (p.signal > 0).then_some(p.signal);
@@ -257,7 +284,9 @@ pub(super) fn result_envelope(
     let mut stdout = text(logs.map(|l| &l.stdout));
     let mut stderr = text(logs.map(|l| &l.stderr));
     let truncated = logs.is_some_and(|l| l.truncated);
-    let render = |stdout: &str, stderr: &str, cut: bool| {
+    // Listed while they fit; the rest counted.
+    let mut listed = files.map_or(0, |f| f.changes.len());
+    let render = |stdout: &str, stderr: &str, cut: bool, listed: usize| {
         let mut v = serde_json::json!({
             "task_id": p.id,
             "zone_id": zone,
@@ -289,12 +318,23 @@ pub(super) fn result_envelope(
         if denials.len() > MAX_DENIALS {
             v["enforcement_events_unlisted"] = (denials.len() - MAX_DENIALS).into();
         }
+        if let Some(f) = files {
+            v["files_changed"] = serde_json::to_value(&f.changes[..listed]).unwrap_or_default();
+            v["files_changed_unlisted"] = (f.unlisted + (f.changes.len() - listed) as u64).into();
+        }
         if let Some(sig) = signal {
             v["signal"] = sig.into();
         }
         v.to_string()
     };
-    let mut out = render(&stdout, &stderr, false);
+    let mut out = render(&stdout, &stderr, false, listed);
+    // The changes' list gives way first, down to 8 entries, then the
+    // streams.
+    let keep = listed.min(8);
+    while out.len() > TERMINATION_MESSAGE_MAX && listed > keep {
+        listed -= 1;
+        out = render(&stdout, &stderr, false, listed);
+    }
     // Cut the longer stream (on a character boundary) until it fits; the
     // layers' details go last.
     while out.len() > TERMINATION_MESSAGE_MAX {
@@ -314,7 +354,12 @@ pub(super) fn result_envelope(
             keep -= 1;
         }
         longer.truncate(keep);
-        out = render(&stdout, &stderr, true);
+        out = render(&stdout, &stderr, true, listed);
+    }
+    // Still too long (the streams are empty): fewer changes.
+    while out.len() > TERMINATION_MESSAGE_MAX && listed > 0 {
+        listed -= 1;
+        out = render(&stdout, &stderr, true, listed);
     }
     out
 }

@@ -583,6 +583,25 @@ fn a_result_envelope_fits_a_termination_message() {
         score: 51,
         label: "standard".into(),
     };
+    // Many changes in the workspace: some listed, the rest counted.
+    let files = rauha_workspace::Scanned {
+        changes: (0..64)
+            .map(|i| rauha_spec::result::FileChange {
+                path: format!("out/file-{i:03}.txt"),
+                kind: rauha_spec::result::ChangeKind::Added,
+                file_type: rauha_spec::result::FileType::File,
+                size: Some(3),
+                mode: Some(0o644),
+                old_size: None,
+                old_mode: None,
+                link_target: None,
+                diff: None,
+                diff_truncated: false,
+                held_back: None,
+            })
+            .collect(),
+        unlisted: 10,
+    };
     // More denials than a result lists, one with a long target.
     let denials: Vec<v1::EnforcementEvent> = (0..12)
         .map(|i| v1::EnforcementEvent {
@@ -594,8 +613,15 @@ fn a_result_envelope_fits_a_termination_message() {
             errno: 13,
         })
         .collect();
-    let text =
-        super::processes::result_envelope(&p, "z1", Some(&logs), &enforcement, &denials, false);
+    let text = super::processes::result_envelope(
+        &p,
+        "z1",
+        Some(&logs),
+        &enforcement,
+        &denials,
+        Some(&files),
+        false,
+    );
     assert!(text.len() <= 4000, "{} bytes", text.len());
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(v["status"], "failed");
@@ -612,6 +638,14 @@ fn a_result_envelope_fits_a_termination_message() {
     assert_eq!(listed[1]["target"], "/etc/xxx");
     assert_eq!(listed[1]["errno"], 13);
     assert_eq!(listed[0]["target"].as_str().map(str::len), Some(160));
+    let changed = v["files_changed"].as_array().expect("files_changed");
+    assert!(changed.len() >= 8, "{}", changed.len());
+    assert_eq!(changed[0]["path"], "out/file-000.txt");
+    assert_eq!(changed[0]["kind"], "added");
+    assert_eq!(
+        v["files_changed_unlisted"].as_u64(),
+        Some(74 - changed.len() as u64)
+    );
 }
 
 #[test]
