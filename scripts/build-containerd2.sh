@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds containerd 2.x and its ctr from the version pinned in
+# Builds containerd 2.x, its ctr and its runc shim (containerd-shim-runc-v2:
+# containerd 2.x refuses Debian's, from 1.6) from the version pinned in
 # e2e/go/containerd2/go.mod, once per version, into $RAUHA_CACHE (default
 # /var/cache/rauha)/containerd/<version>/, linked from target/tools/containerd2,
 # for the shim's e2e test against containerd 2.x and scripts/cluster.sh (the
@@ -25,13 +26,18 @@ cd "$moddir"
 version=$("$go" list -m -f '{{.Version}}' github.com/containerd/containerd/v2)
 # Built once per version, outside the clone: a fresh clone reuses it.
 out="$cache/containerd/$version"
-if [[ -x "$out/containerd" && -x "$out/ctr" ]]; then
+cmds=(containerd ctr containerd-shim-runc-v2)
+missing=()
+for cmd in "${cmds[@]}"; do
+    [[ -x "$out/$cmd" ]] || missing+=("$cmd")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
     echo "== containerd $version cached ($out)"
 else
-    echo "== building containerd $version with $("$go" version)"
+    echo "== building containerd $version (${missing[*]}) with $("$go" version)"
     mkdir -p "$out"
     start=$SECONDS
-    for cmd in containerd ctr; do
+    for cmd in "${missing[@]}"; do
         tmp="$out/$cmd.tmp.$$"
         trap 'rm -f "$tmp"' EXIT
         # The snapshotters these tests never use, and whose cgo needs

@@ -237,7 +237,8 @@ EOF
         --cgroup-parent "$cgroup_parent" --bpf-pin-dir "$pin_dir"
     wait_for rauhad 20 test -S "$dir/rauhad.sock"
     write_containerd_config "$registry"
-    start containerd env PATH="$bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    # containerd 2.x's own runc shim (for runc's handler) before Debian's.
+    start containerd env PATH="$bin:$ctrd:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         RAUHA_ADDR="unix://$dir/rauhad.sock" "$ctrd/containerd" --config "$dir/containerd/config.toml"
     wait_for containerd 30 "$ctrd/ctr" --address "$dir/containerd/containerd.sock" version
 

@@ -160,6 +160,11 @@ impl Service {
                 .containers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            // Only the pod that made the zone sizes it: a pod joined to a
+            // shared zone leaves its memory to the zone's own policy.
+            if !all.values().any(|c| c.zone == zone && c.owns_zone) {
+                return;
+            }
             all.values()
                 .filter(|c| c.zone == zone && c.root.is_some())
                 .map(|c| c.limits.memory_bytes)
