@@ -420,9 +420,8 @@ pub enum PodZone {
 /// when it must wait (a shared zone not ready yet).
 async fn zone_of(task: &SandboxTask, ctx: &Ctx) -> Result<Result<PodZone, String>, Error> {
     let Some(zone_name) = &task.spec.zone_ref else {
-        let preset = task.spec.preset.map_or("standard", |p| p.name());
         return Ok(Ok(PodZone::Own {
-            policy: preset.to_string(),
+            policy: pod_policy(task.spec.preset, None)?,
             placement: Default::default(),
         }));
     };
@@ -447,15 +446,33 @@ async fn zone_of(task: &SandboxTask, ctx: &Ctx) -> Result<Result<PodZone, String
             _ => Err(format!("its shared Zone {zone_name:?} is not ready yet")),
         });
     }
-    let policy = match (&zone.spec.policy, zone.spec.preset) {
-        (Some(policy), _) => policy.to_toml(),
-        (None, Some(preset)) => preset.name().to_string(),
-        (None, None) => "standard".to_string(),
-    };
     Ok(Ok(PodZone::Own {
-        policy,
+        policy: pod_policy(zone.spec.preset, zone.spec.policy.as_ref())?,
         placement: zone.spec.placement.clone(),
     }))
+}
+
+/// The policy a task's pod runs under, as the shim's annotation takes it
+/// (TOML): the Zone's policy, or else the preset (`standard` when none),
+/// with the task's workspace writable.
+pub fn pod_policy(
+    preset: Option<crate::crd::Preset>,
+    policy: Option<&rauha_spec::Policy>,
+) -> Result<String, Error> {
+    let mut policy = match policy {
+        Some(p) => p.clone(),
+        None => {
+            let name = preset.map_or("standard", |p| p.name());
+            rauha_spec::presets::load(name)
+                .ok_or_else(|| Error::Invalid(format!("no preset {name:?}")))?
+                .map_err(|e| Error::Invalid(e.to_string()))?
+        }
+    };
+    let ws = WORKSPACE_DIR.to_string();
+    if !policy.filesystem.writable_paths.contains(&ws) {
+        policy.filesystem.writable_paths.push(ws);
+    }
+    Ok(policy.to_toml())
 }
 
 async fn place(

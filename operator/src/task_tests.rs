@@ -104,6 +104,18 @@ pub(crate) fn list(items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
+/// The pod's policy is the preset `name` with the workspace writable, and
+/// nothing else changed.
+pub(crate) fn assert_preset_with_workspace(annotation: &Value, name: &str) {
+    let text = annotation.as_str().expect("a policy annotation");
+    let got = rauha_spec::Policy::parse("pod", text).expect("the pod's policy parses");
+    let mut want = rauha_spec::presets::load(name)
+        .expect("preset")
+        .expect("parses");
+    want.filesystem.writable_paths.push("/workspace".into());
+    assert_eq!(got, want, "{text}");
+}
+
 /// The status the reconcile wrote last (server-side apply on /status).
 pub(crate) fn written_status(calls: &[Call]) -> Value {
     calls
@@ -185,9 +197,9 @@ async fn a_new_task_gets_its_pod_on_a_ready_node() {
         .2;
     assert_eq!(pod["spec"]["nodeName"], "n1");
     assert_eq!(pod["spec"]["runtimeClassName"], "rauha");
-    assert_eq!(
-        pod["metadata"]["annotations"]["rauha.dev/policy"],
-        "standard"
+    assert_preset_with_workspace(
+        &pod["metadata"]["annotations"]["rauha.dev/policy"],
+        "standard",
     );
     let status = written_status(&calls);
     assert_eq!(status["phase"], "Scheduled");

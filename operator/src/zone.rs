@@ -51,15 +51,6 @@ pub fn holder_name(zone: &Zone) -> String {
     format!("{base}-zone-{short}")
 }
 
-/// The policy of a Zone as the shim's annotation takes it.
-pub fn policy_annotation(zone: &Zone) -> String {
-    match (&zone.spec.policy, zone.spec.preset) {
-        (Some(policy), _) => policy.to_toml(),
-        (None, Some(preset)) => preset.name().to_string(),
-        (None, None) => "standard".to_string(),
-    }
-}
-
 /// The holder pod of a shared Zone, on `node`.
 pub fn holder_pod(zone: &Zone, node: &str, image: &str) -> Result<Pod, Error> {
     let owner = zone
@@ -71,7 +62,10 @@ pub fn holder_pod(zone: &Zone, node: &str, image: &str) -> Result<Pod, Error> {
             namespace: zone.namespace(),
             labels: Some(BTreeMap::from([(ZONE_LABEL.to_string(), zone.name_any())])),
             annotations: Some(BTreeMap::from([
-                (POLICY_ANNOTATION.to_string(), policy_annotation(zone)),
+                (
+                    POLICY_ANNOTATION.to_string(),
+                    crate::task::pod_policy(zone.spec.preset, zone.spec.policy.as_ref())?,
+                ),
                 (ZONE_NAME_ANNOTATION.to_string(), zone.name_any()),
             ])),
             owner_references: Some(vec![owner]),

@@ -120,7 +120,10 @@ async fn a_shared_zone_gets_a_holder_pod_on_a_ready_node() {
         .2;
     assert_eq!(pod["metadata"]["name"], "z-zone-aaaaaaaa");
     assert_eq!(pod["metadata"]["annotations"]["rauha.dev/zone-name"], "z");
-    assert_eq!(pod["metadata"]["annotations"]["rauha.dev/policy"], "strict");
+    crate::task_tests::assert_preset_with_workspace(
+        &pod["metadata"]["annotations"]["rauha.dev/policy"],
+        "strict",
+    );
     assert_eq!(pod["metadata"]["labels"]["rauha.dev/zone-holder"], "z");
     assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "Zone");
     assert_eq!(pod["spec"]["nodeName"], "n1");
