@@ -272,6 +272,10 @@ async fn transition(
             task.metadata.generation,
         ),
     );
+    // Nothing new (a pod seen again in the same phase): no write.
+    if task.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
     write_status(task, ctx, &status).await?;
     if changed {
         let warn = matches!(phase, Phase::Failed | Phase::TimedOut);

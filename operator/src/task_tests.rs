@@ -236,6 +236,39 @@ async fn a_running_pod_makes_the_task_running() {
 }
 
 #[tokio::test]
+async fn a_pod_seen_again_with_nothing_new_writes_nothing() {
+    let route = || {
+        with_defaults(|m, p, _| match (m, p) {
+            ("GET", POD) => Some((
+                200,
+                pod(json!({"running": {"startedAt": "2026-12-06T10:00:01Z"}})),
+            )),
+            ("GET", "/api/v1/nodes/n1") => Some((200, node(true))),
+            _ => None,
+        })
+    };
+    let (ctx, calls) = cluster(route());
+    let t = task(
+        json!({}),
+        json!({"phase": "Scheduled", "pod": "t-11111111", "node": "n1"}),
+    );
+    apply_for_test(&t, &ctx).await.expect("reconcile");
+    let written = written_status(&calls.lock().expect("calls"));
+    assert_eq!(written["phase"], "Running");
+    // The same pod again, the task holding what was written: no write,
+    // no event.
+    let (ctx, calls) = cluster(route());
+    apply_for_test(&task(json!({}), written), &ctx)
+        .await
+        .expect("reconcile");
+    let calls = calls.lock().expect("calls");
+    assert!(
+        !calls.iter().any(|(m, _, _)| m == "PATCH" || m == "POST"),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_ended_pod_ends_the_task_with_the_nodes_result_or_says_there_is_none() {
     let result = json!({"exit_code": 0, "status": "succeeded", "stdout": "hi\n", "enforcement": {"score": 51}});
     let message = result.to_string();
