@@ -768,7 +768,7 @@ fn cri_pod_survives_kill_nine_cycles_of_rauhad() {
             vec!["run_in".to_string()],
             vec!["exec".into(), tick.clone(), "echo".into(), "in".into()],
         ];
-        let mut children: Vec<std::process::Child> = load
+        let children: Vec<std::process::Child> = load
             .iter()
             .map(|args| {
                 let args: Vec<&str> = if args[0] == "run_in" {
@@ -786,14 +786,25 @@ fn cri_pod_survives_kill_nine_cycles_of_rauhad() {
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(random_below(600)));
         cri.d.kill9();
-        let created = children
-            .remove(0)
-            .wait_with_output()
-            .expect("crictl create");
-        for c in children {
-            let _ = c.wait_with_output();
-        }
+        // rauhad comes back before the clients are waited for: an exec
+        // whose process started waits (in the shim) for its exit, which
+        // only a rauhad can report.
         cri.d.spawn(&[]);
+        let mut waited = Vec::new();
+        for mut c in children {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+            while c.try_wait().expect("crictl").is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!(
+                        "cycle {cycle}: a crictl call did not end within 90 s of rauhad's restart"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            waited.push(c.wait_with_output().expect("crictl"));
+        }
+        let created = waited.remove(0);
         // The pod and its running container went on.
         let inspect: serde_json::Value =
             serde_json::from_str(&cri.crictl(&["inspectp", &pod.0])).expect("inspectp JSON");
