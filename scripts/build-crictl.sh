@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# Builds crictl (the CRI CLI) from the version pinned in e2e/go/go.mod
-# (sigs.k8s.io/cri-tools, via e2e/go/tools.go), once per version, into
-# $RAUHA_CACHE (default /var/cache/rauha)/crictl/<version>/, linked from
-# target/tools/crictl.
+# Builds crictl (the CRI CLI) and critest (the CRI validation suite) from
+# the version pinned in e2e/go/go.mod (sigs.k8s.io/cri-tools, via
+# e2e/go/tools.go), once per version, into $RAUHA_CACHE (default
+# /var/cache/rauha)/<tool>/<version>/, linked from target/tools/<tool>.
 # GOPATH and GOCACHE stay at Go's defaults (outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out="$root/target/tools/crictl"
 moddir="$root/e2e/go"
-pkg=sigs.k8s.io/cri-tools/cmd/crictl
 
 if [[ -x /usr/local/go/bin/go ]]; then
     go=/usr/local/go/bin/go
@@ -28,23 +27,29 @@ cd "$moddir"
 version=$("$go" list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)
 cd "$root"
 # Built once per version, outside the clone: a fresh clone reuses it.
-cached="${RAUHA_CACHE:-/var/cache/rauha}/crictl/$version/crictl"
-if [[ -x "$cached" ]]; then
-    echo "== crictl $version cached ($cached)"
-else
-    echo "== building crictl $version with $("$go" version)"
-    mkdir -p "$(dirname "$cached")"
-    tmp="$cached.tmp.$$"
-    trap 'rm -f "$tmp"' EXIT
-    start=$SECONDS
-    (cd "$moddir" && "$go" build -mod=readonly -trimpath \
-        -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$version" \
-        -o "$tmp" "$pkg")
-    # Renamed into place so an interrupted build never leaves a "fresh" binary.
-    mv -f "$tmp" "$cached"
-    trap - EXIT
-    echo "== built crictl $version in $((SECONDS - start))s"
-fi
-mkdir -p "$(dirname "$out")"
-ln -sfn "$cached" "$out"
+# critest's main is a Go test: built with `go test -c`, as cri-tools'
+# Makefile does.
+for tool in crictl critest; do
+    cached="${RAUHA_CACHE:-/var/cache/rauha}/$tool/$version/$tool"
+    if [[ -x "$cached" ]]; then
+        echo "== $tool $version cached ($cached)"
+    else
+        echo "== building $tool $version with $("$go" version)"
+        mkdir -p "$(dirname "$cached")"
+        tmp="$cached.tmp.$$"
+        trap 'rm -f "$tmp"' EXIT
+        start=$SECONDS
+        build=(build)
+        [[ $tool == critest ]] && build=(test -c)
+        (cd "$moddir" && "$go" "${build[@]}" -mod=readonly -trimpath \
+            -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$version" \
+            -o "$tmp" "sigs.k8s.io/cri-tools/cmd/$tool")
+        # Renamed into place so an interrupted build never leaves a "fresh" binary.
+        mv -f "$tmp" "$cached"
+        trap - EXIT
+        echo "== built $tool $version in $((SECONDS - start))s"
+    fi
+    mkdir -p "$root/target/tools"
+    ln -sfn "$cached" "$root/target/tools/$tool"
+done
 "$out" --version

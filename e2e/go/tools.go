@@ -1,8 +1,7 @@
 //go:build tools
 
-// Package tools pins Go-based CLI tools used by the e2e suite: crictl
-// (scripts/build-crictl.sh) and critest, the CRI validation suite
-// (scripts/build-critest.sh builds it with `go test -c`).
+// Package tools pins Go-based CLI tools used by the e2e suite: crictl and
+// critest, the CRI validation suite (scripts/build-crictl.sh builds both).
 package tools
 
 import (
