@@ -210,6 +210,12 @@ impl ZoneRegistry {
             Ok(connected) => connected,
             Err(e) => {
                 for (p, _) in &tracked {
+                    if p.end.borrow().is_some() {
+                        // Ended before: but the rebuild below wipes the
+                        // zone's workspace, so its task cannot be settled
+                        // as it ran; it ends `interrupted`.
+                        self.untrack(&p.id);
+                    }
                     self.finish_process(p.id, ProcessEnd::Lost);
                 }
                 tracing::warn!(zone = %zone.name, error = %e, "cannot reconnect to a live zone; rebuilding it");
