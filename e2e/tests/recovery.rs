@@ -537,15 +537,10 @@ fn a_killed_zone_agent_fails_its_task_with_the_reason() {
 /// undoes the half-made commit from its journal, makes it again from the
 /// zone it took over, and the task's one result lists every change; the
 /// repository holds all of them and nothing of the commit's own.
-#[test]
-fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
-    if !ready() {
-        return;
-    }
-    const FILES: usize = 9000;
-    let mut d = Daemon::start();
-    let repo = d.dir.join("cut-repo");
-    std::fs::create_dir_all(&repo).expect("repo");
+/// Starts a task that writes `FILES` files into a new repository and
+/// commits them, and kills rauhad once the commit has begun; the task's id.
+fn kill_mid_commit(d: &mut Daemon, repo: &std::path::Path) -> String {
+    std::fs::create_dir_all(repo).expect("repo");
     std::fs::write(repo.join("README"), "before\n").expect("README");
     // Each file one more step of the commit (and two journal lines): long
     // enough that the kill lands in the middle.
@@ -556,22 +551,15 @@ fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
     );
     let client = std::process::Command::new(rauha_e2e::bin_dir().join("rauha"))
         .args(["sandbox", "--json", "--repo-path"])
-        .arg(&repo)
+        .arg(repo)
         .args(["--on-success", "commit", "--", "sh", "-c", &script])
         .env("RAUHA_ADDR", d.addr())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("rauha");
-    let staging = |repo: &std::path::Path| {
-        std::fs::read_dir(repo).expect("repo").flatten().any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".rauha-commit-")
-        })
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !staging(&repo) {
+    while !staging(repo) {
         assert!(
             std::time::Instant::now() < deadline,
             "the commit did not start: {}",
@@ -580,17 +568,37 @@ fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
         std::thread::sleep(Duration::from_millis(1));
     }
     d.kill9();
-    assert!(staging(&repo), "the commit ended before the kill");
+    assert!(staging(repo), "the commit ended before the kill");
     let half = std::fs::read_dir(repo.join("many"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(half < FILES, "the kill came after the last file");
     let out = client.wait_with_output().expect("client");
     assert_eq!(out.status.code(), Some(125));
-    let id = rauha_e2e::json(&out)["task_id"]
+    rauha_e2e::json(&out)["task_id"]
         .as_str()
         .expect("the task's id")
-        .to_string();
+        .to_string()
+}
+
+const FILES: usize = 9000;
+
+/// Whether a commit's staging directory is in the repository.
+fn staging(repo: &std::path::Path) -> bool {
+    std::fs::read_dir(repo)
+        .expect("repo")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(".rauha-"))
+}
+
+#[test]
+fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let repo = d.dir.join("cut-repo");
+    let id = kill_mid_commit(&mut d, &repo);
 
     d.spawn(&[]);
     let out = d.cli(&["task", "get", &id, "--wait", "--json"]);
@@ -610,7 +618,7 @@ fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
         .expect("many")
         .flatten()
         .collect();
-    assert_eq!(many.len(), FILES, "files {half} at the kill");
+    assert_eq!(many.len(), FILES);
     for i in [0, FILES / 2, FILES - 1] {
         assert_eq!(
             std::fs::read_to_string(repo.join(format!("many/f{i}"))).expect("file"),
@@ -621,12 +629,55 @@ fn a_commit_cut_by_a_kill_is_made_whole_after_the_restart() {
         std::fs::read_to_string(repo.join("README")).expect("README"),
         "\n"
     );
-    let left: Vec<String> = std::fs::read_dir(&repo)
-        .expect("repo")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".rauha-"))
+    assert!(!staging(&repo), "the commit's own left in the repository");
+    reap_orphans();
+}
+
+/// rauhad and the zone's agent both killed in the middle of a commit: the
+/// zone is rebuilt (its workspace gone), so the task ends `interrupted`,
+/// and the repository is as it was before, with nothing of the commit's.
+#[test]
+fn a_commit_cut_with_its_zones_agent_is_undone_and_the_task_interrupted() {
+    if !ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let repo = d.dir.join("cut-repo-agent");
+    let id = kill_mid_commit(&mut d, &repo);
+    // The zone's agent: the zone's PID 1 (its launcher has the same
+    // command line, outside the zone's pid namespace).
+    let zone_init = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .is_some_and(|l| l.split_whitespace().last() == Some("1"))
+    };
+    let agents: Vec<u32> = processes_in(&d.cgroup_parent)
+        .into_iter()
+        .filter(|(p, c)| c.starts_with("rauha-guest-agent") && zone_init(*p))
+        .map(|(p, _)| p)
         .collect();
-    assert!(left.is_empty(), "{left:?} left in the repository");
+    assert_eq!(agents.len(), 1, "{:?}", processes_in(&d.cgroup_parent));
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(agents[0] as i32, libc::SIGKILL) };
+    d.spawn(&[]);
+    let out = d.cli(&["task", "get", &id, "--wait", "--json"]);
+    let r = rauha_e2e::json(&out);
+    assert_eq!(r["status"], "interrupted", "{r}");
+    assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README")).expect("README"),
+        "before\n"
+    );
+    assert!(!repo.join("many").exists(), "a half commit stayed");
+    assert!(
+        !staging(&repo),
+        "the commit's own left in the repository: {:?}\n{}",
+        std::fs::read_dir(&repo)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        d.log()
+    );
     reap_orphans();
 }

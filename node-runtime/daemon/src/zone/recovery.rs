@@ -83,8 +83,26 @@ impl ZoneRegistry {
         if let Err(e) = self.sync_enforcement() {
             tracing::error!(error = %e, "cannot bring the BPF maps in step with the store");
         }
+        let actions = plan(&zones, &tasks, &alive);
+        // A commit the killed rauhad was making for a task that cannot go
+        // on is brought back first, while its zone's state dir (and the
+        // journal in it) is still there: the zone is removed below.
+        for action in &actions {
+            let Action::FailTask(id) = action else {
+                continue;
+            };
+            let Some(task) = tasks.iter().find(|t| t.id == *id) else {
+                continue;
+            };
+            if let (Some(w), Some(zone)) = (
+                task.resume.as_ref().and_then(|r| r.workspace.as_ref()),
+                zones.iter().find(|z| z.id == task.zone_id),
+            ) {
+                let _ = self.recover_commit(zone, task.id, &w.repo_path).await;
+            }
+        }
         let mut resumed = Vec::new();
-        for action in plan(&zones, &tasks, &alive) {
+        for action in actions {
             let outcome = match &action {
                 Action::ResumeTask(id) => {
                     resumed.extend(tasks.iter().find(|t| t.id == *id).cloned());
@@ -142,13 +160,14 @@ impl ZoneRegistry {
         // A task's process gets its spill back before the agent sends
         // again what no rauhad acknowledged: it is placed after what the
         // spill holds.
-        let resumes: Vec<crate::store::TaskResume> = self
+        let resumed: Vec<(Uuid, crate::store::TaskResume)> = self
             .store
             .tasks()?
             .into_iter()
             .filter(|t| t.zone_id == zone.id)
-            .filter_map(|t| t.resume)
+            .filter_map(|t| t.resume.map(|r| (t.id, r)))
             .collect();
+        let resumes: Vec<&crate::store::TaskResume> = resumed.iter().map(|(_, r)| r).collect();
         let output_dir = super::sandbox::task_output_dir(&zone);
         let mut tracked = Vec::new();
         for p in self
@@ -219,6 +238,14 @@ impl ZoneRegistry {
                     self.finish_process(p.id, ProcessEnd::Lost);
                 }
                 tracing::warn!(zone = %zone.name, error = %e, "cannot reconnect to a live zone; rebuilding it");
+                // A commit the killed rauhad was making is brought back
+                // first: the rebuild wipes the zone's state dir, and its
+                // journal with it.
+                for (task, r) in &resumed {
+                    if let Some(w) = &r.workspace {
+                        let _ = self.recover_commit(&zone, *task, &w.repo_path).await;
+                    }
+                }
                 return self.rebuild(Some(zone)).await;
             }
         };
@@ -283,6 +310,7 @@ impl ZoneRegistry {
 
     fn fail_task(&self, task: Option<TaskRecord>) -> Result<(), DaemonError> {
         let Some(task) = task else { return Ok(()) };
+
         let reason = if task.resume.is_none() {
             "rauhad stopped while the task's zone was being made; nothing of it ran"
         } else {

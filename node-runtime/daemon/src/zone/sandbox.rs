@@ -744,7 +744,7 @@ impl ZoneRegistry {
 
     /// Brings the repository of a task taken over after a restart back to
     /// before or after the commit the killed rauhad was making, if any.
-    async fn recover_commit(
+    pub(super) async fn recover_commit(
         &self,
         zone: &ZoneRecord,
         task: Uuid,
