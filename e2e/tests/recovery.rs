@@ -490,19 +490,7 @@ fn a_killed_zone_agent_fails_its_task_with_the_reason() {
     let agent = loop {
         let procs = processes_in(&d.cgroup_parent);
         let started = procs.iter().any(|(_, c)| c.trim() == "sleep 30");
-        // The agent is the zone's PID 1 (its launcher, outside the zone's
-        // pid namespace, has the same command line).
-        let zone_init = |pid: u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.starts_with("NSpid:"))
-                .is_some_and(|l| l.split_whitespace().last() == Some("1"))
-        };
-        if let Some((pid, _)) = procs
-            .iter()
-            .find(|(p, c)| started && c.starts_with("rauha-guest-agent") && zone_init(*p))
-        {
+        if let (true, Some(pid)) = (started, zone_agents(&d).first()) {
             break *pid;
         }
         assert!(
@@ -583,6 +571,23 @@ fn kill_mid_commit(d: &mut Daemon, repo: &std::path::Path) -> String {
 
 const FILES: usize = 9000;
 
+/// The pids of the daemon's zone agents: each zone's PID 1 (its launcher,
+/// outside the zone's pid namespace, has the same command line).
+fn zone_agents(d: &Daemon) -> Vec<u32> {
+    let zone_init = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .is_some_and(|l| l.split_whitespace().last() == Some("1"))
+    };
+    processes_in(&d.cgroup_parent)
+        .into_iter()
+        .filter(|(p, c)| c.starts_with("rauha-guest-agent") && zone_init(*p))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Whether a commit's staging directory is in the repository.
 fn staging(repo: &std::path::Path) -> bool {
     std::fs::read_dir(repo)
@@ -644,20 +649,7 @@ fn a_commit_cut_with_its_zones_agent_is_undone_and_the_task_interrupted() {
     let mut d = Daemon::start();
     let repo = d.dir.join("cut-repo-agent");
     let id = kill_mid_commit(&mut d, &repo);
-    // The zone's agent: the zone's PID 1 (its launcher has the same
-    // command line, outside the zone's pid namespace).
-    let zone_init = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("NSpid:"))
-            .is_some_and(|l| l.split_whitespace().last() == Some("1"))
-    };
-    let agents: Vec<u32> = processes_in(&d.cgroup_parent)
-        .into_iter()
-        .filter(|(p, c)| c.starts_with("rauha-guest-agent") && zone_init(*p))
-        .map(|(p, _)| p)
-        .collect();
+    let agents = zone_agents(&d);
     assert_eq!(agents.len(), 1, "{:?}", processes_in(&d.cgroup_parent));
     // SAFETY: kill with plain integers.
     unsafe { libc::kill(agents[0] as i32, libc::SIGKILL) };

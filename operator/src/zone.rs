@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -101,19 +100,12 @@ pub async fn reconcile(zone: Arc<Zone>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             status.node = None;
             status.pod = None;
             status.enforcement = None;
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    "Ready",
-                    true,
-                    "PerTask",
-                    "each task gets a zone of its own with this policy",
-                    generation,
-                ),
-            );
-            set_condition(
-                &mut status.conditions,
-                condition("Degraded", false, "PerTask", "", generation),
+            set(
+                &mut status,
+                (true, false),
+                "PerTask",
+                "each task gets a zone of its own with this policy",
+                generation,
             );
             Action::await_change()
         }
@@ -165,9 +157,24 @@ fn ready(status: &ZoneStatus) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-fn set(status: &mut ZoneStatus, ready: Condition, degraded: Condition) {
-    set_condition(&mut status.conditions, ready);
-    set_condition(&mut status.conditions, degraded);
+/// Sets `Ready` and `Degraded` for one reason: the message goes with
+/// `Ready`, and with `Degraded` when it holds.
+fn set(
+    status: &mut ZoneStatus,
+    (ready, degraded): (bool, bool),
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    set_condition(
+        &mut status.conditions,
+        condition("Ready", ready, reason, message, generation),
+    );
+    let why = if degraded { message } else { "" };
+    set_condition(
+        &mut status.conditions,
+        condition("Degraded", degraded, reason, why, generation),
+    );
 }
 
 /// Keeps a shared Zone's holder pod, and says how it is.
@@ -199,11 +206,7 @@ async fn shared(zone: &Zone, ctx: &Ctx, status: &mut ZoneStatus) -> Result<Actio
                 status.node = None;
                 status.pod = None;
                 status.enforcement = None;
-                set(
-                    status,
-                    condition("Ready", false, "Unschedulable", &why, generation),
-                    condition("Degraded", true, "Unschedulable", &why, generation),
-                );
+                set(status, (false, true), "Unschedulable", &why, generation);
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
         };
@@ -218,14 +221,10 @@ async fn shared(zone: &Zone, ctx: &Ctx, status: &mut ZoneStatus) -> Result<Actio
         status.enforcement = enforcement(&views, &node);
         set(
             status,
-            condition(
-                "Ready",
-                false,
-                "Starting",
-                &format!("its holder pod {name} is starting on node {node}"),
-                generation,
-            ),
-            condition("Degraded", false, "Starting", "", generation),
+            (false, false),
+            "Starting",
+            &format!("its holder pod {name} is starting on node {node}"),
+            generation,
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
@@ -243,11 +242,7 @@ async fn shared(zone: &Zone, ctx: &Ctx, status: &mut ZoneStatus) -> Result<Actio
         // Ended (or going): made again once it is gone.
         let why = format!("its holder pod {name} ended ({phase}); it is made again");
         delete_pod(&pods, &name).await?;
-        set(
-            status,
-            condition("Ready", false, "HolderEnded", &why, generation),
-            condition("Degraded", true, "HolderEnded", &why, generation),
-        );
+        set(status, (false, true), "HolderEnded", &why, generation);
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let node_ready = views.iter().any(|v| v.name == node && v.ready);
@@ -258,37 +253,25 @@ async fn shared(zone: &Zone, ctx: &Ctx, status: &mut ZoneStatus) -> Result<Actio
         .any(|c| c.type_ == "Ready" && c.status == "True");
     if !node_ready {
         let why = format!("its node {node} is not Ready");
-        set(
-            status,
-            condition("Ready", false, "NodeNotReady", &why, generation),
-            condition("Degraded", true, "NodeNotReady", &why, generation),
-        );
+        set(status, (false, true), "NodeNotReady", &why, generation);
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     if !pod_ready {
         set(
             status,
-            condition(
-                "Ready",
-                false,
-                "Starting",
-                &format!("its holder pod {name} is {phase} on node {node}"),
-                generation,
-            ),
-            condition("Degraded", false, "Starting", "", generation),
+            (false, false),
+            "Starting",
+            &format!("its holder pod {name} is {phase} on node {node}"),
+            generation,
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     set(
         status,
-        condition(
-            "Ready",
-            true,
-            "Running",
-            &format!("held by pod {name} on node {node}"),
-            generation,
-        ),
-        condition("Degraded", false, "Running", "", generation),
+        (true, false),
+        "Running",
+        &format!("held by pod {name} on node {node}"),
+        generation,
     );
     // The node's readiness is watched through the nodes cache, not this
     // Zone's events: look again now and then.
