@@ -443,6 +443,12 @@ impl Registry {
     /// as `name_tag` (`name[:tag]`, tag `latest` when missing) and returns
     /// the full reference `127.0.0.1:PORT/name:tag`.
     pub fn push_busybox_image(&self, name_tag: &str, cmd: &[&str]) -> String {
+        self.push_image(name_tag, &ImageSpec::busybox(cmd))
+    }
+
+    /// [`Self::push_busybox_image`] with what `spec` adds: files, users,
+    /// groups, an entrypoint, a user.
+    pub fn push_image(&self, name_tag: &str, spec: &ImageSpec) -> String {
         let (name, tag) = match name_tag.rsplit_once(':') {
             Some((n, t)) if !t.contains('/') => (n, t),
             _ => (name_tag, "latest"),
@@ -451,6 +457,7 @@ impl Registry {
         let rootfs = work.join("rootfs");
         let layout = work.join("layout");
         build_busybox_rootfs(&rootfs);
+        spec.add_to(&rootfs);
         let image = format!("{}:{tag}", layout.display());
         run_ok(
             Command::new(bin("umoci"))
@@ -471,7 +478,7 @@ impl Registry {
             "--image",
             &image,
             "--config.env",
-            "PATH=/bin",
+            "PATH=/bin:/usr/bin:/usr/sbin:/sbin",
             "--config.workingdir",
             "/",
             "--os",
@@ -479,8 +486,14 @@ impl Registry {
             "--architecture",
             oci_arch(),
         ]);
-        for c in cmd {
+        for c in &spec.cmd {
             config.arg("--config.cmd").arg(c);
+        }
+        for e in &spec.entrypoint {
+            config.arg("--config.entrypoint").arg(e);
+        }
+        if let Some(user) = &spec.user {
+            config.arg("--config.user").arg(user);
         }
         run_ok(&mut config);
         let reference = format!("{}/{name}:{tag}", self.host());
@@ -497,6 +510,90 @@ impl Registry {
         }
         reference
     }
+}
+
+/// What an image built by [`Registry::push_image`] holds beyond busybox.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSpec {
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    /// The config's `User` (`1002`, `www-data`, `1003:1003`).
+    pub user: Option<String>,
+    /// Files: path in the image, content, mode, and owner uid and gid.
+    pub files: Vec<(String, Vec<u8>, u32, u32, u32)>,
+    /// Lines added to `/etc/passwd` and `/etc/group`.
+    pub passwd: Vec<String>,
+    pub group: Vec<String>,
+}
+
+impl ImageSpec {
+    pub fn busybox(cmd: &[&str]) -> ImageSpec {
+        ImageSpec {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            ..ImageSpec::default()
+        }
+    }
+
+    /// Adds a file owned by root.
+    pub fn file(mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> ImageSpec {
+        self.files.push((path.to_string(), data.into(), mode, 0, 0));
+        self
+    }
+
+    fn add_to(&self, rootfs: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, data, mode, uid, gid) in &self.files {
+            let target = rootfs.join(path.trim_start_matches('/'));
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            }
+            std::fs::write(&target, data)
+                .unwrap_or_else(|e| panic!("write {}: {e}", target.display()));
+            std::os::unix::fs::chown(&target, Some(*uid), Some(*gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", target.display()));
+            // After chown, which clears the setuid bit.
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", target.display()));
+        }
+        for (file, lines) in [("etc/passwd", &self.passwd), ("etc/group", &self.group)] {
+            if lines.is_empty() {
+                continue;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(rootfs.join(file))
+                .unwrap_or_else(|e| panic!("open {file}: {e}"));
+            for l in lines.iter() {
+                writeln!(f, "{l}").unwrap_or_else(|e| panic!("write {file}: {e}"));
+            }
+        }
+    }
+}
+
+/// A small static program of `e2e/probes/NAME.c`, built once with the
+/// C compiler (build-essential) into `target/e2e-probes/NAME`.
+pub fn static_probe(name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("probes/{name}.c"));
+    let out_dir = crate::bin_dir().join("../e2e-probes");
+    let out = out_dir.join(name);
+    let fresh = |o: &Path| -> bool {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        matches!((modified(o), modified(&source)), (Some(b), Some(s)) if b >= s)
+    };
+    if !fresh(&out) {
+        std::fs::create_dir_all(&out_dir)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", out_dir.display()));
+        let tmp = out_dir.join(format!("{name}.tmp.{}", std::process::id()));
+        run_ok(
+            Command::new("cc")
+                .args(["-static", "-Os", "-o"])
+                .arg(&tmp)
+                .arg(&source),
+        );
+        std::fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("rename {}: {e}", tmp.display()));
+    }
+    out
 }
 
 /// The OCI name of this machine's architecture.

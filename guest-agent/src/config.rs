@@ -58,6 +58,9 @@ pub struct ZoneConfig {
     /// 0-65535 to host ids from this one on (uid and gid alike).
     #[serde(default)]
     pub user_namespace: Option<u32>,
+    /// Sysctls (`net.ipv4.ip_forward`) set in the zone's namespaces.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
     pub hardening: Hardening,
 }
 

@@ -9,7 +9,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use rauha_guest_agent::config::{Hardening, Ready};
-use rauha_guest_agent::protocol::User;
+use rauha_guest_agent::protocol::{
+    Seccomp, SeccompAct, SeccompChoice, SeccompCmpOp as CmpOp, Security, User,
+};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -61,12 +63,21 @@ fn filter(
     rules: BTreeMap<i64, Vec<SeccompRule>>,
     action: SeccompAction,
 ) -> io::Result<Arc<BpfProgram>> {
+    filter_with(rules, SeccompAction::Allow, action)
+}
+
+/// A filter whose `rules` match with `matched`, all else `mismatched`.
+fn filter_with(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatched: SeccompAction,
+    matched: SeccompAction,
+) -> io::Result<Arc<BpfProgram>> {
     let mut all = BTreeMap::new();
     for (nr, r) in rules {
         all.insert(nr | X32_BIT, r.clone());
         all.insert(nr, r);
     }
-    let filter = SeccompFilter::new(all, SeccompAction::Allow, action, TargetArch::x86_64)
+    let filter = SeccompFilter::new(all, mismatched, matched, TargetArch::x86_64)
         .map_err(|e| io::Error::other(format!("cannot build the seccomp filter: {e}")))?;
     let program: BpfProgram = filter
         .try_into()
@@ -74,10 +85,103 @@ fn filter(
     Ok(Arc::new(program))
 }
 
+fn action(a: SeccompAct) -> SeccompAction {
+    match a {
+        SeccompAct::Allow => SeccompAction::Allow,
+        SeccompAct::Errno(n) => SeccompAction::Errno(n),
+        SeccompAct::KillThread => SeccompAction::KillThread,
+        SeccompAct::KillProcess => SeccompAction::KillProcess,
+        SeccompAct::Trap => SeccompAction::Trap,
+        SeccompAct::Trace(n) => SeccompAction::Trace(n),
+        SeccompAct::Log => SeccompAction::Log,
+    }
+}
+
+/// An OCI profile as stacked filters: one whose calls the profile allows
+/// pass and all else gets its default action, then one per other action
+/// for the calls it names. The kernel takes the strictest answer of all
+/// filters, and of equal ones the last installed: the profile's answer.
+fn profile_filters(p: &Seccomp) -> io::Result<Vec<Arc<BpfProgram>>> {
+    let rules_of = |act: SeccompAct| -> io::Result<BTreeMap<i64, Vec<SeccompRule>>> {
+        let mut by_nr: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
+        for r in p.rules.iter().filter(|r| r.action == act) {
+            let entry = by_nr
+                .entry(i64::from(r.nr))
+                .or_insert_with(|| Some(Vec::new()));
+            if r.args.is_empty() {
+                // Unconditional: the call matches whatever else is listed.
+                *entry = None;
+                continue;
+            }
+            let conditions = r
+                .args
+                .iter()
+                .map(|c| {
+                    let (op, value) = match c.op {
+                        CmpOp::Ne => (SeccompCmpOp::Ne, c.value),
+                        CmpOp::Lt => (SeccompCmpOp::Lt, c.value),
+                        CmpOp::Le => (SeccompCmpOp::Le, c.value),
+                        CmpOp::Eq => (SeccompCmpOp::Eq, c.value),
+                        CmpOp::Ge => (SeccompCmpOp::Ge, c.value),
+                        CmpOp::Gt => (SeccompCmpOp::Gt, c.value),
+                        CmpOp::MaskedEq(mask) => (SeccompCmpOp::MaskedEq(mask), c.value),
+                    };
+                    SeccompCondition::new(c.index, SeccompCmpArgLen::Qword, op, value)
+                        .map_err(|e| io::Error::other(format!("seccomp condition: {e}")))
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            let rule = SeccompRule::new(conditions)
+                .map_err(|e| io::Error::other(format!("seccomp rule: {e}")))?;
+            if let Some(list) = entry {
+                list.push(rule);
+            }
+        }
+        Ok(by_nr
+            .into_iter()
+            .map(|(nr, r)| (nr, r.unwrap_or_default()))
+            .collect())
+    };
+    let mut out = Vec::new();
+    if p.default != SeccompAct::Allow {
+        out.push(filter_with(
+            rules_of(SeccompAct::Allow)?,
+            action(p.default),
+            SeccompAction::Allow,
+        )?);
+    }
+    let mut others: Vec<SeccompAct> = p
+        .rules
+        .iter()
+        .map(|r| r.action)
+        .filter(|a| *a != SeccompAct::Allow)
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    for act in others {
+        out.push(filter(rules_of(act)?, action(act))?);
+    }
+    Ok(out)
+}
+
+/// Capability sets of a process whose spec gives them (bit N: capability N).
+#[derive(Clone, Copy)]
+struct CapSets {
+    bounding: u64,
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+    ambient: u64,
+}
+
 /// Hardening ready to apply in a forked child.
 #[derive(Clone)]
 pub struct Prepared {
     keep_caps: u64,
+    /// A pod container's own sets (its spec's), in place of `keep_caps`.
+    caps: Option<CapSets>,
+    /// `no_new_privs` (always, but for a pod container whose spec and
+    /// policy let a setuid binary raise its privileges).
+    no_new_privs: bool,
     last_cap: u32,
     /// The seccomp filters, installed in this order (`clone3`'s ENOSYS
     /// where namespaces are denied, then the policy's EPERM list).
@@ -189,6 +293,28 @@ impl Prepared {
         self
     }
 
+    /// A pod container's own capabilities, privileges and seccomp profile
+    /// (held to its pod policy by the host), in place of the zone's.
+    pub fn with_security(mut self, security: Option<&Security>) -> io::Result<Prepared> {
+        let Some(s) = security else {
+            return Ok(self);
+        };
+        self.caps = Some(CapSets {
+            bounding: s.bounding,
+            effective: s.effective,
+            permitted: s.permitted,
+            inheritable: s.inheritable,
+            ambient: s.ambient,
+        });
+        self.no_new_privs = s.no_new_privileges;
+        match &s.seccomp {
+            SeccompChoice::Zone => {}
+            SeccompChoice::Unconfined => self.seccomp = Vec::new(),
+            SeccompChoice::Profile(p) => self.seccomp = profile_filters(p)?,
+        }
+        Ok(self)
+    }
+
     /// Adds the detail of a layer that could not be applied.
     pub fn with_note(mut self, note: Option<String>) -> Prepared {
         self.notes.extend(note);
@@ -271,6 +397,8 @@ impl Prepared {
         };
         Ok(Prepared {
             keep_caps,
+            caps: None,
+            no_new_privs: true,
             last_cap,
             landlock_abi: if landlock.is_some() { abi } else { 0 },
             seccomp,
@@ -297,8 +425,11 @@ impl Prepared {
 
     /// Runs in the child between fork and exec: only system calls, no
     /// allocation. `user` switches identity after the bounding set is
-    /// dropped (a non-root user keeps no capabilities); `tty` makes stdin
-    /// the controlling terminal of the new session.
+    /// dropped (a non-root user keeps no capabilities, but those a pod
+    /// container's spec gives it, as under runc); `tty` makes stdin the
+    /// controlling terminal of the new session. Landlock and seccomp come
+    /// last, or, where `no_new_privs` is not set, first, while the process
+    /// still holds the CAP_SYS_ADMIN the kernel then asks for.
     pub fn apply(&self, user: Option<&User>, tty: bool) -> io::Result<()> {
         // SAFETY: each call below is a plain system call on values owned by
         // this process; none allocates.
@@ -310,8 +441,15 @@ impl Prepared {
             if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+        }
+        if !self.no_new_privs {
+            self.confine()?;
+        }
+        let bounding = self.caps.map_or(self.keep_caps, |c| c.bounding);
+        // SAFETY: as above.
+        unsafe {
             for cap in 0..=self.last_cap {
-                if self.keep_caps & (1 << cap) == 0
+                if bounding & (1 << cap) == 0
                     && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
                 {
                     return Err(io::Error::last_os_error());
@@ -326,10 +464,18 @@ impl Prepared {
             );
             let mut keep = self.keep_caps;
             if let Some(u) = user {
+                // A spec's sets outlive the change of user (runc's way).
+                let keep_caps = self.caps.is_some();
+                if keep_caps && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 if libc::setgroups(u.groups.len(), u.groups.as_ptr()) < 0
                     || libc::setgid(u.gid) < 0
                     || libc::setuid(u.uid) < 0
                 {
+                    return Err(io::Error::last_os_error());
+                }
+                if keep_caps && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 if u.uid != 0 {
@@ -337,39 +483,89 @@ impl Prepared {
                     keep = 0;
                 }
             }
+            let (effective, permitted, inheritable) = match self.caps {
+                Some(c) => (c.effective, c.permitted, c.inheritable),
+                None => (keep, keep, keep),
+            };
             let header = CapHeader {
                 version: LINUX_CAPABILITY_VERSION_3,
                 pid: 0,
             };
-            let low = (keep & 0xffff_ffff) as u32;
-            let high = (keep >> 32) as u32;
+            let half = |set: u64| ((set & 0xffff_ffff) as u32, (set >> 32) as u32);
             let data = [
                 CapData {
-                    effective: low,
-                    permitted: low,
-                    inheritable: low,
+                    effective: half(effective).0,
+                    permitted: half(permitted).0,
+                    inheritable: half(inheritable).0,
                 },
                 CapData {
-                    effective: high,
-                    permitted: high,
-                    inheritable: high,
+                    effective: half(effective).1,
+                    permitted: half(permitted).1,
+                    inheritable: half(inheritable).1,
                 },
             ];
             if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            if let Some(c) = self.caps {
+                for cap in 0..=self.last_cap {
+                    if c.ambient & (1 << cap) != 0
+                        && libc::prctl(
+                            libc::PR_CAP_AMBIENT,
+                            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                            cap as libc::c_ulong,
+                            0,
+                            0,
+                        ) < 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            if self.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
         }
+        if self.no_new_privs {
+            self.confine()?;
+        }
+        Ok(())
+    }
+
+    /// Landlock, then the seccomp filters.
+    fn confine(&self) -> io::Result<()> {
         if let Some(fd) = &self.landlock {
             landlock::restrict_self(fd.as_raw_fd())?;
         }
         for program in &self.seccomp {
-            seccompiler::apply_filter(program).map_err(|e| io::Error::other(e.to_string()))?;
+            install_filter(program)?;
         }
         Ok(())
     }
+}
+
+/// Installs one seccomp filter. (Not seccompiler's `apply_filter`, which
+/// sets `no_new_privs` first: a pod container may be let keep setuid.)
+fn install_filter(program: &BpfProgram) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::other("seccomp filter too long"))?,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at the live program for the call's length; the
+    // kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Prepared {

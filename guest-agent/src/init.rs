@@ -32,6 +32,14 @@ pub fn run(config: ZoneConfig, userns: Option<Result<(OwnedFd, u32), String>>) -
     if config.loopback {
         loopback_up()?;
     }
+    // Written from inside the zone's network and IPC namespaces: each
+    // applies there only.
+    for (key, value) in &config.sysctls {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot set sysctl {key} = {value}: {e}"))
+        })?;
+    }
     let state = Path::new(&config.state_dir);
     let socket = state.join("agent.sock");
     let _ = std::fs::remove_file(&socket);

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; both ends refuse other versions.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// A process the host asks the agent to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +46,80 @@ pub struct SpawnSpec {
     /// `config::CONTAINERS_DIR`), with its own mount namespace and /proc,
     /// instead of the zone's root.
     pub root: Option<String>,
+    /// A pod container's own capabilities, privileges and seccomp profile
+    /// (from its OCI spec, already held to the pod policy by the host);
+    /// `None`: the zone's hardening decides.
+    pub security: Option<Security>,
+}
+
+/// A process's capability sets (bit N is capability N) and privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Security {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+    pub no_new_privileges: bool,
+    pub seccomp: SeccompChoice,
+}
+
+/// Which seccomp filter a process gets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SeccompChoice {
+    /// The zone's own (its policy's `syscalls.deny`).
+    #[default]
+    Zone,
+    /// None at all.
+    Unconfined,
+    /// This profile instead of the zone's.
+    Profile(Seccomp),
+}
+
+/// A seccomp profile by number: what an unnamed call gets, and the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seccomp {
+    pub default: SeccompAct,
+    pub rules: Vec<SeccompRule>,
+}
+
+/// One call's action when every comparison holds (several rules of one
+/// call: any may match).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompRule {
+    pub nr: u32,
+    pub action: SeccompAct,
+    pub args: Vec<SeccompCmp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SeccompAct {
+    Allow,
+    Errno(u32),
+    KillThread,
+    KillProcess,
+    Trap,
+    Trace(u32),
+    Log,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompCmp {
+    pub index: u8,
+    pub op: SeccompCmpOp,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompCmpOp {
+    Ne,
+    Lt,
+    Le,
+    Eq,
+    Ge,
+    Gt,
+    /// `(arg & mask) == value`.
+    MaskedEq(u64),
 }
 
 /// Who a process runs as, inside the zone.

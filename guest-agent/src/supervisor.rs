@@ -779,7 +779,8 @@ impl Supervisor {
                 .with_userns(self.hardening.userns())
                 .in_root_cgroup(spec.root.as_deref().unwrap_or_default())?,
             None => self.hardening.clone(),
-        };
+        }
+        .with_security(spec.security.as_ref())?;
         let user = spec.user.clone();
         let tty = spec.terminal;
         let pipes = filled_pipes(&spec.fds)?;

@@ -8,6 +8,7 @@ use containerd_shim::protos::protobuf::Message;
 use rauha_api::v1;
 
 use crate::error::SpecError;
+use rauha_spec::pod_security::{Ask, HostNamespace};
 use rauha_spec::policy::{NetworkMode, Policy, ResourcesSection};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -275,23 +276,27 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, SpecError> {
         user,
         terminal: p.get("terminal").and_then(Value::as_bool).unwrap_or(false),
         root: String::new(),
+        security: None,
     })
 }
 
 /// An `Any` holding a JSON-encoded OCI process (ExecProcessRequest.spec).
+/// Its capability sets and privileges are its own; the seccomp profile is
+/// its container's (see `security`).
 pub fn exec_process(spec: &Any) -> Result<v1::ProcessSpec, SpecError> {
     let value: Value = serde_json::from_slice(&spec.value).map_err(SpecError::ExecNotJson)?;
-    process(&value)
+    let mut p = process(&value)?;
+    p.security = Some(security(&value, None));
+    Ok(p)
 }
 
-/// The zone's policy: the annotation's preset or inline TOML (the preset
-/// `standard` without one), with the container's resource limits, and the
-/// pod's network namespace joined when CNI made one.
-pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
+/// The pod policy a spec names: the annotation's preset or inline TOML,
+/// else the node's default for pods (`baseline`).
+fn chosen_policy(spec: &Value) -> Result<(String, Policy), SpecError> {
     let (file, text) = match annotation(spec, POLICY_ANNOTATION).map(str::trim) {
         None | Some("") => (
-            "policies/standard.toml".to_string(),
-            rauha_spec::presets::text(rauha_spec::presets::DEFAULT_PRESET)
+            format!("policies/{}.toml", rauha_spec::presets::DEFAULT_POD_PRESET),
+            rauha_spec::presets::text(rauha_spec::presets::DEFAULT_POD_PRESET)
                 .unwrap_or_default()
                 .to_string(),
         ),
@@ -312,7 +317,15 @@ pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
             })
         }
     };
-    let mut policy = Policy::parse(&file, &text)?;
+    let policy = Policy::parse(&file, &text)?;
+    Ok((file, policy))
+}
+
+/// The zone's policy: the pod policy the spec names, with the container's
+/// resource limits, its hostname and sysctls, and the pod's network
+/// namespace joined when CNI made one.
+pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
+    let (file, mut policy) = chosen_policy(spec)?;
     if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {
         apply_resources(&mut policy.resources, r);
     }
@@ -324,12 +337,148 @@ pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
     // `user` namespace in the spec). With the host's users, a pod keeps
     // binding its ports in the network namespace CNI made.
     policy.zone.user_namespace = Some(wants_user_namespace(spec));
+    if let Some(hostname) = spec.get("hostname").and_then(Value::as_str) {
+        if !hostname.is_empty() {
+            policy.zone.hostname = Some(hostname.to_string());
+        }
+    }
+    policy.zone.sysctls.extend(sysctls(spec));
     Ok(v1::PolicySource {
         source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
             file,
             toml: policy.to_toml(),
         })),
     })
+}
+
+/// `linux.sysctl`.
+fn sysctls(spec: &Value) -> Vec<(String, String)> {
+    spec.get("linux")
+        .and_then(|l| l.get("sysctl"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a spec asks that a Pod Security level may refuse.
+pub fn ask(spec: &Value) -> Ask {
+    let process = spec.get("process").unwrap_or(&Value::Null);
+    let namespaces: Vec<&str> = spec
+        .get("linux")
+        .and_then(|l| l.get("namespaces"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.get("type").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shared_mounts = spec
+        .get("mounts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|m| {
+                    m.get("options").and_then(Value::as_array).is_some_and(|o| {
+                        o.iter()
+                            .any(|x| matches!(x.as_str(), Some("rshared") | Some("shared")))
+                    })
+                })
+                .filter_map(|m| m.get("destination")?.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ask {
+        capabilities: all_caps(&security(process, None)),
+        host_namespaces: [
+            HostNamespace::Network,
+            HostNamespace::Pid,
+            HostNamespace::Ipc,
+        ]
+        .into_iter()
+        .filter(|ns| !namespaces.contains(&ns.oci_type()))
+        .collect(),
+        sysctls: sysctls(spec).into_iter().map(|(k, _)| k).collect(),
+        uid: process
+            .get("user")
+            .and_then(|u| u.get("uid"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32,
+        no_new_privileges: process
+            .get("noNewPrivileges")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        shared_mounts,
+    }
+}
+
+/// Holds the spec to its pod policy's Pod Security level: a spec that
+/// asks for more fails with the field and the policy that would allow it.
+/// A zone policy (no `[pod]`) holds the zone to itself instead.
+pub fn check_pod_security(spec: &Value) -> Result<(), SpecError> {
+    let (_, policy) = chosen_policy(spec)?;
+    if let Some(level) = policy.pod.security {
+        rauha_spec::pod_security::check(level, &ask(spec))?;
+    }
+    Ok(())
+}
+
+/// An OCI process's capability sets and privileges, and the container's
+/// seccomp profile (`linux.seccomp`, the same for its every process).
+pub fn security(process: &Value, seccomp: Option<&Value>) -> v1::ProcessSecurity {
+    let caps = process.get("capabilities");
+    let set = |key: &str| -> Vec<String> {
+        caps.and_then(|c| c.get(key))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    v1::ProcessSecurity {
+        bounding: set("bounding"),
+        effective: set("effective"),
+        permitted: set("permitted"),
+        inheritable: set("inheritable"),
+        ambient: set("ambient"),
+        no_new_privileges: process
+            .get("noNewPrivileges")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        seccomp_json: seccomp
+            .filter(|s| !s.is_null())
+            .map(Value::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+/// The container's seccomp profile, for its processes (`exec` too).
+pub fn seccomp(spec: &Value) -> Option<&Value> {
+    spec.get("linux")?.get("seccomp")
+}
+
+/// Every capability of a process's sets, once.
+fn all_caps(s: &v1::ProcessSecurity) -> Vec<String> {
+    let mut all: Vec<String> = [
+        &s.bounding,
+        &s.effective,
+        &s.permitted,
+        &s.inheritable,
+        &s.ambient,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// Whether the spec asks for a user namespace (`linux.namespaces` holds
@@ -699,6 +848,60 @@ mod tests {
         };
         let parsed = Policy::parse("x", &p.toml).expect("renders valid TOML");
         assert_eq!(parsed.zone.user_namespace, Some(true));
+    }
+
+    /// A spec as containerd's CRI makes it for a pod's container.
+    fn cri_spec(caps: &[&str], namespaces: &[&str]) -> Value {
+        json!({
+            "hostname": "web-1",
+            "process": {"args": ["httpd"], "user": {"uid": 0, "gid": 0},
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "noNewPrivileges": false},
+            "linux": {
+                "namespaces": namespaces.iter().map(|t| json!({"type": t})).collect::<Vec<_>>(),
+                "sysctl": {"net.ipv4.ip_unprivileged_port_start": "0"},
+                "seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+                    "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}}})
+    }
+
+    #[test]
+    fn pods_are_held_to_their_pod_security_level() {
+        let all = ["pid", "network", "ipc", "uts", "mount"];
+        let default_caps = rauha_spec::pod_security::BASELINE_CAPABILITIES;
+        let ordinary = cri_spec(default_caps, &all);
+        check_pod_security(&ordinary).expect("an ordinary pod runs under baseline, the default");
+        let s = security(&ordinary["process"], seccomp(&ordinary));
+        assert_eq!(s.effective.len(), default_caps.len());
+        assert!(!s.no_new_privileges);
+        assert!(s.seccomp_json.contains("SCMP_ACT_ERRNO"));
+        // The zone takes the pod's hostname and sysctls.
+        let Some(v1::policy_source::Source::Inline(p)) = policy(&ordinary).expect("ok").source
+        else {
+            panic!("inline")
+        };
+        let parsed = Policy::parse("x", &p.toml).expect("valid");
+        assert_eq!(parsed.zone.hostname.as_deref(), Some("web-1"));
+        assert_eq!(
+            parsed.zone.sysctls["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+        assert_eq!(parsed.pod.security.map(|l| l.name()), Some("baseline"));
+
+        let host_network = cri_spec(default_caps, &["pid", "ipc", "uts", "mount"]);
+        let e = check_pod_security(&host_network).expect_err("hostNetwork");
+        assert!(e.to_string().contains("spec.hostNetwork"), "{e}");
+        let mut privileged = cri_spec(&["CAP_SYS_ADMIN", "CAP_NET_ADMIN"], &all);
+        let e = check_pod_security(&privileged).expect_err("privileged");
+        assert!(
+            e.to_string().contains("CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+            "{e}"
+        );
+        privileged["annotations"] = json!({"rauha.dev/policy": "privileged"});
+        check_pod_security(&privileged).expect("the privileged policy allows it");
+        // A zone preset holds the zone to itself, whatever the spec asks.
+        let mut zone_preset = host_network.clone();
+        zone_preset["annotations"] = json!({"rauha.dev/policy": "standard"});
+        check_pod_security(&zone_preset).expect("no [pod] section, no level");
     }
 
     #[test]

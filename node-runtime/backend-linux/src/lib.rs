@@ -250,6 +250,13 @@ impl IsolationBackend for LinuxBackend {
                 workspace,
                 containers_dir,
                 user_namespace,
+                sysctls: setup
+                    .policy
+                    .zone
+                    .sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 hardening: self.hardening(&setup.policy, &setup.root, setup.workspace.as_ref()),
             };
             let mut handle = spawn::start_agent(&self.agent, &config, &state_dir).await?;
@@ -354,7 +361,7 @@ impl IsolationBackend for LinuxBackend {
                 .filter(|p| p.as_str() != "/tmp")
                 .cloned(),
         );
-        let read = match root {
+        let mut read = match root {
             RootSpec::HostView => {
                 let mut r = fs.readable_paths.clone();
                 r.push("/proc".into());
@@ -362,6 +369,13 @@ impl IsolationBackend for LinuxBackend {
             }
             RootSpec::Bundle { .. } => vec!["/".into()],
         };
+        if policy.pod.security.is_some() {
+            // A pod policy: Landlock only where it lists paths. A pod's
+            // container writes its image and volumes as under runc, and
+            // a privileged one mounts (Landlock denies every mount).
+            read = fs.readable_paths.clone();
+            write = fs.writable_paths.clone();
+        }
         Hardening {
             capabilities: policy
                 .capabilities
@@ -395,7 +409,7 @@ impl IsolationBackend for LinuxBackend {
         zone_id: Uuid,
         name: &str,
         rootfs: &Path,
-        readonly: bool,
+        flags: rauha_backend::RootFlags,
         mounts: &[rauha_backend::RootMount],
         limits: &rauha_backend::RootLimits,
     ) -> Result<bool, BackendError> {
@@ -404,7 +418,7 @@ impl IsolationBackend for LinuxBackend {
             return Err(BackendError::NoContainerRoots);
         }
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
-        roots::add(&containers, name, rootfs, readonly, mounts)?;
+        roots::add(&containers, name, rootfs, flags, mounts)?;
         // The cgroup last: the agent puts the container's processes in it
         // once it exists, and an added root is not used before this returns.
         match self

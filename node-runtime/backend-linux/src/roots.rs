@@ -296,7 +296,7 @@ pub fn add(
     containers: &Path,
     name: &str,
     rootfs: &Path,
-    readonly: bool,
+    flags: rauha_backend::RootFlags,
     mounts: &[RootMount],
 ) -> Result<(), BackendError> {
     let base = containers.join(name);
@@ -314,12 +314,17 @@ pub fn add(
         std::fs::create_dir(&target).map_err(err(format!("cannot create {}", target.display())))?;
         let dir = std::fs::File::open(&target)
             .map_err(err(format!("cannot open {}", target.display())))?;
-        // Device nodes and set-id bits in an image mean nothing in a zone.
+        // Device nodes in an image mean nothing in a zone; set-id bits
+        // only where the pod policy lets a setuid binary raise privileges.
         bind_onto(
             rootfs,
             &OwnedFd::from(dir),
             true,
-            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+            if flags.setuid {
+                MOUNT_ATTR_NODEV
+            } else {
+                MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
+            },
         )
         .map_err(err(format!(
             "cannot bind {} into the zone",
@@ -402,7 +407,7 @@ pub fn add(
                 m.destination.display()
             )))?;
         }
-        if readonly {
+        if flags.readonly {
             // After the mount points were made: the image itself becomes
             // read-only, the mounts on it keep their own flags.
             set_attrs(&root, MOUNT_ATTR_RDONLY)

@@ -212,6 +212,16 @@ pub enum FailureKind {
     InvalidInput,
 }
 
+/// How a container root's image is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RootFlags {
+    /// Read-only (OCI `root.readonly`); its mounts keep their own.
+    pub readonly: bool,
+    /// Set-id bits of its files take effect (a pod policy that lets a
+    /// setuid binary raise its privileges); otherwise the image is `nosuid`.
+    pub setuid: bool,
+}
+
 /// A mount of a container root: bind (a host source) or tmpfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootMount {
@@ -284,7 +294,7 @@ pub trait IsolationBackend: Send + Sync + 'static {
         zone_id: Uuid,
         name: &str,
         rootfs: &Path,
-        readonly: bool,
+        flags: RootFlags,
         mounts: &[RootMount],
         limits: &RootLimits,
     ) -> Result<bool, BackendError>;

@@ -40,7 +40,7 @@ impl PolicyChoice {
         }
         bail!(
             "policy {value:?} is neither a file nor a preset; give a TOML file or one of: {}",
-            presets::names().join(", ")
+            presets::zone_names().join(", ")
         )
     }
 

@@ -76,6 +76,9 @@ pub enum DaemonError {
     #[error("zone {zone:?} was made by the {backend:?} isolation backend, which this rauhad does not run; start rauhad with it, or delete the zone with --force")]
     UnknownBackend { zone: String, backend: String },
     /// A failure, and the cleanup after it that failed too: both are kept.
+    /// A process asks for more than its zone's pod policy allows.
+    #[error("zone {zone:?}: {message}")]
+    PodPolicy { zone: String, message: String },
     #[error("{primary}; cleaning up after it failed too: {cleanup}")]
     Cleanup {
         primary: Box<DaemonError>,
@@ -146,7 +149,8 @@ impl From<DaemonError> for tonic::Status {
             | DaemonError::OutputGone { .. }
             | DaemonError::TaskRunning { .. }
             | DaemonError::Secrets { .. }
-            | DaemonError::UnknownBackend { .. } => tonic::Status::failed_precondition(message),
+            | DaemonError::UnknownBackend { .. }
+            | DaemonError::PodPolicy { .. } => tonic::Status::failed_precondition(message),
             DaemonError::Cleanup { primary, .. } => {
                 let code = tonic::Status::from(*primary).code();
                 tonic::Status::new(code, message)

@@ -26,6 +26,29 @@ pub struct Policy {
     pub filesystem: FilesystemSection,
     pub syscalls: SyscallsSection,
     pub task: TaskSection,
+    /// For a pod's zone: how its OCI spec is held (absent in zone and task
+    /// policies).
+    #[serde(skip_serializing_if = "PodSection::is_empty")]
+    pub pod: PodSection,
+}
+
+/// `[pod]`: a pod policy. Its containers get what their OCI spec asks
+/// (capabilities, `noNewPrivileges`, seccomp profile), held to the Pod
+/// Security Standard `security` names; `capabilities.allowed` is then the
+/// ceiling of what a spec may ask, and `syscalls.deny` applies to a
+/// container whose spec gives no seccomp profile (under `baseline` and
+/// `restricted`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security: Option<crate::pod_security::Level>,
+}
+
+impl PodSection {
+    pub fn is_empty(&self) -> bool {
+        self.security.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -44,6 +67,10 @@ pub struct ZoneSection {
     /// follows the pod's `hostUsers` instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_namespace: Option<bool>,
+    /// Sysctls set in the zone's own namespaces (`net.*`, the IPC ones,
+    /// `fs.mqueue.*`): a pod's `securityContext.sysctls`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -395,6 +422,20 @@ impl Policy {
                 );
             }
         }
+        for (key, value) in &self.zone.sysctls {
+            if !crate::pod_security::namespaced_sysctl(key) {
+                return err(
+                    "zone.sysctls",
+                    format!("{key:?} is not a sysctl of the zone's own namespaces; only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* can be set"),
+                );
+            }
+            if key.contains('/') || key.contains("..") || value.contains('\n') {
+                return err(
+                    "zone.sysctls",
+                    format!("{key:?} = {value:?} is not a sysctl setting"),
+                );
+            }
+        }
         let mut seen = Vec::new();
         for cap in &self.capabilities.allowed {
             let full = if cap.to_ascii_uppercase().starts_with("CAP_") {
@@ -408,10 +449,11 @@ impl Policy {
                     format!("{cap:?} is not a Linux capability; use a name such as \"CAP_NET_BIND_SERVICE\""),
                 );
             }
-            if FORBIDDEN_CAPABILITIES.contains(&full.as_str()) {
+            let privileged_pod = self.pod.security == Some(crate::pod_security::Level::Privileged);
+            if FORBIDDEN_CAPABILITIES.contains(&full.as_str()) && !privileged_pod {
                 return err(
                     "capabilities.allowed",
-                    format!("{full} lets a process leave its zone and is never granted; remove it"),
+                    format!("{full} lets a process leave its zone and is granted only to privileged pods ([pod] security = \"privileged\"); remove it"),
                 );
             }
             if seen.contains(&full) {

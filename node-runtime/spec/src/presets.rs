@@ -8,14 +8,39 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("minimal", include_str!("../../../policies/minimal.toml")),
     ("standard", include_str!("../../../policies/standard.toml")),
     ("strict", include_str!("../../../policies/strict.toml")),
+    // Pod policies: Kubernetes' Pod Security Standards (`[pod] security`).
+    (
+        "privileged",
+        include_str!("../../../policies/privileged.toml"),
+    ),
+    ("baseline", include_str!("../../../policies/baseline.toml")),
+    (
+        "restricted",
+        include_str!("../../../policies/restricted.toml"),
+    ),
 ];
 
 /// The default preset of a task or zone that names none.
 pub const DEFAULT_PRESET: &str = "standard";
 
+/// The default policy of a pod that names none (a node may set another).
+pub const DEFAULT_POD_PRESET: &str = "baseline";
+
 /// The names of the presets, for error messages.
 pub fn names() -> Vec<&'static str> {
     PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+/// The pod policies among the presets: Kubernetes' Pod Security
+/// Standards, for a pod's zone only.
+pub const POD_PRESETS: &[&str] = &["privileged", "baseline", "restricted"];
+
+/// The presets a zone or task may take (all but the pod policies).
+pub fn zone_names() -> Vec<&'static str> {
+    names()
+        .into_iter()
+        .filter(|n| !POD_PRESETS.contains(n))
+        .collect()
 }
 
 /// The text of a preset by name.
@@ -39,7 +64,26 @@ mod tests {
                 .expect("listed")
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(policy.zone.name.as_deref(), Some(*name));
+            // The pod presets are named after the level they hold pods to.
+            assert_eq!(
+                policy.pod.security.map(|l| l.name()),
+                crate::pod_security::Level::parse(name).map(|l| l.name())
+            );
         }
+        let baseline = load(DEFAULT_POD_PRESET).expect("listed").expect("valid");
+        let ceiling: Vec<&str> = baseline
+            .capabilities
+            .allowed
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(ceiling, crate::pod_security::BASELINE_CAPABILITIES);
+        let all = load("privileged").expect("listed").expect("valid");
+        assert_eq!(
+            all.capabilities.allowed.len(),
+            crate::names::CAPABILITIES.len()
+        );
+        assert!(all.syscalls.deny.is_empty());
     }
 
     #[test]

@@ -142,6 +142,54 @@ pub struct ProcessSpec {
     /// Run in the zone's container root of this name, not the zone's root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
+    /// What a pod container's OCI spec asks of the kernel for it, applied
+    /// as runc applies it and held to the zone's pod policy; absent, the
+    /// zone's policy alone decides (tasks, `rauha exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<ProcessSecurity>,
+}
+
+/// A process's capability sets and privileges, from an OCI spec.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessSecurity {
+    /// `CAP_` names, each set as OCI `process.capabilities` has it.
+    #[serde(default)]
+    pub bounding: Vec<String>,
+    #[serde(default)]
+    pub effective: Vec<String>,
+    #[serde(default)]
+    pub permitted: Vec<String>,
+    #[serde(default)]
+    pub inheritable: Vec<String>,
+    #[serde(default)]
+    pub ambient: Vec<String>,
+    /// `process.noNewPrivileges`: no setuid or file capability raises it.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// The spec's seccomp profile; none: the pod policy's `syscalls.deny`
+    /// (under `baseline` and `restricted`) or nothing (`privileged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<crate::seccomp::SeccompProfile>,
+}
+
+impl ProcessSecurity {
+    /// Every capability named in any set, once.
+    pub fn all_capabilities(&self) -> Vec<String> {
+        let mut all: Vec<String> = [
+            &self.bounding,
+            &self.effective,
+            &self.permitted,
+            &self.inheritable,
+            &self.ambient,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 /// A user and its groups, as numbers inside the zone.

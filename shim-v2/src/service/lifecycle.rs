@@ -15,9 +15,13 @@ impl Service {
         }
         let bundle = PathBuf::from(&req.bundle);
         let spec = read_bundle_spec(&bundle).map_err(Error::from)?;
-        let mut init =
-            convert::process(spec.get("process").unwrap_or(&Value::Null)).map_err(Error::from)?;
+        let process = spec.get("process").unwrap_or(&Value::Null);
+        let mut init = convert::process(process).map_err(Error::from)?;
         init.terminal = req.terminal;
+        // Held to the pod policy's Pod Security level before anything is
+        // made; its own capabilities and seccomp profile go with it.
+        convert::check_pod_security(&spec).map_err(Error::from)?;
+        init.security = Some(convert::security(process, convert::seccomp(&spec)));
         // Secrets reach the process's environment from the files the pod
         // mounts, never through the pod's spec. The pod's own sandbox (its
         // zone) runs no task and mounts no secret.

@@ -158,6 +158,9 @@ impl Task for Service {
         spec.terminal = req.terminal;
         self.with(&req.id, |c| {
             spec.root = c.root.clone().unwrap_or_default();
+            if let (Some(own), Some(init)) = (spec.security.as_mut(), &c.init.spec.security) {
+                own.seccomp_json = init.seccomp_json.clone();
+            }
             if c.init.exited().is_some() {
                 return Err(Error::Stopped(req.id.clone()).into());
             }

@@ -332,6 +332,9 @@ impl Bench {
             "ociVersion": "1.0.2",
             "process": { "args": init, "cwd": "/", "env": ["PATH=/bin"] },
             "root": { "path": "rootfs" },
+            "linux": { "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}] },
         });
         std::fs::write(dir.join("bundle/config.json"), spec.to_string()).expect("spec");
         let socket = dir.join("rauhad.sock");

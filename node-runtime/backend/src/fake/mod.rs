@@ -304,7 +304,7 @@ impl IsolationBackend for FakeBackend {
         zone_id: Uuid,
         name: &str,
         _rootfs: &Path,
-        _readonly: bool,
+        _flags: crate::RootFlags,
         _mounts: &[RootMount],
         _limits: &RootLimits,
     ) -> Result<bool, BackendError> {
@@ -454,6 +454,7 @@ mod tests {
             terminal: false,
             deadline_ms: None,
             root: None,
+            security: None,
         };
         // The output and exit may be pushed before or after `Spawned`.
         let mut seen = vec![host.send(&Request::Spawn(spec)).await];

@@ -3,6 +3,8 @@
 use rauha_api::v1;
 use rauha_spec::RootSpec;
 
+use crate::error::DaemonError;
+
 use crate::store::{ProcessRecord, ProcessState, ZoneRecord};
 use rauha_backend::{Check, Usage};
 
@@ -63,7 +65,7 @@ pub fn process(p: &ProcessRecord, zone_name: &str) -> v1::Process {
 pub fn process_extras(
     mut spec: rauha_spec::zone::ProcessSpec,
     wire: &v1::ProcessSpec,
-) -> rauha_spec::zone::ProcessSpec {
+) -> Result<rauha_spec::zone::ProcessSpec, DaemonError> {
     spec.user = wire.user.as_ref().map(|u| rauha_spec::zone::ProcessUser {
         uid: u.uid,
         gid: u.gid,
@@ -71,7 +73,33 @@ pub fn process_extras(
     });
     spec.terminal = wire.terminal;
     spec.root = Some(wire.root.clone()).filter(|r| !r.is_empty());
-    spec
+    spec.security = wire.security.as_ref().map(process_security).transpose()?;
+    Ok(spec)
+}
+
+fn process_security(
+    s: &v1::ProcessSecurity,
+) -> Result<rauha_spec::zone::ProcessSecurity, DaemonError> {
+    let seccomp = if s.seccomp_json.is_empty() {
+        None
+    } else {
+        let value: serde_json::Value = serde_json::from_str(&s.seccomp_json).map_err(|e| {
+            DaemonError::invalid("spec.security.seccomp_json", format!("not JSON: {e}"))
+        })?;
+        Some(
+            rauha_spec::seccomp::SeccompProfile::from_oci(&value)
+                .map_err(|m| DaemonError::invalid("spec.security.seccomp_json", m))?,
+        )
+    };
+    Ok(rauha_spec::zone::ProcessSecurity {
+        bounding: s.bounding.clone(),
+        effective: s.effective.clone(),
+        permitted: s.permitted.clone(),
+        inheritable: s.inheritable.clone(),
+        ambient: s.ambient.clone(),
+        no_new_privileges: s.no_new_privileges,
+        seccomp,
+    })
 }
 
 /// A container root's wire limits as policy resources (checked by the

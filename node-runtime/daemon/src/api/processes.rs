@@ -57,7 +57,7 @@ impl Processes for ProcessesService {
         let spec = convert::process_extras(
             process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
             &wire,
-        );
+        )?;
         let stdio = req.stdio.unwrap_or_default();
         let stdio = HostStdio::parse(&stdio.stdin, &stdio.stdout, &stdio.stderr)?;
         let zone = self.registry.find_zone(&req.zone)?;
@@ -131,7 +131,7 @@ impl Processes for ProcessesService {
         let spec = convert::process_extras(
             process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
             &wire,
-        );
+        )?;
         let zone = self.registry.find_zone(&req.zone)?;
         let (process, mut output) = self
             .registry

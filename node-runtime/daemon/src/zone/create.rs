@@ -41,6 +41,16 @@ impl ZoneRegistry {
                 },
             ));
         }
+        if let (Some(level), RootSpec::HostView) = (new.policy.pod.security, &new.root) {
+            return Err(DaemonError::invalid(
+                "policy",
+                format!(
+                    "{:?} is a pod policy (its [pod] section holds a pod's containers to the {level} Pod Security level) and shows a zone none of the host; give a zone or task a zone preset ({})",
+                    new.policy.zone.name.as_deref().unwrap_or(level.name()),
+                    rauha_spec::presets::zone_names().join(", ")
+                ),
+            ));
+        }
         // New zones go to the node's default backend; the record names it,
         // so every later operation reaches the same one.
         let backend = std::sync::Arc::clone(self.backends.default_backend());

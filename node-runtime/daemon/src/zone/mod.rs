@@ -13,6 +13,7 @@ mod process;
 pub mod recovery;
 mod roots;
 mod sandbox;
+mod security;
 pub mod stdio;
 mod tasks;
 mod ttl;

@@ -70,6 +70,8 @@ impl ZoneRegistry {
                 zone: zone.name.clone(),
                 hint: "; delete and re-create it",
             })?;
+        let security =
+            super::security::for_process(&zone.name, &zone.policy, spec.security.as_ref())?;
         let record = ProcessRecord {
             id: id.unwrap_or_else(Uuid::new_v4),
             zone_id: zone.id,
@@ -119,6 +121,7 @@ impl ZoneRegistry {
             terminal: spec.terminal,
             deadline_ms,
             root: spec.root,
+            security,
         };
         // Recorded before the agent starts it: a rauhad killed between the
         // two finds the process again when it adopts the zone (or learns

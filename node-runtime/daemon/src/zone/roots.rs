@@ -55,14 +55,15 @@ impl ZoneRegistry {
             });
         }
         let backend = self.backends.of(&record)?;
-        let own = backend.add_root(
-            record.id,
-            name,
-            Path::new(rootfs),
+        let flags = rauha_backend::RootFlags {
             readonly,
-            &mounts,
-            limits,
-        )?;
+            setuid: record
+                .policy
+                .pod
+                .security
+                .is_some_and(|l| l.allows_escalation()),
+        };
+        let own = backend.add_root(record.id, name, Path::new(rootfs), flags, &mounts, limits)?;
         if own && backend.root_cgroups_are_unified() {
             // On a unified host the container's cgroup is a new cgroup id:
             // the BPF layers learn it as the zone's before any process of

@@ -60,7 +60,7 @@ fn bad_policies_give_exact_messages() {
         ),
         (
             "[resourcez]\n",
-            "p.toml:1: resourcez: is not a policy key; expected one of `zone`, `capabilities`, `resources`, `network`, `filesystem`, `syscalls`, `task`",
+            "p.toml:1: resourcez: is not a policy key; expected one of `zone`, `capabilities`, `resources`, `network`, `filesystem`, `syscalls`, `task`, `pod`",
         ),
         (
             "[resources]\npids_max = 2\n",
@@ -80,7 +80,7 @@ fn bad_policies_give_exact_messages() {
         ),
         (
             "[capabilities]\nallowed = [\"CAP_SYS_ADMIN\"]\n",
-            "p.toml:2: capabilities.allowed: CAP_SYS_ADMIN lets a process leave its zone and is never granted; remove it",
+            "p.toml:2: capabilities.allowed: CAP_SYS_ADMIN lets a process leave its zone and is granted only to privileged pods ([pod] security = \"privileged\"); remove it",
         ),
         (
             "[capabilities]\nallowed = [\"CAP_FLY\"]\n",
