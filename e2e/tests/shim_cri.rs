@@ -788,6 +788,30 @@ fn cri_pods_run_as_on_runc_under_baseline_and_are_refused_beyond_it() {
         cri.crictl(&["start", &id]);
         log_with(&cri, &id, "Effective uid")
     };
+    // The spec's masked and read-only paths, and a read-only root.
+    let paths = cri.write(
+        &format!("{pod}-paths.json"),
+        serde_json::json!({
+            "metadata": {"name": "paths"},
+            "image": {"image": cri.app},
+            "command": ["sh", "-c", "echo group:$(cat /etc/group | wc -c); touch /tmp/x; touch /x; echo done; sleep 60"],
+            "log_path": "paths.log",
+            "linux": {"security_context": {"masked_paths": ["/etc/group"],
+                "readonly_paths": ["/tmp"], "readonly_rootfs": true}}
+        }),
+    );
+    let id = cri
+        .crictl(&["create", &pod, &paths, &p.1])
+        .trim()
+        .to_string();
+    cri.crictl(&["start", &id]);
+    let log = log_with(&cri, &id, "done");
+    assert!(log.contains("group:0"), "/etc/group masked: {log}");
+    assert_eq!(
+        log.matches("Read-only file system").count(),
+        2,
+        "/tmp and the root read-only: {log}"
+    );
     let log = user("escalates", false);
     assert!(
         log.contains("Effective uid: 0"),

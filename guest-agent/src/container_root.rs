@@ -24,6 +24,12 @@ pub const SYSFS_MARK: &str = "sysfs";
 /// container's spec mounts a cgroup filesystem at /sys/fs/cgroup.
 pub const CGROUP_MARK: &str = "cgroup";
 
+/// A file the host puts next to a container root (`NAME/readonly`) whose
+/// spec asks for a read-only root (`root.readonly`): each process makes its
+/// own view of it read-only (a flag the host changed after the root reached
+/// the zone would not propagate to it).
+pub const READONLY_MARK: &str = "readonly";
+
 /// The v1 controllers the zone has a cgroup of its own in (rauhad's), the
 /// only hierarchies a container sees: in the zone's cgroup namespace their
 /// root is the zone's cgroup. Others would show the host's tree.
@@ -186,6 +192,7 @@ pub struct EnterRoot {
     masked: Vec<CString>,
     read_only: Vec<CString>,
     cwd: CString,
+    readonly_root: bool,
 }
 
 /// The container root of `name`, as the agent sees it.
@@ -281,6 +288,7 @@ impl EnterRoot {
                 .map(|n| cpath(&proc_dir.join(n)))
                 .collect::<io::Result<_>>()?,
             cwd: cpath(Path::new(if cwd.is_empty() { "/" } else { cwd }))?,
+            readonly_root: marked(READONLY_MARK),
         })
     }
 
@@ -407,6 +415,23 @@ impl EnterRoot {
                 libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int,
             )?;
             check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+            if self.readonly_root {
+                // The root mount only: its mounts keep their own flags.
+                let attr = rauha_guest_agent::mount_api::MountAttr {
+                    attr_set: rauha_guest_agent::mount_api::MOUNT_ATTR_RDONLY,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                check(libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    c"/".as_ptr(),
+                    0,
+                    &attr,
+                    std::mem::size_of_val(&attr),
+                ) as libc::c_int)?;
+            }
         }
         crate::kernel::chdir_no_magic_links(&self.cwd)
     }

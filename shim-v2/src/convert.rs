@@ -291,26 +291,33 @@ pub fn exec_process(spec: &Any) -> Result<v1::ProcessSpec, SpecError> {
 }
 
 /// The pod policy a spec names: the annotation's preset or inline TOML,
-/// else the node's default for pods (`baseline`).
-fn chosen_policy(spec: &Value) -> Result<(String, Policy), SpecError> {
-    let (file, text) = match annotation(spec, POLICY_ANNOTATION).map(str::trim) {
-        None | Some("") => (
-            format!("policies/{}.toml", rauha_spec::presets::DEFAULT_POD_PRESET),
-            rauha_spec::presets::text(rauha_spec::presets::DEFAULT_POD_PRESET)
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        Some(name) if rauha_spec::presets::text(name).is_some() => (
+/// else `default`, the handler's default for pods (`baseline` unless its
+/// configuration says otherwise, see `config`).
+fn chosen_policy(spec: &Value, default: &str) -> Result<(String, Policy), SpecError> {
+    let named = annotation(spec, POLICY_ANNOTATION)
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    let (file, text) = match named.unwrap_or(default) {
+        name if rauha_spec::presets::text(name).is_some() => (
             format!("policies/{name}.toml"),
             rauha_spec::presets::text(name)
                 .unwrap_or_default()
                 .to_string(),
         ),
-        Some(inline) if inline.contains('\n') || inline.contains('=') => (
-            format!("annotation {POLICY_ANNOTATION}"),
+        inline if inline.contains('\n') || inline.contains('=') => (
+            match named {
+                Some(_) => format!("annotation {POLICY_ANNOTATION}"),
+                None => "the handler's pod_policy".to_string(),
+            },
             inline.to_string(),
         ),
-        Some(other) => {
+        other if named.is_none() => {
+            return Err(SpecError::Config(format!(
+                "pod_policy {other:?} is neither a preset ({}) nor a TOML policy",
+                rauha_spec::presets::names().join(", ")
+            )))
+        }
+        other => {
             return Err(SpecError::NotAPolicy {
                 annotation: POLICY_ANNOTATION,
                 value: other.to_string(),
@@ -324,8 +331,8 @@ fn chosen_policy(spec: &Value) -> Result<(String, Policy), SpecError> {
 /// The zone's policy: the pod policy the spec names, with the container's
 /// resource limits, its hostname and sysctls, and the pod's network
 /// namespace joined when CNI made one.
-pub fn policy(spec: &Value) -> Result<v1::PolicySource, SpecError> {
-    let (file, mut policy) = chosen_policy(spec)?;
+pub fn policy(spec: &Value, default: &str) -> Result<v1::PolicySource, SpecError> {
+    let (file, mut policy) = chosen_policy(spec, default)?;
     if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {
         apply_resources(&mut policy.resources, r);
     }
@@ -419,8 +426,8 @@ pub fn ask(spec: &Value) -> Ask {
 /// Holds the spec to its pod policy's Pod Security level: a spec that
 /// asks for more fails with the field and the policy that would allow it.
 /// A zone policy (no `[pod]`) holds the zone to itself instead.
-pub fn check_pod_security(spec: &Value) -> Result<(), SpecError> {
-    let (_, policy) = chosen_policy(spec)?;
+pub fn check_pod_security(spec: &Value, default: &str) -> Result<(), SpecError> {
+    let (_, policy) = chosen_policy(spec, default)?;
     if let Some(level) = policy.pod.security {
         rauha_spec::pod_security::check(level, &ask(spec))?;
     }
@@ -553,6 +560,19 @@ pub fn merge_limits(current: &v1::RootLimits, update: &v1::RootLimits) -> v1::Ro
     }
 }
 
+/// A `linux` list of paths (`maskedPaths`, `readonlyPaths`).
+pub fn linux_paths(spec: &Value, key: &str) -> Vec<String> {
+    spec.get("linux")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The OCI spec's mounts as rauhad's container-root mounts.
 pub fn mounts(spec: &Value) -> Vec<v1::RootMount> {
     spec.get("mounts")
@@ -663,6 +683,8 @@ mod secret_tests {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const DEFAULT: &str = rauha_spec::presets::DEFAULT_POD_PRESET;
 
     #[test]
     fn zone_names_are_valid_and_distinct() {
@@ -824,7 +846,8 @@ mod tests {
             "resources": {"memory": {"limit": 33554432}, "cpu": {"quota": 50000, "period": 100000},
                 "pids": {"limit": 64}},
             "namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]}});
-        let Some(v1::policy_source::Source::Inline(p)) = policy(&spec).expect("ok").source else {
+        let Some(v1::policy_source::Source::Inline(p)) = policy(&spec, DEFAULT).expect("ok").source
+        else {
             panic!("inline")
         };
         let parsed = Policy::parse("x", &p.toml).expect("renders valid TOML");
@@ -843,7 +866,8 @@ mod tests {
     #[test]
     fn a_pod_without_the_hosts_users_gets_a_user_namespace() {
         let spec = json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "user"}]}});
-        let Some(v1::policy_source::Source::Inline(p)) = policy(&spec).expect("ok").source else {
+        let Some(v1::policy_source::Source::Inline(p)) = policy(&spec, DEFAULT).expect("ok").source
+        else {
             panic!("inline")
         };
         let parsed = Policy::parse("x", &p.toml).expect("renders valid TOML");
@@ -869,13 +893,15 @@ mod tests {
         let all = ["pid", "network", "ipc", "uts", "mount"];
         let default_caps = rauha_spec::pod_security::BASELINE_CAPABILITIES;
         let ordinary = cri_spec(default_caps, &all);
-        check_pod_security(&ordinary).expect("an ordinary pod runs under baseline, the default");
+        check_pod_security(&ordinary, DEFAULT)
+            .expect("an ordinary pod runs under baseline, the default");
         let s = security(&ordinary["process"], seccomp(&ordinary));
         assert_eq!(s.effective.len(), default_caps.len());
         assert!(!s.no_new_privileges);
         assert!(s.seccomp_json.contains("SCMP_ACT_ERRNO"));
         // The zone takes the pod's hostname and sysctls.
-        let Some(v1::policy_source::Source::Inline(p)) = policy(&ordinary).expect("ok").source
+        let Some(v1::policy_source::Source::Inline(p)) =
+            policy(&ordinary, DEFAULT).expect("ok").source
         else {
             panic!("inline")
         };
@@ -888,28 +914,32 @@ mod tests {
         assert_eq!(parsed.pod.security.map(|l| l.name()), Some("baseline"));
 
         let host_network = cri_spec(default_caps, &["pid", "ipc", "uts", "mount"]);
-        let e = check_pod_security(&host_network).expect_err("hostNetwork");
+        let e = check_pod_security(&host_network, DEFAULT).expect_err("hostNetwork");
         assert!(e.to_string().contains("spec.hostNetwork"), "{e}");
         let mut privileged = cri_spec(&["CAP_SYS_ADMIN", "CAP_NET_ADMIN"], &all);
-        let e = check_pod_security(&privileged).expect_err("privileged");
+        let e = check_pod_security(&privileged, DEFAULT).expect_err("privileged");
         assert!(
             e.to_string().contains("CAP_NET_ADMIN, CAP_SYS_ADMIN"),
             "{e}"
         );
         privileged["annotations"] = json!({"rauha.dev/policy": "privileged"});
-        check_pod_security(&privileged).expect("the privileged policy allows it");
+        check_pod_security(&privileged, DEFAULT).expect("the privileged policy allows it");
         // A zone preset holds the zone to itself, whatever the spec asks.
         let mut zone_preset = host_network.clone();
         zone_preset["annotations"] = json!({"rauha.dev/policy": "standard"});
-        check_pod_security(&zone_preset).expect("no [pod] section, no level");
+        check_pod_security(&zone_preset, DEFAULT).expect("no [pod] section, no level");
     }
 
     #[test]
     fn bad_policy_annotation_fails_with_the_parsers_message() {
         let spec = json!({"annotations": {"rauha.dev/policy": "[network]\nmode = \"warp\"\n"}});
-        let e = policy(&spec).expect_err("bad mode");
+        let e = policy(&spec, DEFAULT).expect_err("bad mode");
         assert!(e.to_string().contains("mode"), "{e}");
-        let e = policy(&json!({"annotations": {"rauha.dev/policy": "nope"}})).expect_err("name");
+        let e = policy(
+            &json!({"annotations": {"rauha.dev/policy": "nope"}}),
+            DEFAULT,
+        )
+        .expect_err("name");
         assert!(e.to_string().contains("neither a preset"), "{e}");
     }
 }

@@ -90,6 +90,8 @@ pub enum SpecError {
     Policy(#[from] rauha_spec::PolicyError),
     #[error("annotation rauha.dev/secret-env: {0}; it maps environment variable names to the paths where the pod mounts each Secret's file")]
     SecretEnv(String),
+    #[error("rauha handler config: {0}")]
+    Config(String),
     #[error("{0}")]
     PodSecurity(#[from] rauha_spec::pod_security::Refusal),
     #[error("annotation rauha.dev/workspace: {0}; it names the workspace directory and where each input's mounted files go in it")]

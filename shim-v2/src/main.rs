@@ -3,6 +3,7 @@
 //! each container's processes run in it. Handlers stay thin and call rauhad
 //! over its Unix socket; OCI and ttrpc types are converted in `convert`.
 
+mod config;
 mod convert;
 mod error;
 mod rauhad;

@@ -409,7 +409,7 @@ impl IsolationBackend for LinuxBackend {
         zone_id: Uuid,
         name: &str,
         rootfs: &Path,
-        flags: rauha_backend::RootFlags,
+        flags: &rauha_backend::RootFlags,
         mounts: &[rauha_backend::RootMount],
         limits: &rauha_backend::RootLimits,
     ) -> Result<bool, BackendError> {

@@ -165,13 +165,25 @@ fn ensure_in(root: &OwnedFd, inside: &Path, dir: bool) -> io::Result<OwnedFd> {
 /// up again after it was resolved safely).
 fn bind_onto(source: &Path, target: &OwnedFd, recursive: bool, attrs: u64) -> io::Result<()> {
     let c = cstr(source)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    bind_tree(libc::AT_FDCWD, &c, 0, target, recursive, attrs)
+}
+
+/// [`bind_onto`] of what `dirfd` and `path` name (`AT_EMPTY_PATH` in
+/// `at`: `dirfd` itself).
+fn bind_tree(
+    dirfd: i32,
+    path: &std::ffi::CStr,
+    at: libc::c_uint,
+    target: &OwnedFd,
+    recursive: bool,
+    attrs: u64,
+) -> io::Result<()> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | at;
     if recursive {
         flags |= AT_RECURSIVE;
     }
     // SAFETY: open_tree with a NUL-terminated path.
-    let tree =
-        check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
+    let tree = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
     // SAFETY: the kernel returned a new fd.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
     if attrs != 0 {
@@ -296,7 +308,7 @@ pub fn add(
     containers: &Path,
     name: &str,
     rootfs: &Path,
-    flags: rauha_backend::RootFlags,
+    flags: &rauha_backend::RootFlags,
     mounts: &[RootMount],
 ) -> Result<(), BackendError> {
     let base = containers.join(name);
@@ -369,9 +381,12 @@ pub fn add(
             )))?;
             // nodev and nosuid unless the mount asks for devices or set-id.
             let mut attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
+            // `rro`: read-only all the way down (Kubernetes' recursive
+            // read-only mounts); plain `ro` holds for the top mount only.
+            let recursive_ro = m.options.iter().any(|o| o == "rro");
             for o in &m.options {
                 match o.as_str() {
-                    "ro" => attrs |= MOUNT_ATTR_RDONLY,
+                    "ro" | "rro" => attrs |= MOUNT_ATTR_RDONLY,
                     "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
                     "dev" => attrs &= !MOUNT_ATTR_NODEV,
                     "suid" => attrs &= !MOUNT_ATTR_NOSUID,
@@ -380,7 +395,15 @@ pub fn add(
             }
             if is_bind {
                 let recursive = m.options.iter().any(|o| o == "rbind");
-                bind_onto(&m.source, &target, recursive, attrs)
+                if recursive && !recursive_ro && attrs & MOUNT_ATTR_RDONLY != 0 {
+                    // Only the top mount read-only, as runc's `ro` on an rbind.
+                    bind_onto(&m.source, &target, true, attrs & !MOUNT_ATTR_RDONLY).and_then(|()| {
+                        let top = ensure_in(&root, &m.destination, true)?;
+                        set_attrs(&top, MOUNT_ATTR_RDONLY)
+                    })
+                } else {
+                    bind_onto(&m.source, &target, recursive, attrs)
+                }
             } else if m.kind == "tmpfs" {
                 let data: Vec<&str> = m
                     .options
@@ -407,11 +430,18 @@ pub fn add(
                 m.destination.display()
             )))?;
         }
+        hide_and_freeze(&root, flags).map_err(err(format!(
+            "cannot mask or make read-only in container root {name}"
+        )))?;
         if flags.readonly {
             // After the mount points were made: the image itself becomes
-            // read-only, the mounts on it keep their own flags.
+            // read-only, the mounts on it keep their own flags. Here, and
+            // by the agent in each process's view (the mark), as a flag
+            // set now does not reach the zone's copy of the root.
             set_attrs(&root, MOUNT_ATTR_RDONLY)
                 .map_err(err(format!("cannot make container root {name} read-only")))?;
+            std::fs::write(base.join("readonly"), b"")
+                .map_err(err(format!("cannot mark {}", base.display())))?;
         }
         Ok(())
     })();
@@ -419,6 +449,56 @@ pub fn add(
         let _ = remove(containers, name);
     }
     result
+}
+
+/// The spec's `maskedPaths` (a file hidden under /dev/null, a directory
+/// under an empty read-only tmpfs) and `readonlyPaths` (bound onto
+/// themselves read-only), each resolved within the root; one the image
+/// lacks is skipped, as runc skips it. Those under /proc and /sys are the
+/// zone agent's, which mounts them per process (and masks /proc and /sys
+/// as runc's defaults do).
+fn hide_and_freeze(root: &OwnedFd, flags: &rauha_backend::RootFlags) -> io::Result<()> {
+    let agents = |p: &Path| p.starts_with("/proc") || p.starts_with("/sys");
+    for path in flags.masked_paths.iter().filter(|p| !agents(p)) {
+        let target = match open_in(root, path, libc::O_PATH as u64) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: fstat on an fd we own into a zeroed struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::fstat(target.as_raw_fd(), &mut st) }.into())?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            tmpfs_onto(
+                &target,
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                "size=0,mode=0755",
+            )?;
+        } else {
+            bind_onto(
+                Path::new("/dev/null"),
+                &target,
+                false,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            )?;
+        }
+    }
+    for path in flags.readonly_paths.iter().filter(|p| !agents(p)) {
+        let target = match open_in(root, path, libc::O_PATH as u64) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        bind_tree(
+            target.as_raw_fd(),
+            c"",
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &target,
+            true,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )?;
+    }
+    Ok(())
 }
 
 /// Sets attributes on the mount `target` is the root of (not recursive).

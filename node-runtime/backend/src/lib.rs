@@ -213,13 +213,17 @@ pub enum FailureKind {
 }
 
 /// How a container root's image is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RootFlags {
     /// Read-only (OCI `root.readonly`); its mounts keep their own.
     pub readonly: bool,
     /// Set-id bits of its files take effect (a pod policy that lets a
     /// setuid binary raise its privileges); otherwise the image is `nosuid`.
     pub setuid: bool,
+    /// Paths (in the container) hidden: OCI `linux.maskedPaths`.
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths (in the container) made read-only: OCI `linux.readonlyPaths`.
+    pub readonly_paths: Vec<PathBuf>,
 }
 
 /// A mount of a container root: bind (a host source) or tmpfs.
@@ -294,7 +298,7 @@ pub trait IsolationBackend: Send + Sync + 'static {
         zone_id: Uuid,
         name: &str,
         rootfs: &Path,
-        flags: RootFlags,
+        flags: &RootFlags,
         mounts: &[RootMount],
         limits: &RootLimits,
     ) -> Result<bool, BackendError>;

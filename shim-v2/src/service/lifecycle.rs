@@ -20,7 +20,9 @@ impl Service {
         init.terminal = req.terminal;
         // Held to the pod policy's Pod Security level before anything is
         // made; its own capabilities and seccomp profile go with it.
-        convert::check_pod_security(&spec).map_err(Error::from)?;
+        let config =
+            crate::config::ShimConfig::from_options(req.options.as_ref()).map_err(Error::from)?;
+        convert::check_pod_security(&spec, config.pod_default()).map_err(Error::from)?;
         init.security = Some(convert::security(process, convert::seccomp(&spec)));
         // Secrets reach the process's environment from the files the pod
         // mounts, never through the pod's spec. The pod's own sandbox (its
@@ -38,7 +40,10 @@ impl Service {
         let (zone, owns_zone) = match convert::role(&spec) {
             Role::Owner => {
                 self.mount_rootfs(&req, replay).await?;
-                match self.create_zone(&req.id, &req.bundle, &spec, replay).await {
+                match self
+                    .create_zone(&req.id, &req.bundle, &spec, config.pod_default(), replay)
+                    .await
+                {
                     Ok(zone) => (zone, true),
                     Err(e) => {
                         unmount_rootfs(&bundle);

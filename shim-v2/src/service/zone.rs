@@ -9,9 +9,10 @@ impl Service {
         id: &str,
         bundle: &str,
         spec: &Value,
+        pod_default: &str,
         replay: bool,
     ) -> TtrpcResult<String> {
-        let policy = convert::policy(spec).map_err(Error::from)?;
+        let policy = convert::policy(spec, pod_default).map_err(Error::from)?;
         let name = convert::own_zone_name(spec, &self.inner.namespace, id);
         let mut zones = self.zones().await?;
         let created = zones
@@ -133,6 +134,8 @@ impl Service {
                     .and_then(|r| r.get("readonly"))
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
+                masked_paths: convert::linux_paths(spec, "maskedPaths"),
+                readonly_paths: convert::linux_paths(spec, "readonlyPaths"),
             })
             .await;
         let added = match added {

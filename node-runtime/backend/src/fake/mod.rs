@@ -304,7 +304,7 @@ impl IsolationBackend for FakeBackend {
         zone_id: Uuid,
         name: &str,
         _rootfs: &Path,
-        _flags: crate::RootFlags,
+        _flags: &crate::RootFlags,
         _mounts: &[RootMount],
         _limits: &RootLimits,
     ) -> Result<bool, BackendError> {

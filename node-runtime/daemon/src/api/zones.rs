@@ -194,7 +194,12 @@ impl Zones for ZonesService {
                 &req.zone,
                 &req.name,
                 &req.rootfs,
-                req.readonly,
+                rauha_backend::RootFlags {
+                    readonly: req.readonly,
+                    setuid: false,
+                    masked_paths: req.masked_paths.iter().map(Into::into).collect(),
+                    readonly_paths: req.readonly_paths.iter().map(Into::into).collect(),
+                },
                 mounts,
                 &convert::root_limits(req.limits.as_ref()),
             )

@@ -14,10 +14,21 @@ impl ZoneRegistry {
         zone: &str,
         name: &str,
         rootfs: &str,
-        readonly: bool,
+        mut flags: rauha_backend::RootFlags,
         mounts: Vec<RootMount>,
         limits: &RootLimits,
     ) -> Result<bool, DaemonError> {
+        for (field, paths) in [
+            ("masked_paths", &flags.masked_paths),
+            ("readonly_paths", &flags.readonly_paths),
+        ] {
+            if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
+                return Err(DaemonError::invalid(
+                    field,
+                    format!("{} is not absolute", p.display()),
+                ));
+            }
+        }
         if !valid_root_name(name) {
             return Err(DaemonError::invalid(
                 "name",
@@ -55,15 +66,14 @@ impl ZoneRegistry {
             });
         }
         let backend = self.backends.of(&record)?;
-        let flags = rauha_backend::RootFlags {
-            readonly,
-            setuid: record
-                .policy
-                .pod
-                .security
-                .is_some_and(|l| l.allows_escalation()),
-        };
-        let own = backend.add_root(record.id, name, Path::new(rootfs), flags, &mounts, limits)?;
+        // Set-id bits take effect only where the pod policy lets a setuid
+        // binary raise privileges.
+        flags.setuid = record
+            .policy
+            .pod
+            .security
+            .is_some_and(|l| l.allows_escalation());
+        let own = backend.add_root(record.id, name, Path::new(rootfs), &flags, &mounts, limits)?;
         if own && backend.root_cgroups_are_unified() {
             // On a unified host the container's cgroup is a new cgroup id:
             // the BPF layers learn it as the zone's before any process of
