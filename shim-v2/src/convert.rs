@@ -201,6 +201,25 @@ pub fn netns(spec: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The host's network namespace, as rauhad (in the host's PID namespace)
+/// opens it.
+pub const HOST_NETNS: &str = "/proc/1/ns/net";
+
+/// The network namespace a new zone joins: the spec's (CNI's, for a pod),
+/// or the host's for a spec that shares it (`hostNetwork`) under a pod
+/// policy that allows it (`check_pod_security` refused it under others).
+pub fn zone_netns(spec: &Value, default: &str) -> Result<Option<String>, SpecError> {
+    if let Some(path) = netns(spec) {
+        return Ok(Some(path));
+    }
+    let (_, policy) = chosen_policy(spec, default)?;
+    let host = ask(spec).host_namespaces.contains(&HostNamespace::Network);
+    Ok(
+        (host && policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged))
+            .then(|| HOST_NETNS.to_string()),
+    )
+}
+
 /// The cgroup the container's cgroup belongs in, from the spec's
 /// `linux.cgroupsPath`: its parent for the cgroupfs form
 /// (`/kubepods/burstable/podUID/ID`), the slice's path for the systemd form
@@ -336,7 +355,7 @@ pub fn policy(spec: &Value, default: &str) -> Result<v1::PolicySource, SpecError
     if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {
         apply_resources(&mut policy.resources, r);
     }
-    if netns(spec).is_some() {
+    if zone_netns(spec, default)?.is_some() {
         policy.network.mode = NetworkMode::Joined;
     }
     // A pod's zone follows Kubernetes' switch, `hostUsers`: a user
@@ -428,8 +447,18 @@ pub fn ask(spec: &Value) -> Ask {
 /// A zone policy (no `[pod]`) holds the zone to itself instead.
 pub fn check_pod_security(spec: &Value, default: &str) -> Result<(), SpecError> {
     let (_, policy) = chosen_policy(spec, default)?;
+    let ask = ask(spec);
     if let Some(level) = policy.pod.security {
-        rauha_spec::pod_security::check(level, &ask(spec))?;
+        rauha_spec::pod_security::check(level, &ask)?;
+    }
+    // What no level gives: a zone's PID namespace has its agent as PID 1,
+    // and its IPC namespace is its own.
+    if let Some(ns) = ask
+        .host_namespaces
+        .iter()
+        .find(|ns| **ns != HostNamespace::Network)
+    {
+        return Err(SpecError::HostNamespace(ns.pod_field()));
     }
     Ok(())
 }
@@ -924,6 +953,20 @@ mod tests {
         );
         privileged["annotations"] = json!({"rauha.dev/policy": "privileged"});
         check_pod_security(&privileged, DEFAULT).expect("the privileged policy allows it");
+        // Under privileged, the host's network is joined; its PID and IPC
+        // namespaces are no level's.
+        let mut host_net = host_network.clone();
+        host_net["annotations"] = json!({"rauha.dev/policy": "privileged"});
+        check_pod_security(&host_net, DEFAULT).expect("hostNetwork under privileged");
+        assert_eq!(
+            zone_netns(&host_net, DEFAULT).expect("ok").as_deref(),
+            Some(HOST_NETNS)
+        );
+        assert_eq!(zone_netns(&host_network, DEFAULT).expect("ok"), None);
+        let mut host_pid = cri_spec(default_caps, &["network", "ipc", "uts", "mount"]);
+        host_pid["annotations"] = json!({"rauha.dev/policy": "privileged"});
+        let e = check_pod_security(&host_pid, DEFAULT).expect_err("hostPID");
+        assert!(e.to_string().starts_with("spec.hostPID: "), "{e}");
         // A zone preset holds the zone to itself, whatever the spec asks.
         let mut zone_preset = host_network.clone();
         zone_preset["annotations"] = json!({"rauha.dev/policy": "standard"});

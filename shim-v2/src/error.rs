@@ -92,6 +92,8 @@ pub enum SpecError {
     SecretEnv(String),
     #[error("rauha handler config: {0}")]
     Config(String),
+    #[error("{0}: a Rauha zone keeps its own PID and IPC namespaces under every pod policy; run the pod without it, or under runc")]
+    HostNamespace(&'static str),
     #[error("{0}")]
     PodSecurity(#[from] rauha_spec::pod_security::Refusal),
     #[error("annotation rauha.dev/workspace: {0}; it names the workspace directory and where each input's mounted files go in it")]

@@ -20,7 +20,9 @@ impl Service {
                 name: name.clone(),
                 policy: Some(policy),
                 bundle: bundle.to_string(),
-                netns: convert::netns(spec).unwrap_or_default(),
+                netns: convert::zone_netns(spec, pod_default)
+                    .map_err(Error::from)?
+                    .unwrap_or_default(),
                 cgroup_parent: convert::cgroup_parent(spec).unwrap_or_default(),
             })
             .await;
