@@ -49,7 +49,11 @@ stage "end-to-end tests (root, real rauhad)"
 cargo test -p rauha-e2e --tests --no-fail-fast -- --test-threads=1 \
     --skip the_node_runtime_suites_pass_on_pure_cgroup_v2_with_bpf_lsm \
     --skip kill_nine_at_random_points_loses_no_task_and_leaves_no_orphan \
-    --skip k8s_ 2>&1 | tee -a "$log"
+    --skip critest_ --skip k8s_ 2>&1 | tee -a "$log"
+# The upstream CRI validation suite under containerd 1.6 and 2.x: runc as the
+# reference, then rauha under the privileged and baseline pod policies.
+stage "critest: the CRI validation suite (runc, rauha-privileged, rauha)"
+cargo test -p rauha-e2e --test critest -- --test-threads=1 --nocapture 2>&1 | tee -a "$log"
 stage "the node runtime suites in the VM (Linux 6.1, cgroup v2, BPF-LSM)"
 cargo test -p rauha-e2e --test vm_node_runtime -- --test-threads=1 2>&1 | tee -a "$log"
 stage "Kubernetes: one shared cluster (scripts/cluster.sh) for every test"

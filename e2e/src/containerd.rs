@@ -92,7 +92,8 @@ pub const APPLETS: &[&str] = &[
     "test", "[", "printf", "date", "stat", "mount", "cut", "seq", "ln", "cp", "mv", "chmod", "ip",
     "ifconfig", "nc", "wget", "nslookup", "ping", "tee", "sync", "uptime", "free", "readlink",
     "realpath", "basename", "dirname", "xargs", "find", "sed", "awk", "tr", "sort", "uniq", "yes",
-    "timeout", "nproc", "df", "du", "mknod", "umount", "chown", "chroot",
+    "timeout", "nproc", "df", "du", "mknod", "umount", "chown", "chroot", "pidof", "brctl",
+    "netstat",
 ];
 
 /// Skips (or fails under `RAUHA_E2E_REQUIRE=1`) unless root and every
@@ -357,6 +358,20 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry already serving at `host` (`127.0.0.1:PORT`, a
+    /// cluster's), to push to; it is left running.
+    pub fn attach(host: &str) -> Registry {
+        let port = host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("{host:?} is not HOST:PORT"));
+        Registry {
+            dir: fresh_dir("rauha-reg-", false),
+            port,
+            child: None,
+        }
+    }
+
     /// Starts the registry and waits until `GET /v2/` answers.
     pub fn start() -> Registry {
         let dir = fresh_dir("rauha-reg-", false);
@@ -448,11 +463,17 @@ impl Registry {
 
     /// [`Self::push_busybox_image`] with what `spec` adds: files, users,
     /// groups, an entrypoint, a user.
+    ///
+    /// The same image (one manifest, one digest) is pushed as well under
+    /// each of `spec.also_as`; the reference returned is `name_tag`'s.
     pub fn push_image(&self, name_tag: &str, spec: &ImageSpec) -> String {
-        let (name, tag) = match name_tag.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n, t),
-            _ => (name_tag, "latest"),
+        let split = |name_tag: &str| -> (String, String) {
+            match name_tag.rsplit_once(':') {
+                Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
+                _ => (name_tag.to_string(), "latest".to_string()),
+            }
         };
+        let (name, tag) = split(name_tag);
         let work = self.dir.join("build").join(random_hex(8));
         let rootfs = work.join("rootfs");
         let layout = work.join("layout");
@@ -480,12 +501,24 @@ impl Registry {
             "--config.env",
             "PATH=/bin:/usr/bin:/usr/sbin:/sbin",
             "--config.workingdir",
-            "/",
+            spec.working_dir.as_deref().unwrap_or("/"),
             "--os",
             "linux",
             "--architecture",
             oci_arch(),
         ]);
+        for e in &spec.env {
+            config.arg("--config.env").arg(e);
+        }
+        for p in &spec.exposed_ports {
+            config.arg("--config.exposedports").arg(p);
+        }
+        for l in &spec.labels {
+            config.arg("--config.label").arg(l);
+        }
+        if let Some(signal) = &spec.stop_signal {
+            config.arg("--config.stopsignal").arg(signal);
+        }
         for c in &spec.cmd {
             config.arg("--config.cmd").arg(c);
         }
@@ -497,14 +530,21 @@ impl Registry {
         }
         run_ok(&mut config);
         let reference = format!("{}/{name}:{tag}", self.host());
-        run_ok(Command::new(bin("skopeo")).args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &format!("oci:{image}"),
-            &format!("docker://{reference}"),
-        ]));
+        let push = |reference: &str| {
+            run_ok(Command::new(bin("skopeo")).args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                &format!("oci:{image}"),
+                &format!("docker://{reference}"),
+            ]));
+        };
+        push(&reference);
+        for other in &spec.also_as {
+            let (name, tag) = split(other);
+            push(&format!("{}/{name}:{tag}", self.host()));
+        }
         if !keep() {
             let _ = std::fs::remove_dir_all(&work);
         }
@@ -524,6 +564,21 @@ pub struct ImageSpec {
     /// Lines added to `/etc/passwd` and `/etc/group`.
     pub passwd: Vec<String>,
     pub group: Vec<String>,
+    /// Directories: path in the image, mode, and owner uid and gid
+    /// (made before the files).
+    pub dirs: Vec<(String, u32, u32, u32)>,
+    /// `KEY=value` entries added to the config's `Env` (after `PATH`).
+    pub env: Vec<String>,
+    /// The config's `WorkingDir` (`/` when unset).
+    pub working_dir: Option<String>,
+    /// The config's `ExposedPorts` (`80/tcp`).
+    pub exposed_ports: Vec<String>,
+    /// The config's `Labels` (`key=value`).
+    pub labels: Vec<String>,
+    /// The config's `StopSignal` (`SIGQUIT`).
+    pub stop_signal: Option<String>,
+    /// Further `name[:tag]`s the same image is pushed as.
+    pub also_as: Vec<String>,
 }
 
 impl ImageSpec {
@@ -540,8 +595,97 @@ impl ImageSpec {
         self
     }
 
+    /// Adds a file owned by `uid:gid`.
+    pub fn file_owned(
+        mut self,
+        path: &str,
+        data: impl Into<Vec<u8>>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> ImageSpec {
+        self.files
+            .push((path.to_string(), data.into(), mode, uid, gid));
+        self
+    }
+
+    /// Adds a directory (and its missing parents, root's, 0755).
+    pub fn dir(mut self, path: &str, mode: u32, uid: u32, gid: u32) -> ImageSpec {
+        self.dirs.push((path.to_string(), mode, uid, gid));
+        self
+    }
+
+    /// Sets the config's `Entrypoint`.
+    pub fn entrypoint(mut self, entrypoint: &[&str]) -> ImageSpec {
+        self.entrypoint = entrypoint.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Sets the config's `User` (`1002`, `www-data`, `1003:1004`).
+    pub fn user(mut self, user: &str) -> ImageSpec {
+        self.user = Some(user.to_string());
+        self
+    }
+
+    /// Adds a line to `/etc/passwd`.
+    pub fn passwd(mut self, line: &str) -> ImageSpec {
+        self.passwd.push(line.to_string());
+        self
+    }
+
+    /// Adds a line to `/etc/group`.
+    pub fn group(mut self, line: &str) -> ImageSpec {
+        self.group.push(line.to_string());
+        self
+    }
+
+    /// Adds `KEY=value` to the config's `Env`.
+    pub fn env(mut self, key_value: &str) -> ImageSpec {
+        self.env.push(key_value.to_string());
+        self
+    }
+
+    /// Sets the config's `WorkingDir`.
+    pub fn working_dir(mut self, dir: &str) -> ImageSpec {
+        self.working_dir = Some(dir.to_string());
+        self
+    }
+
+    /// Adds a port (`80/tcp`) to the config's `ExposedPorts`.
+    pub fn exposed_port(mut self, port: &str) -> ImageSpec {
+        self.exposed_ports.push(port.to_string());
+        self
+    }
+
+    /// Adds `key=value` to the config's `Labels`.
+    pub fn label(mut self, key_value: &str) -> ImageSpec {
+        self.labels.push(key_value.to_string());
+        self
+    }
+
+    /// Sets the config's `StopSignal` (`SIGQUIT`).
+    pub fn stop_signal(mut self, signal: &str) -> ImageSpec {
+        self.stop_signal = Some(signal.to_string());
+        self
+    }
+
+    /// Pushes the same image as `name_tag` too.
+    pub fn also_as(mut self, name_tag: &str) -> ImageSpec {
+        self.also_as.push(name_tag.to_string());
+        self
+    }
+
     fn add_to(&self, rootfs: &Path) {
         use std::os::unix::fs::PermissionsExt;
+        for (path, mode, uid, gid) in &self.dirs {
+            let target = rootfs.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(&target)
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", target.display()));
+            std::os::unix::fs::chown(&target, Some(*uid), Some(*gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", target.display()));
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", target.display()));
+        }
         for (path, data, mode, uid, gid) in &self.files {
             let target = rootfs.join(path.trim_start_matches('/'));
             if let Some(dir) = target.parent() {
@@ -677,6 +821,12 @@ pub struct ContainerdOpts {
     /// A directory holding containerd 2.x and its ctr, to run instead of
     /// Debian's containerd 1.6 (with a version 3 config).
     pub containerd2: Option<PathBuf>,
+    /// Registries (`registry.k8s.io`) whose pulls go to a local one
+    /// (`127.0.0.1:PORT`, plain HTTP) instead: no traffic leaves the host.
+    pub mirrors: Vec<(String, String)>,
+    /// More `rauha` runtime handlers: a name and the shim config file its
+    /// `options.ConfigPath` names (`shim-v2/src/config.rs`).
+    pub rauha_handlers: Vec<(String, PathBuf)>,
 }
 
 impl Default for ContainerdOpts {
@@ -688,6 +838,8 @@ impl Default for ContainerdOpts {
             plain_http_registries: Vec::new(),
             namespace: DEFAULT_NAMESPACE.to_string(),
             containerd2: None,
+            mirrors: Vec::new(),
+            rauha_handlers: Vec::new(),
         }
     }
 }
@@ -725,6 +877,18 @@ impl ContainerdOpts {
 
     pub fn namespace(mut self, ns: &str) -> Self {
         self.namespace = ns.to_string();
+        self
+    }
+
+    /// Pulls from `upstream` (`registry.k8s.io`) go to `local` instead.
+    pub fn mirror(mut self, upstream: &str, local: &str) -> Self {
+        self.mirrors.push((upstream.to_string(), local.to_string()));
+        self
+    }
+
+    /// Another `rauha` runtime handler `name`, configured by `config`.
+    pub fn rauha_handler(mut self, name: &str, config: impl Into<PathBuf>) -> Self {
+        self.rauha_handlers.push((name.to_string(), config.into()));
         self
     }
 
@@ -809,6 +973,19 @@ impl Containerd {
                 hd.join("hosts.toml"),
                 format!(
                     "server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n"
+                ),
+            )
+            .expect("write hosts.toml");
+        }
+        for (upstream, local) in &self.opts.mirrors {
+            let hd = self.hosts_dir().join(upstream);
+            std::fs::create_dir_all(&hd).expect("hosts.toml dir");
+            // The local registry as the server itself: nothing falls back
+            // to the real one.
+            std::fs::write(
+                hd.join("hosts.toml"),
+                format!(
+                    "server = \"http://{local}\"\n\n[host.\"http://{local}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
                 ),
             )
             .expect("write hosts.toml");
@@ -930,8 +1107,11 @@ disabled_plugins = [{disabled}]
       config_path = {hosts}
 
 # The runtime handler `rauha` exactly as deploy/ ships it.
-{deploy}"#,
+{deploy}
+{handlers}"#,
             deploy = deploy_table(DEPLOY_RAUHA_RUNTIME),
+            handlers =
+                self.handler_tables("plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes"),
             opt = p("opt"),
             runc = toml_str(&bin("runc").display().to_string()),
             runc_root = p("runc"),
@@ -984,14 +1164,32 @@ disabled_plugins = [{disabled}]
     stream_server_port = "0"
 
 # The runtime handler `rauha` exactly as deploy/ ships it.
-{deploy}"#,
+{deploy}
+{handlers}"#,
             deploy = deploy_table(DEPLOY_RAUHA_RUNTIME_V3),
+            handlers =
+                self.handler_tables("plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes"),
             runc = toml_str(&bin("runc").display().to_string()),
             runc_root = p("runc"),
             cni_bin = toml_str(CNI_BIN_DIR),
             cni_conf = toml_str(&net_d.display().to_string()),
             hosts = toml_str(&self.hosts_dir().display().to_string()),
         )
+    }
+
+    /// The runtime tables of [`ContainerdOpts::rauha_handler`]s, under
+    /// `prefix` (the config version's runtimes table).
+    fn handler_tables(&self, prefix: &str) -> String {
+        self.opts
+            .rauha_handlers
+            .iter()
+            .map(|(name, config)| {
+                format!(
+                    "[{prefix}.{name}]\n  runtime_type = \"io.containerd.rauha.v2\"\n  pod_annotations = [\"rauha.dev/*\"]\n  container_annotations = [\"rauha.dev/*\"]\n  [{prefix}.{name}.options]\n    ConfigPath = {}\n",
+                    toml_str(&config.display().to_string())
+                )
+            })
+            .collect()
     }
 
     /// Starts the containerd process on this harness' config and waits

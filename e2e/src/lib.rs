@@ -7,6 +7,7 @@
 //! prerequisite fails the test.
 
 pub mod containerd;
+pub mod critest;
 pub mod vm;
 
 use std::collections::BTreeMap;

@@ -845,3 +845,171 @@ fn k8s_a_tasks_inputs_are_in_its_workspace_and_its_changes_in_its_result() {
     kubectl_ok(&["delete", "sandboxtask", &name, "-n", "default"]);
     kubectl_ok(&["delete", "configmap", &cm, "-n", "default"]);
 }
+
+/// `GET /` of `addr` over plain HTTP: the status line and body.
+fn http_get(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("an address"),
+        Duration::from_secs(5),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// An ordinary image runs under RuntimeClass `rauha` as on runc: a
+/// Deployment of the nginx stand-in (root, binding :80) serves through its
+/// pod IP and `kubectl port-forward`; a pod asking for the host's network
+/// under the default pod policy, `baseline`, does not start, and says why.
+#[test]
+fn k8s_a_web_server_deployment_serves_on_80_and_host_network_is_refused_under_baseline() {
+    let Some(registry) = cluster() else { return };
+    let reg = rauha_e2e::containerd::Registry::attach(&registry);
+    let web = rauha_e2e::critest::push_nginx(&reg, "e2e/nginx:stand-in");
+    let name = unique("web");
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "runtimeClassName": "rauha",
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "nginx", "image": web,
+                        "ports": [{"containerPort": 80}]}],
+                },
+            },
+        },
+    });
+    apply_ok(&deployment);
+    kubectl_ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "-n",
+        "default",
+        "--timeout=120s",
+    ]);
+    let pod = kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        "default",
+        "-l",
+        &format!("app={name}"),
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
+    ]);
+    let (pod, ip) = pod.split_once(' ').expect("name and IP");
+    let page = http_get(&format!("{ip}:80")).expect("GET the pod IP");
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains(" 200 ") && page.contains("Welcome to nginx!"),
+        "{page}"
+    );
+    // kubectl port-forward, on a port of its choosing.
+    let mut forward = Command::new("kubectl")
+        .args([
+            "port-forward",
+            "-n",
+            "default",
+            &format!("pod/{pod}"),
+            ":80",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = forward.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("port-forward's first line");
+    }
+    // "Forwarding from 127.0.0.1:PORT -> 80"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .filter(|a| a.starts_with("127.0.0.1:"))
+        .map(str::to_string);
+    let forwarded = local.as_deref().map(http_get);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let page = forwarded
+        .unwrap_or_else(|| panic!("port-forward said {line:?}"))
+        .expect("GET through port-forward");
+    assert!(page.contains("Welcome to nginx!"), "{page}");
+    kubectl_ok(&[
+        "delete",
+        "deployment",
+        &name,
+        "-n",
+        "default",
+        "--wait=false",
+    ]);
+
+    // hostNetwork under baseline: the sandbox is refused, with the reason.
+    let host = unique("hostnet");
+    apply_ok(&serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": host, "namespace": "default"},
+        "spec": {
+            "runtimeClassName": "rauha",
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": image(&registry),
+                "command": ["sleep", "600"]}],
+        },
+    }));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.name={host}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ]);
+        if events.contains("spec.hostNetwork") || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        events.contains("FailedCreatePodSandBox")
+            && events.contains("pod policy \"baseline\" refuses spec.hostNetwork"),
+        "{events}"
+    );
+    let phase = kubectl_ok(&[
+        "get",
+        "pod",
+        &host,
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    assert_eq!(phase, "Pending", "a refused pod never runs");
+    kubectl_ok(&[
+        "delete",
+        "pod",
+        &host,
+        "-n",
+        "default",
+        "--grace-period=0",
+        "--force",
+        "--wait=true",
+    ]);
+}

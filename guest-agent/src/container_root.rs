@@ -299,11 +299,14 @@ impl EnterRoot {
         // SAFETY: plain system calls on NUL-terminated strings owned by self.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
+            // A slave: what reaches the zone's copy of the root (a host
+            // mount under an `rslave` volume) reaches the process; what
+            // the process mounts goes nowhere.
             check(libc::mount(
                 null,
                 c"/".as_ptr(),
                 null,
-                libc::MS_REC | libc::MS_PRIVATE,
+                libc::MS_REC | libc::MS_SLAVE,
                 std::ptr::null(),
             ))?;
             check(libc::mount(

@@ -201,9 +201,11 @@ pub fn netns(spec: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The host's network namespace, as rauhad (in the host's PID namespace)
-/// opens it.
-pub const HOST_NETNS: &str = "/proc/1/ns/net";
+/// The node's network namespace: rauhad's own, as rauhad (which checks
+/// it) and the zone's launcher (which rauhad starts, and which joins it
+/// before it makes the zone's other namespaces) each open it. (Opening
+/// PID 1's takes ptrace rights over init, which a node may not grant.)
+pub const HOST_NETNS: &str = "/proc/self/ns/net";
 
 /// The network namespace a new zone joins: the spec's (CNI's, for a pod),
 /// or the host's for a spec that shares it (`hostNetwork`) under a pod

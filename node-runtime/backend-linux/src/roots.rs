@@ -165,7 +165,15 @@ fn ensure_in(root: &OwnedFd, inside: &Path, dir: bool) -> io::Result<OwnedFd> {
 /// up again after it was resolved safely).
 fn bind_onto(source: &Path, target: &OwnedFd, recursive: bool, attrs: u64) -> io::Result<()> {
     let c = cstr(source)?;
-    bind_tree(libc::AT_FDCWD, &c, 0, target, recursive, attrs)
+    bind_tree(
+        libc::AT_FDCWD,
+        &c,
+        0,
+        target,
+        recursive,
+        attrs,
+        libc::MS_PRIVATE,
+    )
 }
 
 /// [`bind_onto`] of what `dirfd` and `path` name (`AT_EMPTY_PATH` in
@@ -177,6 +185,7 @@ fn bind_tree(
     target: &OwnedFd,
     recursive: bool,
     attrs: u64,
+    propagation: libc::c_ulong,
 ) -> io::Result<()> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | at;
     if recursive {
@@ -186,11 +195,14 @@ fn bind_tree(
     let tree = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
     // SAFETY: the kernel returned a new fd.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    if attrs != 0 {
+    {
+        // Private unless the mount asks for more, as runc makes a
+        // container's mounts: the copy leaves the source's peer group. A
+        // slave receives what is mounted at its (shared) source.
         let attr = MountAttr {
             attr_set: attrs,
             attr_clr: 0,
-            propagation: 0,
+            propagation,
             userns_fd: 0,
         };
         let at = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
@@ -395,14 +407,39 @@ pub fn add(
             }
             if is_bind {
                 let recursive = m.options.iter().any(|o| o == "rbind");
+                // `rslave` (Kubernetes' HostToContainer) receives the
+                // host's mounts under the source; so does `rshared`
+                // (Bidirectional), whose mounts never reach back: a zone's
+                // container roots are slaves of the host's.
+                let propagation = if m
+                    .options
+                    .iter()
+                    .any(|o| matches!(o.as_str(), "rslave" | "slave" | "rshared" | "shared"))
+                {
+                    libc::MS_SLAVE
+                } else {
+                    libc::MS_PRIVATE
+                };
+                let bind = |attrs| {
+                    let c = cstr(&m.source)?;
+                    bind_tree(
+                        libc::AT_FDCWD,
+                        &c,
+                        0,
+                        &target,
+                        recursive,
+                        attrs,
+                        propagation,
+                    )
+                };
                 if recursive && !recursive_ro && attrs & MOUNT_ATTR_RDONLY != 0 {
                     // Only the top mount read-only, as runc's `ro` on an rbind.
-                    bind_onto(&m.source, &target, true, attrs & !MOUNT_ATTR_RDONLY).and_then(|()| {
+                    bind(attrs & !MOUNT_ATTR_RDONLY).and_then(|()| {
                         let top = ensure_in(&root, &m.destination, true)?;
                         set_attrs(&top, MOUNT_ATTR_RDONLY)
                     })
                 } else {
-                    bind_onto(&m.source, &target, recursive, attrs)
+                    bind(attrs)
                 }
             } else if m.kind == "tmpfs" {
                 let data: Vec<&str> = m
@@ -496,6 +533,7 @@ fn hide_and_freeze(root: &OwnedFd, flags: &rauha_backend::RootFlags) -> io::Resu
             &target,
             true,
             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            libc::MS_PRIVATE,
         )?;
     }
     Ok(())

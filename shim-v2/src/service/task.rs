@@ -134,15 +134,40 @@ impl Task for Service {
                 .map_err(ttrpc_error)?;
             return Ok(api::Empty::new());
         }
-        self.processes()
+        let signalled = self
+            .processes()
             .await?
             .signal(v1::SignalRequest {
-                id: rauha_id,
+                id: rauha_id.clone(),
                 signal,
             })
-            .await
-            .map_err(ttrpc_error)?;
-        Ok(api::Empty::new())
+            .await;
+        match signalled {
+            Ok(_) => Ok(api::Empty::new()),
+            // Ended before the signal came (its exit not yet seen here):
+            // containerd takes "not found" as "already finished", as from
+            // runc's shim; any other refusal stands.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                let ended = self
+                    .processes()
+                    .await?
+                    .ps(v1::PsRequest { zone })
+                    .await
+                    .map(|r| {
+                        r.into_inner()
+                            .processes
+                            .iter()
+                            .any(|p| p.id == rauha_id && p.state != "running")
+                    })
+                    .unwrap_or(false);
+                if ended {
+                    Err(Error::Finished.into())
+                } else {
+                    Err(ttrpc_error(s))
+                }
+            }
+            Err(s) => Err(ttrpc_error(s)),
+        }
     }
 
     async fn exec(
