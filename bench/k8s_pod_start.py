@@ -7,8 +7,9 @@ handler needs containerd 2.x's own containerd-shim-runc-v2 on the node
     eval "$(scripts/cluster.sh up)"      # as root
     python3 bench/k8s_pod_start.py [--runs 30]
 
-Each run applies one pod (`sleep 3600` from $RAUHA_REGISTRY/rauha/busybox)
-and times from the apply to the API server's `Running` phase as seen by a
+Each run applies one pod (`sleep 3600` from $RAUHA_REGISTRY/rauha/busybox,
+or with `--image nginx` the nginx stand-in cluster.sh pushes, serving :80
+as root) and times from the apply to the API server's `Running` phase as seen by a
 `kubectl get --watch`, then deletes it (not timed). Prints the median and
 p95 of each, and the ratio rauha / runc. Needs runc on the node
 (RAUHA_BENCH_DEPS=1 scripts/install-deps.sh).
@@ -34,7 +35,7 @@ def kubectl(*args, stdin=None, check=True):
     return r.stdout
 
 
-def time_pod(runtime_class, image):
+def time_pod(runtime_class, image, command):
     name = f"bench-{runtime_class}-{uuid.uuid4().hex[:8]}"
     pod = {
         "apiVersion": "v1",
@@ -45,7 +46,7 @@ def time_pod(runtime_class, image):
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 0,
-            "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}],
+            "containers": [dict({"name": "c", "image": image}, **({"command": command} if command else {}))],
         },
     }
     watch = subprocess.Popen(
@@ -80,6 +81,7 @@ def p95(xs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--image", choices=["busybox", "nginx"], default="busybox")
     args = ap.parse_args()
     registry = os.environ.get("RAUHA_REGISTRY")
     if not registry or not shutil.which("kubectl"):
@@ -89,16 +91,19 @@ def main():
     kubectl("apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
         "metadata": {"name": "runc"}, "handler": "runc"}))
-    image = f"{registry}/rauha/busybox:latest"
+    if args.image == "nginx":
+        image, command = f"{registry}/rauha/nginx:stand-in", None
+    else:
+        image, command = f"{registry}/rauha/busybox:latest", ["sleep", "3600"]
     times = {"rauha": [], "runc": []}
     for rc in times:  # warm up: the image unpacked, caches hot
-        time_pod(rc, image)
+        time_pod(rc, image, command)
     order = random.Random(1)
     for _ in range(args.runs):
         classes = list(times)
         order.shuffle(classes)
         for rc in classes:
-            times[rc].append(time_pod(rc, image))
+            times[rc].append(time_pod(rc, image, command))
     print(f"{'RuntimeClass':14} {'median ms':>10} {'p95 ms':>8}")
     for rc, xs in times.items():
         print(f"{rc:14} {statistics.median(xs):10.0f} {p95(xs):8.0f}")

@@ -10,7 +10,7 @@
 # kube-scheduler and a kubelet (upstream binaries built once per version by
 # scripts/build-kubernetes.sh), a private containerd 2.x with the `rauha`
 # runtime handler and the CNI bridge, a registry on 127.0.0.1 holding
-# rauha/busybox:latest and the pause image, rauhad, and the operator with
+# rauha/busybox:latest, an nginx stand-in and the pause image, rauhad, and the operator with
 # its CRDs. Everything listens on 127.0.0.1. `up` is idempotent: what runs
 # already is left alone. Progress goes to stderr; stdout is only the
 # `export` lines (kubectl's PATH, KUBECONFIG, RAUHA_REGISTRY, and RAUHA_ADDR
@@ -231,6 +231,11 @@ EOF
     local registry=127.0.0.1:$registry_port
     scripts/push-busybox-image.py "$registry" rauha/busybox:latest sh >/dev/null
     scripts/push-busybox-image.py "$registry" rauha/pause:latest sleep 2147483647 >/dev/null
+    # An nginx stand-in (e2e/probes/web_server.c, static): serves :80 as
+    # root, as an ordinary web server image does.
+    cc -static -Os -o "$dir/web_server" e2e/probes/web_server.c
+    scripts/push-busybox-image.py --add "$dir/web_server:/usr/sbin/nginx:755" \
+        "$registry" rauha/nginx:stand-in /usr/sbin/nginx -p 80 -f /var/run/nginx.pid >/dev/null
 
     # rauhad, then containerd with the `rauha` handler.
     start rauhad "$bin/rauhad" --root "$dir/rauha" --socket "$dir/rauhad.sock" \

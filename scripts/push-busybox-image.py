@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Builds an OCI image from local files and pushes it to a plain-HTTP registry.
 
-    push-busybox-image.py HOST:PORT NAME:TAG [CMD ...]
+    push-busybox-image.py [--add SRC:DEST:MODE ...] HOST:PORT NAME:TAG [CMD ...]
 
 The image holds busybox-static (/bin/busybox, Debian's busybox-static) with
 its common applets linked in /bin, /etc/passwd and /etc/group (root and
 nobody), an empty /tmp (1777), /proc and /dev; its command is CMD (default
-`sh`). Layers are gzip'd tars made reproducibly (fixed mtimes), so pushing
+`sh`). Each `--add` puts the host file SRC at DEST in the image with
+MODE (octal), its directories made. Layers are gzip'd tars made reproducibly (fixed mtimes), so pushing
 the same image twice pushes nothing new. Prints the image's reference.
 Only the standard library: it runs before anything else is installed.
 """
@@ -31,7 +32,7 @@ APPLETS = [
 ]
 
 
-def layer(busybox):
+def layer(busybox, extra=()):
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         def add(name, kind, mode, data=b"", link=""):
@@ -52,6 +53,15 @@ def layer(busybox):
         add("etc/passwd", tarfile.REGTYPE, 0o644,
             b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
         add("etc/group", tarfile.REGTYPE, 0o644, b"root:x:0:\nnobody:x:65534:\n")
+        made = set()
+        for dest, mode, data in extra:
+            parts = dest.strip("/").split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in made and d not in ("bin", "etc", "proc", "dev", "tmp", "root"):
+                    add(d, tarfile.DIRTYPE, 0o755)
+                    made.add(d)
+            add("/".join(parts), tarfile.REGTYPE, mode, data)
     tar_bytes = raw.getvalue()
     gz = io.BytesIO()
     with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0) as f:
@@ -87,16 +97,23 @@ def push_blob(base, name, blob):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: push-busybox-image.py HOST:PORT NAME:TAG [CMD ...]")
-    host, ref = sys.argv[1], sys.argv[2]
-    cmd = sys.argv[3:] or ["sh"]
+    args = sys.argv[1:]
+    extra = []
+    while len(args) >= 2 and args[0] == "--add":
+        src, dest, mode = args[1].rsplit(":", 2)
+        with open(src, "rb") as f:
+            extra.append((dest, int(mode, 8), f.read()))
+        args = args[2:]
+    if len(args) < 2:
+        sys.exit("usage: push-busybox-image.py [--add SRC:DEST:MODE ...] HOST:PORT NAME:TAG [CMD ...]")
+    host, ref = args[0], args[1]
+    cmd = args[2:] or ["sh"]
     name, _, tag = ref.partition(":")
     tag = tag or "latest"
     base = f"http://{host}"
     with open("/bin/busybox", "rb") as f:
         busybox = f.read()
-    tar_bytes, gz = layer(busybox)
+    tar_bytes, gz = layer(busybox, extra)
     config = json.dumps({
         "architecture": "amd64",
         "os": "linux",

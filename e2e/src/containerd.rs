@@ -1204,6 +1204,11 @@ disabled_plugins = [{disabled}]
         if let Some(p) = &self.opts.path_dir {
             path.push(p.display().to_string());
         }
+        // containerd 2.x's own runc shim before Debian's (from 1.6, which
+        // containerd 2.x refuses).
+        if let Some(d) = &self.opts.containerd2 {
+            path.push(d.display().to_string());
+        }
         let inherited = std::env::var("PATH").unwrap_or_default();
         path.extend(
             inherited

@@ -870,6 +870,52 @@ fn cri_pods_run_as_on_runc_under_baseline_and_are_refused_beyond_it() {
         "no zone for a refused pod"
     );
 
+    // restricted: a non-root user without escalation and one capability
+    // runs; root is refused with the field.
+    let config = pod_config(&cri, "strict", "strict", serde_json::json!({}));
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
+    v["annotations"] = serde_json::json!({"rauha.dev/policy": "restricted"});
+    std::fs::write(&config, v.to_string()).expect("write");
+    let restricted = cri
+        .crictl(&["runp", "--runtime", "rauha", &config])
+        .trim()
+        .to_string();
+    let in_restricted = |name: &str, uid: u64| {
+        let c = cri.write(
+            &format!("restricted-{name}.json"),
+            serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": cri.app},
+                "command": ["sh", "-c", "grep CapEff /proc/self/status; id -u; sleep 60"],
+                "log_path": format!("{name}.log"),
+                "linux": {"security_context": {"run_as_user": {"value": uid}, "no_new_privs": true,
+                    "capabilities": {"drop_capabilities": ["ALL"], "add_capabilities": ["NET_BIND_SERVICE"]}}}
+            }),
+        );
+        let id = cri
+            .crictl(&["create", &restricted, &c, &config])
+            .trim()
+            .to_string();
+        (id.clone(), cri.ctd.crictl(&crictl(), &["start", &id]))
+    };
+    let (id, out) = in_restricted("user", 1000);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = log_with(&cri, &id, "1000");
+    // What containerd's spec gives a non-root user: at most that one.
+    let eff = log
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("CapEff in {log}"));
+    assert_eq!(eff & !(1 << 10), 0, "CAP_NET_BIND_SERVICE at most: {log}");
+    let (_, out) = in_restricted("root", 0);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("securityContext.runAsNonRoot"),
+        "{err}"
+    );
+
     // The privileged policy gives the capability the spec asks for.
     let config = pod_config(&cri, "priv", "priv", serde_json::json!({}));
     let mut v: serde_json::Value =

@@ -6,6 +6,7 @@
 mod config;
 mod convert;
 mod error;
+mod info;
 mod rauhad;
 mod serve;
 mod service;
@@ -34,6 +35,22 @@ async fn main() {
     // to start the shim again. `start`, `delete` and the rest are the
     // containerd-shim crate's.
     let args: Vec<_> = std::env::args_os().collect();
+    // containerd 2.x's introspection: the runtime's info on stdout (its
+    // options on stdin are read and left alone).
+    if args.iter().skip(1).any(|a| a == "-info") {
+        use std::io::{Read, Write};
+        let mut options = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut options);
+        let mut out = std::io::stdout();
+        if let Err(e) = out
+            .write_all(&info::runtime_info())
+            .and_then(|()| out.flush())
+        {
+            eprintln!("{RUNTIME_ID}: cannot write the runtime info: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Ok(flags) = containerd_shim::parse(&args[1..]) {
         if flags.action.is_empty() {
             if let Err(e) = serve::serve(flags, inherited).await {

@@ -171,9 +171,32 @@ fn bind_onto(source: &Path, target: &OwnedFd, recursive: bool, attrs: u64) -> io
         0,
         target,
         recursive,
-        attrs,
-        libc::MS_PRIVATE,
+        TreeAttrs::private(attrs),
     )
+}
+
+/// What [`bind_tree`] sets on the tree it binds.
+#[derive(Clone, Copy)]
+struct TreeAttrs {
+    /// On every mount of the tree (`MOUNT_ATTR_*`).
+    all: u64,
+    /// On its top mount only (an rbind's `ro`).
+    top: u64,
+    /// `MS_PRIVATE` or `MS_SLAVE`, on every mount of the tree. Private
+    /// unless the mount asks for more, as runc makes a container's
+    /// mounts: the copy leaves the source's peer group. A slave receives
+    /// what is mounted at its (shared) source.
+    propagation: libc::c_ulong,
+}
+
+impl TreeAttrs {
+    fn private(all: u64) -> TreeAttrs {
+        TreeAttrs {
+            all,
+            top: 0,
+            propagation: libc::MS_PRIVATE,
+        }
+    }
 }
 
 /// [`bind_onto`] of what `dirfd` and `path` name (`AT_EMPTY_PATH` in
@@ -184,8 +207,7 @@ fn bind_tree(
     at: libc::c_uint,
     target: &OwnedFd,
     recursive: bool,
-    attrs: u64,
-    propagation: libc::c_ulong,
+    attrs: TreeAttrs,
 ) -> io::Result<()> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | at;
     if recursive {
@@ -195,17 +217,16 @@ fn bind_tree(
     let tree = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
     // SAFETY: the kernel returned a new fd.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    {
-        // Private unless the mount asks for more, as runc makes a
-        // container's mounts: the copy leaves the source's peer group. A
-        // slave receives what is mounted at its (shared) source.
+    // Set on the detached tree, before it is attached (and propagated into
+    // the zone): a flag changed afterwards would not reach the zone's copy.
+    let set = |attr_set: u64, propagation: libc::c_ulong, all: bool| -> io::Result<()> {
         let attr = MountAttr {
-            attr_set: attrs,
+            attr_set,
             attr_clr: 0,
             propagation,
             userns_fd: 0,
         };
-        let at = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+        let at = libc::AT_EMPTY_PATH as libc::c_uint | if all { AT_RECURSIVE } else { 0 };
         // SAFETY: mount_setattr on the detached tree with an attr of its size.
         check(unsafe {
             libc::syscall(
@@ -216,7 +237,12 @@ fn bind_tree(
                 &attr,
                 std::mem::size_of::<MountAttr>(),
             )
-        })?;
+        })
+        .map(drop)
+    };
+    set(attrs.all, attrs.propagation, recursive)?;
+    if attrs.top != 0 {
+        set(attrs.top, 0, false)?;
     }
     // SAFETY: move_mount between two fds we own, empty paths.
     check(unsafe {
@@ -420,27 +446,23 @@ pub fn add(
                 } else {
                     libc::MS_PRIVATE
                 };
-                let bind = |attrs| {
-                    let c = cstr(&m.source)?;
-                    bind_tree(
-                        libc::AT_FDCWD,
-                        &c,
-                        0,
-                        &target,
-                        recursive,
-                        attrs,
-                        propagation,
-                    )
+                // `ro` on an rbind: the top mount only, as runc's.
+                let top_only = recursive && !recursive_ro;
+                let tree = TreeAttrs {
+                    all: if top_only {
+                        attrs & !MOUNT_ATTR_RDONLY
+                    } else {
+                        attrs
+                    },
+                    top: if top_only {
+                        attrs & MOUNT_ATTR_RDONLY
+                    } else {
+                        0
+                    },
+                    propagation,
                 };
-                if recursive && !recursive_ro && attrs & MOUNT_ATTR_RDONLY != 0 {
-                    // Only the top mount read-only, as runc's `ro` on an rbind.
-                    bind(attrs & !MOUNT_ATTR_RDONLY).and_then(|()| {
-                        let top = ensure_in(&root, &m.destination, true)?;
-                        set_attrs(&top, MOUNT_ATTR_RDONLY)
-                    })
-                } else {
-                    bind(attrs)
-                }
+                cstr(&m.source)
+                    .and_then(|c| bind_tree(libc::AT_FDCWD, &c, 0, &target, recursive, tree))
             } else if m.kind == "tmpfs" {
                 let data: Vec<&str> = m
                     .options
@@ -532,8 +554,7 @@ fn hide_and_freeze(root: &OwnedFd, flags: &rauha_backend::RootFlags) -> io::Resu
             libc::AT_EMPTY_PATH as libc::c_uint,
             &target,
             true,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            libc::MS_PRIVATE,
+            TreeAttrs::private(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
         )?;
     }
     Ok(())
