@@ -441,7 +441,29 @@ pub fn ask(spec: &Value) -> Ask {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         shared_mounts,
+        sandbox: is_sandbox(spec),
     }
+}
+
+/// A CRI pod's sandbox (its pause container).
+pub fn is_sandbox(spec: &Value) -> bool {
+    annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox")
+}
+
+/// What a process of `spec` gets: its spec's capability sets and
+/// privileges; a pod sandbox's pause process, which only waits, none at
+/// all (whatever its pod's level: it is the runtime's, not the user's).
+pub fn init_security(spec: &Value) -> v1::ProcessSecurity {
+    let process = spec.get("process").unwrap_or(&Value::Null);
+    let mut s = security(process, seccomp(spec));
+    if is_sandbox(spec) {
+        s = v1::ProcessSecurity {
+            no_new_privileges: true,
+            seccomp_json: s.seccomp_json,
+            ..Default::default()
+        };
+    }
+    s
 }
 
 /// Holds the spec to its pod policy's Pod Security level: a spec that

@@ -158,6 +158,10 @@ pub struct Ask {
     /// Destinations of bind mounts that propagate mounts back to the host
     /// (`rshared`/`shared`: `mountPropagation: Bidirectional`).
     pub shared_mounts: Vec<String>,
+    /// The pod's sandbox: only the pod's own fields count (host
+    /// namespaces, sysctls); its pause process is the runtime's, not the
+    /// user's, and runs with no capability at all.
+    pub sandbox: bool,
 }
 
 /// Why a level refuses a spec: one line, naming the field, what it asked,
@@ -228,7 +232,7 @@ pub fn check(level: Level, ask: &Ask) -> Result<(), Refusal> {
             Level::Privileged,
         );
     }
-    if let Some(allowed) = level.capabilities() {
+    if let (false, Some(allowed)) = (ask.sandbox, level.capabilities()) {
         let mut beyond: Vec<&str> = ask
             .capabilities
             .iter()
@@ -261,6 +265,9 @@ pub fn check(level: Level, ask: &Ask) -> Result<(), Refusal> {
             format!("{key}, not a safe sysctl"),
             Level::Privileged,
         );
+    }
+    if ask.sandbox {
+        return Ok(());
     }
     if let Some(dest) = ask.shared_mounts.first() {
         return refuse(
@@ -391,6 +398,18 @@ mod tests {
         );
         let e = check(Level::Restricted, &runtime_default()).expect_err("default caps");
         assert_eq!(e.allowed_by, Level::Baseline);
+        // A pod's sandbox: its pause process is not held to the container
+        // rules, only the pod's fields are.
+        let sandbox = Ask {
+            sandbox: true,
+            ..runtime_default()
+        };
+        check(Level::Restricted, &sandbox).expect("the sandbox's pause");
+        let host_sandbox = Ask {
+            host_namespaces: vec![HostNamespace::Network],
+            ..sandbox
+        };
+        assert!(check(Level::Restricted, &host_sandbox).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ impl Service {
         let config =
             crate::config::ShimConfig::from_options(req.options.as_ref()).map_err(Error::from)?;
         convert::check_pod_security(&spec, config.pod_default()).map_err(Error::from)?;
-        init.security = Some(convert::security(process, convert::seccomp(&spec)));
+        init.security = Some(convert::init_security(&spec));
         // Secrets reach the process's environment from the files the pod
         // mounts, never through the pod's spec. The pod's own sandbox (its
         // zone) runs no task and mounts no secret.
