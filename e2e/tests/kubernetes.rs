@@ -930,9 +930,12 @@ fn k8s_a_web_server_deployment_serves_on_80_and_host_network_is_refused_under_ba
     {
         use std::io::BufRead;
         let stdout = forward.stdout.take().expect("stdout");
-        std::io::BufReader::new(stdout)
+        let mut reader = std::io::BufReader::new(stdout);
+        reader
             .read_line(&mut line)
             .expect("port-forward's first line");
+        // Read on: a closed pipe would end kubectl at its next line.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     }
     // "Forwarding from 127.0.0.1:PORT -> 80"
     let local = line
