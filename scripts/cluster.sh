@@ -395,6 +395,9 @@ down() {
         done
     fi
     stop rauhad
+    # rauhad's shim keeper starts a killed shim again while rauhad runs:
+    # those it started before it stopped go now.
+    pkill -9 -f "containerd-shim.*$dir/containerd" 2>/dev/null || true
     for p in registry kube-apiserver etcd; do stop "$p"; done
     # Whatever still runs in the pods' cgroups (runc containers), then the
     # cgroups themselves, deepest first, in every hierarchy.

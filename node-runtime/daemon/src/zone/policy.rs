@@ -32,7 +32,7 @@ fn parse_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
                 "policy.preset",
                 format!(
                     "{name:?} is not a preset; use one of {} or pass a TOML file",
-                    presets::names().join(", ")
+                    presets::zone_names().join(", ")
                 ),
             )),
         },
