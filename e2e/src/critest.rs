@@ -427,10 +427,8 @@ mod tests {
 
     /// Pushes the stand-ins to a private registry and reads back what
     /// critest relies on. Needs root (owners in layers), docker-registry,
-    /// umoci, skopeo, busybox-static and cc: run it by hand with
-    /// `cargo test -p rauha-e2e --lib critest -- --ignored`.
+    /// umoci, skopeo, busybox-static and cc (the e2e stage has them).
     #[test]
-    #[ignore = "pushes 18 images: by hand, as root, with the containerd harness's tools"]
     fn stand_ins_hold_what_critest_checks() {
         if !(crate::prerequisite(crate::is_root(), "root (file owners in image layers)")
             && crate::containerd::containerd_ready())

@@ -255,17 +255,7 @@ pub fn cgroup_parent(spec: &Value) -> Option<String> {
 
 /// An OCI `process` object as rauhad's process spec.
 pub fn process(p: &Value) -> Result<v1::ProcessSpec, SpecError> {
-    let strings = |key: &str| -> Vec<String> {
-        p.get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let args = strings("args");
+    let args = strings(p.get("args"));
     if args.is_empty() {
         return Err(SpecError::NoArgs);
     }
@@ -288,7 +278,7 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, SpecError> {
     });
     Ok(v1::ProcessSpec {
         args,
-        env: strings("env"),
+        env: strings(p.get("env")),
         cwd: p
             .get("cwd")
             .and_then(Value::as_str)
@@ -491,16 +481,7 @@ pub fn check_pod_security(spec: &Value, default: &str) -> Result<(), SpecError> 
 /// seccomp profile (`linux.seccomp`, the same for its every process).
 pub fn security(process: &Value, seccomp: Option<&Value>) -> v1::ProcessSecurity {
     let caps = process.get("capabilities");
-    let set = |key: &str| -> Vec<String> {
-        caps.and_then(|c| c.get(key))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let set = |key: &str| strings(caps.and_then(|c| c.get(key)));
     v1::ProcessSecurity {
         bounding: set("bounding"),
         effective: set("effective"),
@@ -525,20 +506,24 @@ pub fn seccomp(spec: &Value) -> Option<&Value> {
 
 /// Every capability of a process's sets, once.
 fn all_caps(s: &v1::ProcessSecurity) -> Vec<String> {
-    let mut all: Vec<String> = [
+    rauha_spec::zone::union_of_sets([
         &s.bounding,
         &s.effective,
         &s.permitted,
         &s.inheritable,
         &s.ambient,
-    ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect();
-    all.sort();
-    all.dedup();
-    all
+    ])
+}
+
+/// A JSON array's strings (nothing when it is not an array).
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether the spec asks for a user namespace (`linux.namespaces` holds
@@ -615,15 +600,7 @@ pub fn merge_limits(current: &v1::RootLimits, update: &v1::RootLimits) -> v1::Ro
 
 /// A `linux` list of paths (`maskedPaths`, `readonlyPaths`).
 pub fn linux_paths(spec: &Value, key: &str) -> Vec<String> {
-    spec.get("linux")
-        .and_then(|l| l.get(key))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    strings(spec.get("linux").and_then(|l| l.get(key)))
 }
 
 /// The OCI spec's mounts as rauhad's container-root mounts.
