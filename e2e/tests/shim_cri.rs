@@ -872,15 +872,10 @@ fn cri_pods_run_as_on_runc_under_baseline_and_are_refused_beyond_it() {
 
     // restricted: a non-root user without escalation and one capability
     // runs; root is refused with the field.
-    let config = pod_config(&cri, "strict", "strict", serde_json::json!({}));
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
-    v["annotations"] = serde_json::json!({"rauha.dev/policy": "restricted"});
-    std::fs::write(&config, v.to_string()).expect("write");
-    let restricted = cri
-        .crictl(&["runp", "--runtime", "rauha", &config])
-        .trim()
-        .to_string();
+    let (restricted, config) = cri.pod_with(
+        "strict",
+        serde_json::json!({"rauha.dev/policy": "restricted"}),
+    );
     let in_restricted = |name: &str, uid: u64| {
         let c = cri.write(
             &format!("restricted-{name}.json"),
@@ -917,15 +912,10 @@ fn cri_pods_run_as_on_runc_under_baseline_and_are_refused_beyond_it() {
     );
 
     // The privileged policy gives the capability the spec asks for.
-    let config = pod_config(&cri, "priv", "priv", serde_json::json!({}));
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
-    v["annotations"] = serde_json::json!({"rauha.dev/policy": "privileged"});
-    std::fs::write(&config, v.to_string()).expect("write");
-    let privileged = cri
-        .crictl(&["runp", "--runtime", "rauha", &config])
-        .trim()
-        .to_string();
+    let (privileged, config) = cri.pod_with(
+        "priv",
+        serde_json::json!({"rauha.dev/policy": "privileged"}),
+    );
     let admin = cri.write(
         "priv-admin.json",
         serde_json::json!({

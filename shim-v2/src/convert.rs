@@ -210,16 +210,13 @@ pub const HOST_NETNS: &str = "/proc/self/ns/net";
 /// The network namespace a new zone joins: the spec's (CNI's, for a pod),
 /// or the host's for a spec that shares it (`hostNetwork`) under a pod
 /// policy that allows it (`check_pod_security` refused it under others).
-pub fn zone_netns(spec: &Value, default: &str) -> Result<Option<String>, SpecError> {
+pub fn zone_netns(spec: &Value, chosen: &ChosenPolicy) -> Option<String> {
     if let Some(path) = netns(spec) {
-        return Ok(Some(path));
+        return Some(path);
     }
-    let (_, policy) = chosen_policy(spec, default)?;
     let host = ask(spec).host_namespaces.contains(&HostNamespace::Network);
-    Ok(
-        (host && policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged))
-            .then(|| HOST_NETNS.to_string()),
-    )
+    (host && chosen.policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged))
+        .then(|| HOST_NETNS.to_string())
 }
 
 /// The cgroup the container's cgroup belongs in, from the spec's
@@ -301,10 +298,18 @@ pub fn exec_process(spec: &Any) -> Result<v1::ProcessSpec, SpecError> {
     Ok(p)
 }
 
+/// The policy a container's spec names, parsed once per create: the
+/// Pod Security check, the zone's network and its policy all read it.
+pub struct ChosenPolicy {
+    /// Where it came from (a preset's file, the annotation, the handler).
+    file: String,
+    policy: Policy,
+}
+
 /// The pod policy a spec names: the annotation's preset or inline TOML,
 /// else `default`, the handler's default for pods (`baseline` unless its
 /// configuration says otherwise, see `config`).
-fn chosen_policy(spec: &Value, default: &str) -> Result<(String, Policy), SpecError> {
+pub fn chosen_policy(spec: &Value, default: &str) -> Result<ChosenPolicy, SpecError> {
     let named = annotation(spec, POLICY_ANNOTATION)
         .map(str::trim)
         .filter(|n| !n.is_empty());
@@ -336,18 +341,18 @@ fn chosen_policy(spec: &Value, default: &str) -> Result<(String, Policy), SpecEr
         }
     };
     let policy = Policy::parse(&file, &text)?;
-    Ok((file, policy))
+    Ok(ChosenPolicy { file, policy })
 }
 
 /// The zone's policy: the pod policy the spec names, with the container's
 /// resource limits, its hostname and sysctls, and the pod's network
 /// namespace joined when CNI made one.
-pub fn policy(spec: &Value, default: &str) -> Result<v1::PolicySource, SpecError> {
-    let (file, mut policy) = chosen_policy(spec, default)?;
+pub fn policy(spec: &Value, chosen: &ChosenPolicy) -> v1::PolicySource {
+    let mut policy = chosen.policy.clone();
     if let Some(r) = spec.get("linux").and_then(|l| l.get("resources")) {
         apply_resources(&mut policy.resources, r);
     }
-    if zone_netns(spec, default)?.is_some() {
+    if zone_netns(spec, chosen).is_some() {
         policy.network.mode = NetworkMode::Joined;
     }
     // A pod's zone follows Kubernetes' switch, `hostUsers`: a user
@@ -361,12 +366,12 @@ pub fn policy(spec: &Value, default: &str) -> Result<v1::PolicySource, SpecError
         }
     }
     policy.zone.sysctls.extend(sysctls(spec));
-    Ok(v1::PolicySource {
+    v1::PolicySource {
         source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
-            file,
+            file: chosen.file.clone(),
             toml: policy.to_toml(),
         })),
-    })
+    }
 }
 
 /// `linux.sysctl`.
@@ -459,10 +464,9 @@ pub fn init_security(spec: &Value) -> v1::ProcessSecurity {
 /// Holds the spec to its pod policy's Pod Security level: a spec that
 /// asks for more fails with the field and the policy that would allow it.
 /// A zone policy (no `[pod]`) holds the zone to itself instead.
-pub fn check_pod_security(spec: &Value, default: &str) -> Result<(), SpecError> {
-    let (_, policy) = chosen_policy(spec, default)?;
+pub fn check_pod_security(spec: &Value, chosen: &ChosenPolicy) -> Result<(), SpecError> {
     let ask = ask(spec);
-    if let Some(level) = policy.pod.security {
+    if let Some(level) = chosen.policy.pod.security {
         rauha_spec::pod_security::check(level, &ask)?;
     }
     // What no level gives: a zone's PID namespace has its agent as PID 1,
@@ -506,13 +510,20 @@ pub fn seccomp(spec: &Value) -> Option<&Value> {
 
 /// Every capability of a process's sets, once.
 fn all_caps(s: &v1::ProcessSecurity) -> Vec<String> {
-    rauha_spec::zone::union_of_sets([
+    let mut all: Vec<String> = [
         &s.bounding,
         &s.effective,
         &s.permitted,
         &s.inheritable,
         &s.ambient,
-    ])
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// A JSON array's strings (nothing when it is not an array).
@@ -715,6 +726,19 @@ mod tests {
     use serde_json::json;
 
     const DEFAULT: &str = rauha_spec::presets::DEFAULT_POD_PRESET;
+
+    // The create path chooses the policy once; these choose and use it.
+    fn policy(spec: &Value, default: &str) -> Result<v1::PolicySource, SpecError> {
+        Ok(super::policy(spec, &chosen_policy(spec, default)?))
+    }
+
+    fn check_pod_security(spec: &Value, default: &str) -> Result<(), SpecError> {
+        super::check_pod_security(spec, &chosen_policy(spec, default)?)
+    }
+
+    fn zone_netns(spec: &Value, default: &str) -> Result<Option<String>, SpecError> {
+        Ok(super::zone_netns(spec, &chosen_policy(spec, default)?))
+    }
 
     #[test]
     fn zone_names_are_valid_and_distinct() {

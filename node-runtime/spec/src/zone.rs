@@ -172,27 +172,6 @@ pub struct ProcessSecurity {
     pub seccomp: Option<crate::seccomp::SeccompProfile>,
 }
 
-impl ProcessSecurity {
-    /// Every capability named in any set, once.
-    pub fn all_capabilities(&self) -> Vec<String> {
-        union_of_sets([
-            &self.bounding,
-            &self.effective,
-            &self.permitted,
-            &self.inheritable,
-            &self.ambient,
-        ])
-    }
-}
-
-/// The names in any of a process's capability sets, sorted, once each.
-pub fn union_of_sets(sets: [&Vec<String>; 5]) -> Vec<String> {
-    let mut all: Vec<String> = sets.into_iter().flatten().cloned().collect();
-    all.sort();
-    all.dedup();
-    all
-}
-
 /// A user and its groups, as numbers inside the zone.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessUser {

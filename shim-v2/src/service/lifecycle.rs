@@ -22,7 +22,8 @@ impl Service {
         // made; its own capabilities and seccomp profile go with it.
         let config =
             crate::config::ShimConfig::from_options(req.options.as_ref()).map_err(Error::from)?;
-        convert::check_pod_security(&spec, config.pod_default()).map_err(Error::from)?;
+        let chosen = convert::chosen_policy(&spec, config.pod_default()).map_err(Error::from)?;
+        convert::check_pod_security(&spec, &chosen).map_err(Error::from)?;
         init.security = Some(convert::init_security(&spec));
         // Secrets reach the process's environment from the files the pod
         // mounts, never through the pod's spec. The pod's own sandbox (its
@@ -41,7 +42,7 @@ impl Service {
             Role::Owner => {
                 self.mount_rootfs(&req, replay).await?;
                 match self
-                    .create_zone(&req.id, &req.bundle, &spec, config.pod_default(), replay)
+                    .create_zone(&req.id, &req.bundle, &spec, &chosen, replay)
                     .await
                 {
                     Ok(zone) => (zone, true),

@@ -9,10 +9,10 @@ impl Service {
         id: &str,
         bundle: &str,
         spec: &Value,
-        pod_default: &str,
+        chosen: &convert::ChosenPolicy,
         replay: bool,
     ) -> TtrpcResult<String> {
-        let policy = convert::policy(spec, pod_default).map_err(Error::from)?;
+        let policy = convert::policy(spec, chosen);
         let name = convert::own_zone_name(spec, &self.inner.namespace, id);
         let mut zones = self.zones().await?;
         let created = zones
@@ -20,9 +20,7 @@ impl Service {
                 name: name.clone(),
                 policy: Some(policy),
                 bundle: bundle.to_string(),
-                netns: convert::zone_netns(spec, pod_default)
-                    .map_err(Error::from)?
-                    .unwrap_or_default(),
+                netns: convert::zone_netns(spec, chosen).unwrap_or_default(),
                 cgroup_parent: convert::cgroup_parent(spec).unwrap_or_default(),
             })
             .await;

@@ -5,7 +5,7 @@
 use rauha_guest_agent::protocol::{
     SeccompAct, SeccompChoice, SeccompCmp, SeccompCmpOp, SeccompRule, Security,
 };
-use rauha_spec::names::{capability_number, syscall_number};
+use rauha_spec::names::{capability_number, syscall_number, CAPABILITIES};
 use rauha_spec::policy::Policy;
 use rauha_spec::seccomp::{SeccompAction, SeccompOp, SeccompProfile, DEFAULT_ERRNO};
 use rauha_spec::zone::ProcessSecurity;
@@ -23,30 +23,9 @@ pub fn for_process(
     let (Some(asked), Some(level)) = (asked, policy.pod.security) else {
         return Ok(None);
     };
-    let ceiling: Vec<String> = policy
-        .capabilities
-        .allowed
-        .iter()
-        .map(|c| full_cap_name(c))
-        .collect();
-    let beyond: Vec<String> = asked
-        .all_capabilities()
-        .into_iter()
-        .filter(|c| !ceiling.contains(c))
-        .collect();
-    if !beyond.is_empty() {
-        return Err(DaemonError::PodPolicy {
-            zone: zone.to_string(),
-            message: format!(
-                "pod policy {:?} does not allow {} (its capabilities.allowed)",
-                level.name(),
-                beyond.join(", ")
-            ),
-        });
-    }
     let mask = |set: &[String]| -> Result<u64, DaemonError> {
         set.iter().try_fold(0u64, |m, c| {
-            capability_number(&full_cap_name(c))
+            capability_number(c)
                 .filter(|n| *n < 64)
                 .map(|n| m | (1u64 << n))
                 .ok_or_else(|| {
@@ -57,29 +36,47 @@ pub fn for_process(
                 })
         })
     };
+    let sets = [
+        mask(&asked.bounding)?,
+        mask(&asked.effective)?,
+        mask(&asked.permitted)?,
+        mask(&asked.inheritable)?,
+        mask(&asked.ambient)?,
+    ];
+    // The policy was validated: its names are capabilities.
+    let ceiling = mask(&policy.capabilities.allowed)?;
+    let beyond = sets.iter().fold(0, |all, s| all | s) & !ceiling;
+    if beyond != 0 {
+        let names: Vec<&str> = CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| beyond & (1u64 << n) != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        return Err(DaemonError::PodPolicy {
+            zone: zone.to_string(),
+            message: format!(
+                "pod policy {:?} does not allow {} (its capabilities.allowed)",
+                level.name(),
+                names.join(", ")
+            ),
+        });
+    }
     let seccomp = match &asked.seccomp {
         Some(profile) => SeccompChoice::Profile(by_number(profile)),
         None if level.filters_unconfined() => SeccompChoice::Zone,
         None => SeccompChoice::Unconfined,
     };
+    let [bounding, effective, permitted, inheritable, ambient] = sets;
     Ok(Some(Security {
-        bounding: mask(&asked.bounding)?,
-        effective: mask(&asked.effective)?,
-        permitted: mask(&asked.permitted)?,
-        inheritable: mask(&asked.inheritable)?,
-        ambient: mask(&asked.ambient)?,
+        bounding,
+        effective,
+        permitted,
+        inheritable,
+        ambient,
         no_new_privileges: asked.no_new_privileges || !level.allows_escalation(),
         seccomp,
     }))
-}
-
-fn full_cap_name(c: &str) -> String {
-    let up = c.to_ascii_uppercase();
-    if up.starts_with("CAP_") {
-        up
-    } else {
-        format!("CAP_{up}")
-    }
 }
 
 fn act(action: SeccompAction, errno: Option<u32>) -> SeccompAct {
