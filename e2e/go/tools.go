@@ -5,6 +5,7 @@
 package tools
 
 import (
+	_ "github.com/onsi/ginkgo/v2/ginkgo"
 	_ "sigs.k8s.io/cri-tools/cmd/critest"
 	_ "sigs.k8s.io/cri-tools/cmd/crictl"
 )

@@ -728,7 +728,10 @@ pub fn static_probe(name: &str) -> PathBuf {
     if !fresh(&out) {
         std::fs::create_dir_all(&out_dir)
             .unwrap_or_else(|e| panic!("mkdir {}: {e}", out_dir.display()));
-        let tmp = out_dir.join(format!("{name}.tmp.{}", std::process::id()));
+        // Unique per call: tests of one binary (one pid) build in parallel.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = out_dir.join(format!("{name}.tmp.{}.{n}", std::process::id()));
         run_ok(
             Command::new("cc")
                 .args(["-static", "-Os", "-o"])

@@ -50,6 +50,10 @@ fn critest_ready() -> bool {
             "critest (run scripts/build-crictl.sh, which builds it from e2e/go/go.mod)",
         )
         && prerequisite(
+            critest().with_file_name("ginkgo").is_file(),
+            "ginkgo, which critest runs its tests in parallel with (run scripts/build-crictl.sh)",
+        )
+        && prerequisite(
             Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists(),
             "runc, the reference runtime (scripts/install-deps.sh installs containerd, which brings it)",
         )
@@ -94,12 +98,26 @@ fn junit_cases(xml: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Tests run at once (ginkgo's nodes): most of a test's time is spent
+/// waiting on containers, not on the CPU, as in containerd's own CI
+/// (`critest -parallel=8`).
+const PARALLEL: usize = 4;
+
 fn run(ctd: &Containerd, handler: &str, dir: &Path) -> Run {
     let label = if handler.is_empty() { "runc" } else { handler };
     let report = dir.join(format!("junit-{label}.xml"));
     let endpoint = format!("unix://{}", ctd.address().display());
+    // critest runs its nodes through the ginkgo CLI, which it finds on
+    // PATH (scripts/build-crictl.sh builds it next to critest).
+    let path = format!(
+        "{}:{}",
+        critest().parent().expect("tools dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let start = Instant::now();
     let out = Command::new(critest())
+        .env("PATH", path)
+        .arg(format!("-parallel={PARALLEL}"))
         .arg(format!("--runtime-endpoint={endpoint}"))
         .arg(format!("--image-endpoint={endpoint}"))
         .arg(format!("--runtime-handler={handler}"))

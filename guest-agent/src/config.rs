@@ -47,6 +47,10 @@ pub struct ZoneConfig {
     pub loopback: bool,
     /// Join this network namespace (a path on nsfs) instead of a new one.
     pub netns: Option<String>,
+    /// Stay in the host's IPC namespace instead of a new one (a
+    /// privileged pod's `hostIPC`).
+    #[serde(default)]
+    pub host_ipc: bool,
     /// A host directory shown in the zone through a copy-on-write overlay.
     pub workspace: Option<WorkspaceMount>,
     /// A host directory, a shared mount, shown at `/.rauha/containers` as

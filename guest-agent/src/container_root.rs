@@ -26,9 +26,15 @@ pub const CGROUP_MARK: &str = "cgroup";
 
 /// A file the host puts next to a container root (`NAME/readonly`) whose
 /// spec asks for a read-only root (`root.readonly`): each process makes its
-/// own view of it read-only (a flag the host changed after the root reached
-/// the zone would not propagate to it).
+/// own view of it read-only too.
 pub const READONLY_MARK: &str = "readonly";
+
+/// A file the host puts next to a container root (`NAME/shared`) that has
+/// an `rshared` volume (Kubernetes' Bidirectional): each process's mount
+/// namespace keeps that volume a peer of the host's, so what the container
+/// mounts there reaches the host. Without it, everything the process sees
+/// is made a slave: its mounts go nowhere.
+pub const SHARED_MARK: &str = "shared";
 
 /// The v1 controllers the zone has a cgroup of its own in (rauhad's), the
 /// only hierarchies a container sees: in the zone's cgroup namespace their
@@ -193,6 +199,7 @@ pub struct EnterRoot {
     read_only: Vec<CString>,
     cwd: CString,
     readonly_root: bool,
+    shared_volumes: bool,
 }
 
 /// The container root of `name`, as the agent sees it.
@@ -289,6 +296,7 @@ impl EnterRoot {
                 .collect::<io::Result<_>>()?,
             cwd: cpath(Path::new(if cwd.is_empty() { "/" } else { cwd }))?,
             readonly_root: marked(READONLY_MARK),
+            shared_volumes: marked(SHARED_MARK),
         })
     }
 
@@ -301,14 +309,18 @@ impl EnterRoot {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // A slave: what reaches the zone's copy of the root (a host
             // mount under an `rslave` volume) reaches the process; what
-            // the process mounts goes nowhere.
-            check(libc::mount(
-                null,
-                c"/".as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
-            ))?;
+            // the process mounts goes nowhere. With an `rshared` volume,
+            // the zone's mounts are left as rauhad made them: private, or
+            // slaves, but for that volume, a peer of the host's.
+            if !self.shared_volumes {
+                check(libc::mount(
+                    null,
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                ))?;
+            }
             check(libc::mount(
                 c"proc".as_ptr(),
                 self.proc_dir.as_ptr(),

@@ -25,11 +25,11 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
             .map(|fd| (fd, base))
             .map_err(|e| format!("user namespace: {e}"))
     });
-    let mut flags = libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP;
+    let mut flags =
+        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    if !config.host_ipc {
+        flags |= libc::CLONE_NEWIPC;
+    }
     match &config.netns {
         None => flags |= libc::CLONE_NEWNET,
         Some(path) => join_netns(path)?,

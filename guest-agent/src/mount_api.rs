@@ -20,3 +20,10 @@ pub struct MountAttr {
     pub propagation: u64,
     pub userns_fd: u64,
 }
+
+/// fsopen(2), fsconfig(2) and fsmount(2): a new filesystem made as a
+/// detached mount, attached with move_mount(2) where it belongs.
+pub const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+pub const FSCONFIG_SET_STRING: libc::c_uint = 1;
+pub const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+pub const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;

@@ -366,6 +366,10 @@ pub fn policy(spec: &Value, chosen: &ChosenPolicy) -> v1::PolicySource {
         }
     }
     policy.zone.sysctls.extend(sysctls(spec));
+    // `hostIPC`, where the pod policy lets it through (check_pod_security
+    // refused it under the others).
+    policy.zone.host_ipc = ask(spec).host_namespaces.contains(&HostNamespace::Ipc)
+        && chosen.policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged);
     v1::PolicySource {
         source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
             file: chosen.file.clone(),
@@ -469,12 +473,11 @@ pub fn check_pod_security(spec: &Value, chosen: &ChosenPolicy) -> Result<(), Spe
     if let Some(level) = chosen.policy.pod.security {
         rauha_spec::pod_security::check(level, &ask)?;
     }
-    // What no level gives: a zone's PID namespace has its agent as PID 1,
-    // and its IPC namespace is its own.
+    // What no level gives: a zone's PID namespace has its agent as PID 1.
     if let Some(ns) = ask
         .host_namespaces
         .iter()
-        .find(|ns| **ns != HostNamespace::Network)
+        .find(|ns| **ns == HostNamespace::Pid)
     {
         return Err(SpecError::HostNamespace(ns.pod_field()));
     }
@@ -978,8 +981,20 @@ mod tests {
         );
         privileged["annotations"] = json!({"rauha.dev/policy": "privileged"});
         check_pod_security(&privileged, DEFAULT).expect("the privileged policy allows it");
-        // Under privileged, the host's network is joined; its PID and IPC
-        // namespaces are no level's.
+        // Under privileged, the host's network and IPC are joined; its PID
+        // namespace is no level's.
+        let mut host_ipc = cri_spec(default_caps, &["pid", "network", "uts", "mount"]);
+        let e = check_pod_security(&host_ipc, DEFAULT).expect_err("hostIPC");
+        assert!(e.to_string().contains("spec.hostIPC"), "{e}");
+        host_ipc["annotations"] = json!({"rauha.dev/policy": "privileged"});
+        check_pod_security(&host_ipc, DEFAULT).expect("hostIPC under privileged");
+        let Some(v1::policy_source::Source::Inline(p)) =
+            policy(&host_ipc, DEFAULT).expect("ok").source
+        else {
+            panic!("inline")
+        };
+        assert!(Policy::parse("x", &p.toml).expect("valid").zone.host_ipc);
+        assert!(!parsed.zone.host_ipc, "only where the spec asks");
         let mut host_net = host_network.clone();
         host_net["annotations"] = json!({"rauha.dev/policy": "privileged"});
         check_pod_security(&host_net, DEFAULT).expect("hostNetwork under privileged");

@@ -114,6 +114,15 @@ impl LinuxBackend {
         }
     }
 
+    /// The mount namespace of the zone's agent (its PID 1), where
+    /// container roots are mounted.
+    fn zone_mount_ns(&self, zone_id: Uuid) -> Option<std::os::fd::OwnedFd> {
+        let agent = self.host_pid(zone_id, 1)?;
+        std::fs::File::open(format!("/proc/{agent}/ns/mnt"))
+            .ok()
+            .map(Into::into)
+    }
+
     fn state_dir(&self, zone_id: Uuid) -> PathBuf {
         self.root.join("zones").join(zone_id.to_string())
     }
@@ -247,6 +256,7 @@ impl IsolationBackend for LinuxBackend {
                 root,
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
                 netns: setup.netns.clone(),
+                host_ipc: setup.policy.zone.host_ipc,
                 workspace,
                 containers_dir,
                 user_namespace,
@@ -418,7 +428,8 @@ impl IsolationBackend for LinuxBackend {
             return Err(BackendError::NoContainerRoots);
         }
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
-        roots::add(&containers, name, rootfs, flags, mounts)?;
+        let zone_ns = self.zone_mount_ns(zone_id).ok_or(BackendError::AgentGone)?;
+        roots::add(&containers, &zone_ns, name, rootfs, flags, mounts)?;
         // The cgroup last: the agent puts the container's processes in it
         // once it exists, and an added root is not used before this returns.
         match self
@@ -427,7 +438,7 @@ impl IsolationBackend for LinuxBackend {
         {
             Ok(own) => Ok(own),
             Err(e) => {
-                let _ = roots::remove(&containers, name);
+                let _ = roots::remove(&containers, Some(&zone_ns), name);
                 Err(e.into())
             }
         }
@@ -465,7 +476,14 @@ impl IsolationBackend for LinuxBackend {
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
         // What still runs in the container ends with its cgroup, first.
         self.cgroups.remove_root(&self.cgroup_key(zone_id), name)?;
-        roots::remove(&self.state_dir(zone_id).join(CONTAINERS), name)
+        // No agent left: the zone's mount namespace, and the root's mounts
+        // in it, went with it.
+        let zone_ns = self.zone_mount_ns(zone_id);
+        roots::remove(
+            &self.state_dir(zone_id).join(CONTAINERS),
+            zone_ns.as_ref(),
+            name,
+        )
     }
 
     fn enforce(&self, zones: &[rauha_backend::EnforceZone<'_>]) -> Result<(), BackendError> {

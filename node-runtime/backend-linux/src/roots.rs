@@ -2,10 +2,15 @@
 //!
 //! Each bundle zone has a `containers` directory in its state dir, bound on
 //! itself and made a shared mount; the zone agent shows it inside the zone
-//! as a slave (`/.rauha/containers`). A root is prepared here, on the host:
-//! the image's root filesystem bound at `containers/NAME/rootfs`, a fresh
-//! `/dev` on it, and the container's bind mounts; every mount propagates
-//! into the zone, where the agent pivots the container's processes into it.
+//! as a slave (`/.rauha/containers`). A root is prepared here in two steps:
+//! on the host, the trees it binds (the image's root filesystem, the
+//! container's volumes) are cloned as detached mounts; then, in a thread
+//! that entered the zone's mount namespace, they are attached at
+//! `/.rauha/containers/NAME/rootfs` with a fresh `/dev`, where the agent
+//! pivots the container's processes into it. None of it is mounted in the
+//! node's mount namespace: a host path a container binds (and the mounts
+//! under it) is never busy on the host because of it, as with runc, and a
+//! container's `rshared` volume can be a peer of the host's.
 //!
 //! Paths inside the image are resolved with `openat2(RESOLVE_IN_ROOT)`, so
 //! a symlink in the image (`/etc/hosts -> /etc/shadow`, `/dev -> /`) can
@@ -14,14 +19,15 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rauha_backend::{BackendError, RootMount};
 
 use rauha_guest_agent::mount_api::{
-    MountAttr, AT_RECURSIVE, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
-    MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLONE,
+    MountAttr, AT_RECURSIVE, FSCONFIG_CMD_CREATE, FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC,
+    FSOPEN_CLOEXEC, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLONE,
 };
 
 /// `struct open_how` of openat2(2).
@@ -160,29 +166,15 @@ fn ensure_in(root: &OwnedFd, inside: &Path, dir: bool) -> io::Result<OwnedFd> {
     open_in(root, inside, libc::O_PATH as u64)
 }
 
-/// Binds `source` (a host path) onto the O_PATH `target`, recursively when
-/// asked, read-only when asked, with the new mount API (no path is looked
-/// up again after it was resolved safely).
-fn bind_onto(source: &Path, target: &OwnedFd, recursive: bool, attrs: u64) -> io::Result<()> {
-    let c = cstr(source)?;
-    bind_tree(
-        libc::AT_FDCWD,
-        &c,
-        0,
-        target,
-        recursive,
-        TreeAttrs::private(attrs),
-    )
-}
-
-/// What [`bind_tree`] sets on the tree it binds.
+/// What [`open_tree`] sets on the tree it clones.
 #[derive(Clone, Copy)]
 struct TreeAttrs {
     /// On every mount of the tree (`MOUNT_ATTR_*`).
     all: u64,
     /// On its top mount only (an rbind's `ro`).
     top: u64,
-    /// `MS_PRIVATE` or `MS_SLAVE`, on every mount of the tree. Private
+    /// `MS_PRIVATE` or `MS_SLAVE` on every mount of the tree, or 0 to
+    /// keep the source's (a peer of a shared source: `rshared`). Private
     /// unless the mount asks for more, as runc makes a container's
     /// mounts: the copy leaves the source's peer group. A slave receives
     /// what is mounted at its (shared) source.
@@ -199,16 +191,16 @@ impl TreeAttrs {
     }
 }
 
-/// [`bind_onto`] of what `dirfd` and `path` name (`AT_EMPTY_PATH` in
-/// `at`: `dirfd` itself).
-fn bind_tree(
+/// A detached clone of what `dirfd` and `path` name (`AT_EMPTY_PATH` in
+/// `at`: `dirfd` itself), recursive when asked, with `attrs` set on it
+/// before it is attached anywhere.
+fn open_tree(
     dirfd: i32,
     path: &std::ffi::CStr,
     at: libc::c_uint,
-    target: &OwnedFd,
     recursive: bool,
     attrs: TreeAttrs,
-) -> io::Result<()> {
+) -> io::Result<OwnedFd> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | at;
     if recursive {
         flags |= AT_RECURSIVE;
@@ -217,8 +209,6 @@ fn bind_tree(
     let tree = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
     // SAFETY: the kernel returned a new fd.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    // Set on the detached tree, before it is attached (and propagated into
-    // the zone): a flag changed afterwards would not reach the zone's copy.
     let set = |attr_set: u64, propagation: libc::c_ulong, all: bool| -> io::Result<()> {
         let attr = MountAttr {
             attr_set,
@@ -244,6 +234,11 @@ fn bind_tree(
     if attrs.top != 0 {
         set(attrs.top, 0, false)?;
     }
+    Ok(tree)
+}
+
+/// Attaches the detached `tree` onto the O_PATH `target`.
+fn attach(tree: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
     // SAFETY: move_mount between two fds we own, empty paths.
     check(unsafe {
         libc::syscall(
@@ -258,25 +253,49 @@ fn bind_tree(
     Ok(())
 }
 
-/// A tmpfs onto the O_PATH `target` (through its /proc/self/fd link, which
-/// mount(2) follows to the very inode the fd holds).
-fn tmpfs_onto(target: &OwnedFd, flags: libc::c_ulong, data: &str) -> io::Result<()> {
-    let path = cstr(Path::new(&format!("/proc/self/fd/{}", target.as_raw_fd())))?;
-    let data = CString::new(data).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: mount(2) with NUL-terminated strings we own.
-    check(
-        unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                path.as_ptr(),
-                c"tmpfs".as_ptr(),
-                flags,
-                data.as_ptr().cast(),
+/// A new tmpfs (`data`: its comma-separated options) with the mount
+/// attributes `attrs`, attached onto the O_PATH `target`; through the new
+/// mount API, so no path is looked up (a thread in a zone's mount
+/// namespace has no /proc of its own).
+fn tmpfs_onto(target: &OwnedFd, attrs: u64, data: &str) -> io::Result<()> {
+    // SAFETY: fsopen with a NUL-terminated name.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: the kernel returned a new fd.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    for option in data.split(',').filter(|o| !o.is_empty()) {
+        let (key, value) = option.split_once('=').unwrap_or((option, ""));
+        let key = CString::new(key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let value =
+            CString::new(value).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: fsconfig on our fs context with NUL-terminated strings.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
             )
-        }
-        .into(),
-    )?;
-    Ok(())
+        })?;
+    }
+    // SAFETY: fsconfig's create command takes no key or value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on the created context.
+    let mnt =
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
+    // SAFETY: the kernel returned a new fd.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
+    attach(&mnt, target)
 }
 
 /// A minimal /dev, as in a zone: device nodes, links, shm, pts mount point.
@@ -284,7 +303,7 @@ fn fresh_dev(root: &OwnedFd) -> io::Result<()> {
     let dev = ensure_in(root, Path::new("/dev"), true)?;
     tmpfs_onto(
         &dev,
-        libc::MS_NOSUID | libc::MS_NOEXEC,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
         "mode=0755,size=64k",
     )?;
     // Reopen: the fd above is the covered directory, not the new tmpfs.
@@ -336,14 +355,56 @@ fn fresh_dev(root: &OwnedFd) -> io::Result<()> {
     let shm = open_in(root, Path::new("/dev/shm"), libc::O_PATH as u64)?;
     tmpfs_onto(
         &shm,
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         "mode=1777,size=64m",
     )
 }
 
-/// Prepares root `name` under the zone's `containers` dir.
+/// A mount of the container's, opened on the host, attached in the zone.
+enum Planned {
+    /// A bind: the detached clone of its source.
+    Bind {
+        destination: PathBuf,
+        tree: OwnedFd,
+        source_is_dir: bool,
+    },
+    Tmpfs {
+        destination: PathBuf,
+        attrs: u64,
+        data: String,
+    },
+}
+
+/// Runs `f` in a thread that entered the mount namespace `ns` (its own
+/// fs_struct first, which setns(2) needs in a threaded process); rauhad's
+/// other threads stay where they are.
+fn in_mount_ns<T: Send>(ns: &OwnedFd, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare and setns of this thread only, on an fd we own.
+            unsafe {
+                check(libc::unshare(libc::CLONE_FS).into())?;
+                check(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS).into())?;
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the mount thread panicked")))
+    })
+}
+
+/// Where root `name` is, in the zone's mount namespace.
+fn zone_path(name: &str) -> PathBuf {
+    Path::new(rauha_guest_agent::config::CONTAINERS_DIR)
+        .join(name)
+        .join("rootfs")
+}
+
+/// Prepares root `name` under the zone's `containers` dir (`zone_ns`: the
+/// zone's mount namespace, where it is mounted).
 pub fn add(
     containers: &Path,
+    zone_ns: &OwnedFd,
     name: &str,
     rootfs: &Path,
     flags: &rauha_backend::RootFlags,
@@ -362,160 +423,215 @@ pub fn add(
     let result = (|| -> Result<(), BackendError> {
         let target = base.join("rootfs");
         std::fs::create_dir(&target).map_err(err(format!("cannot create {}", target.display())))?;
-        let dir = std::fs::File::open(&target)
-            .map_err(err(format!("cannot open {}", target.display())))?;
         // Device nodes in an image mean nothing in a zone; set-id bits
         // only where the pod policy lets a setuid binary raise privileges.
-        bind_onto(
-            rootfs,
-            &OwnedFd::from(dir),
-            true,
-            if flags.setuid {
-                MOUNT_ATTR_NODEV
-            } else {
-                MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
-            },
-        )
-        .map_err(err(format!(
-            "cannot bind {} into the zone",
-            rootfs.display()
-        )))?;
-        let root = std::fs::File::open(&target)
-            .map_err(err(format!("cannot open {}", target.display())))?;
-        let root = OwnedFd::from(root);
-        fresh_dev(&root).map_err(err(format!("cannot make /dev in container root {name}")))?;
-        for m in mounts {
-            if m.kind == "sysfs" && m.destination == Path::new("/sys") {
-                // Mounted by the zone agent (sysfs shows the mounter's
-                // network namespace): leave it the mark it looks for.
-                std::fs::write(base.join("sysfs"), b"")
-                    .map_err(err(format!("cannot mark {}", base.display())))?;
-                continue;
-            }
-            if (m.kind == "cgroup" || m.kind == "cgroup2")
-                && m.destination == Path::new("/sys/fs/cgroup")
-            {
-                // Also the agent's: mounted in the zone's cgroup namespace,
-                // the hierarchies show the zone's cgroup as their root.
-                std::fs::write(base.join("cgroup"), b"")
-                    .map_err(err(format!("cannot mark {}", base.display())))?;
-                continue;
-            }
-            if PROVIDED.contains(&m.kind.as_str()) || m.destination == Path::new("/dev") {
-                continue;
-            }
-            let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
-            let target = if is_bind {
-                let source_is_dir = std::fs::metadata(&m.source)
-                    .map_err(err(format!("mount source {}", m.source.display())))?
-                    .is_dir();
-                ensure_in(&root, &m.destination, source_is_dir)
-            } else {
-                ensure_in(&root, &m.destination, true)
-            }
-            .map_err(err(format!(
-                "mount point {} in container root {name}",
-                m.destination.display()
-            )))?;
-            // nodev and nosuid unless the mount asks for devices or set-id.
-            let mut attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
-            // `rro`: read-only all the way down (Kubernetes' recursive
-            // read-only mounts); plain `ro` holds for the top mount only.
-            let recursive_ro = m.options.iter().any(|o| o == "rro");
-            for o in &m.options {
-                match o.as_str() {
-                    "ro" | "rro" => attrs |= MOUNT_ATTR_RDONLY,
-                    "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
-                    "dev" => attrs &= !MOUNT_ATTR_NODEV,
-                    "suid" => attrs &= !MOUNT_ATTR_NOSUID,
-                    _ => {}
-                }
-            }
-            if is_bind {
-                let recursive = m.options.iter().any(|o| o == "rbind");
-                // `rslave` (Kubernetes' HostToContainer) receives the
-                // host's mounts under the source; so does `rshared`
-                // (Bidirectional), whose mounts never reach back: a zone's
-                // container roots are slaves of the host's.
-                let propagation = if m
-                    .options
-                    .iter()
-                    .any(|o| matches!(o.as_str(), "rslave" | "slave" | "rshared" | "shared"))
-                {
-                    libc::MS_SLAVE
-                } else {
-                    libc::MS_PRIVATE
-                };
-                // `ro` on an rbind: the top mount only, as runc's.
-                let top_only = recursive && !recursive_ro;
-                let tree = TreeAttrs {
-                    all: if top_only {
-                        attrs & !MOUNT_ATTR_RDONLY
+        let image = cstr(rootfs)
+            .and_then(|c| {
+                open_tree(
+                    libc::AT_FDCWD,
+                    &c,
+                    0,
+                    true,
+                    TreeAttrs::private(if flags.setuid {
+                        MOUNT_ATTR_NODEV
                     } else {
-                        attrs
-                    },
-                    top: if top_only {
-                        attrs & MOUNT_ATTR_RDONLY
-                    } else {
-                        0
-                    },
-                    propagation,
-                };
-                cstr(&m.source)
-                    .and_then(|c| bind_tree(libc::AT_FDCWD, &c, 0, &target, recursive, tree))
-            } else if m.kind == "tmpfs" {
-                let data: Vec<&str> = m
-                    .options
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|o| o.starts_with("size=") || o.starts_with("mode="))
-                    .collect();
-                let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
-                if attrs & MOUNT_ATTR_RDONLY != 0 {
-                    flags |= libc::MS_RDONLY;
-                }
-                tmpfs_onto(&target, flags, &data.join(","))
-            } else {
-                Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "mount type {:?} is not supported in a container root (bind and tmpfs are)",
-                        m.kind
-                    ),
-                ))
-            }
+                        MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
+                    }),
+                )
+            })
             .map_err(err(format!(
-                "cannot mount {} in container root {name}",
-                m.destination.display()
+                "cannot bind {} into the zone",
+                rootfs.display()
             )))?;
-        }
-        hide_and_freeze(&root, flags).map_err(err(format!(
-            "cannot mask or make read-only in container root {name}"
-        )))?;
+        let planned = plan(&base, name, mounts)?;
         if flags.readonly {
-            // After the mount points were made: the image itself becomes
-            // read-only, the mounts on it keep their own flags. Here, and
-            // by the agent in each process's view (the mark), as a flag
-            // set now does not reach the zone's copy of the root.
-            set_attrs(&root, MOUNT_ATTR_RDONLY)
-                .map_err(err(format!("cannot make container root {name} read-only")))?;
+            // For the agent, which makes each process's view of the root
+            // read-only too.
             std::fs::write(base.join("readonly"), b"")
                 .map_err(err(format!("cannot mark {}", base.display())))?;
         }
-        Ok(())
+        in_mount_ns(zone_ns, || build(name, &image, &planned, flags)).map_err(err(format!(
+            "cannot prepare container root {name} in the zone"
+        )))
     })();
     if result.is_err() {
-        let _ = remove(containers, name);
+        let _ = remove(containers, Some(zone_ns), name);
     }
     result
 }
 
-/// The spec's `maskedPaths` (a file hidden under /dev/null, a directory
-/// under an empty read-only tmpfs) and `readonlyPaths` (bound onto
-/// themselves read-only), each resolved within the root; one the image
-/// lacks is skipped, as runc skips it. Those under /proc and /sys are the
-/// zone agent's, which mounts them per process (and masks /proc and /sys
-/// as runc's defaults do).
+/// On the host: the marks the agent looks for, and each mount's source
+/// cloned with its flags.
+fn plan(base: &Path, name: &str, mounts: &[RootMount]) -> Result<Vec<Planned>, BackendError> {
+    let mut planned = Vec::new();
+    for m in mounts {
+        if m.kind == "sysfs" && m.destination == Path::new("/sys") {
+            // Mounted by the zone agent (sysfs shows the mounter's
+            // network namespace): leave it the mark it looks for.
+            std::fs::write(base.join("sysfs"), b"")
+                .map_err(err(format!("cannot mark {}", base.display())))?;
+            continue;
+        }
+        if (m.kind == "cgroup" || m.kind == "cgroup2")
+            && m.destination == Path::new("/sys/fs/cgroup")
+        {
+            // Also the agent's: mounted in the zone's cgroup namespace,
+            // the hierarchies show the zone's cgroup as their root.
+            std::fs::write(base.join("cgroup"), b"")
+                .map_err(err(format!("cannot mark {}", base.display())))?;
+            continue;
+        }
+        if PROVIDED.contains(&m.kind.as_str()) || m.destination == Path::new("/dev") {
+            continue;
+        }
+        // nodev and nosuid unless the mount asks for devices or set-id.
+        let mut attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
+        // `rro`: read-only all the way down (Kubernetes' recursive
+        // read-only mounts); plain `ro` holds for the top mount only.
+        let recursive_ro = m.options.iter().any(|o| o == "rro");
+        for o in &m.options {
+            match o.as_str() {
+                "ro" | "rro" => attrs |= MOUNT_ATTR_RDONLY,
+                "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
+                "dev" => attrs &= !MOUNT_ATTR_NODEV,
+                "suid" => attrs &= !MOUNT_ATTR_NOSUID,
+                _ => {}
+            }
+        }
+        let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        if is_bind {
+            let source_is_dir = std::fs::metadata(&m.source)
+                .map_err(err(format!("mount source {}", m.source.display())))?
+                .is_dir();
+            let recursive = m.options.iter().any(|o| o == "rbind");
+            let has = |names: &[&str]| m.options.iter().any(|o| names.contains(&o.as_str()));
+            // `rslave` (Kubernetes' HostToContainer) receives the host's
+            // mounts under the source; `rshared` (Bidirectional, which
+            // only the privileged pod policy lets through) stays a peer
+            // of a shared source, so the container's mounts there reach
+            // the host too.
+            let propagation = if has(&["rshared", "shared"]) {
+                // For the agent, which then leaves the process's mounts
+                // as they are in the zone (container_root::SHARED_MARK).
+                std::fs::write(base.join("shared"), b"")
+                    .map_err(err(format!("cannot mark {}", base.display())))?;
+                0
+            } else if has(&["rslave", "slave"]) {
+                libc::MS_SLAVE
+            } else {
+                libc::MS_PRIVATE
+            };
+            // `ro` on an rbind: the top mount only, as runc's.
+            let top_only = recursive && !recursive_ro;
+            let tree = TreeAttrs {
+                all: if top_only {
+                    attrs & !MOUNT_ATTR_RDONLY
+                } else {
+                    attrs
+                },
+                top: if top_only {
+                    attrs & MOUNT_ATTR_RDONLY
+                } else {
+                    0
+                },
+                propagation,
+            };
+            let tree = cstr(&m.source)
+                .and_then(|c| open_tree(libc::AT_FDCWD, &c, 0, recursive, tree))
+                .map_err(err(format!(
+                    "cannot mount {} in container root {name}",
+                    m.destination.display()
+                )))?;
+            planned.push(Planned::Bind {
+                destination: m.destination.clone(),
+                tree,
+                source_is_dir,
+            });
+        } else if m.kind == "tmpfs" {
+            let data: Vec<&str> = m
+                .options
+                .iter()
+                .map(String::as_str)
+                .filter(|o| o.starts_with("size=") || o.starts_with("mode="))
+                .collect();
+            planned.push(Planned::Tmpfs {
+                destination: m.destination.clone(),
+                attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (attrs & MOUNT_ATTR_RDONLY),
+                data: data.join(","),
+            });
+        } else {
+            return Err(err(format!(
+                "cannot mount {} in container root {name}",
+                m.destination.display()
+            ))(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "mount type {:?} is not supported in a container root (bind and tmpfs are)",
+                    m.kind
+                ),
+            )));
+        }
+    }
+    Ok(planned)
+}
+
+/// In the zone's mount namespace: the image at the root's place, a fresh
+/// /dev, the planned mounts, the masks and the read-only root.
+fn build(
+    name: &str,
+    image: &OwnedFd,
+    planned: &[Planned],
+    flags: &rauha_backend::RootFlags,
+) -> io::Result<()> {
+    let at = zone_path(name);
+    let context =
+        |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let target = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(&at)
+        .map_err(context(format!("cannot open {}", at.display())))?;
+    attach(image, &OwnedFd::from(target)).map_err(context("cannot attach the image".into()))?;
+    let root = OwnedFd::from(
+        std::fs::File::open(&at).map_err(context(format!("cannot open {}", at.display())))?,
+    );
+    fresh_dev(&root).map_err(context("cannot make /dev".into()))?;
+    for p in planned {
+        let (destination, made) = match p {
+            Planned::Bind {
+                destination,
+                tree,
+                source_is_dir,
+            } => (
+                destination,
+                ensure_in(&root, destination, *source_is_dir).and_then(|t| attach(tree, &t)),
+            ),
+            Planned::Tmpfs {
+                destination,
+                attrs,
+                data,
+            } => (
+                destination,
+                ensure_in(&root, destination, true).and_then(|t| tmpfs_onto(&t, *attrs, data)),
+            ),
+        };
+        made.map_err(context(format!("cannot mount {}", destination.display())))?;
+    }
+    hide_and_freeze(&root, flags).map_err(context("cannot mask or make read-only".into()))?;
+    if flags.readonly {
+        // After the mount points were made: the image itself becomes
+        // read-only, the mounts on it keep their own flags.
+        set_attrs(&root, MOUNT_ATTR_RDONLY).map_err(context("cannot make it read-only".into()))?;
+    }
+    Ok(())
+}
+
+/// The spec's `maskedPaths` (a file hidden under the root's own /dev/null,
+/// a directory under an empty read-only tmpfs) and `readonlyPaths` (bound
+/// onto themselves read-only), each resolved within the root; one the
+/// image lacks is skipped, as runc skips it. Those under /proc and /sys
+/// are the zone agent's, which mounts them per process (and masks /proc
+/// and /sys as runc's defaults do).
 fn hide_and_freeze(root: &OwnedFd, flags: &rauha_backend::RootFlags) -> io::Result<()> {
     let agents = |p: &Path| p.starts_with("/proc") || p.starts_with("/sys");
     for path in flags.masked_paths.iter().filter(|p| !agents(p)) {
@@ -530,16 +646,20 @@ fn hide_and_freeze(root: &OwnedFd, flags: &rauha_backend::RootFlags) -> io::Resu
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             tmpfs_onto(
                 &target,
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
                 "size=0,mode=0755",
             )?;
         } else {
-            bind_onto(
-                Path::new("/dev/null"),
-                &target,
+            // The fresh /dev's null, made above by this thread.
+            let null = open_in(root, Path::new("/dev/null"), libc::O_PATH as u64)?;
+            let tree = open_tree(
+                null.as_raw_fd(),
+                c"",
+                libc::AT_EMPTY_PATH as libc::c_uint,
                 false,
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+                TreeAttrs::private(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC),
             )?;
+            attach(&tree, &target)?;
         }
     }
     for path in flags.readonly_paths.iter().filter(|p| !agents(p)) {
@@ -548,14 +668,14 @@ fn hide_and_freeze(root: &OwnedFd, flags: &rauha_backend::RootFlags) -> io::Resu
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         };
-        bind_tree(
+        let tree = open_tree(
             target.as_raw_fd(),
             c"",
             libc::AT_EMPTY_PATH as libc::c_uint,
-            &target,
             true,
             TreeAttrs::private(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
         )?;
+        attach(&tree, &target)?;
     }
     Ok(())
 }
@@ -582,10 +702,16 @@ fn set_attrs(target: &OwnedFd, attrs: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Unmounts root `name` (everything under it) and removes its directory;
-/// refuses to remove anything while a mount is left under it (removing
+/// Unmounts root `name` (everything under it: in the zone's mount
+/// namespace `zone_ns` when the zone still has one, and any host mount a
+/// root of an earlier rauhad left) and removes its directory; refuses to
+/// remove anything while a mount is left under it on the host (removing
 /// through a bind would delete the image or a volume's files).
-pub fn remove(containers: &Path, name: &str) -> Result<(), BackendError> {
+pub fn remove(
+    containers: &Path,
+    zone_ns: Option<&OwnedFd>,
+    name: &str,
+) -> Result<(), BackendError> {
     let base = containers.join(name);
     let meta = match std::fs::symlink_metadata(&base) {
         Ok(m) => m,
@@ -595,6 +721,24 @@ pub fn remove(containers: &Path, name: &str) -> Result<(), BackendError> {
     if !meta.is_dir() {
         // Not made by add (which only makes directories): leave it alone.
         return Err(BackendError::NotARoot(base));
+    }
+    if let Some(ns) = zone_ns {
+        in_mount_ns(ns, || {
+            let at = cstr(&zone_path(name))?;
+            // The image's mount and all below it, however often stacked;
+            // EINVAL once no mount is left there.
+            // SAFETY: umount2 of a NUL-terminated path.
+            while unsafe { libc::umount2(at.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) }
+                == 0
+            {}
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        })
+        .map_err(err(format!(
+            "cannot unmount container root {name} in the zone"
+        )))?;
     }
     let base = base
         .canonicalize()

@@ -71,6 +71,11 @@ pub struct ZoneSection {
     /// `fs.mqueue.*`): a pod's `securityContext.sysctls`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Share the host's IPC namespace (its System V objects and POSIX
+    /// message queues) instead of one of the zone's own: a pod's
+    /// `hostIPC`, which only the `privileged` pod policy lets through.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_ipc: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -51,6 +51,30 @@ impl ZoneRegistry {
                 ),
             ));
         }
+        if new.policy.zone.host_ipc
+            && new.policy.pod.security != Some(rauha_spec::pod_security::Level::Privileged)
+        {
+            return Err(DaemonError::invalid(
+                "policy",
+                "zone.host_ipc = true shares the host's IPC namespace, which only a pod policy of the privileged level allows ([pod] security = \"privileged\"); drop host_ipc",
+            ));
+        }
+        if new.policy.zone.host_ipc {
+            // They would be the host's (Kubernetes refuses them with hostIPC).
+            let ipc = ["kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue."];
+            if let Some(k) = new
+                .policy
+                .zone
+                .sysctls
+                .keys()
+                .find(|k| ipc.iter().any(|p| k.starts_with(p)))
+            {
+                return Err(DaemonError::invalid(
+                    "policy",
+                    format!("zone.sysctls sets {k}, an IPC sysctl, with zone.host_ipc = true: it would change the host's; drop one of them"),
+                ));
+            }
+        }
         // New zones go to the node's default backend; the record names it,
         // so every later operation reaches the same one.
         let backend = std::sync::Arc::clone(self.backends.default_backend());

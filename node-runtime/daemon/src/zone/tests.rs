@@ -598,3 +598,40 @@ fn output_sent_again_lands_once() {
     );
     assert_eq!(again.stdout().data, b"hello world\nmore sk-123 bye\n"[..]);
 }
+
+#[tokio::test]
+async fn the_hosts_ipc_namespace_is_a_privileged_pods_only() {
+    let node = Node::new();
+    let bundle = RootSpec::Bundle {
+        path: node.dir.join("bundle").display().to_string(),
+    };
+    let mut policy = rauha_spec::presets::load("baseline")
+        .expect("preset")
+        .expect("parses");
+    policy.zone.host_ipc = true;
+    let e = node
+        .registry
+        .create_zone(NewZone {
+            policy: policy.clone(),
+            root: bundle.clone(),
+            ..plain_zone("ipc")
+        })
+        .await
+        .expect_err("baseline");
+    assert!(e.to_string().contains("host_ipc"), "{e}");
+    policy.pod.security = Some(rauha_spec::pod_security::Level::Privileged);
+    policy
+        .zone
+        .sysctls
+        .insert("kernel.shmmax".into(), "1".into());
+    let e = node
+        .registry
+        .create_zone(NewZone {
+            policy,
+            root: bundle,
+            ..plain_zone("ipc")
+        })
+        .await
+        .expect_err("the host's sysctls");
+    assert!(e.to_string().contains("kernel.shmmax"), "{e}");
+}
