@@ -96,6 +96,17 @@ impl Cri {
         if let Some(m) = memory {
             linux = serde_json::json!({"resources": {"memory_limit_in_bytes": m}});
         }
+        self.container_with(pod, name, command, linux)
+    }
+
+    /// A container whose config's `linux` is `linux`.
+    fn container_with(
+        &self,
+        pod: &(String, String),
+        name: &str,
+        command: &[&str],
+        linux: serde_json::Value,
+    ) -> String {
         let config = self.write(
             &format!("{}-{name}.json", pod.0),
             serde_json::json!({
@@ -1102,4 +1113,41 @@ fn cri_pod_survives_kill_nine_cycles_of_rauhad() {
     cri.crictl(&["rmp", &pod.0]);
     assert!(zones(&cri.d).is_empty(), "zones left: {:?}", zones(&cri.d));
     eprintln!("{cycles} kill -9 cycles with a pod: the pod and its container went on through each");
+}
+
+/// Kubernetes' default (no `shareProcessNamespace`): each container has a
+/// PID namespace of its own, its init PID 1 there, apart from the other
+/// containers and from the zone's agent; the process the agent leaves as
+/// its parent (the pid containerd knows) holds no descriptor.
+#[test]
+fn cri_a_container_has_its_own_pid_namespace_when_its_spec_asks() {
+    let Some(cri) = start() else { return };
+    let p = cri.pod("own-pid");
+    // CRI's NamespaceMode: 1 is CONTAINER.
+    let own = serde_json::json!({"security_context": {"namespace_options": {"pid": 1}}});
+    let a = cri.container_with(&p, "a", &["sleep", "602"], own.clone());
+    let b = cri.container_with(&p, "b", &["sleep", "603"], own);
+    let first = cri.crictl(&["exec", &a, "cat", "/proc/1/cmdline"]);
+    assert_eq!(first.replace('\0', " ").trim(), "sleep 602", "a's PID 1");
+    let ps = cri.crictl(&["exec", &a, "ps", "-o", "pid,args"]);
+    assert!(!ps.contains("sleep 603"), "a does not see b: {ps}");
+    let ps = cri.crictl(&["exec", &b, "ps", "-o", "pid,args"]);
+    assert!(
+        ps.contains("sleep 603") && !ps.contains("sleep 602"),
+        "{ps}"
+    );
+    for id in [&a, &b] {
+        let pid = inspect_pid(&cri, id);
+        assert!(
+            host_fds(pid).is_empty(),
+            "container {id}'s parent in the zone holds {:?}",
+            host_fds(pid)
+        );
+    }
+    // The container's init ends: its namespace, and its exec, go too.
+    cri.crictl(&["stop", "--timeout", "1", &a]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cri.crictl(&["inspect", &a])).expect("inspect JSON");
+    assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
+    cri.crictl(&["exec", &b, "true"]);
 }

@@ -36,6 +36,86 @@ pub const READONLY_MARK: &str = "readonly";
 /// is made a slave: its mounts go nowhere.
 pub const SHARED_MARK: &str = "shared";
 
+/// A file the host puts next to a container root (`NAME/pidns`) whose
+/// processes get a PID namespace of their own (Kubernetes' default): the
+/// first is PID 1 there, the later ones join it.
+pub const PIDNS_MARK: &str = "pidns";
+
+/// Where a process of a root with its own PID namespace goes.
+pub enum PidNamespace {
+    /// A new one: the root's first process (the container's init).
+    New,
+    /// The one its first process made (`/proc/PID/ns/pid_for_children` of
+    /// the process that holds it).
+    Join(std::fs::File),
+}
+
+/// Runs in the child, before it enters the root: moves what it execs into
+/// `ns` as a child of its own (a process cannot change its own PID
+/// namespace). Returns in that child only; this process stays behind as
+/// its parent, with no descriptor at all, passes it every signal it gets
+/// and ends as it ends (exit code or signal), so that to the agent it is
+/// the process. SIGKILL, which cannot be passed on, kills both (the
+/// child's parent-death signal).
+///
+/// # Safety
+/// Only in a child the single-threaded agent forked, before exec.
+pub unsafe fn enter_pid_namespace(ns: &PidNamespace) -> io::Result<()> {
+    // SAFETY: system calls on values owned here; the caller guarantees
+    // a forked, single-threaded child.
+    unsafe {
+        match ns {
+            PidNamespace::New => check(libc::unshare(libc::CLONE_NEWPID))?,
+            PidNamespace::Join(f) => check(libc::setns(
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                libc::CLONE_NEWPID,
+            ))?,
+        };
+        // Blocked before the fork: no signal is lost between it and the wait.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+        let child = libc::fork();
+        if child < 0 {
+            let e = io::Error::last_os_error();
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            return Err(e);
+        }
+        if child == 0 {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            return Ok(());
+        }
+        // Nothing of the agent's stays open here (its stdio included: the
+        // output pipes end with the child's copies).
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(&all, &mut info);
+            if sig == libc::SIGCHLD {
+                let mut status = 0;
+                if libc::waitpid(child, &mut status, libc::WNOHANG) != child {
+                    continue;
+                }
+                if libc::WIFEXITED(status) {
+                    libc::_exit(libc::WEXITSTATUS(status));
+                }
+                let s = libc::WTERMSIG(status);
+                libc::signal(s, libc::SIG_DFL);
+                let mut one: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut one);
+                libc::sigaddset(&mut one, s);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+                libc::kill(libc::getpid(), s);
+                libc::_exit(128 + s);
+            } else if sig > 0 {
+                libc::kill(child, sig);
+            }
+        }
+    }
+}
+
 /// The v1 controllers the zone has a cgroup of its own in (rauhad's), the
 /// only hierarchies a container sees: in the zone's cgroup namespace their
 /// root is the zone's cgroup. Others would show the host's tree.
@@ -200,6 +280,8 @@ pub struct EnterRoot {
     cwd: CString,
     readonly_root: bool,
     shared_volumes: bool,
+    /// The root's processes have a PID namespace of their own.
+    pub own_pid_namespace: bool,
 }
 
 /// The container root of `name`, as the agent sees it.
@@ -297,6 +379,7 @@ impl EnterRoot {
             cwd: cpath(Path::new(if cwd.is_empty() { "/" } else { cwd }))?,
             readonly_root: marked(READONLY_MARK),
             shared_volumes: marked(SHARED_MARK),
+            own_pid_namespace: marked(PIDNS_MARK),
         })
     }
 

@@ -112,6 +112,9 @@ struct Supervisor {
     /// The hardening as the host gave it: processes in a container root
     /// get it with its paths moved under that root.
     raw: rauha_guest_agent::config::Hardening,
+    /// Container roots with a PID namespace of their own: the pid of the
+    /// process that made it (whose children are there), by root name.
+    pid_namespaces: HashMap<String, i32>,
 }
 
 pub fn run(
@@ -131,6 +134,7 @@ pub fn run(
         unacked: HashMap::new(),
         hardening,
         raw,
+        pid_namespaces: HashMap::new(),
     };
     loop {
         s.turn()?;
@@ -324,6 +328,9 @@ impl Supervisor {
             if pid <= 0 {
                 break;
             }
+            // Its PID namespace ended with it (with the child it made,
+            // that namespace's PID 1).
+            self.pid_namespaces.retain(|_, holder| *holder != pid);
             if self.tracked.contains_key(&pid) {
                 let host = self.clients.iter().any(|c| c.greeted && !c.closed);
                 if host {
@@ -773,6 +780,23 @@ impl Supervisor {
                 .stderr(Stdio::piped());
             }
         }
+        let pid_ns = match (&spec.root, &enter) {
+            (Some(name), Some(e)) if e.own_pid_namespace => {
+                Some(match self.pid_namespaces.get(name) {
+                    Some(holder) => container_root::PidNamespace::Join(
+                        File::open(format!("/proc/{holder}/ns/pid_for_children")).map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("the PID namespace of container root {name:?}: {e}"),
+                            )
+                        })?,
+                    ),
+                    None => container_root::PidNamespace::New,
+                })
+            }
+            _ => None,
+        };
+        let new_pid_ns = matches!(pid_ns, Some(container_root::PidNamespace::New));
         let hardening = match &root {
             Some(r) => Prepared::new_in(&self.raw, Some(r))?
                 .with_cgroups(self.hardening.cgroups())
@@ -792,6 +816,9 @@ impl Supervisor {
         unsafe {
             cmd.pre_exec(move || {
                 hardening.join_cgroups()?;
+                if let Some(ns) = &pid_ns {
+                    container_root::enter_pid_namespace(ns)?;
+                }
                 match &enter {
                     Some(e) => e.enter()?,
                     None => chdir_no_magic_links(&cwd_c)?,
@@ -814,6 +841,9 @@ impl Supervisor {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
         let pid = child.id() as i32;
+        if let (true, Some(name)) = (new_pid_ns, &spec.root) {
+            self.pid_namespaces.insert(name.clone(), pid);
+        }
         // Only the child holds the terminal's other side now.
         drop(cmd);
         let (stdout, stderr, input, pty) = match pty {

@@ -444,6 +444,26 @@ pub fn ask(spec: &Value) -> Ask {
     }
 }
 
+/// Whether the container asks for a PID namespace of its own: a `pid`
+/// namespace with no path to join (CRI's `NamespaceMode::CONTAINER`,
+/// Kubernetes' default); a pod that shares one (`shareProcessNamespace`)
+/// gives the sandbox's path. The sandbox's own is the zone's.
+pub fn own_pid_namespace(spec: &Value) -> bool {
+    !is_sandbox(spec)
+        && spec
+            .get("linux")
+            .and_then(|l| l.get("namespaces"))
+            .and_then(Value::as_array)
+            .is_some_and(|all| {
+                all.iter().any(|n| {
+                    n.get("type").and_then(Value::as_str) == Some("pid")
+                        && n.get("path")
+                            .and_then(Value::as_str)
+                            .is_none_or(str::is_empty)
+                })
+            })
+}
+
 /// A CRI pod's sandbox (its pause container).
 pub fn is_sandbox(spec: &Value) -> bool {
     annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox")
@@ -664,26 +684,50 @@ pub fn now() -> Timestamp {
 /// metrics` and the CRI stats read).
 pub fn metrics(u: &v1::Usage) -> Result<Any, crate::error::Error> {
     use containerd_shim::protos::cgroups::metrics::{
-        CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+        CPUStat, CPUUsage, MemoryEntry, MemoryOomControl, MemoryStat, Metrics, PidsStat, Throttle,
     };
+    // The cgroup v1 message (nanoseconds for times), as runc's shim sends
+    // it on such a host; containerd 2.x's CRI turns it into cAdvisor's
+    // metric names for ListPodSandboxMetrics.
+    let ns = |us: u64| us.saturating_mul(1000);
     let mut m = Metrics::new();
     let mut pids = PidsStat::new();
     pids.current = u.pids;
     pids.limit = u.pids_max;
     m.pids = Some(pids).into();
     let mut usage = CPUUsage::new();
-    usage.total = u.cpu_time_us.saturating_mul(1000);
+    usage.total = ns(u.cpu_time_us);
+    usage.user = ns(u.cpu_user_us);
+    usage.kernel = ns(u.cpu_system_us);
+    let mut throttling = Throttle::new();
+    throttling.periods = u.cpu_periods;
+    throttling.throttled_periods = u.cpu_throttled_periods;
+    throttling.throttled_time = ns(u.cpu_throttled_us);
     let mut cpu = CPUStat::new();
     cpu.usage = Some(usage).into();
+    cpu.throttling = Some(throttling).into();
     m.cpu = Some(cpu).into();
     let mut entry = MemoryEntry::new();
     entry.usage = u.memory_bytes;
     entry.limit = u.memory_limit_bytes;
     entry.max = u.peak_memory_bytes;
     entry.failcnt = u.oom_kills;
+    let mut kernel = MemoryEntry::new();
+    kernel.usage = u.memory_kernel_bytes;
+    let mut swap = MemoryEntry::new();
+    swap.usage = u.memory_swap_bytes;
     let mut mem = MemoryStat::new();
     mem.usage = Some(entry).into();
+    mem.kernel = Some(kernel).into();
+    mem.swap = Some(swap).into();
+    (mem.rss, mem.total_rss) = (u.memory_rss_bytes, u.memory_rss_bytes);
+    (mem.cache, mem.total_cache) = (u.memory_cache_bytes, u.memory_cache_bytes);
+    (mem.mapped_file, mem.total_mapped_file) =
+        (u.memory_mapped_file_bytes, u.memory_mapped_file_bytes);
     m.memory = Some(mem).into();
+    let mut oom = MemoryOomControl::new();
+    oom.oom_kill = u.oom_kills;
+    m.memory_oom_control = Some(oom).into();
     let mut any = Any::new();
     any.type_url = "io.containerd.cgroups.v1.Metrics".to_string();
     any.value = m
@@ -1024,5 +1068,70 @@ mod tests {
         )
         .expect_err("name");
         assert!(e.to_string().contains("neither a preset"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    #[test]
+    fn a_container_gets_its_own_pid_namespace_unless_it_joins_the_pods() {
+        let with = |ns: Value, kind: &str| {
+            json!({"annotations": {"io.kubernetes.cri.container-type": kind},
+                "linux": {"namespaces": [ns, {"type": "mount"}]}})
+        };
+        assert!(own_pid_namespace(&with(
+            json!({"type": "pid"}),
+            "container"
+        )));
+        assert!(!own_pid_namespace(&with(
+            json!({"type": "pid", "path": "/proc/42/ns/pid"}),
+            "container"
+        )));
+        assert!(!own_pid_namespace(&with(json!({"type": "pid"}), "sandbox")));
+        assert!(!own_pid_namespace(&with(
+            json!({"type": "ipc"}),
+            "container"
+        )));
+    }
+    use containerd_shim::protos::cgroups::metrics::Metrics;
+    use containerd_shim::protos::protobuf::Message;
+    use serde_json::json;
+
+    /// What containerd 2.x's ListPodSandboxMetrics needs present: every
+    /// section it reads (throttling, kernel, swap, OOM control), in ns.
+    #[test]
+    fn task_metrics_carry_every_section_containerd_reads() {
+        let u = v1::Usage {
+            cpu_time_us: 900,
+            cpu_user_us: 600,
+            cpu_system_us: 300,
+            cpu_periods: 10,
+            cpu_throttled_periods: 4,
+            cpu_throttled_us: 77,
+            memory_bytes: 4096,
+            memory_kernel_bytes: 50,
+            memory_swap_bytes: 64,
+            memory_rss_bytes: 100,
+            oom_kills: 2,
+            ..Default::default()
+        };
+        let any = metrics(&u).expect("encode");
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+        let m = Metrics::parse_from_bytes(&any.value).expect("decode");
+        let cpu = m.cpu.as_ref().expect("cpu");
+        assert_eq!(cpu.usage.user, 600_000);
+        assert_eq!(cpu.usage.kernel, 300_000);
+        let t = cpu.throttling.as_ref().expect("throttling");
+        assert_eq!(
+            (t.periods, t.throttled_periods, t.throttled_time),
+            (10, 4, 77_000)
+        );
+        let mem = m.memory.as_ref().expect("memory");
+        assert_eq!(mem.kernel.as_ref().expect("kernel").usage, 50);
+        assert_eq!(mem.swap.as_ref().expect("swap").usage, 64);
+        assert_eq!(mem.total_rss, 100);
+        assert_eq!(m.memory_oom_control.as_ref().expect("oom").oom_kill, 2);
     }
 }

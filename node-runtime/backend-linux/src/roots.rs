@@ -444,6 +444,12 @@ pub fn add(
                 rootfs.display()
             )))?;
         let planned = plan(&base, name, mounts)?;
+        if flags.own_pid_namespace {
+            // For the agent, which starts the root's processes in a PID
+            // namespace of its own (container_root::PIDNS_MARK).
+            std::fs::write(base.join("pidns"), b"")
+                .map_err(err(format!("cannot mark {}", base.display())))?;
+        }
         if flags.readonly {
             // For the agent, which makes each process's view of the root
             // read-only too.

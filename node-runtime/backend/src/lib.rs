@@ -108,6 +108,21 @@ pub struct Usage {
     pub pids: u64,
     pub pids_max: u64,
     pub oom_kills: u64,
+    /// Of `cpu_time_us`, in user and in kernel mode.
+    pub cpu_user_us: u64,
+    pub cpu_system_us: u64,
+    /// CFS bandwidth control: periods that elapsed under a quota, those
+    /// the cgroup was throttled in, and the time it was throttled.
+    pub cpu_periods: u64,
+    pub cpu_throttled_periods: u64,
+    pub cpu_throttled_us: u64,
+    /// Of `memory_bytes`: anonymous memory, page cache, mapped files and
+    /// the kernel's; and swap used (beyond `memory_bytes`).
+    pub memory_rss_bytes: u64,
+    pub memory_cache_bytes: u64,
+    pub memory_mapped_file_bytes: u64,
+    pub memory_kernel_bytes: u64,
+    pub memory_swap_bytes: u64,
 }
 
 /// One line of `zone verify`.
@@ -224,6 +239,8 @@ pub struct RootFlags {
     pub masked_paths: Vec<PathBuf>,
     /// Paths (in the container) made read-only: OCI `linux.readonlyPaths`.
     pub readonly_paths: Vec<PathBuf>,
+    /// Its processes in a PID namespace of their own, not the zone's.
+    pub own_pid_namespace: bool,
 }
 
 /// A mount of a container root: bind (a host source) or tmpfs.

@@ -136,6 +136,7 @@ impl Service {
                     .unwrap_or(false),
                 masked_paths: convert::linux_paths(spec, "maskedPaths"),
                 readonly_paths: convert::linux_paths(spec, "readonlyPaths"),
+                own_pid_namespace: convert::own_pid_namespace(spec),
             })
             .await;
         let added = match added {

@@ -66,6 +66,43 @@ pub(super) fn used_us_v2(fs: &dyn CgroupFiles, dir: &Path) -> u64 {
     keyed(fs, dir, "cpu.stat", "usage_usec").unwrap_or(0)
 }
 
+/// CPU time by mode and CFS throttling, in µs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CpuUse {
+    pub user_us: u64,
+    pub system_us: u64,
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_us: u64,
+}
+
+/// v2: all in `cpu.stat`.
+pub(super) fn use_v2(fs: &dyn CgroupFiles, dir: &Path) -> CpuUse {
+    let stat = |key| keyed(fs, dir, "cpu.stat", key).unwrap_or(0);
+    CpuUse {
+        user_us: stat("user_usec"),
+        system_us: stat("system_usec"),
+        periods: stat("nr_periods"),
+        throttled_periods: stat("nr_throttled"),
+        throttled_us: stat("throttled_usec"),
+    }
+}
+
+/// v1: `cpuacct.stat` (in USER_HZ ticks, 100 a second on Linux) in the
+/// cpuacct directory, `cpu.stat` (`throttled_time` in ns) in the cpu one.
+pub(super) fn use_v1(fs: &dyn CgroupFiles, cpuacct: &Path, cpu: &Path) -> CpuUse {
+    const US_PER_TICK: u64 = 10_000;
+    let ticks = |key| keyed(fs, cpuacct, "cpuacct.stat", key).unwrap_or(0);
+    let stat = |key| keyed(fs, cpu, "cpu.stat", key).unwrap_or(0);
+    CpuUse {
+        user_us: ticks("user").saturating_mul(US_PER_TICK),
+        system_us: ticks("system").saturating_mul(US_PER_TICK),
+        periods: stat("nr_periods"),
+        throttled_periods: stat("nr_throttled"),
+        throttled_us: stat("throttled_time") / 1000,
+    }
+}
+
 /// v1: from `cpuacct.usage` (nanoseconds) in the cpuacct directory.
 pub(super) fn used_us_v1(fs: &dyn CgroupFiles, cpuacct: &Path) -> u64 {
     read_u64(fs, cpuacct, "cpuacct.usage").unwrap_or(0) / 1000

@@ -14,6 +14,11 @@ pub(super) struct MemoryUse {
     pub limit: u64,
     pub peak: u64,
     pub oom_kills: u64,
+    pub rss: u64,
+    pub cache: u64,
+    pub mapped_file: u64,
+    pub kernel: u64,
+    pub swap: u64,
 }
 
 /// v2: `memory.max` (`max` without a limit) and no swap.
@@ -56,12 +61,26 @@ pub(super) fn use_v2(fs: &dyn CgroupFiles, dir: &Path) -> MemoryUse {
         limit: read_u64(fs, dir, "memory.max").unwrap_or(0),
         peak: read_u64(fs, dir, "memory.peak").unwrap_or(0),
         oom_kills: keyed(fs, dir, "memory.events", "oom_kill").unwrap_or(0),
+        rss: keyed(fs, dir, "memory.stat", "anon").unwrap_or(0),
+        cache: keyed(fs, dir, "memory.stat", "file").unwrap_or(0),
+        mapped_file: keyed(fs, dir, "memory.stat", "file_mapped").unwrap_or(0),
+        kernel: keyed(fs, dir, "memory.stat", "kernel").unwrap_or(0),
+        swap: read_u64(fs, dir, "memory.swap.current").unwrap_or(0),
     }
 }
 
 pub(super) fn use_v1(fs: &dyn CgroupFiles, dir: &Path) -> MemoryUse {
+    let current = read_u64(fs, dir, "memory.usage_in_bytes").unwrap_or(0);
     MemoryUse {
-        current: read_u64(fs, dir, "memory.usage_in_bytes").unwrap_or(0),
+        // The hierarchy's totals (`total_*`): the containers' included.
+        rss: keyed(fs, dir, "memory.stat", "total_rss").unwrap_or(0),
+        cache: keyed(fs, dir, "memory.stat", "total_cache").unwrap_or(0),
+        mapped_file: keyed(fs, dir, "memory.stat", "total_mapped_file").unwrap_or(0),
+        kernel: read_u64(fs, dir, "memory.kmem.usage_in_bytes").unwrap_or(0),
+        // memsw counts memory and swap together (with swap accounting on).
+        swap: read_u64(fs, dir, "memory.memsw.usage_in_bytes")
+            .map_or(0, |both| both.saturating_sub(current)),
+        current,
         limit: read_u64(fs, dir, "memory.limit_in_bytes").unwrap_or(0),
         peak: read_u64(fs, dir, "memory.max_usage_in_bytes").unwrap_or(0),
         // v1 counts a kill only in the victim's own cgroup (v2's

@@ -206,10 +206,87 @@ fn v1_usage_reads_back() {
     .expect("w");
     std::fs::write(root.join("cpuacct/rauha/z/cpuacct.usage"), "5000000\n").expect("w");
     std::fs::write(root.join("pids/rauha/z/pids.current"), "3\n").expect("w");
+    std::fs::write(
+        root.join("cpuacct/rauha/z/cpuacct.stat"),
+        "user 30\nsystem 12\n",
+    )
+    .expect("w");
+    std::fs::write(
+        root.join("cpu/rauha/z/cpu.stat"),
+        "nr_periods 40\nnr_throttled 7\nthrottled_time 2500000\n",
+    )
+    .expect("w");
+    std::fs::write(
+        root.join("memory/rauha/z/memory.stat"),
+        "rss 1\ncache 2\ntotal_rss 1024\ntotal_rss_huge 0\ntotal_cache 2048\ntotal_mapped_file 512\n",
+    )
+    .expect("w");
+    std::fs::write(
+        root.join("memory/rauha/z/memory.memsw.usage_in_bytes"),
+        "5120\n",
+    )
+    .expect("w");
     let u = fs.usage("z").expect("usage");
     assert_eq!(
         (u.memory_bytes, u.oom_kills, u.cpu_time_us, u.pids),
         (4096, 2, 5000, 3)
+    );
+    // USER_HZ ticks (100 a second) and nanoseconds, in µs.
+    assert_eq!((u.cpu_user_us, u.cpu_system_us), (300_000, 120_000));
+    assert_eq!(
+        (u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_us),
+        (40, 7, 2500)
+    );
+    assert_eq!(
+        (
+            u.memory_rss_bytes,
+            u.memory_cache_bytes,
+            u.memory_mapped_file_bytes,
+            u.memory_swap_bytes
+        ),
+        (1024, 2048, 512, 1024)
+    );
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[test]
+fn v2_usage_reads_cpu_and_memory_stats() {
+    let root = std::env::temp_dir().join(format!("rauha-cg2u-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&root).expect("dir");
+    std::fs::write(root.join("cgroup.controllers"), "cpu memory pids").expect("w");
+    let fs = open(&root, "rauha").expect("v2");
+    fs.create("z", &ResourcesSection::default())
+        .expect("create");
+    let z = root.join("rauha/z");
+    std::fs::write(
+        z.join("cpu.stat"),
+        "usage_usec 900\nuser_usec 600\nsystem_usec 300\nnr_periods 10\nnr_throttled 4\nthrottled_usec 77\n",
+    )
+    .expect("w");
+    std::fs::write(
+        z.join("memory.stat"),
+        "anon 100\nanon_thp 0\nfile 200\nkernel 50\nkernel_stack 8\nfile_mapped 30\n",
+    )
+    .expect("w");
+    std::fs::write(z.join("memory.swap.current"), "64\n").expect("w");
+    let u = fs.usage("z").expect("usage");
+    assert_eq!(
+        (u.cpu_time_us, u.cpu_user_us, u.cpu_system_us),
+        (900, 600, 300)
+    );
+    assert_eq!(
+        (u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_us),
+        (10, 4, 77)
+    );
+    assert_eq!(
+        (
+            u.memory_rss_bytes,
+            u.memory_cache_bytes,
+            u.memory_mapped_file_bytes,
+            u.memory_kernel_bytes,
+            u.memory_swap_bytes
+        ),
+        (100, 200, 30, 50, 64)
     );
     std::fs::remove_dir_all(root).expect("cleanup");
 }

@@ -153,7 +153,18 @@ impl CgroupDriver for V2Cgroups {
         }
         let mem = memory::use_v2(&*self.fs, &dir);
         let (pids, pids_max) = pids::current_and_max(&*self.fs, &dir);
+        let cpu = cpu::use_v2(&*self.fs, &dir);
         Ok(Usage {
+            cpu_user_us: cpu.user_us,
+            cpu_system_us: cpu.system_us,
+            cpu_periods: cpu.periods,
+            cpu_throttled_periods: cpu.throttled_periods,
+            cpu_throttled_us: cpu.throttled_us,
+            memory_rss_bytes: mem.rss,
+            memory_cache_bytes: mem.cache,
+            memory_mapped_file_bytes: mem.mapped_file,
+            memory_kernel_bytes: mem.kernel,
+            memory_swap_bytes: mem.swap,
             memory_bytes: mem.current,
             memory_limit_bytes: mem.limit,
             peak_memory_bytes: mem.peak,

@@ -133,6 +133,16 @@ pub fn usage(u: &Usage) -> v1::Usage {
         pids: u.pids,
         pids_max: u.pids_max,
         oom_kills: u.oom_kills,
+        cpu_user_us: u.cpu_user_us,
+        cpu_system_us: u.cpu_system_us,
+        cpu_periods: u.cpu_periods,
+        cpu_throttled_periods: u.cpu_throttled_periods,
+        cpu_throttled_us: u.cpu_throttled_us,
+        memory_rss_bytes: u.memory_rss_bytes,
+        memory_cache_bytes: u.memory_cache_bytes,
+        memory_mapped_file_bytes: u.memory_mapped_file_bytes,
+        memory_kernel_bytes: u.memory_kernel_bytes,
+        memory_swap_bytes: u.memory_swap_bytes,
     }
 }
 

@@ -199,6 +199,7 @@ impl Zones for ZonesService {
                     setuid: false,
                     masked_paths: req.masked_paths.iter().map(Into::into).collect(),
                     readonly_paths: req.readonly_paths.iter().map(Into::into).collect(),
+                    own_pid_namespace: req.own_pid_namespace,
                 },
                 mounts,
                 &convert::root_limits(req.limits.as_ref()),
