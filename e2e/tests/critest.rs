@@ -328,10 +328,11 @@ fn junit_reports_parse() {
         Some("why")
     );
     assert!(listed(&list, "[It] other").is_none());
-    // The docs' lists parse, and name tests, each with its reason.
+    // The docs' lists parse, and name tests, each with its reason (the
+    // second is empty while privileged passes all that runc passes).
     for heading in [BASELINE_LIST, EVERY_LEVEL_LIST] {
         let list = doc_list(heading);
-        assert!(!list.is_empty(), "{heading}");
         assert!(list.values().all(|reason| !reason.is_empty()), "{heading}");
     }
+    assert!(!doc_list(BASELINE_LIST).is_empty(), "{BASELINE_LIST}");
 }

@@ -69,13 +69,26 @@ impl Cri {
     }
 
     fn pod_with(&self, name: &str, annotations: serde_json::Value) -> (String, String) {
+        self.pod_in(name, annotations, serde_json::json!({}))
+    }
+
+    /// A pod with `annotations` and the sandbox's `security_context`.
+    fn pod_in(
+        &self,
+        name: &str,
+        annotations: serde_json::Value,
+        security: serde_json::Value,
+    ) -> (String, String) {
         let config = self.write(
             &format!("{name}.json"),
             serde_json::json!({
                 "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "attempt": 0},
                 "annotations": annotations,
                 "log_directory": self.ctd.dir().join("logs").join(name).display().to_string(),
-                "linux": {"cgroup_parent": format!("/{PODS_CGROUP}/pod-{name}")}
+                "linux": {
+                    "cgroup_parent": format!("/{PODS_CGROUP}/pod-{name}"),
+                    "security_context": security
+                }
             }),
         );
         let id = self
@@ -1150,4 +1163,68 @@ fn cri_a_container_has_its_own_pid_namespace_when_its_spec_asks() {
         serde_json::from_str(&cri.crictl(&["inspect", &a])).expect("inspect JSON");
     assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
     cri.crictl(&["exec", &b, "true"]);
+}
+
+/// `hostPID` under the privileged pod policy: the zone stays in the host's
+/// PID namespace (its container sees a process of the host), and ending
+/// the pod ends the zone's processes only, never the host's (the agent,
+/// not PID 1 there, signals its descendants instead of `kill(-1)`).
+#[test]
+fn cri_a_privileged_host_pid_pod_sees_the_host_and_ends_only_its_own() {
+    let Some(cri) = start() else { return };
+    // A process of the host's, which must outlive the pod.
+    let mut sentinel = std::process::Command::new("sleep")
+        .arg("605")
+        .spawn()
+        .expect("sleep");
+    // CRI's NamespaceMode: 2 is NODE.
+    let host_pid = serde_json::json!({"namespace_options": {"pid": 2}});
+    let p = cri.pod_in(
+        "host-pid",
+        serde_json::json!({"rauha.dev/policy": "privileged"}),
+        host_pid.clone(),
+    );
+    let c = cri.container_with(
+        &p,
+        "c",
+        &["sleep", "604"],
+        serde_json::json!({"security_context": {"namespace_options": {"pid": 2}}}),
+    );
+    let ps = cri.crictl(&["exec", &c, "ps", "-o", "pid,args"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{} ", sentinel.id()))),
+        "the host's sleep (pid {}) is seen: {ps}",
+        sentinel.id()
+    );
+    // The same pid on both sides: the container's init by its host pid.
+    let init = inspect_pid(&cri, &c);
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{init} sleep 604"))),
+        "the container's init (host pid {init}) is seen by it: {ps}"
+    );
+    cri.crictl(&["stopp", &p.0]);
+    cri.crictl(&["rmp", &p.0]);
+    assert!(
+        sentinel.try_wait().expect("wait").is_none(),
+        "the host's process outlived the pod"
+    );
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+
+    // Under baseline (the default), hostPID is refused with its reason.
+    let config = cri.write(
+        "host-pid-baseline.json",
+        serde_json::json!({
+            "metadata": {"name": "host-pid-baseline", "namespace": "default", "uid": "uid-hpb", "attempt": 0},
+            "linux": {"cgroup_parent": format!("/{PODS_CGROUP}/pod-hpb"), "security_context": host_pid}
+        }),
+    );
+    let out = cri
+        .ctd
+        .crictl(&crictl(), &["runp", "--runtime", "rauha", config.as_str()]);
+    assert!(!out.status.success(), "refused under baseline");
+    let err = text(&out.stderr);
+    assert!(err.contains("spec.hostPID"), "{err}");
 }

@@ -51,6 +51,10 @@ pub struct ZoneConfig {
     /// privileged pod's `hostIPC`).
     #[serde(default)]
     pub host_ipc: bool,
+    /// Stay in the host's PID namespace instead of a new one (a
+    /// privileged pod's `hostPID`): the agent is not the zone's PID 1.
+    #[serde(default)]
+    pub host_pid: bool,
     /// A host directory shown in the zone through a copy-on-write overlay.
     pub workspace: Option<WorkspaceMount>,
     /// A host directory, a shared mount, shown at `/.rauha/containers` as

@@ -25,10 +25,12 @@ pub fn run(config: ZoneConfig) -> io::Result<i32> {
             .map(|fd| (fd, base))
             .map_err(|e| format!("user namespace: {e}"))
     });
-    let mut flags =
-        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
     if !config.host_ipc {
         flags |= libc::CLONE_NEWIPC;
+    }
+    if !config.host_pid {
+        flags |= libc::CLONE_NEWPID;
     }
     match &config.netns {
         None => flags |= libc::CLONE_NEWNET,

@@ -123,6 +123,13 @@ pub fn run(
     raw: rauha_guest_agent::config::Hardening,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
+    if !zone_pid_1() {
+        // In the host's PID namespace (a privileged pod's hostPID): the
+        // zone's orphans come to the agent, as to a PID 1, and stay its
+        // descendants (what `signal_zone` reaches).
+        // SAFETY: prctl with plain integers.
+        check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
+    }
     let signals = signal_fd()?;
     let mut s = Supervisor {
         listener,
@@ -279,9 +286,7 @@ impl Supervisor {
             }
         }
         if expired {
-            // SAFETY: from the zone's PID 1, -1 is every other process of
-            // the zone and nothing outside it.
-            unsafe { libc::kill(-1, libc::SIGKILL) };
+            signal_zone(libc::SIGKILL);
         }
     }
 
@@ -308,10 +313,8 @@ impl Supervisor {
             // task could end its zone and lose every result in it.
             let stop =
                 info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32;
-            if stop && info.ssi_pid == 0 {
-                // SAFETY: kill(-1) from the zone's PID 1 reaches every other
-                // process of the zone and nothing outside it.
-                unsafe { libc::kill(-1, libc::SIGKILL) };
+            if stop && from_outside(info.ssi_pid) {
+                signal_zone(libc::SIGKILL);
                 std::process::exit(0);
             }
         }
@@ -601,10 +604,7 @@ impl Supervisor {
                     }
                 }
             }
-            Request::SignalAll { signal } => {
-                // SAFETY: from PID 1, -1 means every other process of the zone.
-                unsafe { libc::kill(-1, signal) };
-            }
+            Request::SignalAll { signal } => signal_zone(signal),
             Request::SignalRoot { root, signal } => {
                 if let Err(e) = container_root::signal_all(&root, signal) {
                     self.send(
@@ -1066,4 +1066,97 @@ fn filled_pipes(fds: &[FdData]) -> io::Result<Vec<(OwnedFd, RawFd)>> {
         out.push((unsafe { OwnedFd::from_raw_fd(high) }, f.fd));
     }
     Ok(out)
+}
+
+/// Whether the agent is the zone's PID 1 (its own PID namespace), not a
+/// process of the host's (a privileged pod's hostPID).
+fn zone_pid_1() -> bool {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() == 1 }
+}
+
+/// Signals every other process of the zone: from the zone's PID 1,
+/// kill(-1) is exactly that and nothing outside it. In the host's PID
+/// namespace it would be every process of the host: there, the agent's
+/// descendants (its subreaping keeps the zone's orphans among them), a
+/// few rounds over, for what forked during a round.
+fn signal_zone(signal: i32) {
+    if zone_pid_1() {
+        // SAFETY: from the zone's PID 1, -1 is every other process of the
+        // zone and nothing outside it.
+        unsafe { libc::kill(-1, signal) };
+        return;
+    }
+    let rounds = if signal == libc::SIGKILL { 3 } else { 1 };
+    for _ in 0..rounds {
+        let all = descendants(std::process::id());
+        if all.is_empty() {
+            break;
+        }
+        for pid in all {
+            // SAFETY: kill with plain integers, a descendant of the agent.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
+}
+
+/// Whether a signal's sender (`ssi_pid`) is outside the zone: no pid in
+/// the zone's PID namespace, or, in the host's, not the agent's
+/// descendant.
+fn from_outside(sender: u32) -> bool {
+    if zone_pid_1() {
+        return sender == 0;
+    }
+    let me = std::process::id();
+    let mut pid = sender;
+    // The chain of parents, up to the host's init.
+    for _ in 0..4096 {
+        if pid == me {
+            return false;
+        }
+        match parent_of(pid) {
+            Some(p) if p != 0 && p != pid => pid = p,
+            _ => return true,
+        }
+    }
+    true
+}
+
+/// A process's parent, from `/proc/PID/stat` (after the command's `)`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every process below `of` in the process tree.
+fn descendants(of: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(parent) = parent_of(pid) {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut next = vec![of];
+    while let Some(p) = next.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(c);
+            next.push(c);
+        }
+    }
+    out
 }

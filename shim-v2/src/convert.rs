@@ -368,8 +368,11 @@ pub fn policy(spec: &Value, chosen: &ChosenPolicy) -> v1::PolicySource {
     policy.zone.sysctls.extend(sysctls(spec));
     // `hostIPC`, where the pod policy lets it through (check_pod_security
     // refused it under the others).
-    policy.zone.host_ipc = ask(spec).host_namespaces.contains(&HostNamespace::Ipc)
-        && chosen.policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged);
+    let privileged =
+        chosen.policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged);
+    let host = ask(spec).host_namespaces;
+    policy.zone.host_ipc = privileged && host.contains(&HostNamespace::Ipc);
+    policy.zone.host_pid = privileged && host.contains(&HostNamespace::Pid);
     v1::PolicySource {
         source: Some(v1::policy_source::Source::Inline(v1::InlinePolicy {
             file: chosen.file.clone(),
@@ -492,14 +495,6 @@ pub fn check_pod_security(spec: &Value, chosen: &ChosenPolicy) -> Result<(), Spe
     let ask = ask(spec);
     if let Some(level) = chosen.policy.pod.security {
         rauha_spec::pod_security::check(level, &ask)?;
-    }
-    // What no level gives: a zone's PID namespace has its agent as PID 1.
-    if let Some(ns) = ask
-        .host_namespaces
-        .iter()
-        .find(|ns| **ns == HostNamespace::Pid)
-    {
-        return Err(SpecError::HostNamespace(ns.pod_field()));
     }
     Ok(())
 }
@@ -1025,8 +1020,8 @@ mod tests {
         );
         privileged["annotations"] = json!({"rauha.dev/policy": "privileged"});
         check_pod_security(&privileged, DEFAULT).expect("the privileged policy allows it");
-        // Under privileged, the host's network and IPC are joined; its PID
-        // namespace is no level's.
+        // Under privileged, the host's network, IPC and PID namespaces are
+        // joined.
         let mut host_ipc = cri_spec(default_caps, &["pid", "network", "uts", "mount"]);
         let e = check_pod_security(&host_ipc, DEFAULT).expect_err("hostIPC");
         assert!(e.to_string().contains("spec.hostIPC"), "{e}");
@@ -1048,9 +1043,17 @@ mod tests {
         );
         assert_eq!(zone_netns(&host_network, DEFAULT).expect("ok"), None);
         let mut host_pid = cri_spec(default_caps, &["network", "ipc", "uts", "mount"]);
-        host_pid["annotations"] = json!({"rauha.dev/policy": "privileged"});
         let e = check_pod_security(&host_pid, DEFAULT).expect_err("hostPID");
-        assert!(e.to_string().starts_with("spec.hostPID: "), "{e}");
+        assert!(e.to_string().contains("spec.hostPID"), "{e}");
+        host_pid["annotations"] = json!({"rauha.dev/policy": "privileged"});
+        check_pod_security(&host_pid, DEFAULT).expect("hostPID under privileged");
+        let Some(v1::policy_source::Source::Inline(p)) =
+            policy(&host_pid, DEFAULT).expect("ok").source
+        else {
+            panic!("inline")
+        };
+        let zone = Policy::parse("x", &p.toml).expect("valid").zone;
+        assert!(zone.host_pid && !zone.host_ipc);
         // A zone preset holds the zone to itself, whatever the spec asks.
         let mut zone_preset = host_network.clone();
         zone_preset["annotations"] = json!({"rauha.dev/policy": "standard"});

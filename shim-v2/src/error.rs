@@ -92,8 +92,6 @@ pub enum SpecError {
     SecretEnv(String),
     #[error("rauha handler config: {0}")]
     Config(String),
-    #[error("{0}: a Rauha zone keeps its own PID namespace under every pod policy (its agent is PID 1); run the pod without it, or under runc")]
-    HostNamespace(&'static str),
     #[error("{0}")]
     PodSecurity(#[from] rauha_spec::pod_security::Refusal),
     #[error("annotation rauha.dev/workspace: {0}; it names the workspace directory and where each input's mounted files go in it")]

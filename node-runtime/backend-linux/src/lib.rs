@@ -114,13 +114,15 @@ impl LinuxBackend {
         }
     }
 
-    /// The mount namespace of the zone's agent (its PID 1), where
-    /// container roots are mounted.
-    fn zone_mount_ns(&self, zone_id: Uuid) -> Option<std::os::fd::OwnedFd> {
-        let agent = self.host_pid(zone_id, 1)?;
-        std::fs::File::open(format!("/proc/{agent}/ns/mnt"))
-            .ok()
-            .map(Into::into)
+    /// The mount namespace of the zone's agent, where container roots are
+    /// mounted; `None` once the agent is gone.
+    fn zone_mount_ns(&self, zone: &ZoneHandle) -> Option<std::os::fd::OwnedFd> {
+        let ns: std::os::fd::OwnedFd =
+            std::fs::File::open(format!("/proc/{}/ns/mnt", zone.agent_pid))
+                .ok()?
+                .into();
+        // Opened, then checked: the pid was still the agent's.
+        (host::start_ticks(zone.agent_pid) == Some(zone.agent_start_ticks)).then_some(ns)
     }
 
     fn state_dir(&self, zone_id: Uuid) -> PathBuf {
@@ -257,6 +259,7 @@ impl IsolationBackend for LinuxBackend {
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
                 netns: setup.netns.clone(),
                 host_ipc: setup.policy.zone.host_ipc,
+                host_pid: setup.policy.zone.host_pid,
                 workspace,
                 containers_dir,
                 user_namespace,
@@ -416,19 +419,20 @@ impl IsolationBackend for LinuxBackend {
 
     fn add_root(
         &self,
-        zone_id: Uuid,
+        zone: &ZoneHandle,
         name: &str,
         rootfs: &Path,
         flags: &rauha_backend::RootFlags,
         mounts: &[rauha_backend::RootMount],
         limits: &rauha_backend::RootLimits,
     ) -> Result<bool, BackendError> {
+        let zone_id = zone.zone_id;
         let containers = self.state_dir(zone_id).join(CONTAINERS);
         if !containers.is_dir() {
             return Err(BackendError::NoContainerRoots);
         }
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let zone_ns = self.zone_mount_ns(zone_id).ok_or(BackendError::AgentGone)?;
+        let zone_ns = self.zone_mount_ns(zone).ok_or(BackendError::AgentGone)?;
         roots::add(&containers, &zone_ns, name, rootfs, flags, mounts)?;
         // The cgroup last: the agent puts the container's processes in it
         // once it exists, and an added root is not used before this returns.
@@ -472,13 +476,18 @@ impl IsolationBackend for LinuxBackend {
         Ok(self.cgroups.root_usage(&self.cgroup_key(zone_id), name)?)
     }
 
-    fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError> {
+    fn remove_root(
+        &self,
+        zone_id: Uuid,
+        live: Option<&ZoneHandle>,
+        name: &str,
+    ) -> Result<(), BackendError> {
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
         // What still runs in the container ends with its cgroup, first.
         self.cgroups.remove_root(&self.cgroup_key(zone_id), name)?;
         // No agent left: the zone's mount namespace, and the root's mounts
         // in it, went with it.
-        let zone_ns = self.zone_mount_ns(zone_id);
+        let zone_ns = live.and_then(|h| self.zone_mount_ns(h));
         roots::remove(
             &self.state_dir(zone_id).join(CONTAINERS),
             zone_ns.as_ref(),

@@ -309,10 +309,11 @@ pub trait IsolationBackend: Send + Sync + 'static {
     /// directory) with a fresh /dev and `mounts`, for processes started
     /// with `root = name`, and the container's own cgroup with `limits`.
     /// Returns whether the container got a cgroup of its own (see
-    /// `CgroupDriver::create_root`).
+    /// `CgroupDriver::create_root`). `zone`: the live zone's handle (its
+    /// agent holds the namespaces the root is made in).
     fn add_root(
         &self,
-        zone_id: Uuid,
+        zone: &ZoneHandle,
         name: &str,
         rootfs: &Path,
         flags: &RootFlags,
@@ -338,8 +339,13 @@ pub trait IsolationBackend: Send + Sync + 'static {
     fn root_usage(&self, zone_id: Uuid, name: &str) -> Result<Usage, BackendError>;
 
     /// Unmounts and removes a container root and its cgroup; nothing when
-    /// it is absent.
-    fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError>;
+    /// it is absent. `live`: the zone's handle while its agent runs.
+    fn remove_root(
+        &self,
+        zone_id: Uuid,
+        live: Option<&ZoneHandle>,
+        name: &str,
+    ) -> Result<(), BackendError>;
 
     /// The enforcement really in force in a zone.
     fn zone_enforcement(&self, handle: &ZoneHandle, policy: &Policy) -> Enforcement;

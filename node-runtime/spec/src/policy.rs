@@ -76,6 +76,12 @@ pub struct ZoneSection {
     /// `hostIPC`, which only the `privileged` pod policy lets through.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub host_ipc: bool,
+    /// Share the host's PID namespace (the zone's processes see, and are
+    /// seen by, every process of the host; the zone's agent is not its
+    /// PID 1): a pod's `hostPID`, which only the `privileged` pod policy
+    /// lets through.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_pid: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -301,13 +301,14 @@ impl IsolationBackend for FakeBackend {
 
     fn add_root(
         &self,
-        zone_id: Uuid,
+        zone: &ZoneHandle,
         name: &str,
         _rootfs: &Path,
         _flags: &crate::RootFlags,
         _mounts: &[RootMount],
         _limits: &RootLimits,
     ) -> Result<bool, BackendError> {
+        let zone_id = zone.zone_id;
         self.step(Some(Step::AddRoot), format!("add_root {zone_id} {name}"))?;
         lock(&self.live(zone_id)?.agent)
             .roots
@@ -338,7 +339,12 @@ impl IsolationBackend for FakeBackend {
         self.usage(zone_id)
     }
 
-    fn remove_root(&self, zone_id: Uuid, name: &str) -> Result<(), BackendError> {
+    fn remove_root(
+        &self,
+        zone_id: Uuid,
+        _live: Option<&ZoneHandle>,
+        name: &str,
+    ) -> Result<(), BackendError> {
         self.step(None, format!("remove_root {zone_id} {name}"))?;
         if let Some(z) = self.zone(zone_id) {
             lock(&z.agent).roots.remove(name);

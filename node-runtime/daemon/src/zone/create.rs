@@ -51,13 +51,18 @@ impl ZoneRegistry {
                 ),
             ));
         }
-        if new.policy.zone.host_ipc
-            && new.policy.pod.security != Some(rauha_spec::pod_security::Level::Privileged)
-        {
-            return Err(DaemonError::invalid(
-                "policy",
-                "zone.host_ipc = true shares the host's IPC namespace, which only a pod policy of the privileged level allows ([pod] security = \"privileged\"); drop host_ipc",
-            ));
+        let privileged =
+            new.policy.pod.security == Some(rauha_spec::pod_security::Level::Privileged);
+        for (asked, key, what) in [
+            (new.policy.zone.host_ipc, "host_ipc", "IPC"),
+            (new.policy.zone.host_pid, "host_pid", "PID"),
+        ] {
+            if asked && !privileged {
+                return Err(DaemonError::invalid(
+                    "policy",
+                    format!("zone.{key} = true shares the host's {what} namespace, which only a pod policy of the privileged level allows ([pod] security = \"privileged\"); drop {key}"),
+                ));
+            }
         }
         if new.policy.zone.host_ipc {
             // They would be the host's (Kubernetes refuses them with hostIPC).

@@ -73,13 +73,21 @@ impl ZoneRegistry {
             .pod
             .security
             .is_some_and(|l| l.allows_escalation());
-        let own = backend.add_root(record.id, name, Path::new(rootfs), &flags, &mounts, limits)?;
+        let handle = record
+            .handle
+            .as_ref()
+            .ok_or_else(|| DaemonError::ZoneState {
+                zone: record.name.clone(),
+                state: record.state.as_str(),
+                rule: "container roots are added to a live zone".into(),
+            })?;
+        let own = backend.add_root(handle, name, Path::new(rootfs), &flags, &mounts, limits)?;
         if own && backend.root_cgroups_are_unified() {
             // On a unified host the container's cgroup is a new cgroup id:
             // the BPF layers learn it as the zone's before any process of
             // the container runs in it. (On v1 it has none: nothing to learn.)
             if let Err(e) = self.sync_enforcement() {
-                return Err(match backend.remove_root(record.id, name) {
+                return Err(match backend.remove_root(record.id, Some(handle), name) {
                     Ok(()) => e,
                     Err(c) => DaemonError::Cleanup {
                         primary: Box::new(e),
@@ -149,7 +157,10 @@ impl ZoneRegistry {
                 rule: format!("resume it before removing container root {name:?}"),
             });
         }
-        Ok(self.backends.of(&record)?.remove_root(record.id, name)?)
+        Ok(self
+            .backends
+            .of(&record)?
+            .remove_root(record.id, record.handle.as_ref(), name)?)
     }
 }
 

@@ -619,6 +619,18 @@ async fn the_hosts_ipc_namespace_is_a_privileged_pods_only() {
         .await
         .expect_err("baseline");
     assert!(e.to_string().contains("host_ipc"), "{e}");
+    let mut pid = policy.clone();
+    (pid.zone.host_ipc, pid.zone.host_pid) = (false, true);
+    let e = node
+        .registry
+        .create_zone(NewZone {
+            policy: pid,
+            root: bundle.clone(),
+            ..plain_zone("pid")
+        })
+        .await
+        .expect_err("baseline");
+    assert!(e.to_string().contains("host_pid"), "{e}");
     policy.pod.security = Some(rauha_spec::pod_security::Level::Privileged);
     policy
         .zone
