@@ -379,7 +379,24 @@ impl fmt::Display for PolicyError {
 impl Policy {
     /// Parses and validates a policy; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = toml::from_str(text).map_err(|e| from_toml_error(file, text, &e))?;
+        let mut policy: Policy =
+            toml::from_str(text).map_err(|e| from_toml_error(file, text, &e))?;
+        if policy.pod.security.is_some() {
+            // A pod's zone is held by the pod's limits (its spec's, and
+            // the kubelet's pod cgroup it is made in), as under runc: a
+            // memory or process limit the pod policy leaves out is none of
+            // the zone's own, not `standard`'s.
+            let given = toml::from_str::<toml::Table>(text)
+                .ok()
+                .and_then(|t| t.get("resources").and_then(|r| r.as_table()).cloned())
+                .unwrap_or_default();
+            if !given.contains_key("memory_limit") {
+                policy.resources.memory_limit = None;
+            }
+            if !given.contains_key("pids_max") {
+                policy.resources.pids_max = None;
+            }
+        }
         policy.validate().map_err(|(key, message)| PolicyError {
             file: file.to_string(),
             line: locate_key(text, &key),

@@ -107,6 +107,30 @@ mod tests {
         assert_eq!(partial.syscalls, standard.syscalls);
     }
 
+    /// A pod's zone takes the pod's limits, as under runc: a pod policy
+    /// that sets no memory or process limit gives the zone none of its own
+    /// (not standard's 1Gi and 512), also once rendered and read again.
+    #[test]
+    fn pod_policies_leave_limits_to_the_pod() {
+        for name in crate::presets::POD_PRESETS {
+            let pod = load(name).expect("listed").expect("valid");
+            assert_eq!(
+                (pod.resources.memory_limit, pod.resources.pids_max),
+                (None, None),
+                "{name}"
+            );
+            let again = Policy::parse("again.toml", &pod.to_toml()).expect("valid");
+            assert_eq!(again.resources, pod.resources, "{name}");
+        }
+        let capped = Policy::parse(
+            "capped.toml",
+            "[pod]\nsecurity = \"baseline\"\n[resources]\nmemory_limit = \"2Gi\"\n",
+        )
+        .expect("valid");
+        assert_eq!(capped.resources.memory_limit, Some(2 << 30));
+        assert_eq!(capped.resources.pids_max, None);
+    }
+
     #[test]
     fn strict_is_stricter_than_standard() {
         let standard = load("standard").expect("listed").expect("valid");
