@@ -29,8 +29,10 @@ scripts/build-crictl.sh
 scripts/build-containerd2.sh
 # kube-apiserver, controller-manager, scheduler, kubelet and kubectl from
 # their Go modules (e2e/go/kubernetes), for the one-node cluster.
-stage "Kubernetes binaries (cached by version)"
+stage "Kubernetes binaries and helm (cached by version)"
 scripts/build-kubernetes.sh
+# helm from its Go module (e2e/go/helm), for the chart's tests.
+scripts/build-helm.sh
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,6 +6,7 @@
 //! return, except under `RAUHA_E2E_REQUIRE=1` (set in CI), where a missing
 //! prerequisite fails the test.
 
+pub mod chart;
 pub mod containerd;
 pub mod critest;
 pub mod vm;

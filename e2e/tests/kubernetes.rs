@@ -1016,3 +1016,58 @@ fn k8s_a_web_server_deployment_serves_on_80_and_host_network_is_refused_under_ba
         "--wait=true",
     ]);
 }
+
+/// Every object the Helm chart renders, for its default values and for
+/// each documented switch, is accepted by the cluster's real API server
+/// (a server-side dry run: validated, defaulted, admitted, not stored).
+#[test]
+fn k8s_the_charts_objects_are_accepted_by_the_api_server() {
+    if cluster().is_none() || !rauha_e2e::chart::helm_ready() {
+        return;
+    }
+    let ns = unique("chart");
+    kubectl_ok(&["create", "namespace", &ns]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+        }
+    }
+    let _gone = Gone(ns.clone());
+    for sets in rauha_e2e::chart::SWITCHES {
+        let yaml = rauha_e2e::chart::template(&ns, sets);
+        let mut child = Command::new("kubectl")
+            .args(["apply", "--dry-run=server", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(yaml.as_bytes())
+                .expect("write");
+        }
+        let out = child.wait_with_output().expect("kubectl apply");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the API server refused the chart with {sets:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("(server dry run)"), "{said}");
+        if sets.is_empty() {
+            for kind in [
+                "deployment.apps",
+                "runtimeclass.node.k8s.io",
+                "customresourcedefinition",
+            ] {
+                assert!(said.contains(kind), "{kind} in: {said}");
+            }
+        }
+    }
+}
