@@ -57,7 +57,7 @@ cargo test -p rauha-e2e --tests --no-fail-fast -- --test-threads=1 \
 stage "critest: the CRI validation suite (runc, rauha-privileged, rauha)"
 cargo test -p rauha-e2e --test critest -- --test-threads=1 --nocapture 2>&1 | tee -a "$log"
 stage "the node runtime suites in the VM (Linux 6.1, cgroup v2, BPF-LSM)"
-cargo test -p rauha-e2e --test vm_node_runtime -- --test-threads=1 2>&1 | tee -a "$log"
+cargo test -p rauha-e2e --test vm_node_runtime -- --test-threads=1 --nocapture 2>&1 | tee -a "$log"
 stage "Kubernetes: one shared cluster (scripts/cluster.sh) for every test"
 trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -f "$log"' EXIT
 # An assignment, not `eval "$(...)"`: a failed `up` stops the run here.

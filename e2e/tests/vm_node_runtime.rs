@@ -101,6 +101,10 @@ fn the_node_runtime_suites_pass_on_pure_cgroup_v2_with_bpf_lsm() {
     );
     for suite in &suites {
         let text = out.section(suite).unwrap_or_default();
+        // Each suite's time in the guest, for the stage's budget.
+        if let Some(line) = text.lines().find(|l| l.starts_with("test result:")) {
+            eprintln!("VM {suite}: {line}");
+        }
         assert!(
             text.lines().any(|l| l.starts_with("test result: ok.")),
             "suite {suite} in the VM:\n{text}\n{}",
