@@ -46,8 +46,15 @@ fn kubectl_ok(args: &[&str]) -> String {
 
 /// `kubectl apply -f -` of `doc`.
 fn apply(doc: &Value) -> Output {
+    apply_text(&[], &doc.to_string())
+}
+
+/// `kubectl apply [flags] -f -` of YAML or JSON text.
+fn apply_text(flags: &[&str], text: &str) -> Output {
     let mut child = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
+        .arg("apply")
+        .args(flags)
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -58,7 +65,7 @@ fn apply(doc: &Value) -> Output {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(doc.to_string().as_bytes())
+        .write_all(text.as_bytes())
         .expect("write");
     child.wait_with_output().expect("kubectl apply")
 }
@@ -1036,23 +1043,7 @@ fn k8s_the_charts_objects_are_accepted_by_the_api_server() {
     let _gone = Gone(ns.clone());
     for sets in rauha_e2e::chart::SWITCHES {
         let yaml = rauha_e2e::chart::template(&ns, sets);
-        let mut child = Command::new("kubectl")
-            .args(["apply", "--dry-run=server", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(yaml.as_bytes())
-                .expect("write");
-        }
-        let out = child.wait_with_output().expect("kubectl apply");
+        let out = apply_text(&["--dry-run=server"], &yaml);
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

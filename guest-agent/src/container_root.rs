@@ -318,14 +318,7 @@ pub fn signal_all(name: &str, signal: i32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let root = std::fs::metadata(path(name)?)?;
     let me = std::process::id();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::kernel::proc_pids() {
         if pid == me {
             continue;
         }

@@ -146,3 +146,14 @@ pub fn open_in_root(root: &std::fs::File, inside: &str) -> io::Result<std::fs::F
         OwnedFd::from_raw_fd(fd as i32)
     }))
 }
+
+/// The pids /proc lists (this process's PID namespace's), in no order.
+pub fn proc_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

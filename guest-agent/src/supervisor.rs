@@ -886,25 +886,11 @@ impl Supervisor {
 
     fn list(&self) -> Vec<ZoneProcess> {
         let mut out = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in crate::kernel::proc_pids() {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
+            let ppid = parent_in(&stat).unwrap_or(0);
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let mut command = cmdline
                 .split(|b| *b == 0)
@@ -1122,9 +1108,13 @@ fn from_outside(sender: u32) -> bool {
     true
 }
 
-/// A process's parent, from `/proc/PID/stat` (after the command's `)`).
+/// A process's parent, from `/proc/PID/stat`.
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parent_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent's pid in a `/proc/PID/stat` line (after the command's `)`).
+fn parent_in(stat: &str) -> Option<u32> {
     stat.rsplit_once(')')?
         .1
         .split_whitespace()
@@ -1136,18 +1126,9 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// Every process below `of` in the process tree.
 fn descendants(of: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(parent) = parent_of(pid) {
-                children.entry(parent).or_default().push(pid);
-            }
+    for pid in crate::kernel::proc_pids() {
+        if let Some(parent) = parent_of(pid) {
+            children.entry(parent).or_default().push(pid);
         }
     }
     let mut out = Vec::new();

@@ -69,6 +69,7 @@ pub(super) fn used_us_v2(fs: &dyn CgroupFiles, dir: &Path) -> u64 {
 /// CPU time by mode and CFS throttling, in µs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct CpuUse {
+    pub total_us: u64,
     pub user_us: u64,
     pub system_us: u64,
     pub periods: u64,
@@ -80,6 +81,7 @@ pub(super) struct CpuUse {
 pub(super) fn use_v2(fs: &dyn CgroupFiles, dir: &Path) -> CpuUse {
     let stat = |key| keyed(fs, dir, "cpu.stat", key).unwrap_or(0);
     CpuUse {
+        total_us: used_us_v2(fs, dir),
         user_us: stat("user_usec"),
         system_us: stat("system_usec"),
         periods: stat("nr_periods"),
@@ -95,6 +97,7 @@ pub(super) fn use_v1(fs: &dyn CgroupFiles, cpuacct: &Path, cpu: &Path) -> CpuUse
     let ticks = |key| keyed(fs, cpuacct, "cpuacct.stat", key).unwrap_or(0);
     let stat = |key| keyed(fs, cpu, "cpu.stat", key).unwrap_or(0);
     CpuUse {
+        total_us: used_us_v1(fs, cpuacct),
         user_us: ticks("user").saturating_mul(US_PER_TICK),
         system_us: ticks("system").saturating_mul(US_PER_TICK),
         periods: stat("nr_periods"),

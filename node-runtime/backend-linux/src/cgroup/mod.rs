@@ -72,6 +72,30 @@ impl From<CgroupError> for rauha_backend::BackendError {
     }
 }
 
+/// A cgroup's use, from what each controller's files said; `pids`: the
+/// current count and the limit.
+fn usage(mem: memory::MemoryUse, cpu: cpu::CpuUse, pids: (u64, u64)) -> Usage {
+    Usage {
+        memory_bytes: mem.current,
+        memory_limit_bytes: mem.limit,
+        peak_memory_bytes: mem.peak,
+        cpu_time_us: cpu.total_us,
+        pids: pids.0,
+        pids_max: pids.1,
+        oom_kills: mem.oom_kills,
+        cpu_user_us: cpu.user_us,
+        cpu_system_us: cpu.system_us,
+        cpu_periods: cpu.periods,
+        cpu_throttled_periods: cpu.throttled_periods,
+        cpu_throttled_us: cpu.throttled_us,
+        memory_rss_bytes: mem.rss,
+        memory_cache_bytes: mem.cache,
+        memory_mapped_file_bytes: mem.mapped_file,
+        memory_kernel_bytes: mem.kernel,
+        memory_swap_bytes: mem.swap,
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     move |source| CgroupError::Io {
         path: path.display().to_string(),

@@ -192,31 +192,13 @@ impl CgroupDriver for V1Cgroups {
             return Err(io_err(&probe)(std::io::ErrorKind::NotFound.into()));
         }
         let mem = memory::use_v1(&*self.fs, &self.dir(zone, "memory"));
-        let (pids, pids_max) = pids::current_and_max(&*self.fs, &self.dir(zone, "pids"));
+        let pids = pids::current_and_max(&*self.fs, &self.dir(zone, "pids"));
         let cpu = cpu::use_v1(
             &*self.fs,
             &self.dir(zone, "cpuacct"),
             &self.dir(zone, "cpu"),
         );
-        Ok(Usage {
-            cpu_user_us: cpu.user_us,
-            cpu_system_us: cpu.system_us,
-            cpu_periods: cpu.periods,
-            cpu_throttled_periods: cpu.throttled_periods,
-            cpu_throttled_us: cpu.throttled_us,
-            memory_rss_bytes: mem.rss,
-            memory_cache_bytes: mem.cache,
-            memory_mapped_file_bytes: mem.mapped_file,
-            memory_kernel_bytes: mem.kernel,
-            memory_swap_bytes: mem.swap,
-            memory_bytes: mem.current,
-            memory_limit_bytes: mem.limit,
-            peak_memory_bytes: mem.peak,
-            cpu_time_us: cpu::used_us_v1(&*self.fs, &self.dir(zone, "cpuacct")),
-            pids,
-            pids_max,
-            oom_kills: mem.oom_kills,
-        })
+        Ok(super::usage(mem, cpu, pids))
     }
 
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {

@@ -152,27 +152,9 @@ impl CgroupDriver for V2Cgroups {
             return Err(io_err(&dir)(std::io::ErrorKind::NotFound.into()));
         }
         let mem = memory::use_v2(&*self.fs, &dir);
-        let (pids, pids_max) = pids::current_and_max(&*self.fs, &dir);
+        let pids = pids::current_and_max(&*self.fs, &dir);
         let cpu = cpu::use_v2(&*self.fs, &dir);
-        Ok(Usage {
-            cpu_user_us: cpu.user_us,
-            cpu_system_us: cpu.system_us,
-            cpu_periods: cpu.periods,
-            cpu_throttled_periods: cpu.throttled_periods,
-            cpu_throttled_us: cpu.throttled_us,
-            memory_rss_bytes: mem.rss,
-            memory_cache_bytes: mem.cache,
-            memory_mapped_file_bytes: mem.mapped_file,
-            memory_kernel_bytes: mem.kernel,
-            memory_swap_bytes: mem.swap,
-            memory_bytes: mem.current,
-            memory_limit_bytes: mem.limit,
-            peak_memory_bytes: mem.peak,
-            cpu_time_us: cpu::used_us_v2(&*self.fs, &dir),
-            pids,
-            pids_max,
-            oom_kills: mem.oom_kills,
-        })
+        Ok(super::usage(mem, cpu, pids))
     }
 
     fn pids(&self, zone: &str) -> Result<Vec<u32>, CgroupError> {
