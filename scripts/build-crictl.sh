@@ -11,18 +11,8 @@ root=$PWD
 out="$root/target/tools/crictl"
 moddir="$root/e2e/go"
 
-if [[ -x /usr/local/go/bin/go ]]; then
-    go=/usr/local/go/bin/go
-elif command -v go >/dev/null 2>&1; then
-    go=$(command -v go)
-else
-    echo "build-crictl: Go not found (looked at /usr/local/go/bin/go and PATH); install Go >= $(sed -n 's/^go //p' "$moddir/go.mod") from https://go.dev/dl/ into /usr/local/go" >&2
-    exit 1
-fi
-
-# Never let the go command download a different toolchain; an old local Go
-# fails loudly instead.
-export GOTOOLCHAIN=local
+me=build-crictl
+source "$root/scripts/go-env.sh"
 
 cd "$moddir"
 version=$("$go" list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)

@@ -9,15 +9,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 moddir="$root/e2e/go/helm"
 
-if [[ -x /usr/local/go/bin/go ]]; then
-    go=/usr/local/go/bin/go
-elif command -v go >/dev/null 2>&1; then
-    go=$(command -v go)
-else
-    echo "build-helm: Go not found (looked at /usr/local/go/bin/go and PATH); install Go >= $(sed -n 's/^go //p' "$moddir/go.mod") from https://go.dev/dl/ into /usr/local/go" >&2
-    exit 1
-fi
-export GOTOOLCHAIN=local
+me=build-helm
+source "$root/scripts/go-env.sh"
 
 version=$(cd "$moddir" && "$go" list -m -f '{{.Version}}' helm.sh/helm/v4)
 cached="${RAUHA_CACHE:-/var/cache/rauha}/helm/$version/helm"

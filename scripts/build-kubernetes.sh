@@ -13,15 +13,8 @@ moddir="$root/e2e/go/kubernetes"
 cache="${RAUHA_CACHE:-/var/cache/rauha}"
 commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
-if [[ -x /usr/local/go/bin/go ]]; then
-    go=/usr/local/go/bin/go
-elif command -v go >/dev/null 2>&1; then
-    go=$(command -v go)
-else
-    echo "build-kubernetes: Go not found (looked at /usr/local/go/bin/go and PATH); install Go >= $(sed -n 's/^go //p' "$moddir/go.mod") from https://go.dev/dl/ into /usr/local/go" >&2
-    exit 1
-fi
-export GOTOOLCHAIN=local
+me=build-kubernetes
+source "$root/scripts/go-env.sh"
 
 cd "$moddir"
 version=$("$go" list -m -f '{{.Version}}' k8s.io/kubernetes)
