@@ -1228,3 +1228,68 @@ fn cri_a_privileged_host_pid_pod_sees_the_host_and_ends_only_its_own() {
     let err = text(&out.stderr);
     assert!(err.contains("spec.hostPID"), "{err}");
 }
+
+/// A pod's container holds CAP_MKNOD under `baseline` (the runtime's
+/// default set, as under runc), but a device node it makes gives it no
+/// device: only those the spec lists (and /dev's own) can be opened, as
+/// runc's device cgroup allows only those. Not the host's disk.
+#[test]
+fn cri_a_device_node_a_container_makes_opens_nothing() {
+    let Some(cri) = start() else { return };
+    let disk = std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
+        .map(|d| d.trim().to_string())
+        .next()
+        .expect("a block device");
+    let (major, minor) = disk.split_once(':').expect("MAJ:MIN");
+    let p = cri.pod("mknod");
+    // A device the spec gives (CRI's devices, as a device plugin's): it
+    // is there and opens.
+    let config = cri.write(
+        "mknod-c.json",
+        serde_json::json!({
+            "metadata": {"name": "c"},
+            "image": {"image": cri.app},
+            "command": ["sleep", "606"],
+            "log_path": "c.log",
+            "devices": [{"container_path": "/dev/given/zero", "host_path": "/dev/zero", "permissions": "rwm"}],
+            "linux": {"resources": {"oom_score_adj": 500}}
+        }),
+    );
+    let c = cri
+        .crictl(&["create", &p.0, &config, &p.1])
+        .trim()
+        .to_string();
+    cri.crictl(&["start", &c]);
+    let given = cri.crictl(&["exec", &c, "sh", "-c", "head -c 4 /dev/given/zero | wc -c"]);
+    assert_eq!(given.trim(), "4", "the spec's device opens");
+    // The spec's OOM score (the kubelet's by QoS class), set as runc sets
+    // it (with the spec's resource limits, which CRI gives no field for).
+    let init = inspect_pid(&cri, &c);
+    let adj =
+        std::fs::read_to_string(format!("/proc/{init}/oom_score_adj")).expect("oom_score_adj");
+    assert_eq!(adj.trim(), "500", "the container's OOM score");
+    let out = cri.ctd.crictl(
+        &crictl(),
+        &[
+            "exec",
+            &c,
+            "sh",
+            "-c",
+            &format!(
+                "mknod /dev/hostdisk b {major} {minor} && echo made; \
+                 head -c 512 /dev/hostdisk >/dev/null && echo READ; \
+                 mknod /tmp/mem c 1 1 && echo made-tmp; head -c 1 /tmp/mem >/dev/null && echo READ-MEM; \
+                 echo x > /dev/null && echo null-ok"
+            ),
+        ],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !said.contains("READ"),
+        "a device the container made was read: {said}"
+    );
+    assert!(said.contains("null-ok"), "/dev/null still works: {said}");
+}

@@ -49,7 +49,7 @@ pub struct SpawnSpec {
     /// A pod container's own capabilities, privileges and seccomp profile
     /// (from its OCI spec, already held to the pod policy by the host);
     /// `None`: the zone's hardening decides.
-    pub security: Option<Security>,
+    pub security: Option<Box<Security>>,
 }
 
 /// A process's capability sets (bit N is capability N) and privileges.
@@ -62,6 +62,12 @@ pub struct Security {
     pub ambient: u64,
     pub no_new_privileges: bool,
     pub seccomp: SeccompChoice,
+    /// Resource limits: `(RLIMIT_ number, soft, hard)`.
+    #[serde(default)]
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// The process's `oom_score_adj`.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// Which seccomp filter a process gets.

@@ -804,7 +804,20 @@ impl Supervisor {
                 .in_root_cgroup(spec.root.as_deref().unwrap_or_default())?,
             None => self.hardening.clone(),
         }
-        .with_security(spec.security.as_ref())?;
+        .with_security(spec.security.as_deref())?;
+        // The spec's resource limits and OOM score, set before any
+        // capability is dropped (raising a limit or lowering the score
+        // needs CAP_SYS_RESOURCE); the score's text made before the fork.
+        let rlimits: Vec<(u32, u64, u64)> = spec
+            .security
+            .as_ref()
+            .map(|s| s.rlimits.clone())
+            .unwrap_or_default();
+        let oom_score_adj = spec
+            .security
+            .as_ref()
+            .and_then(|s| s.oom_score_adj)
+            .map(|a| a.to_string());
         let user = spec.user.clone();
         let tty = spec.terminal;
         let pipes = filled_pipes(&spec.fds)?;
@@ -816,6 +829,25 @@ impl Supervisor {
         unsafe {
             cmd.pre_exec(move || {
                 hardening.join_cgroups()?;
+                for &(resource, soft, hard) in &rlimits {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    check(libc::setrlimit(resource as _, &limit))?;
+                }
+                if let Some(adj) = &oom_score_adj {
+                    let fd = check(libc::open(
+                        c"/proc/self/oom_score_adj".as_ptr(),
+                        libc::O_WRONLY | libc::O_CLOEXEC,
+                    ))?;
+                    let wrote = libc::write(fd, adj.as_ptr().cast(), adj.len());
+                    let error = io::Error::last_os_error();
+                    libc::close(fd);
+                    if wrote < 0 {
+                        return Err(error);
+                    }
+                }
                 if let Some(ns) = &pid_ns {
                     container_root::enter_pid_namespace(ns)?;
                 }

@@ -467,6 +467,40 @@ pub fn own_pid_namespace(spec: &Value) -> bool {
             })
 }
 
+/// The spec's `linux.devices`: device nodes its /dev holds beyond the
+/// standard ones (rauhad checks each is under /dev).
+pub fn devices(spec: &Value) -> Vec<v1::RootDevice> {
+    let num = |d: &Value, k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+    spec.get("linux")
+        .and_then(|l| l.get("devices"))
+        .and_then(Value::as_array)
+        .map(|all| {
+            all.iter()
+                .map(|d| v1::RootDevice {
+                    path: d
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    r#type: d
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    major: num(d, "major"),
+                    minor: num(d, "minor"),
+                    file_mode: d
+                        .get("fileMode")
+                        .and_then(Value::as_u64)
+                        .map_or(0o666, |m| m as u32),
+                    uid: num(d, "uid"),
+                    gid: num(d, "gid"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A CRI pod's sandbox (its pause container).
 pub fn is_sandbox(spec: &Value) -> bool {
     annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox")
@@ -518,6 +552,27 @@ pub fn security(process: &Value, seccomp: Option<&Value>) -> v1::ProcessSecurity
             .filter(|s| !s.is_null())
             .map(Value::to_string)
             .unwrap_or_default(),
+        rlimits: process
+            .get("rlimits")
+            .and_then(Value::as_array)
+            .map(|all| {
+                all.iter()
+                    .map(|r| v1::Rlimit {
+                        r#type: r
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        soft: r.get("soft").and_then(Value::as_u64).unwrap_or(0),
+                        hard: r.get("hard").and_then(Value::as_u64).unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        oom_score_adj: process
+            .get("oomScoreAdj")
+            .and_then(Value::as_i64)
+            .map(|a| a.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
     }
 }
 
@@ -1077,6 +1132,35 @@ mod tests {
 #[cfg(test)]
 mod metrics_tests {
     use super::*;
+
+    #[test]
+    fn rlimits_oom_score_and_devices_come_from_the_spec() {
+        let process = json!({"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+            "oomScoreAdj": 1000});
+        let s = security(&process, None);
+        assert_eq!(s.rlimits.len(), 1);
+        assert_eq!(
+            (
+                s.rlimits[0].r#type.as_str(),
+                s.rlimits[0].soft,
+                s.rlimits[0].hard
+            ),
+            ("RLIMIT_NOFILE", 1024, 4096)
+        );
+        assert_eq!(s.oom_score_adj, Some(1000));
+        assert_eq!(security(&json!({}), None).oom_score_adj, None);
+        let spec = json!({"linux": {"devices": [
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0},
+            {"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}
+        ]}});
+        let d = devices(&spec);
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[0].path.as_str(), d[0].major, d[0].minor, d[0].file_mode),
+            ("/dev/fuse", 10, 229, 0o666)
+        );
+        assert_eq!((d[1].r#type.as_str(), d[1].file_mode), ("b", 0o666));
+    }
 
     #[test]
     fn a_container_gets_its_own_pid_namespace_unless_it_joins_the_pods() {

@@ -171,6 +171,8 @@ fn ensure_in(root: &OwnedFd, inside: &Path, dir: bool) -> io::Result<OwnedFd> {
 struct TreeAttrs {
     /// On every mount of the tree (`MOUNT_ATTR_*`).
     all: u64,
+    /// Cleared on every mount of the tree (`MOUNT_ATTR_*`).
+    clear: u64,
     /// On its top mount only (an rbind's `ro`).
     top: u64,
     /// `MS_PRIVATE` or `MS_SLAVE` on every mount of the tree, or 0 to
@@ -185,6 +187,7 @@ impl TreeAttrs {
     fn private(all: u64) -> TreeAttrs {
         TreeAttrs {
             all,
+            clear: 0,
             top: 0,
             propagation: libc::MS_PRIVATE,
         }
@@ -209,30 +212,31 @@ fn open_tree(
     let tree = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
     // SAFETY: the kernel returned a new fd.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let set = |attr_set: u64, propagation: libc::c_ulong, all: bool| -> io::Result<()> {
-        let attr = MountAttr {
-            attr_set,
-            attr_clr: 0,
-            propagation,
-            userns_fd: 0,
+    let set =
+        |attr_set: u64, attr_clr: u64, propagation: libc::c_ulong, all: bool| -> io::Result<()> {
+            let attr = MountAttr {
+                attr_set,
+                attr_clr,
+                propagation,
+                userns_fd: 0,
+            };
+            let at = libc::AT_EMPTY_PATH as libc::c_uint | if all { AT_RECURSIVE } else { 0 };
+            // SAFETY: mount_setattr on the detached tree with an attr of its size.
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    at,
+                    &attr,
+                    std::mem::size_of::<MountAttr>(),
+                )
+            })
+            .map(drop)
         };
-        let at = libc::AT_EMPTY_PATH as libc::c_uint | if all { AT_RECURSIVE } else { 0 };
-        // SAFETY: mount_setattr on the detached tree with an attr of its size.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                at,
-                &attr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        })
-        .map(drop)
-    };
-    set(attrs.all, attrs.propagation, recursive)?;
+    set(attrs.all, attrs.clear, attrs.propagation, recursive)?;
     if attrs.top != 0 {
-        set(attrs.top, 0, false)?;
+        set(attrs.top, 0, 0, false)?;
     }
     Ok(tree)
 }
@@ -298,12 +302,113 @@ fn tmpfs_onto(target: &OwnedFd, attrs: u64, data: &str) -> io::Result<()> {
     attach(&mnt, target)
 }
 
-/// A minimal /dev, as in a zone: device nodes, links, shm, pts mount point.
-fn fresh_dev(root: &OwnedFd) -> io::Result<()> {
+/// The device nodes every container's /dev holds, as runc's default spec
+/// gives them: `(name, major, minor)`, character devices, mode 0666.
+const STANDARD_DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// A device node for a container's /dev: made on the host (in the root's
+/// state dir, a `nodev` tmpfs), cloned as a detached mount of that one
+/// node with devices allowed, attached in the zone at its path.
+struct DeviceNode {
+    destination: PathBuf,
+    tree: OwnedFd,
+}
+
+/// On the host: each device node of the container (the standard ones, then
+/// its spec's `linux.devices`), in `base/devices`, and its clone.
+fn device_nodes(
+    base: &Path,
+    extra: &[rauha_backend::RootDevice],
+) -> Result<Vec<DeviceNode>, BackendError> {
+    let dir = base.join("devices");
+    std::fs::create_dir(&dir).map_err(err(format!("cannot create {}", dir.display())))?;
+    let standard = STANDARD_DEVICES
+        .iter()
+        .map(|(name, major, minor)| rauha_backend::RootDevice {
+            path: Path::new("/dev").join(name),
+            kind: 'c',
+            major: *major,
+            minor: *minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        });
+    let mut nodes = Vec::new();
+    for (i, d) in standard.chain(extra.iter().cloned()).enumerate() {
+        let name = CString::new(i.to_string())
+            .map_err(|_| err(String::new())(io::ErrorKind::InvalidInput.into()))?;
+        let what = format!("device {}", d.path.display());
+        let kind = match d.kind {
+            'b' => libc::S_IFBLK,
+            'p' => libc::S_IFIFO,
+            _ => libc::S_IFCHR,
+        };
+        let node = (|| -> io::Result<OwnedFd> {
+            let parent = OwnedFd::from(std::fs::File::open(&dir)?);
+            // SAFETY: mknodat, fchownat and fchmodat on a dirfd we own, one
+            // component each.
+            unsafe {
+                check(
+                    libc::mknodat(
+                        parent.as_raw_fd(),
+                        name.as_ptr(),
+                        kind | (d.mode & 0o777),
+                        libc::makedev(d.major, d.minor),
+                    )
+                    .into(),
+                )?;
+                check(
+                    libc::fchownat(
+                        parent.as_raw_fd(),
+                        name.as_ptr(),
+                        d.uid,
+                        d.gid,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .into(),
+                )?;
+                check(libc::fchmodat(parent.as_raw_fd(), name.as_ptr(), d.mode & 0o777, 0).into())?;
+            }
+            // The state dir's tmpfs is nodev: the clone allows devices
+            // (this one node), set-id and exec still not.
+            open_tree(
+                parent.as_raw_fd(),
+                &name,
+                0,
+                false,
+                TreeAttrs {
+                    all: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+                    clear: MOUNT_ATTR_NODEV,
+                    top: 0,
+                    propagation: libc::MS_PRIVATE,
+                },
+            )
+        })()
+        .map_err(err(format!("cannot make {what}")))?;
+        nodes.push(DeviceNode {
+            destination: d.path.clone(),
+            tree: node,
+        });
+    }
+    Ok(nodes)
+}
+
+/// A minimal /dev, as in a zone: a `nodev` tmpfs (a node a process makes
+/// there opens nothing, whatever CAP_MKNOD it holds: runc's device cgroup's
+/// part), the container's device nodes bound in one by one, links, shm and
+/// the pts mount point.
+fn fresh_dev(root: &OwnedFd, nodes: &[DeviceNode]) -> io::Result<()> {
     let dev = ensure_in(root, Path::new("/dev"), true)?;
     tmpfs_onto(
         &dev,
-        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         "mode=0755,size=64k",
     )?;
     // Reopen: the fd above is the covered directory, not the new tmpfs.
@@ -312,28 +417,13 @@ fn fresh_dev(root: &OwnedFd) -> io::Result<()> {
         Path::new("/dev"),
         (libc::O_DIRECTORY | libc::O_RDONLY) as u64,
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: mknodat/fchmodat on a dirfd we own, single components.
-        unsafe {
-            check(
-                libc::mknodat(
-                    dev.as_raw_fd(),
-                    n.as_ptr(),
-                    libc::S_IFCHR | 0o666,
-                    libc::makedev(major, minor),
-                )
-                .into(),
-            )?;
-            check(libc::fchmodat(dev.as_raw_fd(), n.as_ptr(), 0o666, 0).into())?;
-        }
+    for node in nodes {
+        let target = ensure_in(root, &node.destination, false).map_err(|e| {
+            io::Error::new(e.kind(), format!("{}: {e}", node.destination.display()))
+        })?;
+        attach(&node.tree, &target).map_err(|e| {
+            io::Error::new(e.kind(), format!("{}: {e}", node.destination.display()))
+        })?;
     }
     for d in ["pts", "shm", "mqueue"] {
         let n = CString::new(d).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -444,6 +534,7 @@ pub fn add(
                 rootfs.display()
             )))?;
         let planned = plan(&base, name, mounts)?;
+        let nodes = device_nodes(&base, &flags.devices)?;
         if flags.own_pid_namespace {
             // For the agent, which starts the root's processes in a PID
             // namespace of its own (container_root::PIDNS_MARK).
@@ -456,7 +547,7 @@ pub fn add(
             std::fs::write(base.join("readonly"), b"")
                 .map_err(err(format!("cannot mark {}", base.display())))?;
         }
-        in_mount_ns(zone_ns, || build(name, &image, &planned, flags)).map_err(err(format!(
+        in_mount_ns(zone_ns, || build(name, &image, &planned, &nodes, flags)).map_err(err(format!(
             "cannot prepare container root {name} in the zone"
         )))
     })();
@@ -530,6 +621,7 @@ fn plan(base: &Path, name: &str, mounts: &[RootMount]) -> Result<Vec<Planned>, B
             // `ro` on an rbind: the top mount only, as runc's.
             let top_only = recursive && !recursive_ro;
             let tree = TreeAttrs {
+                clear: 0,
                 all: if top_only {
                     attrs & !MOUNT_ATTR_RDONLY
                 } else {
@@ -587,6 +679,7 @@ fn build(
     name: &str,
     image: &OwnedFd,
     planned: &[Planned],
+    nodes: &[DeviceNode],
     flags: &rauha_backend::RootFlags,
 ) -> io::Result<()> {
     let at = zone_path(name);
@@ -601,7 +694,7 @@ fn build(
     let root = OwnedFd::from(
         std::fs::File::open(&at).map_err(context(format!("cannot open {}", at.display())))?,
     );
-    fresh_dev(&root).map_err(context("cannot make /dev".into()))?;
+    fresh_dev(&root, nodes).map_err(context("cannot make /dev".into()))?;
     for p in planned {
         let (destination, made) = match p {
             Planned::Bind {

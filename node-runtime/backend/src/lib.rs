@@ -241,6 +241,22 @@ pub struct RootFlags {
     pub readonly_paths: Vec<PathBuf>,
     /// Its processes in a PID namespace of their own, not the zone's.
     pub own_pid_namespace: bool,
+    /// Device nodes its spec gives it (OCI `linux.devices`), beyond the
+    /// standard ones every container's /dev holds.
+    pub devices: Vec<RootDevice>,
+}
+
+/// A device node of a container root: where it appears (under /dev), its
+/// type (`c`, `b` or `p`), numbers, mode and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDevice {
+    pub path: PathBuf,
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A mount of a container root: bind (a host source) or tmpfs.

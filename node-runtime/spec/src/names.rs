@@ -63,6 +63,31 @@ pub const FORBIDDEN_CAPABILITIES: &[&str] = &[
     "CAP_DAC_READ_SEARCH",
 ];
 
+/// Linux's resource limits (`RLIMIT_` names) by number.
+pub const RLIMITS: &[&str] = &[
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+];
+
+/// The number of a resource limit by its OCI name (`RLIMIT_NOFILE`).
+pub fn rlimit_number(name: &str) -> Option<u32> {
+    RLIMITS.iter().position(|n| *n == name).map(|n| n as u32)
+}
+
 /// The number of a capability given by name (`CAP_CHOWN` or `chown`).
 pub fn capability_number(name: &str) -> Option<u32> {
     let upper = name.to_ascii_uppercase();

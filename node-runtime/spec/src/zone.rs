@@ -170,6 +170,22 @@ pub struct ProcessSecurity {
     /// (under `baseline` and `restricted`) or nothing (`privileged`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<crate::seccomp::SeccompProfile>,
+    /// `process.rlimits`: each resource limit the process starts with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+    /// `process.oomScoreAdj` (-1000 to 1000): the kubelet's by QoS class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// A resource limit of a process (`RLIMIT_NOFILE` and its soft and hard
+/// values).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// A user and its groups, as numbers inside the zone.

@@ -137,6 +137,7 @@ impl Service {
                 masked_paths: convert::linux_paths(spec, "maskedPaths"),
                 readonly_paths: convert::linux_paths(spec, "readonlyPaths"),
                 own_pid_namespace: convert::own_pid_namespace(spec),
+                devices: convert::devices(spec),
             })
             .await;
         let added = match added {

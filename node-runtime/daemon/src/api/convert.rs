@@ -99,7 +99,62 @@ fn process_security(
         ambient: s.ambient.clone(),
         no_new_privileges: s.no_new_privileges,
         seccomp,
+        rlimits: s
+            .rlimits
+            .iter()
+            .map(|r| rauha_spec::zone::Rlimit {
+                kind: r.r#type.clone(),
+                soft: r.soft,
+                hard: r.hard,
+            })
+            .collect(),
+        oom_score_adj: s.oom_score_adj,
     })
+}
+
+/// A container root's device nodes, each under /dev, of a device type.
+pub fn root_devices(
+    wire: &[v1::RootDevice],
+) -> Result<Vec<rauha_backend::RootDevice>, DaemonError> {
+    wire.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let field = || format!("devices[{i}]");
+            let path = std::path::PathBuf::from(&d.path);
+            let under_dev = path.strip_prefix("/dev").is_ok_and(|rest| {
+                !rest.as_os_str().is_empty()
+                    && rest
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+            });
+            if !under_dev {
+                return Err(DaemonError::invalid(
+                    field(),
+                    format!("{:?} is not a path under /dev", d.path),
+                ));
+            }
+            let kind = match d.r#type.as_str() {
+                "c" | "u" => 'c',
+                "b" => 'b',
+                "p" => 'p',
+                other => {
+                    return Err(DaemonError::invalid(
+                        field(),
+                        format!("type {other:?} is not a device type (c, b, u or p)"),
+                    ))
+                }
+            };
+            Ok(rauha_backend::RootDevice {
+                path,
+                kind,
+                major: d.major,
+                minor: d.minor,
+                mode: d.file_mode & 0o777,
+                uid: d.uid,
+                gid: d.gid,
+            })
+        })
+        .collect()
 }
 
 /// A container root's wire limits as policy resources (checked by the
@@ -156,6 +211,33 @@ pub fn check(c: &Check) -> v1::Check {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_root_device_is_under_dev_and_of_a_device_type() {
+        let dev = |path: &str, kind: &str| v1::RootDevice {
+            path: path.into(),
+            r#type: kind.into(),
+            major: 1,
+            minor: 3,
+            file_mode: 0o100666,
+            ..Default::default()
+        };
+        let ok = root_devices(&[dev("/dev/given/null", "u")]).expect("valid");
+        assert_eq!((ok[0].kind, ok[0].mode), ('c', 0o666));
+        for (bad, says) in [
+            (dev("/etc/shadow", "c"), "not a path under /dev"),
+            (dev("/dev/../etc/x", "c"), "not a path under /dev"),
+            (dev("/dev", "c"), "not a path under /dev"),
+            (dev("/dev/x", "q"), "not a device type"),
+        ] {
+            let e = root_devices(&[bad]).expect_err(says);
+            assert!(
+                e.to_string().contains(says) && e.to_string().contains("devices[0]"),
+                "{e}"
+            );
+        }
+    }
+
     use super::*;
     use crate::store::ProcessState;
     use uuid::Uuid;

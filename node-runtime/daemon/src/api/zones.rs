@@ -200,6 +200,7 @@ impl Zones for ZonesService {
                     masked_paths: req.masked_paths.iter().map(Into::into).collect(),
                     readonly_paths: req.readonly_paths.iter().map(Into::into).collect(),
                     own_pid_namespace: req.own_pid_namespace,
+                    devices: convert::root_devices(&req.devices)?,
                 },
                 mounts,
                 &convert::root_limits(req.limits.as_ref()),

@@ -121,7 +121,7 @@ impl ZoneRegistry {
             terminal: spec.terminal,
             deadline_ms,
             root: spec.root,
-            security,
+            security: security.map(Box::new),
         };
         // Recorded before the agent starts it: a rauhad killed between the
         // two finds the process again when it adopts the zone (or learns

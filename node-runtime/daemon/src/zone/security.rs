@@ -5,7 +5,7 @@
 use rauha_guest_agent::protocol::{
     SeccompAct, SeccompChoice, SeccompCmp, SeccompCmpOp, SeccompRule, Security,
 };
-use rauha_spec::names::{capability_number, syscall_number, CAPABILITIES};
+use rauha_spec::names::{capability_number, rlimit_number, syscall_number, CAPABILITIES, RLIMITS};
 use rauha_spec::policy::Policy;
 use rauha_spec::seccomp::{SeccompAction, SeccompOp, SeccompProfile, DEFAULT_ERRNO};
 use rauha_spec::zone::ProcessSecurity;
@@ -67,8 +67,36 @@ pub fn for_process(
         None if level.filters_unconfined() => SeccompChoice::Zone,
         None => SeccompChoice::Unconfined,
     };
+    let mut rlimits = Vec::new();
+    for r in &asked.rlimits {
+        let Some(number) = rlimit_number(&r.kind) else {
+            return Err(DaemonError::invalid(
+                "spec.security.rlimits",
+                format!(
+                    "{:?} is not a resource limit ({})",
+                    r.kind,
+                    RLIMITS.join(", ")
+                ),
+            ));
+        };
+        if r.soft > r.hard {
+            return Err(DaemonError::invalid(
+                "spec.security.rlimits",
+                format!("{}: soft {} is above hard {}", r.kind, r.soft, r.hard),
+            ));
+        }
+        rlimits.push((number, r.soft, r.hard));
+    }
+    if let Some(adj) = asked.oom_score_adj.filter(|a| !(-1000..=1000).contains(a)) {
+        return Err(DaemonError::invalid(
+            "spec.security.oom_score_adj",
+            format!("{adj} is outside -1000..1000"),
+        ));
+    }
     let [bounding, effective, permitted, inheritable, ambient] = sets;
     Ok(Some(Security {
+        rlimits,
+        oom_score_adj: asked.oom_score_adj,
         bounding,
         effective,
         permitted,
@@ -155,6 +183,58 @@ mod tests {
             effective: caps.clone(),
             permitted: caps,
             ..ProcessSecurity::default()
+        }
+    }
+
+    #[test]
+    fn resource_limits_and_the_oom_score_go_to_the_agent_by_number() {
+        let asked = ProcessSecurity {
+            rlimits: vec![rauha_spec::zone::Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: 4096,
+            }],
+            oom_score_adj: Some(-997),
+            ..default_caps()
+        };
+        let s = for_process("z", &pod("baseline"), Some(&asked))
+            .expect("valid")
+            .expect("a pod policy");
+        assert_eq!(s.rlimits, vec![(7, 1024, 4096)]);
+        assert_eq!(s.oom_score_adj, Some(-997));
+        for (bad, field) in [
+            (
+                ProcessSecurity {
+                    rlimits: vec![rauha_spec::zone::Rlimit {
+                        kind: "RLIMIT_WHATEVER".into(),
+                        soft: 1,
+                        hard: 1,
+                    }],
+                    ..default_caps()
+                },
+                "RLIMIT_WHATEVER",
+            ),
+            (
+                ProcessSecurity {
+                    rlimits: vec![rauha_spec::zone::Rlimit {
+                        kind: "RLIMIT_NOFILE".into(),
+                        soft: 10,
+                        hard: 1,
+                    }],
+                    ..default_caps()
+                },
+                "soft 10 is above hard 1",
+            ),
+            (
+                ProcessSecurity {
+                    oom_score_adj: Some(5000),
+                    ..default_caps()
+                },
+                "5000",
+            ),
+        ] {
+            let e = for_process("z", &pod("baseline"), Some(&bad)).expect_err(field);
+            assert!(e.to_string().contains(field), "{e}");
         }
     }
 
