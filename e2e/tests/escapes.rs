@@ -317,3 +317,54 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     found >= (major, minor)
 }
+
+/// A zone whose policy grants CAP_MKNOD and runs with the host's users
+/// (`user_namespace = false`): a device node it makes, of the host's disk,
+/// opens nothing. Its /dev is `nodev` and holds the host's six standard
+/// nodes bound in alone; every other writable mount is `nodev` too.
+#[test]
+fn a_device_node_a_task_makes_opens_nothing() {
+    if !ready() {
+        return;
+    }
+    let disk = std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
+        .map(|d| d.trim().to_string())
+        .next()
+        .expect("a block device");
+    let (major, minor) = disk.split_once(':').expect("MAJ:MIN");
+    let dir = std::env::temp_dir().join(format!("rauha-mknod-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let policy = dir.join("mknod.toml");
+    std::fs::write(
+        &policy,
+        "[zone]\nuser_namespace = false\n[capabilities]\nallowed = [\"CAP_MKNOD\"]\n",
+    )
+    .expect("policy");
+    let d = Daemon::start();
+    let out = d.cli(&[
+        "sandbox",
+        "--policy",
+        policy.to_str().expect("utf-8"),
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "for at in /dev /tmp; do mknod $at/disk b {major} {minor} && echo made-$at; \
+             head -c 512 $at/disk >/dev/null 2>&1 && echo READ-$at; done; \
+             head -c 1 /dev/zero | wc -c"
+        ),
+    ]);
+    let result = rauha_e2e::json(&out);
+    let stdout = result["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.contains("made-/dev"),
+        "CAP_MKNOD is in force: {result}"
+    );
+    assert!(!stdout.contains("READ"), "a node it made opened: {result}");
+    assert!(stdout.ends_with("1\n"), "/dev/zero works: {result}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
