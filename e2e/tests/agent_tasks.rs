@@ -369,7 +369,7 @@ fn a_kept_zone_expires_after_its_idle_ttl() {
         "--json",
         "--keep-zone",
         "--ttl",
-        "2s",
+        "4s",
         "--",
         "true",
     ]));
@@ -385,25 +385,27 @@ fn a_kept_zone_expires_after_its_idle_ttl() {
         .cloned()
         .expect("kept zone listed");
     let left = zone["ttl_remaining_ms"].as_u64().expect("time left shown");
-    assert!(left <= 2000 && left > 500, "time left {left}");
+    // (4 s, checked with seconds to spare: the emulated CPU of the VM
+    // suite makes each CLI call slow.)
+    assert!(left <= 4000 && left > 1500, "time left {left}");
     let table = text(&d.cli(&["zone", "list"]).stdout);
     assert!(table.contains("TTL LEFT"), "{table}");
-    while start.elapsed() < Duration::from_millis(1400) {
+    while start.elapsed() < Duration::from_millis(2000) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
         text(&d.cli(&["zone", "list", "--json"]).stdout).contains(&zone_id),
         "still there before its TTL"
     );
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while text(&d.cli(&["zone", "list", "--json"]).stdout).contains(&zone_id) {
         assert!(Instant::now() < deadline, "the zone outlived its TTL");
         std::thread::sleep(Duration::from_millis(100));
     }
     let gone_after = start.elapsed();
     assert!(
-        gone_after < Duration::from_millis(3200),
-        "gone after about 2 s of idleness: {gone_after:?}"
+        gone_after < Duration::from_millis(5500),
+        "gone after about 4 s of idleness: {gone_after:?}"
     );
     assert!(d.zone_cgroups().is_empty());
 }
