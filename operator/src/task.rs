@@ -802,6 +802,10 @@ pub fn task_pod(task: &SandboxTask, name: &str, node: &str, zone: &PodZone) -> R
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
+            // A shared zone is one PID namespace: its tasks see each
+            // other's processes (a container of its own PID namespace,
+            // Kubernetes' default, would not).
+            share_process_namespace: matches!(zone, PodZone::Shared { .. }).then_some(true),
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             containers: vec![Container {
                 name: "task".into(),
@@ -1075,6 +1079,11 @@ mod tests {
         assert_eq!(spec.node_name.as_deref(), Some("node-a"));
         assert_eq!(spec.runtime_class_name.as_deref(), Some("rauha"));
         assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(
+            spec.share_process_namespace,
+            Some(true),
+            "one pid namespace"
+        );
     }
 
     fn task() -> SandboxTask {
