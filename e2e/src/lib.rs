@@ -586,6 +586,20 @@ pub fn json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// A block device of the host, as `(major, minor)` (from /sys/block): what
+/// a workload must not reach through a device node it makes.
+pub fn host_block_device() -> (String, String) {
+    let dev = std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
+        .map(|d| d.trim().to_string())
+        .next()
+        .expect("a block device");
+    let (major, minor) = dev.split_once(':').expect("MAJ:MIN");
+    (major.to_string(), minor.to_string())
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -327,14 +327,7 @@ fn a_device_node_a_task_makes_opens_nothing() {
     if !ready() {
         return;
     }
-    let disk = std::fs::read_dir("/sys/block")
-        .expect("/sys/block")
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
-        .map(|d| d.trim().to_string())
-        .next()
-        .expect("a block device");
-    let (major, minor) = disk.split_once(':').expect("MAJ:MIN");
+    let (major, minor) = rauha_e2e::host_block_device();
     let dir = std::env::temp_dir().join(format!("rauha-mknod-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let policy = dir.join("mknod.toml");

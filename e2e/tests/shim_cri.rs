@@ -1236,14 +1236,7 @@ fn cri_a_privileged_host_pid_pod_sees_the_host_and_ends_only_its_own() {
 #[test]
 fn cri_a_device_node_a_container_makes_opens_nothing() {
     let Some(cri) = start() else { return };
-    let disk = std::fs::read_dir("/sys/block")
-        .expect("/sys/block")
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
-        .map(|d| d.trim().to_string())
-        .next()
-        .expect("a block device");
-    let (major, minor) = disk.split_once(':').expect("MAJ:MIN");
+    let (major, minor) = rauha_e2e::host_block_device();
     let p = cri.pod("mknod");
     // A device the spec gives (CRI's devices, as a device plugin's): it
     // is there and opens.
