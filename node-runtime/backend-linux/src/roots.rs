@@ -340,8 +340,22 @@ fn device_nodes(
             uid: 0,
             gid: 0,
         });
+    // A privileged container's spec lists every host device: those the
+    // standard set has already, `/dev/ptmx` (a link to the container's own
+    // devpts here, as runc makes it) and anything under the mounts /dev
+    // gets (pts, shm, mqueue) are left out.
+    let own = |p: &Path| {
+        STANDARD_DEVICES
+            .iter()
+            .any(|(name, _, _)| p == Path::new("/dev").join(name))
+            || p == Path::new("/dev/ptmx")
+            || ["/dev/pts", "/dev/shm", "/dev/mqueue"]
+                .iter()
+                .any(|m| p.starts_with(m))
+    };
+    let extra = extra.iter().filter(|d| !own(&d.path)).cloned();
     let mut nodes = Vec::new();
-    for (i, d) in standard.chain(extra.iter().cloned()).enumerate() {
+    for (i, d) in standard.chain(extra).enumerate() {
         let name = CString::new(i.to_string())
             .map_err(|_| err(String::new())(io::ErrorKind::InvalidInput.into()))?;
         let what = format!("device {}", d.path.display());
