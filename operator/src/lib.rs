@@ -6,6 +6,7 @@ pub mod crd;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod node;
 pub mod placement;
 pub mod task;
 pub mod zone;

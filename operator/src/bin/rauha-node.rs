@@ -1,0 +1,673 @@
+//! `rauha-node`: the Helm chart's node DaemonSet (docs/kubernetes.md,
+//! "Installing with Helm").
+//!
+//! `rauha-node run` installs the binaries into the host directory mounted
+//! at `--install-dir`, adds the `rauha` handler to containerd's config
+//! (restarting containerd only when the config changed), runs the host's
+//! copy of rauhad in the host's namespaces, and labels the node
+//! `rauha.dev/ready=true` while rauhad answers. On SIGTERM it drops the
+//! label and stops rauhad; when its DaemonSet is gone (helm uninstall) it
+//! also deletes every zone and takes everything it installed away again.
+//!
+//! Everything done on the host goes through `rauha-node host ...`, a child
+//! that enters PID 1's namespaces while single-threaded: this process stays
+//! in its container, where its service account token is.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use rauha_operator::node::{self, containerd};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Rauha's node DaemonSet: installs and runs Rauha on this node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install Rauha on this node, run rauhad and label the node while it answers.
+    Run(Box<RunArgs>),
+    /// In the host's namespaces (PID 1's): a command, or one of the steps
+    /// `run` takes there.
+    Host {
+        #[command(subcommand)]
+        action: HostAction,
+    },
+    /// helm uninstall's check: fails, naming them, while pods of the
+    /// RuntimeClass run.
+    CheckUninstall {
+        #[arg(long, default_value = "rauha")]
+        runtime_class: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Enforcement {
+    Preferred,
+    Required,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// This node's name (the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The namespace and name of the DaemonSet this pod belongs to: when
+    /// it is gone at SIGTERM, Rauha is being uninstalled.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    #[arg(long)]
+    daemonset: String,
+    /// Where the node image's binaries are.
+    #[arg(long, default_value = "/usr/local/bin")]
+    image_bin: PathBuf,
+    /// The host directory Rauha is installed in (mounted at the same path).
+    #[arg(long, default_value = "/opt/rauha")]
+    install_dir: PathBuf,
+    /// containerd's main config file on the host.
+    #[arg(long, default_value = "/etc/containerd/config.toml")]
+    containerd_config: PathBuf,
+    /// A directory the config's imports cover, for a drop-in (containerd 2.x).
+    #[arg(long)]
+    containerd_dropin_dir: Option<PathBuf>,
+    /// The command that restarts containerd on the host (repeat for each word).
+    #[arg(long = "restart-containerd", num_args = 1.., required = true)]
+    restart_containerd: Vec<String>,
+    /// The runtime handler's name.
+    #[arg(long, default_value = "rauha")]
+    handler: String,
+    /// The policy of a pod that names none.
+    #[arg(long, default_value = "baseline")]
+    pod_policy: String,
+    /// rauhad's state directory, socket, cgroup parent and BPF pin directory.
+    #[arg(long, default_value = "/var/lib/rauha")]
+    state_dir: PathBuf,
+    #[arg(long, default_value = "/run/rauha/rauhad.sock")]
+    socket: PathBuf,
+    #[arg(long, default_value = "rauha")]
+    cgroup_parent: String,
+    #[arg(long, default_value = "/sys/fs/bpf/rauha")]
+    bpf_pin_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "preferred")]
+    enforcement: Enforcement,
+}
+
+#[derive(Subcommand)]
+enum HostAction {
+    /// Runs a command (it ends with this process's parent).
+    Exec {
+        #[arg(long)]
+        die_with_parent: bool,
+        #[arg(trailing_var_arg = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Adds the handler to containerd's config; prints `changed` or `unchanged`.
+    AddHandler(HandlerArgs),
+    /// Takes the handler out of containerd's config; prints `changed` or `unchanged`.
+    RemoveHandler(HandlerArgs),
+    /// Removes what rauhad leaves on the host: these paths and the cgroup.
+    Cleanup {
+        #[arg(long)]
+        cgroup_parent: String,
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct HandlerArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    dropin_dir: Option<PathBuf>,
+    #[arg(long)]
+    handler: String,
+    #[arg(long)]
+    install_dir: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        // Before any thread: setns into a mount namespace needs one.
+        Cmd::Host { action } => host(action),
+        Cmd::Run(args) => runtime().block_on(run(*args)),
+        Cmd::CheckUninstall { runtime_class } => {
+            runtime().block_on(check_uninstall(&runtime_class))
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("rauha-node: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tracing_subscriber::fmt().with_target(false).init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+// ---- on the host ----
+
+fn host(action: HostAction) -> anyhow::Result<()> {
+    node::enter_host_namespaces()?;
+    match action {
+        HostAction::Exec {
+            die_with_parent,
+            argv,
+        } => {
+            use std::os::unix::process::CommandExt;
+            if die_with_parent {
+                // SAFETY: prctl with plain integers; it survives the exec.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+            }
+            let e = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+            bail!("cannot run {} on the host: {e}", argv[0])
+        }
+        HostAction::AddHandler(a) => {
+            let h = handler(&a);
+            let text = read_config(&a.config)?;
+            let changed = match containerd::place(&a.config, &text, a.dropin_dir.as_deref(), &h)? {
+                containerd::Placement::DropIn { path, text: dropin } => {
+                    let same =
+                        std::fs::read_to_string(&path).ok().as_deref() == Some(dropin.as_str());
+                    if !same {
+                        node::write_atomically(&path, dropin.as_bytes(), 0o644)?;
+                    }
+                    !same
+                }
+                containerd::Placement::Block { text: ours } => {
+                    let saved = saved_config(&a.install_dir);
+                    if ours == text {
+                        false
+                    } else {
+                        // The original once (a second install keeps the first one's).
+                        if !saved.0.exists() {
+                            node::write_atomically(&saved.0, text.as_bytes(), 0o600)?;
+                        }
+                        node::write_atomically(&saved.1, ours.as_bytes(), 0o600)?;
+                        write_like(&a.config, ours.as_bytes())?;
+                        true
+                    }
+                }
+            };
+            println!("{}", if changed { "changed" } else { "unchanged" });
+            Ok(())
+        }
+        HostAction::RemoveHandler(a) => {
+            let mut changed = false;
+            if let Some(dir) = &a.dropin_dir {
+                let path = dir.join(containerd::DROP_IN);
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    changed = true;
+                }
+            }
+            let text = read_config(&a.config)?;
+            let (original, ours) = saved_config(&a.install_dir);
+            let ours_text = std::fs::read_to_string(&ours).ok();
+            match containerd::removal(&a.config, &text, ours_text.as_deref())? {
+                containerd::Removal::Restore => {
+                    let bytes = std::fs::read(&original).with_context(|| {
+                        format!("the saved original config {}", original.display())
+                    })?;
+                    write_like(&a.config, &bytes)?;
+                    changed = true;
+                }
+                containerd::Removal::Edit(t) => {
+                    write_like(&a.config, t.as_bytes())?;
+                    changed = true;
+                }
+                containerd::Removal::Nothing => {}
+            }
+            let _ = std::fs::remove_file(original);
+            let _ = std::fs::remove_file(ours);
+            println!("{}", if changed { "changed" } else { "unchanged" });
+            Ok(())
+        }
+        HostAction::Cleanup {
+            cgroup_parent,
+            paths,
+        } => {
+            for p in paths {
+                match std::fs::remove_dir_all(&p) {
+                    Ok(()) => eprintln!("rauha-node: removed {}", p.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => bail!("cannot remove {}: {e}", p.display()),
+                }
+            }
+            // The zones' parent cgroup, in each hierarchy (hybrid hosts have several).
+            let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+            if let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup") {
+                roots.extend(dir.flatten().map(|e| e.path()));
+            }
+            for root in roots {
+                let cg = root.join(&cgroup_parent);
+                if cg.is_dir() {
+                    remove_cgroup(&cg);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn handler(a: &HandlerArgs) -> containerd::Handler {
+    containerd::Handler {
+        name: a.handler.clone(),
+        shim: a.install_dir.join("bin/containerd-shim-rauha-v2"),
+        shim_config: a.install_dir.join("etc/shim.toml"),
+    }
+}
+
+/// Where the config's original bytes and Rauha's version of it are kept.
+fn saved_config(install_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = install_dir.join("state");
+    (
+        dir.join("containerd-config.original"),
+        dir.join("containerd-config.rauha"),
+    )
+}
+
+fn read_config(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read containerd's config {} (set node.containerd.config to where it is)",
+            path.display()
+        )
+    })
+}
+
+/// Writes over `path` keeping its mode.
+fn write_like(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777)?;
+    node::write_atomically(path, bytes, mode).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes a cgroup directory tree, deepest first (a cgroup is removed
+/// with rmdir once empty).
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("rauha-node: cannot remove cgroup {}: {e}", dir.display());
+    }
+}
+
+// ---- in the pod ----
+
+/// `rauha-node host ARGS...` as a child of this process.
+fn host_command(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("/proc/self/exe");
+    c.arg("host").args(args);
+    c
+}
+
+/// Runs a host step, returning its stdout; fails with its stderr.
+async fn host_step(args: &[&str]) -> anyhow::Result<String> {
+    let out = host_command(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot start rauha-node host")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+struct NodeSide {
+    args: RunArgs,
+    nodes: Api<Node>,
+}
+
+impl NodeSide {
+    fn bin(&self, name: &str) -> String {
+        self.args
+            .install_dir
+            .join("bin")
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    fn handler_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--config".to_string(),
+            self.args.containerd_config.display().to_string(),
+            "--handler".into(),
+            self.args.handler.clone(),
+            "--install-dir".into(),
+            self.args.install_dir.display().to_string(),
+        ];
+        if let Some(d) = &self.args.containerd_dropin_dir {
+            v.extend(["--dropin-dir".into(), d.display().to_string()]);
+        }
+        v
+    }
+
+    async fn restart_containerd(&self) -> anyhow::Result<()> {
+        let mut args = vec!["exec", "--"];
+        args.extend(self.args.restart_containerd.iter().map(String::as_str));
+        tracing::info!(command = ?self.args.restart_containerd, "restarting containerd");
+        host_step(&args)
+            .await
+            .context("restarting containerd (node.containerd.restartCommand)")?;
+        Ok(())
+    }
+
+    /// `rauha ARGS` against this node's rauhad, on the host.
+    async fn rauha(&self, args: &[&str]) -> anyhow::Result<String> {
+        let rauha = self.bin("rauha");
+        let addr = format!("unix://{}", self.args.socket.display());
+        let mut v = vec!["exec", "--", &rauha, "--addr", &addr];
+        v.extend(args);
+        host_step(&v).await
+    }
+
+    /// The enforcement rauhad reports, once it answers.
+    async fn enforcement(&self) -> anyhow::Result<(String, String)> {
+        let info: serde_json::Value =
+            serde_json::from_str(&self.rauha(&["info", "--json"]).await?)?;
+        let e = &info["enforcement"];
+        Ok((
+            e["label"].as_str().unwrap_or("unknown").to_string(),
+            e["score"].to_string(),
+        ))
+    }
+
+    async fn label(&self, ready: Option<(String, String)>) -> anyhow::Result<()> {
+        let patch = match ready {
+            Some((level, score)) => serde_json::json!({"metadata": {
+                "labels": {node::READY_LABEL: "true"},
+                "annotations": {node::ENFORCEMENT_ANNOTATION: level, node::ENFORCEMENT_SCORE_ANNOTATION: score},
+            }}),
+            None => serde_json::json!({"metadata": {
+                "labels": {node::READY_LABEL: null},
+                "annotations": {node::ENFORCEMENT_ANNOTATION: null, node::ENFORCEMENT_SCORE_ANNOTATION: null},
+            }}),
+        };
+        self.nodes
+            .patch(
+                &self.args.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| format!("labelling node {}", self.args.node_name))?;
+        Ok(())
+    }
+
+    fn install(&self) -> anyhow::Result<()> {
+        let bin = self.args.install_dir.join("bin");
+        for name in node::BINARIES {
+            if node::install_file(&self.args.image_bin.join(name), &bin.join(name), 0o755)
+                .with_context(|| format!("installing {name} into {}", bin.display()))?
+            {
+                tracing::info!("installed {}", bin.join(name).display());
+            }
+        }
+        let config = self.args.install_dir.join("etc/shim.toml");
+        let text = node::shim_config(&self.args.pod_policy);
+        if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
+            node::write_atomically(&config, text.as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_rauhad(&self) -> anyhow::Result<tokio::process::Child> {
+        let a = &self.args;
+        let rauhad = self.bin("rauhad");
+        let enforcement = match a.enforcement {
+            Enforcement::Preferred => "preferred",
+            Enforcement::Required => "required",
+        };
+        let mut c = host_command(&["exec", "--die-with-parent", "--", &rauhad]);
+        c.arg("--root")
+            .arg(&a.state_dir)
+            .arg("--socket")
+            .arg(&a.socket)
+            .args([
+                "--cgroup-parent",
+                &a.cgroup_parent,
+                "--enforcement",
+                enforcement,
+            ])
+            .arg("--bpf-pin-dir")
+            .arg(&a.bpf_pin_dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(false);
+        c.spawn().context("starting rauhad")
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("the API server (in-cluster config)")?;
+    let n = NodeSide {
+        nodes: Api::all(client.clone()),
+        args,
+    };
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client, &n.args.namespace);
+    // A node that was ready before this pod (an upgrade) is not until this rauhad answers.
+    n.label(None).await?;
+    n.install()?;
+    let out = host_step(
+        &[
+            &["add-handler"][..],
+            &n.handler_args()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ]
+        .concat(),
+    )
+    .await
+    .context("adding the rauha handler to containerd's config")?;
+    if out.trim() == "changed" {
+        n.restart_containerd().await?;
+    }
+    let mut rauhad = n.spawn_rauhad()?;
+    let started = Instant::now();
+    let ready = loop {
+        if let Some(status) = rauhad.try_wait()? {
+            bail!("rauhad exited ({status}) before it answered; its log is above");
+        }
+        match n.enforcement().await {
+            Ok(e) => break e,
+            Err(e) if started.elapsed() > Duration::from_secs(60) => {
+                bail!("rauhad does not answer after 60s: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    };
+    tracing::info!(enforcement = %ready.0, score = %ready.1, "rauhad answers; node labelled {}=true", node::READY_LABEL);
+    n.label(Some(ready)).await?;
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut labelled = true;
+    let mut failures = 0;
+    let exited = loop {
+        tokio::select! {
+            status = rauhad.wait() => break Some(status?),
+            _ = term.recv() => break None,
+            _ = tick.tick() => {
+                match n.enforcement().await {
+                    Ok(e) => {
+                        failures = 0;
+                        if !labelled { labelled = n.label(Some(e)).await.is_ok(); }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= 2 && labelled {
+                            tracing::warn!("rauhad does not answer ({e:#}); node unlabelled");
+                            labelled = n.label(None).await.is_err();
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // From here the node is not ready, whatever happens next.
+    if let Err(e) = n.label(None).await {
+        tracing::warn!("{e:#}");
+    }
+    if let Some(status) = exited {
+        bail!("rauhad exited ({status}); the pod restarts it");
+    }
+    let uninstall = match daemonsets.get_opt(&n.args.daemonset).await {
+        Ok(None) => true,
+        Ok(Some(ds)) => ds.metadata.deletion_timestamp.is_some(),
+        Err(e) => {
+            tracing::warn!(
+                "cannot tell whether the DaemonSet is being deleted ({e}); leaving Rauha installed"
+            );
+            false
+        }
+    };
+    if uninstall {
+        tracing::info!("the DaemonSet is gone: removing Rauha from this node");
+        match n.rauha(&["zone", "list", "--json"]).await {
+            Ok(list) => {
+                let zones: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap_or_default();
+                for z in zones.iter().filter_map(|z| z["name"].as_str()) {
+                    match n.rauha(&["zone", "delete", z]).await {
+                        Ok(_) => tracing::info!("deleted zone {z}"),
+                        Err(e) => tracing::warn!("deleting zone {z}: {e:#}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("listing zones: {e:#}"),
+        }
+    }
+    stop(&mut rauhad).await;
+    if uninstall {
+        let out = host_step(
+            &[
+                &["remove-handler"][..],
+                &n.handler_args()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            ]
+            .concat(),
+        )
+        .await
+        .context("taking the rauha handler out of containerd's config")?;
+        if out.trim() == "changed" {
+            n.restart_containerd().await?;
+        }
+        let socket_dir = n.args.socket.parent().map(Path::to_path_buf);
+        let mut paths = vec![
+            n.args.install_dir.join("bin"),
+            n.args.install_dir.join("etc"),
+            n.args.install_dir.join("state"),
+            n.args.state_dir.clone(),
+            n.args.bpf_pin_dir.clone(),
+        ];
+        paths.extend(socket_dir.filter(|d| d != Path::new("/run") && d != Path::new("/")));
+        let mut argv = vec![
+            "cleanup".to_string(),
+            "--cgroup-parent".into(),
+            n.args.cgroup_parent.clone(),
+            "--".into(),
+        ];
+        argv.extend(paths.iter().map(|p| p.display().to_string()));
+        host_step(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        tracing::info!("Rauha is removed from node {}", n.args.node_name);
+    }
+    Ok(())
+}
+
+/// SIGTERM to rauhad, SIGKILL after 20 s.
+async fn stop(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill with plain integers, on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+async fn check_uninstall(runtime_class: &str) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("the API server (in-cluster config)")?;
+    let pods: Api<Pod> = Api::all(client);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .context("listing pods")?;
+    let running: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.runtime_class_name.as_deref())
+                == Some(runtime_class)
+        })
+        .filter(|p| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Pending" | "Running") | None
+            )
+        })
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or(""),
+                p.metadata.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    if running.is_empty() {
+        println!("no pod runs under RuntimeClass {runtime_class}: uninstalling");
+        return Ok(());
+    }
+    let names = running
+        .iter()
+        .take(20)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if running.len() > 20 {
+        format!(" and {} more", running.len() - 20)
+    } else {
+        String::new()
+    };
+    bail!(
+        "refusing to uninstall Rauha: {} pod(s) still run under RuntimeClass {runtime_class}: {names}{more}; \
+         delete them (or their SandboxTasks and Zones) first, or run \
+         `helm upgrade --reuse-values --set uninstall.force=true` to uninstall under them",
+        running.len()
+    )
+}

@@ -1,0 +1,141 @@
+//! `rauha-node`, the node side of the Helm chart: from a DaemonSet pod
+//! (privileged, `hostPID`) it installs Rauha's binaries onto the host,
+//! registers the `rauha` handler with containerd, runs rauhad in the
+//! host's namespaces, labels the node while rauhad answers, and undoes all
+//! of it when the DaemonSet itself is deleted (`helm uninstall`).
+
+pub mod containerd;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The node label the RuntimeClass selects: set while rauhad answers.
+pub const READY_LABEL: &str = "rauha.dev/ready";
+/// The enforcement rauhad reports (`rauha info`), for Zones' status.
+pub const ENFORCEMENT_ANNOTATION: &str = "rauha.dev/enforcement";
+pub const ENFORCEMENT_SCORE_ANNOTATION: &str = "rauha.dev/enforcement-score";
+
+/// The binaries the node image carries and the host gets.
+pub const BINARIES: [&str; 4] = [
+    "rauhad",
+    "rauha",
+    "rauha-guest-agent",
+    "containerd-shim-rauha-v2",
+];
+
+/// Copies `name` from `from` into `to` unless the same bytes are there:
+/// written beside it and renamed over it, so a running shim or rauhad
+/// keeps its old file and a reader never sees half of one. Returns whether
+/// it changed.
+pub fn install_file(from: &Path, to: &Path, mode: u32) -> std::io::Result<bool> {
+    let new = std::fs::read(from)?;
+    if std::fs::read(to).ok().as_deref() == Some(new.as_slice()) {
+        let perms = std::fs::metadata(to)?.permissions();
+        if perms.mode() & 0o7777 == mode {
+            return Ok(false);
+        }
+    }
+    write_atomically(to, &new, mode)?;
+    Ok(true)
+}
+
+/// Writes `bytes` to `to` through a temporary file beside it (fsynced,
+/// then renamed).
+pub fn write_atomically(to: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = to.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.rauha-new"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+/// The shim's configuration file: the pod policy of a pod that names none.
+pub fn shim_config(pod_policy: &str) -> String {
+    format!(
+        "# Written by Rauha's node DaemonSet (the chart's node.podPolicy).\npod_policy = {pod_policy:?}\n"
+    )
+}
+
+/// Enters PID 1's cgroup, IPC, UTS, network and mount namespaces (the
+/// host's, from a `hostPID` pod); the caller must be single-threaded. The
+/// user and PID namespaces are the host's already (no user namespace, and
+/// `hostPID`): they are checked, not entered.
+pub fn enter_host_namespaces() -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    for ns in ["user", "pid"] {
+        let host = std::fs::metadata(format!("/proc/1/ns/{ns}"));
+        let own = std::fs::metadata(format!("/proc/self/ns/{ns}"));
+        match (host, own) {
+            (Ok(h), Ok(o)) if std::os::unix::fs::MetadataExt::ino(&h) == std::os::unix::fs::MetadataExt::ino(&o) => {}
+            _ => anyhow::bail!(
+                "this pod is not in the host's {ns} namespace: the node DaemonSet needs hostPID and no user namespace (hostUsers: true)"
+            ),
+        }
+    }
+    // Open every one first: once in the host's mount namespace, /proc is
+    // the host's (the same PID namespace, so the same paths).
+    let mut files = Vec::new();
+    for ns in ["cgroup", "ipc", "uts", "net", "mnt"] {
+        let f = std::fs::File::open(format!("/proc/1/ns/{ns}")).map_err(|e| {
+            anyhow::anyhow!("cannot open /proc/1/ns/{ns}: {e} (the pod must be privileged)")
+        })?;
+        files.push((ns, f));
+    }
+    for (ns, f) in &files {
+        // SAFETY: setns on a descriptor this function owns.
+        if unsafe { libc::setns(f.as_raw_fd(), 0) } != 0 {
+            anyhow::bail!(
+                "cannot enter the host's {ns} namespace: {} (the pod must be privileged)",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    std::env::set_current_dir("/")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_replaced_only_when_its_bytes_or_mode_differ() {
+        let dir = std::env::temp_dir().join(format!("rauha-node-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (from, to) = (dir.join("from"), dir.join("sub/to"));
+        std::fs::write(&from, b"one").unwrap();
+        assert!(install_file(&from, &to, 0o755).unwrap());
+        assert!(!install_file(&from, &to, 0o755).unwrap());
+        assert!(install_file(&from, &to, 0o700).unwrap());
+        std::fs::write(&from, b"two").unwrap();
+        assert!(install_file(&from, &to, 0o700).unwrap());
+        assert_eq!(std::fs::read(&to).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&to).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["to"], "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_shim_config_names_the_pod_policy_as_toml() {
+        let t: toml::Table = shim_config("restricted").parse().unwrap();
+        assert_eq!(t["pod_policy"].as_str(), Some("restricted"));
+    }
+}
