@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds Rauha's OCI images from this repo's binaries, with no Docker and
 # no network:
-#   rauha-node      rauhad, containerd-shim-rauha-v2 (static), the zone
-#                   agent, the rauha CLI, and a static busybox (sh, nsenter)
-#                   for the node DaemonSet's install steps
+#   rauha-node      rauha-node (the chart's node DaemonSet, which installs
+#                   the others onto the host), rauhad,
+#                   containerd-shim-rauha-v2 (static), the zone agent and
+#                   the rauha CLI; no shell
 #   rauha-operator  the operator, run as uid 65532
 # Each image is one layer: a minimal root holding the binaries (stripped)
 # and the shared libraries they load (from ldd), nothing else. The layer is
@@ -49,19 +50,13 @@ done
     echo "build-images: skopeo not found (needed for --push); run scripts/install-deps.sh" >&2
     exit 1
 }
-busybox=/bin/busybox
-[[ -x $busybox ]] || busybox=/usr/bin/busybox
 linked() { ldd "$1" 2>&1 || true; }  # (ldd fails on a static binary)
-if [[ $(linked "$busybox") != *"not a dynamic executable"* ]]; then
-    echo "build-images: $busybox is not the static busybox; install busybox-static (scripts/install-deps.sh)" >&2
-    exit 1
-fi
 shim="$bin_dir/containerd-shim-rauha-v2"
 if [[ -x $shim && $(linked "$shim") != *"statically linked"* ]]; then
     echo "build-images: $shim is linked dynamically; run scripts/build-shim.sh$([[ $bin_dir == *release* ]] && echo " --release") after cargo build" >&2
     exit 1
 fi
-for b in rauhad rauha rauha-guest-agent containerd-shim-rauha-v2 rauha-operator; do
+for b in rauhad rauha rauha-guest-agent containerd-shim-rauha-v2 rauha-operator rauha-node; do
     [[ -x "$bin_dir/$b" ]] || {
         echo "build-images: $bin_dir/$b is missing; run cargo build --release && scripts/build-shim.sh --release (or give --bin-dir)" >&2
         exit 1
@@ -130,14 +125,9 @@ build() { # name layout
     rm -rf "$root"
     case $name in
         rauha-node)
-            stage_root "$root" "$bin_dir/rauhad" "$bin_dir/rauha" "$bin_dir/rauha-guest-agent" \
-                "$bin_dir/containerd-shim-rauha-v2"
-            mkdir -p "$root/bin"
-            cp "$busybox" "$root/bin/busybox"
-            for applet in sh nsenter cat cp mv rm mkdir sleep test kill; do
-                ln -s busybox "$root/bin/$applet"
-            done
-            pack "$root" "$layout" /usr/local/bin/rauhad 0:0
+            stage_root "$root" "$bin_dir/rauha-node" "$bin_dir/rauhad" "$bin_dir/rauha" \
+                "$bin_dir/rauha-guest-agent" "$bin_dir/containerd-shim-rauha-v2"
+            pack "$root" "$layout" /usr/local/bin/rauha-node 0:0
             ;;
         rauha-operator)
             stage_root "$root" "$bin_dir/rauha-operator"

@@ -18,14 +18,19 @@ render() {
     cat <<'HEAD'
 # Generated from charts/rauha by scripts/render-deploy.sh (helm template,
 # default values, namespace rauha-system): do not edit. The same install as
-# `helm install rauha charts/rauha -n rauha-system --create-namespace`.
+# `helm install rauha charts/rauha -n rauha-system --create-namespace`,
+# without helm uninstall's hook: to remove it, first delete the node
+# DaemonSet in the foreground, so that each node pod takes Rauha off its
+# node while its RBAC still exists:
+#   kubectl -n rauha-system delete daemonset rauha-node --cascade=foreground
+# then `kubectl delete -f` this file.
 apiVersion: v1
 kind: Namespace
 metadata:
   name: rauha-system
 HEAD
     HELM_CACHE_HOME=$home/cache HELM_CONFIG_HOME=$home/config HELM_DATA_HOME=$home/data \
-        "$helm" template rauha charts/rauha --namespace rauha-system
+        "$helm" template rauha charts/rauha --namespace rauha-system --no-hooks
 }
 if [[ ${1:-} == --stdout ]]; then
     render

@@ -68,13 +68,19 @@ pub const SWITCHES: &[&[&str]] = &[
         "operator.replicas=1",
         "operator.podDisruptionBudget.enabled=false",
     ],
-    &[
-        "operator.hostNetwork=true",
-        "operator.apiServer=127.0.0.1:6443",
-    ],
+    &["apiServer=127.0.0.1:6443"],
     &["operator.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000"],
     &["metrics.service.enabled=false"],
     &["runtimeClass.enabled=false"],
+    &["node.enabled=false"],
+    &[
+        "node.enforcement=required",
+        "node.podPolicy=restricted",
+        "node.containerd.dropInDir=",
+    ],
+    &["node.excludeNodes={node-a,node-b}"],
+    &["uninstall.force=true"],
+    &["node.digest=sha256:1111111111111111111111111111111111111111111111111111111111111111"],
     &[
         "image.pullSecrets={regcred}",
         "image.pullPolicy=Always",

@@ -46,6 +46,8 @@ fn the_chart_lints_and_renders_for_each_switch() {
         "Role",
         "RoleBinding",
         "Deployment",
+        "DaemonSet",
+        "Job",
         "PodDisruptionBudget",
         "Service",
         "RuntimeClass",
@@ -80,11 +82,29 @@ fn the_chart_lints_and_renders_for_each_switch() {
                 assert!(!k.iter().any(|x| x == "CustomResourceDefinition"))
             }
             Some("operator.enabled=false") => assert!(!k.iter().any(|x| x == "Deployment")),
-            Some("operator.hostNetwork=true") => {
+            Some("apiServer=127.0.0.1:6443") => {
+                // The operator's pods and the uninstall hook's go to the
+                // node's network (the node pods are there anyway).
+                assert_eq!(out.matches("hostNetwork: true").count(), 3, "{out}");
+                assert_eq!(out.matches("value: \"6443\"").count(), 3, "{out}");
+            }
+            Some("node.enabled=false") => {
+                assert!(!k.iter().any(|x| x == "DaemonSet" || x == "Job"), "{out}")
+            }
+            Some("node.enforcement=required") => {
                 assert!(
-                    out.contains("hostNetwork: true") && out.contains("value: \"6443\""),
+                    out.contains("--enforcement=required")
+                        && out.contains("--pod-policy=restricted")
+                        && !out.contains("--containerd-dropin-dir"),
                     "{out}"
                 )
+            }
+            Some("node.excludeNodes={node-a,node-b}") => {
+                assert!(out.contains("operator: NotIn") && out.contains("- node-b"), "{out}")
+            }
+            Some("uninstall.force=true") => assert!(out.contains("- --force"), "{out}"),
+            Some(d) if d.starts_with("node.digest=") => {
+                assert!(out.contains("rauha/node@sha256:1111"), "{out}")
             }
             Some(d) if d.starts_with("operator.digest=") => {
                 assert!(out.contains("rauha/operator@sha256:0000"), "{out}")
@@ -118,6 +138,11 @@ fn wrong_values_fail_with_the_schemas_message() {
         ("image:\n  pullPolicy: Sometimes\n", "pullPolicy"),
         ("runtimeClass:\n  name: Not_A_Name\n", "name"),
         ("bogus: true\n", "bogus"),
+        ("node:\n  enforcement: strict\n", "enforcement"),
+        ("node:\n  podPolicy: lax\n", "podPolicy"),
+        ("node:\n  installDir: opt/rauha\n", "installDir"),
+        ("node:\n  containerd:\n    restartCommand: []\n", "restartCommand"),
+        ("uninstall:\n  force: \"yes\"\n", "force"),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, values).expect("write values");

@@ -94,24 +94,15 @@ fn the_node_and_operator_images_are_reproducible_and_run() {
     };
     let operator = run("operator", "img-operator", &["rauha-operator", "--version"]);
     assert!(operator.starts_with("rauha-operator "), "{operator}");
-    let node = run(
-        "node",
-        "img-node",
-        &[
-            "/bin/sh",
-            "-c",
-            "rauhad --version && rauha --version && rauha-guest-agent --version \
-             && test -x /usr/local/bin/containerd-shim-rauha-v2 && cat /etc/passwd; \
-             nsenter --help 2>&1",
-        ],
-    );
-    for want in [
-        "rauhad ",
-        "rauha ",
-        "rauha-guest-agent ",
-        "nsenter",
-        "nonroot",
-    ] {
-        assert!(node.contains(want), "{want:?} in the node image: {node}");
+    // Each of the node image's binaries runs; it has no shell.
+    for (i, b) in ["rauha-node", "rauhad", "rauha", "rauha-guest-agent"]
+        .iter()
+        .enumerate()
+    {
+        let out = run("node", &format!("img-node-{i}"), &[b, "--version"]);
+        assert!(out.starts_with(&format!("{b} ")), "{b} --version: {out}");
     }
+    let reference = format!("{}/rauha/node:e2e", reg.host());
+    let shell = ctd.ctr(&["run", "--rm", &reference, "img-node-sh", "/bin/sh", "-c", "true"]);
+    assert!(!shell.status.success(), "the node image has a shell");
 }

@@ -31,3 +31,22 @@ app.kubernetes.io/component: operator
 {{ $root.Values.image.registry }}/{{ $repository }}:{{ $root.Values.image.tag | default $root.Chart.AppVersion }}
 {{- end -}}
 {{- end -}}
+
+{{/* The node DaemonSet's name and selector labels. */}}
+{{- define "rauha.node.fullname" -}}{{ .Release.Name }}-node{{- end -}}
+{{- define "rauha.node.selector" -}}
+app.kubernetes.io/name: {{ include "rauha.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node
+{{- end -}}
+
+{{/* Env of a pod that talks to the API server: where it is, when its
+service address does not reach it (values' apiServer). */}}
+{{- define "rauha.apiServerEnv" -}}
+{{- with .Values.apiServer }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ (splitList ":" .) | first | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ (splitList ":" .) | last | quote }}
+{{- end }}
+{{- end -}}

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use rauha_operator::node::{self, containerd};
 
@@ -45,11 +45,19 @@ enum Cmd {
         #[command(subcommand)]
         action: HostAction,
     },
-    /// helm uninstall's check: fails, naming them, while pods of the
-    /// RuntimeClass run.
-    CheckUninstall {
+    /// helm uninstall's first step: fails, naming them, while pods of the
+    /// RuntimeClass run; then deletes the node DaemonSet in the foreground
+    /// and waits until each node pod has taken Rauha off its node.
+    Uninstall {
         #[arg(long, default_value = "rauha")]
         runtime_class: String,
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        #[arg(long)]
+        daemonset: String,
+        /// Uninstall even under running pods (their zones are deleted).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -143,9 +151,12 @@ fn main() {
         // Before any thread: setns into a mount namespace needs one.
         Cmd::Host { action } => host(action),
         Cmd::Run(args) => runtime().block_on(run(*args)),
-        Cmd::CheckUninstall { runtime_class } => {
-            runtime().block_on(check_uninstall(&runtime_class))
-        }
+        Cmd::Uninstall {
+            runtime_class,
+            namespace,
+            daemonset,
+            force,
+        } => runtime().block_on(uninstall(&runtime_class, &namespace, &daemonset, force)),
     };
     if let Err(e) = result {
         eprintln!("rauha-node: {e:#}");
@@ -617,11 +628,46 @@ async fn stop(child: &mut tokio::process::Child) {
     }
 }
 
-async fn check_uninstall(runtime_class: &str) -> anyhow::Result<()> {
+async fn uninstall(
+    runtime_class: &str,
+    namespace: &str,
+    daemonset: &str,
+    force: bool,
+) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("the API server (in-cluster config)")?;
-    let pods: Api<Pod> = Api::all(client);
+    if !force {
+        refuse_while_pods_run(Api::all(client.clone()), runtime_class).await?;
+    }
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client, namespace);
+    match daemonsets
+        .delete(daemonset, &DeleteParams::foreground())
+        .await
+    {
+        Ok(_) => println!(
+            "deleting DaemonSet {namespace}/{daemonset}: each node pod removes Rauha from its node"
+        ),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e).context(format!("deleting DaemonSet {namespace}/{daemonset}")),
+    }
+    let started = Instant::now();
+    let mut said = Instant::now();
+    while daemonsets.get_opt(daemonset).await?.is_some() {
+        if said.elapsed() > Duration::from_secs(15) {
+            println!(
+                "waiting for the node pods to finish ({}s)",
+                started.elapsed().as_secs()
+            );
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("Rauha is removed from every node");
+    Ok(())
+}
+
+async fn refuse_while_pods_run(pods: Api<Pod>, runtime_class: &str) -> anyhow::Result<()> {
     let list = pods
         .list(&ListParams::default())
         .await
@@ -650,7 +696,7 @@ async fn check_uninstall(runtime_class: &str) -> anyhow::Result<()> {
         })
         .collect();
     if running.is_empty() {
-        println!("no pod runs under RuntimeClass {runtime_class}: uninstalling");
+        println!("no pod runs under RuntimeClass {runtime_class}");
         return Ok(());
     }
     let names = running
