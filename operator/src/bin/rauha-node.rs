@@ -10,7 +10,7 @@
 //! also deletes every zone and takes everything it installed away again.
 //!
 //! Everything done on the host goes through `rauha-node host ...`, a child
-//! that enters PID 1's namespaces while single-threaded: this process stays
+//! that enters the host's namespaces while single-threaded: this process stays
 //! in its container, where its service account token is.
 
 use std::path::{Path, PathBuf};
@@ -39,9 +39,12 @@ struct Cli {
 enum Cmd {
     /// Install Rauha on this node, run rauhad and label the node while it answers.
     Run(Box<RunArgs>),
-    /// In the host's namespaces (PID 1's): a command, or one of the steps
+    /// In the host's namespaces (PID 1's, or the kubelet's): a command, or one of the steps
     /// `run` takes there.
     Host {
+        /// Whose namespaces are the host's: init (PID 1) or kubelet.
+        #[arg(long, env = "RAUHA_HOST_NAMESPACES_OF", default_value = "init")]
+        namespaces_of: String,
         #[command(subcommand)]
         action: HostAction,
     },
@@ -129,6 +132,13 @@ enum HostAction {
     Cleanup {
         #[arg(long)]
         cgroup_parent: String,
+        /// A file to remove (rauhad's socket).
+        #[arg(long)]
+        file: Vec<PathBuf>,
+        /// A directory to remove only when it is empty once the rest is gone.
+        #[arg(long)]
+        if_empty: Vec<PathBuf>,
+        /// Trees to remove, whole.
         paths: Vec<PathBuf>,
     },
 }
@@ -149,7 +159,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         // Before any thread: setns into a mount namespace needs one.
-        Cmd::Host { action } => host(action),
+        Cmd::Host {
+            namespaces_of,
+            action,
+        } => node::host_process(&namespaces_of)
+            .and_then(node::enter_host_namespaces)
+            .and_then(|()| host(action)),
         Cmd::Run(args) => runtime().block_on(run(*args)),
         Cmd::Uninstall {
             runtime_class,
@@ -176,7 +191,6 @@ fn runtime() -> tokio::runtime::Runtime {
 // ---- on the host ----
 
 fn host(action: HostAction) -> anyhow::Result<()> {
-    node::enter_host_namespaces()?;
     match action {
         HostAction::Exec {
             die_with_parent,
@@ -254,6 +268,8 @@ fn host(action: HostAction) -> anyhow::Result<()> {
         }
         HostAction::Cleanup {
             cgroup_parent,
+            file,
+            if_empty,
             paths,
         } => {
             for p in paths {
@@ -261,6 +277,19 @@ fn host(action: HostAction) -> anyhow::Result<()> {
                     Ok(()) => eprintln!("rauha-node: removed {}", p.display()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => bail!("cannot remove {}: {e}", p.display()),
+                }
+            }
+            for f in file {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => eprintln!("rauha-node: removed {}", f.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => bail!("cannot remove {}: {e}", f.display()),
+                }
+            }
+            for d in if_empty {
+                // ENOTEMPTY: something else lives there; it stays.
+                if std::fs::remove_dir(&d).is_ok() {
+                    eprintln!("rauha-node: removed {}", d.display());
                 }
             }
             // The zones' parent cgroup, in each hierarchy (hybrid hosts have several).
@@ -592,22 +621,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         if out.trim() == "changed" {
             n.restart_containerd().await?;
         }
-        let socket_dir = n.args.socket.parent().map(Path::to_path_buf);
-        let mut paths = vec![
-            n.args.install_dir.join("bin"),
-            n.args.install_dir.join("etc"),
-            n.args.install_dir.join("state"),
-            n.args.state_dir.clone(),
-            n.args.bpf_pin_dir.clone(),
-        ];
-        paths.extend(socket_dir.filter(|d| d != Path::new("/run") && d != Path::new("/")));
+        let a = &n.args;
         let mut argv = vec![
             "cleanup".to_string(),
             "--cgroup-parent".into(),
-            n.args.cgroup_parent.clone(),
-            "--".into(),
+            a.cgroup_parent.clone(),
+            "--file".into(),
+            a.socket.display().to_string(),
         ];
-        argv.extend(paths.iter().map(|p| p.display().to_string()));
+        // The socket's directory and the install dir go only when nothing
+        // else is in them (the socket may sit in /run itself).
+        for d in [a.socket.parent(), Some(a.install_dir.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            argv.extend(["--if-empty".into(), d.display().to_string()]);
+        }
+        argv.push("--".into());
+        for p in [
+            a.install_dir.join("bin"),
+            a.install_dir.join("etc"),
+            a.install_dir.join("state"),
+            a.state_dir.clone(),
+            a.bpf_pin_dir.clone(),
+        ] {
+            argv.push(p.display().to_string());
+        }
         host_step(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         tracing::info!("Rauha is removed from node {}", n.args.node_name);
     }

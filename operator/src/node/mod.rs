@@ -67,17 +67,45 @@ pub fn shim_config(pod_policy: &str) -> String {
     )
 }
 
-/// Enters PID 1's cgroup, IPC, UTS, network and mount namespaces (the
-/// host's, from a `hostPID` pod); the caller must be single-threaded. The
-/// user and PID namespaces are the host's already (no user namespace, and
-/// `hostPID`): they are checked, not entered.
-pub fn enter_host_namespaces() -> anyhow::Result<()> {
+/// The process whose namespaces are the host's: `init` (PID 1), or
+/// `kubelet` (the kubelet runs in the host's namespaces on every node; a
+/// host whose init holds capabilities the pod lacks, as a sandbox's init
+/// may, refuses access to PID 1's namespaces).
+pub fn host_process(of: &str) -> anyhow::Result<u32> {
+    match of {
+        "init" => Ok(1),
+        "kubelet" => {
+            let mut pids: Vec<u32> = std::fs::read_dir("/proc")?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|pid: &u32| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim_end() == "kubelet")
+                })
+                .collect();
+            pids.sort();
+            pids.first().copied().ok_or_else(|| {
+                anyhow::anyhow!("no kubelet process is visible (the pod needs hostPID)")
+            })
+        }
+        other => anyhow::bail!("{other:?} is neither init nor kubelet (node.hostNamespacesOf)"),
+    }
+}
+
+/// Enters the cgroup, IPC, UTS, network and mount namespaces of `pid`
+/// (the host's, from a `hostPID` pod); the caller must be single-threaded.
+/// The user and PID namespaces are the host's already (no user namespace,
+/// and `hostPID`): they are checked, not entered.
+pub fn enter_host_namespaces(pid: u32) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
     for ns in ["user", "pid"] {
-        let host = std::fs::metadata(format!("/proc/1/ns/{ns}"));
+        let host = std::fs::metadata(format!("/proc/{pid}/ns/{ns}"));
         let own = std::fs::metadata(format!("/proc/self/ns/{ns}"));
         match (host, own) {
             (Ok(h), Ok(o)) if std::os::unix::fs::MetadataExt::ino(&h) == std::os::unix::fs::MetadataExt::ino(&o) => {}
+            (Err(e), _) => anyhow::bail!(
+                "cannot read /proc/{pid}/ns/{ns}: {e} (the pod must be privileged; where the host's init refuses it, set node.hostNamespacesOf=kubelet)"
+            ),
             _ => anyhow::bail!(
                 "this pod is not in the host's {ns} namespace: the node DaemonSet needs hostPID and no user namespace (hostUsers: true)"
             ),
@@ -87,8 +115,8 @@ pub fn enter_host_namespaces() -> anyhow::Result<()> {
     // the host's (the same PID namespace, so the same paths).
     let mut files = Vec::new();
     for ns in ["cgroup", "ipc", "uts", "net", "mnt"] {
-        let f = std::fs::File::open(format!("/proc/1/ns/{ns}")).map_err(|e| {
-            anyhow::anyhow!("cannot open /proc/1/ns/{ns}: {e} (the pod must be privileged)")
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|e| {
+            anyhow::anyhow!("cannot open /proc/{pid}/ns/{ns}: {e} (the pod must be privileged)")
         })?;
         files.push((ns, f));
     }
