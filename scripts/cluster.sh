@@ -8,16 +8,21 @@
 # Under one state dir ($RAUHA_CLUSTER_DIR, default /var/lib/rauha-cluster):
 # etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager,
 # kube-scheduler and a kubelet (upstream binaries built once per version by
-# scripts/build-kubernetes.sh), a private containerd 2.x with the `rauha`
-# runtime handler and the CNI bridge, a registry on 127.0.0.1 holding
-# rauha/busybox:latest, an nginx stand-in and the pause image, rauhad, and the operator with
-# its CRDs. Everything listens on 127.0.0.1. `up` is idempotent: what runs
+# scripts/build-kubernetes.sh), a private containerd 2.x (under a small
+# supervisor that starts it again when it exits: the chart restarts it) with
+# the CNI bridge, a registry on 127.0.0.1 holding rauha/busybox:latest, an
+# nginx stand-in, the pause image and Rauha's own images
+# (scripts/build-images.sh), and Rauha installed as a user would: with
+# `helm install` of charts/rauha (release rauha, namespace rauha-system),
+# whose node DaemonSet puts the shim and rauhad on this node and the `rauha`
+# handler into containerd's config. Everything listens on 127.0.0.1. `up` is idempotent: what runs
 # already is left alone. Progress goes to stderr; stdout is only the
 # `export` lines (kubectl's PATH, KUBECONFIG, RAUHA_REGISTRY, and RAUHA_ADDR
 # for `rauha` against the node's rauhad). A non-root user prefixes sudo.
 #
-# RAUHA_BIN_DIR: where rauhad, the shim and the operator are (default:
-# target/release, built with cargo build --release when missing).
+# RAUHA_BIN_DIR: where rauhad, the shim (static) and the operator are
+# (default: target/release, built with cargo build --release and
+# scripts/build-shim.sh --release when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -25,6 +30,8 @@ dir=${RAUHA_CLUSTER_DIR:-/var/lib/rauha-cluster}
 bin=${RAUHA_BIN_DIR:-$repo/target/release}
 kube=$repo/target/tools/kubernetes
 ctrd=$repo/target/tools/containerd2
+release=rauha
+namespace=rauha-system
 node=$(hostname)
 # Subnets that overlap no host route (checked at `up`).
 pod_subnet=${RAUHA_CLUSTER_POD_SUBNET:-10.244.0.0/24}
@@ -150,12 +157,19 @@ up() {
     command -v etcd >/dev/null || die "etcd is missing: scripts/install-deps.sh installs it"
     scripts/build-kubernetes.sh >&2
     scripts/build-containerd2.sh >&2
-    if [[ ! -x "$bin/rauhad" || ! -x "$bin/rauha-operator" || ! -x "$bin/containerd-shim-rauha-v2" ]]; then
-        [[ -z "${RAUHA_BIN_DIR:-}" ]] || die "$bin has no rauhad, rauha-operator or containerd-shim-rauha-v2; build them"
-        say "building Rauha (cargo build --release)"
+    scripts/build-helm.sh >&2
+    local b missing=""
+    for b in rauhad rauha rauha-guest-agent rauha-node rauha-operator containerd-shim-rauha-v2; do
+        [[ -x "$bin/$b" ]] || missing+=" $b"
+    done
+    if [[ -n $missing ]] || ! ldd "$bin/containerd-shim-rauha-v2" 2>&1 | grep -q "statically linked"; then
+        [[ -z "${RAUHA_BIN_DIR:-}" ]] ||
+            die "$bin lacks${missing:- a static containerd-shim-rauha-v2}; run cargo build --bins and scripts/build-shim.sh"
+        say "building Rauha (cargo build --release, scripts/build-shim.sh --release)"
         cargo build --release --bins >&2
+        scripts/build-shim.sh --release >&2
     fi
-    mkdir -p "$dir"/{run,logs,pki,etcd,registry,containerd,cni/net.d,kubelet,pod-logs,rauha}
+    mkdir -p "$dir"/{run,logs,pki,etcd,registry,containerd,cni/net.d,kubelet,pod-logs,helm}
     chmod 700 "$dir"
     host_state
 
@@ -195,6 +209,7 @@ up() {
         --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
         --service-cluster-ip-range "$service_range" \
         --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+        --allow-privileged=true \
         --client-ca-file "$dir/pki/ca.crt" --requestheader-client-ca-file "$dir/pki/front-proxy-ca.crt" \
         --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
         --kubelet-client-certificate "$dir/pki/apiserver-kubelet-client.crt" \
@@ -237,14 +252,30 @@ EOF
     scripts/push-busybox-image.py --add "$dir/web_server:/usr/sbin/nginx:755" \
         "$registry" rauha/nginx:stand-in /usr/sbin/nginx -p 80 -f /var/run/nginx.pid >/dev/null
 
-    # rauhad, then containerd with the `rauha` handler.
-    start rauhad "$bin/rauhad" --root "$dir/rauha" --socket "$dir/rauhad.sock" \
-        --cgroup-parent "$cgroup_parent" --bpf-pin-dir "$pin_dir"
-    wait_for rauhad 20 test -S "$dir/rauhad.sock"
-    write_containerd_config "$registry"
-    # containerd 2.x's own runc shim (for runc's handler) before Debian's.
-    start containerd env PATH="$bin:$ctrd:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        RAUHA_ADDR="unix://$dir/rauhad.sock" "$ctrd/containerd" --config "$dir/containerd/config.toml"
+    # Rauha's images, pinned by digest in the chart's values below.
+    local images node_digest operator_digest
+    images=$(scripts/build-images.sh --bin-dir "$bin" --out "$dir/images" --tag cluster --push "$registry")
+    node_digest=$(awk '$1 == "rauha-node" {print $3}' <<<"$images")
+    operator_digest=$(awk '$1 == "rauha-operator" {print $3}' <<<"$images")
+
+    # containerd, without Rauha: the chart adds its handler (and restarts
+    # containerd through $dir/restart-containerd). Written once: the chart
+    # edits it.
+    [[ -s "$dir/containerd/config.toml" ]] || write_containerd_config "$registry"
+    write_containerd_restart
+    # containerd 2.x's own runc shim (for runc's handler) before Debian's;
+    # RAUHA_ADDR: where the chart's rauhad listens (node.socket).
+    start containerd env PATH="$ctrd:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        RAUHA_ADDR="unix://$dir/rauhad.sock" bash -c '
+            pidfile=$1; shift
+            trap '"'"'kill $(cat "$pidfile") 2>/dev/null; exit 0'"'"' TERM INT
+            while :; do
+                "$@" &
+                echo $! >"$pidfile"
+                wait $!
+                sleep 0.2
+            done' supervise "$dir/run/containerd-daemon.pid" \
+        "$ctrd/containerd" --config "$dir/containerd/config.toml"
     wait_for containerd 30 "$ctrd/ctr" --address "$dir/containerd/containerd.sock" version
 
     write_kubelet_config
@@ -252,32 +283,91 @@ EOF
         --kubeconfig "$dir/pki/node.kubeconfig" --root-dir "$dir/kubelet/root" \
         --hostname-override "$node" --v 1
     wait_for kubelet 60 sh -c "'$kube/kubectl' --kubeconfig '$dir/pki/admin.kubeconfig' get node '$node' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
-    kubectl apply -f deploy/kubernetes/runtimeclass.yaml >&2
-    kubectl label node "$node" rauha.dev/ready=true --overwrite >&2
-    # The enforcement this node's rauhad applies, for Zones' status.
-    local info level score
-    info=$("$bin/rauha" --addr "unix://$dir/rauhad.sock" info --json)
-    level=$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["enforcement"]["label"])')
-    score=$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["enforcement"]["score"])')
-    kubectl annotate node "$node" --overwrite rauha.dev/enforcement="$level" \
-        rauha.dev/enforcement-score="$score" >&2
 
-    # The operator: its CRDs, its RBAC identity, then the process.
-    kubectl apply -f crds/ >&2
-    kubectl apply -f deploy/kubernetes/operator-rbac.yaml >&2
-    kubectl create clusterrolebinding rauha-operator-user --clusterrole rauha-operator \
+    # Rauha, through its chart: the node DaemonSet (the shim and rauhad on
+    # this node, the handler in containerd's config, the ready label once
+    # rauhad answers), the CRDs, the operator and the RuntimeClass.
+    write_values "$registry" "$node_digest" "$operator_digest"
+    say "helm upgrade --install $release charts/rauha -n $namespace -f $dir/values.yaml"
+    helm upgrade --install "$release" charts/rauha --namespace "$namespace" --create-namespace \
+        -f "$dir/values.yaml" --wait --timeout 5m >&2
+    wait_for containerd 60 sh -c "'$kube/kubectl' --kubeconfig '$dir/pki/admin.kubeconfig' get node '$node' -o jsonpath='{.metadata.labels.rauha\.dev/ready}' | grep -qx true"
+    # The operator's identity for a second replica started by hand (the
+    # operator kill test's standby): the chart's roles, bound to the
+    # client certificate's user.
+    kubectl create clusterrolebinding rauha-operator-user --clusterrole "$release-operator" \
         --user rauha-operator --dry-run=client -o yaml | kubectl apply -f - >&2
-    kubectl create rolebinding rauha-operator-lease -n default --role rauha-operator-lease \
+    kubectl create rolebinding rauha-operator-user -n "$namespace" --role "$release-operator-lease" \
         --user rauha-operator --dry-run=client -o yaml | kubectl apply -f - >&2
-    start operator "$bin/rauha-operator" --kubeconfig "$dir/pki/operator.kubeconfig" \
-        --metrics-address 127.0.0.1:18080 --zone-holder-image "$registry/rauha/pause:latest"
-    wait_for operator 30 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:18080/readyz')"
 
     say "up: node $node Ready; kubectl, RAUHA_REGISTRY and KUBECONFIG below"
     echo "export PATH=$kube:\$PATH"
     echo "export RAUHA_REGISTRY=$registry"
     echo "export KUBECONFIG=$dir/pki/admin.kubeconfig"
     echo "export RAUHA_ADDR=unix://$dir/rauhad.sock"
+}
+
+helm() {
+    HELM_CACHE_HOME=$dir/helm/cache HELM_CONFIG_HOME=$dir/helm/config HELM_DATA_HOME=$dir/helm/data \
+        "$repo/target/tools/helm" --kubeconfig "$dir/pki/admin.kubeconfig" "$@"
+}
+
+# The chart's values for this cluster ($dir/values.yaml, which the chart's
+# install test reuses): images from the local registry by digest, the API
+# server's address (no service proxy here), one operator replica, and every
+# path of Rauha's on the node under $dir.
+write_values() {
+    local registry=$1 node_digest=$2 operator_digest=$3
+    cat >"$dir/values.yaml" <<EOF
+image:
+  registry: $registry
+  tag: cluster
+apiServer: 127.0.0.1:$api_port
+operator:
+  replicas: 1
+  digest: $operator_digest
+  zoneHolderImage: $registry/rauha/pause:latest
+  metricsPort: 18080
+  podDisruptionBudget: {enabled: false}
+node:
+  digest: $node_digest
+  # This machine's init refuses a pod access to its namespaces.
+  hostNamespacesOf: kubelet
+  installDir: $dir/opt/rauha
+  stateDir: $dir/rauha
+  socket: $dir/rauhad.sock
+  cgroupParent: $cgroup_parent
+  bpfPinDir: $pin_dir
+  terminationGracePeriodSeconds: 60
+  containerd:
+    config: $dir/containerd/config.toml
+    dropInDir: ""
+    restartCommand: [$dir/restart-containerd]
+EOF
+}
+
+# The chart's node.containerd.restartCommand here: the supervisor starts
+# containerd again once it exits; this waits until the new one answers.
+write_containerd_restart() {
+    cat >"$dir/restart-containerd" <<EOF
+#!/bin/sh
+pidfile=$dir/run/containerd-daemon.pid
+old=\$(cat "\$pidfile")
+kill "\$old"
+i=0
+while [ \$i -lt 300 ]; do
+    new=\$(cat "\$pidfile" 2>/dev/null)
+    if [ -n "\$new" ] && [ "\$new" != "\$old" ] &&
+        "$ctrd/ctr" --address "$dir/containerd/containerd.sock" version >/dev/null 2>&1; then
+        exit 0
+    fi
+    sleep 0.1
+    i=\$((i + 1))
+done
+echo "containerd did not answer within 30s of its restart; see $dir/logs/containerd.log" >&2
+exit 1
+EOF
+    chmod 755 "$dir/restart-containerd"
 }
 
 write_containerd_config() {
@@ -331,8 +421,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   [plugins.'io.containerd.grpc.v1.cri']
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
-
-$(sed '/^version/d; /^#/d' deploy/containerd/config-v3.toml)
 EOF
 }
 
@@ -384,19 +472,19 @@ host_state() {
 down() {
     [[ $(id -u) == 0 ]] || die "run as root (a non-root user prefixes sudo)"
     [[ -d "$dir" ]] || { say "nothing to remove ($dir does not exist)"; return 0; }
-    for p in operator kube-scheduler kube-controller-manager kubelet; do stop "$p"; done
-    # Containers and their shims (runc's and Rauha's) of this containerd.
-    stop containerd
-    pkill -9 -f "containerd-shim.*$dir/containerd" 2>/dev/null || true
-    if running rauhad; then
-        for z in $(RAUHA_ADDR="unix://$dir/rauhad.sock" "$bin/rauha" zone list --json 2>/dev/null |
+    # Zones first, while the chart's rauhad still answers.
+    local rauha=$bin/rauha
+    [[ -x $rauha ]] || rauha=$dir/opt/rauha/bin/rauha
+    if [[ -S "$dir/rauhad.sock" && -x $rauha ]]; then
+        for z in $(RAUHA_ADDR="unix://$dir/rauhad.sock" timeout 10 "$rauha" zone list --json 2>/dev/null |
             python3 -c 'import json,sys; [print(z["name"]) for z in json.load(sys.stdin)]' 2>/dev/null); do
-            RAUHA_ADDR="unix://$dir/rauhad.sock" "$bin/rauha" zone delete "$z" >/dev/null 2>&1 || true
+            RAUHA_ADDR="unix://$dir/rauhad.sock" timeout 20 "$rauha" zone delete "$z" >/dev/null 2>&1 || true
         done
     fi
-    stop rauhad
-    # rauhad's shim keeper starts a killed shim again while rauhad runs:
-    # those it started before it stopped go now.
+    for p in kube-scheduler kube-controller-manager kubelet; do stop "$p"; done
+    # Containers and their shims (runc's and Rauha's) of this containerd.
+    stop containerd
+    p=$(cat "$dir/run/containerd-daemon.pid" 2>/dev/null) && kill -9 "$p" 2>/dev/null || true
     pkill -9 -f "containerd-shim.*$dir/containerd" 2>/dev/null || true
     for p in registry kube-apiserver etcd; do stop "$p"; done
     # Whatever still runs in the pods' cgroups (runc containers), then the
@@ -409,6 +497,9 @@ down() {
             find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
         done
     done
+    # rauhad (the node pod's, gone with the pods' cgroups) had its shim
+    # keeper start killed shims again: those go now.
+    pkill -9 -f "containerd-shim.*$dir/containerd" 2>/dev/null || true
     # Mounts under the state dir (containerd's rootfs, netns, kubelet's
     # volumes), deepest first.
     { grep -o " $dir/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do
@@ -440,10 +531,13 @@ down() {
 }
 
 status() {
-    for p in etcd kube-apiserver kube-controller-manager kube-scheduler registry rauhad containerd kubelet operator; do
+    for p in etcd kube-apiserver kube-controller-manager kube-scheduler registry containerd kubelet; do
         if running "$p"; then echo "$p: running (pid $(cat "$(pidfile "$p")"))"; else echo "$p: not running"; fi
     done
-    if running kube-apiserver; then kubectl get nodes -o wide 2>&1 || true; fi
+    if running kube-apiserver; then
+        kubectl get nodes -L rauha.dev/ready 2>&1 || true
+        kubectl get pods -n "$namespace" -o wide 2>&1 || true
+    fi
 }
 
 case "${1:-}" in

@@ -103,6 +103,14 @@ fn the_node_and_operator_images_are_reproducible_and_run() {
         assert!(out.starts_with(&format!("{b} ")), "{b} --version: {out}");
     }
     let reference = format!("{}/rauha/node:e2e", reg.host());
-    let shell = ctd.ctr(&["run", "--rm", &reference, "img-node-sh", "/bin/sh", "-c", "true"]);
+    let shell = ctd.ctr(&[
+        "run",
+        "--rm",
+        &reference,
+        "img-node-sh",
+        "/bin/sh",
+        "-c",
+        "true",
+    ]);
     assert!(!shell.status.success(), "the node image has a shell");
 }

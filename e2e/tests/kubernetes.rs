@@ -478,6 +478,9 @@ fn k8s_twenty_tasks_at_once_each_end_with_their_own_result() {
 }
 
 /// The cluster's state dir (scripts/cluster.sh), from KUBECONFIG.
+/// The chart's release namespace (scripts/cluster.sh installs it there).
+const NAMESPACE: &str = "rauha-system";
+
 fn cluster_dir() -> std::path::PathBuf {
     std::path::Path::new(&std::env::var("KUBECONFIG").expect("KUBECONFIG"))
         .ancestors()
@@ -535,19 +538,28 @@ fn k8s_a_task_in_a_strict_zone_cannot_write_outside_its_paths() {
     }
 }
 
-/// kill -9 of the operator while tasks run, then a restart: every task
-/// ends with its own result and has exactly one pod. A second replica
-/// waits while the first holds the lease, and takes over once it is gone.
+/// The pid of the chart's operator (its pod's process, seen from the
+/// host).
+fn operator_pid() -> i32 {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"/usr/local/bin/rauha-operator\0"))
+        })
+        .expect("the operator's process (the chart's Deployment)")
+}
+
+/// kill -9 of the operator's process while tasks run (the kubelet starts
+/// it again, and it resumes its own lease): every task ends with its own
+/// result and has exactly one pod. A second replica waits while the first
+/// holds the lease, and takes over once the Deployment is scaled to none.
 #[test]
 fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     let Some(registry) = cluster() else { return };
     let dir = cluster_dir();
-    let leader = || {
-        std::fs::read_to_string(dir.join("run/operator.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .expect("the operator's pid (cluster.sh)")
-    };
     let prefix = unique("survives");
     let names: Vec<String> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
     for (i, n) in names.iter().enumerate() {
@@ -560,9 +572,9 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     }
     std::thread::sleep(Duration::from_millis(700));
     // SAFETY: kill with plain integers.
-    unsafe { libc::kill(leader(), libc::SIGKILL) };
+    unsafe { libc::kill(operator_pid(), libc::SIGKILL) };
     // A standby, started while the killed leader's lease has not expired:
-    // it must wait, then take over.
+    // it must wait.
     let mut standby = Command::new(rauha_e2e::bin_dir().join("rauha-operator"))
         .args(["--kubeconfig"])
         .arg(dir.join("pki/operator.kubeconfig"))
@@ -571,6 +583,8 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
             "127.0.0.1:18081",
             "--identity",
             "e2e-standby",
+            "--lease-namespace",
+            NAMESPACE,
             "--zone-holder-image",
             &format!("{registry}/rauha/pause:latest"),
         ])
@@ -612,24 +626,53 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
         "lease",
         "rauha-operator",
         "-n",
-        "default",
+        NAMESPACE,
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);
-    assert_eq!(holder, "e2e-standby", "the standby took the lease over");
-    // The cluster's own operator comes back (cluster.sh up starts what is
-    // not running) and waits as the standby now.
-    let out = Command::new("scripts/cluster.sh")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .arg("up")
-        .env("RAUHA_BIN_DIR", rauha_e2e::bin_dir())
-        .output()
-        .expect("cluster.sh up");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ne!(holder, "e2e-standby", "the standby waited: {holder}");
+    // The chart's operator goes (scaled to none, back to one at the end
+    // even when this test fails): the standby takes over.
+    struct Scale;
+    impl Drop for Scale {
+        fn drop(&mut self) {
+            let _ = kubectl(&[
+                "scale",
+                "deployment/rauha-operator",
+                "-n",
+                NAMESPACE,
+                "--replicas=1",
+            ]);
+        }
+    }
+    kubectl_ok(&[
+        "scale",
+        "deployment/rauha-operator",
+        "-n",
+        NAMESPACE,
+        "--replicas=0",
+    ]);
+    let scaled = Scale;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let holder = kubectl_ok(&[
+            "get",
+            "lease",
+            "rauha-operator",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        if holder == "e2e-standby" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take the lease over from {holder}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let n = unique("after");
     apply_ok(&task(
         &n,
@@ -639,7 +682,17 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     ));
     let t = wait_task(&n, Duration::from_secs(60), |t| phase(t) == "Succeeded");
     assert_eq!(t["status"]["result"]["stdout"], "after\n");
-    // The standby goes; the cluster's operator takes the lease again.
+    // The chart's operator is back and the standby goes: it takes the
+    // lease again.
+    drop(scaled);
+    kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/rauha-operator",
+        "-n",
+        NAMESPACE,
+        "--timeout=120s",
+    ]);
     drop(standby);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -648,7 +701,7 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
             "lease",
             "rauha-operator",
             "-n",
-            "default",
+            NAMESPACE,
             "-o",
             "jsonpath={.spec.holderIdentity}",
         ]);

@@ -180,7 +180,12 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tracing_subscriber::fmt().with_target(false).init();
+    use std::io::IsTerminal;
+    // Pod logs: plain text, no colour codes.
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
