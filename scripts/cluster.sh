@@ -261,7 +261,11 @@ EOF
     # containerd, without Rauha: the chart adds its handler (and restarts
     # containerd through $dir/restart-containerd). Written once: the chart
     # edits it.
-    [[ -s "$dir/containerd/config.toml" ]] || write_containerd_config "$registry"
+    if [[ ! -s "$dir/containerd/config.toml" ]]; then
+        write_containerd_config "$registry"
+        # What helm uninstall must give back, byte for byte (the chart's test).
+        cp "$dir/containerd/config.toml" "$dir/containerd/config.toml.before-rauha"
+    fi
     write_containerd_restart
     # containerd 2.x's own runc shim (for runc's handler) before Debian's;
     # RAUHA_ADDR: where the chart's rauhad listens (node.socket).
@@ -490,7 +494,7 @@ down() {
     # Whatever still runs in the pods' cgroups (runc containers), then the
     # cgroups themselves, deepest first, in every hierarchy.
     for root in /sys/fs/cgroup /sys/fs/cgroup/*; do
-        for cg in "$root/kubepods" "$root/$cgroup_parent"; do
+        for cg in "$root/kubepods" "$root/$cgroup_parent" "$root/$cgroup_parent-daemon"; do
             [[ -d "$cg" ]] || continue
             find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
             sleep 0.2

@@ -64,6 +64,8 @@ trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -f "$log"' EXIT
 cluster_env=$(RAUHA_BIN_DIR="$PWD/target/debug" scripts/cluster.sh up)
 eval "$cluster_env"
 cargo test -p rauha-e2e --test kubernetes -- --test-threads=1 2>&1 | tee -a "$log"
+# Last on that cluster: helm uninstall, install and upgrade of the chart.
+cargo test -p rauha-e2e --test helm_install -- --test-threads=1 2>&1 | tee -a "$log"
 scripts/cluster.sh down
 stage "kill -9 cycles"
 cargo test -p rauha-e2e --test kill_cycles -- --test-threads=1 --nocapture 2>&1 | tee -a "$log"

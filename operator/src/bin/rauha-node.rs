@@ -121,6 +121,9 @@ enum HostAction {
     Exec {
         #[arg(long)]
         die_with_parent: bool,
+        /// Run it in this cgroup (from each hierarchy's root), out of the pod's.
+        #[arg(long)]
+        cgroup: Option<String>,
         #[arg(trailing_var_arg = true, required = true)]
         argv: Vec<String>,
     },
@@ -199,9 +202,13 @@ fn host(action: HostAction) -> anyhow::Result<()> {
     match action {
         HostAction::Exec {
             die_with_parent,
+            cgroup,
             argv,
         } => {
             use std::os::unix::process::CommandExt;
+            if let Some(cg) = cgroup {
+                node::move_to_cgroup(Path::new("/sys/fs/cgroup"), &cg)?;
+            }
             if die_with_parent {
                 // SAFETY: prctl with plain integers; it survives the exec.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
@@ -297,15 +304,14 @@ fn host(action: HostAction) -> anyhow::Result<()> {
                     eprintln!("rauha-node: removed {}", d.display());
                 }
             }
-            // The zones' parent cgroup, in each hierarchy (hybrid hosts have several).
-            let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-            if let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup") {
-                roots.extend(dir.flatten().map(|e| e.path()));
-            }
-            for root in roots {
-                let cg = root.join(&cgroup_parent);
-                if cg.is_dir() {
-                    remove_cgroup(&cg);
+            // The zones' parent cgroup and rauhad's own, in each hierarchy
+            // (hybrid hosts have several).
+            for h in node::hierarchies(Path::new("/sys/fs/cgroup")) {
+                for name in [cgroup_parent.clone(), node::daemon_cgroup(&cgroup_parent)] {
+                    let cg = h.join(name.trim_start_matches('/'));
+                    if cg.is_dir() {
+                        remove_cgroup(&cg);
+                    }
                 }
             }
             Ok(())
@@ -489,7 +495,15 @@ impl NodeSide {
             Enforcement::Preferred => "preferred",
             Enforcement::Required => "required",
         };
-        let mut c = host_command(&["exec", "--die-with-parent", "--", &rauhad]);
+        let cgroup = node::daemon_cgroup(&a.cgroup_parent);
+        let mut c = host_command(&[
+            "exec",
+            "--die-with-parent",
+            "--cgroup",
+            &cgroup,
+            "--",
+            &rauhad,
+        ]);
         c.arg("--root")
             .arg(&a.state_dir)
             .arg("--socket")
@@ -681,10 +695,21 @@ async fn uninstall(
     let client = Client::try_default()
         .await
         .context("the API server (in-cluster config)")?;
-    if !force {
-        refuse_while_pods_run(Api::all(client.clone()), runtime_class).await?;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    // Forced by the value, or afterwards by an annotation on the DaemonSet
+    // (a refused uninstall leaves the release unable to take an upgrade).
+    let annotated = daemonsets
+        .get_opt(daemonset)
+        .await
+        .context("reading the node DaemonSet")?
+        .and_then(|ds| ds.metadata.annotations)
+        .is_some_and(|a| a.get(FORCE_ANNOTATION).map(String::as_str) == Some("true"));
+    if !(force || annotated) {
+        let hint = format!(
+            "kubectl -n {namespace} annotate daemonset {daemonset} {FORCE_ANNOTATION}=true"
+        );
+        refuse_while_pods_run(Api::all(client), runtime_class, &hint).await?;
     }
-    let daemonsets: Api<DaemonSet> = Api::namespaced(client, namespace);
     match daemonsets
         .delete(daemonset, &DeleteParams::foreground())
         .await
@@ -711,7 +736,15 @@ async fn uninstall(
     Ok(())
 }
 
-async fn refuse_while_pods_run(pods: Api<Pod>, runtime_class: &str) -> anyhow::Result<()> {
+/// The annotation on the node DaemonSet that lets helm uninstall go on
+/// under running pods.
+const FORCE_ANNOTATION: &str = "rauha.dev/force-uninstall";
+
+async fn refuse_while_pods_run(
+    pods: Api<Pod>,
+    runtime_class: &str,
+    force_hint: &str,
+) -> anyhow::Result<()> {
     let list = pods
         .list(&ListParams::default())
         .await
@@ -756,8 +789,8 @@ async fn refuse_while_pods_run(pods: Api<Pod>, runtime_class: &str) -> anyhow::R
     };
     bail!(
         "refusing to uninstall Rauha: {} pod(s) still run under RuntimeClass {runtime_class}: {names}{more}; \
-         delete them (or their SandboxTasks and Zones) first, or run \
-         `helm upgrade --reuse-values --set uninstall.force=true` to uninstall under them",
+         delete them (or their SandboxTasks and Zones) and run helm uninstall again, or, to \
+         uninstall under them (their zones are deleted), `{force_hint}` first",
         running.len()
     )
 }

@@ -133,6 +133,60 @@ pub fn enter_host_namespaces(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cgroup rauhad runs in, beside its zones' parent: out of the node
+/// pod's cgroups, so that stopping the pod (which kills what is left in
+/// its cgroups, a `hostPID` container having no PID namespace to end)
+/// leaves the zones' agents alone, as a host service's would be.
+pub fn daemon_cgroup(cgroup_parent: &str) -> String {
+    format!("{}-daemon", cgroup_parent.trim_end_matches('/'))
+}
+
+/// The cgroup hierarchies under `root`: `root` itself on a pure cgroup v2
+/// host, else each mounted hierarchy below it (v1 controllers, the named
+/// systemd one, and the unified one of a hybrid host).
+pub fn hierarchies(root: &Path) -> Vec<std::path::PathBuf> {
+    if root.join("cgroup.procs").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .filter(|p| p.join("cgroup.procs").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Moves this process into cgroup `path` (relative to each hierarchy's
+/// root) in every hierarchy, making it where missing (a v1 cpuset cgroup
+/// gets its parent's CPUs and memory nodes first, or it takes no task).
+pub fn move_to_cgroup(root: &Path, path: &str) -> anyhow::Result<()> {
+    for h in hierarchies(root) {
+        let cg = h.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&cg)
+            .map_err(|e| anyhow::anyhow!("cannot make cgroup {}: {e}", cg.display()))?;
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let own = std::fs::read_to_string(cg.join(f)).unwrap_or_default();
+            if cg.join(f).exists()
+                && own.trim().is_empty()
+                && !h.join("cgroup.controllers").exists()
+            {
+                let parent = cg.parent().map(|p| p.join(f)).unwrap_or_default();
+                let value = std::fs::read_to_string(&parent).unwrap_or_default();
+                std::fs::write(cg.join(f), value.trim())
+                    .map_err(|e| anyhow::anyhow!("cannot set {}: {e}", cg.join(f).display()))?;
+            }
+        }
+        std::fs::write(cg.join("cgroup.procs"), "0")
+            .map_err(|e| anyhow::anyhow!("cannot move into cgroup {}: {e}", cg.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +212,30 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["to"], "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rauhads_cgroup_is_a_sibling_of_the_zones_parent() {
+        assert_eq!(daemon_cgroup("rauha"), "rauha-daemon");
+        assert_eq!(daemon_cgroup("a/rauha/"), "a/rauha-daemon");
+    }
+
+    #[test]
+    fn hierarchies_are_the_root_on_v2_and_each_mounted_one_on_v1() {
+        let dir = std::env::temp_dir().join(format!("rauha-node-cg-{}", std::process::id()));
+        for d in ["memory", "pids", "unified", "not-a-hierarchy"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        for d in ["memory", "pids", "unified"] {
+            std::fs::write(dir.join(d).join("cgroup.procs"), "").unwrap();
+        }
+        assert_eq!(
+            hierarchies(&dir),
+            ["memory", "pids", "unified"].map(|d| dir.join(d))
+        );
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        assert_eq!(hierarchies(&dir), vec![dir.clone()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
