@@ -120,6 +120,37 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
     );
     assert_eq!(ready_label().as_deref(), Some("true"));
 
+    // 0. Values of a wrong type or an unknown key: helm install fails with
+    //    the schema's message, and installs nothing.
+    let bad = dir.join("bad-values.yaml");
+    for (text, key) in [
+        ("node:\n  enforcement: always\n", "enforcement"),
+        ("node:\n  installdir: /opt/x\n", "installdir"),
+    ] {
+        std::fs::write(&bad, text).expect("values");
+        let out = rauha_e2e::chart::run(&[
+            "install",
+            "bad-values",
+            chart,
+            "-n",
+            "default",
+            "-f",
+            bad.to_str().expect("utf-8"),
+        ]);
+        let said = output(&out);
+        assert!(!out.status.success(), "{text:?} installed");
+        assert!(
+            said.contains("schema") && said.contains(key),
+            "{text:?}: {said}"
+        );
+        assert!(
+            !rauha_e2e::chart::run(&["status", "bad-values", "-n", "default"])
+                .status
+                .success()
+        );
+    }
+    let _ = std::fs::remove_file(&bad);
+
     // 1. A pod under the class stops helm uninstall, which names it and
     //    changes nothing.
     let pod = unique("holds");

@@ -27,6 +27,7 @@ use rauha_operator::node::{self, containerd};
 
 #[derive(Parser)]
 #[command(
+    name = "rauha-node",
     version,
     about = "Rauha's node DaemonSet: installs and runs Rauha on this node"
 )]
