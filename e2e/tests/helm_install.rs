@@ -269,9 +269,22 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         },
     );
 
-    // 3. helm install on that node: the DaemonSet and the operator become
-    //    Ready, the node gets the label, containerd the handler; a
-    //    SandboxTask succeeds and a plain pod runs as a zone.
+    // 3. helm install on that node, now a containerd 2.x node whose config
+    //    imports a drop-in directory (as containerd 2.2's default does): the
+    //    handler goes there and the main file stays as it is. The
+    //    DaemonSet and the operator become Ready, the node gets the label;
+    //    a SandboxTask succeeds and a plain pod runs as a zone.
+    let conf_d = dir.join("containerd/conf.d");
+    std::fs::create_dir_all(&conf_d).expect("conf.d");
+    let imports = [
+        format!("imports = [\"{}/*.toml\"]\n", conf_d.display()).into_bytes(),
+        before.clone(),
+    ]
+    .concat();
+    std::fs::write(&config, &imports).expect("config");
+    restart_containerd(&dir);
+    let dropin_set = format!("node.containerd.dropInDir={}", conf_d.display());
+    let dropin = conf_d.join("rauha.toml");
     helm_ok(&[
         "install",
         RELEASE,
@@ -280,6 +293,8 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         NAMESPACE,
         "-f",
         values,
+        "--set",
+        &dropin_set,
         "--wait",
         "--timeout",
         "5m",
@@ -288,9 +303,14 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         ready_label().as_deref() == Some("true")
     });
     assert!(node_metadata()["annotations"]["rauha.dev/enforcement"].is_string());
-    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(
+        std::fs::read(&config).expect("config") == imports,
+        "the main config was edited"
+    );
+    let text = std::fs::read_to_string(&dropin).expect("the drop-in");
     assert!(text.contains("containerd.runtimes.rauha]"), "{text}");
     assert!(shim.exists());
+    node_pods_change_only_their_own_node();
     let t = unique("installed");
     apply_ok(&task(
         &t,
@@ -329,6 +349,8 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         "-f",
         values,
         "--set",
+        &dropin_set,
+        "--set",
         "node.enforcement=required",
     ]);
     wait_until(
@@ -351,6 +373,8 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         NAMESPACE,
         "-f",
         values,
+        "--set",
+        &dropin_set,
         "--wait",
         "--timeout",
         "5m",
@@ -363,6 +387,95 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
     assert_eq!(done["status"]["result"]["stdout"], "survived\n", "{done}");
 
     for (kind, name) in [("pod", &pod), ("sandboxtask", &t), ("sandboxtask", &across)] {
-        let _ = kubectl(&["delete", kind, name, "-n", "default", "--wait=false"]);
+        kubectl_ok(&[
+            "delete",
+            kind,
+            name,
+            "-n",
+            "default",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+    }
+
+    // 5. Uninstalled again, the drop-in goes and the main file is as it
+    //    was; then the cluster gets back what cluster.sh installed.
+    helm_ok(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    assert!(!dropin.exists(), "the drop-in is left");
+    assert!(
+        std::fs::read(&config).expect("config") == imports,
+        "the main config was edited"
+    );
+    assert!(!installed.exists(), "{} is left", installed.display());
+    std::fs::write(&config, &before).expect("config");
+    restart_containerd(&dir);
+    helm_ok(&[
+        "install",
+        RELEASE,
+        chart,
+        "-n",
+        NAMESPACE,
+        "-f",
+        values,
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    wait_until(Duration::from_secs(60), "the ready label", || {
+        ready_label().as_deref() == Some("true")
+    });
+}
+
+/// The cluster's containerd restarted (cluster.sh's supervisor starts it
+/// again), as a node's `systemctl restart containerd`.
+fn restart_containerd(dir: &Path) {
+    let out = Command::new(dir.join("restart-containerd"))
+        .output()
+        .expect("restart-containerd");
+    assert!(out.status.success(), "{}", output(&out));
+}
+
+/// The chart's admission policy: the node pods' account may change only
+/// the node its token names, and only rauha.dev/ labels there.
+fn node_pods_change_only_their_own_node() {
+    let node = node_metadata()["name"].as_str().expect("name").to_string();
+    let account = format!("system:serviceaccount:{NAMESPACE}:rauha-node");
+    let on = |node_of_token: Option<&str>, label: &str| -> Output {
+        let mut args = vec!["--as".to_string(), account.clone()];
+        if let Some(n) = node_of_token {
+            args.push(format!(
+                "--as-user-extra=authentication.kubernetes.io/node-name={n}"
+            ));
+        }
+        args.extend(["label", "node", &node, label, "--overwrite"].map(String::from));
+        kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let own = on(Some(&node), "rauha.dev/ready=true");
+    assert!(
+        own.status.success(),
+        "its own node's label: {}",
+        output(&own)
+    );
+    for (token, label, why) in [
+        (Some(node.as_str()), "example.com/x=1", "only rauha.dev/"),
+        (
+            Some("another-node"),
+            "rauha.dev/ready=true",
+            "only the node it runs on",
+        ),
+        (None, "rauha.dev/ready=true", "only the node it runs on"),
+    ] {
+        let out = on(token, label);
+        let said = output(&out);
+        assert!(!out.status.success(), "{token:?} {label}: allowed");
+        assert!(said.contains(why), "{token:?} {label}: {said}");
     }
 }

@@ -420,13 +420,23 @@ impl NodeSide {
         v
     }
 
+    /// Marks a restart of containerd as owed until one succeeds.
+    fn restart_pending(&self) -> PathBuf {
+        self.args
+            .install_dir
+            .join("state/containerd-restart-pending")
+    }
+
     async fn restart_containerd(&self) -> anyhow::Result<()> {
+        let pending = self.restart_pending();
+        node::write_atomically(&pending, b"", 0o600)?;
         let mut args = vec!["exec", "--"];
         args.extend(self.args.restart_containerd.iter().map(String::as_str));
         tracing::info!(command = ?self.args.restart_containerd, "restarting containerd");
         host_step(&args)
             .await
             .context("restarting containerd (node.containerd.restartCommand)")?;
+        let _ = std::fs::remove_file(&pending);
         Ok(())
     }
 
@@ -458,7 +468,11 @@ impl NodeSide {
             }}),
             None => serde_json::json!({"metadata": {
                 "labels": {node::READY_LABEL: null},
-                "annotations": {node::ENFORCEMENT_ANNOTATION: null, node::ENFORCEMENT_SCORE_ANNOTATION: null},
+                "annotations": {
+                    node::ENFORCEMENT_ANNOTATION: null,
+                    node::ENFORCEMENT_SCORE_ANNOTATION: null,
+                    node::UNINSTALL_FAILED_ANNOTATION: null,
+                },
             }}),
         };
         self.nodes
@@ -532,6 +546,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args,
     };
     let daemonsets: Api<DaemonSet> = Api::namespaced(client, &n.args.namespace);
+    // Taken now: a SIGTERM while installing waits for the loop below.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // A node that was ready before this pod (an upgrade) is not until this rauhad answers.
     n.label(None).await?;
     n.install()?;
@@ -547,7 +563,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await
     .context("adding the rauha handler to containerd's config")?;
-    if out.trim() == "changed" {
+    // Also when an earlier pod changed the config and failed to restart.
+    if out.trim() == "changed" || n.restart_pending().exists() {
         n.restart_containerd().await?;
     }
     let mut rauhad = n.spawn_rauhad()?;
@@ -567,7 +584,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(enforcement = %ready.0, score = %ready.1, "rauhad answers; node labelled {}=true", node::READY_LABEL);
     n.label(Some(ready)).await?;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut labelled = true;
     let mut failures = 0;
@@ -626,6 +642,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     stop(&mut rauhad).await;
     if uninstall {
+        if let Err(e) = n.remove().await {
+            // Said on the node, where helm uninstall's hook looks.
+            let patch = serde_json::json!({"metadata": {"annotations": {
+                node::UNINSTALL_FAILED_ANNOTATION: format!("{e:#}"),
+            }}});
+            let _ = n
+                .nodes
+                .patch(
+                    &n.args.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+            return Err(e);
+        }
+        tracing::info!("Rauha is removed from node {}", n.args.node_name);
+    }
+    Ok(())
+}
+
+impl NodeSide {
+    /// What `rauha-node run` put on the node, taken away: the handler out
+    /// of containerd's config (containerd restarted), the binaries, the
+    /// state, the socket, the BPF pins and the cgroups.
+    async fn remove(&self) -> anyhow::Result<()> {
+        let n = self;
         let out = host_step(
             &[
                 &["remove-handler"][..],
@@ -638,7 +680,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .context("taking the rauha handler out of containerd's config")?;
-        if out.trim() == "changed" {
+        if out.trim() == "changed" || n.restart_pending().exists() {
             n.restart_containerd().await?;
         }
         let a = &n.args;
@@ -668,9 +710,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             argv.push(p.display().to_string());
         }
         host_step(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await?;
-        tracing::info!("Rauha is removed from node {}", n.args.node_name);
+        Ok(())
     }
-    Ok(())
 }
 
 /// SIGTERM to rauhad, SIGKILL after 20 s.
@@ -697,6 +738,7 @@ async fn uninstall(
         .await
         .context("the API server (in-cluster config)")?;
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::all(client.clone());
     // Forced by the value, or afterwards by an annotation on the DaemonSet
     // (a refused uninstall leaves the release unable to take an upgrade).
     let annotated = daemonsets
@@ -709,7 +751,7 @@ async fn uninstall(
         let hint = format!(
             "kubectl -n {namespace} annotate daemonset {daemonset} {FORCE_ANNOTATION}=true"
         );
-        refuse_while_pods_run(Api::all(client), runtime_class, &hint).await?;
+        refuse_while_pods_run(pods, runtime_class, &hint).await?;
     }
     match daemonsets
         .delete(daemonset, &DeleteParams::foreground())
@@ -732,6 +774,33 @@ async fn uninstall(
             said = Instant::now();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // A node pod that could not take Rauha away said so on its node.
+    let nodes: Api<Node> = Api::all(client);
+    let failed: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .context("listing nodes")?
+        .items
+        .iter()
+        .filter_map(|n| {
+            let why = n
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(node::UNINSTALL_FAILED_ANNOTATION)?;
+            Some(format!(
+                "{}: {why}",
+                n.metadata.name.as_deref().unwrap_or("")
+            ))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "Rauha could not be removed from {} node(s): {}; fix that by hand on the node (see the chart's README, \"On each node\")",
+            failed.len(),
+            failed.join("; ")
+        );
     }
     println!("Rauha is removed from every node");
     Ok(())

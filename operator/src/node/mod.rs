@@ -15,6 +15,9 @@ pub const READY_LABEL: &str = "rauha.dev/ready";
 /// The enforcement rauhad reports (`rauha info`), for Zones' status.
 pub const ENFORCEMENT_ANNOTATION: &str = "rauha.dev/enforcement";
 pub const ENFORCEMENT_SCORE_ANNOTATION: &str = "rauha.dev/enforcement-score";
+/// Why a node pod could not take Rauha off its node at uninstall (the
+/// uninstall hook reports it).
+pub const UNINSTALL_FAILED_ANNOTATION: &str = "rauha.dev/uninstall-failed";
 
 /// The binaries the node image carries and the host gets.
 pub const BINARIES: [&str; 4] = [
