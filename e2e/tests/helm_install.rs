@@ -458,7 +458,8 @@ fn node_pods_change_only_their_own_node() {
         args.extend(["label", "node", &node, label, "--overwrite"].map(String::from));
         kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    let own = on(Some(&node), "rauha.dev/ready=true");
+    // (Each a change: kubectl sends no request for a label it has.)
+    let own = on(Some(&node), "rauha.dev/policy-check=1");
     assert!(
         own.status.success(),
         "its own node's label: {}",
@@ -468,14 +469,15 @@ fn node_pods_change_only_their_own_node() {
         (Some(node.as_str()), "example.com/x=1", "only rauha.dev/"),
         (
             Some("another-node"),
-            "rauha.dev/ready=true",
+            "rauha.dev/policy-check=2",
             "only the node it runs on",
         ),
-        (None, "rauha.dev/ready=true", "only the node it runs on"),
+        (None, "rauha.dev/policy-check=3", "only the node it runs on"),
     ] {
         let out = on(token, label);
         let said = output(&out);
         assert!(!out.status.success(), "{token:?} {label}: allowed");
         assert!(said.contains(why), "{token:?} {label}: {said}");
     }
+    kubectl_ok(&["label", "node", &node, "rauha.dev/policy-check-"]);
 }
