@@ -57,6 +57,18 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
         text(&out.stderr)
     );
 
+    // A name that is a zone id's shape is refused: a lookup or a delete by
+    // it means the zone of that id, never this one.
+    let id = "00000000-0000-0000-0000-000000000000";
+    let out = d.cli(&["zone", "create", id]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        one_line(&err).contains("has the shape of a zone id") && err.len() < 300,
+        "{err}"
+    );
+    assert!(!text(&d.cli(&["zone", "list", "--json"]).stdout).contains(id));
+
     let out = d.cli(&["logs", "not-a-uuid"]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(

@@ -121,6 +121,8 @@ pub enum ZoneNameError {
     BadCharacter { name: String, bad: char },
     #[error("zone name {name:?} must start and end with a lowercase letter or digit")]
     BadEdge { name: String },
+    #[error("zone name {name:?} has the shape of a zone id (a UUID), which would make lookups ambiguous; pick a name that is not a UUID")]
+    LooksLikeId { name: String },
 }
 
 /// Checks that `name` is a DNS label (RFC 1123): what Kubernetes accepts as a
@@ -146,6 +148,14 @@ pub fn validate_zone_name(name: &str) -> Result<(), ZoneNameError> {
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err(ZoneNameError::BadEdge {
+            name: name.to_string(),
+        });
+    }
+    // A reference that parses as a UUID is an id, always: a name of that
+    // shape could never be looked up by name (and a delete by it would
+    // reach the zone whose id it is).
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(ZoneNameError::LooksLikeId {
             name: name.to_string(),
         });
     }
@@ -188,5 +198,25 @@ mod tests {
             validate_zone_name(&"a".repeat(64)),
             Err(ZoneNameError::TooLong { len: 64, .. })
         ));
+    }
+
+    #[test]
+    fn a_name_shaped_as_an_id_is_refused() {
+        for id in [
+            "00000000-0000-0000-0000-000000000000",
+            "e45aacac-f105-4cc9-87c6-78fa6066098a",
+            "e45aacacf1054cc987c678fa6066098a",
+        ] {
+            assert!(
+                matches!(
+                    validate_zone_name(id),
+                    Err(ZoneNameError::LooksLikeId { .. })
+                ),
+                "{id}"
+            );
+        }
+        // Close to one, but not a UUID: fine.
+        assert!(validate_zone_name("e45aacac-f105-4cc9-87c6-78fa6066098").is_ok());
+        assert!(validate_zone_name("k8s-io-6eacc4e4a090b3d4772f978914762878").is_ok());
     }
 }
