@@ -69,6 +69,39 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
     );
     assert!(!text(&d.cli(&["zone", "list", "--json"]).stdout).contains(id));
 
+    // Fifty clients delete one zone at once: those that found it get OK
+    // (one tore it down: the registry's unit test counts), those that
+    // came after it was gone NotFound; never INTERNAL.
+    assert!(d.cli(&["zone", "create", "raced"]).status.success());
+    let mut deletes = Vec::new();
+    for _ in 0..50 {
+        let mut zones = d.zones_client().await;
+        deletes.push(tokio::spawn(async move {
+            zones
+                .delete(v1::DeleteZoneRequest {
+                    zone: "raced".into(),
+                    force: false,
+                })
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for del in deletes {
+        match del.await.expect("join") {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+                assert_eq!(
+                    s.message(),
+                    "zone \"raced\" not found; list zones with `rauha zone list`"
+                );
+            }
+        }
+    }
+    assert!(ok >= 1, "one delete at least did it");
+    let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
+    assert!(!listed.contains("\"raced\""), "{listed}");
+
     let out = d.cli(&["logs", "not-a-uuid"]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(

@@ -30,6 +30,8 @@ pub struct NewZone {
 impl ZoneRegistry {
     pub async fn create_zone(&self, new: NewZone) -> Result<ZoneRecord, DaemonError> {
         validate_zone_name(&new.name).map_err(|e| DaemonError::invalid("name", e.to_string()))?;
+        // A delete of this name waits until the zone is whole (or refused).
+        let _one = self.lifecycle(&new.name).await;
         let joined = new.policy.network.mode == rauha_spec::policy::NetworkMode::Joined;
         if joined != new.netns.is_some() {
             return Err(DaemonError::invalid(

@@ -9,7 +9,14 @@ use crate::store::ZoneRecord;
 
 impl ZoneRegistry {
     pub async fn delete_zone(&self, zone: &str, force: bool) -> Result<(), DaemonError> {
-        let record = self.find_zone(zone)?;
+        let found = self.find_zone(zone)?;
+        let _one = self.lifecycle(&found.name).await;
+        // A delete that ran while this one waited removed the zone named:
+        // done, as asked (the shim retries deletes). Only that one tore it
+        // down.
+        let Some(record) = self.store.zone(&found.id)? else {
+            return Ok(());
+        };
         let running = self.running_in(&record.id);
         if !running.is_empty() && !force {
             return Err(DaemonError::ZoneBusy {

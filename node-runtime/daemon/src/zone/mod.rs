@@ -341,7 +341,36 @@ pub struct ZoneRegistry {
     idle_since: Mutex<HashMap<Uuid, u64>>,
     /// Kernel denials per zone, until its task result takes them.
     denied: Mutex<HashMap<Uuid, Vec<rauha_spec::EnforcementEvent>>>,
+    /// One lifecycle operation (create, delete) at a time per zone name.
+    lifecycle: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     me: Weak<ZoneRegistry>,
+}
+
+/// Held while a zone's create or delete runs (`ZoneRegistry::lifecycle`);
+/// the name's entry goes with the last holder.
+pub(crate) struct LifecycleGuard<'a> {
+    registry: &'a ZoneRegistry,
+    name: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for LifecycleGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .registry
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's Arc and this guard's: nobody waits (a waiter clones
+        // the Arc under this same lock).
+        let idle = map
+            .get(&self.name)
+            .is_some_and(|m| Arc::strong_count(m) == 2);
+        self.guard.take();
+        if idle {
+            map.remove(&self.name);
+        }
+    }
 }
 
 /// How much task history the daemon keeps.
@@ -376,8 +405,27 @@ impl ZoneRegistry {
             processes: Mutex::new(HashMap::new()),
             idle_since: Mutex::new(HashMap::new()),
             denied: Mutex::new(HashMap::new()),
+            lifecycle: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
+    }
+
+    /// Waits for, then holds, the zone name's lifecycle lock: a create and
+    /// a delete of one zone, or two deletes, never interleave.
+    pub(crate) async fn lifecycle(&self, name: &str) -> LifecycleGuard<'_> {
+        let m = Arc::clone(
+            self.lifecycle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(name.to_string())
+                .or_default(),
+        );
+        let guard = m.lock_owned().await;
+        LifecycleGuard {
+            registry: self,
+            name: name.to_string(),
+            guard: Some(guard),
+        }
     }
 
     /// A zone by id or name.

@@ -154,6 +154,45 @@ fn code(end: &ProcessEnd) -> Option<i32> {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_deletes_of_one_zone_all_succeed_and_one_tears_it_down() {
+    let node = Node::new();
+    let zone = node.zone("web").await.expect("create");
+    // All fifty arrive while the zone is still there (a create of its
+    // name holds it meanwhile), then race.
+    let held = node.registry.lifecycle("web").await;
+    let deletes: Vec<_> = (0..50)
+        .map(|_| {
+            let r = Arc::clone(&node.registry);
+            tokio::spawn(async move { r.delete_zone("web", false).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    for d in deletes {
+        if let Err(e) = d.await.expect("join") {
+            panic!("a concurrent delete failed: {e}");
+        }
+    }
+    let destroys = node
+        .backend
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("destroy "))
+        .count();
+    assert_eq!(destroys, 1, "{:?}", node.backend.calls());
+    assert!(node.registry.store.zone(&zone.id).expect("store").is_none());
+    // Once it is gone, a delete of it is NotFound again.
+    assert!(matches!(
+        node.registry.delete_zone("web", false).await,
+        Err(DaemonError::NotFound { .. })
+    ));
+    assert!(
+        node.registry.lifecycle.lock().expect("lock").is_empty(),
+        "the name's lock went with its last holder"
+    );
+}
+
 #[tokio::test]
 async fn a_zone_is_made_recorded_and_removed() {
     let node = Node::new();
