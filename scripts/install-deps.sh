@@ -9,7 +9,9 @@ set -euo pipefail
 # tests (e2e/src/containerd.rs). e2fsprogs (mkfs.ext4) makes each workspace's
 # disk-limited filesystem, at run time as well. etcd-server, openssl and
 # iptables run the one-node Kubernetes cluster (scripts/cluster.sh).
+# python3-pip installs grpcio for the stock-client test (below).
 need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static e2fsprogs
+  python3 python3-pip
   clang llvm libbpf-dev bpftool
   containerd skopeo umoci docker-registry containernetworking-plugins
   etcd-server openssl iptables)
@@ -32,6 +34,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap 'rm -f "$policy"' EXIT
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python's grpcio as an agent framework would install it (from PyPI, a
+# version that sends a Unix socket's path as :authority), for
+# e2e/tests/grpc_clients.rs; once per version, outside the clone.
+grpcio_version=1.85.4
+export RAUHA_GRPCIO="${RAUHA_CACHE:-/var/cache/rauha}/python/grpcio-$grpcio_version"
+if [ ! -e "$RAUHA_GRPCIO/grpc/__init__.py" ]; then
+  echo "install-deps: installing grpcio $grpcio_version into $RAUHA_GRPCIO"
+  rm -rf "$RAUHA_GRPCIO.tmp"
+  /usr/bin/python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    --target "$RAUHA_GRPCIO.tmp" "grpcio==$grpcio_version"
+  rm -rf "$RAUHA_GRPCIO" && mv "$RAUHA_GRPCIO.tmp" "$RAUHA_GRPCIO"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
