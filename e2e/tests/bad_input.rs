@@ -131,6 +131,23 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
         "spec.args[1]: 10485760 bytes is longer than the 131072 bytes Linux allows for one argument; pass large data through a file"
     );
 
+    // A 1 MB value, or one with a newline, comes back as one bounded line.
+    for cwd in [format!("/{}", "x".repeat(1 << 20)), "/a\nb".to_string()] {
+        let mut req = sandbox_request(&["true"], None, 0);
+        if let Some(spec) = req.spec.as_mut() {
+            spec.cwd = cwd.clone();
+        }
+        let err = client.run_sandbox(req).await.expect_err("bad cwd");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        let m = err.message();
+        assert!(
+            m.len() < 1100 && !m.contains('\n') && m.contains("cwd"),
+            "{} bytes: {}",
+            m.len(),
+            &m[..m.len().min(300)]
+        );
+    }
+
     let preset = client
         .run_sandbox(v1::SandboxRequest {
             policy: Some(v1::PolicySource {

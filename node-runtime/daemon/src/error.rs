@@ -127,7 +127,8 @@ impl DaemonError {
 
 impl From<DaemonError> for tonic::Status {
     fn from(e: DaemonError) -> Self {
-        let message = e.to_string();
+        // One line, bounded, whatever a value in it was.
+        let message = rauha_spec::message::one_line(&e.to_string());
         match e {
             DaemonError::InvalidArgument { .. } | DaemonError::Policy(_) => {
                 tonic::Status::invalid_argument(message)

@@ -12,6 +12,8 @@ use crate::error::DaemonError;
 pub const MAX_ARG_BYTES: usize = 128 * 1024;
 /// Our limit on a whole command line plus environment.
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
+/// Linux's limit on a path (PATH_MAX, with its NUL).
+pub const MAX_PATH_BYTES: usize = 4095;
 
 pub fn parse_id(field: &str, value: &str, hint: &str) -> Result<Uuid, DaemonError> {
     Uuid::parse_str(value).map_err(|_| {
@@ -60,10 +62,29 @@ pub fn process_spec(
             format!("command and environment are {total} bytes, over the {MAX_SPEC_BYTES}-byte limit; pass large data through a file"),
         ));
     }
+    use rauha_spec::message::quote;
     if !cwd.is_empty() && !cwd.starts_with('/') {
         return Err(DaemonError::invalid(
             format!("{field}.cwd"),
-            format!("{cwd:?} is not absolute; start it with '/'"),
+            format!("{} is not absolute; start it with '/'", quote(cwd)),
+        ));
+    }
+    if cwd.len() > MAX_PATH_BYTES {
+        return Err(DaemonError::invalid(
+            format!("{field}.cwd"),
+            format!(
+                "{} is longer than the {MAX_PATH_BYTES} bytes Linux allows for a path",
+                quote(cwd)
+            ),
+        ));
+    }
+    if cwd.chars().any(char::is_control) {
+        return Err(DaemonError::invalid(
+            format!("{field}.cwd"),
+            format!(
+                "{} holds a control character; give a plain path",
+                quote(cwd)
+            ),
         ));
     }
     Ok(ProcessSpec {

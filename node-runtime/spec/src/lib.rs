@@ -10,6 +10,7 @@ pub mod duration;
 pub mod egress;
 pub mod enforcement;
 pub mod event;
+pub mod message;
 pub mod names;
 pub mod pod_security;
 pub mod policy;
