@@ -102,6 +102,23 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
     let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
     assert!(!listed.contains("\"raced\""), "{listed}");
 
+    // Each flag's error names that flag.
+    for (args, says) in [
+        (
+            &["sandbox", "--keep-zone", "--ttl", "abc", "--", "true"][..],
+            "rauha: --ttl \"abc\" is not a duration",
+        ),
+        (
+            &["sandbox", "--repo-path", "", "--", "true"][..],
+            "rauha: --repo-path is empty; give a directory",
+        ),
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(one_line(&err).starts_with(says), "{args:?}: {err}");
+    }
+
     let out = d.cli(&["logs", "not-a-uuid"]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(

@@ -126,7 +126,7 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
         repo_path: args
             .repo_path
             .as_deref()
-            .map(bundle_path)
+            .map(|p| crate::zone_cmd::host_path("--repo-path", p))
             .transpose()?
             .unwrap_or_default(),
         workspace_path: args.workspace_path.clone().unwrap_or_default(),
@@ -151,7 +151,7 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
         ttl_ms: args
             .ttl
             .as_deref()
-            .map(timeout_ms)
+            .map(|t| duration_ms("--ttl", t))
             .transpose()?
             .unwrap_or(0),
     };
@@ -324,10 +324,19 @@ async fn list_tasks(limit: Option<u32>, json: bool, addr: &str) -> anyhow::Resul
 
 /// `--timeout` as milliseconds; the API takes 0 as "the policy's".
 fn timeout_ms(text: &str) -> anyhow::Result<u64> {
+    duration_ms("--timeout", text)
+}
+
+/// A duration flag (`--timeout`, `--ttl`) as milliseconds, the flag named
+/// in its error; 0 is refused (leaving the flag out means the default).
+fn duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let shown = rauha_spec::message::quote(text);
     let duration = rauha_spec::duration::parse_duration(text)
-        .ok_or_else(|| anyhow!("--timeout {text:?} is not a duration; use 500ms, 30s or 10m"))?;
+        .ok_or_else(|| anyhow!("{flag} {shown} is not a duration; use 500ms, 30s or 10m"))?;
     if duration.is_zero() {
-        bail!("--timeout {text:?} is zero; give a positive duration, or leave --timeout out for the policy's");
+        bail!(
+            "{flag} {shown} is zero; give a positive duration, or leave {flag} out for the default"
+        );
     }
     Ok(u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)

@@ -217,8 +217,21 @@ pub async fn top(args: TopArgs, addr: &str) -> anyhow::Result<u8> {
 /// A bundle path as rauhad must see it: absolute, since rauhad does not
 /// share the CLI's working directory.
 pub fn bundle_path(dir: &str) -> anyhow::Result<String> {
-    let path = std::path::absolute(dir)
-        .with_context(|| format!("--bundle {dir:?} cannot be made absolute"))?;
+    host_path("--bundle", dir)
+}
+
+/// A directory flag's value, absolute (relative to the current directory),
+/// with the flag named when it is not usable.
+pub fn host_path(flag: &str, dir: &str) -> anyhow::Result<String> {
+    if dir.is_empty() {
+        anyhow::bail!("{flag} is empty; give a directory");
+    }
+    let path = std::path::absolute(dir).with_context(|| {
+        format!(
+            "{flag} {} cannot be made absolute",
+            rauha_spec::message::quote(dir)
+        )
+    })?;
     Ok(path.to_string_lossy().into_owned())
 }
 
