@@ -102,6 +102,33 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
     let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
     assert!(!listed.contains("\"raced\""), "{listed}");
 
+    // Stdio paths: rauhad makes no host directory for an output, and a
+    // stdin that is not there is refused, not ignored.
+    assert!(d.cli(&["zone", "create", "stdio-z"]).status.success());
+    let mut processes = d.processes_client().await;
+    for (stdin, stdout, says) in [
+        ("", "/nonexistent-rauha/dir/x", "stdio.stdout"),
+        ("/nonexistent-rauha-stdin", "", "stdio.stdin"),
+    ] {
+        let err = processes
+            .run(v1::RunRequest {
+                zone: "stdio-z".into(),
+                spec: sandbox_request(&["true"], None, 0).spec,
+                stdio: Some(v1::StdioPaths {
+                    stdin: stdin.into(),
+                    stdout: stdout.into(),
+                    stderr: String::new(),
+                }),
+                id: String::new(),
+            })
+            .await
+            .expect_err("bad stdio");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with(says), "{}", err.message());
+    }
+    assert!(!std::path::Path::new("/nonexistent-rauha").exists());
+    assert!(d.cli(&["zone", "delete", "stdio-z"]).status.success());
+
     // Each flag's error names that flag.
     for (args, says) in [
         (

@@ -47,13 +47,43 @@ impl HostStdio {
                     format!("{value:?}: only paths and file:// URIs are supported"),
                 ));
             }
+            let quoted = rauha_spec::message::quote(value);
             if !path.starts_with('/') {
                 return Err(DaemonError::invalid(
                     format!("stdio.{field}"),
-                    format!("{value:?} is not an absolute path"),
+                    format!("{quoted} is not an absolute path"),
                 ));
             }
-            Ok(Some(PathBuf::from(path)))
+            let path = PathBuf::from(path);
+            // rauhad makes no host directory on a client's say-so: an
+            // output goes into a directory that exists, stdin is there.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    return Err(DaemonError::invalid(
+                        format!("stdio.{field}"),
+                        format!("{quoted} is a directory; give a FIFO or a file"),
+                    ))
+                }
+                Ok(_) => {}
+                Err(_) if field == "stdin" => {
+                    return Err(DaemonError::invalid(
+                        "stdio.stdin",
+                        format!("{quoted} does not exist; give an existing FIFO or file"),
+                    ))
+                }
+                Err(_) => {
+                    let parent = path.parent().filter(|p| p.is_dir());
+                    if parent.is_none() {
+                        return Err(DaemonError::invalid(
+                            format!("stdio.{field}"),
+                            format!(
+                                "the directory of {quoted} does not exist; create it first (rauhad makes no directory for it)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(Some(path))
         };
         Ok(HostStdio {
             stdin: one("stdin", stdin)?,
@@ -81,9 +111,6 @@ impl Sink {
                 .read_write(true)
                 .open_sender(path)?;
             return Ok(Sink::Pipe(tx));
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
         }
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -365,10 +392,17 @@ mod tests {
 
     #[test]
     fn paths_and_file_uris_parse() {
-        let s = HostStdio::parse("", "/run/a/stdout", "file:///var/log/x").expect("valid");
+        let dir = std::env::temp_dir();
+        let out = dir.join(format!("rauha-stdio-{}", std::process::id()));
+        let s = HostStdio::parse(
+            "",
+            &out.display().to_string(),
+            &format!("file://{}/x", dir.display()),
+        )
+        .expect("valid");
         assert_eq!(s.stdin, None);
-        assert_eq!(s.stdout.as_deref(), Some(Path::new("/run/a/stdout")));
-        assert_eq!(s.stderr.as_deref(), Some(Path::new("/var/log/x")));
+        assert_eq!(s.stdout.as_deref(), Some(out.as_path()));
+        assert_eq!(s.stderr, Some(dir.join("x")));
         assert_eq!(
             HostStdio::parse("", "", "").expect("empty"),
             HostStdio::default()
@@ -385,5 +419,28 @@ mod tests {
             .expect_err("relative")
             .to_string();
         assert!(e.contains("not an absolute path"), "{e}");
+    }
+
+    #[test]
+    fn no_directory_is_made_and_stdin_must_exist() {
+        let e = HostStdio::parse("", "/nonexistent/dir/x", "")
+            .expect_err("no dir")
+            .to_string();
+        assert!(
+            e.contains("stdio.stdout") && e.contains("create it first"),
+            "{e}"
+        );
+        assert!(!Path::new("/nonexistent").exists());
+        let e = HostStdio::parse("/nonexistent-stdin", "", "")
+            .expect_err("no stdin")
+            .to_string();
+        assert!(
+            e.contains("stdio.stdin") && e.contains("does not exist"),
+            "{e}"
+        );
+        let e = HostStdio::parse("", "", "/tmp")
+            .expect_err("a directory")
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
     }
 }
