@@ -43,14 +43,20 @@ pub fn process_spec(
         let f = format!("{field}.env[{i}]");
         check_string(&f, kv)?;
         match kv.split_once('=') {
+            Some((k, _)) if k.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(DaemonError::invalid(
+                    f,
+                    format!(
+                        "the name {} holds a space or a control character; use letters, digits and '_'",
+                        rauha_spec::message::quote(k)
+                    ),
+                ))
+            }
             Some((k, _)) if !k.is_empty() => {}
             _ => {
                 return Err(DaemonError::invalid(
                     f,
-                    format!(
-                        "{:?} is not KEY=VALUE",
-                        kv.chars().take(64).collect::<String>()
-                    ),
+                    format!("{} is not KEY=VALUE", rauha_spec::message::quote(kv)),
                 ))
             }
         }
@@ -201,6 +207,20 @@ mod tests {
             process_spec("spec", &args(&["true"]), &args(&["NOVALUE"]), "").expect_err("bad env");
         assert_eq!(e.to_string(), "spec.env[0]: \"NOVALUE\" is not KEY=VALUE");
         assert!(process_spec("spec", &args(&["true"]), &args(&["A=", "B=c=d"]), "/").is_ok());
+    }
+
+    #[test]
+    fn env_names_with_spaces_or_control_characters_are_refused() {
+        for kv in ["A B=1", "A\tB=1", "A\nB=1", " =1"] {
+            let e = process_spec("spec", &["true".into()], &[kv.into()], "")
+                .expect_err(kv)
+                .to_string();
+            assert!(
+                e.contains("spec.env[0]") && !e.contains('\n'),
+                "{kv:?}: {e}"
+            );
+        }
+        assert!(process_spec("spec", &["true".into()], &["A_1=x y".into()], "").is_ok());
     }
 
     #[test]
