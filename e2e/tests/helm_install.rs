@@ -30,6 +30,19 @@ fn helm_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `helm install|upgrade` of the release from the chart with the
+/// cluster's values and `sets`; `wait` waits until it is Ready.
+fn release(verb: &str, chart: &str, values: &str, sets: &[&str], wait: bool) {
+    let mut args = vec![verb, RELEASE, chart, "-n", NAMESPACE, "-f", values];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    if wait {
+        args.extend(["--wait", "--timeout", "5m"]);
+    }
+    helm_ok(&args);
+}
+
 fn node_metadata() -> Value {
     let nodes: Value =
         serde_json::from_str(&kubectl_ok(&["get", "nodes", "-o", "json"])).expect("nodes JSON");
@@ -285,20 +298,7 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
     restart_containerd(&dir);
     let dropin_set = format!("node.containerd.dropInDir={}", conf_d.display());
     let dropin = conf_d.join("rauha.toml");
-    helm_ok(&[
-        "install",
-        RELEASE,
-        chart,
-        "-n",
-        NAMESPACE,
-        "-f",
-        values,
-        "--set",
-        &dropin_set,
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    release("install", chart, values, &[&dropin_set], true);
     wait_until(Duration::from_secs(60), "the ready label", || {
         ready_label().as_deref() == Some("true")
     });
@@ -340,19 +340,13 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         serde_json::json!({}),
     ));
     wait_task(&across, Duration::from_secs(60), |t| phase(t) == "Running");
-    helm_ok(&[
+    release(
         "upgrade",
-        RELEASE,
         chart,
-        "-n",
-        NAMESPACE,
-        "-f",
         values,
-        "--set",
-        &dropin_set,
-        "--set",
-        "node.enforcement=required",
-    ]);
+        &[&dropin_set, "node.enforcement=required"],
+        false,
+    );
     wait_until(
         Duration::from_secs(90),
         "the label dropped under required",
@@ -365,20 +359,7 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
             output(&logs).contains("rauhad exited")
         })
     });
-    helm_ok(&[
-        "upgrade",
-        RELEASE,
-        chart,
-        "-n",
-        NAMESPACE,
-        "-f",
-        values,
-        "--set",
-        &dropin_set,
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    release("upgrade", chart, values, &[&dropin_set], true);
     wait_until(Duration::from_secs(60), "the ready label back", || {
         ready_label().as_deref() == Some("true")
     });
@@ -417,18 +398,7 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
     assert!(!installed.exists(), "{} is left", installed.display());
     std::fs::write(&config, &before).expect("config");
     restart_containerd(&dir);
-    helm_ok(&[
-        "install",
-        RELEASE,
-        chart,
-        "-n",
-        NAMESPACE,
-        "-f",
-        values,
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    release("install", chart, values, &[], true);
     wait_until(Duration::from_secs(60), "the ready label", || {
         ready_label().as_deref() == Some("true")
     });

@@ -420,6 +420,19 @@ impl NodeSide {
         v
     }
 
+    /// `rauha-node host add-handler|remove-handler`, then a restart of
+    /// containerd when the config changed, or when an earlier pod changed
+    /// it and failed to restart containerd.
+    async fn edit_config(&self, verb: &str) -> anyhow::Result<()> {
+        let mut argv = vec![verb.to_string()];
+        argv.extend(self.handler_args());
+        let out = host_step(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        if out.trim() == "changed" || self.restart_pending().exists() {
+            self.restart_containerd().await?;
+        }
+        Ok(())
+    }
+
     /// Marks a restart of containerd as owed until one succeeds.
     fn restart_pending(&self) -> PathBuf {
         self.args
@@ -551,22 +564,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A node that was ready before this pod (an upgrade) is not until this rauhad answers.
     n.label(None).await?;
     n.install()?;
-    let out = host_step(
-        &[
-            &["add-handler"][..],
-            &n.handler_args()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ]
-        .concat(),
-    )
-    .await
-    .context("adding the rauha handler to containerd's config")?;
-    // Also when an earlier pod changed the config and failed to restart.
-    if out.trim() == "changed" || n.restart_pending().exists() {
-        n.restart_containerd().await?;
-    }
+    n.edit_config("add-handler")
+        .await
+        .context("adding the rauha handler to containerd's config")?;
     let mut rauhad = n.spawn_rauhad()?;
     let started = Instant::now();
     let ready = loop {
@@ -668,21 +668,9 @@ impl NodeSide {
     /// state, the socket, the BPF pins and the cgroups.
     async fn remove(&self) -> anyhow::Result<()> {
         let n = self;
-        let out = host_step(
-            &[
-                &["remove-handler"][..],
-                &n.handler_args()
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            ]
-            .concat(),
-        )
-        .await
-        .context("taking the rauha handler out of containerd's config")?;
-        if out.trim() == "changed" || n.restart_pending().exists() {
-            n.restart_containerd().await?;
-        }
+        n.edit_config("remove-handler")
+            .await
+            .context("taking the rauha handler out of containerd's config")?;
         let a = &n.args;
         let mut argv = vec![
             "cleanup".to_string(),
