@@ -340,6 +340,19 @@ fn operator_pid() -> i32 {
         .expect("the operator's process (the chart's Deployment)")
 }
 
+/// Who holds the operator's leader lease.
+fn lease_holder() -> String {
+    kubectl_ok(&[
+        "get",
+        "lease",
+        "rauha-operator",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
 /// kill -9 of the operator's process while tasks run (the kubelet starts
 /// it again, and it resumes its own lease): every task ends with its own
 /// result and has exactly one pod. A second replica waits while the first
@@ -409,15 +422,7 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
         ]);
         assert_eq!(pods.lines().count(), 1, "one pod for task {n}: {pods}");
     }
-    let holder = kubectl_ok(&[
-        "get",
-        "lease",
-        "rauha-operator",
-        "-n",
-        NAMESPACE,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let holder = lease_holder();
     assert_ne!(holder, "e2e-standby", "the standby waited: {holder}");
     // The chart's operator goes (scaled to none, back to one at the end
     // even when this test fails): the standby takes over.
@@ -443,15 +448,7 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     let scaled = Scale;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let holder = kubectl_ok(&[
-            "get",
-            "lease",
-            "rauha-operator",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
+        let holder = lease_holder();
         if holder == "e2e-standby" {
             break;
         }
@@ -484,15 +481,7 @@ fn k8s_the_operator_killed_loses_no_task_and_a_standby_takes_over() {
     drop(standby);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let holder = kubectl_ok(&[
-            "get",
-            "lease",
-            "rauha-operator",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
+        let holder = lease_holder();
         if holder != "e2e-standby" {
             break;
         }
