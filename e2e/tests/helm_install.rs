@@ -18,6 +18,16 @@ mod k8s;
 use k8s::*;
 
 const RELEASE: &str = "rauha";
+/// `helm uninstall` of the release, waiting for everything to go.
+const UNINSTALL: [&str; 7] = [
+    "uninstall",
+    RELEASE,
+    "-n",
+    NAMESPACE,
+    "--wait",
+    "--timeout",
+    "5m",
+];
 
 fn helm_ok(args: &[&str]) -> String {
     let out = rauha_e2e::chart::run(args);
@@ -170,15 +180,7 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
     plain_pod(&pod, &registry);
     let sandbox = sandbox_of(&pod);
     assert!(has_zone(&sandbox), "the pod is a zone of the node's rauhad");
-    let refused = rauha_e2e::chart::run(&[
-        "uninstall",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "--wait",
-        "--timeout",
-        "3m",
-    ]);
+    let refused = rauha_e2e::chart::run(&UNINSTALL);
     let said = output(&refused);
     assert!(
         !refused.status.success(),
@@ -209,15 +211,7 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
         .output()
         .expect("rauha zone create");
     assert!(made.status.success(), "{}", output(&made));
-    helm_ok(&[
-        "uninstall",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    helm_ok(&UNINSTALL);
     assert!(
         std::fs::read(&config).expect("config") == before,
         "containerd's config differs from before install:\n{}",
@@ -381,15 +375,7 @@ fn k8s_helm_uninstall_refuses_under_pods_then_restores_the_node_and_install_and_
 
     // 5. Uninstalled again, the drop-in goes and the main file is as it
     //    was; then the cluster gets back what cluster.sh installed.
-    helm_ok(&[
-        "uninstall",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    helm_ok(&UNINSTALL);
     assert!(!dropin.exists(), "the drop-in is left");
     assert!(
         std::fs::read(&config).expect("config") == imports,

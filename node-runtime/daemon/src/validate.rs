@@ -3,6 +3,7 @@
 
 use std::os::fd::AsRawFd;
 
+use rauha_spec::message::quote;
 use rauha_spec::zone::ProcessSpec;
 use uuid::Uuid;
 
@@ -48,7 +49,7 @@ pub fn process_spec(
                     f,
                     format!(
                         "the name {} holds a space or a control character; use letters, digits and '_'",
-                        rauha_spec::message::quote(k)
+                        quote(k)
                     ),
                 ))
             }
@@ -56,7 +57,7 @@ pub fn process_spec(
             _ => {
                 return Err(DaemonError::invalid(
                     f,
-                    format!("{} is not KEY=VALUE", rauha_spec::message::quote(kv)),
+                    format!("{} is not KEY=VALUE", quote(kv)),
                 ))
             }
         }
@@ -68,7 +69,6 @@ pub fn process_spec(
             format!("command and environment are {total} bytes, over the {MAX_SPEC_BYTES}-byte limit; pass large data through a file"),
         ));
     }
-    use rauha_spec::message::quote;
     if !cwd.is_empty() && !cwd.starts_with('/') {
         return Err(DaemonError::invalid(
             format!("{field}.cwd"),

@@ -222,12 +222,7 @@ fn host(action: HostAction) -> anyhow::Result<()> {
             let text = read_config(&a.config)?;
             let changed = match containerd::place(&a.config, &text, a.dropin_dir.as_deref(), &h)? {
                 containerd::Placement::DropIn { path, text: dropin } => {
-                    let same =
-                        std::fs::read_to_string(&path).ok().as_deref() == Some(dropin.as_str());
-                    if !same {
-                        node::write_atomically(&path, dropin.as_bytes(), 0o644)?;
-                    }
-                    !same
+                    node::write_if_changed(&path, dropin.as_bytes(), 0o644)?
                 }
                 containerd::Placement::Block { text: ours } => {
                     let saved = saved_config(&a.install_dir);
@@ -285,19 +280,19 @@ fn host(action: HostAction) -> anyhow::Result<()> {
             if_empty,
             paths,
         } => {
-            for p in paths {
-                match std::fs::remove_dir_all(&p) {
-                    Ok(()) => eprintln!("rauha-node: removed {}", p.display()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => bail!("cannot remove {}: {e}", p.display()),
+            let remove = |p: &Path, how: fn(&Path) -> std::io::Result<()>| match how(p) {
+                Ok(()) => {
+                    eprintln!("rauha-node: removed {}", p.display());
+                    Ok(())
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", p.display())),
+            };
+            for p in &paths {
+                remove(p, |p| std::fs::remove_dir_all(p))?;
             }
-            for f in file {
-                match std::fs::remove_file(&f) {
-                    Ok(()) => eprintln!("rauha-node: removed {}", f.display()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => bail!("cannot remove {}: {e}", f.display()),
-                }
+            for f in &file {
+                remove(f, |f| std::fs::remove_file(f))?;
             }
             for d in if_empty {
                 // ENOTEMPTY: something else lives there; it stays.
@@ -371,14 +366,14 @@ fn remove_cgroup(dir: &Path) {
 // ---- in the pod ----
 
 /// `rauha-node host ARGS...` as a child of this process.
-fn host_command(args: &[&str]) -> tokio::process::Command {
+fn host_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("/proc/self/exe");
     c.arg("host").args(args);
     c
 }
 
 /// Runs a host step, returning its stdout; fails with its stderr.
-async fn host_step(args: &[&str]) -> anyhow::Result<String> {
+async fn host_step<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<String> {
     let out = host_command(args)
         .stdin(Stdio::null())
         .output()
@@ -426,7 +421,7 @@ impl NodeSide {
     async fn edit_config(&self, verb: &str) -> anyhow::Result<()> {
         let mut argv = vec![verb.to_string()];
         argv.extend(self.handler_args());
-        let out = host_step(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let out = host_step(&argv).await?;
         if out.trim() == "changed" || self.restart_pending().exists() {
             self.restart_containerd().await?;
         }
@@ -488,14 +483,19 @@ impl NodeSide {
                 },
             }}),
         };
+        self.patch_node(&patch).await
+    }
+
+    /// A merge patch of this pod's node.
+    async fn patch_node(&self, patch: &serde_json::Value) -> anyhow::Result<()> {
         self.nodes
             .patch(
                 &self.args.node_name,
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Merge(patch),
             )
             .await
-            .with_context(|| format!("labelling node {}", self.args.node_name))?;
+            .with_context(|| format!("patching node {}", self.args.node_name))?;
         Ok(())
     }
 
@@ -508,11 +508,11 @@ impl NodeSide {
                 tracing::info!("installed {}", bin.join(name).display());
             }
         }
-        let config = self.args.install_dir.join("etc/shim.toml");
-        let text = node::shim_config(&self.args.pod_policy);
-        if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
-            node::write_atomically(&config, text.as_bytes(), 0o644)?;
-        }
+        node::write_if_changed(
+            &self.args.install_dir.join("etc/shim.toml"),
+            node::shim_config(&self.args.pod_policy).as_bytes(),
+            0o644,
+        )?;
         Ok(())
     }
 
@@ -647,14 +647,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let patch = serde_json::json!({"metadata": {"annotations": {
                 node::UNINSTALL_FAILED_ANNOTATION: format!("{e:#}"),
             }}});
-            let _ = n
-                .nodes
-                .patch(
-                    &n.args.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await;
+            let _ = n.patch_node(&patch).await;
             return Err(e);
         }
         tracing::info!("Rauha is removed from node {}", n.args.node_name);
@@ -667,11 +660,10 @@ impl NodeSide {
     /// of containerd's config (containerd restarted), the binaries, the
     /// state, the socket, the BPF pins and the cgroups.
     async fn remove(&self) -> anyhow::Result<()> {
-        let n = self;
-        n.edit_config("remove-handler")
+        self.edit_config("remove-handler")
             .await
             .context("taking the rauha handler out of containerd's config")?;
-        let a = &n.args;
+        let a = &self.args;
         let mut argv = vec![
             "cleanup".to_string(),
             "--cgroup-parent".into(),
@@ -697,7 +689,7 @@ impl NodeSide {
         ] {
             argv.push(p.display().to_string());
         }
-        host_step(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        host_step(&argv).await?;
         Ok(())
     }
 }

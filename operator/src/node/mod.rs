@@ -32,14 +32,19 @@ pub const BINARIES: [&str; 4] = [
 /// keeps its old file and a reader never sees half of one. Returns whether
 /// it changed.
 pub fn install_file(from: &Path, to: &Path, mode: u32) -> std::io::Result<bool> {
-    let new = std::fs::read(from)?;
-    if std::fs::read(to).ok().as_deref() == Some(new.as_slice()) {
+    write_if_changed(to, &std::fs::read(from)?, mode)
+}
+
+/// Writes `bytes` to `to` (atomically) unless it holds them already with
+/// that mode. Returns whether it changed.
+pub fn write_if_changed(to: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
+    if std::fs::read(to).ok().as_deref() == Some(bytes) {
         let perms = std::fs::metadata(to)?.permissions();
         if perms.mode() & 0o7777 == mode {
             return Ok(false);
         }
     }
-    write_atomically(to, &new, mode)?;
+    write_atomically(to, bytes, mode)?;
     Ok(true)
 }
 
