@@ -631,7 +631,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(list) => {
                 let zones: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap_or_default();
                 for z in zones.iter().filter_map(|z| z["name"].as_str()) {
-                    match n.rauha(&["zone", "delete", z]).await {
+                    // --force: a forced uninstall deletes zones that run work.
+                    match n.rauha(&["zone", "delete", "--force", z]).await {
                         Ok(_) => tracing::info!("deleted zone {z}"),
                         Err(e) => tracing::warn!("deleting zone {z}: {e:#}"),
                     }
