@@ -65,6 +65,12 @@ pub fn ready() -> bool {
         })
 }
 
+/// Where the CRI tests' pods put their cgroups, as kubelet gives each pod
+/// `linux.cgroup_parent`.
+pub const PODS_CGROUP: &str = "rauha-e2e-kubepods";
+/// The systemd-driver slice the CRI tests put a pod in.
+pub const PODS_SLICE: &str = "rauhae2e.slice";
+
 pub struct Daemon {
     pub dir: PathBuf,
     pub root: PathBuf,
@@ -78,6 +84,19 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts rauhad on a fresh temp root and waits until it serves.
+    /// The cgroups the tests put zones under by absolute path (as the shim
+    /// puts kubelet's pods): the CRI tests' pods and slices, and a tree of
+    /// this daemon's own; and kubelet's, rauhad's default (critest's pods).
+    pub fn allowed_cgroup_roots(&self) -> Vec<String> {
+        vec![
+            "/kubepods".into(),
+            "/kubepods.slice".into(),
+            format!("/{PODS_CGROUP}"),
+            format!("/{PODS_SLICE}"),
+            format!("/{}-pods", self.cgroup_parent),
+        ]
+    }
+
     pub fn start() -> Daemon {
         Daemon::start_inheriting(&[])
     }
@@ -163,6 +182,11 @@ impl Daemon {
             .arg(&self.cgroup_parent)
             .arg("--bpf-pin-dir")
             .arg(self.bpffs.join("rauha"))
+            .args(
+                self.allowed_cgroup_roots()
+                    .iter()
+                    .flat_map(|r| ["--allowed-cgroup-root".to_string(), r.clone()]),
+            )
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)

@@ -235,3 +235,282 @@ fn an_unreachable_daemon_is_one_line() {
         "{err}"
     );
 }
+
+/// A body passed through as bytes, to send what no generated client would.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+struct RawBody;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBody;
+    type Decoder = RawBody;
+    fn encoder(&mut self) -> RawBody {
+        RawBody
+    }
+    fn decoder(&mut self) -> RawBody {
+        RawBody
+    }
+}
+
+impl tonic::codec::Encoder for RawBody {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBody {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
+}
+
+/// The status is the code given, its message one line under 300
+/// characters naming `field`.
+fn refused(s: &tonic::Status, code: tonic::Code, field: &str) {
+    assert_eq!(s.code(), code, "{s:?}");
+    let m = s.message();
+    assert!(
+        m.len() < 300 && !m.contains('\n') && m.contains(field),
+        "{field}: {} bytes: {m}",
+        m.len()
+    );
+}
+
+/// Every cgroup directory below the hierarchies' roots whose path from
+/// the root starts with `prefix`.
+fn cgroup_dirs_at(prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for r in roots {
+        let p = r.join(prefix.trim_start_matches('/'));
+        if p.is_dir() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hostile_values_are_refused_and_leave_the_host_as_it_was() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let mut zones = d.zones_client().await;
+
+    // cgroup_parent: only below an allowed root or rauhad's own parent,
+    // and what rauhad made for it goes with the zone.
+    for parent in ["/etc/passwd", "/dev/null", "/proc/1/ns/net", "/sys/../x"] {
+        let before = cgroup_dirs_at(parent);
+        let err = zones
+            .create(v1::CreateZoneRequest {
+                name: "cg".into(),
+                cgroup_parent: parent.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err(parent);
+        refused(&err, tonic::Code::InvalidArgument, "cgroup_parent");
+        assert_eq!(
+            cgroup_dirs_at(parent),
+            before,
+            "{parent}: a cgroup was made"
+        );
+    }
+    let pods = format!("/{}-pods", d.cgroup_parent);
+    assert!(cgroup_dirs_at(&pods).is_empty(), "{pods} is there already");
+    let zone = zones
+        .create(v1::CreateZoneRequest {
+            name: "under-pod".into(),
+            cgroup_parent: format!("{pods}/pod-x"),
+            ..Default::default()
+        })
+        .await
+        .expect("a zone below an allowed root")
+        .into_inner();
+    let made = cgroup_dirs_at(&format!("{pods}/pod-x/{}", zone.id));
+    assert!(!made.is_empty(), "the zone's cgroup is below {pods}/pod-x");
+    zones
+        .delete(v1::DeleteZoneRequest {
+            zone: "under-pod".into(),
+            force: false,
+        })
+        .await
+        .expect("delete");
+    assert_eq!(
+        cgroup_dirs_at(&pods),
+        Vec::<std::path::PathBuf>::new(),
+        "the cgroups rauhad made for the zone stay after it"
+    );
+
+    // A body that is not protobuf is the sender's mistake.
+    let mut grpc = tonic::client::Grpc::new(d.channel().await);
+    grpc.ready().await.expect("ready");
+    let err = grpc
+        .unary(
+            tonic::Request::new(vec![0x0a, 0x7f, b'a']),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/rauha.v1.Zones/Create"),
+            Raw,
+        )
+        .await
+        .expect_err("malformed body");
+    refused(&err, tonic::Code::InvalidArgument, "protobuf");
+
+    // Workspace paths the zone cannot have.
+    let mut sandbox_client = d.sandbox_client().await;
+    for (repo, target, field) in [
+        ("/tmp", "/etc/passwd", "workspace_path"),
+        ("/proc", "", "repo_path"),
+        ("/sys", "", "repo_path"),
+        ("/tmp", "/proc/x", "workspace_path"),
+    ] {
+        let err = sandbox_client
+            .run_sandbox(v1::SandboxRequest {
+                repo_path: repo.into(),
+                workspace_path: target.into(),
+                ..sandbox_request(&["true"], None, 0)
+            })
+            .await
+            .expect_err(field);
+        refused(&err, tonic::Code::InvalidArgument, field);
+    }
+
+    // Policies: one line naming file, line and key, without serde's words.
+    let write = |name: &str, body: &[u8]| {
+        let p = d.dir.join(name);
+        std::fs::write(&p, body).expect("write policy");
+        p.display().to_string()
+    };
+    let huge_number = format!("[resources]\npids_max = 1{}\n", "0".repeat(308));
+    let big = "# padding\n".repeat(5 << 20);
+    for (name, body, says) in [
+        (
+            "negative.toml",
+            &b"[resources]\npids_max = -1\n"[..],
+            "negative.toml:2: resources.pids_max: -1 is negative",
+        ),
+        (
+            "huge.toml",
+            huge_number.as_bytes(),
+            "huge.toml:2: resources.pids_max: the number is too large",
+        ),
+        (
+            "two63.toml",
+            &b"[resources]\npids_max = 9223372036854775808\n"[..],
+            "two63.toml:2: resources.pids_max: 9223372036854775808 is out of range",
+        ),
+        (
+            "latin1.toml",
+            &b"[zone]\nhostname = \"\xff\xfe\"\n"[..],
+            "latin1.toml:2: is not UTF-8 text",
+        ),
+        ("big.toml", big.as_bytes(), "big.toml\" is 52428800 bytes"),
+        (
+            "missing.toml",
+            &b"[filesystem]\nwritable_paths = [\"/nonexistent-rauha/x\"]\n"[..],
+            "missing.toml:2: filesystem.writable_paths: \"/nonexistent-rauha/x\" does not exist on the host",
+        ),
+    ] {
+        let path = write(name, body);
+        let out = d.cli(&["sandbox", "--policy", &path, "--", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{name}");
+        let err = text(&out.stderr);
+        let line = one_line(&err);
+        assert!(
+            line.contains(says) && line.len() < 300 && !line.contains("i128"),
+            "{name}: {line}"
+        );
+    }
+
+    // A working directory that is a file says so.
+    let out = d.cli(&["sandbox", "--cwd", "/etc/passwd", "--", "true"]);
+    assert!(
+        text(&out.stderr).contains("\"/etc/passwd\" is a file in the zone, not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Container roots: an unsupported mount, a destination with a newline,
+    // a root added twice.
+    let Some(bundle) = rauha_e2e::busybox_bundle(&d.dir, true) else {
+        assert!(!rauha_e2e::prerequisite(
+            false,
+            "busybox-static (apt-get install busybox-static)"
+        ));
+        return;
+    };
+    zones
+        .create(v1::CreateZoneRequest {
+            name: "pod".into(),
+            bundle: bundle.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("a bundle zone");
+    let root = |name: &str, mounts: Vec<v1::RootMount>| v1::AddRootRequest {
+        zone: "pod".into(),
+        name: name.into(),
+        rootfs: bundle.join("rootfs").display().to_string(),
+        mounts,
+        ..Default::default()
+    };
+    let mount = |destination: &str, kind: &str, source: &str| v1::RootMount {
+        destination: destination.into(),
+        r#type: kind.into(),
+        source: source.into(),
+        options: Vec::new(),
+    };
+    let err = zones
+        .add_root(root("c1", vec![mount("/mnt", "nfs", "server:/x")]))
+        .await
+        .expect_err("nfs");
+    refused(&err, tonic::Code::InvalidArgument, "mounts[0]");
+    let err = zones
+        .add_root(root("c1", vec![mount("/a\nb", "tmpfs", "tmpfs")]))
+        .await
+        .expect_err("newline");
+    refused(&err, tonic::Code::InvalidArgument, "mounts[0].destination");
+    let err = zones
+        .add_root(root(
+            "c1",
+            vec![mount("/data", "bind", "/nonexistent-rauha-src")],
+        ))
+        .await
+        .expect_err("missing source");
+    refused(&err, tonic::Code::InvalidArgument, "mounts[0]");
+    zones.add_root(root("c1", Vec::new())).await.expect("c1");
+    let err = zones
+        .add_root(root("c1", Vec::new()))
+        .await
+        .expect_err("twice");
+    refused(&err, tonic::Code::AlreadyExists, "c1");
+
+    // Through all of it rauhad served and kept what it had.
+    let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
+    assert!(
+        listed.contains("\"pod\"") && !listed.contains("\"cg\""),
+        "{listed}"
+    );
+    assert!(d
+        .cli(&["zone", "delete", "--force", "pod"])
+        .status
+        .success());
+}

@@ -13,8 +13,9 @@ use rauha_e2e::{
 };
 
 /// Where the tests' pods put their cgroups, as kubelet gives each pod
-/// `linux.cgroup_parent` (removed by `Cri`'s drop).
-const PODS_CGROUP: &str = "rauha-e2e-kubepods";
+/// `linux.cgroup_parent` (removed by `Cri`'s drop; the test daemon lets
+/// clients use it, as rauhad does kubelet's `/kubepods`).
+use rauha_e2e::PODS_CGROUP;
 
 fn crictl() -> PathBuf {
     bin_dir().join("../tools/crictl")

@@ -726,11 +726,20 @@ impl Supervisor {
         } else {
             spec.cwd.as_str()
         };
-        if !stat(cwd).is_some_and(|m| m.is_dir()) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("working directory {cwd:?} does not exist in the zone"),
-            ));
+        match stat(cwd) {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("working directory {cwd:?} is a file in the zone, not a directory"),
+                ))
+            }
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("working directory {cwd:?} does not exist in the zone"),
+                ))
+            }
         }
         let cwd_c = std::ffi::CString::new(cwd)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cwd has a NUL byte"))?;

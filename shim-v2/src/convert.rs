@@ -222,8 +222,12 @@ pub fn zone_netns(spec: &Value, chosen: &ChosenPolicy) -> Option<String> {
 /// The cgroup the container's cgroup belongs in, from the spec's
 /// `linux.cgroupsPath`: its parent for the cgroupfs form
 /// (`/kubepods/burstable/podUID/ID`), the slice's path for the systemd form
-/// (`kubepods-burstable-podUID.slice:cri-containerd:ID`).
+/// (`kubepods-burstable-podUID.slice:cri-containerd:ID`). Only a CRI pod's:
+/// kubelet's pod cgroup is what rauhad lets a client choose
+/// (`--allowed-cgroup-root`); another container's zone (`ctr run`'s
+/// `/NAMESPACE/ID`) goes below rauhad's own parent.
 pub fn cgroup_parent(spec: &Value) -> Option<String> {
+    annotation(spec, CRI_SANDBOX_ID)?;
     let path = spec.get("linux")?.get("cgroupsPath")?.as_str()?;
     if path.is_empty() {
         return None;
@@ -964,7 +968,13 @@ mod tests {
 
     #[test]
     fn cgroups_path_gives_the_parent() {
-        let spec = |p: &str| json!({"linux": {"cgroupsPath": p}});
+        let spec =
+            |p: &str| json!({"linux": {"cgroupsPath": p}, "annotations": {CRI_SANDBOX_ID: "s1"}});
+        assert_eq!(
+            cgroup_parent(&json!({"linux": {"cgroupsPath": "/default/abc"}})),
+            None,
+            "not a CRI pod's"
+        );
         assert_eq!(
             cgroup_parent(&spec("/kubepods/burstable/pod1/abc")).as_deref(),
             Some("/kubepods/burstable/pod1")

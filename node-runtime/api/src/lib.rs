@@ -8,5 +8,6 @@ pub mod v1 {
     tonic::include_proto!("rauha.v1");
 }
 
+pub mod codec;
 pub mod convert;
 pub mod keeper;

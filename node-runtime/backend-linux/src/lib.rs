@@ -48,6 +48,8 @@ pub struct LinuxBackend {
     /// Zones whose cgroup is not under rauhad's parent: its path from the
     /// hierarchy's root (learnt at creation, or from the handle again).
     cgroup_paths: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
+    /// The cgroups made above such zones, removed with the last of them.
+    made_parents: Arc<cgroup::made::MadeParents>,
     /// Container roots are added and removed one at a time.
     roots_lock: std::sync::Mutex<()>,
     /// The host id ranges of zones in a user namespace of their own.
@@ -79,6 +81,9 @@ impl LinuxBackend {
             node_layers,
             bpf,
             cgroup_paths: Default::default(),
+            made_parents: Arc::new(cgroup::made::MadeParents::new(
+                root.join("cgroup-parents-made"),
+            )),
             roots_lock: Default::default(),
             id_ranges: IdRanges::default(),
         }
@@ -233,7 +238,9 @@ impl IsolationBackend for LinuxBackend {
                 }
                 None => setup.id.to_string(),
             };
-            let cgroup = self.cgroups.create(&key, &setup.policy.resources)?;
+            let cgroup = self
+                .made_parents
+                .create(&*self.cgroups, &key, &setup.policy.resources)?;
             let config = ZoneConfig {
                 zone_id: setup.id.to_string(),
                 hostname: setup
@@ -312,13 +319,17 @@ impl IsolationBackend for LinuxBackend {
             self.learn(h);
         }
         let cgroups = Arc::clone(&self.cgroups);
+        let made = Arc::clone(&self.made_parents);
         let id = self.cgroup_key(zone_id);
-        tokio::task::spawn_blocking(move || cgroups.remove(&id))
-            .await
-            .map_err(|e| BackendError::Task {
-                what: "cgroup removal task",
-                source: Box::new(e),
-            })??;
+        tokio::task::spawn_blocking(move || {
+            cgroups.remove(&id)?;
+            made.remove_unused(&*cgroups, &id)
+        })
+        .await
+        .map_err(|e| BackendError::Task {
+            what: "cgroup removal task",
+            source: Box::new(e),
+        })??;
         self.cgroup_paths
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -551,6 +562,11 @@ impl IsolationBackend for LinuxBackend {
         let mut removed = Vec::new();
         let known_names: Vec<String> = known.iter().map(Uuid::to_string).collect();
         for name in self.cgroups.list()? {
+            // Not a zone's: the parent a client named for its zones by a
+            // relative cgroup_parent (they go with their last zone).
+            if Uuid::parse_str(&name).is_err() {
+                continue;
+            }
             if !known_names.contains(&name) {
                 self.cgroups.remove(&name)?;
                 removed.push(format!("cgroup {name}"));

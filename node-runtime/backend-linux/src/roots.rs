@@ -575,7 +575,8 @@ pub fn add(
 /// cloned with its flags.
 fn plan(base: &Path, name: &str, mounts: &[RootMount]) -> Result<Vec<Planned>, BackendError> {
     let mut planned = Vec::new();
-    for m in mounts {
+    for (index, m) in mounts.iter().enumerate() {
+        let bad = |message: String| BackendError::BadMount { index, message };
         if m.kind == "sysfs" && m.destination == Path::new("/sys") {
             // Mounted by the zone agent (sysfs shows the mounter's
             // network namespace): leave it the mark it looks for.
@@ -611,9 +612,16 @@ fn plan(base: &Path, name: &str, mounts: &[RootMount]) -> Result<Vec<Planned>, B
         }
         let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
         if is_bind {
-            let source_is_dir = std::fs::metadata(&m.source)
-                .map_err(err(format!("mount source {}", m.source.display())))?
-                .is_dir();
+            let source_is_dir = match std::fs::metadata(&m.source) {
+                Ok(meta) => meta.is_dir(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(bad(format!(
+                        "source {} does not exist on the host; create it or fix the path",
+                        rauha_spec::message::quote(&m.source.to_string_lossy())
+                    )))
+                }
+                Err(e) => return Err(err(format!("mount source {}", m.source.display()))(e)),
+            };
             let recursive = m.options.iter().any(|o| o == "rbind");
             let has = |names: &[&str]| m.options.iter().any(|o| names.contains(&o.as_str()));
             // `rslave` (Kubernetes' HostToContainer) receives the host's
@@ -672,15 +680,10 @@ fn plan(base: &Path, name: &str, mounts: &[RootMount]) -> Result<Vec<Planned>, B
                 data: data.join(","),
             });
         } else {
-            return Err(err(format!(
-                "cannot mount {} in container root {name}",
-                m.destination.display()
-            ))(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "mount type {:?} is not supported in a container root (bind and tmpfs are)",
-                    m.kind
-                ),
+            return Err(bad(format!(
+                "mount type {} at {} is not supported in a container root; use bind or tmpfs",
+                rauha_spec::message::quote(&m.kind),
+                rauha_spec::message::quote(&m.destination.to_string_lossy())
             )));
         }
     }

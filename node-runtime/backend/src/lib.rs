@@ -209,6 +209,10 @@ pub enum BackendError {
     },
     #[error("bundle {path}: {message}")]
     Bundle { path: String, message: String },
+    /// A container root's mount (`mounts[index]`) that this backend
+    /// cannot make as asked: the caller's to fix.
+    #[error("mounts[{index}]: {message}")]
+    BadMount { index: usize, message: String },
     #[error("container root {0:?} is not in this zone; it is added with AddRoot when its container is created")]
     NoRoot(String),
     /// A policy this backend cannot enforce as written.

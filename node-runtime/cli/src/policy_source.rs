@@ -27,8 +27,22 @@ impl PolicyChoice {
     /// Resolves a `--policy` value: an existing file, else a preset name.
     pub fn resolve(value: &str) -> anyhow::Result<PolicyChoice> {
         if Path::new(value).is_file() {
-            let toml = std::fs::read_to_string(value).with_context(|| {
-                format!("cannot read policy file {value:?}; check the path and its permissions")
+            let size = std::fs::metadata(value).map(|m| m.len()).unwrap_or(0);
+            if size > rauha_spec::policy::MAX_POLICY_BYTES as u64 {
+                bail!(
+                    "policy file {value:?} is {size} bytes, over the {} bytes a policy may be; a policy is a short TOML file",
+                    rauha_spec::policy::MAX_POLICY_BYTES
+                );
+            }
+            let bytes = std::fs::read(value).with_context(|| {
+                format!("cannot read policy file {value:?}; check its permissions")
+            })?;
+            let toml = String::from_utf8(bytes).map_err(|e| {
+                let at = e.utf8_error().valid_up_to();
+                let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+                anyhow::anyhow!(
+                    "{value}:{line}: is not UTF-8 text (byte {at}); a policy is a TOML file, save it as UTF-8"
+                )
             })?;
             return Ok(PolicyChoice::File {
                 path: value.to_string(),

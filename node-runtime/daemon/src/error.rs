@@ -160,6 +160,12 @@ impl From<DaemonError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             DaemonError::Backend(BackendError::NoRoot(_)) => tonic::Status::not_found(message),
+            DaemonError::Backend(BackendError::RootExists(_)) => {
+                tonic::Status::already_exists(message)
+            }
+            DaemonError::Backend(BackendError::BadMount { .. }) => {
+                tonic::Status::invalid_argument(message)
+            }
             DaemonError::Backend(BackendError::Resources {
                 kind: FailureKind::Unsupported,
                 ..

@@ -69,6 +69,14 @@ struct Args {
     /// cgroup under which every zone's cgroup is made.
     #[arg(long, default_value = "rauha")]
     cgroup_parent: String,
+    /// A cgroup below which clients may put zones' cgroups by absolute
+    /// path (the shim passes kubelet's pod cgroups); repeat for several.
+    #[arg(
+        long = "allowed-cgroup-root",
+        value_name = "PATH",
+        default_values_t = validate::DEFAULT_ALLOWED_CGROUP_ROOTS.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    )]
+    allowed_cgroup_roots: Vec<String>,
     /// Where the BPF maps and program links are pinned (on bpffs); they
     /// stay attached across restarts of rauhad.
     #[arg(long, env = "RAUHA_BPF_PIN_DIR", default_value = "/sys/fs/bpf/rauha")]
@@ -166,6 +174,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.cgroup_parent
         );
     }
+    for root in &args.allowed_cgroup_roots {
+        let parts: Vec<&str> = root.split('/').skip(1).collect();
+        if !root.starts_with('/')
+            || parts.is_empty()
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            bail!(
+                "--allowed-cgroup-root {root:?} must be an absolute cgroup path such as /kubepods"
+            );
+        }
+    }
+    let cgroups_allowed = validate::CgroupParents {
+        own: args.cgroup_parent.clone(),
+        allowed_roots: args.allowed_cgroup_roots.clone(),
+    };
     let agent = match args.agent.clone() {
         Some(a) => a,
         None => std::env::current_exe()
@@ -253,6 +278,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(
                 ZonesServer::new(api::ZonesService {
                     registry: Arc::clone(&registry),
+                    cgroups: cgroups_allowed.clone(),
                 })
                 .max_decoding_message_size(MAX_MESSAGE),
             )

@@ -53,7 +53,13 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), DaemonError> {
     if ok {
         Ok(())
     } else {
-        Err(DaemonError::invalid(field, format!("{name:?} is not a secret name; use letters, digits, '_', '-' and '.' (at most 128)")))
+        Err(DaemonError::invalid(
+            field,
+            format!(
+                "{} is not a secret name; use letters, digits, '_', '-' and '.' (at most 128)",
+                rauha_spec::message::quote(name)
+            ),
+        ))
     }
 }
 
@@ -68,7 +74,10 @@ pub fn validate_env(field: &str, env: &str) -> Result<(), DaemonError> {
     } else {
         Err(DaemonError::invalid(
             field,
-            format!("{env:?} is not an environment variable name; use letters, digits and '_'"),
+            format!(
+                "{} is not an environment variable name; use letters, digits and '_'",
+                rauha_spec::message::quote(env)
+            ),
         ))
     }
 }

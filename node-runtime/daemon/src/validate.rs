@@ -18,8 +18,10 @@ pub const MAX_PATH_BYTES: usize = 4095;
 
 pub fn parse_id(field: &str, value: &str, hint: &str) -> Result<Uuid, DaemonError> {
     Uuid::parse_str(value).map_err(|_| {
-        let shown: String = value.chars().take(64).collect();
-        DaemonError::invalid(field, format!("{shown:?} is not a valid UUID; {hint}"))
+        DaemonError::invalid(
+            field,
+            format!("{} is not a valid UUID; {hint}", quote(value)),
+        )
     })
 }
 
@@ -117,33 +119,74 @@ fn check_string(field: &str, s: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// A cgroup to put the zone's cgroup in: empty for rauhad's own parent,
-/// else a path from the hierarchy's root whose components are plain names
-/// (as kubelet's `/kubepods/burstable/podUID`).
-pub fn cgroup_parent(path: &str) -> Result<Option<String>, DaemonError> {
-    if path.is_empty() {
-        return Ok(None);
+/// Where a client may put a zone's cgroup: below rauhad's own parent
+/// (a relative `cgroup_parent`), or below one of the allowed roots (an
+/// absolute one, such as kubelet's `/kubepods/burstable/pod<uid>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupParents {
+    /// rauhad's `--cgroup-parent`: one plain name.
+    pub own: String,
+    /// `--allowed-cgroup-root`s, each `/name[/name...]`.
+    pub allowed_roots: Vec<String>,
+}
+
+/// The cgroups kubelet makes pods' in: its cgroupfs and systemd drivers'.
+pub const DEFAULT_ALLOWED_CGROUP_ROOTS: &[&str] = &["/kubepods", "/kubepods.slice"];
+
+impl CgroupParents {
+    /// A cgroup to put the zone's cgroup in, from the hierarchy's root:
+    /// `None` for rauhad's own parent.
+    pub fn check(&self, path: &str) -> Result<Option<String>, DaemonError> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let roots = self.allowed_roots.join(", ");
+        let bad = |why: String| {
+            DaemonError::invalid(
+                "cgroup_parent",
+                format!(
+                    "{} {why}; give a path below one of {roots}, or a relative one for a cgroup below rauhad's {}",
+                    quote(path),
+                    self.own
+                ),
+            )
+        };
+        if path.len() > MAX_PATH_BYTES {
+            return Err(bad("is longer than Linux allows for a path".into()));
+        }
+        let parts = components(path).ok_or_else(|| {
+            bad("has an empty, '.' or '..' component or a control character".into())
+        })?;
+        if parts.is_empty() {
+            return Err(bad("is the root of the hierarchy".into()));
+        }
+        if !path.starts_with('/') {
+            return Ok(Some(format!("/{}/{}", self.own, parts.join("/"))));
+        }
+        let under = self.allowed_roots.iter().any(|root| {
+            let root = components(root).unwrap_or_default();
+            parts.len() >= root.len() && parts[..root.len()] == root[..]
+        });
+        if !under {
+            return Err(bad("is outside the cgroups a client may use".into()));
+        }
+        Ok(Some(format!("/{}", parts.join("/"))))
     }
-    let bad = |why: &str| {
-        DaemonError::invalid(
-            "cgroup_parent",
-            format!("{path:?} {why}; give a path such as /kubepods/burstable/pod<uid>"),
-        )
-    };
-    if !path.starts_with('/') {
-        return Err(bad("is not absolute"));
+}
+
+/// The plain names of a cgroup path, or `None` when one is empty (other
+/// than a leading or trailing '/'), '.', '..' or holds a control character.
+fn components(path: &str) -> Option<Vec<&str>> {
+    let inner = path.strip_prefix('/').unwrap_or(path);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if inner.is_empty() {
+        return Some(Vec::new());
     }
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    if parts.is_empty() {
-        return Err(bad("is the root of the hierarchy"));
-    }
-    if parts
+    let parts: Vec<&str> = inner.split('/').collect();
+    parts
         .iter()
-        .any(|p| *p == "." || *p == ".." || p.contains('\0'))
-    {
-        return Err(bad("has a '.' or '..' component"));
-    }
-    Ok(Some(format!("/{}", parts.join("/"))))
+        .all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.chars().any(char::is_control))
+        .then_some(parts)
 }
 
 /// A network namespace to join: empty for none, else an absolute path to a
@@ -156,11 +199,11 @@ pub fn netns(field: &str, path: &str) -> Result<Option<String>, DaemonError> {
     if !path.starts_with('/') {
         return Err(DaemonError::invalid(
             field,
-            format!("{path:?} is not absolute; {fix}"),
+            format!("{} is not absolute; {fix}", quote(path)),
         ));
     }
     let file = std::fs::File::open(path)
-        .map_err(|e| DaemonError::invalid(field, format!("{path:?}: {e}; {fix}")))?;
+        .map_err(|e| DaemonError::invalid(field, format!("{}: {e}; {fix}", quote(path))))?;
     // NS_GET_NSTYPE is _IO(0xb7, 0x3); it fails on anything but a namespace.
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: an ioctl without arguments on an fd we hold.
@@ -168,7 +211,7 @@ pub fn netns(field: &str, path: &str) -> Result<Option<String>, DaemonError> {
     if kind != libc::CLONE_NEWNET {
         return Err(DaemonError::invalid(
             field,
-            format!("{path:?} is not a network namespace; {fix}"),
+            format!("{} is not a network namespace; {fix}", quote(path)),
         ));
     }
     Ok(Some(path.to_string()))
@@ -227,6 +270,56 @@ mod tests {
     fn relative_cwd_and_nul_bytes_are_refused() {
         assert!(process_spec("spec", &args(&["true"]), &[], "tmp").is_err());
         assert!(process_spec("spec", &args(&["a\0b"]), &[], "").is_err());
+    }
+
+    fn parents() -> CgroupParents {
+        CgroupParents {
+            own: "rauha".into(),
+            allowed_roots: DEFAULT_ALLOWED_CGROUP_ROOTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_cgroup_parent_is_below_an_allowed_root_or_rauhads_own() {
+        let p = parents();
+        assert_eq!(p.check("").expect("empty"), None);
+        assert_eq!(
+            p.check("/kubepods/burstable/pod1").expect("kubelet's"),
+            Some("/kubepods/burstable/pod1".into())
+        );
+        assert_eq!(
+            p.check("/kubepods.slice/kubepods-burstable.slice/")
+                .expect("systemd's"),
+            Some("/kubepods.slice/kubepods-burstable.slice".into())
+        );
+        assert_eq!(
+            p.check("pods/a").expect("relative"),
+            Some("/rauha/pods/a".into())
+        );
+        for bad in [
+            "/etc/passwd",
+            "/dev/null",
+            "/proc/1/ns/net",
+            "/kubepods-evil",
+            "/kubepods/../etc",
+            "/kubepods//x",
+            "/",
+            "a/../../b",
+            "/kubepods/a\nb",
+        ] {
+            let e = p.check(bad).expect_err(bad).to_string();
+            assert!(
+                e.starts_with("cgroup_parent: ")
+                    && e.contains("/kubepods, /kubepods.slice")
+                    && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        let long = format!("/kubepods/{}", "x".repeat(1 << 20));
+        assert!(p.check(&long).expect_err("long").to_string().len() < 400);
     }
 
     #[test]

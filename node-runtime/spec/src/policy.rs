@@ -343,6 +343,8 @@ pub fn under(path: &str, entry: &str) -> bool {
 
 /// Default cap on each of stdout and stderr in a result.
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+/// The largest policy file, in bytes: a policy is a page of TOML.
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
 
 /// System calls a policy may not deny: without them no program starts or ends.
 const ESSENTIAL_SYSCALLS: &[&str] = &["execve", "exit", "exit_group", "rt_sigreturn", "wait4"];
@@ -379,6 +381,17 @@ impl fmt::Display for PolicyError {
 impl Policy {
     /// Parses and validates a policy; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError {
+                file: file.to_string(),
+                line: 0,
+                key: String::new(),
+                message: format!(
+                    "is {} bytes, over the {MAX_POLICY_BYTES} bytes a policy may be; a policy is a short TOML file",
+                    text.len()
+                ),
+            });
+        }
         let mut policy: Policy =
             toml::from_str(text).map_err(|e| from_toml_error(file, text, &e))?;
         if policy.pod.security.is_some() {
@@ -404,6 +417,36 @@ impl Policy {
             message,
         })?;
         Ok(policy)
+    }
+
+    /// For a zone that shows the host's tree: each writable path (other
+    /// than /tmp, which the zone gets its own of) is bound from the host,
+    /// so it must be there; `exists` asks the host. `file` and `text` are
+    /// what the policy was parsed from, to name the line.
+    pub fn check_host_paths(
+        &self,
+        file: &str,
+        text: &str,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), PolicyError> {
+        let key = "filesystem.writable_paths";
+        match self
+            .filesystem
+            .writable_paths
+            .iter()
+            .find(|p| p.as_str() != "/tmp" && !exists(p))
+        {
+            None => Ok(()),
+            Some(missing) => Err(PolicyError {
+                file: file.to_string(),
+                line: locate_key(text, key),
+                key: key.to_string(),
+                message: format!(
+                    "{} does not exist on the host; create it, or remove it from the list",
+                    crate::message::quote(missing)
+                ),
+            }),
+        }
     }
 
     /// Renders the policy as TOML that [`Policy::parse`] accepts again.
@@ -692,6 +735,22 @@ fn from_toml_error(file: &str, text: &str, e: &toml::de::Error) -> PolicyError {
 }
 
 fn humanize(raw: &str) -> String {
+    // serde's words for a number out of its type's range: `invalid value:
+    // integer `-1`, expected u64` (or `... as i128, ...`).
+    if let Some(rest) = raw.strip_prefix("invalid value: integer `") {
+        let number = rest.split('`').next().unwrap_or("");
+        let shown = crate::message::quote(number);
+        let shown = shown.trim_matches('"');
+        return if number.starts_with('-') {
+            format!("{shown} is negative; give a number of 0 or more")
+        } else {
+            format!("{shown} is too large; see docs/policy.md for this key's range")
+        };
+    }
+    if raw == "integer number overflowed" || raw.starts_with("number too large") {
+        return "the number is too large for any setting; see docs/policy.md for this key's range"
+            .into();
+    }
     if let Some(rest) = raw.strip_prefix("unknown variant ") {
         return rest
             .replace("expected one of", "; use one of")

@@ -20,6 +20,7 @@ mod cpu;
 pub mod files;
 mod freezer;
 mod hierarchy;
+pub mod made;
 mod memory;
 mod pids;
 #[cfg(test)]
@@ -199,6 +200,8 @@ pub trait CgroupDriver: Send + Sync {
     /// The parent directory in the unified hierarchy, where cgroup-BPF
     /// programs attach to cover every zone.
     fn unified_parent(&self) -> Option<PathBuf>;
+    /// The zone's directory in each hierarchy.
+    fn zone_dirs(&self, zone: &str) -> Vec<PathBuf>;
 }
 
 /// The cgroup manager for the hierarchy mounted at `root` (normally

@@ -488,3 +488,46 @@ fn removal_kills_then_removes_the_deepest_cgroups_first() {
     assert!(kill < c1 && c1 < work && work < zone, "{log:#?}");
     assert!(!fs.is_dir(&dir));
 }
+
+#[test]
+fn parents_made_for_a_zone_go_with_the_last_zone_and_found_ones_stay() {
+    let (fs, cg) = recorded_v2();
+    // kubelet's QoS cgroup is there; the pod's is not (as in a hierarchy
+    // kubelet does not use).
+    fs.dir(&Path::new(ROOT).join("kubepods/burstable"));
+    let state = std::env::temp_dir().join(format!("rauha-made-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&state).expect("state dir");
+    let made = made::MadeParents::new(state.join("made"));
+    let none = ResourcesSection::default();
+    let a = "/kubepods/burstable/pod1/za";
+    let b = "/kubepods/burstable/pod1/zb";
+    made.create(&*cg, a, &none).expect("zone a");
+    made.create(&*cg, b, &none).expect("zone b");
+    let pod = Path::new(ROOT).join("kubepods/burstable/pod1");
+    let record = std::fs::read_to_string(state.join("made")).expect("record");
+    assert_eq!(
+        record,
+        format!("{}\n", pod.display()),
+        "only the pod's was made"
+    );
+    // The first zone goes: the pod's cgroup holds the other still.
+    cg.remove(a).expect("remove a");
+    made.remove_unused(&*cg, a).expect("unused a");
+    assert!(fs.is_dir(&pod));
+    // The last zone goes: the pod's cgroup with it, kubelet's stays.
+    cg.remove(b).expect("remove b");
+    made.remove_unused(&*cg, b).expect("unused b");
+    assert!(!fs.is_dir(&pod), "{:#?}", fs.log());
+    assert!(fs.is_dir(&Path::new(ROOT).join("kubepods/burstable")));
+    assert_eq!(
+        std::fs::read_to_string(state.join("made")).expect("record"),
+        ""
+    );
+    // A zone under rauhad's own parent records nothing.
+    made.create(&*cg, "zc", &none).expect("zone c");
+    assert_eq!(
+        std::fs::read_to_string(state.join("made")).expect("record"),
+        ""
+    );
+    std::fs::remove_dir_all(state).expect("cleanup");
+}

@@ -146,6 +146,10 @@ impl CgroupDriver for V1Cgroups {
             .then(|| self.root.join("unified").join(&self.parent))
     }
 
+    fn zone_dirs(&self, zone: &str) -> Vec<PathBuf> {
+        self.dirs(zone)
+    }
+
     fn create(&self, zone: &str, limits: &ResourcesSection) -> Result<ZoneCgroup, CgroupError> {
         let dirs = self.dirs(zone);
         for d in &dirs {

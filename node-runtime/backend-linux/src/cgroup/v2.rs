@@ -90,6 +90,10 @@ impl CgroupDriver for V2Cgroups {
         Some(self.root.join(&self.parent))
     }
 
+    fn zone_dirs(&self, zone: &str) -> Vec<PathBuf> {
+        vec![self.dir(zone)]
+    }
+
     fn unified_ids(&self, zone: &str) -> Vec<u64> {
         ids_below(&*self.fs, self.unified_dir(zone))
     }

@@ -130,7 +130,10 @@ pub fn root_devices(
             if !under_dev {
                 return Err(DaemonError::invalid(
                     field(),
-                    format!("{:?} is not a path under /dev", d.path),
+                    format!(
+                        "{} is not a path under /dev",
+                        rauha_spec::message::quote(&d.path)
+                    ),
                 ));
             }
             let kind = match d.r#type.as_str() {
@@ -140,7 +143,10 @@ pub fn root_devices(
                 other => {
                     return Err(DaemonError::invalid(
                         field(),
-                        format!("type {other:?} is not a device type (c, b, u or p)"),
+                        format!(
+                            "type {} is not a device type (c, b, u or p)",
+                            rauha_spec::message::quote(other)
+                        ),
                     ))
                 }
             };

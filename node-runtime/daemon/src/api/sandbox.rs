@@ -5,7 +5,8 @@ use std::time::Duration;
 use rauha_api::v1;
 use rauha_api::v1::sandbox_server::Sandbox;
 use rauha_guest_agent::protocol::Stream;
-use rauha_spec::{WorkspaceSpec, DEFAULT_WORKSPACE_TARGET};
+use rauha_spec::message::quote;
+use rauha_spec::{RootSpec, WorkspaceSpec, DEFAULT_WORKSPACE_TARGET};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -30,8 +31,10 @@ impl SandboxService {
         let workspace = workspace(&req)?;
         let spec = req.spec.unwrap_or_default();
         let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
-        let policy = self.registry.resolve_policy(req.policy.as_ref())?;
         let root = bundle_root(&req.bundle)?;
+        let policy = self
+            .registry
+            .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;
         if req.timeout_ms > WEEK_MS {
             return Err(DaemonError::invalid(
                 "timeout_ms",
@@ -94,7 +97,7 @@ fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonErr
         other => {
             return Err(DaemonError::invalid(
                 "on_success",
-                format!("{other:?} is not commit or discard"),
+                format!("{} is not commit or discard", quote(other)),
             ))
         }
     };
@@ -117,11 +120,23 @@ fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonErr
     if !repo.is_absolute() || !repo.is_dir() {
         return Err(DaemonError::invalid(
             "repo_path",
-            format!("{:?} is not an absolute path to a directory", req.repo_path),
+            format!(
+                "{} is not an absolute path to a directory",
+                quote(&req.repo_path)
+            ),
         ));
     }
-    if req.repo_path.contains([',', ':', '\\']) {
-        return Err(DaemonError::invalid("repo_path", format!("{:?} has ',' ':' or '\\\\', which overlayfs options cannot carry; use another path", req.repo_path)));
+    if req.repo_path.contains([',', ':', '\\']) || req.repo_path.chars().any(char::is_control) {
+        return Err(DaemonError::invalid("repo_path", format!("{} has ',' ':' '\\\\' or a control character, which overlayfs options cannot carry; use another path", quote(&req.repo_path))));
+    }
+    if let Some(fs) = pseudo_filesystem(repo) {
+        return Err(DaemonError::invalid(
+            "repo_path",
+            format!(
+                "{} is on {fs}, which a workspace cannot be made from; give a project directory",
+                quote(&req.repo_path)
+            ),
+        ));
     }
     let target = if req.workspace_path.is_empty() {
         DEFAULT_WORKSPACE_TARGET.to_string()
@@ -132,7 +147,44 @@ fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonErr
     {
         return Err(DaemonError::invalid(
             "workspace_path",
-            format!("{target:?} is not a clean absolute path below /"),
+            format!("{} is not a clean absolute path below /", quote(&target)),
+        ));
+    }
+    // A sandbox's zone shows the host's tree: the workspace replaces a
+    // directory there, or makes a new one; it cannot replace a file, nor
+    // go into the kernel's trees.
+    let on_host = std::path::Path::new(&target);
+    if target.len() > crate::validate::MAX_PATH_BYTES || target.chars().any(char::is_control) {
+        return Err(DaemonError::invalid(
+            "workspace_path",
+            format!(
+                "{} is not a plain path of at most 4095 bytes",
+                quote(&target)
+            ),
+        ));
+    }
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|k| on_host.starts_with(k))
+    {
+        return Err(DaemonError::invalid(
+            "workspace_path",
+            format!(
+                "{} is in a kernel filesystem of the zone; give a directory such as /workspace",
+                quote(&target)
+            ),
+        ));
+    }
+    if on_host
+        .symlink_metadata()
+        .is_ok_and(|m| !m.file_type().is_dir())
+    {
+        return Err(DaemonError::invalid(
+            "workspace_path",
+            format!(
+                "{} is a file, not a directory, in the zone's view of the host; give a directory such as /workspace",
+                quote(&target)
+            ),
         ));
     }
     if req.diff_cap_bytes > MAX_DIFF_CAP {
@@ -155,6 +207,35 @@ fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonErr
         diff_cap: usize::try_from(diff_cap).unwrap_or(usize::MAX),
         commit_git_metadata: req.commit_git_metadata,
     }))
+}
+
+/// The kernel's own filesystem `path` is on (proc, sysfs, cgroup, ...),
+/// which overlayfs cannot take as a lower layer; `None` for a real one.
+fn pseudo_filesystem(path: &std::path::Path) -> Option<&'static str> {
+    const KINDS: &[(i64, &str)] = &[
+        (0x9fa0, "proc"),
+        (0x6265_6572, "sysfs"),
+        (0x0027_e0eb, "cgroup"),
+        (0x6367_7270, "cgroup2"),
+        (0x1cd1, "devpts"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0xcafe_4a11, "bpf"),
+        (0x6e73_6673, "nsfs"),
+        (0x1980_0202, "mqueue"),
+        (0x6265_6570, "configfs"),
+        (0xde5e_81e4, "efivarfs"),
+    ];
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs writes into the struct we own; the path is a C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let kind = st.f_type as i64;
+    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, n)| *n)
 }
 
 type EventStream =

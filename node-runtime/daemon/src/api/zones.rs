@@ -7,11 +7,13 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::error::DaemonError;
-use crate::validate::{cgroup_parent, netns};
+use crate::validate::{netns, CgroupParents};
 use crate::zone::{NewZone, ZoneRegistry};
 
 pub struct ZonesService {
     pub registry: Arc<ZoneRegistry>,
+    /// Where clients may put zones' cgroups.
+    pub cgroups: CgroupParents,
 }
 
 impl ZonesService {
@@ -33,7 +35,10 @@ pub fn bundle_root(bundle: &str) -> Result<RootSpec, DaemonError> {
     if !bundle.starts_with('/') {
         return Err(DaemonError::invalid(
             "bundle",
-            format!("{bundle:?} is not absolute; give the bundle directory's absolute path"),
+            format!(
+                "{} is not absolute; give the bundle directory's absolute path",
+                rauha_spec::message::quote(bundle)
+            ),
         ));
     }
     Ok(RootSpec::Bundle {
@@ -48,8 +53,10 @@ impl Zones for ZonesService {
         request: Request<v1::CreateZoneRequest>,
     ) -> Result<Response<v1::Zone>, Status> {
         let req = request.into_inner();
-        let policy = self.registry.resolve_policy(req.policy.as_ref())?;
         let root = bundle_root(&req.bundle)?;
+        let policy = self
+            .registry
+            .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;
         let record = self
             .registry
             .create_zone(NewZone {
@@ -61,7 +68,7 @@ impl Zones for ZonesService {
                 workspace: None,
                 ttl_ms: None,
                 netns: netns("netns", &req.netns)?,
-                cgroup_parent: cgroup_parent(&req.cgroup_parent)?,
+                cgroup_parent: self.cgroups.check(&req.cgroup_parent)?,
             })
             .await?;
         Ok(Response::new(self.wire(&record)))
@@ -117,7 +124,9 @@ impl Zones for ZonesService {
                 DaemonError::invalid("policy", "is missing; give a preset or a TOML file").into(),
             );
         }
-        let policy = self.registry.resolve_policy(req.policy.as_ref())?;
+        // Its filesystem cannot change (update_policy): nothing to check
+        // on the host.
+        let policy = self.registry.resolve_policy(req.policy.as_ref(), false)?;
         let record = self.registry.update_policy(&req.zone, policy).await?;
         Ok(Response::new(self.wire(&record)))
     }

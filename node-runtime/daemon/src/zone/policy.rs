@@ -12,9 +12,17 @@ use crate::store::ZoneRecord;
 
 impl ZoneRegistry {
     /// The policy a request names (`standard` when it names none), checked
-    /// against what the backend can hold before anything is built.
-    pub fn resolve_policy(&self, source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
-        let policy = parse_policy(source)?;
+    /// against what the backend can hold before anything is built; for a
+    /// zone that shows the host's tree (`host_view`), against the host.
+    pub fn resolve_policy(
+        &self,
+        source: Option<&PolicySource>,
+        host_view: bool,
+    ) -> Result<Policy, DaemonError> {
+        let (policy, file, text) = parse_policy(source)?;
+        if host_view {
+            policy.check_host_paths(&file, &text, |p| std::path::Path::new(p).exists())?;
+        }
         self.backends
             .default_backend()
             .check_policy(&policy)
@@ -23,26 +31,37 @@ impl ZoneRegistry {
     }
 }
 
-fn parse_policy(source: Option<&PolicySource>) -> Result<Policy, DaemonError> {
+/// The policy, with the file name and text it was parsed from.
+fn parse_policy(source: Option<&PolicySource>) -> Result<(Policy, String, String), DaemonError> {
+    let preset = |name: &str| {
+        presets::load(name).map(|p| {
+            let text = presets::text(name).unwrap_or_default().to_string();
+            p.map(|p| (p, format!("policies/{name}.toml"), text))
+        })
+    };
     match source.and_then(|s| s.source.as_ref()) {
-        None => Ok(presets::load(presets::DEFAULT_PRESET).expect("the default preset is shipped")?),
-        Some(policy_source::Source::Preset(name)) => match presets::load(name) {
+        None => Ok(preset(presets::DEFAULT_PRESET).expect("the default preset is shipped")?),
+        Some(policy_source::Source::Preset(name)) => match preset(name) {
             Some(p) => Ok(p?),
             None => Err(DaemonError::invalid(
                 "policy.preset",
                 format!(
-                    "{name:?} is not a preset; use one of {} or pass a TOML file",
+                    "{} is not a preset; use one of {} or pass a TOML file",
+                    rauha_spec::message::quote(name),
                     presets::zone_names().join(", ")
                 ),
             )),
         },
         Some(policy_source::Source::Inline(inline)) => {
             let file = if inline.file.is_empty() {
-                "<inline policy>"
+                "<inline policy>".to_string()
             } else {
-                inline.file.as_str()
+                rauha_spec::message::quote(&inline.file)
+                    .trim_matches('"')
+                    .to_string()
             };
-            Ok(Policy::parse(file, &inline.toml)?)
+            let policy = Policy::parse(&file, &inline.toml)?;
+            Ok((policy, file, inline.toml.clone()))
         }
     }
 }

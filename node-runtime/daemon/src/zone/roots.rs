@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use rauha_guest_agent::config::valid_root_name;
+use rauha_spec::message::quote;
 
 use super::ZoneRegistry;
 use crate::error::DaemonError;
@@ -22,39 +23,31 @@ impl ZoneRegistry {
             ("masked_paths", &flags.masked_paths),
             ("readonly_paths", &flags.readonly_paths),
         ] {
-            if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
-                return Err(DaemonError::invalid(
-                    field,
-                    format!("{} is not absolute", p.display()),
-                ));
+            for (i, p) in paths.iter().enumerate() {
+                check_path(&format!("{field}[{i}]"), p)?;
             }
         }
         if !valid_root_name(name) {
             return Err(DaemonError::invalid(
                 "name",
-                format!("{name:?}: use 1-128 letters, digits, '-', '_' or '.'"),
+                format!(
+                    "{}: use 1-128 letters, digits, '-', '_' or '.'",
+                    quote(name)
+                ),
             ));
         }
         check_limits(limits)?;
         if !Path::new(rootfs).is_absolute() || !Path::new(rootfs).is_dir() {
             return Err(DaemonError::invalid(
                 "rootfs",
-                format!("{rootfs:?} is not an absolute path to a directory"),
+                format!("{} is not an absolute path to a directory", quote(rootfs)),
             ));
         }
         for (i, m) in mounts.iter().enumerate() {
-            if !m.destination.is_absolute() {
-                return Err(DaemonError::invalid(
-                    format!("mounts[{i}].destination"),
-                    format!("{} is not absolute", m.destination.display()),
-                ));
-            }
+            check_path(&format!("mounts[{i}].destination"), &m.destination)?;
             let bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
-            if bind && !m.source.is_absolute() {
-                return Err(DaemonError::invalid(
-                    format!("mounts[{i}].source"),
-                    format!("{} is not absolute", m.source.display()),
-                ));
+            if bind {
+                check_path(&format!("mounts[{i}].source"), &m.source)?;
             }
         }
         let record = self.find_zone(zone)?;
@@ -171,12 +164,31 @@ fn existing_root_name(name: &str) -> Result<(), DaemonError> {
     } else {
         Err(DaemonError::invalid(
             "name",
-            format!("{name:?} is not a root name"),
+            format!("{} is not a root name", quote(name)),
         ))
     }
 }
 
 /// A container's limits, as a user would get them wrong.
+/// A path of a container root's request: absolute, one line, at most
+/// PATH_MAX.
+fn check_path(field: &str, path: &Path) -> Result<(), DaemonError> {
+    let shown = path.to_string_lossy();
+    let problem = if !path.is_absolute() {
+        "is not absolute; start it with '/'"
+    } else if shown.chars().any(char::is_control) {
+        "holds a control character; give a plain path"
+    } else if shown.len() > crate::validate::MAX_PATH_BYTES {
+        "is longer than Linux allows for a path"
+    } else {
+        return Ok(());
+    };
+    Err(DaemonError::invalid(
+        field,
+        format!("{} {problem}", quote(&shown)),
+    ))
+}
+
 fn check_limits(limits: &RootLimits) -> Result<(), DaemonError> {
     for (file, value) in &limits.unified {
         // Only a controller's own files, by a plain name: never one that
@@ -191,12 +203,15 @@ fn check_limits(limits: &RootLimits) -> Result<(), DaemonError> {
         if !known || !plain || file.contains("..") {
             return Err(DaemonError::invalid(
                 "limits.unified",
-                format!("{file:?} is not a memory, pids or cpu file of a cgroup v2 cgroup"),
+                format!(
+                    "{} is not a memory, pids or cpu file of a cgroup v2 cgroup",
+                    quote(file)
+                ),
             ));
         }
         if value.len() > 256 || value.contains('\n') {
             return Err(DaemonError::invalid(
-                format!("limits.unified[{file:?}]"),
+                format!("limits.unified[{}]", quote(file)),
                 "a value is one line of at most 256 bytes",
             ));
         }

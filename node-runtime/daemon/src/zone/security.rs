@@ -31,7 +31,10 @@ pub fn for_process(
                 .ok_or_else(|| {
                     DaemonError::invalid(
                         "spec.security",
-                        format!("{c:?} is not a Linux capability"),
+                        format!(
+                            "{} is not a Linux capability",
+                            rauha_spec::message::quote(c)
+                        ),
                     )
                 })
         })
@@ -73,8 +76,8 @@ pub fn for_process(
             return Err(DaemonError::invalid(
                 "spec.security.rlimits",
                 format!(
-                    "{:?} is not a resource limit ({})",
-                    r.kind,
+                    "{} is not a resource limit ({})",
+                    rauha_spec::message::quote(&r.kind),
                     RLIMITS.join(", ")
                 ),
             ));

@@ -185,3 +185,60 @@ fn a_commit_holds_back_git_by_default_and_what_the_policy_names() {
         assert!(err.contains("task.hold_back"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn numbers_out_of_range_say_so_without_serdes_words() {
+    for (text, says) in [
+        (
+            "[resources]\npids_max = -1\n",
+            "p.toml:2: resources.pids_max: -1 is negative; give a number of 0 or more",
+        ),
+        (
+            "[resources]\npids_max = 9223372036854775808\n",
+            "p.toml:2: resources.pids_max: 9223372036854775808 is out of range; use 4 to 4194304 (the zone agent counts as 2)",
+        ),
+    ] {
+        assert_eq!(parse_err(text), says);
+    }
+    let huge = format!("[resources]\npids_max = 1{}\n", "0".repeat(308));
+    let err = parse_err(&huge);
+    assert!(
+        err.starts_with("p.toml:2: resources.pids_max: ") && err.len() < 200,
+        "{err}"
+    );
+    assert!(!err.contains("i128") && !err.contains("u64"), "{err}");
+}
+
+#[test]
+fn a_policy_over_a_mebibyte_is_refused_with_its_size() {
+    let big = "# x\n".repeat(MAX_POLICY_BYTES / 4 + 1);
+    assert_eq!(
+        parse_err(&big),
+        format!(
+            "p.toml: is {} bytes, over the 1048576 bytes a policy may be; a policy is a short TOML file",
+            big.len()
+        )
+    );
+}
+
+#[test]
+fn writable_paths_missing_on_the_host_are_named_with_their_line() {
+    let text = "[filesystem]\nwritable_paths = [\"/tmp\", \"/srv/out\", \"/nonexistent/x\"]\n";
+    let p = Policy::parse("p.toml", text).expect("valid");
+    let exists = |p: &str| p == "/srv/out";
+    assert_eq!(
+        p.check_host_paths("p.toml", text, exists)
+            .expect_err("missing")
+            .to_string(),
+        "p.toml:2: filesystem.writable_paths: \"/nonexistent/x\" does not exist on the host; create it, or remove it from the list"
+    );
+    let fine =
+        Policy::parse("p.toml", "[filesystem]\nwritable_paths = [\"/tmp\"]\n").expect("valid");
+    assert!(fine.check_host_paths("p.toml", "", |_| false).is_ok());
+}
+
+fn parse_err(text: &str) -> String {
+    Policy::parse("p.toml", text)
+        .expect_err("refused")
+        .to_string()
+}
