@@ -345,6 +345,7 @@ node:
   terminationGracePeriodSeconds: 60
   containerd:
     config: $dir/containerd/config.toml
+    stateDir: $dir/containerd/state
     dropInDir: ""
     restartCommand: [$dir/restart-containerd]
 EOF

@@ -830,6 +830,9 @@ pub struct ContainerdOpts {
     /// More `rauha` runtime handlers: a name and the shim config file its
     /// `options.ConfigPath` names (`shim-v2/src/config.rs`).
     pub rauha_handlers: Vec<(String, PathBuf)>,
+    /// containerd's directory (root, state, sockets); a fresh one when
+    /// `None`.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for ContainerdOpts {
@@ -843,6 +846,7 @@ impl Default for ContainerdOpts {
             containerd2: None,
             mirrors: Vec::new(),
             rauha_handlers: Vec::new(),
+            dir: None,
         }
     }
 }
@@ -852,10 +856,13 @@ impl ContainerdOpts {
     /// containerd's PATH, its shims pointed at `daemon`, and `registry`
     /// reached over plain HTTP.
     pub fn for_rauha(daemon: &crate::Daemon, registry: &Registry) -> Self {
-        ContainerdOpts::default()
-            .path_dir(crate::bin_dir())
-            .env("RAUHA_ADDR", &daemon.addr())
-            .plain_http_registry(&registry.host())
+        ContainerdOpts {
+            dir: Some(daemon.containerd_dir()),
+            ..ContainerdOpts::default()
+        }
+        .path_dir(crate::bin_dir())
+        .env("RAUHA_ADDR", &daemon.addr())
+        .plain_http_registry(&registry.host())
     }
 
     pub fn path_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -948,7 +955,14 @@ impl Containerd {
     /// Writes the config and starts containerd; waits (30 s at most) until
     /// `ctr version` answers.
     pub fn start(opts: ContainerdOpts) -> Containerd {
-        let dir = fresh_dir("rctd-", true);
+        let dir = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+                d.clone()
+            }
+            None => fresh_dir("rctd-", true),
+        };
         let tag = random_hex(6);
         let x = pick_subnet();
         let mut c = Containerd {

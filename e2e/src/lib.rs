@@ -97,6 +97,19 @@ impl Daemon {
         ]
     }
 
+    /// The directory of the containerd a test runs for this daemon
+    /// ([`containerd::ContainerdOpts::for_rauha`]): its FIFOs are where
+    /// this rauhad opens stdio (`--stdio-root`), as a node's rauhad does
+    /// in `/run/containerd`. Short, for the unix sockets in it.
+    pub fn containerd_dir(&self) -> PathBuf {
+        let mut base = std::env::temp_dir();
+        if base.as_os_str().len() > 60 {
+            base = PathBuf::from("/tmp");
+        }
+        let tag = self.cgroup_parent.trim_start_matches("rauha-e2e-");
+        base.join(format!("rctd-{}", &tag[..tag.len().min(8)]))
+    }
+
     pub fn start() -> Daemon {
         Daemon::start_inheriting(&[])
     }
@@ -187,6 +200,13 @@ impl Daemon {
                     .iter()
                     .flat_map(|r| ["--allowed-cgroup-root".to_string(), r.clone()]),
             )
+            .arg("--stdio-root")
+            .arg(self.containerd_dir())
+            .arg("--stdio-root")
+            .arg(&self.dir)
+            // rauhad's default: where a client's ctr makes its FIFOs
+            // (`ctr --fifo-dir`) whatever containerd's state dir is.
+            .args(["--stdio-root", "/run/containerd"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)

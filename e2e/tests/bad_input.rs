@@ -109,6 +109,11 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
     for (stdin, stdout, says) in [
         ("", "/nonexistent-rauha/dir/x", "stdio.stdout"),
         ("/nonexistent-rauha-stdin", "", "stdio.stdin"),
+        (
+            "",
+            "/dev/null",
+            "stdio.stdout: \"/dev/null\" is outside the directories",
+        ),
     ] {
         let err = processes
             .run(v1::RunRequest {

@@ -225,8 +225,9 @@ pub fn zone_netns(spec: &Value, chosen: &ChosenPolicy) -> Option<String> {
 /// (`kubepods-burstable-podUID.slice:cri-containerd:ID`). Only a CRI pod's:
 /// kubelet's pod cgroup is what rauhad lets a client choose
 /// (`--allowed-cgroup-root`); another container's zone (`ctr run`'s
-/// `/NAMESPACE/ID`) goes below rauhad's own parent.
-pub fn cgroup_parent(spec: &Value) -> Option<String> {
+/// `/NAMESPACE/ID`) goes below rauhad's own parent, as does a pod given no
+/// parent (containerd's default is the `namespace`'s).
+pub fn cgroup_parent(spec: &Value, namespace: &str) -> Option<String> {
     annotation(spec, CRI_SANDBOX_ID)?;
     let path = spec.get("linux")?.get("cgroupsPath")?.as_str()?;
     if path.is_empty() {
@@ -251,7 +252,8 @@ pub fn cgroup_parent(spec: &Value) -> Option<String> {
         return Some(dir);
     }
     let parent = std::path::Path::new(path).parent()?.to_str()?;
-    (parent.starts_with('/') && parent != "/").then(|| parent.to_string())
+    (parent.starts_with('/') && parent != "/" && parent.trim_start_matches('/') != namespace)
+        .then(|| parent.to_string())
 }
 
 /// An OCI `process` object as rauhad's process spec.
@@ -971,20 +973,32 @@ mod tests {
         let spec =
             |p: &str| json!({"linux": {"cgroupsPath": p}, "annotations": {CRI_SANDBOX_ID: "s1"}});
         assert_eq!(
-            cgroup_parent(&json!({"linux": {"cgroupsPath": "/default/abc"}})),
+            cgroup_parent(
+                &json!({"linux": {"cgroupsPath": "/default/abc"}}),
+                "default"
+            ),
             None,
             "not a CRI pod's"
         );
         assert_eq!(
-            cgroup_parent(&spec("/kubepods/burstable/pod1/abc")).as_deref(),
+            cgroup_parent(&spec("/kubepods/burstable/pod1/abc"), "k8s.io").as_deref(),
             Some("/kubepods/burstable/pod1")
         );
         assert_eq!(
-            cgroup_parent(&spec("kubepods-burstable-pod1.slice:cri-containerd:abc")).as_deref(),
+            cgroup_parent(
+                &spec("kubepods-burstable-pod1.slice:cri-containerd:abc"),
+                "k8s.io"
+            )
+            .as_deref(),
             Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice")
         );
-        assert_eq!(cgroup_parent(&spec("/abc")), None);
-        assert_eq!(cgroup_parent(&json!({})), None);
+        assert_eq!(cgroup_parent(&spec("/abc"), "k8s.io"), None);
+        assert_eq!(cgroup_parent(&json!({}), "k8s.io"), None);
+        assert_eq!(
+            cgroup_parent(&spec("/k8s.io/abc"), "k8s.io"),
+            None,
+            "no parent given"
+        );
     }
 
     #[test]

@@ -77,6 +77,14 @@ struct Args {
         default_values_t = validate::DEFAULT_ALLOWED_CGROUP_ROOTS.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     )]
     allowed_cgroup_roots: Vec<String>,
+    /// A directory below which stdio paths may be (a shim's FIFOs and log
+    /// files); rauhad's own state dir always is. Repeat for several.
+    #[arg(
+        long = "stdio-root",
+        value_name = "DIR",
+        default_value = "/run/containerd"
+    )]
+    stdio_roots: Vec<PathBuf>,
     /// Where the BPF maps and program links are pinned (on bpffs); they
     /// stay attached across restarts of rauhad.
     #[arg(long, env = "RAUHA_BPF_PIN_DIR", default_value = "/sys/fs/bpf/rauha")]
@@ -187,6 +195,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    let mut stdio_roots = args.stdio_roots.clone();
+    if let Some(r) = stdio_roots.iter().find(|r| !r.is_absolute()) {
+        bail!("--stdio-root {} must be an absolute directory", r.display());
+    }
+    stdio_roots.push(args.root.clone());
     let cgroups_allowed = validate::CgroupParents {
         own: args.cgroup_parent.clone(),
         allowed_roots: args.allowed_cgroup_roots.clone(),
@@ -285,6 +298,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(
                 ProcessesServer::new(api::ProcessesService {
                     registry: Arc::clone(&registry),
+                    stdio_roots: stdio_roots.clone(),
                 })
                 .max_decoding_message_size(MAX_MESSAGE),
             )

@@ -91,6 +91,10 @@ struct RunArgs {
     /// containerd's main config file on the host.
     #[arg(long, default_value = "/etc/containerd/config.toml")]
     containerd_config: PathBuf,
+    /// containerd's state directory on the host: the FIFOs of the pods'
+    /// stdio are in it, and rauhad opens stdio nowhere else (`--stdio-root`).
+    #[arg(long, default_value = "/run/containerd")]
+    containerd_state_dir: PathBuf,
     /// A directory the config's imports cover, for a drop-in (containerd 2.x).
     #[arg(long)]
     containerd_dropin_dir: Option<PathBuf>,
@@ -544,6 +548,8 @@ impl NodeSide {
             ])
             .arg("--bpf-pin-dir")
             .arg(&a.bpf_pin_dir)
+            .arg("--stdio-root")
+            .arg(&a.containerd_state_dir)
             .stdin(Stdio::null())
             .kill_on_drop(false);
         c.spawn().context("starting rauhad")

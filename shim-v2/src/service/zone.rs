@@ -21,7 +21,8 @@ impl Service {
                 policy: Some(policy),
                 bundle: bundle.to_string(),
                 netns: convert::zone_netns(spec, chosen).unwrap_or_default(),
-                cgroup_parent: convert::cgroup_parent(spec).unwrap_or_default(),
+                cgroup_parent: convert::cgroup_parent(spec, &self.inner.namespace)
+                    .unwrap_or_default(),
             })
             .await;
         match created {

@@ -19,6 +19,8 @@ const ID_HINT: &str = "use an id printed by `rauha run` or `rauha ps`";
 
 pub struct ProcessesService {
     pub registry: Arc<ZoneRegistry>,
+    /// Where stdio paths may be (`--stdio-root`s and rauhad's state dir).
+    pub stdio_roots: Vec<std::path::PathBuf>,
 }
 
 impl ProcessesService {
@@ -59,7 +61,12 @@ impl Processes for ProcessesService {
             &wire,
         )?;
         let stdio = req.stdio.unwrap_or_default();
-        let stdio = HostStdio::parse(&stdio.stdin, &stdio.stdout, &stdio.stderr)?;
+        let stdio = HostStdio::parse(
+            &self.stdio_roots,
+            &stdio.stdin,
+            &stdio.stdout,
+            &stdio.stderr,
+        )?;
         let zone = self.registry.find_zone(&req.zone)?;
         let id = if req.id.is_empty() {
             None

@@ -35,55 +35,71 @@ pub struct HostStdio {
 
 impl HostStdio {
     /// From the wire: empty strings are absent; `file://` names a log file.
-    pub fn parse(stdin: &str, stdout: &str, stderr: &str) -> Result<HostStdio, DaemonError> {
+    /// Each must be a FIFO or a regular file (or a new file in a directory
+    /// that exists) below one of `roots` (containerd's state dir, where its
+    /// FIFOs are, and rauhad's own): rauhad opens nothing else of the host
+    /// for a client, and makes no directory for it.
+    pub fn parse(
+        roots: &[PathBuf],
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<HostStdio, DaemonError> {
         let one = |field: &str, value: &str| -> Result<Option<PathBuf>, DaemonError> {
             if value.is_empty() {
                 return Ok(None);
             }
-            let path = value.strip_prefix("file://").unwrap_or(value);
-            if value.contains("://") && !value.starts_with("file://") {
-                return Err(DaemonError::invalid(
-                    format!("stdio.{field}"),
-                    format!("{value:?}: only paths and file:// URIs are supported"),
-                ));
-            }
+            let field = format!("stdio.{field}");
             let quoted = rauha_spec::message::quote(value);
-            if !path.starts_with('/') {
-                return Err(DaemonError::invalid(
-                    format!("stdio.{field}"),
-                    format!("{quoted} is not an absolute path"),
+            let bad = |why: String| {
+                Err(DaemonError::invalid(
+                    field.clone(),
+                    format!("{quoted} {why}"),
+                ))
+            };
+            if value.contains("://") && !value.starts_with("file://") {
+                return bad("is not a path or a file:// URI; only those are supported".into());
+            }
+            let path = Path::new(value.strip_prefix("file://").unwrap_or(value));
+            if !path.is_absolute() {
+                return bad("is not an absolute path".into());
+            }
+            if value.len() > crate::validate::MAX_PATH_BYTES || value.chars().any(char::is_control)
+            {
+                return bad("is not a plain path of at most 4095 bytes".into());
+            }
+            if path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return bad("has a '..' component; give the plain path".into());
+            }
+            let Some(dir) = path.parent().filter(|p| p.is_dir()) else {
+                return bad("is in a directory that does not exist; create it first (rauhad makes no directory for it)".into());
+            };
+            // The directory as the kernel resolves it, so that a symlink
+            // cannot lead out of the roots.
+            let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            if !roots
+                .iter()
+                .any(|r| real.starts_with(r.canonicalize().unwrap_or_else(|_| r.clone())))
+            {
+                let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+                return bad(format!(
+                    "is outside the directories rauhad opens stdio in ({}); put it there, or start rauhad with --stdio-root DIR",
+                    shown.join(", ")
                 ));
             }
-            let path = PathBuf::from(path);
-            // rauhad makes no host directory on a client's say-so: an
-            // output goes into a directory that exists, stdin is there.
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_dir() => {
-                    return Err(DaemonError::invalid(
-                        format!("stdio.{field}"),
-                        format!("{quoted} is a directory; give a FIFO or a file"),
-                    ))
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_fifo() || m.file_type().is_file() => {}
+                Ok(m) if m.is_dir() => return bad("is a directory; give a FIFO or a file".into()),
+                Ok(_) => return bad("is not a FIFO or a regular file (a link, device or socket); give a FIFO or a file".into()),
+                Err(_) if field == "stdio.stdin" => {
+                    return bad("does not exist; give an existing FIFO or file".into())
                 }
-                Ok(_) => {}
-                Err(_) if field == "stdin" => {
-                    return Err(DaemonError::invalid(
-                        "stdio.stdin",
-                        format!("{quoted} does not exist; give an existing FIFO or file"),
-                    ))
-                }
-                Err(_) => {
-                    let parent = path.parent().filter(|p| p.is_dir());
-                    if parent.is_none() {
-                        return Err(DaemonError::invalid(
-                            format!("stdio.{field}"),
-                            format!(
-                                "the directory of {quoted} does not exist; create it first (rauhad makes no directory for it)"
-                            ),
-                        ));
-                    }
-                }
+                Err(_) => {}
             }
-            Ok(Some(path))
+            Ok(Some(path.to_path_buf()))
         };
         Ok(HostStdio {
             stdin: one("stdin", stdin)?,
@@ -393,8 +409,10 @@ mod tests {
     #[test]
     fn paths_and_file_uris_parse() {
         let dir = std::env::temp_dir();
+        let roots = [dir.clone()];
         let out = dir.join(format!("rauha-stdio-{}", std::process::id()));
         let s = HostStdio::parse(
+            &roots,
             "",
             &out.display().to_string(),
             &format!("file://{}/x", dir.display()),
@@ -404,18 +422,19 @@ mod tests {
         assert_eq!(s.stdout.as_deref(), Some(out.as_path()));
         assert_eq!(s.stderr, Some(dir.join("x")));
         assert_eq!(
-            HostStdio::parse("", "", "").expect("empty"),
+            HostStdio::parse(&roots, "", "", "").expect("empty"),
             HostStdio::default()
         );
     }
 
     #[test]
     fn other_schemes_and_relative_paths_are_refused() {
-        let e = HostStdio::parse("", "binary:///usr/bin/logger", "")
+        let roots = [std::env::temp_dir()];
+        let e = HostStdio::parse(&roots, "", "binary:///usr/bin/logger", "")
             .expect_err("binary")
             .to_string();
         assert!(e.contains("stdio.stdout") && e.contains("file://"), "{e}");
-        let e = HostStdio::parse("fifo", "", "")
+        let e = HostStdio::parse(&roots, "fifo", "", "")
             .expect_err("relative")
             .to_string();
         assert!(e.contains("not an absolute path"), "{e}");
@@ -423,7 +442,8 @@ mod tests {
 
     #[test]
     fn no_directory_is_made_and_stdin_must_exist() {
-        let e = HostStdio::parse("", "/nonexistent/dir/x", "")
+        let roots = [PathBuf::from("/")];
+        let e = HostStdio::parse(&roots, "", "/nonexistent/dir/x", "")
             .expect_err("no dir")
             .to_string();
         assert!(
@@ -431,16 +451,56 @@ mod tests {
             "{e}"
         );
         assert!(!Path::new("/nonexistent").exists());
-        let e = HostStdio::parse("/nonexistent-stdin", "", "")
+        let e = HostStdio::parse(&roots, "/nonexistent-stdin", "", "")
             .expect_err("no stdin")
             .to_string();
         assert!(
             e.contains("stdio.stdin") && e.contains("does not exist"),
             "{e}"
         );
-        let e = HostStdio::parse("", "", "/tmp")
+        let e = HostStdio::parse(&roots, "", "", "/tmp")
             .expect_err("a directory")
             .to_string();
         assert!(e.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn only_fifos_and_files_below_the_roots_are_opened() {
+        let roots = [PathBuf::from("/run/containerd"), std::env::temp_dir()];
+        for (path, says) in [
+            (
+                "/etc/shadow",
+                "is outside the directories rauhad opens stdio in",
+            ),
+            ("/dev/null", "is outside"),
+            ("/run/containerd/../../etc/x", "has a '..' component"),
+        ] {
+            let e = HostStdio::parse(&roots, "", path, "")
+                .expect_err(path)
+                .to_string();
+            assert!(
+                e.starts_with("stdio.stdout: ") && e.contains(says),
+                "{path}: {e}"
+            );
+        }
+        // A symlink in a root to a device is not followed.
+        let dir = std::env::temp_dir().join(format!("rauha-stdio-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let link = dir.join("out");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/dev/null", &link).expect("symlink");
+        let e = HostStdio::parse(&roots, "", &link.display().to_string(), "")
+            .expect_err("a link")
+            .to_string();
+        assert!(e.contains("is not a FIFO or a regular file"), "{e}");
+        // Nor does a directory symlink lead out of the roots.
+        let out_link = dir.join("etc");
+        let _ = std::fs::remove_file(&out_link);
+        std::os::unix::fs::symlink("/etc", &out_link).expect("symlink");
+        let e = HostStdio::parse(&roots, "", &out_link.join("x").display().to_string(), "")
+            .expect_err("through a link")
+            .to_string();
+        assert!(e.contains("is outside"), "{e}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
