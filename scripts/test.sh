@@ -43,7 +43,10 @@ cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 stage "unit tests"
-cargo test --workspace --exclude rauha-e2e 2>&1 | tee -a "$log"
+cargo test --workspace --exclude rauha-e2e -- --skip fuzz_ 2>&1 | tee -a "$log"
+stage "fuzz targets: the corpus in fuzz/corpus, then 10 s of mutations each"
+RAUHA_FUZZ_SECONDS=10 cargo test --workspace --exclude rauha-e2e fuzz_ -- --nocapture 2>&1 \
+    | tee -a "$log" | grep -E -A2 '^fuzz [a-z_]+: |panicked|FAILED'
 stage "the shim, statically linked as deployed"
 scripts/build-shim.sh
 stage "end-to-end tests (root, real rauhad)"

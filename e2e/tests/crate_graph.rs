@@ -44,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["rauha-api", "rauha-spec", "rauha-fd", "rauha-workspace"],
     ),
     ("rauha-operator", &["rauha-spec"]),
+    ("rauha-fuzz", &[]),
 ];
 
 /// Crates that may depend on anything (they test or measure the rest).

@@ -6,6 +6,8 @@
 mod config;
 mod convert;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod info;
 mod rauhad;
 mod serve;

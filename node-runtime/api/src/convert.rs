@@ -12,9 +12,9 @@ use crate::v1;
 /// A wire value that does not map to a domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{field}: {value:?} is not a valid UUID")]
+    #[error("{field}: {} is not a valid UUID", rauha_spec::message::quote(.value))]
     Uuid { field: &'static str, value: String },
-    #[error("{field}: unknown value {value:?}")]
+    #[error("{field}: unknown value {}", rauha_spec::message::quote(.value))]
     Unknown { field: &'static str, value: String },
 }
 

@@ -762,7 +762,17 @@ fn humanize(raw: &str) -> String {
     raw.to_string()
 }
 
+/// `table.key`, when both are plain dotted keys (what a policy's keys
+/// are); empty otherwise, so that a line of garbage is not shown as a key.
 fn join_key(table: &str, key: &str) -> String {
+    let plain = |k: &str| {
+        k.len() <= 100
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !plain(table) || !plain(key) || key.is_empty() {
+        return String::new();
+    }
     if table.is_empty() {
         key.to_string()
     } else {

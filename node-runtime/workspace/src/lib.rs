@@ -94,6 +94,8 @@ mod scan;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod overlay_tests;
 
 pub use commit::{commit, journal_path, recover, Recovered};

@@ -42,7 +42,7 @@ mod model;
 mod persist;
 mod processes;
 mod task;
-mod workspace;
+pub(crate) mod workspace;
 mod zone;
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! convert. Wire types are built only in [`convert`].
 
 mod convert;
+#[cfg(test)]
+mod fuzz_tests;
 mod node;
 mod processes;
 mod sandbox;

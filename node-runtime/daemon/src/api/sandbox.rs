@@ -90,7 +90,7 @@ impl SandboxService {
     }
 }
 
-fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonError> {
+pub(super) fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonError> {
     let commit = match req.on_success.as_str() {
         "" | "discard" => false,
         "commit" => true,

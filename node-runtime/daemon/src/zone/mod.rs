@@ -11,7 +11,7 @@ pub mod output;
 mod policy;
 mod process;
 pub mod recovery;
-mod roots;
+pub mod roots;
 mod sandbox;
 mod security;
 pub mod stdio;

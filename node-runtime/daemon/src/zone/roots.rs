@@ -19,37 +19,7 @@ impl ZoneRegistry {
         mounts: Vec<RootMount>,
         limits: &RootLimits,
     ) -> Result<bool, DaemonError> {
-        for (field, paths) in [
-            ("masked_paths", &flags.masked_paths),
-            ("readonly_paths", &flags.readonly_paths),
-        ] {
-            for (i, p) in paths.iter().enumerate() {
-                check_path(&format!("{field}[{i}]"), p)?;
-            }
-        }
-        if !valid_root_name(name) {
-            return Err(DaemonError::invalid(
-                "name",
-                format!(
-                    "{}: use 1-128 letters, digits, '-', '_' or '.'",
-                    quote(name)
-                ),
-            ));
-        }
-        check_limits(limits)?;
-        if !Path::new(rootfs).is_absolute() || !Path::new(rootfs).is_dir() {
-            return Err(DaemonError::invalid(
-                "rootfs",
-                format!("{} is not an absolute path to a directory", quote(rootfs)),
-            ));
-        }
-        for (i, m) in mounts.iter().enumerate() {
-            check_path(&format!("mounts[{i}].destination"), &m.destination)?;
-            let bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
-            if bind {
-                check_path(&format!("mounts[{i}].source"), &m.source)?;
-            }
-        }
+        check_root_request(name, rootfs, &flags, &mounts, limits)?;
         let record = self.find_zone(zone)?;
         if !record.state.can_run() {
             return Err(DaemonError::ZoneState {
@@ -170,6 +140,49 @@ fn existing_root_name(name: &str) -> Result<(), DaemonError> {
 }
 
 /// A container's limits, as a user would get them wrong.
+/// What an AddRoot request must be before any zone is looked up: its
+/// paths, name, limits and mounts.
+pub fn check_root_request(
+    name: &str,
+    rootfs: &str,
+    flags: &rauha_backend::RootFlags,
+    mounts: &[RootMount],
+    limits: &RootLimits,
+) -> Result<(), DaemonError> {
+    for (field, paths) in [
+        ("masked_paths", &flags.masked_paths),
+        ("readonly_paths", &flags.readonly_paths),
+    ] {
+        for (i, p) in paths.iter().enumerate() {
+            check_path(&format!("{field}[{i}]"), p)?;
+        }
+    }
+    if !valid_root_name(name) {
+        return Err(DaemonError::invalid(
+            "name",
+            format!(
+                "{}: use 1-128 letters, digits, '-', '_' or '.'",
+                quote(name)
+            ),
+        ));
+    }
+    check_limits(limits)?;
+    if !Path::new(rootfs).is_absolute() || !Path::new(rootfs).is_dir() {
+        return Err(DaemonError::invalid(
+            "rootfs",
+            format!("{} is not an absolute path to a directory", quote(rootfs)),
+        ));
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        check_path(&format!("mounts[{i}].destination"), &m.destination)?;
+        let bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        if bind {
+            check_path(&format!("mounts[{i}].source"), &m.source)?;
+        }
+    }
+    Ok(())
+}
+
 /// A path of a container root's request: absolute, one line, at most
 /// PATH_MAX.
 fn check_path(field: &str, path: &Path) -> Result<(), DaemonError> {
