@@ -102,6 +102,48 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
     let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
     assert!(!listed.contains("\"raced\""), "{listed}");
 
+    // Creates and deletes of one name, interleaved from 40 clients: each
+    // ends in OK, AlreadyExists or NotFound, never INTERNAL, and the name
+    // is at most one zone, whose deletion leaves nothing behind.
+    let mut racers = Vec::new();
+    for i in 0..40 {
+        let mut zones = d.zones_client().await;
+        racers.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                zones
+                    .create(v1::CreateZoneRequest {
+                        name: "flip".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+            } else {
+                zones
+                    .delete(v1::DeleteZoneRequest {
+                        zone: "flip".into(),
+                        force: true,
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    for r in racers {
+        if let Err(s) = r.await.expect("join") {
+            assert!(
+                matches!(s.code(), tonic::Code::AlreadyExists | tonic::Code::NotFound),
+                "{s:?}"
+            );
+        }
+    }
+    let _ = d.cli(&["zone", "delete", "--force", "flip"]);
+    let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
+    assert!(!listed.contains("\"flip\""), "{listed}");
+    assert!(
+        rauha_e2e::processes_in(&d.cgroup_parent).is_empty(),
+        "a raced zone left processes"
+    );
+
     // Stdio paths: rauhad makes no host directory for an output, and a
     // stdin that is not there is refused, not ignored.
     assert!(d.cli(&["zone", "create", "stdio-z"]).status.success());

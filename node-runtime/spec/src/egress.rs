@@ -19,7 +19,10 @@ impl EgressRule {
     /// `[fd00::/8]:443`. The error says what is wrong and shows the form.
     pub fn parse(text: &str) -> Result<EgressRule, String> {
         let bad = |why: &str| {
-            format!("{text:?} {why}; use ADDR[/PREFIX][:PORT], e.g. \"10.0.0.0/8:443\" or \"[fd00::/8]:443\"")
+            format!(
+                "{} {why}; use ADDR[/PREFIX][:PORT], e.g. \"10.0.0.0/8:443\" or \"[fd00::/8]:443\"",
+                crate::message::quote(text)
+            )
         };
         let (net, port) = if let Some(rest) = text.strip_prefix('[') {
             let (net, after) = rest

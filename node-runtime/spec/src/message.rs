@@ -8,22 +8,33 @@ pub const VALUE_CHARS: usize = 120;
 pub const MESSAGE_CHARS: usize = 1000;
 
 /// `value` quoted for a message: control characters and quotes escaped as
-/// Rust's `{:?}` does, cut at [`VALUE_CHARS`] with its length in bytes.
+/// Rust's `{:?}` does, cut once the escaped text reaches [`VALUE_CHARS`]
+/// bytes (a value of control characters grows sixfold when escaped), with
+/// its length in bytes.
 pub fn quote(value: &str) -> String {
-    let n = value.chars().count();
-    if n <= VALUE_CHARS {
-        return format!("{value:?}");
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        let escaped: String = c.escape_debug().collect();
+        if out.len() - 1 + escaped.len() > VALUE_CHARS {
+            return format!("{out}\"... ({} bytes)", value.len());
+        }
+        out.push_str(&escaped);
     }
-    let head: String = value.chars().take(VALUE_CHARS).collect();
-    format!("{head:?}... ({} bytes)", value.len())
+    out.push('"');
+    out
 }
 
 /// A whole message made one line (control characters escaped) and at most
 /// [`MESSAGE_CHARS`] long: the last guard before a message leaves rauhad.
 pub fn one_line(message: &str) -> String {
-    let mut out = String::with_capacity(message.len().min(MESSAGE_CHARS + 40));
+    within(message, MESSAGE_CHARS)
+}
+
+/// [`one_line`], at most `max` characters long (before the note of the cut).
+pub fn within(message: &str, max: usize) -> String {
+    let mut out = String::with_capacity(message.len().min(max + 40));
     for (i, c) in message.chars().enumerate() {
-        if i == MESSAGE_CHARS {
+        if i == max {
             out.push_str(&format!("... (cut; {} bytes in all)", message.len()));
             break;
         }
@@ -47,6 +58,10 @@ mod tests {
         assert!(q.len() < 160, "{q}");
         assert!(q.ends_with("... (1048576 bytes)"), "{q}");
         assert_eq!(quote("a\nb"), "\"a\\nb\"");
+        let controls = "\u{1}".repeat(100);
+        let q = quote(&controls);
+        assert!(q.len() < 150 && q.ends_with("... (100 bytes)"), "{q}");
+        assert_eq!(quote("\"x\""), "\"\\\"x\\\"\"");
     }
 
     #[test]

@@ -115,13 +115,13 @@ pub fn syscall_number(name: &str) -> Option<u32> {
 pub enum ZoneNameError {
     #[error("zone name is empty; use 1-63 lowercase letters, digits and '-'")]
     Empty,
-    #[error("zone name {name:?} is {len} characters long; use at most 63")]
+    #[error("zone name {} is {len} characters long; use at most 63", crate::message::quote(.name))]
     TooLong { name: String, len: usize },
-    #[error("zone name {name:?} has {bad:?}; use only lowercase letters, digits and '-'")]
+    #[error("zone name {} has {bad:?}; use only lowercase letters, digits and '-'", crate::message::quote(.name))]
     BadCharacter { name: String, bad: char },
-    #[error("zone name {name:?} must start and end with a lowercase letter or digit")]
+    #[error("zone name {} must start and end with a lowercase letter or digit", crate::message::quote(.name))]
     BadEdge { name: String },
-    #[error("zone name {name:?} has the shape of a zone id (a UUID), which would make lookups ambiguous; pick a name that is not a UUID")]
+    #[error("zone name {} has the shape of a zone id (a UUID), which would make lookups ambiguous; pick a name that is not a UUID", crate::message::quote(.name))]
     LooksLikeId { name: String },
 }
 

@@ -489,7 +489,7 @@ impl Policy {
             {
                 return err(
                     "task.hold_back",
-                    format!("{entry:?} is not a relative path in the workspace; give one such as \".git\" or \".vscode\""),
+                    format!("{} is not a relative path in the workspace; give one such as \".git\" or \".vscode\"", crate::message::quote(entry)),
                 );
             }
         }
@@ -497,13 +497,17 @@ impl Policy {
             if !crate::pod_security::namespaced_sysctl(key) {
                 return err(
                     "zone.sysctls",
-                    format!("{key:?} is not a sysctl of the zone's own namespaces; only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* can be set"),
+                    format!("{} is not a sysctl of the zone's own namespaces; only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* can be set", crate::message::quote(key)),
                 );
             }
             if key.contains('/') || key.contains("..") || value.contains('\n') {
                 return err(
                     "zone.sysctls",
-                    format!("{key:?} = {value:?} is not a sysctl setting"),
+                    format!(
+                        "{} = {} is not a sysctl setting",
+                        crate::message::quote(key),
+                        crate::message::quote(value)
+                    ),
                 );
             }
         }
@@ -517,7 +521,10 @@ impl Policy {
             if capability_number(&full).is_none() {
                 return err(
                     "capabilities.allowed",
-                    format!("{cap:?} is not a Linux capability; use a name such as \"CAP_NET_BIND_SERVICE\""),
+                    format!(
+                        "{} is not a Linux capability; use a name such as \"CAP_NET_BIND_SERVICE\"",
+                        crate::message::quote(cap)
+                    ),
                 );
             }
             let privileged_pod = self.pod.security == Some(crate::pod_security::Level::Privileged);
@@ -603,7 +610,7 @@ impl Policy {
         ] {
             for path in paths {
                 if let Some(problem) = path_problem(path) {
-                    return err(key, format!("{path:?} {problem}"));
+                    return err(key, format!("{} {problem}", crate::message::quote(path)));
                 }
             }
         }
@@ -614,7 +621,10 @@ impl Policy {
             if fs.denied_paths.iter().any(|d| d == path) {
                 return err(
                     "filesystem.writable_paths",
-                    format!("{path:?} is also in denied_paths; remove it from one of them"),
+                    format!(
+                        "{} is also in denied_paths; remove it from one of them",
+                        crate::message::quote(path)
+                    ),
                 );
             }
         }
@@ -627,12 +637,15 @@ impl Policy {
         }
         for name in &self.syscalls.deny {
             if syscall_number(name).is_none() {
-                return err("syscalls.deny", format!("{name:?} is not a system call of this architecture; check the spelling (e.g. \"umount2\")"));
+                return err("syscalls.deny", format!("{} is not a system call of this architecture; check the spelling (e.g. \"umount2\")", crate::message::quote(name)));
             }
             if ESSENTIAL_SYSCALLS.contains(&name.as_str()) {
                 return err(
                     "syscalls.deny",
-                    format!("{name:?} would stop every program in the zone; remove it"),
+                    format!(
+                        "{} would stop every program in the zone; remove it",
+                        crate::message::quote(name)
+                    ),
                 );
             }
         }
@@ -696,7 +709,7 @@ fn from_toml_error(file: &str, text: &str, e: &toml::de::Error) -> PolicyError {
             file: file.into(),
             line: 0,
             key: String::new(),
-            message: raw,
+            message: crate::message::within(&raw, 300),
         };
     };
     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -730,7 +743,8 @@ fn from_toml_error(file: &str, text: &str, e: &toml::de::Error) -> PolicyError {
         file: file.into(),
         line,
         key,
-        message,
+        // TOML's words may quote a value of the file whole.
+        message: crate::message::within(&message, 300),
     }
 }
 
@@ -840,7 +854,10 @@ mod size_serde {
             None => Ok(None),
             Some(Raw::Bytes(b)) => Ok(Some(b)),
             Some(Raw::Text(t)) => crate::size::parse_size(&t).map(Some).ok_or_else(|| {
-                serde::de::Error::custom(format!("{t:?} is not a size; use 512Mi or 4Gi"))
+                serde::de::Error::custom(format!(
+                    "{} is not a size; use 512Mi or 4Gi",
+                    crate::message::quote(&t)
+                ))
             }),
         }
     }
@@ -864,7 +881,10 @@ mod duration_serde {
             Some(t) => crate::duration::parse_duration(&t)
                 .map(Some)
                 .ok_or_else(|| {
-                    serde::de::Error::custom(format!("{t:?} is not a duration; use 30s, 10m or 1h"))
+                    serde::de::Error::custom(format!(
+                        "{} is not a duration; use 30s, 10m or 1h",
+                        crate::message::quote(&t)
+                    ))
                 }),
         }
     }
