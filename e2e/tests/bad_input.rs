@@ -563,3 +563,112 @@ async fn hostile_values_are_refused_and_leave_the_host_as_it_was() {
         .status
         .success());
 }
+
+#[tokio::test]
+async fn a_megabyte_in_any_field_is_one_short_line_naming_it() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let mb = "x".repeat(1 << 20);
+    let abs = format!("/{mb}");
+    let mut zones = d.zones_client().await;
+    let mut sandboxes = d.sandbox_client().await;
+    let mut processes = d.processes_client().await;
+    let create = |f: &dyn Fn(&mut v1::CreateZoneRequest)| {
+        let mut r = v1::CreateZoneRequest {
+            name: "big".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    let policy = |source| {
+        Some(v1::PolicySource {
+            source: Some(source),
+        })
+    };
+    let mut results: Vec<(&str, tonic::Status)> = Vec::new();
+    for (field, req) in [
+        ("zone name", create(&|r| r.name = mb.clone())),
+        ("bundle", create(&|r| r.bundle = mb.clone())),
+        ("netns", create(&|r| r.netns = abs.clone())),
+        ("cgroup_parent", create(&|r| r.cgroup_parent = abs.clone())),
+        (
+            "policy.preset",
+            create(&|r| r.policy = policy(v1::policy_source::Source::Preset(mb.clone()))),
+        ),
+        (
+            "xxxxxxxx",
+            create(&|r| {
+                r.policy = policy(v1::policy_source::Source::Inline(v1::InlinePolicy {
+                    file: mb.clone(),
+                    toml: "[resources]\npids_max = -1\n".into(),
+                }))
+            }),
+        ),
+    ] {
+        results.push((field, zones.create(req).await.expect_err(field)));
+    }
+    let sandbox_req = |f: &dyn Fn(&mut v1::SandboxRequest)| {
+        let mut r = sandbox_request(&["true"], None, 0);
+        f(&mut r);
+        r
+    };
+    for (field, req) in [
+        ("on_success", sandbox_req(&|r| r.on_success = mb.clone())),
+        ("repo_path", sandbox_req(&|r| r.repo_path = abs.clone())),
+        (
+            "secret name",
+            sandbox_req(&|r| {
+                r.secrets = vec![v1::SecretRef {
+                    name: mb.clone(),
+                    env: String::new(),
+                    fd: 0,
+                }]
+            }),
+        ),
+    ] {
+        results.push((field, sandboxes.run_sandbox(req).await.expect_err(field)));
+    }
+    let run = |stdout: &str, env: &str| v1::RunRequest {
+        zone: "nope".into(),
+        spec: Some(v1::ProcessSpec {
+            args: vec!["true".into()],
+            env: vec![env.into()],
+            ..Default::default()
+        }),
+        stdio: Some(v1::StdioPaths {
+            stdout: stdout.into(),
+            ..Default::default()
+        }),
+        id: String::new(),
+    };
+    for (field, req) in [
+        ("stdio.stdout", run(&abs, "A=1")),
+        ("stdio.stdout", run("out.txt", "A=1")),
+        ("spec.env[0]", run("", "A B=1")),
+    ] {
+        results.push((field, processes.run(req).await.expect_err(field)));
+    }
+    let err = zones
+        .add_root(v1::AddRootRequest {
+            zone: "nope".into(),
+            name: mb.clone(),
+            rootfs: "/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("root name");
+    results.push(("name", err));
+    for (field, s) in &results {
+        refused(s, tonic::Code::InvalidArgument, field);
+    }
+    // Nothing was made, and rauhad serves on.
+    let listed = text(&d.cli(&["zone", "list", "--json"]).stdout);
+    assert!(!listed.contains("\"big\""), "{listed}");
+    assert_eq!(
+        sandbox(&d, &["echo", "ok"], None, 10_000).await.stdout,
+        "ok\n"
+    );
+}

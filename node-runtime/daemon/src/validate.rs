@@ -140,15 +140,10 @@ impl CgroupParents {
         if path.is_empty() {
             return Ok(None);
         }
-        let roots = self.allowed_roots.join(", ");
         let bad = |why: String| {
             DaemonError::invalid(
                 "cgroup_parent",
-                format!(
-                    "{} {why}; give a path below one of {roots}, or a relative one for a cgroup below rauhad's {}",
-                    quote(path),
-                    self.own
-                ),
+                format!("{} {why}; give a plain cgroup path", quote(path)),
             )
         };
         if path.len() > MAX_PATH_BYTES {
@@ -168,7 +163,15 @@ impl CgroupParents {
             parts.len() >= root.len() && parts[..root.len()] == root[..]
         });
         if !under {
-            return Err(bad("is outside the cgroups a client may use".into()));
+            return Err(DaemonError::invalid(
+                "cgroup_parent",
+                format!(
+                    "{} is outside the cgroups clients may use; give a path below one of {}, or a relative one (below rauhad's {})",
+                    quote(path),
+                    self.allowed_roots.join(", "),
+                    self.own
+                ),
+            ));
         }
         Ok(Some(format!("/{}", parts.join("/"))))
     }
@@ -312,12 +315,15 @@ mod tests {
         ] {
             let e = p.check(bad).expect_err(bad).to_string();
             assert!(
-                e.starts_with("cgroup_parent: ")
-                    && e.contains("/kubepods, /kubepods.slice")
-                    && !e.contains('\n'),
+                e.starts_with("cgroup_parent: ") && !e.contains('\n') && e.len() < 300,
                 "{bad}: {e}"
             );
         }
+        let outside = p.check("/etc/passwd").expect_err("outside").to_string();
+        assert!(
+            outside.contains("below one of /kubepods, /kubepods.slice"),
+            "{outside}"
+        );
         let long = format!("/kubepods/{}", "x".repeat(1 << 20));
         assert!(p.check(&long).expect_err("long").to_string().len() < 400);
     }

@@ -53,12 +53,14 @@ fn parse_policy(source: Option<&PolicySource>) -> Result<(Policy, String, String
             )),
         },
         Some(policy_source::Source::Inline(inline)) => {
+            // The file's name as the client gave it, unless it is long or
+            // holds control characters: then quoted and cut.
             let file = if inline.file.is_empty() {
                 "<inline policy>".to_string()
+            } else if inline.file.len() <= 200 && !inline.file.chars().any(char::is_control) {
+                inline.file.clone()
             } else {
                 rauha_spec::message::quote(&inline.file)
-                    .trim_matches('"')
-                    .to_string()
             };
             let policy = Policy::parse(&file, &inline.toml)?;
             Ok((policy, file, inline.toml.clone()))
