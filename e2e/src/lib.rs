@@ -86,11 +86,13 @@ impl Daemon {
     /// Starts rauhad on a fresh temp root and waits until it serves.
     /// The cgroups the tests put zones under by absolute path (as the shim
     /// puts kubelet's pods): the CRI tests' pods and slices, and a tree of
-    /// this daemon's own; and kubelet's, rauhad's default (critest's pods).
+    /// this daemon's own; kubelet's, rauhad's default; and the one the
+    /// upstream CRI suite (critest) gives its pods, `/test.slice`.
     pub fn allowed_cgroup_roots(&self) -> Vec<String> {
         vec![
             "/kubepods".into(),
             "/kubepods.slice".into(),
+            "/test.slice".into(),
             format!("/{PODS_CGROUP}"),
             format!("/{PODS_SLICE}"),
             format!("/{}-pods", self.cgroup_parent),
