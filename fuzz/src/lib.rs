@@ -43,6 +43,17 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// The property every target checks of an error: one line, shorter than
+/// `max_bytes` (`usize::MAX` for no bound).
+pub fn assert_one_line(line: &str, max_bytes: usize) {
+    assert!(!line.contains('\n'), "an error of two lines: {line:?}");
+    assert!(
+        line.len() < max_bytes,
+        "an error of {} bytes: {line}",
+        line.len()
+    );
+}
+
 /// The corpus directory of `target` in the repository.
 pub fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
