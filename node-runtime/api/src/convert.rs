@@ -242,6 +242,16 @@ impl From<&TaskResult> for v1::TaskResult {
             files_changed: r.files_changed.iter().map(Into::into).collect(),
             files_changed_unlisted: r.files_changed_unlisted,
             workspace: r.workspace.map(outcome_str).unwrap_or_default().to_string(),
+            image: r
+                .image
+                .as_ref()
+                .map(|i| i.reference.clone())
+                .unwrap_or_default(),
+            image_digest: r
+                .image
+                .as_ref()
+                .map(|i| i.digest.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -307,6 +317,10 @@ impl TryFrom<&v1::TaskResult> for TaskResult {
                     })?,
                 ),
             },
+            image: (!r.image.is_empty()).then(|| rauha_spec::ImageUsed {
+                reference: r.image.clone(),
+                digest: r.image_digest.clone(),
+            }),
         })
     }
 }
@@ -373,6 +387,10 @@ mod tests {
             files_changed_unlisted: 7,
             workspace: Some(WorkspaceOutcome::Discarded),
             error: None,
+            image: Some(rauha_spec::ImageUsed {
+                reference: "127.0.0.1:5000/bb:1".into(),
+                digest: format!("sha256:{}", "a".repeat(64)),
+            }),
         }
     }
 

@@ -13,6 +13,7 @@ mod disk;
 mod enforcement;
 
 mod host;
+mod image_root;
 mod roots;
 pub mod sealed;
 mod spawn;
@@ -134,7 +135,12 @@ impl LinuxBackend {
         self.root.join("zones").join(zone_id.to_string())
     }
 
-    fn root_config(&self, policy: &Policy, root: &RootSpec) -> Result<RootConfig, BackendError> {
+    fn root_config(
+        &self,
+        zone_id: Uuid,
+        policy: &Policy,
+        root: &RootSpec,
+    ) -> Result<RootConfig, BackendError> {
         let fs = &policy.filesystem;
         Ok(match root {
             RootSpec::HostView => RootConfig::HostView {
@@ -151,6 +157,17 @@ impl LinuxBackend {
                     denied: fs.denied_paths.clone(),
                 }
             }
+            // Mounted by create_zone once the state dir is there.
+            RootSpec::Image { .. } => RootConfig::Rootfs {
+                path: self
+                    .state_dir(zone_id)
+                    .join(image_root::ROOTFS)
+                    .display()
+                    .to_string(),
+                readonly: false,
+                writable: fs.writable_paths.clone(),
+                denied: fs.denied_paths.clone(),
+            },
         })
     }
 }
@@ -177,7 +194,7 @@ impl IsolationBackend for LinuxBackend {
     }
 
     async fn create_zone(&self, setup: &ZoneSetup) -> Result<ZoneHandle, BackendError> {
-        let root = self.root_config(&setup.policy, &setup.root)?;
+        let root = self.root_config(setup.id, &setup.policy, &setup.root)?;
         let state_dir = self.state_dir(setup.id);
         // A host id range of its own, distinct from every live zone's, so
         // that no zone can touch another's files.
@@ -190,6 +207,13 @@ impl IsolationBackend for LinuxBackend {
             .transpose()?;
         let result = async {
             host::make_private_dir(&state_dir)?;
+            if let RootSpec::Image { layers, .. } = &setup.root {
+                image_root::mount(
+                    &state_dir,
+                    layers,
+                    setup.policy.resources.disk_limit_or_default(),
+                )?;
+            }
             let workspace = match &setup.workspace {
                 Some(w) => {
                     disk::mount_limited(
@@ -215,9 +239,10 @@ impl IsolationBackend for LinuxBackend {
                 }
                 None => None,
             };
-            // Bundle zones can host containers with their own roots.
+            // Bundle and image zones can host containers with their own
+            // roots.
             let containers_dir = match &setup.root {
-                RootSpec::Bundle { .. } => {
+                RootSpec::Bundle { .. } | RootSpec::Image { .. } => {
                     let dir = state_dir.join(CONTAINERS);
                     roots::make_shared_dir(&dir).map_err(|source| BackendError::Io {
                         what: format!("cannot share {}", dir.display()),
@@ -391,7 +416,7 @@ impl IsolationBackend for LinuxBackend {
                 r.push("/proc".into());
                 r
             }
-            RootSpec::Bundle { .. } => vec!["/".into()],
+            RootSpec::Bundle { .. } | RootSpec::Image { .. } => vec!["/".into()],
         };
         if policy.pod.security.is_some() {
             // A pod policy: Landlock only where it lists paths. A pod's

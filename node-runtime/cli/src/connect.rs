@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
+use rauha_api::v1::images_client::ImagesClient;
 use rauha_api::v1::node_client::NodeClient;
 use rauha_api::v1::processes_client::ProcessesClient;
 use rauha_api::v1::sandbox_client::SandboxClient;
@@ -98,6 +99,12 @@ impl Connection {
 
     pub fn sandbox(&self) -> SandboxClient<Channel> {
         SandboxClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

@@ -12,6 +12,7 @@ mod connect;
 mod error_line;
 mod events_cmd;
 mod exit_code;
+mod image_cmd;
 mod info_cmd;
 mod json_view;
 mod policy_cmd;
@@ -76,6 +77,9 @@ enum Command {
     /// Results of sandbox tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Pull, list, inspect, tag and remove images; free unused content.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
     /// Store, list and remove secrets for tasks.
     #[command(subcommand)]
     Secret(secret_cmd::SecretCommand),
@@ -104,6 +108,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(args) => process_cmd::wait(args, addr).await,
         Command::Sandbox(args) => sandbox_cmd::sandbox(*args, addr).await,
         Command::Task(command) => sandbox_cmd::task(command, addr).await,
+        Command::Image(command) => image_cmd::run(command, addr).await,
         Command::Secret(command) => secret_cmd::run(command, addr).await,
         Command::Events(args) => events_cmd::events(args, addr).await,
         Command::Top(args) => zone_cmd::top(args, addr).await,

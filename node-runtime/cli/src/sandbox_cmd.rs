@@ -24,8 +24,15 @@ use crate::zone_cmd::bundle_path;
 pub struct SandboxArgs {
     /// An OCI bundle directory as the zone's root [default: a read-only view
     /// of the host].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "image")]
     bundle: Option<String>,
+    /// An image as the zone's root (pulled when missing, see --pull); its
+    /// Entrypoint, Env, WorkingDir and User apply as under docker.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// When to pull --image: always, missing (when not stored) or never.
+    #[arg(long, value_enum, default_value = "missing", requires = "image")]
+    pull: crate::image_cmd::PullPolicy,
     /// Join this network namespace (e.g. /run/netns/NAME) instead of a new
     /// one; the policy's network.mode must be "joined".
     #[arg(long, value_name = "PATH")]
@@ -154,8 +161,13 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
             .map(|t| duration_ms("--ttl", t))
             .transpose()?
             .unwrap_or(0),
+        image: args.image.clone().unwrap_or_default(),
     };
-    let mut sandbox = Connection::open(addr).await?.sandbox();
+    let conn = Connection::open(addr).await?;
+    if let Some(image) = &args.image {
+        crate::image_cmd::ensure(&conn, image, args.pull).await?;
+    }
+    let mut sandbox = conn.sandbox();
     let wire = match stream_task(&mut sandbox, request, args.stream, args.json).await? {
         Streamed::Result(wire) => wire,
         Streamed::Lost { task_id, reason } => return Ok(report_lost(&task_id, &reason, args.json)),

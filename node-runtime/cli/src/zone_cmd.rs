@@ -24,8 +24,15 @@ pub enum ZoneCommand {
         policy: Option<String>,
         /// An OCI bundle directory as the zone's root [default: a read-only
         /// view of the host].
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "image")]
         bundle: Option<String>,
+        /// An image as the zone's root, under a writable layer of the
+        /// zone's own (pulled when missing, see --pull).
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// When to pull --image: always, missing (when not stored) or never.
+        #[arg(long, value_enum, default_value = "missing", requires = "image")]
+        pull: crate::image_cmd::PullPolicy,
         /// Join this network namespace (e.g. /run/netns/NAME) instead of a
         /// new one; the policy's network.mode must be "joined".
         #[arg(long, value_name = "PATH")]
@@ -106,21 +113,28 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
         ZoneCommand::Update { policy, .. } => wire_policy(Some(policy))?,
         _ => None,
     };
-    let mut zones = Connection::open(addr).await?.zones();
+    let conn = Connection::open(addr).await?;
+    let mut zones = conn.zones();
     match command {
         ZoneCommand::Create {
             name,
             bundle,
+            image,
+            pull,
             netns,
             cgroup_parent,
             json,
             ..
         } => {
             let bundle = bundle.as_deref().map(bundle_path).transpose()?;
+            if let Some(image) = &image {
+                crate::image_cmd::ensure(&conn, image, pull).await?;
+            }
             let request = v1::CreateZoneRequest {
                 name,
                 policy,
                 bundle: bundle.unwrap_or_default(),
+                image: image.unwrap_or_default(),
                 netns: netns.unwrap_or_default(),
                 cgroup_parent: cgroup_parent.unwrap_or_default(),
             };

@@ -90,6 +90,10 @@ pub enum DaemonError {
     Link(#[from] LinkError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Image(#[from] rauha_image::ImageError),
+    #[error("image {image} is the root of zone(s) {zones}; delete them first, or remove with --force (they keep its layers until deleted)")]
+    ImageInUse { image: String, zones: String },
 }
 
 impl DaemonError {
@@ -113,6 +117,15 @@ impl DaemonError {
             kind: "process",
             what: what.to_string(),
             hint: "list processes with `rauha ps`",
+        }
+    }
+
+    pub fn image_not_found(what: &str) -> Self {
+        DaemonError::NotFound {
+            kind: "image",
+            what: what.to_string(),
+            hint:
+                "list stored images with `rauha image ls`, or pull it with `rauha image pull NAME`",
         }
     }
 
@@ -151,7 +164,24 @@ impl From<DaemonError> for tonic::Status {
             | DaemonError::TaskRunning { .. }
             | DaemonError::Secrets { .. }
             | DaemonError::UnknownBackend { .. }
+            | DaemonError::ImageInUse { .. }
             | DaemonError::PodPolicy { .. } => tonic::Status::failed_precondition(message),
+            DaemonError::Image(e) => {
+                use rauha_image::ImageError as I;
+                match e {
+                    I::BadReference { .. } => tonic::Status::invalid_argument(message),
+                    I::Unauthorized { .. } => tonic::Status::unauthenticated(message),
+                    I::NotInRegistry { .. } => tonic::Status::not_found(message),
+                    I::Registry { .. } => tonic::Status::unavailable(message),
+                    I::DigestMismatch { .. } => tonic::Status::data_loss(message),
+                    I::NoPlatform { .. } | I::Format { .. } | I::Unpack { .. } => {
+                        tonic::Status::failed_precondition(message)
+                    }
+                    I::Io { .. } => tonic::Status::internal(format!(
+                        "{message}; check the disk under RAUHA_ROOT/images"
+                    )),
+                }
+            }
             DaemonError::Cleanup { primary, .. } => {
                 let code = tonic::Status::from(*primary).code();
                 tonic::Status::new(code, message)

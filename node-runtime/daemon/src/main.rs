@@ -8,6 +8,7 @@ mod agent_link;
 mod api;
 mod error;
 mod events;
+mod images;
 mod redact;
 mod secrets;
 mod shim_keeper;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use rauha_api::v1::images_server::ImagesServer;
 use rauha_api::v1::node_server::NodeServer;
 use rauha_api::v1::processes_server::ProcessesServer;
 use rauha_api::v1::sandbox_server::SandboxServer;
@@ -105,6 +107,18 @@ struct Args {
     /// Forget finished task results older than this (30s, 10m, 24h; 0 = never).
     #[arg(long, default_value = "168h", value_parser = parse_age)]
     task_max_age: std::time::Duration,
+    /// A registry (HOST[:PORT]) reached over plain HTTP; repeatable.
+    /// Registries on loopback always are; every other is https.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// A PEM file of CA certificates trusted for registries, besides the
+    /// system's; repeatable.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_cas: Vec<PathBuf>,
+    /// Collect unreferenced image content when the image store grows past
+    /// this size (e.g. 20Gi); 0 = only on `rauha image prune`.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    image_store_max: u64,
 }
 
 /// A size such as 512Mi or 2Gi.
@@ -261,6 +275,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "the store is in use or unreadable (is another rauhad running on this root?)",
         )?);
     let secrets = SecretStore::open(&args.root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut extra_ca_pem = Vec::new();
+    for ca in &args.registry_cas {
+        extra_ca_pem.push(
+            std::fs::read(ca)
+                .with_context(|| format!("--registry-ca {}: cannot read it", ca.display()))?,
+        );
+    }
+    let images = Arc::new(
+        images::Images::open(
+            &args.root,
+            Arc::clone(&store),
+            rauha_image::pull::Registries {
+                insecure: args.insecure_registries.clone(),
+                extra_ca_pem,
+            },
+            (args.image_store_max > 0).then_some(args.image_store_max),
+        )
+        .map_err(|e| anyhow::anyhow!("image store: {e}"))?,
+    );
     let retention = Retention {
         keep_last: Some(args.task_history),
         max_age: (!args.task_max_age.is_zero()).then_some(args.task_max_age),
@@ -291,6 +324,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(
                 ZonesServer::new(api::ZonesService {
                     registry: Arc::clone(&registry),
+                    images: Arc::clone(&images),
                     cgroups: cgroups_allowed.clone(),
                 })
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -311,6 +345,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(
                 SandboxServer::new(api::SandboxService {
                     registry: Arc::clone(&registry),
+                    images: Arc::clone(&images),
+                })
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ImagesServer::new(api::ImagesService {
+                    images: Arc::clone(&images),
                 })
                 .max_decoding_message_size(MAX_MESSAGE),
             )

@@ -16,6 +16,8 @@ use rauha_backend::ZoneHandle;
 const ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
 const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+/// Image records by name (`registry/repository:tag`).
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -195,6 +197,7 @@ impl Store {
         txn.open_table(ZONES)?;
         txn.open_table(PROCESSES)?;
         txn.open_table(TASKS)?;
+        txn.open_table(IMAGES)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -245,6 +248,32 @@ impl Store {
             }
             for key in doomed {
                 procs.remove(key.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Records an image under its name, replacing what the name meant.
+    pub fn put_image(&self, image: &rauha_image::ImageRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(IMAGES)?
+            .insert(image.name.as_str(), encode(image).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn images(&self) -> Result<Vec<rauha_image::ImageRecord>, StoreError> {
+        self.all(IMAGES)
+    }
+
+    /// Removes image names, in one transaction.
+    pub fn remove_images(&self, names: &[String]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(IMAGES)?;
+            for name in names {
+                table.remove(name.as_str())?;
             }
         }
         txn.commit()?;

@@ -233,7 +233,7 @@ impl Puller {
             &client,
             reference,
             &store,
-            &config_record,
+            config_record,
             &format!("config of {name}"),
             None,
         )
@@ -248,28 +248,27 @@ impl Puller {
             });
         }
 
-        futures::stream::iter(layers.iter().map(|l| {
+        let what = format!("layer of {name}");
+        let mut fetches = Vec::new();
+        for l in &layers {
             let blob = Blob {
                 digest: l.digest.clone(),
                 media_type: l.media_type.clone(),
                 size: l.size,
             };
-            let (client, store, name) = (&client, &store, &name);
-            async move {
-                fetch(
-                    client,
-                    reference,
-                    store,
-                    &blob,
-                    &format!("layer of {name}"),
-                    Some(progress),
-                )
-                .await
-            }
-        }))
-        .buffer_unordered(CONCURRENT_LAYERS)
-        .try_collect::<Vec<()>>()
-        .await?;
+            fetches.push(fetch(
+                &client,
+                reference,
+                &store,
+                blob,
+                &what,
+                Some(progress),
+            ));
+        }
+        futures::stream::iter(fetches)
+            .buffer_unordered(CONCURRENT_LAYERS)
+            .try_collect::<Vec<()>>()
+            .await?;
 
         for l in &layers {
             let compression = Compression::of(&l.media_type)
@@ -314,7 +313,7 @@ async fn fetch(
     client: &Client,
     reference: &ImageRef,
     store: &Store,
-    blob: &Blob,
+    blob: Blob,
     what: &str,
     progress: Option<&ProgressFn>,
 ) -> Result<(), ImageError> {

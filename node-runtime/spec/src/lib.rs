@@ -25,7 +25,9 @@ pub use enforcement::{Enforcement, EnforcementMode, Layer, LayerStatus};
 pub use event::{EnforcementEvent, Event, EventKind};
 pub use policy::{Policy, PolicyError};
 pub use result::{TaskResult, TaskStatus};
-pub use zone::{RootSpec, WorkspaceSpec, ZoneSpec, ZoneState, DEFAULT_WORKSPACE_TARGET};
+pub use zone::{
+    ImageLayer, ImageUsed, RootSpec, WorkspaceSpec, ZoneSpec, ZoneState, DEFAULT_WORKSPACE_TARGET,
+};
 
 #[cfg(test)]
 mod schema_tests {

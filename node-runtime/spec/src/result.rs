@@ -184,6 +184,9 @@ pub struct TaskResult {
     /// Set when `status` is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The image the task's root came from (`rauha sandbox --image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::zone::ImageUsed>,
 }
 
 impl TaskResult {
@@ -218,6 +221,7 @@ impl TaskResult {
             files_changed_unlisted: 0,
             workspace: None,
             error: None,
+            image: None,
         }
     }
 }

@@ -14,6 +14,45 @@ pub enum RootSpec {
     HostView,
     /// An OCI bundle: a directory with `config.json` and its `root.path`.
     Bundle { path: String },
+    /// An image from the node's store: its unpacked layers (bottom first)
+    /// under a writable layer of the zone's own, discarded with the zone.
+    Image {
+        /// The name it was chosen by (`registry/repository:tag`).
+        reference: String,
+        /// The image manifest's digest.
+        digest: String,
+        layers: Vec<ImageLayer>,
+    },
+}
+
+/// One layer of an image root: its blob's digest and where it is unpacked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageLayer {
+    pub digest: String,
+    /// The snapshot directory on the host.
+    pub path: String,
+}
+
+/// The image a task's root came from, as its result names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageUsed {
+    pub reference: String,
+    pub digest: String,
+}
+
+impl RootSpec {
+    /// The image the root is made from, if it is one.
+    pub fn image(&self) -> Option<ImageUsed> {
+        match self {
+            RootSpec::Image {
+                reference, digest, ..
+            } => Some(ImageUsed {
+                reference: reference.clone(),
+                digest: digest.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A host directory (a repository) shown in the zone through a

@@ -23,6 +23,7 @@ impl Service {
                 netns: convert::zone_netns(spec, chosen).unwrap_or_default(),
                 cgroup_parent: convert::cgroup_parent(spec, &self.inner.namespace)
                     .unwrap_or_default(),
+                image: String::new(),
             })
             .await;
         match created {

@@ -19,6 +19,9 @@ pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcemen
         root: match &z.root {
             RootSpec::HostView => "host_view".into(),
             RootSpec::Bundle { path } => format!("bundle:{path}"),
+            RootSpec::Image {
+                reference, digest, ..
+            } => format!("image:{reference}@{digest}"),
         },
         created_ms: z.created_ms,
         task_id: z.task_id.map(|t| t.to_string()).unwrap_or_default(),
@@ -36,6 +39,39 @@ pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcemen
             .as_ref()
             .map(|w| w.target.clone())
             .unwrap_or_default(),
+    }
+}
+
+pub fn image(i: &rauha_image::ImageRecord, zones: &[String]) -> v1::Image {
+    let c = &i.config;
+    v1::Image {
+        name: i.name.clone(),
+        digest: i.digest.clone(),
+        id: i.short_id().to_string(),
+        size: i.size,
+        created_ms: i.created_ms,
+        platform: i.platform.clone(),
+        config: Some(v1::ImageConfig {
+            entrypoint: c.entrypoint.clone(),
+            cmd: c.cmd.clone(),
+            env: c.env.clone(),
+            working_dir: c.working_dir.clone(),
+            user: c.user.clone(),
+            exposed_ports: c.exposed_ports.clone(),
+            labels: c.labels.clone().into_iter().collect(),
+        }),
+        layers: i
+            .layers
+            .iter()
+            .map(|l| v1::ImageLayer {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                size: l.size,
+            })
+            .collect(),
+        index_digest: i.index_digest.clone().unwrap_or_default(),
+        config_digest: i.config_digest.clone(),
+        zones: zones.to_vec(),
     }
 }
 

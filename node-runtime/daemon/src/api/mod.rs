@@ -4,12 +4,14 @@
 mod convert;
 #[cfg(test)]
 mod fuzz_tests;
+mod images;
 mod node;
 mod processes;
 mod sandbox;
 mod secrets;
 mod zones;
 
+pub use images::ImagesService;
 pub use node::NodeService;
 pub use processes::ProcessesService;
 pub use sandbox::SandboxService;

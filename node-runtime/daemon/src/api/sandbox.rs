@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::zones::bundle_root;
+use super::zones::chosen_root;
 use crate::error::DaemonError;
 use crate::secrets::{Delivery, Secret};
 use crate::validate::{netns, parse_id, process_spec};
@@ -23,15 +23,30 @@ const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
 
 pub struct SandboxService {
     pub registry: Arc<ZoneRegistry>,
+    pub images: Arc<crate::images::Images>,
 }
 
 impl SandboxService {
-    /// Checks a request and turns it into a run.
-    fn prepare(&self, req: v1::SandboxRequest) -> Result<SandboxRun, DaemonError> {
+    /// Checks a request and turns it into a run; the image lease is held
+    /// until the run's zone is recorded.
+    async fn prepare(
+        &self,
+        req: v1::SandboxRequest,
+    ) -> Result<(SandboxRun, Option<crate::images::Lease>), DaemonError> {
         let workspace = workspace(&req)?;
-        let spec = req.spec.unwrap_or_default();
-        let spec = process_spec("spec", &spec.args, &spec.env, &spec.cwd)?;
-        let root = bundle_root(&req.bundle)?;
+        let (root, image) = chosen_root(&self.images, &req.bundle, &req.image).await?;
+        let mut wire = req.spec.clone().unwrap_or_default();
+        if let Some((image, _)) = &image {
+            apply_image_config(&mut wire, &image.config, &image.name)?;
+        }
+        let mut spec = process_spec("spec", &wire.args, &wire.env, &wire.cwd)?;
+        if let Some(u) = &wire.user {
+            spec.user = Some(rauha_spec::zone::ProcessUser {
+                uid: u.uid,
+                gid: u.gid,
+                groups: u.groups.clone(),
+            });
+        }
         let policy = self
             .registry
             .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;
@@ -74,7 +89,7 @@ impl SandboxService {
             }
             secrets.push(self.registry.secrets.get(&s.name, delivery)?);
         }
-        Ok(SandboxRun {
+        let run = SandboxRun {
             spec,
             policy,
             root,
@@ -86,8 +101,68 @@ impl SandboxService {
             netns: netns("netns", &req.netns)?,
             live_output: None,
             started: None,
-        })
+        };
+        Ok((run, image.map(|(_, lease)| lease)))
     }
+}
+
+/// An image's config applied to a process as docker applies it: the
+/// entrypoint before the command (the image's Cmd when none is given), the
+/// image's environment under the request's, its working directory and
+/// user unless the request names them.
+pub(super) fn apply_image_config(
+    spec: &mut v1::ProcessSpec,
+    config: &rauha_image::config::RunConfig,
+    name: &str,
+) -> Result<(), DaemonError> {
+    spec.args = config.command(&spec.args);
+    if spec.args.is_empty() {
+        return Err(DaemonError::invalid(
+            "spec.args",
+            format!("is empty and image {name} has no Entrypoint or Cmd; give a command"),
+        ));
+    }
+    spec.env = config.environment(&spec.env);
+    if spec.cwd.is_empty() {
+        spec.cwd = config.working_dir.clone();
+    }
+    if spec.user.is_none() && !config.user.is_empty() {
+        spec.user = Some(numeric_user(&config.user, name)?);
+    }
+    Ok(())
+}
+
+/// An image's `User` (`uid[:gid]`); names need the image's /etc/passwd,
+/// which rauha does not read from the host side.
+fn numeric_user(user: &str, image: &str) -> Result<v1::ProcessUser, DaemonError> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid: u32 = u.parse().map_err(|_| {
+        DaemonError::invalid(
+            "image",
+            format!(
+                "{image} runs as user {}, a name; rauha takes numeric users (uid[:gid]): run it with --user UID[:GID]",
+                quote(user)
+            ),
+        )
+    })?;
+    let gid: u32 = if g.is_empty() {
+        uid
+    } else {
+        g.parse().map_err(|_| {
+            DaemonError::invalid(
+                "image",
+                format!(
+                    "{image} runs as group {}, a name; give --user UID:GID",
+                    quote(g)
+                ),
+            )
+        })?
+    };
+    Ok(v1::ProcessUser {
+        uid,
+        gid,
+        groups: Vec::new(),
+    })
 }
 
 pub(super) fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonError> {
@@ -247,7 +322,7 @@ impl Sandbox for SandboxService {
         &self,
         request: Request<v1::SandboxRequest>,
     ) -> Result<Response<v1::TaskResult>, Status> {
-        let run = self.prepare(request.into_inner())?;
+        let (run, _lease) = self.prepare(request.into_inner()).await?;
         let result = self.registry.run_sandbox(run).await?;
         Ok(Response::new((&result).into()))
     }
@@ -258,7 +333,7 @@ impl Sandbox for SandboxService {
         &self,
         request: Request<v1::SandboxRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let mut run = self.prepare(request.into_inner())?;
+        let (mut run, lease) = self.prepare(request.into_inner()).await?;
         let (chunks_tx, mut chunks_rx) = mpsc::channel(256);
         run.live_output = Some(chunks_tx);
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -266,7 +341,10 @@ impl Sandbox for SandboxService {
         let (tx, rx) = mpsc::channel(256);
         let registry = Arc::clone(&self.registry);
         tokio::spawn(async move {
-            let task = tokio::spawn(async move { registry.run_sandbox(run).await });
+            let task = tokio::spawn(async move {
+                let _lease = lease;
+                registry.run_sandbox(run).await
+            });
             // The id first: a client that loses this stream still knows
             // where the result is kept. (No output comes before it.)
             if let Ok((task_id, zone_id)) = started_rx.await {

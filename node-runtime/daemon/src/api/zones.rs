@@ -12,6 +12,7 @@ use crate::zone::{NewZone, ZoneRegistry};
 
 pub struct ZonesService {
     pub registry: Arc<ZoneRegistry>,
+    pub images: Arc<crate::images::Images>,
     /// Where clients may put zones' cgroups.
     pub cgroups: CgroupParents,
 }
@@ -26,6 +27,32 @@ impl ZonesService {
         wire.ttl_remaining_ms = self.registry.ttl_remaining_ms(z);
         wire
     }
+}
+
+/// The root a request names: a bundle, an image (leased until the zone is
+/// recorded), or a view of the host.
+pub async fn chosen_root(
+    images: &crate::images::Images,
+    bundle: &str,
+    image: &str,
+) -> Result<
+    (
+        RootSpec,
+        Option<(rauha_image::ImageRecord, crate::images::Lease)>,
+    ),
+    DaemonError,
+> {
+    if image.is_empty() {
+        return Ok((bundle_root(bundle)?, None));
+    }
+    if !bundle.is_empty() {
+        return Err(DaemonError::invalid(
+            "image",
+            "and bundle are both given; a root is one or the other",
+        ));
+    }
+    let (root, record, lease) = images.root(image).await?;
+    Ok((root, Some((record, lease))))
 }
 
 pub fn bundle_root(bundle: &str) -> Result<RootSpec, DaemonError> {
@@ -53,7 +80,7 @@ impl Zones for ZonesService {
         request: Request<v1::CreateZoneRequest>,
     ) -> Result<Response<v1::Zone>, Status> {
         let req = request.into_inner();
-        let root = bundle_root(&req.bundle)?;
+        let (root, _image) = chosen_root(&self.images, &req.bundle, &req.image).await?;
         let policy = self
             .registry
             .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;

@@ -179,6 +179,7 @@ impl ZoneRegistry {
             command.clone(),
             self.enforcement_of(&zone),
         );
+        result.image = zone.root.image();
         let mut spec = run.spec;
         let mut fds = Vec::new();
         for s in &run.secrets {
@@ -306,12 +307,13 @@ impl ZoneRegistry {
             Some(task.id),
             "rauhad started again and took the task over",
         ));
-        let result = TaskResult::not_run(
+        let mut result = TaskResult::not_run(
             task.id,
             zone.id,
             task.command.clone(),
             self.enforcement_of(&zone),
         );
+        result.image = zone.root.image();
         let elapsed = now_ms().saturating_sub(task.started_ms);
         let timeout = (resume.timeout_ms > 0)
             .then(|| Duration::from_millis(resume.timeout_ms.saturating_sub(elapsed).max(1)));
@@ -353,7 +355,6 @@ impl ZoneRegistry {
             }
             None => None,
         };
-        let mut result = result;
         if live.is_none() {
             result.status = TaskStatus::Interrupted;
             result.error = Some(
