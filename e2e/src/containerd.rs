@@ -159,7 +159,7 @@ pub fn find_bin(name: &str) -> Option<PathBuf> {
     found
 }
 
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     find_bin(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
@@ -171,7 +171,7 @@ fn busybox_path() -> Option<PathBuf> {
 }
 
 /// `n` random lowercase hex characters.
-fn random_hex(n: usize) -> String {
+pub fn random_hex(n: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..n].to_string()
 }
 
@@ -189,7 +189,7 @@ fn fresh_dir(prefix: &str, short: bool) -> PathBuf {
 }
 
 /// Runs `cmd`, panicking with its stdout and stderr when it fails.
-fn run_ok(cmd: &mut Command) -> Output {
+pub fn run_ok(cmd: &mut Command) -> Output {
     let what = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -355,6 +355,8 @@ pub struct Registry {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// The user and password it requires (htpasswd), if any.
+    creds: Option<(String, String)>,
 }
 
 impl Registry {
@@ -369,16 +371,41 @@ impl Registry {
             dir: fresh_dir("rauha-reg-", false),
             port,
             child: None,
+            creds: None,
         }
     }
 
     /// Starts the registry and waits until `GET /v2/` answers.
     pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    /// [`Registry::start`], requiring `user` and `password` (HTTP basic
+    /// auth from an htpasswd file; `htpasswd` from apache2-utils makes it).
+    /// Pushes through [`Registry::push_image`] log in.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_inner(creds: Option<(String, String)>) -> Registry {
         let dir = fresh_dir("rauha-reg-", false);
+        let auth = match &creds {
+            None => String::new(),
+            Some((user, password)) => {
+                let out = run_ok(Command::new(bin("htpasswd")).args(["-Bbn", user, password]));
+                let file = dir.join("htpasswd");
+                std::fs::write(&file, &out.stdout).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: rauha-e2e\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         let mut reg = Registry {
             dir,
             port: 0,
             child: None,
+            creds,
         };
         let mut last_log = String::new();
         // The port is free when picked but may be taken before the registry
@@ -393,7 +420,7 @@ impl Registry {
                      log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                      http:\n  addr: 127.0.0.1:{}\n\
-                     health:\n  storagedriver:\n    enabled: false\n",
+                     health:\n  storagedriver:\n    enabled: false\n{auth}",
                     reg.dir.join("data").display(),
                     reg.port
                 ),
@@ -411,7 +438,8 @@ impl Registry {
             reg.child = Some(child);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
-                if http_status(&reg.host(), "/v2/") == Some(200) {
+                let want = if reg.creds.is_some() { 401 } else { 200 };
+                if http_status(&reg.host(), "/v2/") == Some(want) {
                     return reg;
                 }
                 if let Some(Ok(Some(_))) = reg.child.as_mut().map(|c| c.try_wait()) {
@@ -530,16 +558,7 @@ impl Registry {
         }
         run_ok(&mut config);
         let reference = format!("{}/{name}:{tag}", self.host());
-        let push = |reference: &str| {
-            run_ok(Command::new(bin("skopeo")).args([
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                &format!("oci:{image}"),
-                &format!("docker://{reference}"),
-            ]));
-        };
+        let push = |reference: &str| self.skopeo_push(&format!("oci:{image}"), reference);
         push(&reference);
         for other in &spec.also_as {
             let (name, tag) = split(other);
@@ -549,6 +568,25 @@ impl Registry {
             let _ = std::fs::remove_dir_all(&work);
         }
         reference
+    }
+}
+
+impl Registry {
+    /// `skopeo copy SOURCE docker://REFERENCE`, logged in when the
+    /// registry requires it.
+    pub fn skopeo_push(&self, source: &str, reference: &str) {
+        let mut cmd = Command::new(bin("skopeo"));
+        cmd.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some((user, password)) = &self.creds {
+            cmd.arg("--dest-creds").arg(format!("{user}:{password}"));
+        }
+        cmd.arg(source).arg(format!("docker://{reference}"));
+        run_ok(&mut cmd);
     }
 }
 
@@ -744,7 +782,7 @@ pub fn static_probe(name: &str) -> PathBuf {
 }
 
 /// The OCI name of this machine's architecture.
-fn oci_arch() -> &'static str {
+pub fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

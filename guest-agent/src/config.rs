@@ -99,6 +99,18 @@ pub enum RootConfig {
         writable: Vec<String>,
         denied: Vec<String>,
     },
+    /// An image: its unpacked layers (host paths, bottom first, never
+    /// written) under the `upper` and `work` directories of `dir`, the
+    /// zone's own disk-limited filesystem. The agent mounts the overlay,
+    /// each layer bound at `dir/lower/N` (idmapped when the zone has a
+    /// user namespace: overlayfs takes idmapped layers, not an idmapped
+    /// overlay).
+    Overlay {
+        layers: Vec<String>,
+        dir: String,
+        writable: Vec<String>,
+        denied: Vec<String>,
+    },
 }
 
 /// Applied to each process between fork and exec.

@@ -57,6 +57,7 @@ pub fn idmapped_sources(
                 .map(|p| (p.clone(), false)),
         ),
         RootConfig::Rootfs { path, .. } => out.push((path.clone(), true)),
+        RootConfig::Overlay { layers, .. } => out.extend(layers.iter().map(|l| (l.clone(), false))),
     }
     out
 }
@@ -154,8 +155,55 @@ pub fn build(
                 mount("", root, "", libc::MS_BIND | libc::MS_REMOUNT | RO, "")?;
             }
         }
+        RootConfig::Overlay {
+            layers,
+            dir,
+            writable: _,
+            denied,
+        } => {
+            // The image's root is writable (its upper layer is the
+            // zone's); Landlock holds writes to the policy's paths.
+            mount_image(layers, Path::new(dir), root, idmap)?;
+            common_mounts(root)?;
+            mount_workspace(root, workspace, idmap)?;
+            mask(root, denied)?;
+            mount_containers(root, containers)?;
+        }
     }
     Ok(())
+}
+
+/// Mounts an image's overlay at `root`: each layer bound read-only at
+/// `dir/lower/N` (idmapped through the zone's namespace when it has one,
+/// so host root's files are the zone root's), the upper layer given to
+/// the zone's root. Layers are named relative to `dir`, so the zone's
+/// mountinfo names no host path.
+fn mount_image(layers: &[String], dir: &Path, root: &Path, idmap: Option<Idmap>) -> io::Result<()> {
+    let upper = dir.join("upper");
+    if let Some(m) = idmap {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&upper).map_err(|e| context("cannot inspect", &upper, e))?;
+        let shift = |id: u32| if id < userns::SIZE { m.base + id } else { id };
+        std::os::unix::fs::chown(&upper, Some(shift(meta.uid())), Some(shift(meta.gid())))
+            .map_err(|e| context("cannot give the zone", &upper, e))?;
+    }
+    let mut lower = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        let name = format!("lower/{i}");
+        let target = dir.join(&name);
+        make_mount_point(&target, true)?;
+        match idmap {
+            Some(m) => userns::bind_idmapped(Path::new(layer), &target, m.userns, true, false)?,
+            None => bind(Path::new(layer), &target, RO)?,
+        }
+        lower.push(name);
+    }
+    lower.reverse();
+    std::env::set_current_dir(dir).map_err(|e| context("cannot enter", dir, e))?;
+    let options = format!("lowerdir={},upperdir=upper,workdir=work", lower.join(":"));
+    let mounted = mount("overlay", root, "overlay", RW, &options);
+    std::env::set_current_dir("/").map_err(|e| context("cannot enter", Path::new("/"), e))?;
+    mounted
 }
 
 /// `/tmp`, `/proc` and `/dev`, the same in every zone.

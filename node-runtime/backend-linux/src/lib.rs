@@ -157,17 +157,21 @@ impl LinuxBackend {
                     denied: fs.denied_paths.clone(),
                 }
             }
-            // Mounted by create_zone once the state dir is there.
-            RootSpec::Image { .. } => RootConfig::Rootfs {
-                path: self
-                    .state_dir(zone_id)
-                    .join(image_root::ROOTFS)
-                    .display()
-                    .to_string(),
-                readonly: false,
-                writable: fs.writable_paths.clone(),
-                denied: fs.denied_paths.clone(),
-            },
+            // Its writable layer is made by create_zone once the state
+            // dir is there; the agent mounts the overlay.
+            RootSpec::Image { layers, .. } => {
+                image_root::check(layers)?;
+                RootConfig::Overlay {
+                    layers: layers.iter().map(|l| l.path.clone()).collect(),
+                    dir: self
+                        .state_dir(zone_id)
+                        .join(image_root::RW)
+                        .display()
+                        .to_string(),
+                    writable: fs.writable_paths.clone(),
+                    denied: fs.denied_paths.clone(),
+                }
+            }
         })
     }
 }
@@ -208,7 +212,7 @@ impl IsolationBackend for LinuxBackend {
         let result = async {
             host::make_private_dir(&state_dir)?;
             if let RootSpec::Image { layers, .. } = &setup.root {
-                image_root::mount(
+                image_root::prepare(
                     &state_dir,
                     layers,
                     setup.policy.resources.disk_limit_or_default(),
