@@ -351,6 +351,49 @@ fn an_image_is_pulled_listed_inspected_run_and_removed() {
     let listed = json(&d.cli(&["image", "ls", "--json"]));
     assert_eq!(listed[0]["zones"][0], "imgz");
 
+    // `rauha run --zone Z IMAGE CMD`: a container root of the zone made
+    // from the image, in the foreground as docker runs it, removed after.
+    assert_eq!(
+        ok(
+            &d.cli(&["run", "--zone", "imgz", &image, "/bin/echo", "hello"]),
+            "run IMAGE"
+        ),
+        "hello\n"
+    );
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "imgz",
+        &image,
+        "sh",
+        "-c",
+        "cat /etc/os-release; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ID=rauha-test-image\n");
+    let id = ok(
+        &d.cli(&["run", "-d", "--zone", "imgz", &image, "sleep", "0.2"]),
+        "run -d IMAGE",
+    );
+    assert_eq!(ok(&d.cli(&["wait", id.trim()]), "wait"), "0\n");
+    let layers = || -> usize {
+        std::fs::read_dir(d.root.join("zones"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|z| std::fs::read_dir(z.path().join("root-layers")).ok())
+            .map(|r| r.count())
+            .sum()
+    };
+    wait_for("the image's container roots removed", 10, || layers() == 0);
+    ok(&d.cli(&["zone", "create", "hostz"]), "zone create");
+    let line = fails(
+        &d.cli(&["run", "--zone", "hostz", &image, "true"]),
+        "run IMAGE in a host view",
+    );
+    assert!(line.contains("holds no container roots"), "{line}");
+    ok(&d.cli(&["zone", "delete", "hostz"]), "zone delete");
+
     // In use: refused, naming the zone.
     let line = fails(&d.cli(&["image", "rm", &image]), "rm in use");
     assert!(line.contains("is the root of zone(s) imgz"), "{line}");

@@ -280,6 +280,7 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, SpecError> {
         }
     });
     Ok(v1::ProcessSpec {
+        image: String::new(),
         args,
         env: strings(p.get("env")),
         cwd: p

@@ -95,6 +95,39 @@ pub fn prepare(
     Ok(rw)
 }
 
+/// A container root's overlay of `layers` with its writable layer in `rw`
+/// (made here): a detached mount, attached only in the zone.
+pub fn container_tree(
+    rw: &Path,
+    layers: &[ImageLayer],
+    setuid: bool,
+) -> Result<std::os::fd::OwnedFd, BackendError> {
+    check(layers)?;
+    let upper = rw.join("upper");
+    let work = rw.join("work");
+    for d in [&upper, &work] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(d)
+            .map_err(io(format!("cannot create {}", d.display())))?;
+    }
+    let top = Path::new(&layers[layers.len() - 1].path);
+    let meta = std::fs::metadata(top).map_err(io(format!("cannot inspect {}", top.display())))?;
+    std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid()))
+        .map_err(io(format!("cannot chown {}", upper.display())))?;
+    std::fs::set_permissions(
+        &upper,
+        std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+    )
+    .map_err(io(format!("cannot chmod {}", upper.display())))?;
+    let paths: Vec<&Path> = layers.iter().map(|l| Path::new(&l.path)).collect();
+    crate::roots::overlay_tree(&paths, &upper, &work, setuid).map_err(io(format!(
+        "cannot mount the image's overlay for {}",
+        rw.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,9 @@ use rauha_backend::{
 
 /// A bundle zone's directory of container roots, in its state dir.
 const CONTAINERS: &str = "containers";
+/// Writable layers of container roots made from images, in a zone's
+/// state dir (a real filesystem: the containers dir is a small tmpfs).
+const ROOT_LAYERS: &str = "root-layers";
 
 pub struct LinuxBackend {
     /// `RAUHA_ROOT`: zone state lives under `<root>/zones/<id>`.
@@ -473,7 +476,20 @@ impl IsolationBackend for LinuxBackend {
         }
         let _one_at_a_time = self.roots_lock.lock().unwrap_or_else(|e| e.into_inner());
         let zone_ns = self.zone_mount_ns(zone).ok_or(BackendError::AgentGone)?;
-        roots::add(&containers, &zone_ns, name, rootfs, flags, mounts)?;
+        let image = if flags.image_layers.is_empty() {
+            roots::RootImage::Dir(rootfs)
+        } else {
+            let rw = self.state_dir(zone_id).join(ROOT_LAYERS).join(name);
+            roots::RootImage::Tree(image_root::container_tree(
+                &rw,
+                &flags.image_layers,
+                flags.setuid,
+            )?)
+        };
+        if let Err(e) = roots::add(&containers, &zone_ns, name, image, flags, mounts) {
+            let _ = std::fs::remove_dir_all(self.state_dir(zone_id).join(ROOT_LAYERS).join(name));
+            return Err(e);
+        }
         // The cgroup last: the agent puts the container's processes in it
         // once it exists, and an added root is not used before this returns.
         match self
@@ -532,7 +548,15 @@ impl IsolationBackend for LinuxBackend {
             &self.state_dir(zone_id).join(CONTAINERS),
             zone_ns.as_ref(),
             name,
-        )
+        )?;
+        // An image root's writable layer (its overlay went with the mount).
+        match std::fs::remove_dir_all(self.state_dir(zone_id).join(ROOT_LAYERS).join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BackendError::Io {
+                what: format!("cannot remove the writable layer of container root {name}"),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn enforce(&self, zones: &[rauha_backend::EnforceZone<'_>]) -> Result<(), BackendError> {

@@ -506,11 +506,92 @@ fn zone_path(name: &str) -> PathBuf {
 
 /// Prepares root `name` under the zone's `containers` dir (`zone_ns`: the
 /// zone's mount namespace, where it is mounted).
+/// A container root's image: a host directory, or a detached mount made
+/// for it ([`overlay_tree`]).
+pub enum RootImage<'a> {
+    Dir(&'a Path),
+    Tree(OwnedFd),
+}
+
+/// A detached overlay of `layers` (host directories, bottom first) under
+/// `upper` and `work`, `nodev` (and `nosuid` unless `setuid`): never
+/// attached on the host, so nothing of it is left there when the zone's
+/// mount namespace goes.
+pub fn overlay_tree(
+    layers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    setuid: bool,
+) -> io::Result<OwnedFd> {
+    let text = |p: &Path| -> io::Result<String> {
+        p.to_str()
+            .filter(|s| !s.contains([',', ':', '\\']) && !s.contains(char::is_control))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} cannot be an overlay layer", p.display()),
+                )
+            })
+    };
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| text(p))
+        .collect::<io::Result<_>>()?;
+    // SAFETY: fsopen with a NUL-terminated name.
+    let fs =
+        check(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: the kernel returned a new fd.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    for (key, value) in [
+        ("lowerdir", lower.join(":")),
+        ("upperdir", text(upper)?),
+        ("workdir", text(work)?),
+    ] {
+        let key = CString::new(key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let value =
+            CString::new(value).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: fsconfig on our fs context with NUL-terminated strings.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })?;
+    }
+    // SAFETY: fsconfig's create command takes no key or value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    let attrs = if setuid {
+        MOUNT_ATTR_NODEV
+    } else {
+        MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
+    };
+    // SAFETY: fsmount on the created context.
+    let mnt =
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
+    // SAFETY: the kernel returned a new fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+}
+
 pub fn add(
     containers: &Path,
     zone_ns: &OwnedFd,
     name: &str,
-    rootfs: &Path,
+    rootfs: RootImage<'_>,
     flags: &rauha_backend::RootFlags,
     mounts: &[RootMount],
 ) -> Result<(), BackendError> {
@@ -529,24 +610,27 @@ pub fn add(
         std::fs::create_dir(&target).map_err(err(format!("cannot create {}", target.display())))?;
         // Device nodes in an image mean nothing in a zone; set-id bits
         // only where the pod policy lets a setuid binary raise privileges.
-        let image = cstr(rootfs)
-            .and_then(|c| {
-                open_tree(
-                    libc::AT_FDCWD,
-                    &c,
-                    0,
-                    true,
-                    TreeAttrs::private(if flags.setuid {
-                        MOUNT_ATTR_NODEV
-                    } else {
-                        MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
-                    }),
-                )
-            })
-            .map_err(err(format!(
-                "cannot bind {} into the zone",
-                rootfs.display()
-            )))?;
+        let image = match rootfs {
+            RootImage::Tree(tree) => tree,
+            RootImage::Dir(rootfs) => cstr(rootfs)
+                .and_then(|c| {
+                    open_tree(
+                        libc::AT_FDCWD,
+                        &c,
+                        0,
+                        true,
+                        TreeAttrs::private(if flags.setuid {
+                            MOUNT_ATTR_NODEV
+                        } else {
+                            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
+                        }),
+                    )
+                })
+                .map_err(err(format!(
+                    "cannot bind {} into the zone",
+                    rootfs.display()
+                )))?,
+        };
         let planned = plan(&base, name, mounts)?;
         let nodes = device_nodes(&base, &flags.devices)?;
         if flags.own_pid_namespace {

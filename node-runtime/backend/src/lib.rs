@@ -248,6 +248,10 @@ pub struct RootFlags {
     /// Device nodes its spec gives it (OCI `linux.devices`), beyond the
     /// standard ones every container's /dev holds.
     pub devices: Vec<RootDevice>,
+    /// An image's unpacked layers (bottom first): when set, the root is an
+    /// overlay of them under a writable layer of its own (removed with the
+    /// root), and the `rootfs` path given with these flags is not used.
+    pub image_layers: Vec<rauha_spec::ImageLayer>,
 }
 
 /// A device node of a container root: where it appears (under /dev), its

@@ -182,6 +182,34 @@ mod tests {
     }
 
     #[test]
+    fn run_takes_an_image_and_its_command_or_a_command_after_a_double_dash() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["rauha", "run"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).expect("valid").command {
+                Command::Run(r) => format!("{r:?}"),
+                other => panic!("{other:?}"),
+            }
+        };
+        let old = parse(&["--zone", "z", "--", "echo", "-n", "hi"]);
+        assert!(
+            old.contains("image: None") && old.contains(r#"command: ["echo", "-n", "hi"]"#),
+            "{old}"
+        );
+        let img = parse(&["--zone", "z", "reg/bb:1", "sh", "-c", "exit 3"]);
+        assert!(
+            img.contains(r#"image: Some("reg/bb:1")"#)
+                && img.contains(r#"image_command: ["sh", "-c", "exit 3"]"#),
+            "{img}"
+        );
+        let detached = parse(&["-d", "--zone", "z", "reg/bb:1"]);
+        assert!(
+            detached.contains("detach: true") && detached.contains("image_command: []"),
+            "{detached}"
+        );
+    }
+
+    #[test]
     fn policy_show_takes_a_preset_or_a_zone_not_both() {
         assert!(Cli::try_parse_from(["rauha", "policy", "show", "strict"]).is_ok());
         let both = Cli::try_parse_from(["rauha", "policy", "show", "strict", "--zone", "web"]);

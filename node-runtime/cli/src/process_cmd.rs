@@ -18,14 +18,58 @@ use crate::process_args::ProcessArgs;
 use crate::table::{short_id, Table};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Forms:\n  rauha run --zone Z [--env K=V] [--cwd DIR] -- CMD [ARGS...]\n      start CMD in zone Z's own root, detached; prints the process id\n  rauha run --zone Z [-d] IMAGE [CMD [ARGS...]]\n      run CMD (or the image's Entrypoint/Cmd) in a container root of zone Z\n      made from IMAGE, as docker run does: in the foreground, exiting with\n      its code (-d: detached, prints the process id); the root is removed\n      when the process ends. Zone Z must hold container roots (made with\n      --bundle or --image)."
+)]
 pub struct RunArgs {
     /// The zone (name or id) to start the process in.
     #[arg(long)]
     zone: String,
-    #[command(flatten)]
-    process: ProcessArgs,
+    /// An environment variable for the process (repeatable); the process
+    /// sees only these (and, with an image, the image's).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the zone [default: /, or the image's].
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// With an image: start detached and print the process id.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// When to pull the image: always, missing (when not stored) or never.
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: crate::image_cmd::PullPolicy,
+    /// Run in a container root of the zone made from this image.
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+    /// The command in the image and its arguments [default: the image's
+    /// Entrypoint and Cmd].
+    #[arg(value_name = "CMD", allow_hyphen_values = true, requires = "image")]
+    image_command: Vec<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
     #[arg(long)]
     json: bool,
+}
+
+impl RunArgs {
+    /// The image, if the first word names one, and the process.
+    fn split(&self) -> anyhow::Result<(Option<String>, ProcessArgs)> {
+        let image = self.image.clone();
+        let mut command = self.image_command.clone();
+        command.extend(self.command.iter().cloned());
+        if image.is_none() && command.is_empty() {
+            bail!("give a command after `--` (rauha run --zone Z -- CMD), or an image (rauha run --zone Z IMAGE [CMD])");
+        }
+        Ok((
+            image,
+            ProcessArgs {
+                env: self.env.clone(),
+                cwd: self.cwd.clone(),
+                command,
+            },
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -76,8 +120,21 @@ pub struct ProcessIdArgs {
 }
 
 pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
-    let spec = args.process.to_spec()?;
-    let mut processes = Connection::open(addr).await?.processes();
+    let (image, process) = args.split()?;
+    let mut spec = process.to_spec()?;
+    let conn = Connection::open(addr).await?;
+    if let Some(image) = &image {
+        crate::image_cmd::ensure(&conn, image, args.pull).await?;
+        spec.image = image.clone();
+    }
+    let mut processes = conn.processes();
+    if image.is_some() && !args.detach {
+        let request = v1::ExecRequest {
+            zone: args.zone,
+            spec: Some(spec),
+        };
+        return stream_exec(&mut processes, request).await;
+    }
     let request = v1::RunRequest {
         zone: args.zone,
         spec: Some(spec),
@@ -110,6 +167,14 @@ pub async fn exec(args: ExecArgs, addr: &str) -> anyhow::Result<u8> {
         zone: args.zone,
         spec: Some(spec),
     };
+    stream_exec(&mut processes, request).await
+}
+
+/// Streams an exec's output; the process's exit code.
+async fn stream_exec(
+    processes: &mut rauha_api::v1::processes_client::ProcessesClient<tonic::transport::Channel>,
+    request: v1::ExecRequest,
+) -> anyhow::Result<u8> {
     let mut stream = processes.exec(request).await?.into_inner();
     let mut started: Option<String> = None;
     loop {

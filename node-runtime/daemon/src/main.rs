@@ -332,6 +332,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(
                 ProcessesServer::new(api::ProcessesService {
                     registry: Arc::clone(&registry),
+                    images: Arc::clone(&images),
                     stdio_roots: stdio_roots.clone(),
                 })
                 .max_decoding_message_size(MAX_MESSAGE),

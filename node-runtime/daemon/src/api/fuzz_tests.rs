@@ -132,6 +132,7 @@ fn check(data: &[u8]) -> String {
                     readonly_paths: r.readonly_paths.iter().map(Into::into).collect(),
                     own_pid_namespace: r.own_pid_namespace,
                     devices,
+                    image_layers: Vec::new(),
                 };
                 crate::zone::roots::check_root_request(
                     &r.name,

@@ -19,11 +19,101 @@ const ID_HINT: &str = "use an id printed by `rauha run` or `rauha ps`";
 
 pub struct ProcessesService {
     pub registry: Arc<ZoneRegistry>,
+    pub images: Arc<crate::images::Images>,
     /// Where stdio paths may be (`--stdio-root`s and rauhad's state dir).
     pub stdio_roots: Vec<std::path::PathBuf>,
 }
 
+/// A container root made from an image for one process: removed (and its
+/// layers' lease dropped) when the process ends.
+struct ImageRoot {
+    zone: String,
+    name: String,
+    _lease: crate::images::Lease,
+}
+
+impl ImageRoot {
+    fn remove_now(self, registry: &ZoneRegistry) {
+        if let Err(e) = registry.remove_root(&self.zone, &self.name) {
+            tracing::warn!(zone = %self.zone, root = %self.name, "cannot remove an image's container root: {e}");
+        }
+    }
+
+    fn remove_after(self, registry: Arc<ZoneRegistry>, process: Arc<crate::zone::LiveProcess>) {
+        tokio::spawn(async move {
+            process.wait().await;
+            tokio::task::block_in_place(|| self.remove_now(&registry));
+        });
+    }
+}
+
 impl ProcessesService {
+    /// For a spec naming an image: a container root of the zone made from
+    /// it, the spec pointed at it with the image's config applied.
+    async fn image_root(
+        &self,
+        zone: &str,
+        wire: &mut v1::ProcessSpec,
+    ) -> Result<Option<ImageRoot>, DaemonError> {
+        if wire.image.is_empty() {
+            return Ok(None);
+        }
+        if !wire.root.is_empty() {
+            return Err(DaemonError::invalid(
+                "spec.image",
+                "and spec.root are both given; a process runs in one root",
+            ));
+        }
+        let record = self.registry.find_zone(zone)?;
+        if matches!(record.root, rauha_spec::RootSpec::HostView) {
+            return Err(DaemonError::invalid(
+                "spec.image",
+                format!(
+                    "zone {:?} shows the host's files and holds no container roots; make one that does: rauha zone create NAME --image IMAGE",
+                    record.name
+                ),
+            ));
+        }
+        let (root, image, lease) = self.images.root(&wire.image).await?;
+        let layers = match root {
+            rauha_spec::RootSpec::Image { layers, .. } => layers,
+            _ => Vec::new(),
+        };
+        super::sandbox::apply_image_config(wire, &image.config, &image.name)?;
+        let name = format!(
+            "image-{}-{}",
+            image.short_id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let registry = Arc::clone(&self.registry);
+        let (zone_name, root_name) = (record.name.clone(), name.clone());
+        tokio::task::spawn_blocking(move || {
+            registry.add_root(
+                &zone_name,
+                &root_name,
+                "/",
+                rauha_backend::RootFlags {
+                    image_layers: layers,
+                    ..Default::default()
+                },
+                Vec::new(),
+                &Default::default(),
+            )
+        })
+        .await
+        .map_err(|source| DaemonError::Aborted {
+            what: "making the image's container root",
+            source,
+        })??;
+        wire.root = name.clone();
+        wire.image.clear();
+        Ok(Some(ImageRoot {
+            zone: record.name,
+            name,
+            _lease: lease,
+        }))
+    }
+
     fn wire(&self, p: &crate::store::ProcessRecord) -> v1::Process {
         let name = self
             .registry
@@ -55,7 +145,8 @@ type ExecStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExecEvent, 
 impl Processes for ProcessesService {
     async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::Process>, Status> {
         let req = request.into_inner();
-        let wire = req.spec.unwrap_or_default();
+        let mut wire = req.spec.unwrap_or_default();
+        let image_root = self.image_root(&req.zone, &mut wire).await?;
         let spec = convert::process_extras(
             process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
             &wire,
@@ -98,10 +189,24 @@ impl Processes for ProcessesService {
         // killed mid-call) does not leave a half-started process behind.
         let registry = Arc::clone(&self.registry);
         let started = tokio::spawn(async move {
-            registry
+            let started = registry
                 .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, id)
                 .await
-                .map(|(process, _)| process.record())
+                .map(|(process, _)| process);
+            match (started, image_root) {
+                (Ok(process), Some(root)) => {
+                    let record = process.record();
+                    root.remove_after(registry, process);
+                    Ok(record)
+                }
+                (Ok(process), None) => Ok(process.record()),
+                (Err(e), root) => {
+                    if let Some(root) = root {
+                        root.remove_now(&registry);
+                    }
+                    Err(e)
+                }
+            }
         })
         .await
         .map_err(|source| DaemonError::Aborted {
@@ -134,13 +239,14 @@ impl Processes for ProcessesService {
         request: Request<v1::ExecRequest>,
     ) -> Result<Response<ExecStream>, Status> {
         let req = request.into_inner();
-        let wire = req.spec.unwrap_or_default();
+        let mut wire = req.spec.unwrap_or_default();
+        let image_root = self.image_root(&req.zone, &mut wire).await?;
         let spec = convert::process_extras(
             process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
             &wire,
         )?;
         let zone = self.registry.find_zone(&req.zone)?;
-        let (process, mut output) = self
+        let started = self
             .registry
             .start_process_streamed(
                 &zone,
@@ -150,7 +256,20 @@ impl Processes for ProcessesService {
                 &HostStdio::default(),
                 None,
             )
-            .await?;
+            .await;
+        let (process, mut output) = match (started, image_root) {
+            (Ok((process, output)), Some(root)) => {
+                root.remove_after(Arc::clone(&self.registry), Arc::clone(&process));
+                (process, output)
+            }
+            (Ok(started), None) => started,
+            (Err(e), root) => {
+                if let Some(root) = root {
+                    root.remove_now(&self.registry);
+                }
+                return Err(e.into());
+            }
+        };
         let (tx, rx) = mpsc::channel(256);
         let started = self.wire(&process.record());
         let zone_name = zone.name.clone();

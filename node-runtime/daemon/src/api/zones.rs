@@ -237,6 +237,7 @@ impl Zones for ZonesService {
                     readonly_paths: req.readonly_paths.iter().map(Into::into).collect(),
                     own_pid_namespace: req.own_pid_namespace,
                     devices: convert::root_devices(&req.devices)?,
+                    image_layers: Vec::new(),
                 },
                 mounts,
                 &convert::root_limits(req.limits.as_ref()),
