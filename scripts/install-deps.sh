@@ -9,12 +9,13 @@ set -euo pipefail
 # tests (e2e/src/containerd.rs). e2fsprogs (mkfs.ext4) makes each workspace's
 # disk-limited filesystem, at run time as well. etcd-server, openssl and
 # iptables run the one-node Kubernetes cluster (scripts/cluster.sh).
-# apache2-utils (htpasswd) gives the image tests' registry a password.
+# apache2-utils (htpasswd) gives the image tests' registry a password; tmux
+# drives the interactive tests as a person's terminal.
 # python3-pip installs grpcio for the stock-client test (below).
 need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static e2fsprogs
   python3 python3-pip
   clang llvm libbpf-dev bpftool
-  containerd skopeo umoci docker-registry containernetworking-plugins apache2-utils
+  containerd skopeo umoci docker-registry containernetworking-plugins apache2-utils tmux
   etcd-server openssl iptables)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
   need+=(bubblewrap runc)

@@ -169,6 +169,7 @@ async fn each_bad_input_is_a_clear_error_and_the_daemon_keeps_serving() {
                     stderr: String::new(),
                 }),
                 id: String::new(),
+                open_stdin: false,
             })
             .await
             .expect_err("bad stdio");
@@ -643,6 +644,7 @@ async fn a_megabyte_in_any_field_is_one_short_line_naming_it() {
             ..Default::default()
         }),
         id: String::new(),
+        open_stdin: false,
     };
     for (field, req) in [
         ("stdio.stdout", run(&abs, "A=1")),

@@ -146,6 +146,7 @@ async fn a_container_root_has_a_cgroup_and_limits_of_its_own() {
         }),
         stdio: None,
         id: String::new(),
+        open_stdin: false,
     };
     // With an id the caller chose, a repeated Run (its reply lost) returns
     // the process it started instead of starting another.

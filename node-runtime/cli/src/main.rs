@@ -14,6 +14,7 @@ mod events_cmd;
 mod exit_code;
 mod image_cmd;
 mod info_cmd;
+mod interactive;
 mod json_view;
 mod policy_cmd;
 mod policy_source;
@@ -64,6 +65,8 @@ enum Command {
     Ps(PsArgs),
     /// Run a command in a zone, streaming its output; exits with its code.
     Exec(ExecArgs),
+    /// Connect to a running process: its output, and your keystrokes to it.
+    Attach(process_cmd::AttachArgs),
     /// Print a process's captured stdout and stderr.
     Logs(LogsArgs),
     /// Stop a process: SIGTERM, then SIGKILL after the grace period.
@@ -103,6 +106,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Ps(args) => process_cmd::ps(args, addr).await,
         Command::Exec(args) => process_cmd::exec(args, addr).await,
         Command::Logs(args) => process_cmd::logs(args, addr).await,
+        Command::Attach(args) => process_cmd::attach(args, addr).await,
         Command::Stop(args) => process_cmd::stop(args, addr).await,
         Command::Delete(args) => process_cmd::delete(args, addr).await,
         Command::Wait(args) => process_cmd::wait(args, addr).await,

@@ -35,6 +35,13 @@ pub struct RunArgs {
     /// With an image: start detached and print the process id.
     #[arg(long, short = 'd')]
     detach: bool,
+    /// Keep stdin open: streamed from here (in the foreground), or for
+    /// `rauha attach` (with -d).
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// Give the process a terminal (in the foreground: this one, raw).
+    #[arg(long, short = 't')]
+    tty: bool,
     /// When to pull the image: always, missing (when not stored) or never.
     #[arg(long, value_enum, default_value = "missing")]
     pull: crate::image_cmd::PullPolicy,
@@ -85,8 +92,24 @@ pub struct PsArgs {
 pub struct ExecArgs {
     /// The zone (name or id) to run the command in.
     zone: String,
+    /// Send stdin to the process (its end is the process's end of input).
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// Give the process a terminal: this one, in raw mode, its size
+    /// followed (Ctrl-C and Ctrl-D go to the process).
+    #[arg(long, short = 't')]
+    tty: bool,
     #[command(flatten)]
     process: ProcessArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// A running process's id (`rauha run -d -it ...` prints it).
+    id: String,
+    /// Only show its output; send nothing to its stdin.
+    #[arg(long)]
+    no_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +122,27 @@ pub struct LogsArgs {
     /// with its code.
     #[arg(long, short = 'f')]
     follow: bool,
+    /// Only the last N lines of each stream kept so far.
+    #[arg(long, short = 'n', value_name = "N", conflicts_with = "json")]
+    tail: Option<usize>,
+}
+
+/// Where the last `n` lines of `data` start.
+fn tail_start(data: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return data.len();
+    }
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
 }
 
 #[derive(Debug, Args)]
@@ -127,12 +171,23 @@ pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
         crate::image_cmd::ensure(&conn, image, args.pull).await?;
         spec.image = image.clone();
     }
+    spec.terminal = args.tty;
     let mut processes = conn.processes();
-    if image.is_some() && !args.detach {
+    let foreground = !args.detach && (image.is_some() || args.interactive || args.tty);
+    if foreground {
         let request = v1::ExecRequest {
             zone: args.zone,
             spec: Some(spec),
         };
+        if args.interactive || args.tty {
+            return crate::interactive::session(
+                &mut processes,
+                rauha_api::v1::interact_input::Input::Start(request),
+                args.tty,
+                args.interactive,
+            )
+            .await;
+        }
         return stream_exec(&mut processes, request).await;
     }
     let request = v1::RunRequest {
@@ -140,6 +195,7 @@ pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
         spec: Some(spec),
         stdio: None,
         id: String::new(),
+        open_stdin: args.interactive,
     };
     let process = processes.run(request).await?.into_inner();
     if args.json {
@@ -162,12 +218,37 @@ pub async fn ps(args: PsArgs, addr: &str) -> anyhow::Result<u8> {
 
 pub async fn exec(args: ExecArgs, addr: &str) -> anyhow::Result<u8> {
     let spec = args.process.to_spec()?;
+    let mut spec = spec;
+    spec.terminal = args.tty;
     let mut processes = Connection::open(addr).await?.processes();
     let request = v1::ExecRequest {
         zone: args.zone,
         spec: Some(spec),
     };
+    if args.interactive || args.tty {
+        return crate::interactive::session(
+            &mut processes,
+            rauha_api::v1::interact_input::Input::Start(request),
+            args.tty,
+            args.interactive,
+        )
+        .await;
+    }
     stream_exec(&mut processes, request).await
+}
+
+pub async fn attach(args: AttachArgs, addr: &str) -> anyhow::Result<u8> {
+    use std::io::IsTerminal;
+    let mut processes = Connection::open(addr).await?.processes();
+    let stdin = !args.no_stdin;
+    let tty = stdin && io::stdin().is_terminal();
+    crate::interactive::session(
+        &mut processes,
+        rauha_api::v1::interact_input::Input::Attach(args.id),
+        tty,
+        stdin,
+    )
+    .await
 }
 
 /// Streams an exec's output; the process's exit code.
@@ -204,7 +285,7 @@ async fn stream_exec(
 
 pub async fn logs(args: LogsArgs, addr: &str) -> anyhow::Result<u8> {
     if args.follow {
-        return follow(&args.id, addr).await;
+        return follow(&args.id, args.tail, addr).await;
     }
     let mut processes = Connection::open(addr).await?.processes();
     let logs = processes
@@ -217,9 +298,10 @@ pub async fn logs(args: LogsArgs, addr: &str) -> anyhow::Result<u8> {
         print_json(&LogsView::from(&logs))?;
         return Ok(0);
     }
-    write_flushed(&mut io::stdout().lock(), &logs.stdout)?;
+    let from = |data: &[u8]| args.tail.map_or(0, |n| tail_start(data, n));
+    write_flushed(&mut io::stdout().lock(), &logs.stdout[from(&logs.stdout)..])?;
     let mut err = io::stderr().lock();
-    write_flushed(&mut err, &logs.stderr)?;
+    write_flushed(&mut err, &logs.stderr[from(&logs.stderr)..])?;
     if logs.truncated {
         writeln!(
             err,
@@ -273,7 +355,7 @@ pub async fn wait(args: ProcessIdArgs, addr: &str) -> anyhow::Result<u8> {
 }
 
 /// The exit code of a process that ended, or the error saying why it has none.
-fn ended(process: &v1::Process) -> anyhow::Result<u8> {
+pub(crate) fn ended(process: &v1::Process) -> anyhow::Result<u8> {
     match exit_code::for_process(process) {
         Some(code) => Ok(code),
         None if process.state == "lost" => bail!(
@@ -289,7 +371,7 @@ fn ended(process: &v1::Process) -> anyhow::Result<u8> {
 }
 
 /// Writes one chunk of exec output where the process wrote it.
-fn write_output(output: &v1::Output) -> io::Result<()> {
+pub(crate) fn write_output(output: &v1::Output) -> io::Result<()> {
     if output.stream == 2 {
         write_flushed(&mut io::stderr().lock(), &output.data)
     } else {
@@ -350,7 +432,7 @@ fn exit_cell(p: &v1::Process) -> String {
 /// `logs --follow`: prints what is new in the process's output until it
 /// ends, then the rest, and exits with its code. A rauhad that goes away
 /// is a failure that says what to do, never a quiet end.
-async fn follow(id: &str, addr: &str) -> anyhow::Result<u8> {
+async fn follow(id: &str, tail: Option<usize>, addr: &str) -> anyhow::Result<u8> {
     let connection = Connection::open(addr).await?;
     let mut processes = connection.processes();
     let mut waiter = connection.processes();
@@ -362,6 +444,7 @@ async fn follow(id: &str, addr: &str) -> anyhow::Result<u8> {
             .map(tonic::Response::into_inner)
     });
     let (mut out_at, mut err_at) = (0usize, 0usize);
+    let mut first = true;
     let lost = |status: &tonic::Status| {
         anyhow::anyhow!(
             "lost rauhad while following process {id} ({}); it goes on in its zone: run `rauha logs {id} --follow` again once rauhad is back",
@@ -378,6 +461,12 @@ async fn follow(id: &str, addr: &str) -> anyhow::Result<u8> {
             .await
             .map_err(|s| lost(&s))?
             .into_inner();
+        if std::mem::take(&mut first) {
+            if let Some(n) = tail {
+                out_at = tail_start(&logs.stdout, n);
+                err_at = tail_start(&logs.stderr, n);
+            }
+        }
         write_flushed(
             &mut io::stdout().lock(),
             logs.stdout.get(out_at..).unwrap_or_default(),
@@ -400,5 +489,18 @@ async fn follow(id: &str, addr: &str) -> anyhow::Result<u8> {
             }
             return ended(&process);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail_start(b"a\nb\nc\n", 2), 2);
+        assert_eq!(tail_start(b"a\nb\nc", 1), 4);
+        assert_eq!(tail_start(b"a\nb\n", 5), 0);
+        assert_eq!(tail_start(b"a\n", 0), 2);
     }
 }

@@ -170,6 +170,7 @@ impl Service {
             spec: Some(spec),
             stdio: Some(io),
             id: run_id,
+            open_stdin: false,
         };
         let p = self.run_once(run).await?;
         let pid = if p.host_pid != 0 { p.host_pid } else { p.pid };

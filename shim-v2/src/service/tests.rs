@@ -196,6 +196,11 @@ type ExecStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExecEvent, 
 #[tonic::async_trait]
 impl Processes for FakeRauhad {
     type ExecStream = ExecStream;
+    type InteractStream = ExecStream;
+
+    async fn interact(&self, _: Request<tonic::Streaming<v1::InteractInput>>) -> Rpc<ExecStream> {
+        unused("Processes.Interact")
+    }
 
     async fn run(&self, r: Request<v1::RunRequest>) -> Rpc<v1::Process> {
         let r = r.into_inner();

@@ -141,6 +141,48 @@ fn chunk(c: OutputChunk) -> v1::ExecEvent {
 
 type ExecStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExecEvent, Status>> + Send>>;
 
+/// Sends a process's `started` event, its output as it comes, and its end.
+async fn forward(
+    process: Arc<crate::zone::LiveProcess>,
+    mut output: broadcast::Receiver<crate::zone::OutputChunk>,
+    started: v1::Process,
+    zone_name: String,
+    tx: mpsc::Sender<Result<v1::ExecEvent, Status>>,
+) {
+    let _ = tx
+        .send(Ok(v1::ExecEvent {
+            event: Some(v1::exec_event::Event::Started(started)),
+        }))
+        .await;
+    let mut ended = false;
+    loop {
+        tokio::select! {
+            c = output.recv() => match c {
+                Ok(c) => { if tx.send(Ok(chunk(c))).await.is_err() { return; } }
+                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(lost = n, "exec stream fell behind"),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = process.wait(), if !ended => ended = true,
+        }
+        if ended {
+            while let Ok(c) = output.try_recv() {
+                if tx.send(Ok(chunk(c))).await.is_err() {
+                    return;
+                }
+            }
+            break;
+        }
+    }
+    let rec = process.record();
+    let _ = tx
+        .send(Ok(v1::ExecEvent {
+            event: Some(v1::exec_event::Event::Exited(convert::process(
+                &rec, &zone_name,
+            ))),
+        }))
+        .await;
+}
+
 #[tonic::async_trait]
 impl Processes for ProcessesService {
     async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::Process>, Status> {
@@ -152,12 +194,22 @@ impl Processes for ProcessesService {
             &wire,
         )?;
         let stdio = req.stdio.unwrap_or_default();
-        let stdio = HostStdio::parse(
+        let mut stdio = HostStdio::parse(
             &self.stdio_roots,
             &stdio.stdin,
             &stdio.stdout,
             &stdio.stderr,
         )?;
+        if req.open_stdin {
+            if stdio.stdin.is_some() {
+                return Err(DaemonError::invalid(
+                    "open_stdin",
+                    "and stdio.stdin are both given; stdin comes from one place",
+                )
+                .into());
+            }
+            stdio.api_stdin = true;
+        }
         let zone = self.registry.find_zone(&req.zone)?;
         let id = if req.id.is_empty() {
             None
@@ -233,6 +285,115 @@ impl Processes for ProcessesService {
     }
 
     type ExecStream = ExecStream;
+    type InteractStream = ExecStream;
+
+    async fn interact(
+        &self,
+        request: Request<tonic::Streaming<v1::InteractInput>>,
+    ) -> Result<Response<ExecStream>, Status> {
+        use v1::interact_input::Input;
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .and_then(|m| m.input)
+            .ok_or_else(|| {
+                DaemonError::invalid("input", "is empty; the first message starts or attaches")
+            })?;
+        let (process, output, zone_name, started_here, image_root) = match first {
+            Input::Start(req) => {
+                let mut wire = req.spec.unwrap_or_default();
+                let image_root = self.image_root(&req.zone, &mut wire).await?;
+                let spec = convert::process_extras(
+                    process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
+                    &wire,
+                )?;
+                let zone = self.registry.find_zone(&req.zone)?;
+                let stdio = HostStdio {
+                    api_stdin: true,
+                    ..HostStdio::default()
+                };
+                let started = self
+                    .registry
+                    .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, None)
+                    .await;
+                match started {
+                    Ok((process, output)) => (process, output, zone.name, true, image_root),
+                    Err(e) => {
+                        if let Some(root) = image_root {
+                            root.remove_now(&self.registry);
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            Input::Attach(id) => {
+                let id = parse_id("attach", &id, "process ids are printed by `rauha run` and `rauha ps`")?;
+                let record = self.registry.find_process(&id)?;
+                let process = self
+                    .registry
+                    .live_process(&id)
+                    .filter(|_| record.state == crate::store::ProcessState::Running)
+                    .ok_or(DaemonError::ProcessEnded {
+                        id,
+                        state: record.state.as_str(),
+                    })?;
+                let output = process.subscribe();
+                let zone_name = self
+                    .registry
+                    .store
+                    .zone(&record.zone_id)
+                    .ok()
+                    .flatten()
+                    .map(|z| z.name)
+                    .unwrap_or_default();
+                (process, output, zone_name, false, None)
+            }
+            _ => {
+                return Err(DaemonError::invalid(
+                    "input",
+                    "starts with stdin, a resize or a signal; the first message starts a process or attaches to one",
+                )
+                .into())
+            }
+        };
+        if let Some(root) = image_root {
+            root.remove_after(Arc::clone(&self.registry), Arc::clone(&process));
+        }
+        let id = process.id;
+        let registry = Arc::clone(&self.registry);
+        // The client's input, until it ends; a process started here reads
+        // EOF then (as under `docker run -i`); an attached one keeps its
+        // stdin for the next client.
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = input.message().await {
+                let result = match message.input {
+                    Some(Input::Stdin(data)) => registry.write_stdin(&id, data).await,
+                    Some(Input::CloseStdin(true)) => registry.close_stdin(&id).await.map(drop),
+                    Some(Input::Resize(w)) => registry
+                        .resize(
+                            &id,
+                            u16::try_from(w.rows).unwrap_or(u16::MAX),
+                            u16::try_from(w.cols).unwrap_or(u16::MAX),
+                        )
+                        .await
+                        .map(drop),
+                    Some(Input::Signal(s)) => registry.signal_process(&id, s).await.map(drop),
+                    _ => Ok(()),
+                };
+                if let Err(e) = result {
+                    tracing::debug!(process = %id, "interactive input not delivered: {e}");
+                }
+            }
+            if started_here {
+                let _ = registry.close_stdin(&id).await;
+            }
+        });
+        let (tx, rx) = mpsc::channel(256);
+        let started = self.wire(&process.record());
+        tokio::spawn(forward(process, output, started, zone_name, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn exec(
         &self,
@@ -257,7 +418,7 @@ impl Processes for ProcessesService {
                 None,
             )
             .await;
-        let (process, mut output) = match (started, image_root) {
+        let (process, output) = match (started, image_root) {
             (Ok((process, output)), Some(root)) => {
                 root.remove_after(Arc::clone(&self.registry), Arc::clone(&process));
                 (process, output)
@@ -272,41 +433,7 @@ impl Processes for ProcessesService {
         };
         let (tx, rx) = mpsc::channel(256);
         let started = self.wire(&process.record());
-        let zone_name = zone.name.clone();
-        tokio::spawn(async move {
-            let _ = tx
-                .send(Ok(v1::ExecEvent {
-                    event: Some(v1::exec_event::Event::Started(started)),
-                }))
-                .await;
-            let mut ended = false;
-            loop {
-                tokio::select! {
-                    c = output.recv() => match c {
-                        Ok(c) => { if tx.send(Ok(chunk(c))).await.is_err() { return; } }
-                        Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(lost = n, "exec stream fell behind"),
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                    _ = process.wait(), if !ended => ended = true,
-                }
-                if ended {
-                    while let Ok(c) = output.try_recv() {
-                        if tx.send(Ok(chunk(c))).await.is_err() {
-                            return;
-                        }
-                    }
-                    break;
-                }
-            }
-            let rec = process.record();
-            let _ = tx
-                .send(Ok(v1::ExecEvent {
-                    event: Some(v1::exec_event::Event::Exited(convert::process(
-                        &rec, &zone_name,
-                    ))),
-                }))
-                .await;
-        });
+        tokio::spawn(forward(process, output, started, zone.name.clone(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

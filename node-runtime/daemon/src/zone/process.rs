@@ -117,7 +117,7 @@ impl ZoneRegistry {
                 gid: u.gid,
                 groups: u.groups,
             }),
-            stdin: stdio.stdin.is_some(),
+            stdin: stdio.stdin.is_some() || stdio.api_stdin,
             terminal: spec.terminal,
             deadline_ms,
             root: spec.root,
@@ -258,6 +258,13 @@ impl ZoneRegistry {
             zone.link.close_stdin(&id.to_string()).await?;
         }
         Ok(process.record())
+    }
+
+    /// Bytes for a running process's stdin (or terminal).
+    pub async fn write_stdin(&self, id: &Uuid, data: Vec<u8>) -> Result<(), DaemonError> {
+        let (_, zone) = self.running_process(id)?;
+        zone.link.stdin(&id.to_string(), data).await?;
+        Ok(())
     }
 
     pub async fn resize(

@@ -195,6 +195,7 @@ impl ZoneRegistry {
                 stdin: None,
                 stdout: p.stdout_path.as_ref().map(Into::into),
                 stderr: p.stderr_path.as_ref().map(Into::into),
+                api_stdin: false,
             };
             let stdin = p.stdin_path.clone();
             let process = self.track(p, max_output);

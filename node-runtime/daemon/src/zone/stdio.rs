@@ -31,6 +31,8 @@ pub struct HostStdio {
     pub stdin: Option<PathBuf>,
     pub stdout: Option<PathBuf>,
     pub stderr: Option<PathBuf>,
+    /// Stdin kept open and fed over the API (Interact), not from a path.
+    pub api_stdin: bool,
 }
 
 impl HostStdio {
@@ -105,6 +107,7 @@ impl HostStdio {
             stdin: one("stdin", stdin)?,
             stdout: one("stdout", stdout)?,
             stderr: one("stderr", stderr)?,
+            api_stdin: false,
         })
     }
 }
