@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rauha-guest-agent", &["rauha-fd"]),
     ("rauha-ebpf", &["rauha-spec"]),
     ("rauha-workspace", &["rauha-spec"]),
+    ("rauha-image", &[]),
     ("rauha-backend", &["rauha-spec", "rauha-guest-agent"]),
     (
         "rauha-backend-linux",
@@ -34,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "rauha-backend",
             "rauha-backend-linux",
             "rauha-workspace",
+            "rauha-image",
             "rauha-guest-agent",
             "rauha-fd",
         ],
