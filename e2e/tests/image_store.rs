@@ -947,3 +947,138 @@ fn kill_9_in_a_pull_or_a_prune_loses_no_image_and_a_pull_resumes() {
         "ok\n"
     );
 }
+
+#[test]
+fn images_move_through_archives() {
+    if !images_ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let reg = Registry::start();
+    let image = reg.push_image(
+        "arch:1",
+        &ImageSpec::busybox(&["sh"]).file("/marker", "from the archive\n", 0o644),
+    );
+    ok(&d.cli(&["image", "pull", &image]), "pull");
+    let digest = json(&d.cli(&["image", "inspect", &image]))["digest"].clone();
+    let tar = d.dir.join("exported.tar");
+    ok(
+        &d.cli(&["image", "export", &image, "-o", &tar.display().to_string()]),
+        "export",
+    );
+    ok(&d.cli(&["image", "rm", &image]), "rm");
+    ok(&d.cli(&["image", "prune"]), "prune");
+    let imported = ok(
+        &d.cli(&["image", "import", &tar.display().to_string()]),
+        "import",
+    );
+    assert_eq!(
+        imported.trim(),
+        format!("{image}@{}", digest.as_str().unwrap_or(""))
+    );
+    let out = d.cli(&[
+        "sandbox", "--image", &image, "--pull", "never", "--", "cat", "/marker",
+    ]);
+    assert_eq!(ok(&out, "run the imported image"), "from the archive\n");
+
+    // What skopeo writes: a docker-archive (docker save's format) and an
+    // oci-archive whose only name is a tag (so --name is needed).
+    let docker = d.dir.join("docker.tar");
+    run_ok(Command::new(bin("skopeo")).args([
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{image}"),
+        &format!("docker-archive:{}:other/arch:docker", docker.display()),
+    ]));
+    let out = ok(
+        &d.cli(&["image", "import", &docker.display().to_string()]),
+        "docker-archive",
+    );
+    assert!(
+        out.starts_with("docker.io/other/arch:docker@sha256:"),
+        "{out}"
+    );
+    let out = d.cli(&[
+        "sandbox",
+        "--image",
+        "other/arch:docker",
+        "--pull",
+        "never",
+        "--",
+        "cat",
+        "/marker",
+    ]);
+    assert_eq!(ok(&out, "run the docker-archive"), "from the archive\n");
+    let oci = d.dir.join("oci.tar");
+    run_ok(Command::new(bin("skopeo")).args([
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{image}"),
+        &format!("oci-archive:{}:v1", oci.display()),
+    ]));
+    let line = fails(
+        &d.cli(&["image", "import", &oci.display().to_string()]),
+        "unnamed",
+    );
+    assert!(line.contains("--name"), "{line}");
+    ok(
+        &d.cli(&[
+            "image",
+            "import",
+            "--name",
+            "local/arch:oci",
+            &oci.display().to_string(),
+        ]),
+        "--name",
+    );
+    assert_eq!(
+        json(&d.cli(&["image", "inspect", "local/arch:oci"]))["digest"],
+        digest
+    );
+
+    // Not an archive: one line, nothing left in the store's scratch space.
+    let junk = d.dir.join("junk.tar");
+    std::fs::write(&junk, b"this is not an image archive").expect("junk");
+    let line = fails(
+        &d.cli(&["image", "import", &junk.display().to_string()]),
+        "junk",
+    );
+    assert!(line.len() < 300, "{line}");
+    let ingest: Vec<_> = std::fs::read_dir(d.root.join("images/ingest"))
+        .expect("ingest")
+        .flatten()
+        .collect();
+    assert!(ingest.is_empty(), "{ingest:?}");
+    ok(&d.cli(&["image", "ls"]), "serving");
+}
+
+#[test]
+fn a_mirror_serves_a_registrys_images() {
+    if !images_ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let reg = Registry::start();
+    reg.push_busybox_image("mirrored:1", &["sh"]);
+    // The registry the image is named by answers nothing; its mirror has it.
+    let gone = rauha_e2e::containerd::free_port();
+    let upstream = format!("127.0.0.1:{gone}");
+    d.kill9();
+    d.spawn(&["--registry-mirror", &format!("{upstream}={}", reg.host())]);
+    let image = format!("{upstream}/mirrored:1");
+    let out = ok(
+        &d.cli(&["image", "pull", &image]),
+        "pull through the mirror",
+    );
+    assert!(out.starts_with(&format!("{image}@sha256:")), "{out}");
+    let out = d.cli(&["sandbox", "--image", &image, "--", "echo", "mirrored"]);
+    assert_eq!(ok(&out, "run"), "mirrored\n");
+    // Not in the mirror either: the upstream's error, one line.
+    let line = fails(
+        &d.cli(&["image", "pull", &format!("{upstream}/absent:1")]),
+        "absent",
+    );
+    assert!(line.contains(&upstream), "{line}");
+}

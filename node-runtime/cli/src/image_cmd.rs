@@ -53,6 +53,24 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Load images from an archive: an OCI layout in a tar (oci-archive) or
+    /// a docker-archive (`docker save`), optionally gzip'd; `-` reads stdin.
+    Import {
+        file: String,
+        /// The name to give the image (an archive holding one image);
+        /// without it, the names the archive carries.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image as an oci-archive (an OCI layout in a tar).
+    Export {
+        image: String,
+        /// The file to write [default: stdout, when it is not a terminal].
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<String>,
+    },
     /// Give an image another name.
     Tag {
         source: String,
@@ -179,6 +197,74 @@ pub async fn run(command: ImageCommand, addr: &str) -> anyhow::Result<u8> {
             }
             if json {
                 print_json(&out)?;
+            }
+        }
+        ImageCommand::Import { file, name, json } => {
+            let reader: Box<dyn Read + Send> = if file == "-" {
+                Box::new(io::stdin())
+            } else {
+                Box::new(std::fs::File::open(&file).with_context(|| format!("cannot open {file}"))?)
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel::<v1::ImportChunk>(8);
+            let reading = std::thread::spawn(move || -> io::Result<()> {
+                let mut reader = reader;
+                let mut first = Some(name.unwrap_or_default());
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = reader.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let chunk = v1::ImportChunk {
+                        data: buf[..n].to_vec(),
+                        name: first.take().unwrap_or_default(),
+                    };
+                    if tx.blocking_send(chunk).is_err() {
+                        return Ok(());
+                    }
+                }
+            });
+            let answer = images
+                .import(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            reading
+                .join()
+                .map_err(|_| anyhow::anyhow!("reading {file} failed"))?
+                .with_context(|| format!("cannot read {file}"))?;
+            let imported = answer?.into_inner().images;
+            if json {
+                print_json(&imported.iter().map(ImageView::from).collect::<Vec<_>>())?;
+            } else {
+                for i in &imported {
+                    writeln!(io::stdout(), "{}@{}", i.name, i.digest)?;
+                }
+            }
+        }
+        ImageCommand::Export { image, output } => {
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) if path != "-" => Box::new(io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
+                )),
+                _ if io::stdout().is_terminal() => bail!(
+                    "an image archive is binary: write it to a file with -o FILE, or redirect stdout"
+                ),
+                _ => Box::new(io::stdout().lock()),
+            };
+            let written = async {
+                let mut stream = images.export(v1::ImageName { image }).await?.into_inner();
+                while let Some(chunk) = stream.message().await? {
+                    out.write_all(&chunk.data)?;
+                }
+                out.flush()?;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = written {
+                // No half archive left under the name asked for.
+                if let Some(path) = output.as_deref().filter(|p| *p != "-") {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
             }
         }
         ImageCommand::Tag {

@@ -315,6 +315,91 @@ impl Images {
         }
     }
 
+    /// Imports the archive at `archive` (a file of rauhad's own, written
+    /// from the client's stream); `name` names its one image.
+    pub async fn import(
+        &self,
+        archive: std::path::PathBuf,
+        name: Option<String>,
+    ) -> Result<Vec<ImageRecord>, DaemonError> {
+        let name = name
+            .map(|n| ImageRef::parse(&n).map(|r| r.canonical()))
+            .transpose()?;
+        let _held = self.gc.read().await;
+        let content = Arc::clone(&self.content);
+        let platform = self.platform.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let scratch = archive.with_extension("d");
+            let result = std::fs::create_dir(&scratch)
+                .map_err(|source| rauha_image::ImageError::Io {
+                    what: "cannot make the import's scratch directory".into(),
+                    source,
+                })
+                .and_then(|()| {
+                    rauha_image::archive::import(
+                        &content,
+                        &archive,
+                        &scratch,
+                        &platform,
+                        &rauha_image::unpack::OverlayFs,
+                    )
+                });
+            let _ = std::fs::remove_dir_all(&scratch);
+            let _ = std::fs::remove_file(&archive);
+            result
+        })
+        .await
+        .map_err(|source| DaemonError::Aborted {
+            what: "the import",
+            source,
+        })??;
+        let mut records = Vec::new();
+        match name {
+            Some(n) => {
+                let digests: std::collections::BTreeSet<&str> =
+                    found.iter().map(|f| f.record.digest.as_str()).collect();
+                if digests.len() != 1 {
+                    return Err(DaemonError::invalid(
+                        "name",
+                        format!(
+                            "names one image, and the archive holds {}; import it without --name",
+                            digests.len()
+                        ),
+                    ));
+                }
+                let mut r = found[0].record.clone();
+                r.name = n;
+                records.push(r);
+            }
+            None => {
+                for f in found {
+                    let Some(n) = f.name else {
+                        return Err(DaemonError::invalid(
+                            "name",
+                            "is needed: the archive names no image (give --name REPOSITORY:TAG)",
+                        ));
+                    };
+                    let mut r = f.record;
+                    r.name = n;
+                    records.push(r);
+                }
+            }
+        }
+        for r in &records {
+            self.db.put_image(r)?;
+            tracing::info!(image = %r.name, digest = %r.digest, "image imported");
+        }
+        Ok(records)
+    }
+
+    /// Where an upload is written before it is imported.
+    pub fn upload_path(&self) -> std::path::PathBuf {
+        self.content
+            .root()
+            .join("ingest")
+            .join(format!("import-{}.tar", uuid::Uuid::new_v4().simple()))
+    }
+
     /// Every image with the zones that use it, by name.
     pub fn list(&self) -> Result<Vec<(ImageRecord, Vec<String>)>, DaemonError> {
         let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();

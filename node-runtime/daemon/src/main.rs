@@ -111,6 +111,11 @@ struct Args {
     /// Registries on loopback always are; every other is https.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// REGISTRY=MIRROR: pull REGISTRY's images (e.g. docker.io) from
+    /// MIRROR (host[:port]) first, then from REGISTRY; repeatable, tried in
+    /// order. Digests are verified whoever serves them.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR", value_parser = parse_mirror)]
+    registry_mirrors: Vec<(String, String)>,
     /// A PEM file of CA certificates trusted for registries, besides the
     /// system's; repeatable.
     #[arg(long = "registry-ca", value_name = "FILE")]
@@ -122,6 +127,17 @@ struct Args {
 }
 
 /// A size such as 512Mi or 2Gi.
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((r, m)) if !r.is_empty() && !m.is_empty() && !m.contains('/') && !r.contains('/') => {
+            Ok((r.to_string(), m.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} is not REGISTRY=MIRROR (e.g. docker.io=mirror.example:5000)"
+        )),
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     rauha_spec::size::parse_size(s).ok_or_else(|| format!("{s:?} is not a size; use 512Mi or 2Gi"))
 }
@@ -289,6 +305,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rauha_image::pull::Registries {
                 insecure: args.insecure_registries.clone(),
                 extra_ca_pem,
+                mirrors: args.registry_mirrors.clone(),
             },
             (args.image_store_max > 0).then_some(args.image_store_max),
         )

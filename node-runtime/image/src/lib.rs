@@ -17,6 +17,7 @@
 //! (bottom to top) under a per-zone upper layer, so starting a zone from a
 //! stored image is a mount, not an unpack.
 
+pub mod archive;
 pub mod config;
 pub mod error;
 pub mod gc;

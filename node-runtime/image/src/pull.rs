@@ -58,6 +58,10 @@ pub struct Registries {
     pub insecure: Vec<String>,
     /// PEM certificates trusted besides the system's.
     pub extra_ca_pem: Vec<Vec<u8>>,
+    /// `(registry, mirror)`: pulls of the registry's images try its
+    /// mirrors first, in order, then the registry itself (containerd's
+    /// `hosts.toml` model). Digests are verified whoever serves them.
+    pub mirrors: Vec<(String, String)>,
 }
 
 /// What a pull reports as it goes.
@@ -102,14 +106,31 @@ impl Puller {
         Puller { registries }
     }
 
-    /// Whether `reference`'s registry is reached over plain HTTP.
+    /// Whether the host `reference` reaches is spoken to over plain HTTP.
     pub fn is_insecure(&self, reference: &ImageRef) -> bool {
         reference.is_loopback()
             || self
                 .registries
                 .insecure
                 .iter()
-                .any(|r| r == reference.registry_name())
+                .any(|r| r == reference.host())
+    }
+
+    /// Where a pull of `reference` looks, in order: its mirrors, then its
+    /// registry.
+    pub fn sources(&self, reference: &ImageRef) -> Vec<ImageRef> {
+        let registry = reference.registry_name();
+        let docker_hub =
+            |r: &str| matches!(r, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+        let mut out: Vec<ImageRef> = self
+            .registries
+            .mirrors
+            .iter()
+            .filter(|(r, _)| r == registry || (docker_hub(r) && docker_hub(registry)))
+            .map(|(_, m)| reference.with_mirror(m))
+            .collect();
+        out.push(reference.clone());
+        out
     }
 
     fn client(&self, reference: &ImageRef) -> Client {
@@ -136,8 +157,40 @@ impl Puller {
         })
     }
 
-    /// Pulls `reference` for `platform` into `store`; the record to keep.
+    /// Pulls `reference` for `platform` into `store`, from its first
+    /// mirror that has it, else its registry; the record to keep.
     pub async fn pull(
+        &self,
+        store: Arc<Store>,
+        reference: &ImageRef,
+        auth: &Auth,
+        platform: &Platform,
+        progress: &ProgressFn,
+    ) -> Result<ImageRecord, ImageError> {
+        let mut sources = self.sources(reference);
+        let upstream = sources.pop().unwrap_or_else(|| reference.clone());
+        for source in &sources {
+            match self
+                .pull_from(Arc::clone(&store), source, auth, platform, progress)
+                .await
+            {
+                // A mirror that cannot serve it: the next source. Content
+                // that fails verification is an error wherever it came from.
+                Err(
+                    e @ (ImageError::Registry { .. }
+                    | ImageError::NotInRegistry { .. }
+                    | ImageError::Unauthorized { .. }),
+                ) => {
+                    tracing::warn!(image = %reference, mirror = source.host(), "mirror failed, trying the next source: {e}");
+                }
+                other => return other,
+            }
+        }
+        self.pull_from(store, &upstream, auth, platform, progress)
+            .await
+    }
+
+    async fn pull_from(
         &self,
         store: Arc<Store>,
         reference: &ImageRef,
@@ -176,7 +229,7 @@ impl Puller {
                     let chosen = chosen.digest().to_string();
                     let (m_bytes, _) = client
                         .pull_manifest_raw(
-                            &reference.with_digest(&chosen).oci().clone(),
+                            reference.with_digest(&chosen).oci(),
                             &oauth,
                             manifest::ACCEPTED,
                         )
@@ -381,14 +434,14 @@ fn stream_error(e: std::io::Error, reference: &ImageRef, what: &str) -> ImageErr
         };
     }
     ImageError::Registry {
-        registry: reference.registry_name().to_string(),
+        registry: reference.host().to_string(),
         message: one_line(&format!("{what}: {}", chain(&e))),
     }
 }
 
 /// One line for what the registry (or the way to it) said.
 fn registry_error(e: OciDistributionError, reference: &ImageRef) -> ImageError {
-    let registry = reference.registry_name().to_string();
+    let registry = reference.host().to_string();
     let unauthorized = || ImageError::Unauthorized {
         registry: registry.clone(),
         reference: reference.canonical(),
@@ -502,9 +555,27 @@ mod tests {
     #[test]
     fn loopback_and_named_registries_are_plain_http() {
         let p = Puller::new(Registries {
-            insecure: vec!["reg.lan:5000".into()],
+            insecure: vec!["reg.lan:5000".into(), "mirror.lan".into()],
+            mirrors: vec![
+                ("docker.io".into(), "mirror.lan".into()),
+                ("quay.io".into(), "127.0.0.1:5001".into()),
+            ],
             ..Registries::default()
         });
+        let hosts = |s: &str| -> Vec<String> {
+            p.sources(&ImageRef::parse(s).expect("valid"))
+                .iter()
+                .map(|r| r.host().to_string())
+                .collect()
+        };
+        assert_eq!(hosts("alpine"), ["mirror.lan", "index.docker.io"]);
+        assert_eq!(hosts("quay.io/a/b"), ["127.0.0.1:5001", "quay.io"]);
+        assert_eq!(hosts("ghcr.io/a/b"), ["ghcr.io"]);
+        assert!(p.is_insecure(
+            &ImageRef::parse("alpine")
+                .expect("valid")
+                .with_mirror("mirror.lan")
+        ));
         let r = |s| ImageRef::parse(s).expect("valid");
         assert!(p.is_insecure(&r("127.0.0.1:5000/a")));
         assert!(p.is_insecure(&r("reg.lan:5000/a")));

@@ -77,25 +77,34 @@ impl ImageRef {
         self.inner.digest()
     }
 
-    /// The same repository at `digest`.
+    /// The same repository at `digest` (through the same mirror).
     pub fn with_digest(&self, digest: &str) -> ImageRef {
         ImageRef {
-            inner: oci_client::Reference::with_digest(
-                self.inner.registry().to_string(),
-                self.inner.repository().to_string(),
-                digest.to_string(),
-            ),
+            inner: self.inner.clone_with_digest(digest.to_string()),
         }
+    }
+
+    /// The same image, fetched from `mirror` (`host[:port]`); its name
+    /// stays the original's.
+    pub fn with_mirror(&self, mirror: &str) -> ImageRef {
+        let mut inner = self.inner.clone();
+        inner.set_mirror_registry(mirror.to_string());
+        ImageRef { inner }
+    }
+
+    /// The host a pull reaches: the mirror's when one is set.
+    pub fn host(&self) -> &str {
+        self.inner.resolve_registry()
     }
 
     pub(crate) fn oci(&self) -> &oci_client::Reference {
         &self.inner
     }
 
-    /// Whether the registry is this machine's own (loopback), where plain
-    /// HTTP is allowed without configuration.
+    /// Whether the host a pull reaches is this machine's own (loopback),
+    /// where plain HTTP is allowed without configuration.
     pub fn is_loopback(&self) -> bool {
-        let host = self.registry_name();
+        let host = self.host();
         let host = match host.strip_prefix('[') {
             Some(rest) => rest.split(']').next().unwrap_or(""),
             None => host.rsplit_once(':').map_or(host, |(h, _)| h),
@@ -157,6 +166,11 @@ mod tests {
         assert_eq!(r.digest(), Some(d.as_str()));
         let e = format!("sha256:{}", "b".repeat(64));
         assert_eq!(r.with_digest(&e).canonical(), format!("quay.io/x/y@{e}"));
+        let m = r.with_mirror("127.0.0.1:5000");
+        assert_eq!(m.host(), "127.0.0.1:5000");
+        assert!(m.is_loopback());
+        assert_eq!(m.canonical(), r.canonical());
+        assert_eq!(m.with_digest(&e).host(), "127.0.0.1:5000");
     }
 
     #[test]

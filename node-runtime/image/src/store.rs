@@ -76,11 +76,20 @@ impl Store {
         // directories hold images' setuid programs and private files.
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .map_err(ImageError::io(format!("cannot chmod {}", root.display())))?;
+        // Half-written blobs, and uploads (and their scratch copies) a
+        // crash left.
         for entry in fs::read_dir(store.ingest_dir())
             .map_err(ImageError::io("cannot list the ingest dir"))?
             .flatten()
         {
-            let _ = fs::remove_file(entry.path());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+                _ => {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
         }
         for entry in fs::read_dir(store.snapshot_dir())
             .map_err(ImageError::io("cannot list the snapshot dir"))?

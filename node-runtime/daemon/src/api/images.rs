@@ -20,6 +20,28 @@ pub struct ImagesService {
 }
 
 type PullStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::PullEvent, Status>> + Send>>;
+type ExportStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ExportChunk, Status>> + Send>>;
+
+/// A blocking writer whose bytes go out as export chunks.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<v1::ExportChunk, Status>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(v1::ExportChunk { data: buf.to_vec() }))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 fn layer_event(digest: String, state: &str, done: u64, total: u64) -> v1::PullEvent {
     v1::PullEvent {
@@ -104,6 +126,78 @@ impl images_server::Images for ImagesService {
                 tracing::warn!(image = %rauha_spec::message::one_line(&req.reference), "pull failed: {e}");
             }
             let _ = tx.send(event.map_err(Status::from)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn import(
+        &self,
+        request: Request<tonic::Streaming<v1::ImportChunk>>,
+    ) -> Result<Response<v1::ImportImagesResponse>, Status> {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = request.into_inner();
+        let path = self.images.upload_path();
+        let mut name = None;
+        let written = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .await
+                .map_err(|e| {
+                    DaemonError::Image(rauha_image::ImageError::Io {
+                        what: format!("cannot create {}", path.display()),
+                        source: e,
+                    })
+                })?;
+            while let Some(chunk) = stream.message().await? {
+                if name.is_none() && !chunk.name.is_empty() {
+                    name = Some(chunk.name);
+                }
+                file.write_all(&chunk.data).await.map_err(|e| {
+                    DaemonError::Image(rauha_image::ImageError::Io {
+                        what: format!("cannot write {}", path.display()),
+                        source: e,
+                    })
+                })?;
+            }
+            file.flush().await.map_err(|e| {
+                DaemonError::Image(rauha_image::ImageError::Io {
+                    what: format!("cannot write {}", path.display()),
+                    source: e,
+                })
+            })?;
+            Ok::<(), Status>(())
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let records = self.images.import(path, name).await?;
+        let mut images = Vec::new();
+        for r in &records {
+            images.push(convert::image(r, &self.images.zones_using(&r.digest)?));
+        }
+        Ok(Response::new(v1::ImportImagesResponse { images }))
+    }
+
+    type ExportStream = ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<v1::ImageName>,
+    ) -> Result<Response<ExportStream>, Status> {
+        let image = self.images.find(&request.into_inner().image)?;
+        let content = Arc::clone(&self.images.content);
+        let (tx, rx) = mpsc::channel::<Result<v1::ExportChunk, Status>>(16);
+        tokio::task::spawn_blocking(move || {
+            let writer = ChannelWriter { tx: tx.clone() };
+            let out = std::io::BufWriter::with_capacity(256 << 10, writer);
+            if let Err(e) = rauha_image::archive::export(&content, &image, out) {
+                let _ = tx.blocking_send(Err(Status::from(DaemonError::from(e))));
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
