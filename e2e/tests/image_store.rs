@@ -1082,3 +1082,36 @@ fn a_mirror_serves_a_registrys_images() {
     );
     assert!(line.contains(&upstream), "{line}");
 }
+
+#[test]
+fn a_store_past_its_size_is_collected_after_a_pull() {
+    if !images_ready() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let reg = Registry::start();
+    let first = reg.push_image(
+        "first:1",
+        &ImageSpec::busybox(&["sh"]).file("/a", "a", 0o644),
+    );
+    let second = reg.push_image(
+        "second:1",
+        &ImageSpec::busybox(&["sh"]).file("/b", "b", 0o644),
+    );
+    d.kill9();
+    d.spawn(&["--image-store-max", "1Ki"]);
+    ok(&d.cli(&["image", "pull", &first]), "pull first");
+    let gone = json(&d.cli(&["image", "inspect", &first]))["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    ok(&d.cli(&["image", "rm", &first]), "rm first");
+    assert!(blob(&d, &gone).exists(), "rm alone frees nothing");
+    ok(&d.cli(&["image", "pull", &second]), "pull second");
+    // Over 1 KiB after the pull: collected, all but what images use.
+    wait_for("the collection", 10, || !blob(&d, &gone).exists());
+    let out = d.cli(&[
+        "sandbox", "--image", &second, "--pull", "never", "--", "cat", "/b",
+    ]);
+    assert_eq!(ok(&out, "the kept image runs"), "b");
+}

@@ -37,6 +37,24 @@ pub enum ImageError {
     },
 }
 
+/// A message that may carry bytes from outside (a registry's, a layer's):
+/// control characters escaped, cut at 400 bytes.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= 400 {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl ImageError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
         let what = what.into();
@@ -45,8 +63,8 @@ impl ImageError {
 
     pub(crate) fn format(what: impl Into<String>, message: impl ToString) -> ImageError {
         ImageError::Format {
-            what: what.into(),
-            message: message.to_string(),
+            what: one_line(&what.into()),
+            message: one_line(&message.to_string()),
         }
     }
 }

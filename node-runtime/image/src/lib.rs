@@ -20,6 +20,8 @@
 pub mod archive;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod gc;
 pub mod manifest;
 pub mod platform;

@@ -82,11 +82,12 @@ pub fn choose<'a>(
         .iter()
         .filter_map(|d| {
             let p = d.platform().as_ref()?;
+            // Names from the registry, escaped for the error that lists them.
             Some((
                 d,
-                p.os().to_string(),
-                p.architecture().to_string(),
-                p.variant().clone(),
+                crate::error::one_line(&p.os().to_string()),
+                crate::error::one_line(&p.architecture().to_string()),
+                p.variant().as_deref().map(crate::error::one_line),
             ))
         })
         .collect();

@@ -20,6 +20,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 
 use crate::config::RunConfig;
+use crate::error::one_line;
 use crate::manifest::{self, Compression, Fetched};
 use crate::platform::{self, Platform};
 use crate::record::{ImageRecord, LayerRecord};
@@ -521,22 +522,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn one_line(text: &str) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.len() > 400 {
-        let mut cut = 400;
-        while !flat.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}...", &flat[..cut])
-    } else {
-        flat
-    }
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub fn unpack_compressed(
         Compression::Gzip => unpack(flate2::bufread::MultiGzDecoder::new(reader), dest, fs_ops),
         Compression::Zstd => {
             let decoder = ruzstd::decoding::StreamingDecoder::new(reader)
-                .map_err(|e| format!("not zstd data: {e}"))?;
+                .map_err(|e| crate::error::one_line(&format!("not zstd data: {e}")))?;
             unpack(decoder, dest, fs_ops)
         }
     }
@@ -163,8 +163,17 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), String> {
     }
 }
 
-/// Unpacks a tar stream into `dest` (which exists).
+/// Unpacks a tar stream into `dest` (which exists); an error is one line
+/// (a layer's bytes in it escaped).
 pub fn unpack(reader: impl Read, dest: &Path, fs_ops: &dyn LayerFs) -> Result<UnpackStats, String> {
+    unpack_entries(reader, dest, fs_ops).map_err(|e| crate::error::one_line(&e))
+}
+
+fn unpack_entries(
+    reader: impl Read,
+    dest: &Path,
+    fs_ops: &dyn LayerFs,
+) -> Result<UnpackStats, String> {
     let mut archive = tar::Archive::new(reader);
     let mut stats = UnpackStats::default();
     // Directory modes are set last: a 0555 directory must take its files.
