@@ -76,35 +76,19 @@ pub fn prepare(
     check(layers)?;
     let rw = state_dir.join(RW);
     disk::mount_limited(&rw, &state_dir.join("image-rw.img"), disk_bytes)?;
-    let upper = rw.join("upper");
-    for d in [&upper, &rw.join("work"), &rw.join("lower")] {
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(d)
-            .map_err(io(format!("cannot create {}", d.display())))?;
-    }
-    let top = Path::new(&layers[layers.len() - 1].path);
-    let meta = std::fs::metadata(top).map_err(io(format!("cannot inspect {}", top.display())))?;
-    std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid()))
-        .map_err(io(format!("cannot chown {}", upper.display())))?;
-    std::fs::set_permissions(
-        &upper,
-        std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
-    )
-    .map_err(io(format!("cannot chmod {}", upper.display())))?;
+    writable_layer(&rw, layers)?;
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(rw.join("lower"))
+        .map_err(io(format!("cannot create {}", rw.join("lower").display())))?;
     Ok(rw)
 }
 
-/// A container root's overlay of `layers` with its writable layer in `rw`
-/// (made here): a detached mount, attached only in the zone.
-pub fn container_tree(
-    rw: &Path,
-    layers: &[ImageLayer],
-    setuid: bool,
-) -> Result<std::os::fd::OwnedFd, BackendError> {
-    check(layers)?;
-    let upper = rw.join("upper");
-    let work = rw.join("work");
+/// `dir/upper` and `dir/work` (made, with `dir`, as needed), the upper
+/// one given the top layer's owner and mode: the image root's.
+fn writable_layer(dir: &Path, layers: &[ImageLayer]) -> Result<(PathBuf, PathBuf), BackendError> {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
     for d in [&upper, &work] {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -121,6 +105,18 @@ pub fn container_tree(
         std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
     )
     .map_err(io(format!("cannot chmod {}", upper.display())))?;
+    Ok((upper, work))
+}
+
+/// A container root's overlay of `layers` with its writable layer in `rw`
+/// (made here): a detached mount, attached only in the zone.
+pub fn container_tree(
+    rw: &Path,
+    layers: &[ImageLayer],
+    setuid: bool,
+) -> Result<std::os::fd::OwnedFd, BackendError> {
+    check(layers)?;
+    let (upper, work) = writable_layer(rw, layers)?;
     let paths: Vec<&Path> = layers.iter().map(|l| Path::new(&l.path)).collect();
     crate::roots::overlay_tree(&paths, &upper, &work, setuid).map_err(io(format!(
         "cannot mount the image's overlay for {}",

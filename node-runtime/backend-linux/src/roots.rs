@@ -262,15 +262,25 @@ fn attach(tree: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
 /// mount API, so no path is looked up (a thread in a zone's mount
 /// namespace has no /proc of its own).
 fn tmpfs_onto(target: &OwnedFd, attrs: u64, data: &str) -> io::Result<()> {
+    let options: Vec<(&str, &str)> = data
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| o.split_once('=').unwrap_or((o, "")))
+        .collect();
+    attach(&new_mount(c"tmpfs", &options, attrs)?, target)
+}
+
+/// A new detached mount of filesystem `fstype` with string `options`
+/// (key, value) and mount attributes `attrs`, through the new mount API.
+fn new_mount(fstype: &std::ffi::CStr, options: &[(&str, &str)], attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: fsopen with a NUL-terminated name.
-    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
     // SAFETY: the kernel returned a new fd.
     let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
-    for option in data.split(',').filter(|o| !o.is_empty()) {
-        let (key, value) = option.split_once('=').unwrap_or((option, ""));
-        let key = CString::new(key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    for (key, value) in options {
+        let key = CString::new(*key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let value =
-            CString::new(value).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            CString::new(*value).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: fsconfig on our fs context with NUL-terminated strings.
         check(unsafe {
             libc::syscall(
@@ -298,8 +308,7 @@ fn tmpfs_onto(target: &OwnedFd, attrs: u64, data: &str) -> io::Result<()> {
     let mnt =
         check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
     // SAFETY: the kernel returned a new fd.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
-    attach(&mnt, target)
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }
 
 /// The device nodes every container's /dev holds, as runc's default spec
@@ -504,8 +513,6 @@ fn zone_path(name: &str) -> PathBuf {
         .join("rootfs")
 }
 
-/// Prepares root `name` under the zone's `containers` dir (`zone_ns`: the
-/// zone's mount namespace, where it is mounted).
 /// A container root's image: a host directory, or a detached mount made
 /// for it ([`overlay_tree`]).
 pub enum RootImage<'a> {
@@ -539,54 +546,25 @@ pub fn overlay_tree(
         .rev()
         .map(|p| text(p))
         .collect::<io::Result<_>>()?;
-    // SAFETY: fsopen with a NUL-terminated name.
-    let fs =
-        check(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
-    // SAFETY: the kernel returned a new fd.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
-    for (key, value) in [
-        ("lowerdir", lower.join(":")),
-        ("upperdir", text(upper)?),
-        ("workdir", text(work)?),
-    ] {
-        let key = CString::new(key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let value =
-            CString::new(value).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: fsconfig on our fs context with NUL-terminated strings.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        })?;
-    }
-    // SAFETY: fsconfig's create command takes no key or value.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    })?;
+    let (lower, upper, work) = (lower.join(":"), text(upper)?, text(work)?);
     let attrs = if setuid {
         MOUNT_ATTR_NODEV
     } else {
         MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
     };
-    // SAFETY: fsmount on the created context.
-    let mnt =
-        check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
-    // SAFETY: the kernel returned a new fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+    new_mount(
+        c"overlay",
+        &[
+            ("lowerdir", &lower),
+            ("upperdir", &upper),
+            ("workdir", &work),
+        ],
+        attrs,
+    )
 }
 
+/// Prepares root `name` under the zone's `containers` dir (`zone_ns`: the
+/// zone's mount namespace, where it is mounted).
 pub fn add(
     containers: &Path,
     zone_ns: &OwnedFd,

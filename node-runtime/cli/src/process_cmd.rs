@@ -173,22 +173,13 @@ pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
     }
     spec.terminal = args.tty;
     let mut processes = conn.processes();
-    let foreground = !args.detach && (image.is_some() || args.interactive || args.tty);
-    if foreground {
+    let in_foreground = !args.detach && (image.is_some() || args.interactive || args.tty);
+    if in_foreground {
         let request = v1::ExecRequest {
             zone: args.zone,
             spec: Some(spec),
         };
-        if args.interactive || args.tty {
-            return crate::interactive::session(
-                &mut processes,
-                rauha_api::v1::interact_input::Input::Start(request),
-                args.tty,
-                args.interactive,
-            )
-            .await;
-        }
-        return stream_exec(&mut processes, request).await;
+        return foreground(&mut processes, request, args.interactive, args.tty).await;
     }
     let request = v1::RunRequest {
         zone: args.zone,
@@ -225,16 +216,27 @@ pub async fn exec(args: ExecArgs, addr: &str) -> anyhow::Result<u8> {
         zone: args.zone,
         spec: Some(spec),
     };
-    if args.interactive || args.tty {
+    foreground(&mut processes, request, args.interactive, args.tty).await
+}
+
+/// Runs a process in the foreground: an interactive session with `-i` or
+/// `-t`, else its output streamed; its exit code.
+async fn foreground(
+    processes: &mut rauha_api::v1::processes_client::ProcessesClient<tonic::transport::Channel>,
+    request: v1::ExecRequest,
+    interactive: bool,
+    tty: bool,
+) -> anyhow::Result<u8> {
+    if interactive || tty {
         return crate::interactive::session(
-            &mut processes,
+            processes,
             rauha_api::v1::interact_input::Input::Start(request),
-            args.tty,
-            args.interactive,
+            tty,
+            interactive,
         )
         .await;
     }
-    stream_exec(&mut processes, request).await
+    stream_exec(processes, request).await
 }
 
 pub async fn attach(args: AttachArgs, addr: &str) -> anyhow::Result<u8> {

@@ -47,7 +47,59 @@ impl ImageRoot {
     }
 }
 
-impl ProcessesService {
+/// What starts a process for the API, apart from the call (a spawned
+/// task holds a clone): the spec checked, the image's container root made
+/// and, once the process ends, removed.
+#[derive(Clone)]
+struct Starter {
+    registry: Arc<ZoneRegistry>,
+    images: Arc<crate::images::Images>,
+}
+
+impl Starter {
+    /// Starts `wire` in `zone`; the process, its output from the start,
+    /// and the zone.
+    async fn start(
+        &self,
+        zone: &str,
+        mut wire: v1::ProcessSpec,
+        stdio: HostStdio,
+        id: Option<uuid::Uuid>,
+    ) -> Result<
+        (
+            Arc<crate::zone::LiveProcess>,
+            broadcast::Receiver<OutputChunk>,
+            crate::store::ZoneRecord,
+        ),
+        DaemonError,
+    > {
+        let image_root = self.image_root(zone, &mut wire).await?;
+        let started = async {
+            let spec = convert::process_extras(
+                process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
+                &wire,
+            )?;
+            let zone = self.registry.find_zone(zone)?;
+            let (process, output) = self
+                .registry
+                .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, id)
+                .await?;
+            Ok((process, output, zone))
+        }
+        .await;
+        match (started, image_root) {
+            (Ok(started), Some(root)) => {
+                root.remove_after(Arc::clone(&self.registry), Arc::clone(&started.0));
+                Ok(started)
+            }
+            (Err(e), Some(root)) => {
+                root.remove_now(&self.registry);
+                Err(e)
+            }
+            (started, None) => started,
+        }
+    }
+
     /// For a spec naming an image: a container root of the zone made from
     /// it, the spec pointed at it with the image's config applied.
     async fn image_root(
@@ -112,6 +164,15 @@ impl ProcessesService {
             name,
             _lease: lease,
         }))
+    }
+}
+
+impl ProcessesService {
+    fn starter(&self) -> Starter {
+        Starter {
+            registry: Arc::clone(&self.registry),
+            images: Arc::clone(&self.images),
+        }
     }
 
     fn wire(&self, p: &crate::store::ProcessRecord) -> v1::Process {
@@ -187,12 +248,15 @@ async fn forward(
 impl Processes for ProcessesService {
     async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::Process>, Status> {
         let req = request.into_inner();
-        let mut wire = req.spec.unwrap_or_default();
-        let image_root = self.image_root(&req.zone, &mut wire).await?;
-        let spec = convert::process_extras(
-            process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
-            &wire,
-        )?;
+        let wire = req.spec.unwrap_or_default();
+        if wire.image.is_empty() {
+            // Checked before anything else (an image's command is known
+            // once its config is applied, when it starts).
+            convert::process_extras(
+                process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
+                &wire,
+            )?;
+        }
         let stdio = req.stdio.unwrap_or_default();
         let mut stdio = HostStdio::parse(
             &self.stdio_roots,
@@ -239,26 +303,13 @@ impl Processes for ProcessesService {
         }
         // Started apart from this call: a caller that goes away (a shim
         // killed mid-call) does not leave a half-started process behind.
-        let registry = Arc::clone(&self.registry);
+        let starter = self.starter();
+        let zone_id = zone.id.to_string();
         let started = tokio::spawn(async move {
-            let started = registry
-                .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, id)
+            starter
+                .start(&zone_id, wire, stdio, id)
                 .await
-                .map(|(process, _)| process);
-            match (started, image_root) {
-                (Ok(process), Some(root)) => {
-                    let record = process.record();
-                    root.remove_after(registry, process);
-                    Ok(record)
-                }
-                (Ok(process), None) => Ok(process.record()),
-                (Err(e), root) => {
-                    if let Some(root) = root {
-                        root.remove_now(&registry);
-                    }
-                    Err(e)
-                }
-            }
+                .map(|(process, _, _)| process.record())
         })
         .await
         .map_err(|source| DaemonError::Aborted {
@@ -300,32 +351,17 @@ impl Processes for ProcessesService {
             .ok_or_else(|| {
                 DaemonError::invalid("input", "is empty; the first message starts or attaches")
             })?;
-        let (process, output, zone_name, started_here, image_root) = match first {
+        let (process, output, zone_name, started_here) = match first {
             Input::Start(req) => {
-                let mut wire = req.spec.unwrap_or_default();
-                let image_root = self.image_root(&req.zone, &mut wire).await?;
-                let spec = convert::process_extras(
-                    process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
-                    &wire,
-                )?;
-                let zone = self.registry.find_zone(&req.zone)?;
                 let stdio = HostStdio {
                     api_stdin: true,
                     ..HostStdio::default()
                 };
-                let started = self
-                    .registry
-                    .start_process_streamed(&zone, spec, Vec::new(), &Default::default(), &stdio, None)
-                    .await;
-                match started {
-                    Ok((process, output)) => (process, output, zone.name, true, image_root),
-                    Err(e) => {
-                        if let Some(root) = image_root {
-                            root.remove_now(&self.registry);
-                        }
-                        return Err(e.into());
-                    }
-                }
+                let (process, output, zone) = self
+                    .starter()
+                    .start(&req.zone, req.spec.unwrap_or_default(), stdio, None)
+                    .await?;
+                (process, output, zone.name, true)
             }
             Input::Attach(id) => {
                 let id = parse_id("attach", &id, "process ids are printed by `rauha run` and `rauha ps`")?;
@@ -347,7 +383,7 @@ impl Processes for ProcessesService {
                     .flatten()
                     .map(|z| z.name)
                     .unwrap_or_default();
-                (process, output, zone_name, false, None)
+                (process, output, zone_name, false)
             }
             _ => {
                 return Err(DaemonError::invalid(
@@ -357,9 +393,6 @@ impl Processes for ProcessesService {
                 .into())
             }
         };
-        if let Some(root) = image_root {
-            root.remove_after(Arc::clone(&self.registry), Arc::clone(&process));
-        }
         let id = process.id;
         let registry = Arc::clone(&self.registry);
         // The client's input, until it ends; a process started here reads
@@ -400,37 +433,15 @@ impl Processes for ProcessesService {
         request: Request<v1::ExecRequest>,
     ) -> Result<Response<ExecStream>, Status> {
         let req = request.into_inner();
-        let mut wire = req.spec.unwrap_or_default();
-        let image_root = self.image_root(&req.zone, &mut wire).await?;
-        let spec = convert::process_extras(
-            process_spec("spec", &wire.args, &wire.env, &wire.cwd)?,
-            &wire,
-        )?;
-        let zone = self.registry.find_zone(&req.zone)?;
-        let started = self
-            .registry
-            .start_process_streamed(
-                &zone,
-                spec,
-                Vec::new(),
-                &Default::default(),
-                &HostStdio::default(),
+        let (process, output, zone) = self
+            .starter()
+            .start(
+                &req.zone,
+                req.spec.unwrap_or_default(),
+                HostStdio::default(),
                 None,
             )
-            .await;
-        let (process, output) = match (started, image_root) {
-            (Ok((process, output)), Some(root)) => {
-                root.remove_after(Arc::clone(&self.registry), Arc::clone(&process));
-                (process, output)
-            }
-            (Ok(started), None) => started,
-            (Err(e), root) => {
-                if let Some(root) = root {
-                    root.remove_now(&self.registry);
-                }
-                return Err(e.into());
-            }
-        };
+            .await?;
         let (tx, rx) = mpsc::channel(256);
         let started = self.wire(&process.record());
         tokio::spawn(forward(process, output, started, zone.name.clone(), tx));
