@@ -1115,3 +1115,53 @@ fn a_store_past_its_size_is_collected_after_a_pull() {
     ]);
     assert_eq!(ok(&out, "the kept image runs"), "b");
 }
+
+#[test]
+fn an_images_user_runs_its_processes() {
+    if !images_ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let reg = Registry::start();
+    let image = reg.push_image(
+        "user:1",
+        &ImageSpec::busybox(&["sh"])
+            .passwd("app:x:1000:1001::/tmp:/bin/sh")
+            .group("app:x:1001:")
+            .group("extra:x:2000:app")
+            .user("app"),
+    );
+    let out = d.cli(&[
+        "sandbox",
+        "--image",
+        &image,
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; id -G",
+    ]);
+    assert_eq!(
+        ok(&out, "sandbox as the image's user"),
+        "1000\n1001\n1001 2000\n"
+    );
+    let numeric = reg.push_image("user:2", &ImageSpec::busybox(&["sh"]).user("4242:4343"));
+    let out = d.cli(&[
+        "sandbox",
+        "--image",
+        &numeric,
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g",
+    ]);
+    assert_eq!(ok(&out, "numeric user"), "4242\n4343\n");
+    let unknown = reg.push_image("user:3", &ImageSpec::busybox(&["sh"]).user("ghost"));
+    let line = fails(
+        &d.cli(&["sandbox", "--image", &unknown, "--", "true"]),
+        "unknown user",
+    );
+    assert!(
+        line.contains("\"ghost\"") && line.contains("/etc/passwd"),
+        "{line}"
+    );
+}

@@ -196,4 +196,27 @@ fn a_terminal_session_behaves_as_under_docker() {
     assert_eq!(text(&out.stdout), "early\nlate\n");
     let out = d.cli(&["logs", "--tail", "1", &id]);
     assert_eq!(text(&out.stdout), "late\n");
+    // --timestamps: each line after the time it came, a second apart.
+    let out = d.cli(&["logs", "--timestamps", &id]);
+    let stamped = text(&out.stdout);
+    let lines: Vec<(&str, &str)> = stamped
+        .lines()
+        .map(|l| l.split_once(' ').expect("time and line"))
+        .collect();
+    assert_eq!(
+        lines.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        ["early", "late"],
+        "{stamped}"
+    );
+    let ms = |t: &str| -> u64 {
+        // HH:MM:SS.mmm of an RFC 3339 UTC time.
+        let clock = t.split('T').nth(1).expect("time").trim_end_matches('Z');
+        let parts: Vec<f64> = clock
+            .split(':')
+            .map(|p| p.parse().expect("number"))
+            .collect();
+        ((parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]) * 1000.0) as u64
+    };
+    let gap = ms(lines[1].0) - ms(lines[0].0);
+    assert!((900..5000).contains(&gap), "{stamped}");
 }

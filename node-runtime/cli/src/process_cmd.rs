@@ -125,6 +125,43 @@ pub struct LogsArgs {
     /// Only the last N lines of each stream kept so far.
     #[arg(long, short = 'n', value_name = "N", conflicts_with = "json")]
     tail: Option<usize>,
+    /// Begin each line with the time it came (UTC, ms).
+    #[arg(long, conflicts_with = "json")]
+    timestamps: bool,
+}
+
+/// The lines of `data[from..to]`, each after the time its first byte came
+/// (the last mark at or before it; `-` for output kept without times).
+fn stamped(data: &[u8], from: usize, to: usize, marks: &[v1::OutputMark]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < to {
+        let end = data[start..to]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(to, |i| start + i + 1);
+        let time = marks
+            .iter()
+            .take_while(|m| m.offset <= start as u64)
+            .last()
+            .map_or(0, |m| m.time_ms);
+        out.extend_from_slice(crate::timestamp::format_utc(time).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&data[start..end]);
+        start = end;
+    }
+    out
+}
+
+/// Where what may be printed of `data` ends: the whole of it once the
+/// process ended, else (with timestamps) its last full line.
+fn printable_end(data: &[u8], from: usize, whole_lines: bool) -> usize {
+    if !whole_lines {
+        return data.len();
+    }
+    data.get(from..)
+        .and_then(|rest| rest.iter().rposition(|b| *b == b'\n'))
+        .map_or(from, |i| from + i + 1)
 }
 
 /// Where the last `n` lines of `data` start.
@@ -287,7 +324,7 @@ async fn stream_exec(
 
 pub async fn logs(args: LogsArgs, addr: &str) -> anyhow::Result<u8> {
     if args.follow {
-        return follow(&args.id, args.tail, addr).await;
+        return follow(&args.id, args.tail, args.timestamps, addr).await;
     }
     let mut processes = Connection::open(addr).await?.processes();
     let logs = processes
@@ -301,9 +338,19 @@ pub async fn logs(args: LogsArgs, addr: &str) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let from = |data: &[u8]| args.tail.map_or(0, |n| tail_start(data, n));
-    write_flushed(&mut io::stdout().lock(), &logs.stdout[from(&logs.stdout)..])?;
+    let shown = |data: &[u8], marks: &[v1::OutputMark]| -> Vec<u8> {
+        if args.timestamps {
+            stamped(data, from(data), data.len(), marks)
+        } else {
+            data[from(data)..].to_vec()
+        }
+    };
+    write_flushed(
+        &mut io::stdout().lock(),
+        &shown(&logs.stdout, &logs.stdout_marks),
+    )?;
     let mut err = io::stderr().lock();
-    write_flushed(&mut err, &logs.stderr[from(&logs.stderr)..])?;
+    write_flushed(&mut err, &shown(&logs.stderr, &logs.stderr_marks))?;
     if logs.truncated {
         writeln!(
             err,
@@ -434,7 +481,7 @@ fn exit_cell(p: &v1::Process) -> String {
 /// `logs --follow`: prints what is new in the process's output until it
 /// ends, then the rest, and exits with its code. A rauhad that goes away
 /// is a failure that says what to do, never a quiet end.
-async fn follow(id: &str, tail: Option<usize>, addr: &str) -> anyhow::Result<u8> {
+async fn follow(id: &str, tail: Option<usize>, timestamps: bool, addr: &str) -> anyhow::Result<u8> {
     let connection = Connection::open(addr).await?;
     let mut processes = connection.processes();
     let mut waiter = connection.processes();
@@ -469,16 +516,30 @@ async fn follow(id: &str, tail: Option<usize>, addr: &str) -> anyhow::Result<u8>
                 err_at = tail_start(&logs.stderr, n);
             }
         }
+        // With timestamps, a line is printed once whole (or at the end).
+        let whole_lines = timestamps && done.is_none();
+        let out_to = printable_end(&logs.stdout, out_at, whole_lines).max(out_at);
+        let err_to = printable_end(&logs.stderr, err_at, whole_lines).max(err_at);
+        let piece = |data: &[u8], at: usize, to: usize, marks: &[v1::OutputMark]| -> Vec<u8> {
+            let to = to.min(data.len());
+            if at >= to {
+                Vec::new()
+            } else if timestamps {
+                stamped(data, at, to, marks)
+            } else {
+                data[at..to].to_vec()
+            }
+        };
         write_flushed(
             &mut io::stdout().lock(),
-            logs.stdout.get(out_at..).unwrap_or_default(),
+            &piece(&logs.stdout, out_at, out_to, &logs.stdout_marks),
         )?;
         write_flushed(
             &mut io::stderr().lock(),
-            logs.stderr.get(err_at..).unwrap_or_default(),
+            &piece(&logs.stderr, err_at, err_to, &logs.stderr_marks),
         )?;
-        out_at = out_at.max(logs.stdout.len());
-        err_at = err_at.max(logs.stderr.len());
+        out_at = out_at.max(out_to.min(logs.stdout.len()));
+        err_at = err_at.max(err_to.min(logs.stderr.len()));
         if let Some(r) = done {
             let process = r
                 .map_err(|e| anyhow::anyhow!("the wait for process {id} failed: {e}"))?
@@ -497,6 +558,32 @@ async fn follow(id: &str, tail: Option<usize>, addr: &str) -> anyhow::Result<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_line_gets_the_time_its_first_byte_came() {
+        let marks = [
+            v1::OutputMark {
+                offset: 0,
+                time_ms: 1_000,
+            },
+            v1::OutputMark {
+                offset: 5,
+                time_ms: 2_000,
+            },
+        ];
+        let out = String::from_utf8(stamped(b"a\nbcdef\ng", 0, 9, &marks)).expect("utf8");
+        assert_eq!(
+            out,
+            "1970-01-01T00:00:01.000Z a\n1970-01-01T00:00:01.000Z bcdef\n1970-01-01T00:00:02.000Z g"
+        );
+        assert_eq!(
+            String::from_utf8(stamped(b"x\n", 0, 2, &[])).expect("utf8"),
+            "- x\n"
+        );
+        assert_eq!(printable_end(b"a\nbc", 0, true), 2);
+        assert_eq!(printable_end(b"a\nbc", 0, false), 4);
+        assert_eq!(printable_end(b"abc", 1, true), 1);
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {

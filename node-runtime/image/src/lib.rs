@@ -30,6 +30,7 @@ pub mod record;
 pub mod reference;
 pub mod store;
 pub mod unpack;
+pub mod users;
 
 pub use error::ImageError;
 pub use record::ImageRecord;

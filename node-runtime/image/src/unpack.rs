@@ -565,6 +565,20 @@ pub(crate) mod tests {
         )
         .expect("gzip unpacks");
         assert_eq!(fs::read(dir.join("layer/hello")).expect("file"), b"world");
+        let zst = ruzstd::encoding::compress_to_vec(
+            &archive[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let zdir = temp();
+        unpack_compressed(
+            &zst[..],
+            Compression::Zstd,
+            &zdir.join("layer"),
+            &Recorded::default(),
+        )
+        .expect("zstd unpacks");
+        assert_eq!(fs::read(zdir.join("layer/hello")).expect("file"), b"world");
+        let _ = fs::remove_dir_all(zdir);
         let e = unpack_compressed(
             &b"not gzip"[..],
             Compression::Gzip,

@@ -581,6 +581,7 @@ fn a_result_envelope_fits_a_termination_message() {
         stdout: "y\n".repeat(10_000).into_bytes(),
         stderr: b"oops\n".to_vec(),
         truncated: false,
+        ..Default::default()
     };
     let enforcement = v1::Enforcement {
         layers: vec![v1::LayerStatus {

@@ -131,7 +131,7 @@ impl Starter {
             rauha_spec::RootSpec::Image { layers, .. } => layers,
             _ => Vec::new(),
         };
-        super::sandbox::apply_image_config(wire, &image.config, &image.name)?;
+        super::sandbox::apply_image_config(wire, &image.config, &image.name, &layers)?;
         let name = format!(
             "image-{}-{}",
             image.short_id(),
@@ -458,8 +458,16 @@ impl Processes for ProcessesService {
             return Err(DaemonError::OutputGone { id: record.id }.into());
         };
         let (out, err) = (p.stdout(), p.stderr());
+        let marks = |c: &crate::zone::output::Capture| -> Vec<v1::OutputMark> {
+            c.marks
+                .iter()
+                .map(|&(offset, time_ms)| v1::OutputMark { offset, time_ms })
+                .collect()
+        };
         Ok(Response::new(v1::LogsResponse {
             truncated: out.truncated() || err.truncated(),
+            stdout_marks: marks(&out),
+            stderr_marks: marks(&err),
             stdout: out.data,
             stderr: err.data,
         }))

@@ -36,8 +36,8 @@ impl SandboxService {
         let workspace = workspace(&req)?;
         let (root, image) = chosen_root(&self.images, &req.bundle, &req.image).await?;
         let mut wire = req.spec.clone().unwrap_or_default();
-        if let Some((image, _)) = &image {
-            apply_image_config(&mut wire, &image.config, &image.name)?;
+        if let (Some((image, _)), RootSpec::Image { layers, .. }) = (&image, &root) {
+            apply_image_config(&mut wire, &image.config, &image.name, layers)?;
         }
         let mut spec = process_spec("spec", &wire.args, &wire.env, &wire.cwd)?;
         if let Some(u) = &wire.user {
@@ -114,6 +114,7 @@ pub(super) fn apply_image_config(
     spec: &mut v1::ProcessSpec,
     config: &rauha_image::config::RunConfig,
     name: &str,
+    layers: &[rauha_spec::ImageLayer],
 ) -> Result<(), DaemonError> {
     spec.args = config.command(&spec.args);
     if spec.args.is_empty() {
@@ -127,42 +128,24 @@ pub(super) fn apply_image_config(
         spec.cwd = config.working_dir.clone();
     }
     if spec.user.is_none() && !config.user.is_empty() {
-        spec.user = Some(numeric_user(&config.user, name)?);
-    }
-    Ok(())
-}
-
-/// An image's `User` (`uid[:gid]`); names need the image's /etc/passwd,
-/// which rauha does not read from the host side.
-fn numeric_user(user: &str, image: &str) -> Result<v1::ProcessUser, DaemonError> {
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let uid: u32 = u.parse().map_err(|_| {
-        DaemonError::invalid(
-            "image",
-            format!(
-                "{image} runs as user {}, a name; rauha takes numeric users (uid[:gid]): run it with --user UID[:GID]",
-                quote(user)
-            ),
-        )
-    })?;
-    let gid: u32 = if g.is_empty() {
-        uid
-    } else {
-        g.parse().map_err(|_| {
+        // Names from the image's own /etc/passwd and /etc/group.
+        let paths: Vec<&std::path::Path> = layers
+            .iter()
+            .map(|l| std::path::Path::new(&l.path))
+            .collect();
+        let ids = rauha_image::users::resolve(&paths, &config.user).map_err(|why| {
             DaemonError::invalid(
                 "image",
-                format!(
-                    "{image} runs as group {}, a name; give --user UID:GID",
-                    quote(g)
-                ),
+                format!("{name} runs as user {}, which {why}", quote(&config.user)),
             )
-        })?
-    };
-    Ok(v1::ProcessUser {
-        uid,
-        gid,
-        groups: Vec::new(),
-    })
+        })?;
+        spec.user = Some(v1::ProcessUser {
+            uid: ids.uid,
+            gid: ids.gid,
+            groups: ids.groups,
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn workspace(req: &v1::SandboxRequest) -> Result<Option<WorkspaceRun>, DaemonError> {

@@ -591,7 +591,7 @@ impl ZoneRegistry {
                 let kept = capture
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(&data);
+                    .push_at(&data, Some(crate::events::now_ms()));
                 if let Some(spill) = p.spill.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
                     use std::io::Write;
                     let i = stream_index(stream);
