@@ -57,22 +57,36 @@ impl LayerFs for Scratch {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64), ImageError> {
-    let mut f =
-        fs::File::open(path).map_err(ImageError::io(format!("cannot read {}", path.display())))?;
-    let mut h = Sha256::new();
+/// Feeds the file at `path` to `each`, a piece at a time.
+fn read_pieces(
+    path: &Path,
+    what: &str,
+    mut each: impl FnMut(&[u8]) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    let mut f = fs::File::open(path).map_err(ImageError::io(format!(
+        "{what}: cannot read {}",
+        path.display()
+    )))?;
     let mut buf = vec![0u8; 256 << 10];
-    let mut n = 0u64;
     loop {
         let r = f
             .read(&mut buf)
             .map_err(ImageError::io(format!("cannot read {}", path.display())))?;
         if r == 0 {
-            break;
+            return Ok(());
         }
-        h.update(&buf[..r]);
-        n += r as u64;
+        each(&buf[..r])?;
     }
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64), ImageError> {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    read_pieces(path, "the archive", |piece| {
+        h.update(piece);
+        n += piece.len() as u64;
+        Ok(())
+    })?;
     Ok((format!("sha256:{}", hex::encode(h.finalize())), n))
 }
 
@@ -81,21 +95,8 @@ fn put_file(store: &Store, digest: &str, path: &Path, what: &str) -> Result<u64,
     if let Some(size) = store.blob_size(digest) {
         return Ok(size);
     }
-    let mut f = fs::File::open(path).map_err(ImageError::io(format!(
-        "{what}: cannot read {}",
-        path.display()
-    )))?;
     let mut ingest = store.ingest(digest, what)?;
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let r = f
-            .read(&mut buf)
-            .map_err(ImageError::io(format!("cannot read {}", path.display())))?;
-        if r == 0 {
-            break;
-        }
-        ingest.write(&buf[..r])?;
-    }
+    read_pieces(path, what, |piece| ingest.write(piece))?;
     ingest.commit()
 }
 
