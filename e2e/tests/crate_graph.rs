@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rauha-ebpf", &["rauha-spec"]),
     ("rauha-workspace", &["rauha-spec"]),
     ("rauha-image", &[]),
+    ("rauha-net", &["rauha-spec"]),
     ("rauha-backend", &["rauha-spec", "rauha-guest-agent"]),
     (
         "rauha-backend-linux",

@@ -12,6 +12,7 @@ pub mod enforcement;
 pub mod event;
 pub mod message;
 pub mod names;
+pub mod netrules;
 pub mod pod_security;
 pub mod policy;
 pub mod presets;

@@ -171,7 +171,9 @@ pub enum NetworkMode {
     Loopback,
     /// A network namespace with no interface up at all.
     None,
-    /// A veth on the node bridge (not supported by this version).
+    /// An address on the node's bridge (rauhad's `--bridge`), a veth of
+    /// its own, egress masqueraded and limited to `allowed_egress` and
+    /// `allowed_egress_domains`, names resolved by rauhad.
     Bridged,
     /// The network namespace named when the zone is created (a pod's,
     /// set up by CNI); egress is limited to `allowed_egress`.
@@ -186,6 +188,13 @@ pub struct NetworkSection {
     pub allowed_zones: Vec<String>,
     /// Egress destinations as `CIDR:port` (`0.0.0.0/0:443`).
     pub allowed_egress: Vec<String>,
+    /// Domains the zone may resolve (through rauhad's resolver only) and
+    /// then reach, for the answer's TTL: `pypi.org`, `*.pythonhosted.org:443`.
+    /// Bridged zones only.
+    pub allowed_egress_domains: Vec<String>,
+    /// Zone ports reachable from the host: `[HOST_IP:]HOST_PORT:ZONE_PORT[/tcp|udp]`,
+    /// on 127.0.0.1 unless an address is given. Bridged zones only.
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -586,11 +595,46 @@ impl Policy {
             }
         }
         let n = &self.network;
-        if n.mode == NetworkMode::Bridged {
-            return err("network.mode", "\"bridged\" is not supported by this version of rauha; use \"loopback\" or \"none\"".into());
+        let routed = matches!(n.mode, NetworkMode::Joined | NetworkMode::Bridged);
+        if !routed && !n.allowed_egress.is_empty() {
+            return err("network.allowed_egress", format!("lists destinations but network.mode = {:?} gives the zone no route out; remove allowed_egress or use mode = \"bridged\"", mode_name(n.mode)));
         }
-        if n.mode != NetworkMode::Joined && !n.allowed_egress.is_empty() {
-            return err("network.allowed_egress", format!("lists destinations but network.mode = {:?} gives the zone no route out; remove allowed_egress or use mode = \"joined\"", mode_name(n.mode)));
+        for (key, list) in [
+            ("network.allowed_egress_domains", &n.allowed_egress_domains),
+            ("network.publish", &n.publish),
+        ] {
+            if n.mode != NetworkMode::Bridged && !list.is_empty() {
+                let why = if n.mode == NetworkMode::Joined {
+                    "needs rauhad's bridge (its resolver and NAT), which a joined namespace (a pod's, made by CNI) does not reach"
+                } else {
+                    "needs a route out of the zone"
+                };
+                return err(key, format!("is set but network.mode = {:?}: it {why}; use mode = \"bridged\" or remove {}", mode_name(n.mode), &key["network.".len()..]));
+            }
+        }
+        for rule in &n.allowed_egress_domains {
+            if let Err(e) = crate::netrules::DomainRule::parse(rule) {
+                return err("network.allowed_egress_domains", e);
+            }
+        }
+        let mut published = std::collections::BTreeSet::new();
+        for text in &n.publish {
+            match crate::netrules::PortMapping::parse(text) {
+                Err(e) => return err("network.publish", e),
+                Ok(p) if !published.insert((p.host_ip, p.host_port, p.proto)) => {
+                    return err(
+                        "network.publish",
+                        format!(
+                            "{} publishes {}:{}/{} a second time; give each host port once",
+                            crate::message::quote(text),
+                            p.host_ip,
+                            p.host_port,
+                            p.proto.as_str()
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
         }
         for rule in &n.allowed_egress {
             if let Err(e) = crate::egress::EgressRule::parse(rule) {

@@ -16,7 +16,7 @@ fn empty_policy_takes_safe_defaults() {
 }
 
 #[test]
-fn seed_example_parses_except_its_bridged_network() {
+fn seed_example_parses_with_its_bridged_network() {
     let text = r#"
 [zone]
 name = "production"
@@ -33,10 +33,16 @@ pids_max = 512
 [filesystem]
 writable_paths = ["/data", "/tmp", "/var/log"]
 
+[network]
+mode = "bridged"
+allowed_zones = ["database", "cache"]
+allowed_egress = ["0.0.0.0/0:443"]
+
 [syscalls]
 deny = ["mount", "umount2", "pivot_root"]
 "#;
     let p = parse(text).expect("valid");
+    assert_eq!(p.network.mode, NetworkMode::Bridged);
     assert_eq!(p.resources.memory_limit, Some(4 << 30));
     assert_eq!(p.resources.pids_max, Some(512));
     assert_eq!(p.syscalls.deny.len(), 3);
@@ -87,12 +93,20 @@ fn bad_policies_give_exact_messages() {
             "p.toml:2: capabilities.allowed: \"CAP_FLY\" is not a Linux capability; use a name such as \"CAP_NET_BIND_SERVICE\"",
         ),
         (
-            "[network]\nmode = \"bridged\"\n",
-            "p.toml:2: network.mode: \"bridged\" is not supported by this version of rauha; use \"loopback\" or \"none\"",
+            "[network]\nallowed_egress = [\"0.0.0.0/0:443\"]\n",
+            "p.toml:2: network.allowed_egress: lists destinations but network.mode = \"loopback\" gives the zone no route out; remove allowed_egress or use mode = \"bridged\"",
         ),
         (
-            "[network]\nallowed_egress = [\"0.0.0.0/0:443\"]\n",
-            "p.toml:2: network.allowed_egress: lists destinations but network.mode = \"loopback\" gives the zone no route out; remove allowed_egress or use mode = \"joined\"",
+            "[network]\nmode = \"joined\"\nallowed_egress_domains = [\"pypi.org\"]\n",
+            "p.toml:3: network.allowed_egress_domains: is set but network.mode = \"joined\": it needs rauhad's bridge (its resolver and NAT), which a joined namespace (a pod's, made by CNI) does not reach; use mode = \"bridged\" or remove allowed_egress_domains",
+        ),
+        (
+            "[network]\nmode = \"bridged\"\nallowed_egress_domains = [\"pypi.*\"]\n",
+            "p.toml:3: network.allowed_egress_domains: \"pypi.*\" has a '*' that is not the whole first label; use NAME[:PORT] or *.NAME[:PORT], e.g. \"pypi.org:443\" or \"*.pythonhosted.org\"",
+        ),
+        (
+            "[network]\nmode = \"bridged\"\npublish = [\"8080:80\", \"127.0.0.1:8080:81\"]\n",
+            "p.toml:3: network.publish: \"127.0.0.1:8080:81\" publishes 127.0.0.1:8080/tcp a second time; give each host port once",
         ),
         (
             "[network]\nmode = \"joined\"\nallowed_egress = [\"10.0.0.0/40\"]\n",

@@ -1,0 +1,325 @@
+//! The real [`Links`]: rtnetlink, each call on a thread of its own with a
+//! small runtime, so that a namespace entered for one call is never the one
+//! of any other thread of rauhad.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::config::{BridgeConfig, HostRoute, Subnet};
+use crate::kernel::{Links, NetError};
+use crate::netns;
+
+pub struct Netlink;
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let what = what.into();
+    move |e| NetError::Netlink {
+        what,
+        detail: rauha_spec::message::one_line(&e.to_string()),
+    }
+}
+
+fn exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.to_io().raw_os_error() == Some(libc::EEXIST))
+}
+
+fn absent(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if matches!(m.to_io().raw_os_error(), Some(libc::ENODEV) | Some(libc::ENOENT)))
+}
+
+/// Runs `f` with a netlink handle, in the namespace at `netns` if given.
+fn with_handle<T, F, Fut>(netns: Option<PathBuf>, f: F) -> Result<T, NetError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, NetError>>,
+{
+    let body = move || -> Result<T, NetError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| NetError::io("cannot start a netlink runtime", e))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection()
+                .map_err(|e| NetError::io("cannot open a netlink socket", e))?;
+            let task = tokio::spawn(conn);
+            let out = f(handle).await;
+            task.abort();
+            out
+        })
+    };
+    match netns {
+        Some(path) => netns::run_in(&path.clone(), body).map_err(|e| {
+            NetError::io(format!("cannot enter the namespace {}", path.display()), e)
+        })?,
+        None => std::thread::spawn(body)
+            .join()
+            .map_err(|_| NetError::Config("the netlink thread panicked".into()))?,
+    }
+}
+
+async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(Some(link.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if absent(&e) => Ok(None),
+        Err(e) => Err(nl(format!("cannot look up the link {name}"))(e)),
+    }
+}
+
+fn name_of(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+async fn add_addr(
+    handle: &Handle,
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+    what: &str,
+) -> Result<(), NetError> {
+    match handle
+        .address()
+        .add(index, IpAddr::V4(addr), prefix)
+        .execute()
+        .await
+    {
+        Err(e) if !exists(&e) => Err(nl(what.to_string())(e)),
+        _ => Ok(()),
+    }
+}
+
+impl Links for Netlink {
+    fn ensure_bridge(&self, bridge: &BridgeConfig) -> Result<(), NetError> {
+        let b = bridge.clone();
+        with_handle(None, move |h| async move {
+            let name = b.name.as_str();
+            let msg = LinkBridge::new(name)
+                .mtu(b.mtu)
+                .nf_call_iptables(true)
+                .nf_call_ip6tables(true)
+                .build();
+            match h.link().add(msg).execute().await {
+                Err(e) if !exists(&e) => {
+                    return Err(nl(format!("cannot create the bridge {name}"))(e))
+                }
+                _ => {}
+            }
+            let index = index_of(&h, name).await?.ok_or_else(|| {
+                NetError::Config(format!("the bridge {name} vanished after its creation"))
+            })?;
+            // An existing bridge (rauhad restarted) gets the settings again.
+            let settings = LinkBridge::new(name)
+                .nf_call_iptables(true)
+                .nf_call_ip6tables(true)
+                .build();
+            let mut settings = settings;
+            settings.header.index = index;
+            h.link()
+                .set(settings)
+                .execute()
+                .await
+                .map_err(nl(format!("cannot set up the bridge {name}")))?;
+            add_addr(
+                &h,
+                index,
+                b.subnet.gateway(),
+                b.subnet.prefix,
+                &format!("cannot give the bridge {name} its address"),
+            )
+            .await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(index).mtu(b.mtu).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("cannot bring the bridge {name} up")))?;
+            Ok(())
+        })?;
+        // A published port reached at 127.0.0.1 is DNATed onto the bridge:
+        // the kernel routes a loopback source there only with this set (on
+        // this interface alone; the table drops anything from the zones to
+        // the host but DNS).
+        let knob = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", bridge.name);
+        std::fs::write(&knob, "1").map_err(|e| NetError::io(format!("cannot write {knob}"), e))?;
+        let fwd = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(fwd)
+            .map(|s| s.trim() != "1")
+            .unwrap_or(true)
+        {
+            std::fs::write(fwd, "1")
+                .map_err(|e| NetError::io(format!("cannot enable forwarding ({fwd})"), e))?;
+        }
+        Ok(())
+    }
+
+    fn attach(
+        &self,
+        bridge: &BridgeConfig,
+        veth: &str,
+        addr: Ipv4Addr,
+        netns_path: &Path,
+    ) -> Result<(), NetError> {
+        netns::create(netns_path).map_err(|e| {
+            NetError::io(
+                format!("cannot create the namespace {}", netns_path.display()),
+                e,
+            )
+        })?;
+        let ns = std::fs::File::open(netns_path)
+            .map_err(|e| NetError::io(format!("cannot open {}", netns_path.display()), e))?;
+        let (b, host, peer) = (bridge.clone(), veth.to_string(), format!("{veth}p"));
+        let peer2 = peer.clone();
+        with_handle(None, move |h| async move {
+            let what = format!("cannot create the veth {host}");
+            h.link()
+                .add(LinkVeth::new(&host, &peer).mtu(b.mtu).build())
+                .execute()
+                .await
+                .map_err(nl(what))?;
+            let br = index_of(&h, &b.name)
+                .await?
+                .ok_or_else(|| NetError::Config(format!("the bridge {} is gone", b.name)))?;
+            let hi = index_of(&h, &host)
+                .await?
+                .ok_or_else(|| NetError::Config(format!("the veth {host} vanished")))?;
+            let pi = index_of(&h, &peer)
+                .await?
+                .ok_or_else(|| NetError::Config(format!("the veth {peer} vanished")))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(pi)
+                        .setns_by_fd(ns.as_raw_fd())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl(format!("cannot move {peer} into the zone's namespace")))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(hi).controller(br).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("cannot put {host} on the bridge")))?;
+            Ok(())
+        })?;
+        let (gw, prefix) = (bridge.subnet.gateway(), bridge.subnet.prefix);
+        with_handle(Some(netns_path.to_path_buf()), move |h| async move {
+            let lo = index_of(&h, "lo")
+                .await?
+                .ok_or_else(|| NetError::Config("no loopback in the zone".into()))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(nl("cannot bring the zone's loopback up"))?;
+            let i = index_of(&h, &peer2)
+                .await?
+                .ok_or_else(|| NetError::Config(format!("{peer2} is not in the zone")))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(i).name("eth0".into()).build())
+                .execute()
+                .await
+                .map_err(nl("cannot name the zone's interface eth0"))?;
+            add_addr(&h, i, addr, prefix, "cannot give the zone its address").await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(i).up().build())
+                .execute()
+                .await
+                .map_err(nl("cannot bring eth0 up"))?;
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(i)
+                .build();
+            match h.route().add(route).execute().await {
+                Err(e) if !exists(&e) => Err(nl("cannot give the zone its default route")(e)),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn detach(&self, veth: &str, netns_path: &Path) -> Result<(), NetError> {
+        let host = veth.to_string();
+        with_handle(None, move |h| async move {
+            if let Some(i) = index_of(&h, &host).await? {
+                match h.link().del(i).execute().await {
+                    Err(e) if !absent(&e) => {
+                        return Err(nl(format!("cannot delete the veth {host}"))(e))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+        netns::remove(netns_path).map_err(|e| {
+            NetError::io(
+                format!("cannot remove the namespace {}", netns_path.display()),
+                e,
+            )
+        })
+    }
+
+    fn links_named(&self, prefix: &str) -> Result<Vec<String>, NetError> {
+        let prefix = prefix.to_string();
+        with_handle(None, move |h| async move {
+            let mut out = Vec::new();
+            let mut links = h.link().get().execute();
+            while let Some(link) = links.try_next().await.map_err(nl("cannot list links"))? {
+                if let Some(n) = name_of(&link).filter(|n| n.starts_with(&prefix)) {
+                    out.push(n.to_string());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn routes(&self) -> Result<Vec<HostRoute>, NetError> {
+        let text = std::fs::read_to_string("/proc/net/route")
+            .map_err(|e| NetError::io("cannot read /proc/net/route", e))?;
+        Ok(parse_proc_routes(&text))
+    }
+}
+
+/// `/proc/net/route`: interface, destination and mask in hex, little endian.
+pub fn parse_proc_routes(text: &str) -> Vec<HostRoute> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            let dest = Ipv4Addr::from(dest.to_ne_bytes());
+            let prefix = mask.count_ones() as u8;
+            Some(HostRoute {
+                net: Subnet::new(dest, prefix),
+                device: f[0].to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_routes_read_as_networks() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let r = parse_proc_routes(text);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].net.prefix, 0);
+        assert_eq!(r[1].net.to_string(), "192.0.2.0/24");
+        assert_eq!(r[1].device, "eth0");
+    }
+}
