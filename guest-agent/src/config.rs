@@ -47,6 +47,10 @@ pub struct ZoneConfig {
     pub loopback: bool,
     /// Join this network namespace (a path on nsfs) instead of a new one.
     pub netns: Option<String>,
+    /// A host file shown read-only at the zone's `/etc/resolv.conf` (a
+    /// bridged zone's: rauhad's resolver), where the root has that file.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
     /// Stay in the host's IPC namespace instead of a new one (a
     /// privileged pod's `hostIPC`).
     #[serde(default)]

@@ -79,6 +79,7 @@ pub fn run(config: ZoneConfig, userns: Option<Result<(OwnedFd, u32), String>>) -
         &config.root,
         config.workspace.as_ref(),
         config.containers_dir.as_deref(),
+        config.resolv_conf.as_deref(),
         &root,
         userns.as_ref().map(|(fd, base)| rootfs::Idmap {
             userns: fd.as_raw_fd(),

@@ -66,6 +66,7 @@ pub fn build(
     root_config: &RootConfig,
     workspace: Option<&WorkspaceMount>,
     containers: Option<&str>,
+    resolv_conf: Option<&str>,
     root: &Path,
     idmap: Option<Idmap>,
 ) -> io::Result<()> {
@@ -115,6 +116,7 @@ pub fn build(
                 }
             }
             common_mounts(root)?;
+            mount_resolv_conf(root, resolv_conf)?;
             mount_workspace(root, workspace, idmap)?;
             mask(root, denied)?;
             mount_containers(root, containers)?;
@@ -138,6 +140,7 @@ pub fn build(
                 )?,
             }
             common_mounts(root)?;
+            mount_resolv_conf(root, resolv_conf)?;
             let owner = idmap
                 .map(|m| format!(",uid={0},gid={0}", m.base))
                 .unwrap_or_default();
@@ -165,6 +168,7 @@ pub fn build(
             // zone's); Landlock holds writes to the policy's paths.
             mount_image(layers, Path::new(dir), root, idmap)?;
             common_mounts(root)?;
+            mount_resolv_conf(root, resolv_conf)?;
             mount_workspace(root, workspace, idmap)?;
             mask(root, denied)?;
             mount_containers(root, containers)?;
@@ -204,6 +208,19 @@ fn mount_image(layers: &[String], dir: &Path, root: &Path, idmap: Option<Idmap>)
     let mounted = mount("overlay", root, "overlay", RW, &options);
     std::env::set_current_dir("/").map_err(|e| context("cannot enter", Path::new("/"), e))?;
     mounted
+}
+
+/// The host's file (rauhad's, naming its resolver) over the root's
+/// `/etc/resolv.conf`, read-only: only where the root has that path as a
+/// regular file. A symlink there (the host's often points into /run) is
+/// never followed: the zone then keeps what its root says.
+fn mount_resolv_conf(root: &Path, file: Option<&str>) -> io::Result<()> {
+    let Some(file) = file else { return Ok(()) };
+    let target = root.join("etc/resolv.conf");
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_file() => bind(Path::new(file), &target, RO),
+        _ => Ok(()),
+    }
 }
 
 /// `/tmp`, `/proc` and `/dev`, the same in every zone.

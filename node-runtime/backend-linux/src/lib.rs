@@ -297,6 +297,7 @@ impl IsolationBackend for LinuxBackend {
                 root,
                 loopback: setup.policy.network.mode == NetworkMode::Loopback,
                 netns: setup.netns.clone(),
+                resolv_conf: setup.resolv_conf.clone(),
                 host_ipc: setup.policy.zone.host_ipc,
                 host_pid: setup.policy.zone.host_pid,
                 workspace,

@@ -40,6 +40,8 @@ pub struct ZoneSetup {
     pub workspace: Option<WorkspaceSpec>,
     /// A network namespace to join instead of a new one.
     pub netns: Option<String>,
+    /// A host file to show at the zone's `/etc/resolv.conf`.
+    pub resolv_conf: Option<String>,
     /// A cgroup path (from the hierarchy's root) to create the zone's in.
     pub cgroup_parent: Option<String>,
 }

@@ -94,6 +94,12 @@ pub enum DaemonError {
     Image(#[from] rauha_image::ImageError),
     #[error("image {image} is the root of zone(s) {zones}; delete them first, or remove with --force (they keep its layers until deleted)")]
     ImageInUse { image: String, zones: String },
+    #[error("bridged network: {0}")]
+    Network(#[from] rauha_net::NetError),
+    #[error(
+        "network.mode = \"bridged\" needs rauhad's bridge, which this rauhad does not run ({0})"
+    )]
+    NoBridge(String),
 }
 
 impl DaemonError {
@@ -165,7 +171,10 @@ impl From<DaemonError> for tonic::Status {
             | DaemonError::Secrets { .. }
             | DaemonError::UnknownBackend { .. }
             | DaemonError::ImageInUse { .. }
+            | DaemonError::NoBridge(_)
+            | DaemonError::Network(rauha_net::NetError::Full { .. })
             | DaemonError::PodPolicy { .. } => tonic::Status::failed_precondition(message),
+            DaemonError::Network(_) => tonic::Status::internal(message),
             DaemonError::Image(e) => {
                 use rauha_image::ImageError as I;
                 match e {

@@ -124,6 +124,29 @@ struct Args {
     /// this size (e.g. 20Gi); 0 = only on `rauha image prune`.
     #[arg(long, default_value = "0", value_parser = parse_size)]
     image_store_max: u64,
+    /// The bridge of bridged zones (made with the first of them); its
+    /// nftables table (family inet) has the same name.
+    #[arg(long, default_value = rauha_net::config::DEFAULT_BRIDGE)]
+    bridge: String,
+    /// The bridge's IPv4 subnet: the first address is the gateway (and the
+    /// zones' resolver), zones get the others. Must overlap no host route.
+    #[arg(long, default_value = rauha_net::config::DEFAULT_SUBNET)]
+    bridge_subnet: String,
+    #[arg(long, default_value_t = rauha_net::config::DEFAULT_MTU)]
+    bridge_mtu: u32,
+    /// A resolver the zones' names are forwarded to (ADDR or ADDR:PORT);
+    /// repeatable. Default: the host's, from /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]", value_parser = parse_upstream)]
+    dns_upstreams: Vec<std::net::SocketAddr>,
+}
+
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT (e.g. 10.0.0.53 or 10.0.0.53:5353)"))
 }
 
 /// A size such as 512Mi or 2Gi.
@@ -225,6 +248,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    // Before anything is made: a bridge subnet over a host route is refused.
+    let bridge = rauha_net::BridgeConfig::new(&args.bridge, &args.bridge_subnet, args.bridge_mtu)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let network = rauha_net::Network::new(
+        bridge,
+        Box::new(rauha_net::netlink::Netlink),
+        Box::new(rauha_net::nft::Nft),
+        &args.root.join("netns"),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let upstreams = if args.dns_upstreams.is_empty() {
+        rauha_net::resolver::upstreams_of(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        )
+    } else {
+        args.dns_upstreams.clone()
+    };
     let mut stdio_roots = args.stdio_roots.clone();
     if let Some(r) = stdio_roots.iter().find(|r| !r.is_absolute()) {
         bail!("--stdio-root {} must be an absolute directory", r.display());
@@ -324,7 +364,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         retention,
         secrets,
     );
+    registry.set_network(zone::network::NetCtx::new(network, upstreams));
     registry.recover().await.context("recovery")?;
+    registry.adopt_network().await.context("bridged network")?;
+    if let Err(e) = registry.sync_enforcement() {
+        tracing::error!(error = %e, "cannot bring the BPF maps in step with the network");
+    }
     registry
         .prune_tasks()
         .map_err(|e| anyhow::anyhow!("task retention: {e}"))?;

@@ -18,6 +18,8 @@ const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes"
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 /// Image records by name (`registry/repository:tag`).
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// Bridged zones' addresses: zone id -> IPv4 address.
+const LEASES: TableDefinition<&str, &str> = TableDefinition::new("net_leases");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -198,8 +200,65 @@ impl Store {
         txn.open_table(PROCESSES)?;
         txn.open_table(TASKS)?;
         txn.open_table(IMAGES)?;
+        txn.open_table(LEASES)?;
         txn.commit()?;
         Ok(Store { db })
+    }
+
+    /// The zone's address: its lease if it has one, else the one `pick`
+    /// chooses among the free ones, recorded in the same transaction (no
+    /// address is handed out twice). `None`: `pick` found none free.
+    pub fn lease_address(
+        &self,
+        zone: &Uuid,
+        pick: impl FnOnce(&std::collections::BTreeSet<std::net::Ipv4Addr>) -> Option<std::net::Ipv4Addr>,
+    ) -> Result<Option<std::net::Ipv4Addr>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let got = {
+            let mut table = txn.open_table(LEASES)?;
+            let key = zone.to_string();
+            if let Some(addr) = table
+                .get(key.as_str())?
+                .and_then(|v| v.value().parse().ok())
+            {
+                return Ok(Some(addr));
+            }
+            let mut held = std::collections::BTreeSet::new();
+            for item in table.iter()? {
+                let (_, v) = item?;
+                if let Ok(a) = v.value().parse() {
+                    held.insert(a);
+                }
+            }
+            let got = pick(&held);
+            if let Some(addr) = got {
+                table.insert(key.as_str(), addr.to_string().as_str())?;
+            }
+            got
+        };
+        txn.commit()?;
+        Ok(got)
+    }
+
+    pub fn release_address(&self, zone: &Uuid) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(LEASES)?.remove(zone.to_string().as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every lease: (zone id, address).
+    pub fn leases(&self) -> Result<Vec<(Uuid, std::net::Ipv4Addr)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            if let (Ok(id), Ok(addr)) = (k.value().parse(), v.value().parse()) {
+                out.push((id, addr));
+            }
+        }
+        Ok(out)
     }
 
     /// Records a new zone; fails if its name is taken.
@@ -237,6 +296,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             txn.open_table(ZONES)?.remove(id.to_string().as_str())?;
+            txn.open_table(LEASES)?.remove(id.to_string().as_str())?;
             let mut procs = txn.open_table(PROCESSES)?;
             let mut doomed = Vec::new();
             for item in procs.iter()? {

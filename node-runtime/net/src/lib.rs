@@ -23,3 +23,4 @@ pub mod nft;
 
 pub use kernel::{Firewall, Links, NetError};
 pub use network::{Member, Network};
+pub mod resolver;

@@ -85,14 +85,43 @@ impl Network {
         self.netns_dir.join(zone.to_string())
     }
 
+    /// The bridge, made once; at that moment the veths and namespaces of
+    /// this bridge that belong to no known zone (a crash's leftovers) go.
     fn ready(&self, st: &mut State) -> Result<(), NetError> {
-        if !st.bridge_ready {
-            std::fs::create_dir_all(&self.netns_dir).map_err(|e| {
-                NetError::io(format!("cannot create {}", self.netns_dir.display()), e)
-            })?;
-            self.links.ensure_bridge(&self.bridge)?;
-            st.bridge_ready = true;
+        if st.bridge_ready {
+            return Ok(());
         }
+        std::fs::create_dir_all(&self.netns_dir)
+            .map_err(|e| NetError::io(format!("cannot create {}", self.netns_dir.display()), e))?;
+        self.links.ensure_bridge(&self.bridge)?;
+        let keep: BTreeSet<String> = st
+            .zones
+            .values()
+            .map(|m| self.bridge.veth_name(m.net.addr))
+            .collect();
+        for name in self.links.links_named(&self.bridge.veth_prefix())? {
+            if !keep.contains(&name) {
+                tracing::info!(veth = %name, "removing a veth no zone has");
+                self.links.detach(&name, Path::new("/nonexistent"))?;
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir(&self.netns_dir) {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if st.zones.keys().any(|id| name.starts_with(&id.to_string())) {
+                    continue;
+                }
+                tracing::info!(netns = %name, "removing a network namespace no zone has");
+                if name.ends_with(".resolv.conf") {
+                    let _ = std::fs::remove_file(entry.path());
+                } else {
+                    crate::netns::remove(&entry.path()).map_err(|e| {
+                        NetError::io(format!("cannot remove {}", entry.path().display()), e)
+                    })?;
+                }
+            }
+        }
+        st.bridge_ready = true;
         Ok(())
     }
 
@@ -153,42 +182,17 @@ impl Network {
             .detach(&self.bridge.veth_name(addr), &self.netns_path(zone))
     }
 
-    /// At rauhad's start: the zones that survived. Their rules are rebuilt;
-    /// veths and namespaces of this bridge that belong to none of them are
-    /// removed. Without zones and without a bridge, nothing is touched.
+    /// At rauhad's start: the zones that survived. Their rules are rebuilt
+    /// and leftovers of this bridge removed. Without zones nothing is
+    /// touched (that waits for the first bridged zone): a rauhad that runs
+    /// no bridged zone never changes the host's network.
     pub fn adopt(&self, members: Vec<Member>) -> Result<(), NetError> {
-        let mut st = self.state();
-        let existing = self.links.links_named(&self.bridge.name)?;
-        if members.is_empty() && !existing.iter().any(|n| n == &self.bridge.name) {
+        if members.is_empty() {
             return Ok(());
         }
-        self.ready(&mut st)?;
+        let mut st = self.state();
         st.zones = members.into_iter().map(|m| (m.net.id, m)).collect();
-        let keep: BTreeSet<String> = st
-            .zones
-            .values()
-            .map(|m| self.bridge.veth_name(m.net.addr))
-            .collect();
-        for name in existing
-            .iter()
-            .filter(|n| n.starts_with(&self.bridge.veth_prefix()))
-        {
-            if !keep.contains(name) {
-                tracing::info!(veth = %name, "removing a veth no zone has");
-                self.links.detach(name, Path::new("/nonexistent"))?;
-            }
-        }
-        if let Ok(dir) = std::fs::read_dir(&self.netns_dir) {
-            for entry in dir.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !st.zones.keys().any(|id| id.to_string() == name) {
-                    tracing::info!(netns = %name, "removing a network namespace no zone has");
-                    crate::netns::remove(&entry.path()).map_err(|e| {
-                        NetError::io(format!("cannot remove {}", entry.path().display()), e)
-                    })?;
-                }
-            }
-        }
+        self.ready(&mut st)?;
         self.apply(&st)
     }
 
@@ -456,10 +460,15 @@ mod tests {
             "{links:?}"
         );
         let fresh = Arc::new(Kernel::default());
+        fresh
+            .links
+            .lock()
+            .unwrap()
+            .extend(["rt0".to_string(), "rt0.5".into()]);
         net(&fresh, "10.123.0.0/24").unwrap().adopt(vec![]).unwrap();
         assert!(
             fresh.log.lock().unwrap().is_empty() && fresh.docs.lock().unwrap().is_empty(),
-            "no zones, no bridge: untouched"
+            "no zones: untouched"
         );
     }
 

@@ -402,6 +402,7 @@ mod tests {
             root: RootSpec::HostView,
             workspace: None,
             netns: None,
+            resolv_conf: None,
             cgroup_parent: None,
         }
     }

@@ -117,16 +117,26 @@ impl ZoneRegistry {
             Err(StoreError::NameTaken(name)) => return Err(DaemonError::AlreadyExists(name)),
             Err(e) => return Err(e.into()),
         }
-        let setup = ZoneSetup {
-            id: record.id,
-            name: record.name.clone(),
-            policy: record.policy.clone(),
-            root: record.root.clone(),
-            workspace: record.workspace.clone(),
-            netns: record.netns.clone(),
-            cgroup_parent: record.cgroup_parent.clone(),
-        };
         let built = async {
+            // A bridged zone's namespace is made (and on the bridge) before
+            // the zone: its agent joins it as it would a pod's.
+            let mut resolv_conf = None;
+            if super::network::is_bridged(&record.policy) {
+                let (netns, resolv) = self.attach_network(&record).await?;
+                record.netns = Some(netns);
+                resolv_conf = Some(resolv);
+                self.store.put_zone(&record)?;
+            }
+            let setup = ZoneSetup {
+                id: record.id,
+                name: record.name.clone(),
+                policy: record.policy.clone(),
+                root: record.root.clone(),
+                workspace: record.workspace.clone(),
+                netns: record.netns.clone(),
+                resolv_conf,
+                cgroup_parent: record.cgroup_parent.clone(),
+            };
             let handle = backend.create_zone(&setup).await?;
             record.handle = Some(handle.clone());
             self.store.put_zone(&record)?;
@@ -145,6 +155,10 @@ impl ZoneRegistry {
                 .destroy_zone(record.id, record.handle.as_ref())
                 .await
                 .map_err(DaemonError::from);
+            let destroyed = match self.detach_network(&record).await {
+                Ok(()) => destroyed,
+                Err(e) => destroyed.and(Err(e)),
+            };
             self.take_live(&record.id);
             let removed = self
                 .store

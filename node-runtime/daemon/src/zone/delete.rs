@@ -39,6 +39,7 @@ impl ZoneRegistry {
         for p in self.running_in(&record.id) {
             self.finish_process(p.id, ProcessEnd::Lost);
         }
+        self.detach_network(&record).await?;
         let ids: Vec<_> = self
             .store
             .processes()?

@@ -22,6 +22,11 @@ impl ZoneRegistry {
     /// Gives the enforcement layers every zone that has kernel objects.
     pub fn sync_enforcement(&self) -> Result<(), DaemonError> {
         let zones = self.store.zones()?;
+        let leases = self.store.leases()?;
+        let policies: Vec<_> = zones
+            .iter()
+            .map(|z| self.enforced_policy(z, &leases, &zones))
+            .collect();
         for backend in self.backends.all() {
             let live: Vec<EnforceZone<'_>> = zones
                 .iter()
@@ -31,10 +36,11 @@ impl ZoneRegistry {
                         .is_ok_and(|b| std::sync::Arc::ptr_eq(b, backend))
                 })
                 .filter_map(|z| {
+                    let i = zones.iter().position(|o| o.id == z.id)?;
                     z.handle.as_ref().map(|handle| EnforceZone {
                         id: z.id,
                         name: &z.name,
-                        policy: &z.policy,
+                        policy: &policies[i],
                         handle,
                     })
                 })

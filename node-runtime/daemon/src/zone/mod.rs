@@ -6,6 +6,7 @@ mod create;
 mod delete;
 mod enforce;
 mod lifecycle;
+pub mod network;
 mod orphans;
 pub mod output;
 mod policy;
@@ -343,6 +344,8 @@ pub struct ZoneRegistry {
     denied: Mutex<HashMap<Uuid, Vec<rauha_spec::EnforcementEvent>>>,
     /// One lifecycle operation (create, delete) at a time per zone name.
     lifecycle: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The bridged network, once rauhad set it up (`set_network`).
+    network: std::sync::OnceLock<network::NetCtx>,
     me: Weak<ZoneRegistry>,
 }
 
@@ -406,6 +409,7 @@ impl ZoneRegistry {
             idle_since: Mutex::new(HashMap::new()),
             denied: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(HashMap::new()),
+            network: std::sync::OnceLock::new(),
             me: me.clone(),
         })
     }

@@ -292,6 +292,11 @@ impl ZoneRegistry {
             root: zone.root.clone(),
             workspace: zone.workspace.clone(),
             netns: zone.netns.clone(),
+            resolv_conf: self.network().and_then(|n| {
+                let f = n.netns_path(zone.id).with_extension("resolv.conf");
+                (super::network::is_bridged(&zone.policy) && f.is_file())
+                    .then(|| f.display().to_string())
+            }),
             cgroup_parent: zone.cgroup_parent.clone(),
         };
         let handle = backend.create_zone(&setup).await?;

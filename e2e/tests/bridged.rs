@@ -1,0 +1,582 @@
+//! Bridged zones: addresses on rauhad's bridge, the per-zone firewall,
+//! masquerade, published ports, the zones' resolver and egress by domain.
+//!
+//! Traffic goes only to the zones, to an "outside" namespace this test
+//! makes (behind a veth of its own), or to loopback. Each test has its own
+//! bridge and subnets (10.231.N.0/24 for zones, 10.232.N.0/24 outside),
+//! which overlap no route of these machines (their eth0 is 192.0.2.0/24);
+//! `subnets_are_free` checks that first.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rauha_e2e::{json, ready, text, Daemon};
+use rauha_net::dns;
+
+const NC: &str = "/bin/busybox";
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect(args[0])
+}
+
+fn ok(args: &[&str]) {
+    let out = sh(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+}
+
+/// The test's bridge and the "outside": removed on drop, after the daemon.
+struct Net {
+    n: u8,
+    outside: String,
+    servers: Vec<Child>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Net {
+    fn bridge(&self) -> String {
+        format!("rtb{}", self.n)
+    }
+    fn zone_net(&self) -> String {
+        format!("10.231.{}.0/24", self.n)
+    }
+    /// The outside's first and second address (its servers).
+    fn out(&self, host: u8) -> String {
+        format!("10.232.{}.{host}", self.n)
+    }
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--bridge".into(),
+            self.bridge(),
+            "--bridge-subnet".into(),
+            self.zone_net(),
+        ]
+    }
+
+    fn new(n: u8) -> Net {
+        subnets_are_free(n);
+        let outside = format!("rauha-e2e-out{n}-{}", std::process::id());
+        ok(&["ip", "netns", "add", &outside]);
+        let net = Net {
+            n,
+            outside,
+            servers: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let host_end = format!("rto{n}");
+        ok(&[
+            "ip",
+            "link",
+            "add",
+            &host_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &net.outside,
+        ]);
+        ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", net.out(1)),
+            "dev",
+            &host_end,
+        ]);
+        ok(&["ip", "link", "set", &host_end, "up"]);
+        for host in [2, 3] {
+            ok(&[
+                "ip",
+                "-n",
+                &net.outside,
+                "addr",
+                "add",
+                &format!("{}/24", net.out(host)),
+                "dev",
+                "eth0",
+            ]);
+        }
+        ok(&["ip", "-n", &net.outside, "link", "set", "eth0", "up"]);
+        ok(&["ip", "-n", &net.outside, "link", "set", "lo", "up"]);
+        ok(&[
+            "ip",
+            "-n",
+            &net.outside,
+            "route",
+            "add",
+            "default",
+            "via",
+            &net.out(1),
+        ]);
+        net
+    }
+
+    /// A TCP server in the outside on `port` that answers each connection
+    /// with the address it came from.
+    fn serve_peer_address(&mut self, port: u16) {
+        let prog = "import socket,sys\n\
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('0.0.0.0',int(sys.argv[1])));s.listen(64)\n\
+while True:\n c,a=s.accept();c.sendall((a[0]+'\\n').encode());c.close()\n";
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.outside,
+                "python3",
+                "-c",
+                prog,
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 server");
+        self.servers.push(child);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// A DNS server in the outside at `.3:53`: `allowed.test` is `.2`,
+    /// `other.test` is `.3`, both with a TTL of 2 s.
+    fn serve_dns(&self) {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.outside)).expect("netns");
+        let (a, b) = (self.out(2), self.out(3));
+        let stop = Arc::clone(&self.stop);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let sock = UdpSocket::bind(format!("{b}:53")).expect("dns bind");
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            tx.send(()).expect("ready");
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = dns::parse_query(&buf[..n]) else {
+                    continue;
+                };
+                let addr = match q.name.as_str() {
+                    "allowed.test" => Some(a.parse::<Ipv4Addr>().expect("ip")),
+                    "other.test" => Some(b.parse::<Ipv4Addr>().expect("ip")),
+                    _ => None,
+                };
+                let reply = match (addr, q.qtype) {
+                    (Some(ip), dns::TYPE_A) => dns::reply_addrs(&buf[..n], &q, &[ip.into()], 2),
+                    (Some(_), _) => dns::reply(&buf[..n], &q, dns::RCODE_NOERROR),
+                    (None, _) => dns::reply(&buf[..n], &q, dns::RCODE_NXDOMAIN),
+                };
+                let _ = sock.send_to(&reply, from);
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("dns server up");
+    }
+
+    /// What this bridge's table says now (`nft list table`), or "".
+    fn table(&self) -> String {
+        text(&sh(&["nft", "list", "table", "inet", &self.bridge()]).stdout)
+    }
+
+    fn veths(&self) -> Vec<String> {
+        let out = text(&sh(&["ip", "-br", "link"]).stdout);
+        let prefix = format!("{}.", self.bridge());
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&["ip", "netns", "del", &self.outside]);
+        let _ = sh(&["ip", "link", "del", &format!("rto{}", self.n)]);
+        let _ = sh(&["ip", "link", "del", &self.bridge()]);
+        let _ = sh(&["nft", "delete", "table", "inet", &self.bridge()]);
+    }
+}
+
+/// The test's subnets overlap no route of the host (and its bridge is not
+/// left from an earlier run).
+fn subnets_are_free(n: u8) {
+    let routes = text(&sh(&["ip", "-4", "route"]).stdout);
+    for prefix in [format!("10.231.{n}."), format!("10.232.{n}.")] {
+        assert!(
+            !routes.contains(&prefix)
+                && !routes.lines().any(|l| l.starts_with("10.0.0.0/8")
+                    || l.starts_with("10.231.0.0/16")
+                    || l.starts_with("10.232.0.0/16")),
+            "a host route covers {prefix}0/24; these tests need it free:\n{routes}"
+        );
+    }
+}
+
+fn daemon(net: &Net, extra: &[&str]) -> Daemon {
+    let mut d = Daemon::start();
+    d.kill9();
+    let mut args: Vec<String> = net.args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.spawn(&args);
+    d
+}
+
+fn policy(d: &Daemon, name: &str, body: &str) -> String {
+    let p = d.dir.join(format!("{name}.toml"));
+    std::fs::write(&p, format!("[network]\nmode = \"bridged\"\n{body}")).expect("policy");
+    p.display().to_string()
+}
+
+fn create(d: &Daemon, zone: &str, policy: &str) {
+    let out = d.cli(&["zone", "create", zone, "--policy", policy]);
+    assert!(out.status.success(), "create {zone}: {}", text(&out.stderr));
+}
+
+/// `busybox nc` from a zone to `host:port` (2 s timeout): what it read, or Err(stderr).
+fn connect(d: &Daemon, zone: &str, host: &str, port: u16) -> Result<String, String> {
+    let out = d.cli(&[
+        "exec",
+        zone,
+        "--",
+        NC,
+        "nc",
+        "-w",
+        "2",
+        host,
+        &port.to_string(),
+    ]);
+    if out.status.success() && !out.stdout.is_empty() {
+        Ok(text(&out.stdout).trim().to_string())
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// Starts `busybox nc` listening on `port` in a zone, answering `reply`.
+fn listen(d: &Daemon, zone: &str, port: u16, reply: &str) {
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        zone,
+        "--",
+        NC,
+        "nc",
+        "-ll",
+        "-p",
+        &port.to_string(),
+        "-e",
+        "echo",
+        reply,
+    ]);
+    assert!(
+        out.status.success(),
+        "listen in {zone}: {}",
+        text(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn address_of(d: &Daemon, zone: &str) -> String {
+    let out = d.cli(&["exec", zone, "--", "cat", "/proc/net/fib_trie"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The /32 host entry of eth0's address: "|-- 10.231.N.X" then "/32 host LOCAL".
+    let t = text(&out.stdout);
+    let lines: Vec<&str> = t.lines().collect();
+    for w in lines.windows(2) {
+        if w[1].contains("/32 host LOCAL") && w[0].contains("10.231.") {
+            return w[0].trim().trim_start_matches("|-- ").to_string();
+        }
+    }
+    panic!("no address in the zone: {t}");
+}
+
+#[test]
+fn zones_reach_each_other_only_as_allowed_zones_says() {
+    if !ready() {
+        return;
+    }
+    let net = Net::new(1);
+    let d = daemon(&net, &[]);
+    create(&d, "za", &policy(&d, "a", "allowed_zones = [\"zb\"]\n"));
+    let plain = policy(&d, "plain", "");
+    create(&d, "zb", &plain);
+    create(&d, "zc", &plain);
+    let (a, b, c) = (
+        address_of(&d, "za"),
+        address_of(&d, "zb"),
+        address_of(&d, "zc"),
+    );
+    assert!(a != b && b != c && a != c, "distinct: {a} {b} {c}");
+    for addr in [&a, &b, &c] {
+        assert!(
+            addr.starts_with("10.231.1.") && addr != "10.231.1.1",
+            "{addr} is a zone address of the subnet"
+        );
+    }
+    // Each reaches the gateway: its resolver answers (zb.rauha only for za).
+    let out = d.cli(&["exec", "za", "--", NC, "nslookup", "zb.rauha"]);
+    assert!(
+        text(&out.stdout).contains(&b),
+        "za resolves zb: {}",
+        text(&out.stdout)
+    );
+    let out = d.cli(&["exec", "zb", "--", NC, "nslookup", "za.rauha"]);
+    assert!(
+        text(&out.stdout).contains("NXDOMAIN") || text(&out.stderr).contains("NXDOMAIN"),
+        "zb may not reach za, so cannot resolve it: {}",
+        text(&out.stdout)
+    );
+    listen(&d, "za", 8081, "from-a");
+    listen(&d, "zb", 8080, "from-b");
+    assert_eq!(connect(&d, "za", &b, 8080).as_deref(), Ok("from-b"));
+    assert_eq!(connect(&d, "za", "zb.rauha", 8080).as_deref(), Ok("from-b"));
+    assert!(
+        connect(&d, "zb", &a, 8081).is_err(),
+        "zb may not connect to za"
+    );
+    assert!(connect(&d, "zc", &b, 8080).is_err(), "zc reaches neither");
+    assert!(connect(&d, "zc", &a, 8081).is_err(), "zc reaches neither");
+    // The table holds one chain per zone; zb's has no rule for za's address.
+    let table = net.table();
+    assert_eq!(table.matches("jump z_").count(), 3, "{table}");
+    drop(d);
+    assert!(
+        net.veths().is_empty(),
+        "zones deleted, veths gone: {:?}",
+        net.veths()
+    );
+}
+
+#[test]
+fn egress_leaves_through_masquerade_only_where_allowed() {
+    if !ready() {
+        return;
+    }
+    let mut net = Net::new(2);
+    net.serve_peer_address(8080);
+    net.serve_peer_address(9090);
+    let d = daemon(&net, &[]);
+    let p = policy(
+        &d,
+        "egress",
+        &format!("allowed_egress = [\"{}/32:8080\"]\n", net.out(2)),
+    );
+    create(&d, "ze", &p);
+    assert_eq!(
+        connect(&d, "ze", &net.out(2), 8080),
+        Ok(net.out(1)),
+        "the server sees the host's address (masquerade)"
+    );
+    assert!(connect(&d, "ze", &net.out(2), 9090).is_err(), "other port");
+    assert!(
+        connect(&d, "ze", &net.out(3), 8080).is_err(),
+        "other address"
+    );
+    // A task's result names the refused destination.
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--policy",
+        &p,
+        "--",
+        NC,
+        "nc",
+        "-w",
+        "2",
+        &net.out(2),
+        "9090",
+    ]);
+    let r = json(&out);
+    let events = r["enforcement_events"]
+        .as_array()
+        .expect("enforcement_events");
+    assert!(
+        events.iter().any(|e| e["target"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{}:9090", net.out(2)))),
+        "a deny event names the address: {events:?}"
+    );
+}
+
+#[test]
+fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
+    if !ready() {
+        return;
+    }
+    let mut net = Net::new(3);
+    net.serve_peer_address(8080);
+    net.serve_dns();
+    let upstream = format!("{}:53", net.out(3));
+    let d = daemon(&net, &["--dns-upstream", &upstream]);
+    let p = policy(&d, "dom", "allowed_egress_domains = [\"allowed.test\"]\n");
+    create(&d, "zd", &p);
+    create(&d, "zo", &p);
+    let (allowed, other) = (net.out(2), net.out(3));
+    assert_eq!(
+        connect(&d, "zd", "allowed.test", 8080),
+        Ok(net.out(1)),
+        "an allowed name is reached"
+    );
+    assert!(
+        connect(&d, "zd", "other.test", 8080).is_err(),
+        "a name not allowed is not resolved"
+    );
+    assert!(
+        connect(&d, "zd", &other, 8080).is_err(),
+        "nor its literal address"
+    );
+    assert!(
+        connect(&d, "zo", &allowed, 8080).is_err(),
+        "zd's answer admits nothing for zo"
+    );
+    let table = net.table();
+    assert!(
+        table.contains(&allowed),
+        "the grant is in zd's set: {table}"
+    );
+    // The answer's TTL is 2 s: after it, the literal address is refused...
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        connect(&d, "zd", &allowed, 8080).is_err(),
+        "expired with its TTL"
+    );
+    // ...until the name is resolved again.
+    assert_eq!(connect(&d, "zd", "allowed.test", 8080), Ok(net.out(1)));
+    // A zone that asks another resolver (the real one, at other.test's
+    // address, which it was not given) gets nothing.
+    let out = d.cli(&["exec", "zd", "--", NC, "nslookup", "allowed.test", &other]);
+    assert!(
+        !text(&out.stdout).contains(&format!("Address: {allowed}")),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_published_port_answers_on_the_host_until_the_zone_is_deleted() {
+    if !ready() {
+        return;
+    }
+    let net = Net::new(4);
+    let d = daemon(&net, &[]);
+    create(&d, "zp", &policy(&d, "pub", "publish = [\"28084:8080\"]\n"));
+    listen(&d, "zp", 8080, "published");
+    let host = || {
+        let out = sh(&[NC, "nc", "-w", "2", "127.0.0.1", "28084"]);
+        text(&out.stdout).trim().to_string()
+    };
+    assert_eq!(host(), "published");
+    let out = d.cli(&["zone", "delete", "--force", "zp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(host(), "", "no answer once the zone is gone");
+    assert!(!net.table().contains("28084"), "{}", net.table());
+}
+
+#[test]
+fn a_hundred_zones_leave_nothing_behind_and_a_restart_keeps_addresses() {
+    if !ready() {
+        return;
+    }
+    let net = Net::new(5);
+    let mut d = daemon(&net, &[]);
+    let p = policy(&d, "loop", "");
+    for i in 0..100 {
+        let name = format!("l{i}");
+        create(&d, &name, &p);
+        let out = d.cli(&["zone", "delete", &name]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert!(net.veths().is_empty(), "{:?}", net.veths());
+    assert_eq!(net.table().matches("jump z_").count(), 0, "{}", net.table());
+    let netns = d.root.join("netns");
+    let left: Vec<_> = std::fs::read_dir(&netns)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    // Addresses are reused: the next zone gets the subnet's first.
+    create(&d, "k0", &p);
+    assert_eq!(address_of(&d, "k0"), "10.231.5.2");
+    for i in 1..10 {
+        create(&d, &format!("k{i}"), &p);
+    }
+    let before: Vec<String> = (0..10).map(|i| address_of(&d, &format!("k{i}"))).collect();
+    d.kill9();
+    d.spawn(&net.args().iter().map(String::as_str).collect::<Vec<_>>());
+    let after: Vec<String> = (0..10).map(|i| address_of(&d, &format!("k{i}"))).collect();
+    assert_eq!(before, after, "zones keep their addresses");
+    let table = net.table();
+    assert_eq!(
+        table.matches("jump z_").count(),
+        10,
+        "rebuilt, nothing twice: {table}"
+    );
+    assert_eq!(net.veths().len(), 10);
+    create(&d, "k10", &p);
+    assert!(
+        !before.contains(&address_of(&d, "k10")),
+        "no address handed out twice"
+    );
+    listen(&d, "k1", 8080, "still");
+    let out = d.cli(&["exec", "k0", "--", NC, "nslookup", "k1.rauha"]);
+    assert!(
+        text(&out.stdout).contains("NXDOMAIN"),
+        "the resolver serves again: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_subnet_over_a_host_route_is_refused_at_start() {
+    if !ready() {
+        return;
+    }
+    // eth0's own network (or whichever route the host has first).
+    let routes = text(&sh(&["ip", "-4", "route"]).stdout);
+    let Some(route) = routes
+        .lines()
+        .find(|l| !l.starts_with("default"))
+        .and_then(|l| l.split_whitespace().next())
+    else {
+        panic!("the host has no route but the default one: {routes}");
+    };
+    let out = Command::new(rauha_e2e::bin_dir().join("rauhad"))
+        .args([
+            "--root",
+            "/nonexistent-rauha-root",
+            "--bridge",
+            "rtb9",
+            "--bridge-subnet",
+            route,
+        ])
+        .output()
+        .expect("rauhad");
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "--bridge-subnet {route} overlaps the host's route"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

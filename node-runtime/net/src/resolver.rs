@@ -1,0 +1,238 @@
+//! The zones' resolver, on the bridge's gateway address, port 53 (UDP).
+//!
+//! A zone resolves only what its policy names: `NAME.rauha` for a zone in
+//! its `allowed_zones`, and names matching its `allowed_egress_domains`,
+//! forwarded to the upstream resolvers. The addresses of such an answer are
+//! admitted for that zone alone, for the answer's TTL; authority and
+//! additional records are dropped. Every other name is REFUSED. Queries
+//! from an address that is no zone's are ignored.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use uuid::Uuid;
+
+use crate::dns::{self, Data};
+use crate::network::Network;
+
+/// The suffix under which zones find each other.
+pub const ZONE_SUFFIX: &str = "rauha";
+/// TTL of the answers rauhad gives itself.
+const OWN_TTL: u32 = 5;
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Told when a zone's grants changed (to update the other layers).
+pub type OnAdmit = Arc<dyn Fn(Uuid) + Send + Sync>;
+
+/// The upstream resolvers in a `resolv.conf` (port 53).
+pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .map(|a| SocketAddr::new(a, 53))
+        .collect()
+}
+
+/// The `resolv.conf` a bridged zone gets.
+pub fn zone_resolv_conf(gateway: Ipv4Addr) -> String {
+    format!("# written by rauhad: this zone resolves through rauhad only\nnameserver {gateway}\noptions ndots:0 attempts:2 timeout:2\n")
+}
+
+/// A UDP socket bound to `addr` even before the address exists on any
+/// interface (IP_FREEBIND): the resolver starts with rauhad, the bridge
+/// with the first bridged zone.
+pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: a new socket we own; setsockopt and bind with valid pointers.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = std::net::UdpSocket::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        if libc::setsockopt(
+            fd,
+            libc::SOL_IP,
+            libc::IP_FREEBIND,
+            (&one as *const libc::c_int).cast(),
+            4,
+        ) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        UdpSocket::from_std(sock)
+    }
+}
+
+pub struct Resolver {
+    pub net: Arc<Network>,
+    pub upstreams: Vec<SocketAddr>,
+    pub on_admit: OnAdmit,
+}
+
+impl Resolver {
+    /// Serves until the socket fails.
+    pub async fn serve(self: Arc<Self>, socket: UdpSocket) {
+        let socket = Arc::new(socket);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, "the zones' resolver stopped");
+                    return;
+                }
+            };
+            let query = buf[..n].to_vec();
+            let (me, socket) = (Arc::clone(&self), Arc::clone(&socket));
+            tokio::spawn(async move {
+                if let Some(reply) = me.answer(&query, from).await {
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            });
+        }
+    }
+
+    /// The reply to one query from `from`, or `None` to stay silent.
+    pub async fn answer(&self, query: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        let IpAddr::V4(src) = from.ip() else {
+            return None;
+        };
+        let zone = self.net.zone_at(src)?;
+        let q = dns::parse_query(query).ok()?;
+        if let Some(peer) = q
+            .name
+            .strip_suffix(ZONE_SUFFIX)
+            .and_then(|n| n.strip_suffix('.'))
+        {
+            return Some(match self.net.peer_for(&zone, peer) {
+                Some(addr) if q.qtype == dns::TYPE_A => {
+                    dns::reply_addrs(query, &q, &[IpAddr::V4(addr)], OWN_TTL)
+                }
+                Some(_) => dns::reply(query, &q, dns::RCODE_NOERROR),
+                None => dns::reply(query, &q, dns::RCODE_NXDOMAIN),
+            });
+        }
+        if !zone.domains.iter().any(|r| r.matches(&q.name)) {
+            tracing::info!(zone = %zone.net.name, name = %q.name, "refused a name not in the zone's allowed_egress_domains");
+            return Some(dns::reply(query, &q, dns::RCODE_REFUSED));
+        }
+        if q.qtype != dns::TYPE_A && q.qtype != dns::TYPE_AAAA {
+            return Some(dns::reply(query, &q, dns::RCODE_NOERROR));
+        }
+        let Some((raw, answers)) = self.forward(query, &q).await else {
+            return Some(dns::reply(query, &q, dns::RCODE_SERVFAIL));
+        };
+        let addrs: Vec<(IpAddr, u32)> = answers
+            .records
+            .iter()
+            .filter_map(|r| match r.data {
+                Data::Addr(a) => Some((a, r.ttl)),
+                _ => None,
+            })
+            .collect();
+        match self.net.admit(zone.net.id, &q.name, &addrs) {
+            Ok(true) => (self.on_admit)(zone.net.id),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(zone = %zone.net.name, error = %e, "cannot admit an answer's addresses");
+                return Some(dns::reply(query, &q, dns::RCODE_SERVFAIL));
+            }
+        }
+        Some(dns::answers_only(&raw, &answers, q.id))
+    }
+
+    /// Asks the upstreams in turn, from a fresh socket and with a fresh id.
+    async fn forward(&self, query: &[u8], q: &dns::Question) -> Option<(Vec<u8>, dns::Answers)> {
+        for upstream in &self.upstreams {
+            let bind: SocketAddr = if upstream.is_ipv4() {
+                "0.0.0.0:0".parse().ok()?
+            } else {
+                "[::]:0".parse().ok()?
+            };
+            let Ok(sock) = UdpSocket::bind(bind).await else {
+                continue;
+            };
+            let id: u16 = rand_id();
+            let mut ask = query.to_vec();
+            ask[0..2].copy_from_slice(&id.to_be_bytes());
+            if sock.send_to(&ask, upstream).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4096];
+            let got = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf).await.ok()?;
+                    if from != *upstream {
+                        continue;
+                    }
+                    let raw = buf[..n].to_vec();
+                    match dns::parse_response(&raw) {
+                        Ok(a)
+                            if a.question.id == id
+                                && a.question.name == q.name
+                                && a.question.qtype == q.qtype =>
+                        {
+                            return Some((raw, a));
+                        }
+                        _ => continue,
+                    }
+                }
+            })
+            .await;
+            if let Ok(Some(answer)) = got {
+                return Some(answer);
+            }
+            tracing::warn!(%upstream, name = %q.name, "no answer from the upstream resolver");
+        }
+        None
+    }
+}
+
+fn rand_id() -> u16 {
+    let b = Uuid::new_v4();
+    u16::from_be_bytes([b.as_bytes()[0], b.as_bytes()[1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_come_from_resolv_conf() {
+        let u =
+            upstreams_of("# x\nnameserver 10.0.0.53\nnameserver ::1\nsearch a\nnameserver junk\n");
+        assert_eq!(
+            u,
+            vec!["10.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+        assert!(zone_resolv_conf(Ipv4Addr::new(10, 89, 0, 1)).contains("nameserver 10.89.0.1\n"));
+    }
+}
