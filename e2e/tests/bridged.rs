@@ -479,17 +479,64 @@ fn a_published_port_answers_on_the_host_until_the_zone_is_deleted() {
     }
     let net = Net::new(4);
     let d = daemon(&net, &[]);
-    create(&d, "zp", &policy(&d, "pub", "publish = [\"28084:8080\"]\n"));
+    let bridged = policy(&d, "pub", "publish = [\"28084:8080\"]\n");
+    create(&d, "zp", &bridged);
     listen(&d, "zp", 8080, "published");
-    let host = || {
-        let out = sh(&[NC, "nc", "-w", "2", "127.0.0.1", "28084"]);
+    let host = |port: &str| {
+        let out = sh(&[NC, "nc", "-w", "2", "127.0.0.1", port]);
         text(&out.stdout).trim().to_string()
     };
-    assert_eq!(host(), "published");
+    assert_eq!(host("28084"), "published");
+    // The same from the command line, shown by `zone get`.
+    let plain = policy(&d, "plain", "");
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "zq",
+        "--policy",
+        &plain,
+        "--publish",
+        "28085:8080",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    listen(&d, "zq", 8080, "from-q");
+    assert_eq!(host("28085"), "from-q");
+    let got = json(&d.cli(&["zone", "get", "zq", "--json"]));
+    assert!(
+        got["address"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("10.231.4."),
+        "{got}"
+    );
+    assert_eq!(
+        got["published"],
+        serde_json::json!(["127.0.0.1:28085:8080/tcp"])
+    );
+    // A host port is one zone's; a zone that is not bridged publishes nothing.
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "zr",
+        "--policy",
+        &plain,
+        "-p",
+        "28084:9000",
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("publish: 127.0.0.1:28084:9000/tcp takes host port 28084/tcp, which zone zp publishes already"), "{err}");
+    let out = d.cli(&["zone", "create", "zs", "-p", "28086:80"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("publish: needs a bridged zone"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     let out = d.cli(&["zone", "delete", "--force", "zp"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(host(), "", "no answer once the zone is gone");
+    assert_eq!(host("28084"), "", "no answer once the zone is gone");
     assert!(!net.table().contains("28084"), "{}", net.table());
+    assert_eq!(host("28085"), "from-q", "the other zone's port stays");
 }
 
 #[test]

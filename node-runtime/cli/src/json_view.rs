@@ -62,6 +62,11 @@ pub struct ZoneView {
     pub workspace_repo: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_path: Option<String>,
+    /// A bridged zone's address and published ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<String>,
 }
 
 impl ZoneView {
@@ -80,6 +85,8 @@ impl ZoneView {
             ttl_remaining_ms: zone.ttl_remaining_ms,
             workspace_repo: non_empty(&zone.workspace_repo),
             workspace_path: non_empty(&zone.workspace_path),
+            address: non_empty(&zone.address),
+            published: zone.published.clone(),
         })
     }
 }

@@ -37,6 +37,11 @@ pub struct SandboxArgs {
     /// one; the policy's network.mode must be "joined".
     #[arg(long, value_name = "PATH")]
     netns: Option<String>,
+    /// Publish a port of the zone on the host: [HOST_IP:]HOST_PORT:ZONE_PORT[/tcp|udp]
+    /// (repeatable). On 127.0.0.1 unless a host address is given (docker's
+    /// -p publishes on every address). The policy must be bridged.
+    #[arg(long, short = 'p', value_name = "[HOST_IP:]HOST_PORT:ZONE_PORT")]
+    publish: Vec<String>,
     /// A policy TOML file or a preset (minimal, standard, strict)
     /// [default: standard].
     #[arg(long, value_name = "FILE|PRESET")]
@@ -130,6 +135,7 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
             .unwrap_or(0),
         keep_zone: args.keep_zone,
         netns: args.netns.clone().unwrap_or_default(),
+        publish: args.publish.clone(),
         repo_path: args
             .repo_path
             .as_deref()

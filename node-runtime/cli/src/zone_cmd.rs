@@ -37,6 +37,11 @@ pub enum ZoneCommand {
         /// new one; the policy's network.mode must be "joined".
         #[arg(long, value_name = "PATH")]
         netns: Option<String>,
+        /// Publish a port of the zone on the host: [HOST_IP:]HOST_PORT:ZONE_PORT[/tcp|udp]
+        /// (repeatable). On 127.0.0.1 unless a host address is given (docker's
+        /// -p publishes on every address). The policy must be bridged.
+        #[arg(long, short = 'p', value_name = "[HOST_IP:]HOST_PORT:ZONE_PORT")]
+        publish: Vec<String>,
         /// Create the zone's cgroup in this cgroup (a path from the root of
         /// the hierarchy, e.g. /kubepods/burstable/pod<uid>) instead of
         /// rauhad's.
@@ -123,6 +128,7 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
             pull,
             netns,
             cgroup_parent,
+            publish,
             json,
             ..
         } => {
@@ -137,6 +143,7 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
                 image: image.unwrap_or_default(),
                 netns: netns.unwrap_or_default(),
                 cgroup_parent: cgroup_parent.unwrap_or_default(),
+                publish,
             };
             let zone = zones.create(request).await?.into_inner();
             print_zone(&zone, json)?;
@@ -320,6 +327,12 @@ fn print_zone_detail(z: &v1::Zone) -> anyhow::Result<()> {
         table.row(["task", &z.task_id]);
     }
     table.row(["processes", &z.running_processes.to_string()]);
+    if !z.address.is_empty() {
+        table.row(["address", &z.address]);
+    }
+    if !z.published.is_empty() {
+        table.row(["published".to_string(), z.published.join(", ")]);
+    }
     table.row([
         "enforcement".to_string(),
         enforcement_cell(z.enforcement.as_ref()),

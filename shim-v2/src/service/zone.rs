@@ -24,6 +24,7 @@ impl Service {
                 cgroup_parent: convert::cgroup_parent(spec, &self.inner.namespace)
                     .unwrap_or_default(),
                 image: String::new(),
+                publish: Vec::new(),
             })
             .await;
         match created {

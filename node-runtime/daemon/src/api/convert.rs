@@ -39,6 +39,8 @@ pub fn zone(z: &ZoneRecord, running: usize, enforcement: &rauha_spec::Enforcemen
             .as_ref()
             .map(|w| w.target.clone())
             .unwrap_or_default(),
+        address: String::new(),
+        published: Vec::new(),
     }
 }
 

@@ -25,6 +25,10 @@ impl ZonesService {
             &self.registry.enforcement_of(z),
         );
         wire.ttl_remaining_ms = self.registry.ttl_remaining_ms(z);
+        if let Some((addr, published)) = self.registry.network_of(z) {
+            wire.address = addr.to_string();
+            wire.published = published;
+        }
         wire
     }
 }
@@ -84,6 +88,7 @@ impl Zones for ZonesService {
         let policy = self
             .registry
             .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;
+        let policy = ZoneRegistry::with_publish(policy, &req.publish)?;
         let record = self
             .registry
             .create_zone(NewZone {

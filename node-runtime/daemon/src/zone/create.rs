@@ -122,6 +122,7 @@ impl ZoneRegistry {
             // the zone: its agent joins it as it would a pod's.
             let mut resolv_conf = None;
             if super::network::is_bridged(&record.policy) {
+                self.check_published(&record)?;
                 let (netns, resolv) = self.attach_network(&record).await?;
                 record.netns = Some(netns);
                 resolv_conf = Some(resolv);

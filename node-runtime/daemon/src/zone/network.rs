@@ -279,6 +279,76 @@ impl ZoneRegistry {
             .into_iter()
             .find(|(id, _)| *id == zone.id)?
             .1;
-        Some((addr, zone.policy.network.publish.clone()))
+        let published = zone
+            .policy
+            .network
+            .publish
+            .iter()
+            .filter_map(|p| PortMapping::parse(p).ok())
+            .map(|p| p.to_string())
+            .collect();
+        Some((addr, published))
+    }
+
+    /// A request's `--publish` ports added to its policy's: each parsed,
+    /// and only for a bridged zone.
+    pub fn with_publish(mut policy: Policy, publish: &[String]) -> Result<Policy, DaemonError> {
+        if publish.is_empty() {
+            return Ok(policy);
+        }
+        if !is_bridged(&policy) {
+            return Err(DaemonError::invalid(
+                "publish",
+                "needs a bridged zone, and the policy's network.mode is not \"bridged\"; use a policy with [network] mode = \"bridged\"",
+            ));
+        }
+        for p in publish {
+            PortMapping::parse(p).map_err(|e| DaemonError::invalid("publish", e))?;
+            policy.network.publish.push(p.clone());
+        }
+        policy
+            .validate()
+            .map_err(|(_, message)| DaemonError::invalid("publish", message))?;
+        Ok(policy)
+    }
+
+    /// Refuses a host port another zone publishes already.
+    pub(crate) fn check_published(&self, record: &ZoneRecord) -> Result<(), DaemonError> {
+        let mine: Vec<PortMapping> = record
+            .policy
+            .network
+            .publish
+            .iter()
+            .filter_map(|p| PortMapping::parse(p).ok())
+            .collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        for other in self
+            .store
+            .zones()?
+            .iter()
+            .filter(|z| z.id != record.id && is_bridged(&z.policy))
+        {
+            for text in &other.policy.network.publish {
+                let Ok(theirs) = PortMapping::parse(text) else {
+                    continue;
+                };
+                let clash = mine.iter().find(|m| {
+                    m.host_port == theirs.host_port
+                        && m.proto == theirs.proto
+                        && (m.host_ip == theirs.host_ip
+                            || m.host_ip.is_unspecified()
+                            || theirs.host_ip.is_unspecified())
+                });
+                if let Some(m) = clash {
+                    return Err(DaemonError::invalid(
+                        "publish",
+                        format!("{m} takes host port {}/{}, which zone {} publishes already; choose another host port", m.host_port, m.proto.as_str(), other.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
