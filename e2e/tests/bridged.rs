@@ -358,6 +358,12 @@ fn zones_reach_each_other_only_as_allowed_zones_says() {
     // The table holds one chain per zone; zb's has no rule for za's address.
     let table = net.table();
     assert_eq!(table.matches("jump z_").count(), 3, "{table}");
+    // A policy update opens zb -> za in place.
+    let opened = policy(&d, "b2", "allowed_zones = [\"za\"]\n");
+    let out = d.cli(&["zone", "update", "zb", "--policy", &opened]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(connect(&d, "zb", &a, 8081).as_deref(), Ok("from-a"));
+    assert!(connect(&d, "zc", &a, 8081).is_err(), "zc still reaches neither");
     drop(d);
     assert!(
         net.veths().is_empty(),

@@ -196,6 +196,21 @@ impl Network {
         self.apply(&st)
     }
 
+    /// A zone's new policy (same address): its rules rebuilt; what its
+    /// names resolved to is forgotten (the names may be gone).
+    pub fn update(&self, member: Member) -> Result<(), NetError> {
+        let mut st = self.state();
+        if !st.zones.contains_key(&member.net.id) {
+            return Err(NetError::Config(format!(
+                "zone {} is not on the bridge",
+                member.net.name
+            )));
+        }
+        st.admitted.forget(member.net.id);
+        st.zones.insert(member.net.id, member);
+        self.apply(&st)
+    }
+
     /// The zone whose address is `addr`.
     pub fn zone_at(&self, addr: Ipv4Addr) -> Option<Member> {
         self.state()

@@ -133,6 +133,28 @@ impl ZoneRegistry {
         }
     }
 
+    /// A bridged zone's rules after a policy update.
+    pub(crate) async fn renew_network(&self, record: &ZoneRecord) -> Result<(), DaemonError> {
+        let ctx = self
+            .network
+            .get()
+            .ok_or_else(|| DaemonError::NoBridge("started without a network".into()))?;
+        let Some((_, addr)) = self
+            .store
+            .leases()?
+            .into_iter()
+            .find(|(id, _)| *id == record.id)
+        else {
+            return Err(DaemonError::NoBridge(format!(
+                "zone {} has no address",
+                record.name
+            )));
+        };
+        let m = member(record.id, &record.name, &record.policy, addr);
+        let net = Arc::clone(&ctx.net);
+        blocking(move || net.update(m)).await
+    }
+
     /// Takes the zone off the bridge and gives its address back.
     pub(crate) async fn detach_network(&self, record: &ZoneRecord) -> Result<(), DaemonError> {
         let (Some(ctx), true) = (self.network.get(), is_bridged(&record.policy)) else {

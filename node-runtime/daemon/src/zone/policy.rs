@@ -100,6 +100,12 @@ impl ZoneRegistry {
                 "cannot change while the zone runs (its root is already built); create a new zone",
             ));
         }
+        if super::network::is_bridged(&policy) {
+            let mut next = record.clone();
+            next.policy = policy.clone();
+            self.check_published(&next)?;
+            self.renew_network(&next).await?;
+        }
         let backend = self.backends.of(&record)?;
         backend.update_limits(record.id, &policy)?;
         live.link
