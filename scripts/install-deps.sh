@@ -10,15 +10,16 @@ set -euo pipefail
 # disk-limited filesystem, at run time as well. etcd-server, openssl and
 # iptables run the one-node Kubernetes cluster (scripts/cluster.sh).
 # apache2-utils (htpasswd) gives the image tests' registry a password; tmux
-# drives the interactive tests as a person's terminal.
+# drives the interactive tests as a person's terminal. nftables (nft) applies
+# bridged zones' rules (rauhad, at run time as well).
 # python3-pip installs grpcio for the stock-client test (below).
 need=(build-essential pkg-config protobuf-compiler procps util-linux coreutils iproute2 busybox-static e2fsprogs
   python3 python3-pip
   clang llvm libbpf-dev bpftool
   containerd skopeo umoci docker-registry containernetworking-plugins apache2-utils tmux
-  etcd-server openssl iptables)
+  etcd-server openssl iptables nftables)
 if [ "${RAUHA_BENCH_DEPS:-0}" = 1 ]; then
-  need+=(bubblewrap runc)
+  need+=(bubblewrap runc iperf3)
 fi
 missing=()
 for p in "${need[@]}"; do

@@ -345,6 +345,27 @@ fn zones_reach_each_other_only_as_allowed_zones_says() {
         "zb may not reach za, so cannot resolve it: {}",
         text(&out.stdout)
     );
+    // The same over TCP (a client's retry after a truncated answer).
+    let query: String = dns::query(7, "zb.rauha", dns::TYPE_A)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let prog = format!(
+        "import socket,struct\ns=socket.create_connection(('10.231.1.1',53),3)\nq=bytes.fromhex('{query}')\n\
+s.sendall(struct.pack('>H',len(q))+q)\nn=struct.unpack('>H',s.recv(2))[0]\nprint(s.recv(n).hex())"
+    );
+    let out = d.cli(&["exec", "za", "--", "python3", "-c", &prog]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hex = text(&out.stdout);
+    let bytes: Vec<u8> = (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).expect("hex"))
+        .collect();
+    let answer = dns::parse_response(&bytes).expect("a DNS answer");
+    assert_eq!(
+        answer.records[0].data,
+        dns::Data::Addr(b.parse::<std::net::IpAddr>().expect("ip"))
+    );
     listen(&d, "za", 8081, "from-a");
     listen(&d, "zb", 8080, "from-b");
     assert_eq!(connect(&d, "za", &b, 8080).as_deref(), Ok("from-b"));
@@ -363,7 +384,10 @@ fn zones_reach_each_other_only_as_allowed_zones_says() {
     let out = d.cli(&["zone", "update", "zb", "--policy", &opened]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(connect(&d, "zb", &a, 8081).as_deref(), Ok("from-a"));
-    assert!(connect(&d, "zc", &a, 8081).is_err(), "zc still reaches neither");
+    assert!(
+        connect(&d, "zc", &a, 8081).is_err(),
+        "zc still reaches neither"
+    );
     drop(d);
     assert!(
         net.veths().is_empty(),
@@ -468,6 +492,22 @@ fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
     );
     // ...until the name is resolved again.
     assert_eq!(connect(&d, "zd", "allowed.test", 8080), Ok(net.out(1)));
+    // A task's deny event says which name an address came from.
+    let script =
+        format!("{NC} nc -w 2 allowed.test 8080; sleep 3.5; {NC} nc -w 2 {allowed} 8080; true");
+    let r = json(&d.cli(&[
+        "sandbox", "--json", "--policy", &p, "--", "/bin/sh", "-c", &script,
+    ]));
+    let events = r["enforcement_events"]
+        .as_array()
+        .expect("enforcement_events");
+    assert!(
+        events.iter().any(|e| e["target"]
+            .as_str()
+            .unwrap_or("")
+            .contains("(allowed.test, expired: resolve it again)")),
+        "{events:?}"
+    );
     // A zone that asks another resolver (the real one, at other.test's
     // address, which it was not given) gets nothing.
     let out = d.cli(&["exec", "zd", "--", NC, "nslookup", "allowed.test", &other]);

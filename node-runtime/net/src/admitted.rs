@@ -31,6 +31,19 @@ impl Grant {
 #[derive(Debug, Default)]
 pub struct Admitted {
     zones: BTreeMap<Uuid, BTreeMap<IpAddr, Grant>>,
+    /// Names of expired grants, so that a later denial can say which name
+    /// the address came from (and that it expired): at most RECENT_MAX.
+    expired: BTreeMap<(Uuid, IpAddr), String>,
+}
+
+/// Expired grants remembered for naming denials.
+const RECENT_MAX: usize = 4096;
+
+/// What a zone knows of an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known<'a> {
+    Admitted(&'a str),
+    Expired(&'a str),
 }
 
 /// What an admission changed.
@@ -105,13 +118,30 @@ impl Admitted {
             grants.retain(|addr, g| {
                 let keep = g.until_ms > now_ms;
                 if !keep {
-                    gone.push((*zone, *addr));
+                    gone.push((*zone, *addr, g.name.clone()));
                 }
                 keep
             });
         }
         self.zones.retain(|_, g| !g.is_empty());
-        gone
+        for (zone, addr, name) in &gone {
+            if self.expired.len() >= RECENT_MAX {
+                self.expired.pop_first();
+            }
+            self.expired.insert((*zone, *addr), name.clone());
+        }
+        gone.into_iter().map(|(z, a, _)| (z, a)).collect()
+    }
+
+    /// The name `addr` came from for `zone`: admitted now, or expired.
+    pub fn known(&self, zone: Uuid, addr: IpAddr, now_ms: u64) -> Option<Known<'_>> {
+        self.name_of(zone, addr, now_ms)
+            .map(Known::Admitted)
+            .or_else(|| {
+                self.expired
+                    .get(&(zone, addr))
+                    .map(|n| Known::Expired(n.as_str()))
+            })
     }
 
     /// The zone's live grants.
@@ -132,6 +162,7 @@ impl Admitted {
 
     pub fn forget(&mut self, zone: Uuid) {
         self.zones.remove(&zone);
+        self.expired.retain(|(z, _), _| *z != zone);
     }
 
     /// The earliest expiry, to wake up for.
@@ -179,6 +210,11 @@ mod tests {
         assert!(adm.expire(6999).is_empty());
         assert_eq!(adm.expire(7000), vec![(a, ip(1))]);
         assert_eq!(adm.name_of(a, ip(1), 7000), None);
+        assert_eq!(
+            adm.known(a, ip(1), 7000),
+            Some(Known::Expired("allowed.test"))
+        );
+        assert_eq!(adm.known(b, ip(1), 7000), None);
         assert_eq!(adm.next_expiry(), None);
     }
 

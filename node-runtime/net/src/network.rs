@@ -302,6 +302,18 @@ impl Network {
             .map(str::to_string)
     }
 
+    /// How a denied destination relates to the zone's names, for its deny
+    /// event: ` (allowed.test)` or ` (allowed.test, expired: resolve it again)`.
+    pub fn describe(&self, zone: Uuid, addr: IpAddr) -> String {
+        use crate::admitted::Known;
+        let st = self.state();
+        match st.admitted.known(zone, addr, self.now_ms()) {
+            Some(Known::Admitted(n)) => format!(" ({n})"),
+            Some(Known::Expired(n)) => format!(" ({n}, expired: resolve it again)"),
+            None => String::new(),
+        }
+    }
+
     /// The members, by id.
     pub fn members(&self) -> Vec<Member> {
         self.state().zones.values().cloned().collect()

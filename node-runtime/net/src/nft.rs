@@ -10,6 +10,15 @@ pub struct Nft;
 
 impl Firewall for Nft {
     fn apply(&self, doc: &Value) -> Result<(), NetError> {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("nft").is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Err(NetError::Nft(
+                "the nft command is not installed; install nftables (apt-get install nftables)"
+                    .into(),
+            ));
+        }
         let typed: nftables::schema::Nftables = serde_json::from_value(doc.clone())
             .map_err(|e| NetError::Nft(format!("not nft's schema: {e}")))?;
         nftables::helper::apply_ruleset(&typed)

@@ -8,7 +8,6 @@
 //! from an address that is no zone's are ignored.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,35 +41,47 @@ pub fn zone_resolv_conf(gateway: Ipv4Addr) -> String {
     format!("# written by rauhad: this zone resolves through rauhad only\nnameserver {gateway}\noptions ndots:0 attempts:2 timeout:2\n")
 }
 
-/// A UDP socket bound to `addr` even before the address exists on any
-/// interface (IP_FREEBIND): the resolver starts with rauhad, the bridge
-/// with the first bridged zone.
-pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// A socket bound to `addr` even before the address exists on any
+/// interface (IP_FREEBIND): the resolver starts with the first bridged zone,
+/// and a restarted rauhad binds before it rebuilt the bridge.
+fn bind_freebind(addr: SocketAddr, kind: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
     let SocketAddr::V4(v4) = addr else {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     };
-    // SAFETY: a new socket we own; setsockopt and bind with valid pointers.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
         }
-        let sock = std::net::UdpSocket::from_raw_fd(fd);
+    };
+    // SAFETY: a new socket we own (closed on error by OwnedFd); setsockopt
+    // and bind with valid pointers and sizes.
+    unsafe {
+        let fd = std::os::fd::OwnedFd::from_raw_fd(check(libc::socket(
+            libc::AF_INET,
+            kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        ))?);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let one: libc::c_int = 1;
-        if libc::setsockopt(
-            fd,
-            libc::SOL_IP,
-            libc::IP_FREEBIND,
+        for opt in [libc::IP_FREEBIND] {
+            check(libc::setsockopt(
+                raw,
+                libc::SOL_IP,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                4,
+            ))?;
+        }
+        check(libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
             (&one as *const libc::c_int).cast(),
             4,
-        ) < 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        ))?;
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: v4.port().to_be(),
@@ -79,16 +90,29 @@ pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
             },
             sin_zero: [0; 8],
         };
-        if libc::bind(
-            fd,
+        check(libc::bind(
+            raw,
             (&sa as *const libc::sockaddr_in).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as u32,
-        ) < 0
-        {
-            return Err(std::io::Error::last_os_error());
+        ))?;
+        if kind == libc::SOCK_STREAM {
+            check(libc::listen(raw, 64))?;
         }
-        UdpSocket::from_std(sock)
+        Ok(fd)
     }
+}
+
+/// The resolver's UDP socket and TCP listener on `addr`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, tokio::net::TcpListener)> {
+    let udp = UdpSocket::from_std(std::net::UdpSocket::from(bind_freebind(
+        addr,
+        libc::SOCK_DGRAM,
+    )?))?;
+    let tcp = tokio::net::TcpListener::from_std(std::net::TcpListener::from(bind_freebind(
+        addr,
+        libc::SOCK_STREAM,
+    )?))?;
+    Ok((udp, tcp))
 }
 
 pub struct Resolver {
@@ -115,6 +139,45 @@ impl Resolver {
             tokio::spawn(async move {
                 if let Some(reply) = me.answer(&query, from).await {
                     let _ = socket.send_to(&reply, from).await;
+                }
+            });
+        }
+    }
+
+    /// Serves DNS over TCP (a client's retry after a truncated answer):
+    /// each message after its two-byte length, as RFC 1035 frames them.
+    pub async fn serve_tcp(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut conn, from) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the zones' resolver (TCP) cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                // A few queries per connection, each within the timeout.
+                for _ in 0..16 {
+                    let read = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, async {
+                        let len = conn.read_u16().await.ok()? as usize;
+                        let mut query = vec![0u8; len];
+                        conn.read_exact(&mut query).await.ok()?;
+                        Some(query)
+                    })
+                    .await;
+                    let Ok(Some(query)) = read else { return };
+                    let Some(reply) = me.answer(&query, from).await else {
+                        return;
+                    };
+                    let Ok(len) = u16::try_from(reply.len()) else {
+                        return;
+                    };
+                    if conn.write_u16(len).await.is_err() || conn.write_all(&reply).await.is_err() {
+                        return;
+                    }
                 }
             });
         }

@@ -68,9 +68,18 @@ impl ZoneRegistry {
                 tracing::warn!(zone = d.zone, hook = %d.hook, "denial in a zone rauhad does not know");
                 continue;
             };
-            let other = by_index(d.target_zone)
+            let mut other = by_index(d.target_zone)
                 .map(|z| format!(" (zone {})", z.name))
                 .unwrap_or_default();
+            // A bridged zone's destination: the name it came from, if any.
+            if let (Some(net), Ok(to)) = (
+                self.network(),
+                d.target.to_string().parse::<std::net::SocketAddr>(),
+            ) {
+                if other.is_empty() && super::network::is_bridged(&zone.policy) {
+                    other = net.describe(zone.id, to.ip());
+                }
+            }
             let event = EnforcementEvent {
                 time_ms: now_ms(),
                 zone_id: zone.id,

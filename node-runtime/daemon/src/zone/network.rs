@@ -215,7 +215,7 @@ impl ZoneRegistry {
             return Ok(());
         }
         let at = SocketAddr::new(ctx.net.bridge().subnet.gateway().into(), 53);
-        let socket = rauha_net::resolver::bind_freebind(at).map_err(|e| {
+        let (socket, tcp) = rauha_net::resolver::bind(at).map_err(|e| {
             NetError::io(format!("cannot serve the zones' DNS on {at} (is another rauhad using this bridge? give each its own --bridge)"), e)
         })?;
         let me = self.me.clone();
@@ -230,6 +230,7 @@ impl ZoneRegistry {
                 }
             }),
         });
+        tokio::spawn(Arc::clone(&resolver).serve_tcp(tcp));
         tokio::spawn(resolver.serve(socket));
         self.spawn_grant_expiry();
         tracing::info!(%at, upstreams = ?ctx.upstreams, "the zones' resolver is serving");
