@@ -66,15 +66,13 @@ fn bind_freebind(addr: SocketAddr, kind: libc::c_int) -> std::io::Result<std::os
         ))?);
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let one: libc::c_int = 1;
-        for opt in [libc::IP_FREEBIND] {
-            check(libc::setsockopt(
-                raw,
-                libc::SOL_IP,
-                opt,
-                (&one as *const libc::c_int).cast(),
-                4,
-            ))?;
-        }
+        check(libc::setsockopt(
+            raw,
+            libc::SOL_IP,
+            libc::IP_FREEBIND,
+            (&one as *const libc::c_int).cast(),
+            4,
+        ))?;
         check(libc::setsockopt(
             raw,
             libc::SOL_SOCKET,
