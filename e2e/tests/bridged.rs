@@ -673,3 +673,75 @@ fn a_subnet_over_a_host_route_is_refused_at_start() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[test]
+fn host_networking_only_under_a_privileged_pod_policy_and_said_to_be_weaker() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = d.dir.join("host.toml");
+    std::fs::write(&p, "[network]\nmode = \"host\"\n").expect("policy");
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "zh",
+        "--policy",
+        p.to_str().expect("utf8"),
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("network.mode = \"host\" shares the host's network namespace"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::write(
+        &p,
+        "[pod]\nsecurity = \"privileged\"\n\n[network]\nmode = \"host\"\n",
+    )
+    .expect("policy");
+    let bundle = rauha_e2e::busybox_bundle(&d.dir, true).expect("busybox bundle");
+    let out = d.cli(&[
+        "sandbox",
+        "--json",
+        "--policy",
+        p.to_str().expect("utf8"),
+        "--bundle",
+        bundle.to_str().expect("utf8"),
+        "--",
+        "/bin/busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    let r = json(&out);
+    // The host's interface with its default route (eth0 here) is in the zone.
+    let route = text(&sh(&["ip", "route", "show", "default"]).stdout);
+    let dev = route
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .expect("a default route's device")
+        .to_string();
+    assert!(
+        r["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!(": {dev}:")),
+        "the host's interfaces: {}",
+        r["stdout"]
+    );
+    let layers = r["enforcement"]["layers"].as_array().expect("layers");
+    let ns = layers
+        .iter()
+        .find(|l| l["layer"] == "namespaces_cgroups")
+        .expect("namespaces layer");
+    assert!(
+        ns["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("WEAKER: the host's net namespace shared"),
+        "{ns}"
+    );
+}

@@ -115,7 +115,10 @@ pub fn for_zone(
         LayerStatus {
             layer: Layer::NamespacesCgroups,
             in_force: true,
-            detail: format!("pid, mount, uts, ipc, net, cgroup namespaces; cgroup {layout}; capabilities kept: {caps}; no_new_privs"),
+            detail: format!(
+                "{}; cgroup {layout}; capabilities kept: {caps}; no_new_privs",
+                namespaces_detail(policy)
+            ),
         },
         LayerStatus {
             layer: Layer::UserNamespace,
@@ -192,6 +195,42 @@ fn ns_id(pid: &str, ns: &str) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .ok()
         .map(|p| p.display().to_string())
+}
+
+/// Which namespaces are the zone's own, which the host's (a privileged pod's
+/// hostPID/hostIPC, `network.mode = "host"`: weaker, and said so).
+fn namespaces_detail(policy: &Policy) -> String {
+    use rauha_spec::policy::NetworkMode;
+    let host_net = policy.network.mode == NetworkMode::Host;
+    let mut own = vec!["mount", "uts", "cgroup"];
+    let mut shared = Vec::new();
+    for (name, host) in [
+        ("pid", policy.zone.host_pid),
+        ("ipc", policy.zone.host_ipc),
+        ("net", host_net),
+    ] {
+        if host {
+            shared.push(name);
+        } else {
+            own.push(name);
+        }
+    }
+    let net = match policy.network.mode {
+        NetworkMode::Loopback => " (net: loopback only)",
+        NetworkMode::None => " (net: no interface up)",
+        NetworkMode::Bridged => " (net: an address on rauhad's bridge, filtered per zone)",
+        NetworkMode::Joined => " (net: joined, e.g. a pod's)",
+        NetworkMode::Host => "",
+    };
+    let mut out = format!("{} namespaces{net}", own.join(", "));
+    if !shared.is_empty() {
+        out.push_str(&format!(
+            "; WEAKER: the host's {} namespace{} shared",
+            shared.join(", "),
+            if shared.len() > 1 { "s" } else { "" }
+        ));
+    }
+    out
 }
 
 /// Reads back what is in force: namespaces of the agent against the host's,

@@ -117,7 +117,10 @@ impl Enforcement {
         {
             return 0;
         }
-        if policy.network.mode != NetworkMode::Bridged {
+        if !matches!(
+            policy.network.mode,
+            NetworkMode::Bridged | NetworkMode::Host
+        ) {
             score += 3;
         }
         if policy.capabilities.allowed.is_empty() {

@@ -178,6 +178,11 @@ pub enum NetworkMode {
     /// The network namespace named when the zone is created (a pod's,
     /// set up by CNI); egress is limited to `allowed_egress`.
     Joined,
+    /// The host's network namespace: every interface of the host and
+    /// everything listening on its loopback. Only under a pod policy of
+    /// the privileged level (as Kubernetes' hostNetwork), and reported as
+    /// a weaker namespaces layer; `allowed_egress` still holds connects.
+    Host,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -595,7 +600,10 @@ impl Policy {
             }
         }
         let n = &self.network;
-        let routed = matches!(n.mode, NetworkMode::Joined | NetworkMode::Bridged);
+        let routed = matches!(
+            n.mode,
+            NetworkMode::Joined | NetworkMode::Bridged | NetworkMode::Host
+        );
         if !routed && !n.allowed_egress.is_empty() {
             return err("network.allowed_egress", format!("lists destinations but network.mode = {:?} gives the zone no route out; remove allowed_egress or use mode = \"bridged\"", mode_name(n.mode)));
         }
@@ -725,6 +733,7 @@ fn mode_name(mode: NetworkMode) -> &'static str {
         NetworkMode::None => "none",
         NetworkMode::Bridged => "bridged",
         NetworkMode::Joined => "joined",
+        NetworkMode::Host => "host",
     }
 }
 

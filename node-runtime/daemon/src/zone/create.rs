@@ -12,6 +12,10 @@ use crate::events::now_ms;
 use crate::store::{StoreError, ZoneRecord};
 use rauha_backend::ZoneSetup;
 
+/// The host's network namespace, as a path the zone's agent (rauhad's child,
+/// in rauhad's namespace until it joins) opens as its own.
+const HOST_NETNS: &str = "/proc/self/ns/net";
+
 /// What a new zone is for.
 pub struct NewZone {
     pub name: String,
@@ -65,6 +69,18 @@ impl ZoneRegistry {
                     format!("zone.{key} = true shares the host's {what} namespace, which only a pod policy of the privileged level allows ([pod] security = \"privileged\"); drop {key}"),
                 ));
             }
+        }
+        let host_network = new.policy.network.mode == rauha_spec::policy::NetworkMode::Host;
+        if host_network && !privileged {
+            return Err(DaemonError::invalid(
+                "policy",
+                "network.mode = \"host\" shares the host's network namespace (its interfaces, and every service listening on its 127.0.0.1), which only a pod policy of the privileged level allows ([pod] security = \"privileged\"); use mode = \"bridged\" to reach the network",
+            ));
+        }
+        let mut new = new;
+        if host_network {
+            // rauhad's own namespace, the host's: the zone's agent joins it.
+            new.netns = Some(HOST_NETNS.to_string());
         }
         if new.policy.zone.host_ipc {
             // They would be the host's (Kubernetes refuses them with hostIPC).
