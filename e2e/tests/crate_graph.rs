@@ -37,6 +37,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "rauha-backend-linux",
             "rauha-workspace",
             "rauha-image",
+            "rauha-net",
             "rauha-guest-agent",
             "rauha-fd",
         ],
