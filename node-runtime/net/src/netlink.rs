@@ -8,8 +8,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::config::{BridgeConfig, HostRoute, Subnet};
 use crate::kernel::{Links, NetError};
@@ -177,38 +180,31 @@ impl Links for Netlink {
         })?;
         let ns = std::fs::File::open(netns_path)
             .map_err(|e| NetError::io(format!("cannot open {}", netns_path.display()), e))?;
-        let (b, host, peer) = (bridge.clone(), veth.to_string(), format!("{veth}p"));
-        let peer2 = peer.clone();
+        let (b, host) = (bridge.clone(), veth.to_string());
         with_handle(None, move |h| async move {
-            let what = format!("cannot create the veth {host}");
-            h.link()
-                .add(LinkVeth::new(&host, &peer).mtu(b.mtu).build())
-                .execute()
-                .await
-                .map_err(nl(what))?;
             let br = index_of(&h, &b.name)
                 .await?
                 .ok_or_else(|| NetError::Config(format!("the bridge {} is gone", b.name)))?;
-            let hi = index_of(&h, &host)
-                .await?
-                .ok_or_else(|| NetError::Config(format!("the veth {host} vanished")))?;
-            let pi = index_of(&h, &peer)
-                .await?
-                .ok_or_else(|| NetError::Config(format!("the veth {peer} vanished")))?;
+            // One message: the host end on the bridge and up, its peer made
+            // in the zone's namespace as eth0 (moving a link between
+            // namespaces would wait for an RCU grace period).
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name("eth0".to_string())
+                .mtu(b.mtu)
+                .setns_by_fd(ns.as_raw_fd())
+                .build();
+            let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(host.clone())
+                .mtu(b.mtu)
+                .controller(br)
+                .up()
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build();
             h.link()
-                .set(
-                    LinkUnspec::new_with_index(pi)
-                        .setns_by_fd(ns.as_raw_fd())
-                        .build(),
-                )
+                .add(msg)
                 .execute()
                 .await
-                .map_err(nl(format!("cannot move {peer} into the zone's namespace")))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(hi).controller(br).up().build())
-                .execute()
-                .await
-                .map_err(nl(format!("cannot put {host} on the bridge")))?;
+                .map_err(nl(format!("cannot create the veth {host}")))?;
             Ok(())
         })?;
         let (gw, prefix) = (bridge.subnet.gateway(), bridge.subnet.prefix);
@@ -221,14 +217,9 @@ impl Links for Netlink {
                 .execute()
                 .await
                 .map_err(nl("cannot bring the zone's loopback up"))?;
-            let i = index_of(&h, &peer2)
+            let i = index_of(&h, "eth0")
                 .await?
-                .ok_or_else(|| NetError::Config(format!("{peer2} is not in the zone")))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(i).name("eth0".into()).build())
-                .execute()
-                .await
-                .map_err(nl("cannot name the zone's interface eth0"))?;
+                .ok_or_else(|| NetError::Config("eth0 is not in the zone".into()))?;
             add_addr(&h, i, addr, prefix, "cannot give the zone its address").await?;
             h.link()
                 .set(LinkUnspec::new_with_index(i).up().build())

@@ -27,6 +27,10 @@ struct State {
     zones: BTreeMap<Uuid, Member>,
     admitted: Admitted,
     bridge_ready: bool,
+    /// The zones (by address) whose chains the last applied document
+    /// made; `None` until one was applied (or after a failure): the next
+    /// replaces the whole table.
+    applied: Option<Vec<Ipv4Addr>>,
 }
 
 pub struct Network {
@@ -63,6 +67,7 @@ impl Network {
                 zones: BTreeMap::new(),
                 admitted: Admitted::default(),
                 bridge_ready: false,
+                applied: None,
             }),
             epoch: Instant::now(),
         })
@@ -125,10 +130,10 @@ impl Network {
         Ok(())
     }
 
-    fn apply(&self, st: &State) -> Result<(), NetError> {
+    fn apply(&self, st: &mut State) -> Result<(), NetError> {
         let now = self.now_ms();
         let zones: Vec<ZoneNet> = st.zones.values().map(|m| m.net.clone()).collect();
-        let doc = ruleset(&self.bridge, &zones, |id| {
+        let doc = ruleset(&self.bridge, &zones, st.applied.as_deref(), |id| {
             st.admitted
                 .of(id, now)
                 .filter_map(|(addr, g)| match addr {
@@ -141,7 +146,11 @@ impl Network {
                 })
                 .collect()
         });
-        self.fw.apply(&doc)
+        let applied = self.fw.apply(&doc);
+        st.applied = applied
+            .is_ok()
+            .then(|| zones.iter().map(|z| z.addr).collect());
+        applied
     }
 
     /// Puts a zone on the bridge; returns its namespace's path. Undone
@@ -152,19 +161,22 @@ impl Network {
         let id = member.net.id;
         let path = self.netns_path(id);
         let veth = self.bridge.veth_name(member.net.addr);
+        let t = Instant::now();
         let done = self
             .links
             .attach(&self.bridge, &veth, member.net.addr, &path)
             .and_then(|()| {
+                tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, %veth, "links made");
                 st.zones.insert(id, member);
-                self.apply(&st)
+                self.apply(&mut st)
             });
+        tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, %veth, "zone on the bridge");
         if let Err(e) = done {
             st.zones.remove(&id);
             if let Err(undo) = self.links.detach(&veth, &path) {
                 tracing::warn!(error = %undo, "cannot undo a failed network attach");
             }
-            let _ = self.apply(&st);
+            let _ = self.apply(&mut st);
             return Err(e);
         }
         Ok(path)
@@ -175,11 +187,19 @@ impl Network {
         let mut st = self.state();
         st.zones.remove(&zone);
         st.admitted.forget(zone);
+        let t = Instant::now();
         if st.bridge_ready {
-            self.apply(&st)?;
+            self.apply(&mut st)?;
         }
-        self.links
-            .detach(&self.bridge.veth_name(addr), &self.netns_path(zone))
+        tracing::debug!(
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "rules without the zone"
+        );
+        let done = self
+            .links
+            .detach(&self.bridge.veth_name(addr), &self.netns_path(zone));
+        tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "zone off the bridge");
+        done
     }
 
     /// At rauhad's start: the zones that survived. Their rules are rebuilt
@@ -193,7 +213,7 @@ impl Network {
         let mut st = self.state();
         st.zones = members.into_iter().map(|m| (m.net.id, m)).collect();
         self.ready(&mut st)?;
-        self.apply(&st)
+        self.apply(&mut st)
     }
 
     /// A zone's new policy (same address): its rules rebuilt; what its
@@ -208,7 +228,7 @@ impl Network {
         }
         st.admitted.forget(member.net.id);
         st.zones.insert(member.net.id, member);
-        self.apply(&st)
+        self.apply(&mut st)
     }
 
     /// The zone whose address is `addr`.
@@ -255,7 +275,7 @@ impl Network {
             changed |= st.admitted.admit(zone, *addr, name, *ttl, rule.port, now) != Change::Same;
         }
         if changed {
-            self.apply(&st)?;
+            self.apply(&mut st)?;
         }
         Ok(changed)
     }
@@ -461,10 +481,23 @@ mod tests {
             ]
         );
         let last = k.docs.lock().unwrap().last().unwrap().to_string();
+        // a's chain is deleted, not made; the table stays (no full replace
+        // after the first document).
         assert!(
-            !last.contains("z_0a7b0002") && last.contains("z_0a7b0003"),
+            last.contains(
+                r#"{"delete":{"chain":{"family":"inet","name":"z_0a7b0002","table":"rt0"}}}"#
+            ) && !last.contains(r#"{"add":{"chain":{"family":"inet","name":"z_0a7b0002""#)
+                && last.contains("z_0a7b0003")
+                && !last.contains(r#""delete":{"table""#),
             "{last}"
         );
+        let first = k.docs.lock().unwrap()[0].to_string();
+        assert!(
+            first.contains(r#""delete":{"table""#),
+            "the first replaces the table: {first}"
+        );
+        let typed: Result<nftables::schema::Nftables, _> = serde_json::from_str(&last);
+        assert!(typed.is_ok(), "nft's schema: {typed:?}");
         *k.fail_attach.lock().unwrap() = true;
         assert!(n.attach(member("c", 4, &[], &[])).is_err());
         assert_eq!(n.members().len(), 1, "a failed attach leaves nothing");

@@ -100,6 +100,9 @@ fn timeout_elem(val: Value, seconds: u64) -> Value {
     json!({"elem": {"val": val, "timeout": seconds.max(1)}})
 }
 
+const ANY_TYPE: &[&str] = &["ipv4_addr"];
+const PORT_TYPE: &[&str] = &["ipv4_addr", "inet_service"];
+
 struct Doc<'a> {
     table: &'a str,
     items: Vec<Value>,
@@ -117,6 +120,27 @@ impl Doc<'_> {
         self.items.push(json!({"add": {"chain": chain}}));
     }
 
+    fn flush(&mut self, what: &str, name: &str) {
+        self.items
+            .push(json!({"flush": {what: {"family": "inet", "table": self.table, "name": name}}}));
+    }
+
+    /// A set named with its type (nft needs only the name; the typed schema
+    /// that checks the document wants the type too).
+    fn set_op(&mut self, op: &str, name: &str, kind: &[&str]) {
+        let kind = if kind.len() == 1 {
+            json!(kind[0])
+        } else {
+            json!(kind)
+        };
+        self.items.push(json!({op: {"set": {"family": "inet", "table": self.table, "name": name, "type": kind}}}));
+    }
+
+    fn delete(&mut self, what: &str, name: &str) {
+        self.items
+            .push(json!({"delete": {what: {"family": "inet", "table": self.table, "name": name}}}));
+    }
+
     fn rule(&mut self, chain: &str, expr: Vec<Value>) {
         self.items.push(json!({"add": {"rule": {
             "family": "inet", "table": self.table, "chain": chain, "expr": expr
@@ -127,9 +151,18 @@ impl Doc<'_> {
 /// The whole table for `zones`, with the domain grants in force for each
 /// (`grants(zone)`). A zone in `allowed_zones` that does not exist (yet)
 /// gives no rule; it gets one when it is created and the table rebuilt.
+///
+/// `previous`: the zones (by address) whose chains and sets the last
+/// document this process applied made. `None` (rauhad's first apply)
+/// replaces the whole table: deleted and made again. `Some` keeps the table
+/// and its base chains (unhooking a base chain waits for the kernel's RCU
+/// grace period: ~15 ms a change), flushes them and every zone chain, and
+/// deletes the chains and sets of zones gone since: the same result, in
+/// one transaction as well.
 pub fn ruleset(
     bridge: &BridgeConfig,
     zones: &[ZoneNet],
+    previous: Option<&[Ipv4Addr]>,
     grants: impl Fn(Uuid) -> Vec<DomainGrant>,
 ) -> Value {
     let table = bridge.table();
@@ -141,17 +174,39 @@ pub fn ruleset(
         table: &table,
         items: vec![
             json!({"metainfo": {"json_schema_version": 1}}),
-            // Add-then-delete makes the delete safe when there is no table yet.
-            json!({"add": {"table": t}}),
-            json!({"delete": {"table": t}}),
             json!({"add": {"table": t}}),
         ],
     };
-    doc.chain("forward", Some(("filter", "forward", 0)));
-    doc.chain("input", Some(("filter", "input", 0)));
-    doc.chain("prerouting", Some(("nat", "prerouting", -100)));
-    doc.chain("output", Some(("nat", "output", -100)));
-    doc.chain("postrouting", Some(("nat", "postrouting", 100)));
+    if previous.is_none() {
+        // Add-then-delete makes the delete safe when there is no table yet.
+        doc.items.push(json!({"delete": {"table": t}}));
+        doc.items.push(json!({"add": {"table": t}}));
+    }
+    let base = [
+        ("forward", "filter", "forward", 0),
+        ("input", "filter", "input", 0),
+        ("prerouting", "nat", "prerouting", -100),
+        ("output", "nat", "output", -100),
+        ("postrouting", "nat", "postrouting", 100),
+    ];
+    for (name, kind, hook, prio) in base {
+        doc.chain(name, Some((kind, hook, prio)));
+        if previous.is_some() {
+            doc.flush("chain", name);
+        }
+    }
+    for gone in previous
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| !zones.iter().any(|z| z.addr == **a))
+    {
+        let chain = zone_chain(*gone);
+        doc.flush("chain", &chain);
+        doc.delete("chain", &chain);
+        doc.set_op("delete", &any_port_set(*gone), ANY_TYPE);
+        doc.set_op("delete", &port_set(*gone), PORT_TYPE);
+    }
+    let incremental = previous.is_some();
 
     let established = is(
         json!({"ct": {"key": "state"}}),
@@ -160,6 +215,9 @@ pub fn ruleset(
     doc.rule("forward", vec![established.clone(), accept()]);
     for z in zones {
         doc.chain(&zone_chain(z.addr), None);
+        if incremental {
+            doc.flush("chain", &zone_chain(z.addr));
+        }
         doc.rule(
             "forward",
             vec![
@@ -214,10 +272,16 @@ pub fn ruleset(
         doc.items.push(json!({"add": {"set": {
             "family": "inet", "table": table, "name": any_set, "type": "ipv4_addr", "flags": ["timeout"]
         }}}));
+        if incremental {
+            doc.set_op("flush", &any_set, ANY_TYPE);
+        }
         let port_set = port_set(z.addr);
         doc.items.push(json!({"add": {"set": {
             "family": "inet", "table": table, "name": port_set, "type": ["ipv4_addr", "inet_service"], "flags": ["timeout"]
         }}}));
+        if incremental {
+            doc.set_op("flush", &port_set, PORT_TYPE);
+        }
         let elems: Vec<Value> = any
             .iter()
             .map(|g| timeout_elem(json!(g.addr.to_string()), g.seconds))
@@ -371,7 +435,7 @@ mod tests {
             zone("b", 3, &[], &[], &[]),
         ];
         let a = zones[0].id;
-        let doc = ruleset(&bridge, &zones, |z| {
+        let doc = ruleset(&bridge, &zones, None, |z| {
             if z == a {
                 vec![DomainGrant {
                     addr: Ipv4Addr::new(10, 77, 0, 1),
@@ -435,7 +499,7 @@ mod tests {
     fn an_absent_zone_in_allowed_zones_opens_nothing() {
         let bridge = BridgeConfig::new("rtest", "10.123.0.0/24", 1500).unwrap();
         let zones = [zone("a", 2, &["ghost", "a"], &[], &["0.0.0.0:9000:90/udp"])];
-        let doc = ruleset(&bridge, &zones, |_| vec![]);
+        let doc = ruleset(&bridge, &zones, None, |_| vec![]);
         let za = rules_of(&doc, &zone_chain(zones[0].addr));
         assert!(za[0].contains("drop"), "{za:?}");
         let pre = rules_of(&doc, "prerouting");
