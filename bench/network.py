@@ -120,8 +120,8 @@ def time_once(argv, env):
     return (time.perf_counter() - t) * 1000
 
 
-def iperf(client_prefix, server, seconds):
-    out = sh(*client_prefix, "iperf3", "-c", server, "-t", str(seconds), "-J").stdout
+def iperf(client_prefix, server, seconds, env):
+    out = sh(*client_prefix, "iperf3", "-c", server, "-t", str(seconds), "-J", env=env).stdout
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
@@ -178,13 +178,14 @@ def main():
         zone = [rauha, "exec", "cli", "--"]
         peer = ["ip", "netns", "exec", PEER_A]
         print(f"\nTCP throughput, iperf3 -t {args.seconds} (Gbit/s)")
-        plain = iperf(peer, "10.235.0.2", args.seconds)
-        for name, gbps in [("zone -> zone", iperf(zone, srv, args.seconds)),
-                           ("zone -> outside (masquerade)", iperf(zone, OUT_ADDR, args.seconds)),
+        plain = iperf(peer, "10.235.0.2", args.seconds, env)
+        for name, gbps in [("zone -> zone", iperf(zone, srv, args.seconds, env)),
+                           ("zone -> outside (masquerade)", iperf(zone, OUT_ADDR, args.seconds, env)),
                            ("netns -> netns (one veth pair)", plain)]:
             print(f"  {name:<32}{gbps:>8.2f}  {gbps / plain:>5.2f}x plain")
         print("\nTCP connect+close, median of 500 (µs)")
-        connect = lambda prefix, host: float(sh(*prefix, "python3", "-c", CONNECT, host, "5300", "500").stdout)
+        connect = lambda prefix, host: float(
+            sh(*prefix, "python3", "-c", CONNECT, host, "5300", "500", env=env).stdout)
         plain = connect(peer, "10.235.0.2")
         for name, us in [("zone -> zone", connect(zone, srv)),
                          ("zone -> outside (masquerade)", connect(zone, OUT_ADDR)),

@@ -269,13 +269,50 @@ impl Network {
         let Some(rule) = member.domains.iter().find(|r| r.matches(name)).cloned() else {
             return Ok(false);
         };
+        let zone_addr = member.net.addr;
         let now = self.now_ms();
+        let mut elements = Vec::new();
+        let mut whole = false;
         let mut changed = false;
         for (addr, ttl) in answers {
-            changed |= st.admitted.admit(zone, *addr, name, *ttl, rule.port, now) != Change::Same;
+            let before = st
+                .admitted
+                .of(zone, now)
+                .find(|(a, _)| *a == addr)
+                .map(|(_, g)| g.ports.clone());
+            let change = st.admitted.admit(zone, *addr, name, *ttl, rule.port, now);
+            changed |= change != Change::Same;
+            let Some(grant) = st
+                .admitted
+                .of(zone, now)
+                .find(|(a, _)| *a == addr)
+                .map(|(_, g)| g.clone())
+            else {
+                continue;
+            };
+            let IpAddr::V4(v4) = addr else { continue };
+            let dg = DomainGrant {
+                addr: *v4,
+                ports: grant.ports.as_ref().map(|p| p.iter().copied().collect()),
+                seconds: grant.remaining_ms(now).div_ceil(1000),
+            };
+            match (change, before) {
+                (Change::Same, _) => {}
+                (Change::New, _) => elements.push((dg, false)),
+                (Change::Extended, Some(old)) if old == grant.ports => elements.push((dg, true)),
+                // Ports widened: its elements move between sets.
+                (Change::Extended, _) => whole = true,
+            }
         }
-        if changed {
+        if whole || st.applied.is_none() {
             self.apply(&mut st)?;
+        } else if !elements.is_empty() {
+            let doc = crate::ruleset::grant_elements(&self.bridge, zone_addr, &elements);
+            if let Err(e) = self.fw.apply(&doc) {
+                // An element the kernel expired a moment early: rewrite all.
+                tracing::debug!(error = %e, "grant elements refused; rebuilding the table");
+                self.apply(&mut st)?;
+            }
         }
         Ok(changed)
     }
@@ -546,6 +583,12 @@ mod tests {
         assert_eq!(n.name_for(a.net.id, ip).as_deref(), Some("allowed.test"));
         let doc = k.docs.lock().unwrap().last().unwrap().to_string();
         assert!(doc.contains("\"concat\":[\"10.77.0.5\",8080]"), "{doc}");
+        assert!(
+            !doc.contains("\"chain\""),
+            "an answer changes elements only: {doc}"
+        );
+        let typed: Result<nftables::schema::Nftables, _> = serde_json::from_str(&doc);
+        assert!(typed.is_ok(), "nft's schema: {typed:?}");
         assert!(
             !n.admit(a.net.id, "allowed.test", &[(ip, 1)]).unwrap(),
             "nothing new: no rebuild"

@@ -389,6 +389,41 @@ pub fn ruleset(
     json!({"nftables": doc.items})
 }
 
+/// A zone's grants written into its sets as they are now: elements only,
+/// no chain touched (a rule change waits for an RCU grace period, an
+/// element does not). `replace`: the element exists with an older timeout,
+/// deleted first in the same transaction.
+pub fn grant_elements(
+    bridge: &BridgeConfig,
+    zone: Ipv4Addr,
+    grants: &[(DomainGrant, bool)],
+) -> Value {
+    let table = bridge.table();
+    let mut items = vec![json!({"metainfo": {"json_schema_version": 1}})];
+    for (g, replace) in grants {
+        let (set, vals): (String, Vec<Value>) = match &g.ports {
+            None => (any_port_set(zone), vec![json!(g.addr.to_string())]),
+            Some(ports) => (
+                port_set(zone),
+                ports
+                    .iter()
+                    .map(|p| json!({"concat": [g.addr.to_string(), p]}))
+                    .collect(),
+            ),
+        };
+        if *replace {
+            let elem: Vec<Value> = vals.clone();
+            items.push(json!({"delete": {"element": {"family": "inet", "table": table, "name": set, "elem": elem}}}));
+        }
+        let elem: Vec<Value> = vals
+            .into_iter()
+            .map(|v| timeout_elem(v, g.seconds))
+            .collect();
+        items.push(json!({"add": {"element": {"family": "inet", "table": table, "name": set, "elem": elem}}}));
+    }
+    json!({"nftables": items})
+}
+
 /// Removes the table (rauhad's `--bridge-cleanup`, tests' teardown).
 pub fn delete_table(bridge: &BridgeConfig) -> Value {
     let t = json!({"family": "inet", "name": bridge.table()});
