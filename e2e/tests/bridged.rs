@@ -745,3 +745,52 @@ fn host_networking_only_under_a_privileged_pod_policy_and_said_to_be_weaker() {
         "{ns}"
     );
 }
+
+#[test]
+fn bad_network_input_is_refused_in_one_line_naming_the_field() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start();
+    for (i, (body, says)) in [
+        (
+            "mode = \"bridged\"\nallowed_egress = [\"10.0.0.0/33\"]\n",
+            "network.allowed_egress: \"10.0.0.0/33\" has a prefix that is not 0-32",
+        ),
+        (
+            "mode = \"bridged\"\nallowed_egress = [\"10.0.0.1:http\"]\n",
+            "network.allowed_egress: \"10.0.0.1:http\" has a port that is not 1-65535",
+        ),
+        (
+            "mode = \"bridged\"\nallowed_egress_domains = [\"pypi.*\"]\n",
+            "network.allowed_egress_domains: \"pypi.*\" has a '*' that is not the whole first label",
+        ),
+        (
+            "mode = \"bridged\"\nallowed_zones = [\"Not A Zone\"]\n",
+            "network.allowed_zones:",
+        ),
+        (
+            "mode = \"bridged\"\npublish = [\"80\"]\n",
+            "network.publish: \"80\" is not HOST_PORT:ZONE_PORT",
+        ),
+        (
+            "mode = \"joined\"\nallowed_egress_domains = [\"pypi.org\"]\n",
+            "network.allowed_egress_domains: is set but network.mode = \"joined\"",
+        ),
+        ("mode = \"bridge\"\n", "network.mode:"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = d.dir.join(format!("bad{i}.toml"));
+        std::fs::write(&p, format!("[network]\n{body}")).expect("policy");
+        let out = d.cli(&["zone", "create", &format!("bad{i}"), "--policy", p.to_str().expect("utf8")]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{body}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // Nothing was made, and rauhad serves on.
+    let out = d.cli(&["zone", "list", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(json(&out).as_array().map(Vec::len), Some(0));
+}

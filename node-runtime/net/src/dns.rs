@@ -91,7 +91,8 @@ fn name_at(buf: &[u8], at: usize) -> Result<(String, usize), DnsError> {
         if len & 0xc0 == 0xc0 {
             let target = (u16_at(buf, pos)? & 0x3fff) as usize;
             jumps += 1;
-            if target >= pos || jumps > 64 {
+            // Backwards only, and never into the header (no name there).
+            if target >= pos || target < HEADER || jumps > 64 {
                 return Err(DnsError::BadName(pos));
             }
             end.get_or_insert(pos + 2);
@@ -171,7 +172,9 @@ pub fn parse_response(buf: &[u8]) -> Result<Answers, DnsError> {
                 b.copy_from_slice(rdata);
                 Data::Addr(IpAddr::V6(Ipv6Addr::from(b)))
             }
-            (TYPE_CNAME, _) => Data::Cname(name_at(buf, start)?.0),
+            // The name is read within its record's data: a name running past
+            // it would read the next record's bytes as its own.
+            (TYPE_CNAME, _) => Data::Cname(name_at(&buf[..start + len], start)?.0),
             (t, _) => Data::Other(t),
         };
         records.push(Record { name, ttl, data });

@@ -24,3 +24,6 @@ pub mod nft;
 pub use kernel::{Firewall, Links, NetError};
 pub use network::{Member, Network};
 pub mod resolver;
+
+#[cfg(test)]
+mod fuzz_tests;
