@@ -494,7 +494,7 @@ fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
     assert_eq!(connect(&d, "zd", "allowed.test", 8080), Ok(net.out(1)));
     // A task's deny event says which name an address came from.
     let script =
-        format!("{NC} nc -w 2 allowed.test 8080; sleep 3.5; {NC} nc -w 2 {allowed} 8080; true");
+        format!("{NC} nc -w 2 allowed.test 8080; sleep 3.5; {NC} nc -w 2 {allowed} 8080; {NC} nc -w 2 other.test 8080; true");
     let r = json(&d.cli(&[
         "sandbox", "--json", "--policy", &p, "--", "/bin/sh", "-c", &script,
     ]));
@@ -507,6 +507,14 @@ fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
             .unwrap_or("")
             .contains("(allowed.test, expired: resolve it again)")),
         "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["hook"] == "dns"
+            && e["target"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("other.test (not in network.allowed_egress_domains)")),
+        "a refused name is an event: {events:?}"
     );
     // A zone that asks another resolver (the real one, at other.test's
     // address, which it was not given) gets nothing.

@@ -25,6 +25,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Told when a zone's grants changed (to update the other layers).
 pub type OnAdmit = Arc<dyn Fn(Uuid) + Send + Sync>;
+/// Told when a zone asked for a name its policy does not allow.
+pub type OnRefuse = Arc<dyn Fn(Uuid, &str) + Send + Sync>;
 
 /// The upstream resolvers in a `resolv.conf` (port 53).
 pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddr> {
@@ -117,6 +119,7 @@ pub struct Resolver {
     pub net: Arc<Network>,
     pub upstreams: Vec<SocketAddr>,
     pub on_admit: OnAdmit,
+    pub on_refuse: OnRefuse,
 }
 
 impl Resolver {
@@ -203,6 +206,7 @@ impl Resolver {
         }
         if !zone.domains.iter().any(|r| r.matches(&q.name)) {
             tracing::info!(zone = %zone.net.name, name = %q.name, "refused a name not in the zone's allowed_egress_domains");
+            (self.on_refuse)(zone.net.id, &q.name);
             return Some(dns::reply(query, &q, dns::RCODE_REFUSED));
         }
         if q.qtype != dns::TYPE_A && q.qtype != dns::TYPE_AAAA {

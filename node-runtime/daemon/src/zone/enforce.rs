@@ -105,6 +105,40 @@ impl ZoneRegistry {
         }
     }
 
+    /// A name the zones' resolver refused to a zone: an enforcement event
+    /// like a kernel denial (hook `dns`, the name as the target, errno
+    /// EPERM: what the policy said), so a task's result says which names
+    /// its work asked for and did not get.
+    pub fn record_dns_refusal(&self, zone: Uuid, name: &str) {
+        let Ok(Some(record)) = self.store.zone(&zone) else {
+            return;
+        };
+        let event = EnforcementEvent {
+            time_ms: now_ms(),
+            zone_id: zone,
+            pid: 0,
+            hook: "dns".into(),
+            target: format!("{name} (not in network.allowed_egress_domains)"),
+            errno: 1,
+        };
+        self.events.emit(
+            EventKind::EnforcementDenied,
+            Some((zone, &record.name)),
+            None,
+            format!("dns refused {}", event.target),
+        );
+        let mut kept = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+        let list = kept.entry(zone).or_default();
+        // One event per name: a resolver asks again and again.
+        if list.len() < MAX_DENIALS_PER_ZONE
+            && !list
+                .iter()
+                .any(|e| e.hook == "dns" && e.target == event.target)
+        {
+            list.push(event);
+        }
+    }
+
     /// The denials of a zone collected so far, removed from the registry.
     pub fn take_denials(&self, zone: &Uuid) -> Vec<EnforcementEvent> {
         self.collect_denials();

@@ -219,7 +219,13 @@ impl ZoneRegistry {
             NetError::io(format!("cannot serve the zones' DNS on {at} (is another rauhad using this bridge? give each its own --bridge)"), e)
         })?;
         let me = self.me.clone();
+        let refusals = self.me.clone();
         let resolver = Arc::new(Resolver {
+            on_refuse: Arc::new(move |zone, name| {
+                if let Some(r) = refusals.upgrade() {
+                    r.record_dns_refusal(zone, name);
+                }
+            }),
             net: Arc::clone(&ctx.net),
             upstreams: ctx.upstreams.clone(),
             on_admit: Arc::new(move |_zone| {
