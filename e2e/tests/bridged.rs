@@ -637,7 +637,6 @@ fn a_hundred_zones_leave_nothing_behind_and_a_restart_keeps_addresses() {
         !before.contains(&address_of(&d, "k10")),
         "no address handed out twice"
     );
-    listen(&d, "k1", 8080, "still");
     let out = d.cli(&["exec", "k0", "--", NC, "nslookup", "k1.rauha"]);
     assert!(
         text(&out.stdout).contains("NXDOMAIN"),
