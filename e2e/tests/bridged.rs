@@ -527,12 +527,12 @@ fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
 }
 
 #[test]
-fn a_published_port_answers_on_the_host_until_the_zone_is_deleted() {
+fn a_published_port_answers_on_the_host_until_its_zone_or_process_ends() {
     if !ready() {
         return;
     }
     let net = Net::new(4);
-    let d = daemon(&net, &[]);
+    let mut d = daemon(&net, &[]);
     let bridged = policy(&d, "pub", "publish = [\"28084:8080\"]\n");
     create(&d, "zp", &bridged);
     listen(&d, "zp", 8080, "published");
@@ -567,6 +567,77 @@ fn a_published_port_answers_on_the_host_until_the_zone_is_deleted() {
         got["published"],
         serde_json::json!(["127.0.0.1:28085:8080/tcp"])
     );
+    // `rauha run -p`: published while that process runs, through a
+    // restart of rauhad, and no longer once it ends.
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "zq",
+        "-p",
+        "28087:9090",
+        "--json",
+        "--",
+        NC,
+        "nc",
+        "-ll",
+        "-p",
+        "9090",
+        "-e",
+        "echo",
+        "by-process",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let process = json(&out);
+    let id = process["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        process["published"],
+        serde_json::json!(["127.0.0.1:28087:9090/tcp"])
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(host("28087"), "by-process");
+    let got = json(&d.cli(&["zone", "get", "zq", "--json"]));
+    assert_eq!(
+        got["published"],
+        serde_json::json!(["127.0.0.1:28085:8080/tcp", "127.0.0.1:28087:9090/tcp"])
+    );
+    let out = d.cli(&["ps", "--zone", "zq"]);
+    assert!(
+        text(&out.stdout).contains("PORTS")
+            && text(&out.stdout).contains("127.0.0.1:28087:9090/tcp"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = d.cli(&["run", "--zone", "zp", "-p", "28087:1", "--", "true"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("spec.publish: 127.0.0.1:28087:1/tcp takes host port 28087/tcp, which process {} of zone zq publishes already", &id[..8])),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = d.cli(&["zone", "create", "zt", "--policy", &plain, "-p", "28087:80"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("which process"),
+        "{}",
+        text(&out.stderr)
+    );
+    d.kill9();
+    d.spawn(&net.args().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(host("28087"), "by-process", "kept through a restart");
+    let out = d.cli(&["stop", &id, "--grace", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while net.table().contains("28087") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!net.table().contains("28087"), "{}", net.table());
+    assert_eq!(host("28087"), "", "no answer once the process ended");
+    assert_eq!(host("28085"), "from-q", "the zone's own port stays");
+    let got = json(&d.cli(&["zone", "get", "zq", "--json"]));
+    assert_eq!(
+        got["published"],
+        serde_json::json!(["127.0.0.1:28085:8080/tcp"])
+    );
     // A host port is one zone's; a zone that is not bridged publishes nothing.
     let out = d.cli(&[
         "zone",
@@ -586,6 +657,17 @@ fn a_published_port_answers_on_the_host_until_the_zone_is_deleted() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = d.cli(&["zone", "create", "zn"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.cli(&["run", "--zone", "zn", "-p", "28086:80", "--", "true"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "spec.publish: needs a bridged zone, and zone zn's network.mode is not \"bridged\""
+            ),
+        "{err}"
+    );
     let out = d.cli(&["zone", "delete", "--force", "zp"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(host("28084"), "", "no answer once the zone is gone");

@@ -292,6 +292,8 @@ pub fn process(p: &Value) -> Result<v1::ProcessSpec, SpecError> {
         terminal: p.get("terminal").and_then(Value::as_bool).unwrap_or(false),
         root: String::new(),
         security: None,
+        // A pod's ports are the pod network's (CNI), not the zone's.
+        publish: Vec::new(),
     })
 }
 

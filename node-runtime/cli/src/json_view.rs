@@ -136,6 +136,9 @@ pub struct ProcessView {
     pub signal: Option<i32>,
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
+    /// Ports its zone publishes while it runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<String>,
 }
 
 impl From<&v1::Process> for ProcessView {
@@ -151,6 +154,7 @@ impl From<&v1::Process> for ProcessView {
             signal: (p.signal != 0).then_some(p.signal),
             started_ms: p.started_ms,
             ended_ms: (p.ended_ms != 0).then_some(p.ended_ms),
+            published: p.published.clone(),
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::table::{short_id, Table};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Forms:\n  rauha run --zone Z [--env K=V] [--cwd DIR] -- CMD [ARGS...]\n      start CMD in zone Z's own root, detached; prints the process id\n  rauha run --zone Z [-d] IMAGE [CMD [ARGS...]]\n      run CMD (or the image's Entrypoint/Cmd) in a container root of zone Z\n      made from IMAGE, as docker run does: in the foreground, exiting with\n      its code (-d: detached, prints the process id); the root is removed\n      when the process ends. Zone Z must hold container roots (made with\n      --bundle or --image)."
+    after_help = "Forms:\n  rauha run --zone Z [--env K=V] [--cwd DIR] -- CMD [ARGS...]\n      start CMD in zone Z's own root, detached; prints the process id\n  rauha run --zone Z [-d] IMAGE [CMD [ARGS...]]\n      run CMD (or the image's Entrypoint/Cmd) in a container root of zone Z\n      made from IMAGE, as docker run does: in the foreground, exiting with\n      its code (-d: detached, prints the process id); the root is removed\n      when the process ends. Zone Z must hold container roots (made with\n      --bundle or --image).\n  Either form with -p 8080:80: the zone's port 80 answers on 127.0.0.1:8080\n  while the process runs (zone Z must be bridged)."
 )]
 pub struct RunArgs {
     /// The zone (name or id) to start the process in.
@@ -45,6 +45,12 @@ pub struct RunArgs {
     /// When to pull the image: always, missing (when not stored) or never.
     #[arg(long, value_enum, default_value = "missing")]
     pull: crate::image_cmd::PullPolicy,
+    /// Publish a port of the zone on the host while the process runs:
+    /// [HOST_IP:]HOST_PORT:ZONE_PORT[/tcp|udp] (repeatable). On 127.0.0.1
+    /// unless a host address is given (docker's -p publishes on every
+    /// address). The zone must be bridged.
+    #[arg(long, short = 'p', value_name = "[HOST_IP:]HOST_PORT:ZONE_PORT")]
+    publish: Vec<String>,
     /// Run in a container root of the zone made from this image.
     #[arg(value_name = "IMAGE")]
     image: Option<String>,
@@ -209,6 +215,7 @@ pub async fn run(args: RunArgs, addr: &str) -> anyhow::Result<u8> {
         spec.image = image.clone();
     }
     spec.terminal = args.tty;
+    spec.publish = args.publish;
     let mut processes = conn.processes();
     let in_foreground = !args.detach && (image.is_some() || args.interactive || args.tty);
     if in_foreground {
@@ -452,17 +459,27 @@ fn print_process(process: &v1::Process, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With a PORTS column when a process publishes any (`rauha run -p`).
 fn process_table(list: &[v1::Process]) -> Table {
-    let mut table = Table::new(&["ID", "ZONE", "PID", "STATE", "EXIT", "COMMAND"]);
+    let ports = list.iter().any(|p| !p.published.is_empty());
+    let mut table = if ports {
+        Table::new(&["ID", "ZONE", "PID", "STATE", "EXIT", "PORTS", "COMMAND"])
+    } else {
+        Table::new(&["ID", "ZONE", "PID", "STATE", "EXIT", "COMMAND"])
+    };
     for p in list {
-        table.row([
+        let mut row = vec![
             short_id(&p.id).to_string(),
             p.zone_name.clone(),
             p.pid.to_string(),
             p.state.clone(),
             exit_cell(p),
-            p.args.join(" "),
-        ]);
+        ];
+        if ports {
+            row.push(p.published.join(", "));
+        }
+        row.push(p.args.join(" "));
+        table.row(row);
     }
     table
 }

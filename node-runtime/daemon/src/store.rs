@@ -130,6 +130,9 @@ pub struct ProcessRecord {
     pub deadline: bool,
     pub started_ms: u64,
     pub ended_ms: u64,
+    /// Ports its zone publishes while it runs (normalized mappings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -546,6 +549,7 @@ mod tests {
                     deadline: false,
                     started_ms: 0,
                     ended_ms: 0,
+                    publish: Vec::new(),
                 })
                 .expect("process");
         }

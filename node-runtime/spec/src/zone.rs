@@ -186,6 +186,10 @@ pub struct ProcessSpec {
     /// zone's policy alone decides (tasks, `rauha exec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<ProcessSecurity>,
+    /// Ports the zone publishes while it runs (`[HOST_IP:]HOST_PORT:
+    /// ZONE_PORT[/tcp|udp]`); the zone must be bridged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 /// A process's capability sets and privileges, from an OCI spec.

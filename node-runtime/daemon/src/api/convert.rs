@@ -95,6 +95,11 @@ pub fn process(p: &ProcessRecord, zone_name: &str) -> v1::Process {
         signal: p.signal.unwrap_or_default(),
         started_ms: p.started_ms,
         ended_ms: p.ended_ms,
+        published: if p.state == ProcessState::Running {
+            p.publish.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -112,6 +117,7 @@ pub fn process_extras(
     spec.terminal = wire.terminal;
     spec.root = Some(wire.root.clone()).filter(|r| !r.is_empty());
     spec.security = wire.security.as_ref().map(process_security).transpose()?;
+    spec.publish = wire.publish.clone();
     Ok(spec)
 }
 
@@ -303,6 +309,7 @@ mod tests {
             deadline: false,
             started_ms: 1,
             ended_ms: 2,
+            publish: Vec::new(),
         };
         let w = process(&p, "z");
         assert!(w.has_exit_code);

@@ -138,8 +138,10 @@ impl ZoneRegistry {
             // the zone: its agent joins it as it would a pod's.
             let mut resolv_conf = None;
             if super::network::is_bridged(&record.policy) {
+                let rules = self.rules_guard().await;
                 self.check_published(&record)?;
                 let (netns, resolv) = self.attach_network(&record).await?;
+                drop(rules);
                 record.netns = Some(netns);
                 resolv_conf = Some(resolv);
                 self.store.put_zone(&record)?;

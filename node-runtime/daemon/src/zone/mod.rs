@@ -665,6 +665,7 @@ impl ZoneRegistry {
                 if rec.state == ProcessState::Running {
                     apply_end(&mut rec, end);
                     let _ = self.store.put_process(&rec);
+                    self.unpublish(&rec);
                 }
             }
             return;
@@ -701,10 +702,29 @@ impl ZoneRegistry {
             Some(id),
             message,
         );
+        self.unpublish(&rec);
         // The relay to host stdio paths ends once it wrote what it has.
         p.sink.lock().unwrap_or_else(|e| e.into_inner()).take();
         // send_replace stores the value even when nobody waits yet.
         p.end.send_replace(Some(end));
+    }
+}
+
+impl ZoneRegistry {
+    /// An ended process's published ports leave its zone's rules.
+    fn unpublish(&self, rec: &ProcessRecord) {
+        if rec.publish.is_empty() {
+            return;
+        }
+        let (Ok(rt), Some(me)) = (tokio::runtime::Handle::try_current(), self.me.upgrade()) else {
+            return;
+        };
+        let (zone, process) = (rec.zone_id, rec.id);
+        rt.spawn(async move {
+            if let Err(e) = me.renew_ports(zone).await {
+                tracing::error!(%process, error = %e, "cannot take an ended process's published ports off its zone");
+            }
+        });
     }
 }
 

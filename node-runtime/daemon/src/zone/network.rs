@@ -19,13 +19,16 @@ use uuid::Uuid;
 
 use super::ZoneRegistry;
 use crate::error::DaemonError;
-use crate::store::ZoneRecord;
+use crate::store::{ProcessState, ZoneRecord};
 
 /// The node's bridged network and its resolver's upstreams.
 pub struct NetCtx {
     pub net: Arc<Network>,
     pub upstreams: Vec<SocketAddr>,
     resolver: std::sync::Mutex<bool>,
+    /// Held by whatever reads published ports and rebuilds rules from
+    /// them, so that one rebuild cannot undo another's newer view.
+    rules: tokio::sync::Mutex<()>,
 }
 
 impl NetCtx {
@@ -34,6 +37,7 @@ impl NetCtx {
             net: Arc::new(net),
             upstreams,
             resolver: std::sync::Mutex::new(false),
+            rules: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -42,8 +46,15 @@ pub fn is_bridged(policy: &Policy) -> bool {
     policy.network.mode == NetworkMode::Bridged
 }
 
-/// The ruleset's view of a zone (the policy was validated: its rules parse).
-fn member(id: Uuid, name: &str, policy: &Policy, addr: Ipv4Addr) -> Member {
+/// The ruleset's view of a zone (the policy was validated: its rules
+/// parse), with the ports its running processes publish.
+fn member(
+    id: Uuid,
+    name: &str,
+    policy: &Policy,
+    addr: Ipv4Addr,
+    process_ports: &[String],
+) -> Member {
     let n = &policy.network;
     Member {
         net: ZoneNet {
@@ -59,6 +70,7 @@ fn member(id: Uuid, name: &str, policy: &Policy, addr: Ipv4Addr) -> Member {
             publish: n
                 .publish
                 .iter()
+                .chain(process_ports)
                 .filter_map(|p| PortMapping::parse(p).ok())
                 .collect(),
         },
@@ -108,7 +120,7 @@ impl ZoneRegistry {
                 subnet: subnet.to_string(),
                 capacity: rauha_net::ipam::capacity(&subnet),
             })?;
-        let m = member(record.id, &record.name, &record.policy, addr);
+        let m = member(record.id, &record.name, &record.policy, addr, &[]);
         let net = Arc::clone(&ctx.net);
         let attached = blocking(move || {
             let netns = net.attach(m)?;
@@ -133,7 +145,44 @@ impl ZoneRegistry {
         }
     }
 
-    /// A bridged zone's rules after a policy update.
+    /// Held while published ports are read and the rules rebuilt from
+    /// them (None: no network).
+    pub(crate) async fn rules_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.network.get() {
+            Some(ctx) => Some(ctx.rules.lock().await),
+            None => None,
+        }
+    }
+
+    /// The ports a zone's running processes publish.
+    fn process_ports(&self, zone: Uuid) -> Result<Vec<String>, DaemonError> {
+        Ok(self
+            .store
+            .processes()?
+            .into_iter()
+            .filter(|p| p.zone_id == zone && p.state == ProcessState::Running)
+            .flat_map(|p| p.publish)
+            .collect())
+    }
+
+    /// A bridged zone's rules rebuilt after its running processes' ports
+    /// changed (under [`Self::rules_guard`]); a zone that is gone, or off
+    /// the bridge already, has none to rebuild.
+    pub(crate) async fn renew_ports(&self, zone: Uuid) -> Result<(), DaemonError> {
+        let _rules = self.rules_guard().await;
+        match self.store.zone(&zone)? {
+            Some(record) if is_bridged(&record.policy) => {
+                if self.store.leases()?.iter().any(|(id, _)| *id == zone) {
+                    self.renew_network(&record).await?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A bridged zone's rules after a policy update (under
+    /// [`Self::rules_guard`]).
     pub(crate) async fn renew_network(&self, record: &ZoneRecord) -> Result<(), DaemonError> {
         let ctx = self
             .network
@@ -150,7 +199,8 @@ impl ZoneRegistry {
                 record.name
             )));
         };
-        let m = member(record.id, &record.name, &record.policy, addr);
+        let ports = self.process_ports(record.id)?;
+        let m = member(record.id, &record.name, &record.policy, addr, &ports);
         let net = Arc::clone(&ctx.net);
         blocking(move || net.update(m)).await
     }
@@ -160,6 +210,9 @@ impl ZoneRegistry {
         let (Some(ctx), true) = (self.network.get(), is_bridged(&record.policy)) else {
             return Ok(());
         };
+        // A process ending as its zone goes finds the zone on the bridge
+        // with its address, or neither.
+        let _rules = ctx.rules.lock().await;
         let lease = self
             .store
             .leases()?
@@ -189,7 +242,13 @@ impl ZoneRegistry {
         let mut members = Vec::new();
         for (id, addr) in self.store.leases()? {
             match zones.iter().find(|z| z.id == id && is_bridged(&z.policy)) {
-                Some(z) => members.push(member(z.id, &z.name, &z.policy, addr)),
+                Some(z) => members.push(member(
+                    z.id,
+                    &z.name,
+                    &z.policy,
+                    addr,
+                    &self.process_ports(z.id)?,
+                )),
                 None => {
                     tracing::info!(zone = %id, %addr, "reclaiming the address of a zone that is gone");
                     self.store.release_address(&id)?;
@@ -308,11 +367,13 @@ impl ZoneRegistry {
             .into_iter()
             .find(|(id, _)| *id == zone.id)?
             .1;
+        let ports = self.process_ports(zone.id).unwrap_or_default();
         let published = zone
             .policy
             .network
             .publish
             .iter()
+            .chain(&ports)
             .filter_map(|p| PortMapping::parse(p).ok())
             .map(|p| p.to_string())
             .collect();
@@ -341,7 +402,9 @@ impl ZoneRegistry {
         Ok(policy)
     }
 
-    /// Refuses a host port another zone publishes already.
+    /// Refuses a host port another zone publishes already (by its policy
+    /// or while one of its processes runs), or one of this zone's running
+    /// processes does.
     pub(crate) fn check_published(&self, record: &ZoneRecord) -> Result<(), DaemonError> {
         let mine: Vec<PortMapping> = record
             .policy
@@ -350,34 +413,120 @@ impl ZoneRegistry {
             .iter()
             .filter_map(|p| PortMapping::parse(p).ok())
             .collect();
+        self.check_ports("publish", &mine, Some(record.id))
+    }
+
+    /// A process's `publish` ports, normalized: each parsed, its zone
+    /// bridged, no host port given twice or published by anyone already.
+    pub(crate) fn process_publish(
+        &self,
+        zone: &ZoneRecord,
+        publish: &[String],
+    ) -> Result<Vec<String>, DaemonError> {
+        const FIELD: &str = "spec.publish";
+        if publish.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !is_bridged(&zone.policy) {
+            return Err(DaemonError::invalid(
+                FIELD,
+                format!("needs a bridged zone, and zone {}'s network.mode is not \"bridged\"; publish from a zone made with [network] mode = \"bridged\"", zone.name),
+            ));
+        }
+        let mut mine: Vec<PortMapping> = Vec::new();
+        for text in publish {
+            let p = PortMapping::parse(text).map_err(|e| DaemonError::invalid(FIELD, e))?;
+            if mine.iter().any(|m| clash(m, &p)) {
+                return Err(DaemonError::invalid(
+                    FIELD,
+                    format!(
+                        "{p} takes host port {}/{} a second time; give each host port once",
+                        p.host_port,
+                        p.proto.as_str()
+                    ),
+                ));
+            }
+            mine.push(p);
+        }
+        self.check_ports(FIELD, &mine, None)?;
+        Ok(mine.iter().map(ToString::to_string).collect())
+    }
+
+    /// Refuses any of `mine` whose host port is taken: by a zone's policy
+    /// (not `own`'s, which `mine` replaces) or a running process.
+    fn check_ports(
+        &self,
+        field: &str,
+        mine: &[PortMapping],
+        own: Option<Uuid>,
+    ) -> Result<(), DaemonError> {
         if mine.is_empty() {
             return Ok(());
         }
-        for other in self
-            .store
-            .zones()?
-            .iter()
-            .filter(|z| z.id != record.id && is_bridged(&z.policy))
-        {
-            for text in &other.policy.network.publish {
-                let Ok(theirs) = PortMapping::parse(text) else {
-                    continue;
-                };
-                let clash = mine.iter().find(|m| {
-                    m.host_port == theirs.host_port
-                        && m.proto == theirs.proto
-                        && (m.host_ip == theirs.host_ip
-                            || m.host_ip.is_unspecified()
-                            || theirs.host_ip.is_unspecified())
-                });
-                if let Some(m) = clash {
-                    return Err(DaemonError::invalid(
-                        "publish",
-                        format!("{m} takes host port {}/{}, which zone {} publishes already; choose another host port", m.host_port, m.proto.as_str(), other.name),
-                    ));
+        let zones = self.store.zones()?;
+        let mut taken: Vec<(String, String)> = Vec::new();
+        for z in zones.iter().filter(|z| is_bridged(&z.policy)) {
+            if Some(z.id) != own {
+                for text in &z.policy.network.publish {
+                    taken.push((format!("zone {}", z.name), text.clone()));
                 }
             }
         }
+        for p in self
+            .store
+            .processes()?
+            .into_iter()
+            .filter(|p| p.state == ProcessState::Running)
+        {
+            let zone = zones
+                .iter()
+                .find(|z| z.id == p.zone_id)
+                .map_or("?", |z| z.name.as_str());
+            for text in p.publish {
+                taken.push((
+                    format!("process {} of zone {zone}", &p.id.simple().to_string()[..8]),
+                    text,
+                ));
+            }
+        }
+        for (owner, text) in taken {
+            let Ok(theirs) = PortMapping::parse(&text) else {
+                continue;
+            };
+            if let Some(m) = mine.iter().find(|m| clash(m, &theirs)) {
+                return Err(DaemonError::invalid(
+                    field,
+                    format!("{m} takes host port {}/{}, which {owner} publishes already; choose another host port", m.host_port, m.proto.as_str()),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Two mappings that cannot both hold: one host port and protocol on the
+/// same address (or on every address).
+fn clash(a: &PortMapping, b: &PortMapping) -> bool {
+    a.host_port == b.host_port
+        && a.proto == b.proto
+        && (a.host_ip == b.host_ip || a.host_ip.is_unspecified() || b.host_ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clash;
+    use rauha_spec::netrules::PortMapping;
+
+    fn p(text: &str) -> PortMapping {
+        PortMapping::parse(text).expect("mapping")
+    }
+
+    #[test]
+    fn a_host_port_clashes_on_its_address_or_on_every_address() {
+        assert!(clash(&p("8080:80"), &p("8080:81")));
+        assert!(clash(&p("8080:80"), &p("0.0.0.0:8080:80")));
+        assert!(!clash(&p("8080:80"), &p("10.0.0.1:8080:80")));
+        assert!(!clash(&p("8080:80"), &p("8080:80/udp")));
+        assert!(!clash(&p("8080:80"), &p("8081:80")));
     }
 }

@@ -100,6 +100,12 @@ impl ZoneRegistry {
                 "cannot change while the zone runs (its root is already built); create a new zone",
             ));
         }
+        // Held until the new policy is stored: a process's ports coming
+        // or going rebuild the rules from it, not from the old one.
+        let _rules = match super::network::is_bridged(&policy) {
+            true => self.rules_guard().await,
+            false => None,
+        };
         if super::network::is_bridged(&policy) {
             let mut next = record.clone();
             next.policy = policy.clone();

@@ -72,6 +72,14 @@ impl ZoneRegistry {
             })?;
         let security =
             super::security::for_process(&zone.name, &zone.policy, spec.security.as_ref())?;
+        // Its ports are checked, recorded and published as one step (no
+        // other start or end rebuilds the rules in between), before it
+        // starts: it may be reached as soon as it listens.
+        let rules = match spec.publish.is_empty() {
+            true => None,
+            false => self.rules_guard().await,
+        };
+        let publish = self.process_publish(zone, &spec.publish)?;
         let record = ProcessRecord {
             id: id.unwrap_or_else(Uuid::new_v4),
             zone_id: zone.id,
@@ -88,6 +96,7 @@ impl ZoneRegistry {
             deadline: false,
             started_ms: now_ms(),
             ended_ms: 0,
+            publish: publish.clone(),
         };
         let max_output = usize::try_from(zone.policy.max_output()).unwrap_or(usize::MAX);
         let process = self.track(record.clone(), max_output);
@@ -130,6 +139,15 @@ impl ZoneRegistry {
             self.untrack(&record.id);
             return Err(e.into());
         }
+        if !publish.is_empty() {
+            if let Err(e) = self.renew_network(zone).await {
+                self.untrack(&record.id);
+                let _ = self.store.remove_process(&record.id);
+                let _ = self.renew_network(zone).await;
+                return Err(e);
+            }
+        }
+        drop(rules);
         match live.link.spawn(spawn).await {
             Ok(pid) => {
                 let host_pid = self
@@ -171,6 +189,11 @@ impl ZoneRegistry {
                 self.untrack(&record.id);
                 if let Err(e) = self.store.remove_process(&record.id) {
                     tracing::warn!(process = %record.id, error = %e, "cannot forget a process that did not start");
+                }
+                if !publish.is_empty() {
+                    if let Err(e) = self.renew_ports(zone.id).await {
+                        tracing::warn!(process = %record.id, error = %e, "cannot take back the ports of a process that did not start");
+                    }
                 }
                 Err(DaemonError::Start {
                     zone: zone.name.clone(),

@@ -586,6 +586,7 @@ fn output_sent_again_lands_once() {
         deadline: false,
         started_ms: 0,
         ended_ms: 0,
+        publish: Vec::new(),
     };
     let id = record.id.to_string();
     let dir = node.dir.join("task");
@@ -685,4 +686,35 @@ async fn the_hosts_ipc_namespace_is_a_privileged_pods_only() {
         .await
         .expect_err("the host's sysctls");
     assert!(e.to_string().contains("kernel.shmmax"), "{e}");
+}
+
+/// `rauha run -p` in a zone that is not bridged: refused in one line
+/// naming the field and the zone, nothing started or recorded.
+#[tokio::test]
+async fn a_process_publishes_ports_only_in_a_bridged_zone() {
+    let node = Node::new();
+    let zone = node.zone("lo").await.expect("create");
+    let mut with_ports = spec(&["sleep", "600"]);
+    with_ports.publish = vec!["8080:80".into()];
+    let Err(err) = node
+        .registry
+        .start_process_streamed(
+            &zone,
+            with_ports,
+            Vec::new(),
+            &Redactor::new(&[]),
+            &Default::default(),
+            None,
+        )
+        .await
+    else {
+        panic!("a loopback zone published a port");
+    };
+    assert!(
+        err.to_string()
+            .starts_with("spec.publish: needs a bridged zone, and zone lo's"),
+        "{err}"
+    );
+    assert!(node.backend.running(zone.id).is_empty());
+    assert!(node.registry.list_processes(None).expect("ps").is_empty());
 }
