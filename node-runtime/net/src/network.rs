@@ -216,17 +216,21 @@ impl Network {
         self.apply(&mut st)
     }
 
-    /// A zone's new policy (same address): its rules rebuilt; what its
-    /// names resolved to is forgotten (the names may be gone).
+    /// A zone's new policy or published ports (same address): its rules
+    /// rebuilt. What its names resolved to is forgotten when its names
+    /// changed (they may be gone), kept otherwise (a process publishing a
+    /// port takes nothing from the zone's workload).
     pub fn update(&self, member: Member) -> Result<(), NetError> {
         let mut st = self.state();
-        if !st.zones.contains_key(&member.net.id) {
+        let Some(old) = st.zones.get(&member.net.id) else {
             return Err(NetError::Config(format!(
                 "zone {} is not on the bridge",
                 member.net.name
             )));
+        };
+        if old.domains != member.domains {
+            st.admitted.forget(member.net.id);
         }
-        st.admitted.forget(member.net.id);
         st.zones.insert(member.net.id, member);
         self.apply(&mut st)
     }
@@ -593,5 +597,26 @@ mod tests {
             !n.admit(a.net.id, "allowed.test", &[(ip, 1)]).unwrap(),
             "nothing new: no rebuild"
         );
+    }
+
+    #[test]
+    fn a_new_published_port_keeps_what_names_admitted_and_new_names_do_not() {
+        let k = Arc::new(Kernel::default());
+        let n = net(&k, "10.123.0.0/24").unwrap();
+        let a = member("a", 2, &[], &["allowed.test"]);
+        n.attach(a.clone()).unwrap();
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 5));
+        assert!(n.admit(a.net.id, "allowed.test", &[(ip, 30)]).unwrap());
+        let mut published = a.clone();
+        published.net.publish = vec![rauha_spec::netrules::PortMapping::parse("8080:80").unwrap()];
+        n.update(published.clone()).unwrap();
+        assert_eq!(n.granted_egress(a.net.id), vec!["10.77.0.5/32"]);
+        let doc = k.docs.lock().unwrap().last().unwrap().to_string();
+        assert!(doc.contains("10.77.0.5"), "the zone's set refilled: {doc}");
+        assert!(doc.contains("8080"), "{doc}");
+        let mut renamed = published;
+        renamed.domains = vec![DomainRule::parse("other.test").unwrap()];
+        n.update(renamed).unwrap();
+        assert!(n.granted_egress(a.net.id).is_empty());
     }
 }
