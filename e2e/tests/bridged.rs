@@ -159,6 +159,11 @@ while True:\n c,a=s.accept();c.sendall((a[0]+'\\n').encode());c.close()\n";
             let sock = UdpSocket::bind(format!("{b}:53")).expect("dns bind");
             sock.set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
+            // Over TCP: big.test, whose answer (40 addresses) is too large
+            // for the UDP reply, which says so (TC).
+            let tcp = std::net::TcpListener::bind(format!("{b}:53")).expect("dns tcp bind");
+            let tcp_stop = Arc::clone(&stop);
+            std::thread::spawn(move || serve_dns_tcp(tcp, &tcp_stop));
             tx.send(()).expect("ready");
             let mut buf = [0u8; 1500];
             while !stop.load(Ordering::Relaxed) {
@@ -174,6 +179,11 @@ while True:\n c,a=s.accept();c.sendall((a[0]+'\\n').encode());c.close()\n";
                     _ => None,
                 };
                 let reply = match (addr, q.qtype) {
+                    _ if q.name == "big.test" => {
+                        let mut tc = dns::reply(&buf[..n], &q, dns::RCODE_NOERROR);
+                        tc[2] |= 0x02;
+                        tc
+                    }
                     (Some(ip), dns::TYPE_A) => dns::reply_addrs(&buf[..n], &q, &[ip.into()], 2),
                     (Some(_), _) => dns::reply(&buf[..n], &q, dns::RCODE_NOERROR),
                     (None, _) => dns::reply(&buf[..n], &q, dns::RCODE_NXDOMAIN),
@@ -217,6 +227,48 @@ impl Drop for Net {
 
 /// The test's subnets overlap no route of the host (and its bridge is not
 /// left from an earlier run).
+/// The test DNS server's TCP side: big.test answers 40 addresses of the
+/// outside subnet (.100 to .139).
+fn serve_dns_tcp(listener: std::net::TcpListener, stop: &AtomicBool) {
+    use std::io::{Read, Write};
+    listener.set_nonblocking(true).expect("nonblocking");
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut conn, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut len = [0u8; 2];
+        if conn.read_exact(&mut len).is_err() {
+            continue;
+        }
+        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
+        if conn.read_exact(&mut query).is_err() {
+            continue;
+        }
+        let Ok(q) = dns::parse_query(&query) else {
+            continue;
+        };
+        let local = conn.local_addr().expect("local");
+        let std::net::IpAddr::V4(me) = local.ip() else {
+            continue;
+        };
+        let [a, b, c, _] = me.octets();
+        let addrs: Vec<std::net::IpAddr> = (100..140)
+            .map(|i| Ipv4Addr::new(a, b, c, i).into())
+            .collect();
+        let reply = if q.name == "big.test" && q.qtype == dns::TYPE_A {
+            dns::reply_addrs(&query, &q, &addrs, 30)
+        } else {
+            dns::reply(&query, &q, dns::RCODE_NXDOMAIN)
+        };
+        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        let _ = conn.write_all(&framed);
+    }
+}
+
 fn subnets_are_free(n: u8) {
     let routes = text(&sh(&["ip", "-4", "route"]).stdout);
     for prefix in [format!("10.231.{n}."), format!("10.232.{n}.")] {
@@ -458,9 +510,45 @@ fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
     net.serve_dns();
     let upstream = format!("{}:53", net.out(3));
     let d = daemon(&net, &["--dns-upstream", &upstream]);
-    let p = policy(&d, "dom", "allowed_egress_domains = [\"allowed.test\"]\n");
+    let p = policy(
+        &d,
+        "dom",
+        "allowed_egress_domains = [\"allowed.test\", \"big.test\"]\n",
+    );
     create(&d, "zd", &p);
     create(&d, "zo", &p);
+    // An answer too large for UDP: the upstream's truncated UDP answer is
+    // asked again over TCP; the zone gets TC over UDP (nothing cut short)
+    // and all 40 addresses over TCP, and each is admitted.
+    let gateway = "10.231.3.1";
+    let script = format!(
+        r#"import socket, struct
+def q(i):
+    name = b"".join(bytes([len(l)]) + l for l in b"big.test".split(b".")) + b"\0"
+    return struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(q(1), ("{gateway}", 53))
+r = u.recv(4096)
+t = socket.create_connection(("{gateway}", 53), 5)
+m = q(2)
+t.sendall(struct.pack(">H", len(m)) + m)
+n = struct.unpack(">H", t.recv(2))[0]
+b = b""
+while len(b) < n:
+    b += t.recv(n - len(b))
+print(len(r) <= 512, bool(r[2] & 2), struct.unpack(">H", r[6:8])[0], struct.unpack(">H", b[6:8])[0])
+"#
+    );
+    let out = d.cli(&["exec", "zd", "--", "/usr/bin/python3", "-c", &script]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "True True 0 40",
+        "{}",
+        text(&out.stderr)
+    );
+    let big = net.out(139);
+    assert!(net.table().contains(&big), "{big}: {}", net.table());
     let (allowed, other) = (net.out(2), net.out(3));
     assert_eq!(
         connect(&d, "zd", "allowed.test", 8080),

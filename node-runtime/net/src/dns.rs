@@ -198,6 +198,30 @@ pub fn answers_only(buf: &[u8], answers: &Answers, id: u16) -> Vec<u8> {
     out
 }
 
+/// The TC bit: the message did not fit the UDP datagram it came in.
+pub fn is_truncated(buf: &[u8]) -> bool {
+    buf.get(2).is_some_and(|b| b & 0x02 != 0)
+}
+
+/// The largest reply sent over UDP: what a client may take without EDNS
+/// (RFC 1035), since replies carry no EDNS record of their own.
+pub const UDP_LIMIT: usize = 512;
+
+/// A reply fitted to UDP: whole when it fits [`UDP_LIMIT`], else only its
+/// header and question with TC set, so that the client asks over TCP.
+pub fn fit_udp(reply: Vec<u8>) -> Vec<u8> {
+    if reply.len() <= UDP_LIMIT {
+        return reply;
+    }
+    let Ok(q) = question_at(&reply) else {
+        return reply;
+    };
+    let mut out = reply[..q.end].to_vec();
+    out[2] |= 0x02;
+    out[6..12].fill(0);
+    out
+}
+
 /// A reply with no answers and `rcode`, echoing the question.
 pub fn reply(query: &[u8], question: &Question, rcode: u8) -> Vec<u8> {
     let mut out = query[..question.end].to_vec();

@@ -1,4 +1,5 @@
-//! The zones' resolver, on the bridge's gateway address, port 53 (UDP).
+//! The zones' resolver, on the bridge's gateway address, port 53 (UDP and
+//! TCP; upstream over UDP, and TCP when an answer does not fit).
 //!
 //! A zone resolves only what its policy names: `NAME.rauha` for a zone in
 //! its `allowed_zones`, and names matching its `allowed_egress_domains`,
@@ -139,7 +140,7 @@ impl Resolver {
             let (me, socket) = (Arc::clone(&self), Arc::clone(&socket));
             tokio::spawn(async move {
                 if let Some(reply) = me.answer(&query, from).await {
-                    let _ = socket.send_to(&reply, from).await;
+                    let _ = socket.send_to(&dns::fit_udp(reply), from).await;
                 }
             });
         }
@@ -212,7 +213,7 @@ impl Resolver {
         if q.qtype != dns::TYPE_A && q.qtype != dns::TYPE_AAAA {
             return Some(dns::reply(query, &q, dns::RCODE_NOERROR));
         }
-        let Some((raw, answers)) = self.forward(query, &q).await else {
+        let Some((raw, answers)) = forward(&self.upstreams, query, &q).await else {
             return Some(dns::reply(query, &q, dns::RCODE_SERVFAIL));
         };
         let addrs: Vec<(IpAddr, u32)> = answers
@@ -233,52 +234,99 @@ impl Resolver {
         }
         Some(dns::answers_only(&raw, &answers, q.id))
     }
+}
 
-    /// Asks the upstreams in turn, from a fresh socket and with a fresh id.
-    async fn forward(&self, query: &[u8], q: &dns::Question) -> Option<(Vec<u8>, dns::Answers)> {
-        for upstream in &self.upstreams {
-            let bind: SocketAddr = if upstream.is_ipv4() {
-                "0.0.0.0:0".parse().ok()?
-            } else {
-                "[::]:0".parse().ok()?
-            };
-            let Ok(sock) = UdpSocket::bind(bind).await else {
-                continue;
-            };
-            let id: u16 = rand_id();
-            let mut ask = query.to_vec();
-            ask[0..2].copy_from_slice(&id.to_be_bytes());
-            if sock.send_to(&ask, upstream).await.is_err() {
-                continue;
-            }
-            let mut buf = vec![0u8; 4096];
-            let got = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-                loop {
-                    let (n, from) = sock.recv_from(&mut buf).await.ok()?;
-                    if from != *upstream {
-                        continue;
-                    }
-                    let raw = buf[..n].to_vec();
-                    match dns::parse_response(&raw) {
-                        Ok(a)
-                            if a.question.id == id
-                                && a.question.name == q.name
-                                && a.question.qtype == q.qtype =>
-                        {
-                            return Some((raw, a));
-                        }
-                        _ => continue,
-                    }
+/// Asks the upstreams in turn, from a fresh socket and with a fresh id;
+/// an answer too large for UDP (TC) is asked again of the same upstream
+/// over TCP.
+pub(crate) async fn forward(
+    upstreams: &[SocketAddr],
+    query: &[u8],
+    q: &dns::Question,
+) -> Option<(Vec<u8>, dns::Answers)> {
+    for upstream in upstreams {
+        let id: u16 = rand_id();
+        let mut ask = query.to_vec();
+        ask[0..2].copy_from_slice(&id.to_be_bytes());
+        match ask_udp(*upstream, &ask, id, q).await {
+            Some(Asked::Answer(raw, a)) => return Some((raw, a)),
+            Some(Asked::Truncated) => {
+                if let Some(answer) = ask_tcp(*upstream, &ask, id, q).await {
+                    return Some(answer);
                 }
-            })
-            .await;
-            if let Ok(Some(answer)) = got {
-                return Some(answer);
+                tracing::warn!(%upstream, name = %q.name, "no answer over TCP from the upstream resolver (its UDP answer was truncated)");
             }
-            tracing::warn!(%upstream, name = %q.name, "no answer from the upstream resolver");
+            None => {
+                tracing::warn!(%upstream, name = %q.name, "no answer from the upstream resolver")
+            }
         }
-        None
     }
+    None
+}
+
+enum Asked {
+    Answer(Vec<u8>, dns::Answers),
+    /// The upstream's UDP answer had TC set: ask over TCP.
+    Truncated,
+}
+
+/// The upstream's answer to `q` (the message `ask` with id `id`).
+fn matches(a: &dns::Answers, id: u16, q: &dns::Question) -> bool {
+    a.question.id == id && a.question.name == q.name && a.question.qtype == q.qtype
+}
+
+async fn ask_udp(upstream: SocketAddr, ask: &[u8], id: u16, q: &dns::Question) -> Option<Asked> {
+    let bind: SocketAddr = if upstream.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let sock = UdpSocket::bind(bind).await.ok()?;
+    sock.send_to(ask, upstream).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        loop {
+            let (n, from) = sock.recv_from(&mut buf).await.ok()?;
+            if from != upstream {
+                continue;
+            }
+            let raw = buf[..n].to_vec();
+            // A truncated answer may be cut anywhere: its id is enough.
+            if raw.get(..2) == Some(&id.to_be_bytes()[..]) && dns::is_truncated(&raw) {
+                return Some(Asked::Truncated);
+            }
+            match dns::parse_response(&raw) {
+                Ok(a) if matches(&a, id, q) => return Some(Asked::Answer(raw, a)),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn ask_tcp(
+    upstream: SocketAddr,
+    ask: &[u8],
+    id: u16,
+    q: &dns::Question,
+) -> Option<(Vec<u8>, dns::Answers)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        let mut conn = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let mut framed = u16::try_from(ask.len()).ok()?.to_be_bytes().to_vec();
+        framed.extend_from_slice(ask);
+        conn.write_all(&framed).await.ok()?;
+        let len = conn.read_u16().await.ok()? as usize;
+        let mut raw = vec![0u8; len];
+        conn.read_exact(&mut raw).await.ok()?;
+        let a = dns::parse_response(&raw).ok()?;
+        matches(&a, id, q).then_some((raw, a))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn rand_id() -> u16 {
@@ -299,5 +347,65 @@ mod tests {
             vec!["10.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
         );
         assert!(zone_resolv_conf(Ipv4Addr::new(10, 89, 0, 1)).contains("nameserver 10.89.0.1\n"));
+    }
+
+    /// An upstream on 127.0.0.1 whose UDP answer is truncated (TC, no
+    /// records) and whose TCP answer holds `n` addresses; its address.
+    async fn big_upstream(n: u8) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let at = udp.local_addr().unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(at).await {
+                break (udp, tcp);
+            }
+        };
+        let at = udp.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((len, from)) = udp.recv_from(&mut buf).await {
+                let q = dns::parse_query(&buf[..len]).unwrap();
+                let mut reply = dns::reply(&buf[..len], &q, dns::RCODE_NOERROR);
+                reply[2] |= 0x02;
+                let _ = udp.send_to(&reply, from).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = tcp.accept().await {
+                let len = conn.read_u16().await.unwrap() as usize;
+                let mut query = vec![0u8; len];
+                conn.read_exact(&mut query).await.unwrap();
+                let q = dns::parse_query(&query).unwrap();
+                let addrs: Vec<IpAddr> =
+                    (1..=n).map(|i| Ipv4Addr::new(10, 9, 9, i).into()).collect();
+                let reply = dns::reply_addrs(&query, &q, &addrs, 60);
+                conn.write_u16(reply.len() as u16).await.unwrap();
+                conn.write_all(&reply).await.unwrap();
+            }
+        });
+        at
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_for_udp_is_asked_again_over_tcp() {
+        let upstream = big_upstream(60).await;
+        let query = dns::query(7, "big.test", dns::TYPE_A);
+        let q = dns::parse_query(&query).unwrap();
+        let (raw, answers) = forward(&[upstream], &query, &q).await.expect("an answer");
+        assert_eq!(answers.records.len(), 60);
+        assert!(!dns::is_truncated(&raw));
+        // Over UDP the zone gets TC and asks rauhad over TCP.
+        let reply = dns::answers_only(&raw, &answers, 7);
+        assert!(reply.len() > dns::UDP_LIMIT);
+        let fitted = dns::fit_udp(reply);
+        assert!(dns::is_truncated(&fitted) && fitted.len() <= dns::UDP_LIMIT);
+        let small = dns::fit_udp(dns::reply_addrs(
+            &query,
+            &q,
+            &[Ipv4Addr::LOCALHOST.into()],
+            5,
+        ));
+        assert!(!dns::is_truncated(&small));
+        assert_eq!(dns::parse_response(&small).unwrap().records.len(), 1);
     }
 }
