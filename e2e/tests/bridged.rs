@@ -220,13 +220,14 @@ impl Drop for Net {
         }
         let _ = sh(&["ip", "netns", "del", &self.outside]);
         let _ = sh(&["ip", "link", "del", &format!("rto{}", self.n)]);
+        for veth in self.veths() {
+            let _ = sh(&["ip", "link", "del", &veth]);
+        }
         let _ = sh(&["ip", "link", "del", &self.bridge()]);
         let _ = sh(&["nft", "delete", "table", "inet", &self.bridge()]);
     }
 }
 
-/// The test's subnets overlap no route of the host (and its bridge is not
-/// left from an earlier run).
 /// The test DNS server's TCP side: big.test answers 40 addresses of the
 /// outside subnet (.100 to .139).
 fn serve_dns_tcp(listener: std::net::TcpListener, stop: &AtomicBool) {
@@ -269,6 +270,8 @@ fn serve_dns_tcp(listener: std::net::TcpListener, stop: &AtomicBool) {
     }
 }
 
+/// The test's subnets overlap no route of the host (and its bridge is not
+/// left from an earlier run).
 fn subnets_are_free(n: u8) {
     let routes = text(&sh(&["ip", "-4", "route"]).stdout);
     for prefix in [format!("10.231.{n}."), format!("10.232.{n}.")] {
@@ -791,8 +794,21 @@ fn a_hundred_zones_leave_nothing_behind_and_a_restart_keeps_addresses() {
         create(&d, &format!("k{i}"), &p);
     }
     let before: Vec<String> = (0..10).map(|i| address_of(&d, &format!("k{i}"))).collect();
+    // A crash's leftovers, which no zone has: a veth of this bridge and a
+    // namespace file. The restart removes them.
+    ok(&[
+        "ip", "link", "add", "rtb5.zz", "type", "veth", "peer", "name", "rtb5leak",
+    ]);
+    let stray = netns.join(uuid::Uuid::new_v4().to_string());
+    std::fs::write(&stray, b"").expect("stray netns file");
     d.kill9();
     d.spawn(&net.args().iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !net.veths().contains(&"rtb5.zz".to_string()),
+        "{:?}",
+        net.veths()
+    );
+    assert!(!stray.exists(), "a namespace no zone has is removed");
     let after: Vec<String> = (0..10).map(|i| address_of(&d, &format!("k{i}"))).collect();
     assert_eq!(before, after, "zones keep their addresses");
     let table = net.table();
