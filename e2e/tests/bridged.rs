@@ -744,10 +744,25 @@ fn a_published_port_answers_on_the_host_until_its_zone_or_process_ends() {
     let out = d.cli(&["zone", "create", "zs", "-p", "28086:80"]);
     let err = text(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("publish: needs a bridged zone"),
+        !out.status.success()
+            && err.contains("publish: needs a bridged zone")
+            && err.contains("add --network bridged"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // As docker's --network: a preset's zone on the bridge, from the flag.
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "zs",
+        "--network",
+        "bridged",
+        "-p",
+        "28086:8080",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    listen(&d, "zs", 8080, "from-s");
+    assert_eq!(host("28086"), "from-s");
     let out = d.cli(&["zone", "create", "zn"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = d.cli(&["run", "--zone", "zn", "-p", "28086:80", "--", "true"]);

@@ -37,9 +37,14 @@ pub struct SandboxArgs {
     /// one; the policy's network.mode must be "joined".
     #[arg(long, value_name = "PATH")]
     netns: Option<String>,
+    /// The zone's network, over the policy's network.mode: loopback,
+    /// none, bridged (an address on rauhad's bridge, which -p needs),
+    /// joined (with --netns) or host (a privileged pod policy only).
+    #[arg(long, value_name = "MODE", value_parser = ["loopback", "none", "bridged", "joined", "host"])]
+    network: Option<String>,
     /// Publish a port of the zone on the host: [HOST_IP:]HOST_PORT:ZONE_PORT[/tcp|udp]
     /// (repeatable). On 127.0.0.1 unless a host address is given (docker's
-    /// -p publishes on every address). The policy must be bridged.
+    /// -p publishes on every address). The zone must be bridged.
     #[arg(long, short = 'p', value_name = "[HOST_IP:]HOST_PORT:ZONE_PORT")]
     publish: Vec<String>,
     /// A policy TOML file or a preset (minimal, standard, strict)
@@ -136,6 +141,7 @@ pub async fn sandbox(args: SandboxArgs, addr: &str) -> anyhow::Result<u8> {
         keep_zone: args.keep_zone,
         netns: args.netns.clone().unwrap_or_default(),
         publish: args.publish.clone(),
+        network: args.network.clone().unwrap_or_default(),
         repo_path: args
             .repo_path
             .as_deref()

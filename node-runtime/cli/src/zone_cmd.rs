@@ -37,9 +37,14 @@ pub enum ZoneCommand {
         /// new one; the policy's network.mode must be "joined".
         #[arg(long, value_name = "PATH")]
         netns: Option<String>,
+        /// The zone's network, over the policy's network.mode: loopback,
+        /// none, bridged (an address on rauhad's bridge, which -p needs),
+        /// joined (with --netns) or host (a privileged pod policy only).
+        #[arg(long, value_name = "MODE", value_parser = ["loopback", "none", "bridged", "joined", "host"])]
+        network: Option<String>,
         /// Publish a port of the zone on the host: [HOST_IP:]HOST_PORT:ZONE_PORT[/tcp|udp]
         /// (repeatable). On 127.0.0.1 unless a host address is given (docker's
-        /// -p publishes on every address). The policy must be bridged.
+        /// -p publishes on every address). The zone must be bridged.
         #[arg(long, short = 'p', value_name = "[HOST_IP:]HOST_PORT:ZONE_PORT")]
         publish: Vec<String>,
         /// Create the zone's cgroup in this cgroup (a path from the root of
@@ -129,6 +134,7 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
             netns,
             cgroup_parent,
             publish,
+            network,
             json,
             ..
         } => {
@@ -144,6 +150,7 @@ pub async fn run(command: ZoneCommand, addr: &str) -> anyhow::Result<u8> {
                 netns: netns.unwrap_or_default(),
                 cgroup_parent: cgroup_parent.unwrap_or_default(),
                 publish,
+                network: network.unwrap_or_default(),
             };
             let zone = zones.create(request).await?.into_inner();
             print_zone(&zone, json)?;

@@ -25,6 +25,7 @@ impl Service {
                     .unwrap_or_default(),
                 image: String::new(),
                 publish: Vec::new(),
+                network: String::new(),
             })
             .await;
         match created {

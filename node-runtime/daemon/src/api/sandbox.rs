@@ -50,6 +50,7 @@ impl SandboxService {
         let policy = self
             .registry
             .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;
+        let policy = crate::zone::ZoneRegistry::with_network(policy, &req.network)?;
         let policy = crate::zone::ZoneRegistry::with_publish(policy, &req.publish)?;
         if req.timeout_ms > WEEK_MS {
             return Err(DaemonError::invalid(

@@ -88,6 +88,7 @@ impl Zones for ZonesService {
         let policy = self
             .registry
             .resolve_policy(req.policy.as_ref(), root == RootSpec::HostView)?;
+        let policy = ZoneRegistry::with_network(policy, &req.network)?;
         let policy = ZoneRegistry::with_publish(policy, &req.publish)?;
         let record = self
             .registry

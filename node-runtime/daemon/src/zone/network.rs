@@ -380,6 +380,33 @@ impl ZoneRegistry {
         Some((addr, published))
     }
 
+    /// A request's `--network` mode in place of its policy's (checked as
+    /// the policy's own would be).
+    pub fn with_network(mut policy: Policy, mode: &str) -> Result<Policy, DaemonError> {
+        if mode.is_empty() {
+            return Ok(policy);
+        }
+        policy.network.mode = match mode {
+            "loopback" => NetworkMode::Loopback,
+            "none" => NetworkMode::None,
+            "bridged" => NetworkMode::Bridged,
+            "joined" => NetworkMode::Joined,
+            "host" => NetworkMode::Host,
+            other => {
+                return Err(DaemonError::invalid(
+                    "network",
+                    format!(
+                    "{other:?} is not a network mode; use loopback, none, bridged, joined or host"
+                ),
+                ))
+            }
+        };
+        policy
+            .validate()
+            .map_err(|(_, message)| DaemonError::invalid("network", message))?;
+        Ok(policy)
+    }
+
     /// A request's `--publish` ports added to its policy's: each parsed,
     /// and only for a bridged zone.
     pub fn with_publish(mut policy: Policy, publish: &[String]) -> Result<Policy, DaemonError> {
@@ -389,7 +416,7 @@ impl ZoneRegistry {
         if !is_bridged(&policy) {
             return Err(DaemonError::invalid(
                 "publish",
-                "needs a bridged zone, and the policy's network.mode is not \"bridged\"; use a policy with [network] mode = \"bridged\"",
+                "needs a bridged zone, and the policy's network.mode is not \"bridged\"; add --network bridged, or use a policy with [network] mode = \"bridged\"",
             ));
         }
         for p in publish {
