@@ -176,6 +176,8 @@ while True:\n c,a=s.accept();c.sendall((a[0]+'\\n').encode());c.close()\n";
                 let addr = match q.name.as_str() {
                     "allowed.test" => Some(a.parse::<Ipv4Addr>().expect("ip")),
                     "other.test" => Some(b.parse::<Ipv4Addr>().expect("ip")),
+                    // A name pointed at a cloud's metadata address.
+                    "rebind.test" => Some(Ipv4Addr::new(169, 254, 169, 254)),
                     _ => None,
                 };
                 let reply = match (addr, q.qtype) {
@@ -431,9 +433,54 @@ s.sendall(struct.pack('>H',len(q))+q)\nn=struct.unpack('>H',s.recv(2))[0]\nprint
     );
     assert!(connect(&d, "zc", &b, 8080).is_err(), "zc reaches neither");
     assert!(connect(&d, "zc", &a, 8081).is_err(), "zc reaches neither");
-    // The table holds one chain per zone; zb's has no rule for za's address.
+    // Below connect(): datagrams. A zone allowed any address on port 9999
+    // still reaches no other zone, not by unicast, nor by broadcast to all
+    // (which a bridge floods) or to the subnet; za's unicast to zb passes.
+    create(
+        &d,
+        "zx",
+        &policy(&d, "x", "allowed_egress = [\"0.0.0.0/0:9999\"]\n"),
+    );
+    let recv = "import socket,time\ns=socket.socket(2,2)\ns.bind(('',9999))\ns.settimeout(0.5)\n\
+got=set()\nend=time.time()+5\nwhile time.time()<end:\n  try: got.add(s.recv(100).decode())\n  except socket.timeout: pass\n\
+print(','.join(sorted(got)))";
+    let receiver = {
+        let (addr, recv) = (d.addr(), recv.to_string());
+        std::thread::spawn(move || {
+            let out = Command::new(rauha_e2e::bin_dir().join("rauha"))
+                .args(["exec", "zb", "--", "python3", "-c", &recv])
+                .env("RAUHA_ADDR", addr)
+                .output()
+                .expect("rauha exec");
+            format!("{}{}", text(&out.stdout).trim(), text(&out.stderr).trim())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let send = |zone: &str, to: &[(&str, &str)]| {
+        // Each three times, half a second apart: the receiver may start late.
+        let mut prog =
+            "import socket,time\ns=socket.socket(2,2)\ns.setsockopt(1,6,1)\nfor _ in range(3):\n"
+                .to_string();
+        for (addr, payload) in to {
+            prog.push_str(&format!("  s.sendto(b'{payload}',('{addr}',9999))\n"));
+        }
+        prog.push_str("  time.sleep(0.5)\n");
+        let out = d.cli(&["exec", zone, "--", "python3", "-c", &prog]);
+        assert!(out.status.success(), "{zone}: {}", text(&out.stderr));
+    };
+    send(
+        "zx",
+        &[
+            ("255.255.255.255", "bcast"),
+            ("10.231.1.255", "subnet"),
+            (&b, "unicast"),
+        ],
+    );
+    send("za", &[(&b, "from-a")]);
+    assert_eq!(receiver.join().expect("receiver"), "from-a");
+    // The table holds one chain per zone.
     let table = net.table();
-    assert_eq!(table.matches("jump z_").count(), 3, "{table}");
+    assert_eq!(table.matches("jump z_").count(), 4, "{table}");
     // A policy update opens zb -> za in place.
     let opened = policy(&d, "b2", "allowed_zones = [\"za\"]\n");
     let out = d.cli(&["zone", "update", "zb", "--policy", &opened]);
@@ -516,7 +563,7 @@ fn egress_by_domain_admits_what_an_allowed_name_resolved_to_for_its_ttl() {
     let p = policy(
         &d,
         "dom",
-        "allowed_egress_domains = [\"allowed.test\", \"big.test\"]\n",
+        "allowed_egress_domains = [\"allowed.test\", \"big.test\", \"rebind.test\"]\n",
     );
     create(&d, "zd", &p);
     create(&d, "zo", &p);
@@ -552,6 +599,15 @@ print(len(r) <= 512, bool(r[2] & 2), struct.unpack(">H", r[6:8])[0], struct.unpa
     );
     let big = net.out(139);
     assert!(net.table().contains(&big), "{big}: {}", net.table());
+    // An allowed name whose answer is a link-local (metadata) address
+    // admits nothing.
+    let out = d.cli(&["exec", "zd", "--", NC, "nslookup", "rebind.test"]);
+    assert!(
+        text(&out.stdout).contains("169.254.169.254"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!net.table().contains("169.254.169.254"), "{}", net.table());
     let (allowed, other) = (net.out(2), net.out(3));
     assert_eq!(
         connect(&d, "zd", "allowed.test", 8080),
@@ -763,6 +819,38 @@ fn a_published_port_answers_on_the_host_until_its_zone_or_process_ends() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     listen(&d, "zs", 8080, "from-s");
     assert_eq!(host("28086"), "from-s");
+    // A host port a service of the host holds, or an address that is not
+    // the host's, is refused.
+    let held = std::net::TcpListener::bind("127.0.0.1:28089").expect("a host service");
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "zu",
+        "--network",
+        "bridged",
+        "-p",
+        "28089:80",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("host port 28089/tcp is in use on this host"),
+        "{err}"
+    );
+    drop(held);
+    let out = d.cli(&[
+        "zone",
+        "create",
+        "zu",
+        "--network",
+        "bridged",
+        "-p",
+        "10.99.99.99:28090:80",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("10.99.99.99 is not an address of this host"),
+        "{err}"
+    );
     let out = d.cli(&["zone", "create", "zn"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = d.cli(&["run", "--zone", "zn", "-p", "28086:80", "--", "true"]);

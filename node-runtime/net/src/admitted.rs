@@ -55,7 +55,14 @@ pub enum Change {
     Extended,
     /// Held already for as long and on these ports.
     Same,
+    /// Not admitted: the zone holds [`MAX_GRANTS_PER_ZONE`] addresses.
+    Full,
 }
+
+/// Addresses one zone may hold by name at once: a workload that resolves
+/// names without end under a wildcard fills no more (each is a set element
+/// and a BPF map entry).
+pub const MAX_GRANTS_PER_ZONE: usize = 1024;
 
 impl Admitted {
     /// Admits `addr` for `zone` for `ttl_s` (clamped), on `port` (`None`:
@@ -72,6 +79,7 @@ impl Admitted {
         let until_ms = now_ms + (u64::from(ttl_s) * 1000).clamp(MIN_TTL_MS, MAX_TTL_MS);
         let ports = port.map(|p| BTreeSet::from([p]));
         let grants = self.zones.entry(zone).or_default();
+        let full = grants.len() >= MAX_GRANTS_PER_ZONE;
         match grants.get_mut(&addr) {
             Some(g) if g.until_ms > now_ms => {
                 let mut changed = false;
@@ -97,7 +105,19 @@ impl Admitted {
                     Change::Same
                 }
             }
-            _ => {
+            Some(_) => {
+                grants.insert(
+                    addr,
+                    Grant {
+                        until_ms,
+                        name: name.to_string(),
+                        ports,
+                    },
+                );
+                Change::New
+            }
+            None if full => Change::Full,
+            None => {
                 grants.insert(
                     addr,
                     Grant {
@@ -240,5 +260,24 @@ mod tests {
         );
         adm.forget(z);
         assert_eq!(adm.of(z, 10).count(), 0);
+    }
+
+    #[test]
+    fn a_zone_holds_a_bounded_number_of_addresses() {
+        let mut a = Admitted::default();
+        let z = Uuid::new_v4();
+        for i in 0..MAX_GRANTS_PER_ZONE as u32 {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(a.admit(z, addr, "n.test", 60, None, 0), Change::New);
+        }
+        let more = IpAddr::V4(std::net::Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(a.admit(z, more, "n.test", 60, None, 0), Change::Full);
+        // Held ones are still extended; another zone has its own room.
+        let first = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000));
+        assert_eq!(a.admit(z, first, "n.test", 120, None, 0), Change::Extended);
+        assert_eq!(
+            a.admit(Uuid::new_v4(), more, "n.test", 60, None, 0),
+            Change::New
+        );
     }
 }

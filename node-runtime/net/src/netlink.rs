@@ -8,10 +8,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoKind, InfoVeth};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use crate::config::{BridgeConfig, HostRoute, Subnet};
@@ -102,6 +104,22 @@ async fn add_addr(
     }
 }
 
+/// The bridge's MAC address, set (not left to the kernel, which would give
+/// the bridge the lowest of its ports' and change it as zones come and go,
+/// leaving every zone's ARP entry for the gateway wrong until it is asked
+/// again). Locally administered, from the bridge's name: the same after a
+/// restart.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    // FNV-1a.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[3], b[4], b[5], b[6], b[7]]
+}
+
 impl Links for Netlink {
     fn ensure_bridge(&self, bridge: &BridgeConfig) -> Result<(), NetError> {
         let b = bridge.clone();
@@ -109,6 +127,7 @@ impl Links for Netlink {
             let name = b.name.as_str();
             let msg = LinkBridge::new(name)
                 .mtu(b.mtu)
+                .address(bridge_mac(name).to_vec())
                 .nf_call_iptables(true)
                 .nf_call_ip6tables(true)
                 .build();
@@ -123,6 +142,7 @@ impl Links for Netlink {
             })?;
             // An existing bridge (rauhad restarted) gets the settings again.
             let settings = LinkBridge::new(name)
+                .address(bridge_mac(name).to_vec())
                 .nf_call_iptables(true)
                 .nf_call_ip6tables(true)
                 .build();
@@ -205,9 +225,26 @@ impl Links for Netlink {
                 .execute()
                 .await
                 .map_err(nl(format!("cannot create the veth {host}")))?;
+            // An isolated port: the bridge forwards nothing between two
+            // zones' ports, so a zone reaches another only through the
+            // host's routing, and so through the forward chain, whether or
+            // not br_netfilter is loaded (no broadcast or ARP crosses
+            // either). The zone's eth0 is still down: nothing was sent yet.
+            let index = index_of(&h, &host)
+                .await?
+                .ok_or_else(|| NetError::Config(format!("the veth {host} vanished")))?;
+            let isolated = LinkBridgePort::new(index)
+                .append_info_data(InfoBridgePort::Isolated(true))
+                .build();
+            h.link()
+                .add(isolated)
+                .set_flags(NLM_F_REQUEST | NLM_F_ACK)
+                .execute()
+                .await
+                .map_err(nl(format!("cannot isolate the bridge port {host}")))?;
             Ok(())
         })?;
-        let (gw, prefix) = (bridge.subnet.gateway(), bridge.subnet.prefix);
+        let gw = bridge.subnet.gateway();
         with_handle(Some(netns_path.to_path_buf()), move |h| async move {
             let lo = index_of(&h, "lo")
                 .await?
@@ -220,7 +257,15 @@ impl Links for Netlink {
             let i = index_of(&h, "eth0")
                 .await?
                 .ok_or_else(|| NetError::Config("eth0 is not in the zone".into()))?;
-            add_addr(&h, i, addr, prefix, "cannot give the zone its address").await?;
+            // A /32 and every route through the gateway: the zone has no
+            // neighbour but the host (its port is isolated), and ignores
+            // the redirects the host sends when it routes to another zone.
+            for knob in ["all", "default", "eth0"] {
+                let path = format!("/proc/sys/net/ipv4/conf/{knob}/accept_redirects");
+                std::fs::write(&path, "0")
+                    .map_err(|e| NetError::io(format!("cannot write the zone's {path}"), e))?;
+            }
+            add_addr(&h, i, addr, 32, "cannot give the zone its address").await?;
             h.link()
                 .set(LinkUnspec::new_with_index(i).up().build())
                 .execute()
@@ -229,6 +274,7 @@ impl Links for Netlink {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gw)
                 .output_interface(i)
+                .onlink()
                 .build();
             match h.route().add(route).execute().await {
                 Err(e) if !exists(&e) => Err(nl("cannot give the zone its default route")(e)),
@@ -300,6 +346,14 @@ pub fn parse_proc_routes(text: &str) -> Vec<HostRoute> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bridge_mac_is_unicast_local_and_its_names_own() {
+        let a = bridge_mac("rauha0");
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        assert_eq!(a, bridge_mac("rauha0"));
+        assert_ne!(a, bridge_mac("rauha1"));
+    }
 
     #[test]
     fn proc_routes_read_as_networks() {

@@ -273,18 +273,26 @@ impl Network {
         let Some(rule) = member.domains.iter().find(|r| r.matches(name)).cloned() else {
             return Ok(false);
         };
-        let zone_addr = member.net.addr;
+        let (zone_addr, zone_name) = (member.net.addr, member.net.name.clone());
         let now = self.now_ms();
         let mut elements = Vec::new();
         let mut whole = false;
         let mut changed = false;
         for (addr, ttl) in answers {
+            if !self.admissible(*addr) {
+                tracing::warn!(zone = %zone_name, %name, %addr, "not admitted: an answer may not name this address");
+                continue;
+            }
             let before = st
                 .admitted
                 .of(zone, now)
                 .find(|(a, _)| *a == addr)
                 .map(|(_, g)| g.ports.clone());
             let change = st.admitted.admit(zone, *addr, name, *ttl, rule.port, now);
+            if change == Change::Full {
+                tracing::warn!(zone = %zone_name, %name, "not admitted: the zone holds as many addresses by name as it may");
+                continue;
+            }
             changed |= change != Change::Same;
             let Some(grant) = st
                 .admitted
@@ -301,9 +309,9 @@ impl Network {
                 seconds: grant.remaining_ms(now).div_ceil(1000),
             };
             match (change, before) {
-                (Change::Same, _) => {}
-                (Change::New, _) => elements.push((dg, false)),
-                (Change::Extended, Some(old)) if old == grant.ports => elements.push((dg, true)),
+                (Change::Same | Change::Full, _) => {}
+                (Change::New, _) => elements.push(dg),
+                (Change::Extended, Some(old)) if old == grant.ports => elements.push(dg),
                 // Ports widened: its elements move between sets.
                 (Change::Extended, _) => whole = true,
             }
@@ -319,6 +327,34 @@ impl Network {
             }
         }
         Ok(changed)
+    }
+
+    /// Whether a name's answer may admit `addr`: never this host's own
+    /// (loopback, unspecified), link-local (a cloud's metadata service,
+    /// reached by a name that resolves there), multicast or broadcast, nor
+    /// an address of the bridge's subnet (other zones are reached by
+    /// `allowed_zones`, not by a name pointed at them).
+    fn admissible(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => {
+                !(a.is_unspecified()
+                    || a.is_loopback()
+                    || a.is_link_local()
+                    || a.is_multicast()
+                    || a.is_broadcast()
+                    || a.octets()[0] >= 240
+                    || a.octets()[0] == 0
+                    || self.bridge.subnet.contains(a))
+            }
+            IpAddr::V6(a) => {
+                let s = a.segments();
+                !(a.is_unspecified()
+                    || a.is_loopback()
+                    || a.is_multicast()
+                    || (s[0] & 0xffc0) == 0xfe80
+                    || a.to_ipv4_mapped().is_some())
+            }
+        }
     }
 
     /// Forgets expired grants (the kernel's sets expire by themselves);
@@ -618,5 +654,30 @@ mod tests {
         renamed.domains = vec![DomainRule::parse("other.test").unwrap()];
         n.update(renamed).unwrap();
         assert!(n.granted_egress(a.net.id).is_empty());
+    }
+
+    #[test]
+    fn an_answer_admits_no_address_of_the_host_the_bridge_or_link() {
+        let k = Arc::new(Kernel::default());
+        let n = net(&k, "10.123.0.0/24").unwrap();
+        let a = member("a", 2, &[], &["*.x.test"]);
+        n.attach(a.clone()).unwrap();
+        let answers: Vec<(IpAddr, u32)> = [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.123.0.3",
+            "224.0.0.251",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "10.77.0.5",
+        ]
+        .iter()
+        .map(|s| (s.parse().unwrap(), 30))
+        .collect();
+        assert!(n.admit(a.net.id, "a.x.test", &answers).unwrap());
+        assert_eq!(n.granted_egress(a.net.id), vec!["10.77.0.5/32"]);
     }
 }

@@ -23,6 +23,11 @@ pub const ZONE_SUFFIX: &str = "rauha";
 /// TTL of the answers rauhad gives itself.
 const OWN_TTL: u32 = 5;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Queries answered at once (UDP); more are dropped, as a busy resolver
+/// does, and the zone's resolver library asks again.
+const MAX_IN_FLIGHT: usize = 256;
+/// TCP connections served at once; more are closed on accept.
+const MAX_TCP: usize = 64;
 
 /// Told when a zone's grants changed (to update the other layers).
 pub type OnAdmit = Arc<dyn Fn(Uuid) + Send + Sync>;
@@ -127,6 +132,7 @@ impl Resolver {
     /// Serves until the socket fails.
     pub async fn serve(self: Arc<Self>, socket: UdpSocket) {
         let socket = Arc::new(socket);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         let mut buf = vec![0u8; 4096];
         loop {
             let (n, from) = match socket.recv_from(&mut buf).await {
@@ -136,9 +142,13 @@ impl Resolver {
                     return;
                 }
             };
+            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                continue;
+            };
             let query = buf[..n].to_vec();
             let (me, socket) = (Arc::clone(&self), Arc::clone(&socket));
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Some(reply) = me.answer(&query, from).await {
                     let _ = socket.send_to(&dns::fit_udp(reply), from).await;
                 }
@@ -150,6 +160,7 @@ impl Resolver {
     /// each message after its two-byte length, as RFC 1035 frames them.
     pub async fn serve_tcp(self: Arc<Self>, listener: tokio::net::TcpListener) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
         loop {
             let (mut conn, from) = match listener.accept().await {
                 Ok(x) => x,
@@ -159,8 +170,12 @@ impl Resolver {
                     continue;
                 }
             };
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                continue;
+            };
             let me = Arc::clone(&self);
             tokio::spawn(async move {
+                let _permit = permit;
                 // A few queries per connection, each within the timeout.
                 for _ in 0..16 {
                     let read = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, async {
@@ -206,7 +221,7 @@ impl Resolver {
             });
         }
         if !zone.domains.iter().any(|r| r.matches(&q.name)) {
-            tracing::info!(zone = %zone.net.name, name = %q.name, "refused a name not in the zone's allowed_egress_domains");
+            tracing::debug!(zone = %zone.net.name, name = %q.name, "refused a name not in the zone's allowed_egress_domains");
             (self.on_refuse)(zone.net.id, &q.name);
             return Some(dns::reply(query, &q, dns::RCODE_REFUSED));
         }
@@ -224,9 +239,29 @@ impl Resolver {
                 _ => None,
             })
             .collect();
-        match self.net.admit(zone.net.id, &q.name, &addrs) {
-            Ok(true) => (self.on_admit)(zone.net.id),
-            Ok(false) => {}
+        // nft and the BPF maps are written by blocking calls: off the
+        // runtime's workers.
+        let (net, on_admit, id, name) = (
+            Arc::clone(&self.net),
+            Arc::clone(&self.on_admit),
+            zone.net.id,
+            q.name.clone(),
+        );
+        let admitted = tokio::task::spawn_blocking(move || {
+            let admitted = net.admit(id, &name, &addrs);
+            if let Ok(true) = admitted {
+                on_admit(id);
+            }
+            admitted
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::NetError::Config(format!(
+                "the admission failed: {e}"
+            )))
+        });
+        match admitted {
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!(zone = %zone.net.name, error = %e, "cannot admit an answer's addresses");
                 return Some(dns::reply(query, &q, dns::RCODE_SERVFAIL));

@@ -347,15 +347,16 @@ pub fn ruleset(
                 is(meta("l4proto"), json!(proto_name(p.proto))),
                 is(payload("th", "dport"), json!(p.host_port)),
             ];
-            let dest = if p.host_ip.is_unspecified() {
-                is(
-                    json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-                    json!("local"),
-                )
-            } else {
-                is(payload("ip", "daddr"), json!(p.host_ip.to_string()))
-            };
-            let mut expr = vec![dest.clone()];
+            // Only traffic for this host: never a connection the host
+            // makes to another machine's address.
+            let local = is(
+                json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+                json!("local"),
+            );
+            let mut expr = vec![local];
+            if !p.host_ip.is_unspecified() {
+                expr.push(is(payload("ip", "daddr"), json!(p.host_ip.to_string())));
+            }
             expr.extend(port.iter().cloned());
             expr.push(to.clone());
             // From elsewhere (not for loopback: it never arrives from outside).
@@ -391,16 +392,14 @@ pub fn ruleset(
 
 /// A zone's grants written into its sets as they are now: elements only,
 /// no chain touched (a rule change waits for an RCU grace period, an
-/// element does not). `replace`: the element exists with an older timeout,
-/// deleted first in the same transaction.
-pub fn grant_elements(
-    bridge: &BridgeConfig,
-    zone: Ipv4Addr,
-    grants: &[(DomainGrant, bool)],
-) -> Value {
+/// element does not). Each element is added, deleted and added again with
+/// its timeout, in one transaction: adding an element the kernel still
+/// holds (rauhad may forget a grant a moment before the kernel does) would
+/// leave its old timeout, and deleting one it does not hold would fail.
+pub fn grant_elements(bridge: &BridgeConfig, zone: Ipv4Addr, grants: &[DomainGrant]) -> Value {
     let table = bridge.table();
     let mut items = vec![json!({"metainfo": {"json_schema_version": 1}})];
-    for (g, replace) in grants {
+    for g in grants {
         let (set, vals): (String, Vec<Value>) = match &g.ports {
             None => (any_port_set(zone), vec![json!(g.addr.to_string())]),
             Some(ports) => (
@@ -411,15 +410,14 @@ pub fn grant_elements(
                     .collect(),
             ),
         };
-        if *replace {
-            let elem: Vec<Value> = vals.clone();
-            items.push(json!({"delete": {"element": {"family": "inet", "table": table, "name": set, "elem": elem}}}));
-        }
-        let elem: Vec<Value> = vals
-            .into_iter()
-            .map(|v| timeout_elem(v, g.seconds))
+        let timed: Vec<Value> = vals
+            .iter()
+            .map(|v| timeout_elem(v.clone(), g.seconds))
             .collect();
-        items.push(json!({"add": {"element": {"family": "inet", "table": table, "name": set, "elem": elem}}}));
+        let add = json!({"add": {"element": {"family": "inet", "table": table, "name": set, "elem": timed}}});
+        items.push(add.clone());
+        items.push(json!({"delete": {"element": {"family": "inet", "table": table, "name": set, "elem": vals}}}));
+        items.push(add);
     }
     json!({"nftables": items})
 }

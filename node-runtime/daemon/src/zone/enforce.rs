@@ -121,22 +121,27 @@ impl ZoneRegistry {
             target: format!("{name} (not in network.allowed_egress_domains)"),
             errno: 1,
         };
+        {
+            let mut kept = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+            let list = kept.entry(zone).or_default();
+            // One event per name (a resolver asks again and again), and
+            // none past the zone's cap: a flood of names is not a flood of
+            // events.
+            if list.len() >= MAX_DENIALS_PER_ZONE
+                || list
+                    .iter()
+                    .any(|e| e.hook == "dns" && e.target == event.target)
+            {
+                return;
+            }
+            list.push(event.clone());
+        }
         self.events.emit(
             EventKind::EnforcementDenied,
             Some((zone, &record.name)),
             None,
             format!("dns refused {}", event.target),
         );
-        let mut kept = self.denied.lock().unwrap_or_else(|p| p.into_inner());
-        let list = kept.entry(zone).or_default();
-        // One event per name: a resolver asks again and again.
-        if list.len() < MAX_DENIALS_PER_ZONE
-            && !list
-                .iter()
-                .any(|e| e.hook == "dns" && e.target == event.target)
-        {
-            list.push(event);
-        }
     }
 
     /// The denials of a zone collected so far, removed from the registry.

@@ -122,14 +122,24 @@ impl ZoneRegistry {
             })?;
         let m = member(record.id, &record.name, &record.policy, addr, &[]);
         let net = Arc::clone(&ctx.net);
+        let (id, zone_addr) = (record.id, addr);
         let attached = blocking(move || {
             let netns = net.attach(m)?;
             let resolv = netns.with_extension("resolv.conf");
-            std::fs::write(
+            if let Err(e) = std::fs::write(
                 &resolv,
                 rauha_net::resolver::zone_resolv_conf(net.bridge().subnet.gateway()),
-            )
-            .map_err(|e| NetError::io(format!("cannot write {}", resolv.display()), e))?;
+            ) {
+                // Off the bridge again: the caller forgets the lease, and
+                // a member without one would keep the address's chain.
+                if let Err(undo) = net.detach(id, zone_addr) {
+                    tracing::warn!(error = %undo, "cannot undo a network attach");
+                }
+                return Err(NetError::io(
+                    format!("cannot write {}", resolv.display()),
+                    e,
+                ));
+            }
             Ok((netns.display().to_string(), resolv.display().to_string()))
         })
         .await;
@@ -527,7 +537,36 @@ impl ZoneRegistry {
                 ));
             }
         }
+        for m in mine {
+            host_port_free(m).map_err(|why| DaemonError::invalid(field, why))?;
+        }
         Ok(())
+    }
+}
+
+/// A published port must be one no socket of the host holds (a service of
+/// the host, or rauhad's own resolver), on an address of the host: the
+/// rules would otherwise take that service's traffic into the zone.
+/// Checked by binding it for a moment, as docker-proxy binds it for good.
+fn host_port_free(m: &PortMapping) -> Result<(), String> {
+    use rauha_spec::netrules::Proto;
+    let at = SocketAddr::new(m.host_ip, m.host_port);
+    let bound = match m.proto {
+        Proto::Tcp => std::net::TcpListener::bind(at).map(drop),
+        Proto::Udp => std::net::UdpSocket::bind(at).map(drop),
+    };
+    match bound {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "{m}: host port {}/{} is in use on this host (a service, or rauhad's resolver, listens there); choose another host port",
+            m.host_port,
+            m.proto.as_str()
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(format!(
+            "{m}: {} is not an address of this host; publish on 127.0.0.1, 0.0.0.0 or one of the host's addresses",
+            m.host_ip
+        )),
+        Err(e) => Err(format!("{m}: cannot check host port {}: {e}", m.host_port)),
     }
 }
 

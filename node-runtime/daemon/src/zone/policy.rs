@@ -112,11 +112,28 @@ impl ZoneRegistry {
             self.check_published(&next)?;
             self.renew_network(&next).await?;
         }
-        let backend = self.backends.of(&record)?;
-        backend.update_limits(record.id, &policy)?;
-        live.link
-            .update_hardening(backend.hardening(&policy, &record.root, record.workspace.as_ref()))
-            .await?;
+        let applied = async {
+            let backend = self.backends.of(&record)?;
+            backend.update_limits(record.id, &policy)?;
+            live.link
+                .update_hardening(backend.hardening(
+                    &policy,
+                    &record.root,
+                    record.workspace.as_ref(),
+                ))
+                .await?;
+            Ok::<_, DaemonError>(())
+        }
+        .await;
+        if let Err(e) = applied {
+            // The store keeps the old policy: so do the zone's rules.
+            if super::network::is_bridged(&record.policy) {
+                if let Err(undo) = self.renew_network(&record).await {
+                    tracing::error!(zone = %record.name, error = %undo, "cannot put back a zone's network rules after a failed policy update");
+                }
+            }
+            return Err(e);
+        }
         record.policy = policy;
         self.store.put_zone(&record)?;
         // A map update: the zone's running processes keep running.
