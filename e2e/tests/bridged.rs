@@ -523,6 +523,22 @@ fn egress_leaves_through_masquerade_only_where_allowed() {
         connect(&d, "ze", &net.out(3), 8080).is_err(),
         "other address"
     );
+    // The zone's connections are tracked (the closed one in TIME_WAIT for
+    // minutes), and forgotten with the zone: the next zone given its
+    // address inherits none.
+    let mine = format!("src={} ", address_of(&d, "ze"));
+    let tracked = || {
+        std::fs::read_to_string("/proc/net/nf_conntrack")
+            .expect("/proc/net/nf_conntrack")
+            .lines()
+            .filter(|l| l.contains(&mine))
+            .count()
+    };
+    assert!(tracked() > 0, "the kernel tracks the zone's connection");
+    let out = d.cli(&["zone", "delete", "ze"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tracked(), 0, "the zone's connections are forgotten");
+    create(&d, "ze", &p);
     // A task's result names the refused destination.
     let out = d.cli(&[
         "sandbox",

@@ -37,12 +37,13 @@ impl NetError {
 
 /// Links and namespaces.
 pub trait Links: Send + Sync {
-    /// Makes the bridge exist, up, with the gateway address, MTU, and its
-    /// traffic through the inet hooks (nf_call_iptables), so that the
-    /// table's forward chain sees zone-to-zone traffic.
+    /// Makes the bridge exist, up, with the gateway address, MTU and a MAC
+    /// address of its own (not its ports'), routing on (zones reach each
+    /// other only through the host: their ports are isolated).
     fn ensure_bridge(&self, bridge: &BridgeConfig) -> Result<(), NetError>;
     /// A network namespace bound at `netns` with `veth`'s peer in it as
-    /// `eth0` holding `addr`, a default route to the gateway, loopback up.
+    /// `eth0` holding `addr`/32 and a default route to the gateway, loopback
+    /// up; the host end an isolated port of the bridge.
     fn attach(
         &self,
         bridge: &BridgeConfig,
@@ -59,8 +60,11 @@ pub trait Links: Send + Sync {
     fn routes(&self) -> Result<Vec<HostRoute>, NetError>;
 }
 
-/// nftables.
+/// nftables, and the connection tracking its rules rely on.
 pub trait Firewall: Send + Sync {
     /// Applies one JSON document as one transaction.
     fn apply(&self, doc: &Value) -> Result<(), NetError>;
+    /// Deletes the tracked connections that name `addr` (an address given
+    /// back); how many.
+    fn forget_connections(&self, addr: Ipv4Addr) -> Result<usize, NetError>;
 }

@@ -10,6 +10,7 @@
 
 pub mod admitted;
 pub mod config;
+pub mod conntrack;
 pub mod dns;
 pub mod ipam;
 pub mod ruleset;

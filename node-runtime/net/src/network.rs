@@ -199,6 +199,11 @@ impl Network {
             .links
             .detach(&self.bridge.veth_name(addr), &self.netns_path(zone));
         tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "zone off the bridge");
+        // The address goes back to the pool: its flows go with it.
+        match self.fw.forget_connections(addr) {
+            Ok(n) => tracing::debug!(%addr, connections = n, "connections forgotten"),
+            Err(e) => tracing::warn!(%addr, error = %e, "cannot forget the zone's connections"),
+        }
         done
     }
 
@@ -491,6 +496,10 @@ mod tests {
             self.0.docs.lock().unwrap().push(doc.clone());
             Ok(())
         }
+        fn forget_connections(&self, addr: Ipv4Addr) -> Result<usize, NetError> {
+            self.0.log.lock().unwrap().push(format!("forget {addr}"));
+            Ok(0)
+        }
     }
 
     fn net(k: &Arc<Kernel>, subnet: &str) -> Result<Network, NetError> {
@@ -554,8 +563,10 @@ mod tests {
                 "bridge rt0",
                 "attach rt0.2 10.123.0.2",
                 "attach rt0.3 10.123.0.3",
-                "detach rt0.2"
-            ]
+                "detach rt0.2",
+                "forget 10.123.0.2"
+            ],
+            "its links go, then its address's connections"
         );
         let last = k.docs.lock().unwrap().last().unwrap().to_string();
         // a's chain is deleted, not made; the table stays (no full replace

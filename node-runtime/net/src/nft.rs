@@ -9,6 +9,10 @@ use crate::kernel::{Firewall, NetError};
 pub struct Nft;
 
 impl Firewall for Nft {
+    fn forget_connections(&self, addr: std::net::Ipv4Addr) -> Result<usize, NetError> {
+        crate::conntrack::forget(addr)
+    }
+
     fn apply(&self, doc: &Value) -> Result<(), NetError> {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join("nft").is_file()))
