@@ -228,7 +228,7 @@ impl Resolver {
         if q.qtype != dns::TYPE_A && q.qtype != dns::TYPE_AAAA {
             return Some(dns::reply(query, &q, dns::RCODE_NOERROR));
         }
-        let Some((raw, answers)) = forward(&self.upstreams, query, &q).await else {
+        let Some((raw, answers)) = forward(&self.upstreams, &q).await else {
             return Some(dns::reply(query, &q, dns::RCODE_SERVFAIL));
         };
         let addrs: Vec<(IpAddr, u32)> = answers
@@ -267,7 +267,14 @@ impl Resolver {
                 return Some(dns::reply(query, &q, dns::RCODE_SERVFAIL));
             }
         }
-        Some(dns::answers_only(&raw, &answers, q.id))
+        let mut reply = dns::answers_only(&raw, &answers, q.id);
+        // The zone's question as it asked it (its letters' case, which
+        // some resolvers check), in place of rauhad's lower-case one: the
+        // same name, so the same length and offsets.
+        if answers.question.end == q.end && reply.len() >= q.end {
+            reply[12..q.end].copy_from_slice(&query[12..q.end]);
+        }
+        Some(reply)
     }
 }
 
@@ -276,13 +283,14 @@ impl Resolver {
 /// over TCP.
 pub(crate) async fn forward(
     upstreams: &[SocketAddr],
-    query: &[u8],
     q: &dns::Question,
 ) -> Option<(Vec<u8>, dns::Answers)> {
     for upstream in upstreams {
         let id: u16 = rand_id();
-        let mut ask = query.to_vec();
-        ask[0..2].copy_from_slice(&id.to_be_bytes());
+        // A query of rauhad's own, from the question alone: the zone's
+        // header flags (RD clear reads the upstream's cache), EDNS options
+        // and trailing bytes stay with the zone.
+        let ask = dns::query(id, &q.name, q.qtype);
         match ask_udp(*upstream, &ask, id, q).await {
             Some(Asked::Answer(raw, a)) => return Some((raw, a)),
             Some(Asked::Truncated) => {
@@ -426,7 +434,7 @@ mod tests {
         let upstream = big_upstream(60).await;
         let query = dns::query(7, "big.test", dns::TYPE_A);
         let q = dns::parse_query(&query).unwrap();
-        let (raw, answers) = forward(&[upstream], &query, &q).await.expect("an answer");
+        let (raw, answers) = forward(&[upstream], &q).await.expect("an answer");
         assert_eq!(answers.records.len(), 60);
         assert!(!dns::is_truncated(&raw));
         // Over UDP the zone gets TC and asks rauhad over TCP.
