@@ -837,35 +837,25 @@ fn a_published_port_answers_on_the_host_until_its_zone_or_process_ends() {
     assert_eq!(host("28086"), "from-s");
     // A host port a service of the host holds, or an address that is not
     // the host's, is refused.
+    let refused = |publish: &str, why: &str| {
+        let out = d.cli(&[
+            "zone",
+            "create",
+            "zu",
+            "--network",
+            "bridged",
+            "-p",
+            publish,
+        ]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{err}");
+    };
     let held = std::net::TcpListener::bind("127.0.0.1:28089").expect("a host service");
-    let out = d.cli(&[
-        "zone",
-        "create",
-        "zu",
-        "--network",
-        "bridged",
-        "-p",
-        "28089:80",
-    ]);
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("host port 28089/tcp is in use on this host"),
-        "{err}"
-    );
+    refused("28089:80", "host port 28089/tcp is in use on this host");
     drop(held);
-    let out = d.cli(&[
-        "zone",
-        "create",
-        "zu",
-        "--network",
-        "bridged",
-        "-p",
+    refused(
         "10.99.99.99:28090:80",
-    ]);
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("10.99.99.99 is not an address of this host"),
-        "{err}"
+        "10.99.99.99 is not an address of this host",
     );
     let out = d.cli(&["zone", "create", "zn"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

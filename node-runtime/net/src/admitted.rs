@@ -105,19 +105,9 @@ impl Admitted {
                     Change::Same
                 }
             }
-            Some(_) => {
-                grants.insert(
-                    addr,
-                    Grant {
-                        until_ms,
-                        name: name.to_string(),
-                        ports,
-                    },
-                );
-                Change::New
-            }
             None if full => Change::Full,
-            None => {
+            // New, or held until a moment ago.
+            _ => {
                 grants.insert(
                     addr,
                     Grant {
