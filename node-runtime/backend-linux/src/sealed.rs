@@ -50,12 +50,23 @@ impl SealedBinary {
         }
         // SAFETY: memfd_create returned a new fd that nothing else owns.
         let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut from = File::open(source)?;
+        // Copied through this process's memory, not io::copy: the kernel's
+        // copy_file_range/splice can leave the memfd's pages pinned for a
+        // moment, and sealing it against writes then fails with EBUSY.
+        let bytes = std::fs::read(source)?;
         let mut to = File::from(memfd.try_clone()?);
-        io::copy(&mut from, &mut to)?;
+        io::Write::write_all(&mut to, &bytes)?;
+        drop(to);
+        let mut tries = 0;
         // SAFETY: fcntl with integer arguments on an fd we own.
-        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
-            return Err(io::Error::last_os_error());
+        while unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
+            let e = io::Error::last_os_error();
+            // Pages still pinned (the kernel waits a moment itself): again.
+            if e.raw_os_error() != Some(libc::EBUSY) || tries == 20 {
+                return Err(e);
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Ok(SealedBinary {
             memfd,

@@ -54,6 +54,9 @@ pub trait Links: Send + Sync {
     /// Removes the veth (both ends) and the namespace's binding; absent
     /// ones are not an error.
     fn detach(&self, veth: &str, netns: &Path) -> Result<(), NetError>;
+    /// Makes `veth` an isolated port of its bridge (the bridge forwards
+    /// nothing between two isolated ports).
+    fn isolate(&self, veth: &str) -> Result<(), NetError>;
     /// Names of the host's links starting with `prefix`.
     fn links_named(&self, prefix: &str) -> Result<Vec<String>, NetError>;
     /// The host's IPv4 routes (main table).

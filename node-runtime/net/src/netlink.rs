@@ -120,7 +120,31 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
     [0x02, b[3], b[4], b[5], b[6], b[7]]
 }
 
+/// Makes `name` an isolated port: the bridge forwards nothing between two
+/// zones' ports, so a zone reaches another only through the host's routing,
+/// and so through the forward chain, whether or not br_netfilter is loaded
+/// (no broadcast or ARP crosses either).
+async fn isolate_port(h: &Handle, name: &str) -> Result<(), NetError> {
+    let index = index_of(h, name)
+        .await?
+        .ok_or_else(|| NetError::Config(format!("the veth {name} vanished")))?;
+    let isolated = LinkBridgePort::new(index)
+        .append_info_data(InfoBridgePort::Isolated(true))
+        .build();
+    h.link()
+        .add(isolated)
+        .set_flags(NLM_F_REQUEST | NLM_F_ACK)
+        .execute()
+        .await
+        .map_err(nl(format!("cannot isolate the bridge port {name}")))
+}
+
 impl Links for Netlink {
+    fn isolate(&self, veth: &str) -> Result<(), NetError> {
+        let name = veth.to_string();
+        with_handle(None, move |h| async move { isolate_port(&h, &name).await })
+    }
+
     fn ensure_bridge(&self, bridge: &BridgeConfig) -> Result<(), NetError> {
         let b = bridge.clone();
         with_handle(None, move |h| async move {
@@ -225,24 +249,8 @@ impl Links for Netlink {
                 .execute()
                 .await
                 .map_err(nl(format!("cannot create the veth {host}")))?;
-            // An isolated port: the bridge forwards nothing between two
-            // zones' ports, so a zone reaches another only through the
-            // host's routing, and so through the forward chain, whether or
-            // not br_netfilter is loaded (no broadcast or ARP crosses
-            // either). The zone's eth0 is still down: nothing was sent yet.
-            let index = index_of(&h, &host)
-                .await?
-                .ok_or_else(|| NetError::Config(format!("the veth {host} vanished")))?;
-            let isolated = LinkBridgePort::new(index)
-                .append_info_data(InfoBridgePort::Isolated(true))
-                .build();
-            h.link()
-                .add(isolated)
-                .set_flags(NLM_F_REQUEST | NLM_F_ACK)
-                .execute()
-                .await
-                .map_err(nl(format!("cannot isolate the bridge port {host}")))?;
-            Ok(())
+            // The zone's eth0 is still down: nothing was sent yet.
+            isolate_port(&h, &host).await
         })?;
         let gw = bridge.subnet.gateway();
         with_handle(Some(netns_path.to_path_buf()), move |h| async move {

@@ -108,6 +108,9 @@ impl Network {
             if !keep.contains(&name) {
                 tracing::info!(veth = %name, "removing a veth no zone has");
                 self.links.detach(&name, Path::new("/nonexistent"))?;
+            } else {
+                // A zone made by an older rauhad: its port isolated too.
+                self.links.isolate(&name)?;
             }
         }
         if let Ok(dir) = std::fs::read_dir(&self.netns_dir) {
@@ -182,7 +185,9 @@ impl Network {
         Ok(path)
     }
 
-    /// Takes a zone off the bridge: its rules first, then its links.
+    /// Takes a zone off the bridge: its rules first, then its links, then
+    /// its address's tracked connections (the lock released: a dump of
+    /// the kernel's table waits on nothing of the network's).
     pub fn detach(&self, zone: Uuid, addr: Ipv4Addr) -> Result<(), NetError> {
         let mut st = self.state();
         st.zones.remove(&zone);
@@ -191,6 +196,7 @@ impl Network {
         if st.bridge_ready {
             self.apply(&mut st)?;
         }
+        drop(st);
         tracing::debug!(
             ms = t.elapsed().as_secs_f64() * 1e3,
             "rules without the zone"
@@ -200,11 +206,21 @@ impl Network {
             .detach(&self.bridge.veth_name(addr), &self.netns_path(zone));
         tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "zone off the bridge");
         // The address goes back to the pool: its flows go with it.
+        self.forget_connections(addr);
+        done
+    }
+
+    /// Deletes the kernel's tracked connections of an address given back.
+    pub fn forget_connections(&self, addr: Ipv4Addr) {
         match self.fw.forget_connections(addr) {
             Ok(n) => tracing::debug!(%addr, connections = n, "connections forgotten"),
             Err(e) => tracing::warn!(%addr, error = %e, "cannot forget the zone's connections"),
         }
-        done
+    }
+
+    /// Whether a zone is on the bridge.
+    pub fn is_member(&self, zone: Uuid) -> bool {
+        self.state().zones.contains_key(&zone)
     }
 
     /// At rauhad's start: the zones that survived. Their rules are rebuilt
@@ -227,7 +243,7 @@ impl Network {
     /// port takes nothing from the zone's workload).
     pub fn update(&self, member: Member) -> Result<(), NetError> {
         let mut st = self.state();
-        let Some(old) = st.zones.get(&member.net.id) else {
+        let Some(old) = st.zones.get(&member.net.id).cloned() else {
             return Err(NetError::Config(format!(
                 "zone {} is not on the bridge",
                 member.net.name
@@ -237,7 +253,12 @@ impl Network {
             st.admitted.forget(member.net.id);
         }
         st.zones.insert(member.net.id, member);
-        self.apply(&mut st)
+        let applied = self.apply(&mut st);
+        if applied.is_err() {
+            // The kernel kept the old rules: so does this.
+            st.zones.insert(old.net.id, old);
+        }
+        applied
     }
 
     /// The zone whose address is `addr`.
@@ -434,6 +455,7 @@ mod tests {
         links: M<BTreeSet<String>>,
         docs: M<Vec<serde_json::Value>>,
         fail_attach: M<bool>,
+        fail_apply: M<bool>,
     }
 
     struct L(Arc<Kernel>);
@@ -472,6 +494,10 @@ mod tests {
             self.0.log.lock().unwrap().push(format!("detach {veth}"));
             Ok(())
         }
+        fn isolate(&self, veth: &str) -> Result<(), NetError> {
+            self.0.log.lock().unwrap().push(format!("isolate {veth}"));
+            Ok(())
+        }
         fn links_named(&self, prefix: &str) -> Result<Vec<String>, NetError> {
             Ok(self
                 .0
@@ -493,6 +519,9 @@ mod tests {
 
     impl Firewall for F {
         fn apply(&self, doc: &serde_json::Value) -> Result<(), NetError> {
+            if *self.0.fail_apply.lock().unwrap() {
+                return Err(NetError::Nft("refused".into()));
+            }
             self.0.docs.lock().unwrap().push(doc.clone());
             Ok(())
         }
@@ -607,6 +636,11 @@ mod tests {
             links.contains("rt0.2") && !links.contains("rt0.9") && links.contains("eth0"),
             "{links:?}"
         );
+        let log = k.log.lock().unwrap().clone();
+        assert!(
+            log.contains(&"isolate rt0.2".to_string()),
+            "a survivor's port isolated (an older rauhad's zone): {log:?}"
+        );
         let fresh = Arc::new(Kernel::default());
         fresh
             .links
@@ -690,5 +724,23 @@ mod tests {
         .collect();
         assert!(n.admit(a.net.id, "a.x.test", &answers).unwrap());
         assert_eq!(n.granted_egress(a.net.id), vec!["10.77.0.5/32"]);
+    }
+
+    #[test]
+    fn an_update_the_kernel_refuses_leaves_the_zone_as_it_was() {
+        let k = Arc::new(Kernel::default());
+        let n = net(&k, "10.123.0.0/24").unwrap();
+        let a = member("a", 2, &[], &[]);
+        n.attach(a.clone()).unwrap();
+        let mut published = a.clone();
+        published.net.publish = vec![rauha_spec::netrules::PortMapping::parse("8080:80").unwrap()];
+        *k.fail_apply.lock().unwrap() = true;
+        assert!(n.update(published).is_err());
+        *k.fail_apply.lock().unwrap() = false;
+        assert_eq!(
+            n.members()[0].net.publish,
+            vec![],
+            "the refused ports are not kept"
+        );
     }
 }

@@ -139,7 +139,7 @@ impl ZoneRegistry {
             let mut resolv_conf = None;
             if super::network::is_bridged(&record.policy) {
                 let rules = self.rules_guard().await;
-                self.check_published(&record)?;
+                self.check_published(&record, &[])?;
                 let (netns, resolv) = self.attach_network(&record).await?;
                 drop(rules);
                 record.netns = Some(netns);

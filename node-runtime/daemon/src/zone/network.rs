@@ -180,9 +180,18 @@ impl ZoneRegistry {
     /// the bridge already, has none to rebuild.
     pub(crate) async fn renew_ports(&self, zone: Uuid) -> Result<(), DaemonError> {
         let _rules = self.rules_guard().await;
+        self.renew_stored(zone).await
+    }
+
+    /// A bridged zone's rules rebuilt from its record as stored now (the
+    /// caller holds [`Self::rules_guard`]: nothing changes it meanwhile).
+    pub(crate) async fn renew_stored(&self, zone: Uuid) -> Result<(), DaemonError> {
         match self.store.zone(&zone)? {
             Some(record) if is_bridged(&record.policy) => {
-                if self.store.leases()?.iter().any(|(id, _)| *id == zone) {
+                // Not on the bridge (yet: rauhad is starting; or any more):
+                // what puts it there builds its rules from the store.
+                let on = self.network().is_some_and(|n| n.is_member(zone));
+                if on && self.store.leases()?.iter().any(|(id, _)| *id == zone) {
                     self.renew_network(&record).await?;
                 }
                 Ok(())
@@ -248,6 +257,8 @@ impl ZoneRegistry {
         let Some(ctx) = self.network.get() else {
             return Ok(());
         };
+        // A process ending meanwhile rebuilds the rules after this did.
+        let _rules = ctx.rules.lock().await;
         let zones = self.store.zones()?;
         let mut members = Vec::new();
         for (id, addr) in self.store.leases()? {
@@ -261,6 +272,7 @@ impl ZoneRegistry {
                 )),
                 None => {
                     tracing::info!(zone = %id, %addr, "reclaiming the address of a zone that is gone");
+                    ctx.net.forget_connections(addr);
                     self.store.release_address(&id)?;
                 }
             }
@@ -441,8 +453,13 @@ impl ZoneRegistry {
 
     /// Refuses a host port another zone publishes already (by its policy
     /// or while one of its processes runs), or one of this zone's running
-    /// processes does.
-    pub(crate) fn check_published(&self, record: &ZoneRecord) -> Result<(), DaemonError> {
+    /// processes does, or (when not in `had`, the ports it published
+    /// before) a socket of the host holds.
+    pub(crate) fn check_published(
+        &self,
+        record: &ZoneRecord,
+        had: &[String],
+    ) -> Result<(), DaemonError> {
         let mine: Vec<PortMapping> = record
             .policy
             .network
@@ -450,7 +467,11 @@ impl ZoneRegistry {
             .iter()
             .filter_map(|p| PortMapping::parse(p).ok())
             .collect();
-        self.check_ports("publish", &mine, Some(record.id))
+        let had: Vec<PortMapping> = had
+            .iter()
+            .filter_map(|p| PortMapping::parse(p).ok())
+            .collect();
+        self.check_ports("publish", &mine, record.id, true, &had)
     }
 
     /// A process's `publish` ports, normalized: each parsed, its zone
@@ -485,17 +506,22 @@ impl ZoneRegistry {
             }
             mine.push(p);
         }
-        self.check_ports(FIELD, &mine, None)?;
+        self.check_ports(FIELD, &mine, zone.id, false, &[])?;
         Ok(mine.iter().map(ToString::to_string).collect())
     }
 
-    /// Refuses any of `mine` whose host port is taken: by a zone's policy
-    /// (not `own`'s, which `mine` replaces) or a running process.
+    /// Refuses any of `mine` (ports of zone `own`: its policy's when
+    /// `replacing_policy`, else a process's) whose host port is taken: by a
+    /// zone's policy (not the one `mine` replaces), a running process, or a
+    /// rule still in force for another zone (a process that just ended,
+    /// its ports not yet taken off); or, when new, by a socket of the host.
     fn check_ports(
         &self,
         field: &str,
         mine: &[PortMapping],
-        own: Option<Uuid>,
+        own: Uuid,
+        replacing_policy: bool,
+        had: &[PortMapping],
     ) -> Result<(), DaemonError> {
         if mine.is_empty() {
             return Ok(());
@@ -503,7 +529,7 @@ impl ZoneRegistry {
         let zones = self.store.zones()?;
         let mut taken: Vec<(String, String)> = Vec::new();
         for z in zones.iter().filter(|z| is_bridged(&z.policy)) {
-            if Some(z.id) != own {
+            if !(replacing_policy && z.id == own) {
                 for text in &z.policy.network.publish {
                     taken.push((format!("zone {}", z.name), text.clone()));
                 }
@@ -526,6 +552,14 @@ impl ZoneRegistry {
                 ));
             }
         }
+        // Last: a more exact holder above names itself first.
+        if let Some(net) = self.network() {
+            for m in net.members().iter().filter(|m| m.net.id != own) {
+                for p in &m.net.publish {
+                    taken.push((format!("zone {}", m.net.name), p.to_string()));
+                }
+            }
+        }
         for (owner, text) in taken {
             let Ok(theirs) = PortMapping::parse(&text) else {
                 continue;
@@ -537,7 +571,9 @@ impl ZoneRegistry {
                 ));
             }
         }
-        for m in mine {
+        // The zone's own ports already published hold no socket to find
+        // (they are DNAT rules): only new ones are checked against the host.
+        for m in mine.iter().filter(|m| !had.contains(m)) {
             host_port_free(m).map_err(|why| DaemonError::invalid(field, why))?;
         }
         Ok(())

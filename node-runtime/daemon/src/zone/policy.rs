@@ -74,6 +74,10 @@ impl ZoneRegistry {
         zone: &str,
         policy: Policy,
     ) -> Result<ZoneRecord, DaemonError> {
+        // Held until the new policy is stored, and taken before the record
+        // is read: a process's ports coming or going rebuild the rules from
+        // the stored policy, and never from one read before another update.
+        let _rules = self.rules_guard().await;
         let mut record = self.find_zone(zone)?;
         if !record.state.is_live() {
             return Err(DaemonError::ZoneState {
@@ -100,16 +104,10 @@ impl ZoneRegistry {
                 "cannot change while the zone runs (its root is already built); create a new zone",
             ));
         }
-        // Held until the new policy is stored: a process's ports coming
-        // or going rebuild the rules from it, not from the old one.
-        let _rules = match super::network::is_bridged(&policy) {
-            true => self.rules_guard().await,
-            false => None,
-        };
         if super::network::is_bridged(&policy) {
             let mut next = record.clone();
             next.policy = policy.clone();
-            self.check_published(&next)?;
+            self.check_published(&next, &record.policy.network.publish)?;
             self.renew_network(&next).await?;
         }
         let applied = async {
@@ -128,7 +126,7 @@ impl ZoneRegistry {
         if let Err(e) = applied {
             // The store keeps the old policy: so do the zone's rules.
             if super::network::is_bridged(&record.policy) {
-                if let Err(undo) = self.renew_network(&record).await {
+                if let Err(undo) = self.renew_stored(record.id).await {
                     tracing::error!(zone = %record.name, error = %undo, "cannot put back a zone's network rules after a failed policy update");
                 }
             }

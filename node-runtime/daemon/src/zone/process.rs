@@ -140,10 +140,10 @@ impl ZoneRegistry {
             return Err(e.into());
         }
         if !publish.is_empty() {
-            if let Err(e) = self.renew_network(zone).await {
+            if let Err(e) = self.renew_stored(zone.id).await {
                 self.untrack(&record.id);
                 let _ = self.store.remove_process(&record.id);
-                let _ = self.renew_network(zone).await;
+                let _ = self.renew_stored(zone.id).await;
                 return Err(e);
             }
         }
