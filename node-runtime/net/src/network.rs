@@ -362,14 +362,13 @@ impl Network {
     /// `allowed_zones`, not by a name pointed at them).
     fn admissible(&self, addr: IpAddr) -> bool {
         match addr {
+            // 0/8 holds the unspecified address, 240/4 the broadcast one.
             IpAddr::V4(a) => {
-                !(a.is_unspecified()
+                !(a.octets()[0] == 0
+                    || a.octets()[0] >= 240
                     || a.is_loopback()
                     || a.is_link_local()
                     || a.is_multicast()
-                    || a.is_broadcast()
-                    || a.octets()[0] >= 240
-                    || a.octets()[0] == 0
                     || self.bridge.subnet.contains(a))
             }
             IpAddr::V6(a) => {
@@ -680,6 +679,13 @@ mod tests {
         );
     }
 
+    /// `m` publishing `port` as well.
+    fn publishing(m: &Member, port: &str) -> Member {
+        let mut m = m.clone();
+        m.net.publish = vec![rauha_spec::netrules::PortMapping::parse(port).unwrap()];
+        m
+    }
+
     #[test]
     fn a_new_published_port_keeps_what_names_admitted_and_new_names_do_not() {
         let k = Arc::new(Kernel::default());
@@ -688,8 +694,7 @@ mod tests {
         n.attach(a.clone()).unwrap();
         let ip = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 5));
         assert!(n.admit(a.net.id, "allowed.test", &[(ip, 30)]).unwrap());
-        let mut published = a.clone();
-        published.net.publish = vec![rauha_spec::netrules::PortMapping::parse("8080:80").unwrap()];
+        let published = publishing(&a, "8080:80");
         n.update(published.clone()).unwrap();
         assert_eq!(n.granted_egress(a.net.id), vec!["10.77.0.5/32"]);
         let doc = k.docs.lock().unwrap().last().unwrap().to_string();
@@ -732,8 +737,7 @@ mod tests {
         let n = net(&k, "10.123.0.0/24").unwrap();
         let a = member("a", 2, &[], &[]);
         n.attach(a.clone()).unwrap();
-        let mut published = a.clone();
-        published.net.publish = vec![rauha_spec::netrules::PortMapping::parse("8080:80").unwrap()];
+        let published = publishing(&a, "8080:80");
         *k.fail_apply.lock().unwrap() = true;
         assert!(n.update(published).is_err());
         *k.fail_apply.lock().unwrap() = false;

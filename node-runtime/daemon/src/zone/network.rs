@@ -189,9 +189,9 @@ impl ZoneRegistry {
         match self.store.zone(&zone)? {
             Some(record) if is_bridged(&record.policy) => {
                 // Not on the bridge (yet: rauhad is starting; or any more):
-                // what puts it there builds its rules from the store.
-                let on = self.network().is_some_and(|n| n.is_member(zone));
-                if on && self.store.leases()?.iter().any(|(id, _)| *id == zone) {
+                // what puts it there builds its rules from the store. On it,
+                // it holds its lease (both change under the rules lock).
+                if self.network().is_some_and(|n| n.is_member(zone)) {
                     self.renew_network(&record).await?;
                 }
                 Ok(())
@@ -408,21 +408,17 @@ impl ZoneRegistry {
         if mode.is_empty() {
             return Ok(policy);
         }
-        policy.network.mode = match mode {
-            "loopback" => NetworkMode::Loopback,
-            "none" => NetworkMode::None,
-            "bridged" => NetworkMode::Bridged,
-            "joined" => NetworkMode::Joined,
-            "host" => NetworkMode::Host,
-            other => {
-                return Err(DaemonError::invalid(
-                    "network",
-                    format!(
-                    "{other:?} is not a network mode; use loopback, none, bridged, joined or host"
+        // The policy file's own names for the modes (serde's).
+        use serde::Deserialize as _;
+        let text = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(mode);
+        policy.network.mode = NetworkMode::deserialize(text).map_err(|_| {
+            DaemonError::invalid(
+                "network",
+                format!(
+                    "{mode:?} is not a network mode; use loopback, none, bridged, joined or host"
                 ),
-                ))
-            }
-        };
+            )
+        })?;
         policy
             .validate()
             .map_err(|(_, message)| DaemonError::invalid("network", message))?;
@@ -527,11 +523,17 @@ impl ZoneRegistry {
             return Ok(());
         }
         let zones = self.store.zones()?;
-        let mut taken: Vec<(String, String)> = Vec::new();
+        let parsed = |texts: &[String]| -> Vec<PortMapping> {
+            texts
+                .iter()
+                .filter_map(|p| PortMapping::parse(p).ok())
+                .collect()
+        };
+        let mut taken: Vec<(String, PortMapping)> = Vec::new();
         for z in zones.iter().filter(|z| is_bridged(&z.policy)) {
             if !(replacing_policy && z.id == own) {
-                for text in &z.policy.network.publish {
-                    taken.push((format!("zone {}", z.name), text.clone()));
+                for m in parsed(&z.policy.network.publish) {
+                    taken.push((format!("zone {}", z.name), m));
                 }
             }
         }
@@ -545,10 +547,10 @@ impl ZoneRegistry {
                 .iter()
                 .find(|z| z.id == p.zone_id)
                 .map_or("?", |z| z.name.as_str());
-            for text in p.publish {
+            for m in parsed(&p.publish) {
                 taken.push((
                     format!("process {} of zone {zone}", &p.id.simple().to_string()[..8]),
-                    text,
+                    m,
                 ));
             }
         }
@@ -556,14 +558,11 @@ impl ZoneRegistry {
         if let Some(net) = self.network() {
             for m in net.members().iter().filter(|m| m.net.id != own) {
                 for p in &m.net.publish {
-                    taken.push((format!("zone {}", m.net.name), p.to_string()));
+                    taken.push((format!("zone {}", m.net.name), *p));
                 }
             }
         }
-        for (owner, text) in taken {
-            let Ok(theirs) = PortMapping::parse(&text) else {
-                continue;
-            };
+        for (owner, theirs) in taken {
             if let Some(m) = mine.iter().find(|m| clash(m, &theirs)) {
                 return Err(DaemonError::invalid(
                     field,
@@ -630,5 +629,20 @@ mod tests {
         assert!(!clash(&p("8080:80"), &p("10.0.0.1:8080:80")));
         assert!(!clash(&p("8080:80"), &p("8080:80/udp")));
         assert!(!clash(&p("8080:80"), &p("8081:80")));
+    }
+
+    #[test]
+    fn a_network_mode_is_read_by_the_policy_files_own_names() {
+        use crate::zone::ZoneRegistry;
+        use rauha_spec::policy::NetworkMode;
+        let p = ZoneRegistry::with_network(rauha_spec::Policy::default(), "bridged").unwrap();
+        assert_eq!(p.network.mode, NetworkMode::Bridged);
+        let e = ZoneRegistry::with_network(rauha_spec::Policy::default(), "bridge")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("network: \"bridge\" is not a network mode"),
+            "{e}"
+        );
     }
 }

@@ -75,9 +75,10 @@ impl ZoneRegistry {
         // Its ports are checked, recorded and published as one step (no
         // other start or end rebuilds the rules in between), before it
         // starts: it may be reached as soon as it listens.
-        let rules = match spec.publish.is_empty() {
-            true => None,
-            false => self.rules_guard().await,
+        let rules = if spec.publish.is_empty() {
+            None
+        } else {
+            self.rules_guard().await
         };
         let publish = self.process_publish(zone, &spec.publish)?;
         let record = ProcessRecord {
@@ -140,10 +141,11 @@ impl ZoneRegistry {
             return Err(e.into());
         }
         if !publish.is_empty() {
+            // A rebuild the kernel refused leaves the zone's rules as they
+            // were (Network::update): only the record goes.
             if let Err(e) = self.renew_stored(zone.id).await {
                 self.untrack(&record.id);
                 let _ = self.store.remove_process(&record.id);
-                let _ = self.renew_stored(zone.id).await;
                 return Err(e);
             }
         }
