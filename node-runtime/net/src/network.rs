@@ -655,10 +655,7 @@ mod tests {
 
     #[test]
     fn only_names_of_the_zones_rules_admit_addresses() {
-        let k = Arc::new(Kernel::default());
-        let n = net(&k, "10.123.0.0/24").unwrap();
-        let a = member("a", 2, &[], &["allowed.test:8080"]);
-        n.attach(a.clone()).unwrap();
+        let (k, n, a) = one_zone(&["allowed.test:8080"]);
         let ip = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 5));
         assert!(!n.admit(a.net.id, "other.test", &[(ip, 30)]).unwrap());
         assert!(n.granted_egress(a.net.id).is_empty());
@@ -679,6 +676,15 @@ mod tests {
         );
     }
 
+    /// A network on 10.123.0.0/24 with zone `a` (.2) allowed `domains`.
+    fn one_zone(domains: &[&str]) -> (Arc<Kernel>, Network, Member) {
+        let k = Arc::new(Kernel::default());
+        let n = net(&k, "10.123.0.0/24").unwrap();
+        let a = member("a", 2, &[], domains);
+        n.attach(a.clone()).unwrap();
+        (k, n, a)
+    }
+
     /// `m` publishing `port` as well.
     fn publishing(m: &Member, port: &str) -> Member {
         let mut m = m.clone();
@@ -688,10 +694,7 @@ mod tests {
 
     #[test]
     fn a_new_published_port_keeps_what_names_admitted_and_new_names_do_not() {
-        let k = Arc::new(Kernel::default());
-        let n = net(&k, "10.123.0.0/24").unwrap();
-        let a = member("a", 2, &[], &["allowed.test"]);
-        n.attach(a.clone()).unwrap();
+        let (k, n, a) = one_zone(&["allowed.test"]);
         let ip = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 5));
         assert!(n.admit(a.net.id, "allowed.test", &[(ip, 30)]).unwrap());
         let published = publishing(&a, "8080:80");
@@ -708,10 +711,7 @@ mod tests {
 
     #[test]
     fn an_answer_admits_no_address_of_the_host_the_bridge_or_link() {
-        let k = Arc::new(Kernel::default());
-        let n = net(&k, "10.123.0.0/24").unwrap();
-        let a = member("a", 2, &[], &["*.x.test"]);
-        n.attach(a.clone()).unwrap();
+        let (_k, n, a) = one_zone(&["*.x.test"]);
         let answers: Vec<(IpAddr, u32)> = [
             "127.0.0.1",
             "169.254.169.254",
@@ -733,10 +733,7 @@ mod tests {
 
     #[test]
     fn an_update_the_kernel_refuses_leaves_the_zone_as_it_was() {
-        let k = Arc::new(Kernel::default());
-        let n = net(&k, "10.123.0.0/24").unwrap();
-        let a = member("a", 2, &[], &[]);
-        n.attach(a.clone()).unwrap();
+        let (k, n, a) = one_zone(&[]);
         let published = publishing(&a, "8080:80");
         *k.fail_apply.lock().unwrap() = true;
         assert!(n.update(published).is_err());
